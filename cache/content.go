@@ -1,0 +1,377 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"strconv"
+	"sync"
+	"syscall"
+)
+
+// Handle is an open file. Reads and writes go to the local content file;
+// Flush and Fsync make written data durable locally and queue its upload.
+type Handle struct {
+	// set at construction
+	s        *Store
+	ino      Ino
+	f        *os.File // nil for directories
+	writable bool
+
+	mu    sync.Mutex // guards wrote
+	wrote bool       // written since the last Flush
+}
+
+// Ino is the entry the handle was opened on.
+func (h *Handle) Ino() Ino { return h.ino }
+
+// Open opens ino. flags are open(2) flags (O_ACCMODE, O_TRUNC, O_APPEND).
+// A clean file whose attributes are older than AttrTTL is checked with the
+// server first (close-to-open consistency); content not yet cached is
+// downloaded unless the open truncates it.
+func (s *Store) Open(ctx context.Context, ino Ino, flags int) (*Handle, error) {
+	acc := flags & syscall.O_ACCMODE
+	writable := acc == syscall.O_WRONLY || acc == syscall.O_RDWR
+	if writable {
+		if err := s.writable(); err != nil {
+			return nil, err
+		}
+	}
+	s.mu.Lock()
+	e := s.entries[ino]
+	if e == nil {
+		s.mu.Unlock()
+		return nil, ErrStale
+	}
+	if e.isDir() {
+		s.mu.Unlock()
+		if writable {
+			return nil, ErrIsDir
+		}
+		return &Handle{s: s, ino: ino}, nil
+	}
+	if !e.mode.IsRegular() {
+		s.mu.Unlock()
+		return nil, fs.ErrInvalid
+	}
+	recheck := e.content != contentDirty && e.onServer && s.now().Sub(e.checked) > s.opts.AttrTTL && s.online()
+	p := s.pathOf(e)
+	s.mu.Unlock()
+
+	if recheck {
+		if err := s.revalidate(ctx, ino, p); err != nil {
+			return nil, err
+		}
+	}
+	if writable && flags&syscall.O_TRUNC != 0 {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		e := s.entries[ino]
+		if e == nil {
+			return nil, ErrStale
+		}
+		f, err := os.OpenFile(s.contentPath(ino), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+		if err != nil {
+			return nil, err
+		}
+		s.markDirtyLocked(e)
+		e.size = 0
+		e.mtime = s.nowSec()
+		e.gen++
+		if err := s.commitLocked(); err != nil {
+			f.Close()
+			return nil, err
+		}
+		return &Handle{s: s, ino: ino, f: f, writable: true, wrote: true}, nil
+	}
+	if err := s.ensureContent(ctx, ino); err != nil {
+		return nil, err
+	}
+	mode := os.O_RDONLY
+	if writable {
+		mode = os.O_RDWR
+	}
+	f, err := os.OpenFile(s.contentPath(ino), mode, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open cached content: %w", err)
+	}
+	return &Handle{s: s, ino: ino, f: f, writable: writable}, nil
+}
+
+// revalidate re-stats a clean file on the server and drops its content if
+// the server's version changed. Offline, the cached state is kept.
+func (s *Store) revalidate(ctx context.Context, ino Ino, p string) error {
+	fi, err := s.remote.Lstat(ctx, p)
+	if errors.Is(err, ErrOffline) {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.entries[ino]
+	if e == nil || s.pathOf(e) != p || e.content == contentDirty || s.protected(p) {
+		return nil
+	}
+	if errors.Is(err, fs.ErrNotExist) {
+		s.removeSubtree(e)
+		return fs.ErrNotExist
+	}
+	if err != nil {
+		return err
+	}
+	if fi.Mode.Type() != e.mode.Type() {
+		// Replaced by another kind of entry: let the directory listing
+		// sort it out.
+		if d := s.entries[e.parent]; d != nil {
+			d.listedAt = d.listedAt.AddDate(-1, 0, 0)
+		}
+		s.removeSubtree(e)
+		return ErrStale
+	}
+	s.applyServerAttrs(e, fi)
+	e.checked = s.now()
+	return nil
+}
+
+// ensureContent makes sure the file's whole content is in the cache,
+// downloading it if needed (one download per file at a time).
+func (s *Store) ensureContent(ctx context.Context, ino Ino) error {
+	for {
+		s.mu.Lock()
+		e := s.entries[ino]
+		if e == nil {
+			s.mu.Unlock()
+			return ErrStale
+		}
+		if e.content == contentDirty {
+			s.mu.Unlock()
+			return nil
+		}
+		if e.content == contentClean {
+			// A content file that does not match its entry (truncated,
+			// deleted by hand) is never served: fetch it again.
+			if fi, err := os.Stat(s.contentPath(ino)); err == nil && fi.Size() == e.size {
+				s.mu.Unlock()
+				return nil
+			}
+			s.log.Warn("cached content is damaged; fetching it again", "path", s.pathOf(e))
+			e.content = contentNone
+			s.dirtyIno[ino] = true
+		}
+		if !e.onServer {
+			// A local file whose content was lost: nothing to fetch.
+			s.mu.Unlock()
+			return fs.ErrNotExist
+		}
+		if c := s.fetching[ino]; c != nil {
+			s.mu.Unlock()
+			select {
+			case <-c.done:
+				if c.err != nil {
+					return c.err
+				}
+				continue
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		if !s.online() {
+			s.mu.Unlock()
+			return ErrOffline
+		}
+		call := &fetchCall{done: make(chan struct{})}
+		s.fetching[ino] = call
+		p := s.pathOf(e)
+		gen := e.gen
+		s.mu.Unlock()
+
+		call.err = s.fetch(ctx, ino, p, gen)
+
+		s.mu.Lock()
+		delete(s.fetching, ino)
+		close(call.done)
+		s.mu.Unlock()
+		if call.err != nil {
+			return call.err
+		}
+	}
+}
+
+func (s *Store) fetch(ctx context.Context, ino Ino, p string, gen uint64) error {
+	tmp := s.contentPath(ino) + ".part-" + strconv.FormatInt(s.now().UnixNano(), 36)
+	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	fi, err := s.remote.Fetch(ctx, p, f)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(tmp)
+		if errors.Is(err, fs.ErrNotExist) {
+			s.mu.Lock()
+			if e := s.entries[ino]; e != nil && e.content != contentDirty && s.pathOf(e) == p && !s.protected(p) {
+				s.removeSubtree(e)
+			}
+			s.mu.Unlock()
+		}
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.entries[ino]
+	if e == nil || e.gen != gen || e.content != contentNone || s.pathOf(e) != p {
+		os.Remove(tmp)
+		return nil // changed meanwhile; the caller looks again
+	}
+	if st, err := os.Stat(tmp); err != nil || st.Size() != fi.Size {
+		// The file changed on the server while we read it.
+		os.Remove(tmp)
+		return fmt.Errorf("%s changed on the server while it was read; try again", p)
+	}
+	if err := os.Rename(tmp, s.contentPath(ino)); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	s.applyServerAttrs(e, fi)
+	e.content = contentClean
+	e.checked = s.now()
+	s.dirtyIno[ino] = true
+	return nil
+}
+
+// ReadAt reads cached content.
+func (h *Handle) ReadAt(p []byte, off int64) (int, error) {
+	if h.f == nil {
+		return 0, ErrIsDir
+	}
+	return h.f.ReadAt(p, off)
+}
+
+// WriteAt writes to the cached content. The first write after the file was
+// clean durably marks it dirty before any data is written, so a crash never
+// leaves local changes that look like the server's version.
+func (h *Handle) WriteAt(p []byte, off int64) (int, error) {
+	if h.f == nil || !h.writable {
+		return 0, syscall.EBADF
+	}
+	s := h.s
+	if err := s.writable(); err != nil {
+		return 0, err
+	}
+	s.mu.Lock()
+	e := s.entries[h.ino]
+	if e != nil {
+		if e.content != contentDirty {
+			s.markDirtyLocked(e)
+			if err := s.commitLocked(); err != nil {
+				s.mu.Unlock()
+				return 0, err
+			}
+		}
+		e.gen++
+	}
+	s.mu.Unlock()
+
+	n, err := h.f.WriteAt(p, off)
+
+	h.mu.Lock()
+	h.wrote = true
+	h.mu.Unlock()
+	s.mu.Lock()
+	if e := s.entries[h.ino]; e != nil {
+		if end := off + int64(n); end > e.size {
+			e.size = end
+		}
+		e.mtime = s.nowSec()
+		e.gen++
+		s.dirtyIno[h.ino] = true
+	}
+	s.mu.Unlock()
+	return n, err
+}
+
+// Size is the current size of the open file's content.
+func (h *Handle) Size() int64 {
+	if h.f == nil {
+		return 0
+	}
+	fi, err := h.f.Stat()
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
+}
+
+// Flush is called on close(2): written data is synced to local disk and its
+// upload queued, durably, before Flush returns.
+func (h *Handle) Flush() error {
+	h.mu.Lock()
+	wrote := h.wrote
+	h.wrote = false
+	h.mu.Unlock()
+	if !wrote {
+		return nil
+	}
+	if err := h.f.Sync(); err != nil {
+		return err
+	}
+	s := h.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.entries[h.ino]
+	if e == nil {
+		return nil // unlinked while open: nothing to deliver
+	}
+	if fi, err := h.f.Stat(); err == nil {
+		e.size = fi.Size()
+	}
+	s.dirtyIno[h.ino] = true
+	p := s.pathOf(e)
+	if e.content == contentDirty && !s.hasUnstartedPut(h.ino, p) {
+		return s.enqueueLocked(&op{Kind: opPut, Path: p, Ino: h.ino})
+	}
+	return s.commitLocked()
+}
+
+// Fsync makes the written content of ino durable locally and queues its
+// upload; it does not wait for the server (`remotefs flush` does).
+func (s *Store) Fsync(ino Ino) error {
+	f, err := os.Open(s.contentPath(ino))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil // nothing written locally
+	}
+	if err != nil {
+		return err
+	}
+	err = f.Sync()
+	f.Close()
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.entries[ino]
+	if e == nil {
+		return nil
+	}
+	p := s.pathOf(e)
+	if e.content == contentDirty && !s.hasUnstartedPut(ino, p) {
+		return s.enqueueLocked(&op{Kind: opPut, Path: p, Ino: ino})
+	}
+	return s.commitLocked()
+}
+
+// Release closes the handle, flushing first if needed.
+func (h *Handle) Release() error {
+	if h.f == nil {
+		return nil
+	}
+	err := h.Flush()
+	if cerr := h.f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}

@@ -1,0 +1,232 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"remotefs/conn"
+)
+
+// dirRemote is a conn.Remote backed by a local directory, with switches
+// to take it offline and to make uploads fail, for deterministic tests.
+type dirRemote struct {
+	root    string
+	offline atomic.Bool
+	puts    atomic.Int64
+
+	mu      sync.Mutex
+	putErr  error         // returned by PutAtomic when set
+	putGate chan struct{} // when set, PutAtomic waits for it
+}
+
+var _ conn.Remote = (*dirRemote)(nil)
+
+func (r *dirRemote) p(rel string) string { return filepath.Join(r.root, filepath.FromSlash(rel)) }
+
+func (r *dirRemote) check() error {
+	if r.offline.Load() {
+		return fmt.Errorf("dial: %w", conn.ErrOffline)
+	}
+	return nil
+}
+
+func mapErr(err error) error {
+	var errno syscall.Errno
+	if errors.As(err, &errno) && errno == syscall.ENOTEMPTY {
+		return conn.ErrNotEmpty
+	}
+	return err
+}
+
+func infoOf(name string, fi os.FileInfo, target string) conn.FileInfo {
+	return conn.FileInfo{Name: name, Mode: fi.Mode(), Size: fi.Size(), Mtime: fi.ModTime().Truncate(time.Second), Target: target}
+}
+
+func (r *dirRemote) Lstat(ctx context.Context, p string) (conn.FileInfo, error) {
+	if err := r.check(); err != nil {
+		return conn.FileInfo{}, err
+	}
+	fi, err := os.Lstat(r.p(p))
+	if err != nil {
+		return conn.FileInfo{}, err
+	}
+	t, _ := os.Readlink(r.p(p))
+	return infoOf(filepath.Base(p), fi, t), nil
+}
+
+func (r *dirRemote) ReadDir(ctx context.Context, p string) ([]conn.FileInfo, error) {
+	if err := r.check(); err != nil {
+		return nil, err
+	}
+	ents, err := os.ReadDir(r.p(p))
+	if err != nil {
+		return nil, err
+	}
+	var out []conn.FileInfo
+	for _, e := range ents {
+		fi, err := e.Info()
+		if err != nil {
+			continue
+		}
+		t, _ := os.Readlink(filepath.Join(r.p(p), e.Name()))
+		out = append(out, infoOf(e.Name(), fi, t))
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+func (r *dirRemote) ReadLink(ctx context.Context, p string) (string, error) {
+	if err := r.check(); err != nil {
+		return "", err
+	}
+	return os.Readlink(r.p(p))
+}
+
+func (r *dirRemote) ReadAt(ctx context.Context, p string, b []byte, off int64) (int, error) {
+	if err := r.check(); err != nil {
+		return 0, err
+	}
+	f, err := os.Open(r.p(p))
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	return f.ReadAt(b, off)
+}
+
+func (r *dirRemote) Fetch(ctx context.Context, p string, w io.Writer) (conn.FileInfo, error) {
+	if err := r.check(); err != nil {
+		return conn.FileInfo{}, err
+	}
+	f, err := os.Open(r.p(p))
+	if err != nil {
+		return conn.FileInfo{}, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return conn.FileInfo{}, err
+	}
+	if _, err := io.Copy(w, f); err != nil {
+		return conn.FileInfo{}, err
+	}
+	return infoOf(filepath.Base(p), fi, ""), nil
+}
+
+func (r *dirRemote) PutAtomic(ctx context.Context, p string, src io.Reader, mode fs.FileMode, mtime time.Time) (conn.FileInfo, error) {
+	if err := r.check(); err != nil {
+		return conn.FileInfo{}, err
+	}
+	r.mu.Lock()
+	gate, perr := r.putGate, r.putErr
+	r.mu.Unlock()
+	if gate != nil {
+		<-gate
+	}
+	if perr != nil {
+		return conn.FileInfo{}, perr
+	}
+	tmp := filepath.Join(filepath.Dir(r.p(p)), conn.TempPrefix+"test-"+filepath.Base(p))
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
+	if err != nil {
+		return conn.FileInfo{}, err
+	}
+	if _, err := io.Copy(f, src); err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return conn.FileInfo{}, err
+	}
+	f.Close()
+	os.Chmod(tmp, mode)
+	os.Chtimes(tmp, mtime, mtime)
+	if err := os.Rename(tmp, r.p(p)); err != nil {
+		os.Remove(tmp)
+		return conn.FileInfo{}, err
+	}
+	r.puts.Add(1)
+	return r.Lstat(ctx, p)
+}
+
+func (r *dirRemote) Mkdir(ctx context.Context, p string, mode fs.FileMode) error {
+	if err := r.check(); err != nil {
+		return err
+	}
+	return os.Mkdir(r.p(p), mode)
+}
+
+func (r *dirRemote) Remove(ctx context.Context, p string) error {
+	if err := r.check(); err != nil {
+		return err
+	}
+	return syscall.Unlink(r.p(p))
+}
+
+func (r *dirRemote) Rmdir(ctx context.Context, p string) error {
+	if err := r.check(); err != nil {
+		return err
+	}
+	err := syscall.Rmdir(r.p(p))
+	if errors.Is(err, syscall.ENOENT) {
+		return fs.ErrNotExist
+	}
+	return mapErr(err)
+}
+
+func (r *dirRemote) Rename(ctx context.Context, a, b string) error {
+	if err := r.check(); err != nil {
+		return err
+	}
+	return os.Rename(r.p(a), r.p(b))
+}
+
+func (r *dirRemote) Symlink(ctx context.Context, target, p string) error {
+	if err := r.check(); err != nil {
+		return err
+	}
+	return os.Symlink(target, r.p(p))
+}
+
+func (r *dirRemote) Link(ctx context.Context, a, b string) error {
+	if err := r.check(); err != nil {
+		return err
+	}
+	return os.Link(r.p(a), r.p(b))
+}
+
+func (r *dirRemote) Chmod(ctx context.Context, p string, mode fs.FileMode) error {
+	if err := r.check(); err != nil {
+		return err
+	}
+	return os.Chmod(r.p(p), mode)
+}
+
+func (r *dirRemote) Chtimes(ctx context.Context, p string, a, m time.Time) error {
+	if err := r.check(); err != nil {
+		return err
+	}
+	return os.Chtimes(r.p(p), a, m)
+}
+
+func (r *dirRemote) Truncate(ctx context.Context, p string, size int64) error {
+	if err := r.check(); err != nil {
+		return err
+	}
+	return os.Truncate(r.p(p), size)
+}
+
+func (r *dirRemote) StatFS(ctx context.Context, p string) (conn.StatFS, error) {
+	if err := r.check(); err != nil {
+		return conn.StatFS{}, err
+	}
+	return conn.StatFS{BlockSize: 4096, NameMax: 255}, nil
+}

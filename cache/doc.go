@@ -1,0 +1,65 @@
+// Package cache is the truth the mount shows: a persistent mirror of the
+// remote tree's metadata, the contents of files that have been read or
+// written, and the write-back journal that carries local changes to the
+// server.
+//
+// # What it owns
+//
+//   - Metadata: one entry per known path (mode, size, mtime, symlink target,
+//     and for directories whether the listing is complete). Entries are
+//     identified by an Ino that never changes while the entry exists, so the
+//     FUSE layer can keep stable inode numbers across renames. Everything is
+//     kept in memory and persisted to a bbolt database (meta.db) in the cache
+//     directory, so a later mount, or an offline one, starts from it.
+//   - Content: whole files under content/<ino>. A clean file's content
+//     matches the server version recorded in its entry; a dirty file's
+//     content is newer than the server and is never evicted or dropped.
+//   - The journal: an ordered log of the user's changes (put content, mkdir,
+//     remove, rmdir, rename, symlink, chmod, utimes), written to meta.db in
+//     the same transaction as the metadata change, before the FUSE call
+//     returns. One writer goroutine replays it to the server in order.
+//
+// # Caching rules
+//
+//   - Lookups, getattr and readdir are answered from memory. A directory is
+//     listed from the server the first time it is needed; afterwards a
+//     listing older than DirTTL is refreshed in the background while the
+//     cached one is served (stale-while-revalidate).
+//   - Open is close-to-open consistent: a clean file whose attributes were
+//     last confirmed more than AttrTTL ago is re-stat'ed on the server and
+//     its content dropped when size or mtime changed.
+//   - Listings never overwrite local changes that have not reached the
+//     server: a path touched by a pending journal operation keeps its local
+//     state until the operation is applied.
+//   - A version is the server's (size, mtime in whole seconds). Uploads set
+//     the server file's mtime to the local one, so the version after an
+//     upload is the one the mount already shows.
+//
+// # Conflicts
+//
+// Every dirty file remembers the server version its edit started from (its
+// base). Before an upload replaces a file, the server's current version is
+// compared with the base; when the server's file changed in between, the
+// local content is uploaded next to it as NAME.conflict-HOST-YYYYmmdd-HHMMSS
+// and the server's version stays under the original name. Nothing is
+// overwritten silently.
+//
+// # Offline
+//
+// When the Remote reports ErrOffline the store serves what it has, read-only:
+// every mutating call fails with ErrReadOnly at once, reads of content that
+// is not cached fail with ErrOffline. The journal keeps what was accepted
+// before the link died and replays it once the Remote is back.
+//
+// # Concurrency and deadlock
+//
+// One mutex (Store.mu) guards the in-memory tree, the journal queue and the
+// persistence of both. It is never held across a network call: operations
+// snapshot what they need under mu, release it, talk to the server, then
+// re-take mu and check that the entry did not change meanwhile (by Ino and a
+// generation counter). Local disk I/O (bbolt commits, content files) does
+// happen under mu. The journal writer is a single goroutine; fetches of the
+// same file are de-duplicated so two opens do not download twice.
+// Nothing in this package calls back into the FUSE layer while holding mu:
+// invalidation callbacks run on their own goroutine.
+package cache

@@ -1,0 +1,123 @@
+package cache
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"io/fs"
+	"time"
+)
+
+// Ino identifies an entry for as long as it exists; the FUSE layer uses it
+// as the inode number. RootIno is the mount's root directory.
+type Ino uint64
+
+const RootIno Ino = 1
+
+// Version is what the server says a file is: size and mtime (whole seconds).
+type Version struct {
+	Size  int64
+	Mtime int64
+}
+
+// Attr is what the mount shows for an entry.
+type Attr struct {
+	Ino    Ino
+	Mode   fs.FileMode
+	Size   int64
+	Mtime  time.Time
+	Target string // symlink target
+}
+
+// DirEntry is one name in a directory listing.
+type DirEntry struct {
+	Name string
+	Ino  Ino
+	Mode fs.FileMode
+}
+
+type contentState uint8
+
+const (
+	contentNone  contentState = iota // nothing cached
+	contentClean                     // content/<ino> equals server version `remote`
+	contentDirty                     // content/<ino> is newer than the server
+)
+
+// entry is one file, directory or symlink. Guarded by Store.mu.
+type entry struct {
+	ino    Ino
+	parent Ino
+	name   string
+	mode   fs.FileMode
+	size   int64
+	mtime  time.Time
+	target string
+
+	// directories
+	listed   bool           // children is the complete listing
+	children map[string]Ino // nil until listed or a child is added
+	listedAt time.Time      // when last listed from the server (zero after restart)
+
+	// files
+	onServer bool      // the server has this path, as far as we know
+	remote   Version   // server version the attributes / clean content came from
+	checked  time.Time // when remote was last confirmed with the server
+	content  contentState
+	hasBase  bool    // dirty: the next upload expects `base` at its path
+	base     Version // (hasBase false: it expects nothing there)
+	gen      uint64  // bumped by every local content change
+}
+
+func (e *entry) isDir() bool  { return e.mode.IsDir() }
+func (e *entry) isLink() bool { return e.mode&fs.ModeSymlink != 0 }
+
+func (e *entry) attr() Attr {
+	return Attr{Ino: e.ino, Mode: e.mode, Size: e.size, Mtime: e.mtime, Target: e.target}
+}
+
+// record is the persisted form of an entry.
+type record struct {
+	Parent   uint64  `json:"p"`
+	Name     string  `json:"n"`
+	Mode     uint32  `json:"m"`
+	Size     int64   `json:"s"`
+	MtimeNs  int64   `json:"t"`
+	Target   string  `json:"l,omitempty"`
+	Listed   bool    `json:"d,omitempty"`
+	OnServer bool    `json:"o,omitempty"`
+	Remote   Version `json:"r"`
+	Content  uint8   `json:"c,omitempty"`
+	HasBase  bool    `json:"hb,omitempty"`
+	Base     Version `json:"b"`
+}
+
+func (e *entry) record() []byte {
+	r := record{
+		Parent: uint64(e.parent), Name: e.name, Mode: uint32(e.mode), Size: e.size,
+		MtimeNs: e.mtime.UnixNano(), Target: e.target, Listed: e.listed,
+		OnServer: e.onServer, Remote: e.remote, Content: uint8(e.content),
+		HasBase: e.hasBase, Base: e.base,
+	}
+	b, _ := json.Marshal(r)
+	return b
+}
+
+func entryFromRecord(ino Ino, b []byte) (*entry, error) {
+	var r record
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, err
+	}
+	e := &entry{
+		ino: ino, parent: Ino(r.Parent), name: r.Name, mode: fs.FileMode(r.Mode),
+		size: r.Size, mtime: time.Unix(0, r.MtimeNs), target: r.Target, listed: r.Listed,
+		onServer: r.OnServer, remote: r.Remote, content: contentState(r.Content),
+		hasBase: r.HasBase, base: r.Base,
+	}
+	return e, nil
+}
+
+func u64key(v uint64) []byte {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], v)
+	return b[:]
+}

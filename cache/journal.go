@@ -1,0 +1,105 @@
+package cache
+
+import (
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"strings"
+)
+
+// opKind names one kind of journal operation.
+type opKind string
+
+const (
+	opPut     opKind = "put"     // upload content of Ino to Path
+	opMkdir   opKind = "mkdir"   // Path, Mode
+	opRemove  opKind = "remove"  // Path
+	opRmdir   opKind = "rmdir"   // Path
+	opRename  opKind = "rename"  // Path -> Path2 (DestBase: version Path2 is expected to have)
+	opSymlink opKind = "symlink" // Path -> Target
+	opChmod   opKind = "chmod"   // Path, Mode
+	opUtimes  opKind = "utimes"  // Path, MtimeNs
+)
+
+// op is one journal record: a change the user made that the server has not
+// acknowledged yet. Paths are relative to the remote root.
+type op struct {
+	Seq     uint64      `json:"seq"`
+	Kind    opKind      `json:"k"`
+	Path    string      `json:"p"`
+	Path2   string      `json:"p2,omitempty"`
+	Ino     Ino         `json:"i,omitempty"`
+	Mode    fs.FileMode `json:"m,omitempty"`
+	MtimeNs int64       `json:"t,omitempty"`
+	Target  string      `json:"l,omitempty"`
+	// DestBase: for a rename over an existing server file, the version that
+	// file had when the local rename replaced it (nil: no check).
+	DestBase *Version `json:"db,omitempty"`
+}
+
+func (o *op) String() string {
+	switch o.Kind {
+	case opRename:
+		return fmt.Sprintf("%s %s -> %s", o.Kind, o.Path, o.Path2)
+	case opSymlink:
+		return fmt.Sprintf("%s %s -> %s", o.Kind, o.Path, o.Target)
+	}
+	return fmt.Sprintf("%s %s", o.Kind, o.Path)
+}
+
+// paths returns the paths the operation touches.
+func (o *op) paths() []string {
+	if o.Path2 != "" {
+		return []string{o.Path, o.Path2}
+	}
+	return []string{o.Path}
+}
+
+func encodeOp(o *op) []byte {
+	b, _ := json.Marshal(o)
+	return b
+}
+
+// decodeOp parses a journal record, refusing records that could not have
+// been written by this package (so a damaged journal is reported, not replayed).
+func decodeOp(b []byte) (*op, error) {
+	var o op
+	if err := json.Unmarshal(b, &o); err != nil {
+		return nil, fmt.Errorf("journal record: %w", err)
+	}
+	switch o.Kind {
+	case opPut, opMkdir, opRemove, opRmdir, opChmod, opUtimes:
+	case opRename:
+		if o.Path2 == "" {
+			return nil, fmt.Errorf("journal record: rename without destination")
+		}
+	case opSymlink:
+	default:
+		return nil, fmt.Errorf("journal record: unknown kind %q", o.Kind)
+	}
+	if !validRelPath(o.Path) || (o.Path2 != "" && !validRelPath(o.Path2)) {
+		return nil, fmt.Errorf("journal record: bad path %q", o.Path)
+	}
+	return &o, nil
+}
+
+// validRelPath reports whether p is a clean, non-empty relative path.
+func validRelPath(p string) bool {
+	if p == "" || strings.HasPrefix(p, "/") || strings.HasSuffix(p, "/") {
+		return false
+	}
+	for _, el := range strings.Split(p, "/") {
+		if el == "" || el == "." || el == ".." {
+			return false
+		}
+	}
+	return true
+}
+
+// related reports whether a and b are the same path or one contains the other.
+func related(a, b string) bool {
+	if a == b || a == "" || b == "" {
+		return true
+	}
+	return strings.HasPrefix(b, a+"/") || strings.HasPrefix(a, b+"/")
+}

@@ -1,0 +1,419 @@
+package cache
+
+import (
+	"context"
+	"io/fs"
+	"os"
+	"time"
+)
+
+// newOp assigns the next sequence number. Caller holds mu.
+func (s *Store) newOp(o *op) *op {
+	o.Seq = s.nextSeq
+	s.nextSeq++
+	return o
+}
+
+// enqueueLocked appends operations to the journal and commits them, with
+// every metadata change made so far, in one durable transaction. Caller
+// holds mu.
+func (s *Store) enqueueLocked(ops ...*op) error {
+	for _, o := range ops {
+		if o.Seq == 0 {
+			s.newOp(o)
+		}
+	}
+	if err := s.commitLocked(ops...); err != nil {
+		return err
+	}
+	for _, o := range ops {
+		s.pending = append(s.pending, o)
+		for _, p := range o.paths() {
+			s.pendingPath[p]++
+		}
+	}
+	s.cond.Broadcast()
+	return nil
+}
+
+// Mkdir creates directory name in dir.
+func (s *Store) Mkdir(ctx context.Context, dir Ino, name string, perm fs.FileMode) (Attr, error) {
+	if err := s.writable(); err != nil {
+		return Attr{}, err
+	}
+	if err := s.ensureListed(ctx, dir); err != nil {
+		return Attr{}, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d, c, err := s.childLocked(dir, name)
+	if err != nil {
+		return Attr{}, err
+	}
+	if c != nil {
+		return Attr{}, fs.ErrExist
+	}
+	e := s.addChildLocked(d, name, fs.ModeDir|perm.Perm())
+	e.listed = true
+	e.children = map[string]Ino{}
+	if err := s.enqueueLocked(&op{Kind: opMkdir, Path: s.pathOf(e), Mode: perm.Perm()}); err != nil {
+		return Attr{}, err
+	}
+	return e.attr(), nil
+}
+
+// addChildLocked creates a new local entry. Caller holds mu.
+func (s *Store) addChildLocked(d *entry, name string, mode fs.FileMode) *entry {
+	e := &entry{ino: s.nextIno, parent: d.ino, name: name, mode: mode, mtime: s.nowSec()}
+	s.nextIno++
+	s.entries[e.ino] = e
+	if d.children == nil {
+		d.children = map[string]Ino{}
+	}
+	d.children[name] = e.ino
+	d.mtime = e.mtime
+	s.dirtyIno[e.ino] = true
+	s.dirtyIno[d.ino] = true
+	return e
+}
+
+// Create makes a new empty regular file and opens it. With excl, an
+// existing name is an error; otherwise the existing file is opened (and
+// truncated when flags has O_TRUNC).
+func (s *Store) Create(ctx context.Context, dir Ino, name string, perm fs.FileMode, flags int, excl bool) (Attr, *Handle, error) {
+	if err := s.writable(); err != nil {
+		return Attr{}, nil, err
+	}
+	if err := s.ensureListed(ctx, dir); err != nil {
+		return Attr{}, nil, err
+	}
+	s.mu.Lock()
+	d, c, err := s.childLocked(dir, name)
+	if err != nil {
+		s.mu.Unlock()
+		return Attr{}, nil, err
+	}
+	if c != nil {
+		s.mu.Unlock()
+		if excl {
+			return Attr{}, nil, fs.ErrExist
+		}
+		h, err := s.Open(ctx, c.ino, flags)
+		if err != nil {
+			return Attr{}, nil, err
+		}
+		a, err := s.GetAttr(c.ino)
+		return a, h, err
+	}
+	defer s.mu.Unlock()
+	f, err := os.OpenFile(s.contentPath(s.nextIno), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return Attr{}, nil, err
+	}
+	e := s.addChildLocked(d, name, perm.Perm())
+	e.content = contentDirty
+	e.gen++
+	if err := s.commitLocked(); err != nil {
+		f.Close()
+		return Attr{}, nil, err
+	}
+	h := &Handle{s: s, ino: e.ino, f: f, writable: true, wrote: true}
+	return e.attr(), h, nil
+}
+
+// Symlink creates name in dir pointing to target.
+func (s *Store) Symlink(ctx context.Context, dir Ino, name, target string) (Attr, error) {
+	if err := s.writable(); err != nil {
+		return Attr{}, err
+	}
+	if err := s.ensureListed(ctx, dir); err != nil {
+		return Attr{}, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d, c, err := s.childLocked(dir, name)
+	if err != nil {
+		return Attr{}, err
+	}
+	if c != nil {
+		return Attr{}, fs.ErrExist
+	}
+	e := s.addChildLocked(d, name, fs.ModeSymlink|0o777)
+	e.target = target
+	e.size = int64(len(target))
+	if err := s.enqueueLocked(&op{Kind: opSymlink, Path: s.pathOf(e), Target: target}); err != nil {
+		return Attr{}, err
+	}
+	return e.attr(), nil
+}
+
+// Unlink removes a file or symlink.
+func (s *Store) Unlink(ctx context.Context, dir Ino, name string) error {
+	return s.remove(ctx, dir, name, false)
+}
+
+// Rmdir removes an empty directory.
+func (s *Store) Rmdir(ctx context.Context, dir Ino, name string) error {
+	return s.remove(ctx, dir, name, true)
+}
+
+func (s *Store) remove(ctx context.Context, dir Ino, name string, isDir bool) error {
+	if err := s.writable(); err != nil {
+		return err
+	}
+	if err := s.ensureListed(ctx, dir); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	_, c, err := s.childLocked(dir, name)
+	s.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if c == nil {
+		return fs.ErrNotExist
+	}
+	if isDir {
+		if !c.isDir() {
+			return ErrNotDir
+		}
+		// Emptiness is only known from a complete listing.
+		if err := s.ensureListed(ctx, c.ino); err != nil {
+			return err
+		}
+	} else if c.isDir() {
+		return ErrIsDir
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d, c2, err := s.childLocked(dir, name)
+	if err != nil {
+		return err
+	}
+	if c2 == nil || c2 != c {
+		return fs.ErrNotExist
+	}
+	if isDir && len(c.children) > 0 {
+		return ErrNotEmpty
+	}
+	p := s.pathOf(c)
+	kind := opRemove
+	if isDir {
+		kind = opRmdir
+	}
+	s.removeSubtree(c)
+	d.mtime = s.nowSec()
+	s.dirtyIno[d.ino] = true
+	return s.enqueueLocked(&op{Kind: kind, Path: p})
+}
+
+// Rename moves oldName in oldDir to newName in newDir, replacing a file or
+// empty directory there, like rename(2).
+func (s *Store) Rename(ctx context.Context, oldDir Ino, oldName string, newDir Ino, newName string) error {
+	if err := s.writable(); err != nil {
+		return err
+	}
+	if err := s.ensureListed(ctx, oldDir); err != nil {
+		return err
+	}
+	if err := s.ensureListed(ctx, newDir); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	_, dst, err := s.childLocked(newDir, newName)
+	s.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if dst != nil && dst.isDir() {
+		if err := s.ensureListed(ctx, dst.ino); err != nil {
+			return err
+		}
+	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	od, src, err := s.childLocked(oldDir, oldName)
+	if err != nil {
+		return err
+	}
+	nd, dst, err := s.childLocked(newDir, newName)
+	if err != nil {
+		return err
+	}
+	if src == nil {
+		return fs.ErrNotExist
+	}
+	if src == dst {
+		return nil
+	}
+	if src.isDir() {
+		// A directory cannot move into itself.
+		for a := nd; ; a = s.entries[a.parent] {
+			if a == nil {
+				break
+			}
+			if a.ino == src.ino {
+				return fs.ErrInvalid
+			}
+			if a.ino == RootIno {
+				break
+			}
+		}
+	}
+	oldPath := s.pathOf(src)
+	newPath := childPath(s.pathOf(nd), newName)
+	var destBase *Version
+	if dst != nil {
+		switch {
+		case dst.isDir() && !src.isDir():
+			return ErrIsDir
+		case !dst.isDir() && src.isDir():
+			return ErrNotDir
+		case dst.isDir() && len(dst.children) > 0:
+			return ErrNotEmpty
+		}
+		if !dst.isDir() {
+			switch {
+			case dst.content == contentDirty && dst.hasBase:
+				v := dst.base
+				destBase = &v
+			case dst.content != contentDirty && dst.onServer:
+				v := dst.remote
+				destBase = &v
+			}
+		}
+		s.removeSubtree(dst)
+	}
+	delete(od.children, oldName)
+	if nd.children == nil {
+		nd.children = map[string]Ino{}
+	}
+	nd.children[newName] = src.ino
+	src.parent = nd.ino
+	src.name = newName
+	now := s.nowSec()
+	od.mtime, nd.mtime = now, now
+	s.dirtyIno[od.ino], s.dirtyIno[nd.ino], s.dirtyIno[src.ino] = true, true, true
+
+	// The editor pattern (write a new temp file, rename it over the
+	// original) becomes one upload of the final name, checked against the
+	// version of the file it replaces.
+	if src.mode.IsRegular() && !src.onServer {
+		if o := s.lastOpTouching(oldPath, newPath); o != nil && o.Kind == opPut && o.Ino == src.ino && o.Path == oldPath && o.Seq != s.started {
+			s.retargetPut(o, newPath)
+			src.hasBase = destBase != nil
+			if destBase != nil {
+				src.base = *destBase
+			}
+			return s.commitLocked(o)
+		}
+	}
+	return s.enqueueLocked(&op{Kind: opRename, Path: oldPath, Path2: newPath, DestBase: destBase})
+}
+
+// lastOpTouching returns the newest pending op related to any of paths.
+// Caller holds mu.
+func (s *Store) lastOpTouching(paths ...string) *op {
+	for i := len(s.pending) - 1; i >= 0; i-- {
+		o := s.pending[i]
+		for _, p := range paths {
+			for _, q := range o.paths() {
+				if related(p, q) {
+					return o
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func (s *Store) retargetPut(o *op, newPath string) {
+	s.pendingPath[o.Path]--
+	if s.pendingPath[o.Path] <= 0 {
+		delete(s.pendingPath, o.Path)
+	}
+	o.Path = newPath
+	s.pendingPath[newPath]++
+}
+
+// SetAttr changes mode, size and/or mtime (nil fields are left alone).
+func (s *Store) SetAttr(ctx context.Context, ino Ino, mode *fs.FileMode, size *int64, mtime *time.Time) (Attr, error) {
+	if err := s.writable(); err != nil {
+		return Attr{}, err
+	}
+	if size != nil {
+		s.mu.Lock()
+		e := s.entries[ino]
+		s.mu.Unlock()
+		if e == nil {
+			return Attr{}, ErrStale
+		}
+		if e.isDir() {
+			return Attr{}, ErrIsDir
+		}
+		if *size != 0 {
+			if err := s.ensureContent(ctx, ino); err != nil {
+				return Attr{}, err
+			}
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.entries[ino]
+	if e == nil {
+		return Attr{}, ErrStale
+	}
+	var ops []*op
+	p := s.pathOf(e)
+	if size != nil {
+		s.markDirtyLocked(e)
+		if err := os.Truncate(s.contentPath(ino), *size); err != nil {
+			if !os.IsNotExist(err) || *size != 0 {
+				return Attr{}, err
+			}
+			if f, err := os.Create(s.contentPath(ino)); err == nil {
+				f.Close()
+			}
+		}
+		e.size = *size
+		e.mtime = s.nowSec()
+		e.gen++
+		if !s.hasUnstartedPut(ino, p) {
+			ops = append(ops, &op{Kind: opPut, Path: p, Ino: ino})
+		}
+	}
+	if mode != nil {
+		e.mode = e.mode.Type() | mode.Perm()
+		ops = append(ops, &op{Kind: opChmod, Path: p, Mode: mode.Perm()})
+	}
+	if mtime != nil {
+		e.mtime = mtime.Truncate(time.Second)
+		ops = append(ops, &op{Kind: opUtimes, Path: p, MtimeNs: e.mtime.UnixNano()})
+	}
+	s.dirtyIno[ino] = true
+	if err := s.enqueueLocked(ops...); err != nil {
+		return Attr{}, err
+	}
+	return e.attr(), nil
+}
+
+// markDirtyLocked records that the local content is about to become newer
+// than the server's, remembering the version the edit starts from.
+// Caller holds mu and commits.
+func (s *Store) markDirtyLocked(e *entry) {
+	if e.content == contentDirty {
+		return
+	}
+	e.hasBase = e.onServer
+	e.base = e.remote
+	e.content = contentDirty
+	s.dirtyIno[e.ino] = true
+}
+
+// hasUnstartedPut reports whether an upload of ino to p is queued and not
+// yet started, with nothing touching p after it. Caller holds mu.
+func (s *Store) hasUnstartedPut(ino Ino, p string) bool {
+	o := s.lastOpTouching(p)
+	return o != nil && o.Kind == opPut && o.Ino == ino && o.Path == p && o.Seq != s.started
+}

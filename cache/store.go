@@ -1,0 +1,493 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"remotefs/conn"
+)
+
+var (
+	// ErrReadOnly: a change was refused because the mount is offline or was
+	// mounted read-only. The FUSE layer reports it as EROFS.
+	ErrReadOnly = errors.New("read-only: the server is not reachable")
+	// ErrOffline: content or a listing that is not cached was needed while
+	// the server cannot be reached.
+	ErrOffline = conn.ErrOffline
+	// ErrNotEmpty: rmdir or rename over a non-empty directory.
+	ErrNotEmpty = conn.ErrNotEmpty
+	// ErrIsDir / ErrNotDir: the operation needs the other kind of entry.
+	ErrIsDir  = errors.New("is a directory")
+	ErrNotDir = errors.New("not a directory")
+	// ErrStale: the entry no longer exists (removed meanwhile).
+	ErrStale = errors.New("stale entry")
+	// ErrInUse: another remotefs mount uses the same cache directory.
+	ErrInUse = errors.New("cache directory is in use by another remotefs mount")
+)
+
+// Options configure a Store. Zero values get the documented defaults.
+type Options struct {
+	// Dir holds meta.db and content/. Created with mode 0700.
+	Dir string
+	// Remote is the server. It may be nil only when ReadOnly is set and the
+	// cache was filled by an earlier mount.
+	Remote conn.Remote
+	// Online reports whether the Remote is usable now. Nil means always.
+	Online func() bool
+	// ReadOnly refuses every change (remotefs mount --offline).
+	ReadOnly bool
+	// AttrTTL: how long a file's attributes are trusted before open
+	// re-checks them with the server (close-to-open). Default 1s.
+	AttrTTL time.Duration
+	// DirTTL: how long a listing is trusted before it is refreshed in the
+	// background. Default 10s.
+	DirTTL time.Duration
+	// ConflictLabel names this machine in conflict copies. Default: hostname.
+	ConflictLabel string
+	// Now is the clock (tests inject one). Default time.Now.
+	Now    func() time.Time
+	Logger *slog.Logger
+}
+
+// Store is the cache of one remote root. All methods are safe for
+// concurrent use.
+type Store struct {
+	// set at construction
+	opts   Options
+	db     *bolt.DB
+	remote conn.Remote
+	log    *slog.Logger
+	now    func() time.Time
+
+	writerDone chan struct{}
+	stop       chan struct{}
+
+	mu sync.Mutex // guards everything below
+	// cond is signalled when the journal changes or the writer's state does.
+	cond        *sync.Cond
+	entries     map[Ino]*entry
+	nextIno     Ino
+	nextSeq     uint64
+	pending     []*op          // journal, oldest first
+	started     uint64         // seq of the op the writer is applying (0: none)
+	pendingPath map[string]int // path -> number of pending ops touching it
+	dirtyIno    map[Ino]bool   // entries to persist
+	deletedIno  map[Ino]bool   // entries to delete from meta.db
+	fetching    map[Ino]*fetchCall
+	listing     map[Ino]*fetchCall
+	writerErr   error // last non-offline failure of the op at the head
+	writerErrAt time.Time
+	conflicts   []Conflict
+	closed      bool
+}
+
+type fetchCall struct {
+	done chan struct{}
+	err  error
+}
+
+// Conflict records an upload that found the server's file changed since
+// the local edit started; the local version was saved as CopyPath.
+type Conflict struct {
+	Path     string    `json:"path"`
+	CopyPath string    `json:"copy"`
+	At       time.Time `json:"at"`
+}
+
+var (
+	bucketEntries = []byte("entries")
+	bucketJournal = []byte("journal")
+	bucketState   = []byte("state")
+	keyNextIno    = []byte("nextIno")
+	keyNextSeq    = []byte("nextSeq")
+)
+
+// Open opens (or creates) the cache in opts.Dir and starts the journal
+// writer, which replays whatever an earlier run left pending.
+func Open(opts Options) (*Store, error) {
+	if opts.AttrTTL == 0 {
+		opts.AttrTTL = time.Second
+	}
+	if opts.DirTTL == 0 {
+		opts.DirTTL = 10 * time.Second
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.ConflictLabel == "" {
+		h, _ := os.Hostname()
+		opts.ConflictLabel = sanitizeLabel(h)
+	}
+	if opts.Online == nil {
+		opts.Online = func() bool { return true }
+	}
+	if err := os.MkdirAll(filepath.Join(opts.Dir, "content"), 0o700); err != nil {
+		return nil, fmt.Errorf("cache directory: %w", err)
+	}
+	if err := os.Chmod(opts.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("cache directory: %w", err)
+	}
+	dbPath := filepath.Join(opts.Dir, "meta.db")
+	db, err := bolt.Open(dbPath, 0o600, &bolt.Options{Timeout: 500 * time.Millisecond})
+	if errors.Is(err, bolt.ErrTimeout) {
+		return nil, fmt.Errorf("%s: %w", opts.Dir, ErrInUse)
+	}
+	if err != nil {
+		// A store that cannot be opened is rebuilt, unless it might hold
+		// unsent writes: then it is kept aside for the user.
+		opts.Logger.Error("metadata store is damaged; keeping it aside and starting empty", "path", dbPath, "err", err)
+		aside := dbPath + ".damaged-" + strconv.FormatInt(time.Now().Unix(), 10)
+		if rerr := os.Rename(dbPath, aside); rerr != nil {
+			return nil, fmt.Errorf("open %s: %w", dbPath, err)
+		}
+		db, err = bolt.Open(dbPath, 0o600, &bolt.Options{Timeout: 500 * time.Millisecond})
+		if err != nil {
+			return nil, fmt.Errorf("open %s: %w", dbPath, err)
+		}
+	}
+	s := &Store{
+		opts: opts, db: db, remote: opts.Remote, log: opts.Logger, now: opts.Now,
+		writerDone: make(chan struct{}), stop: make(chan struct{}),
+		entries: map[Ino]*entry{}, pendingPath: map[string]int{},
+		dirtyIno: map[Ino]bool{}, deletedIno: map[Ino]bool{},
+		fetching: map[Ino]*fetchCall{}, listing: map[Ino]*fetchCall{},
+		nextIno: RootIno + 1, nextSeq: 1,
+	}
+	s.cond = sync.NewCond(&s.mu)
+	if err := s.load(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	s.cleanContentDir()
+	go s.persistLoop()
+	go s.writer()
+	return s, nil
+}
+
+// load reads meta.db into memory and restores the journal.
+func (s *Store) load() error {
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketEntries, bucketJournal, bucketState} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		st := tx.Bucket(bucketState)
+		if v := st.Get(keyNextIno); len(v) == 8 {
+			s.nextIno = Ino(be64(v))
+		}
+		if v := st.Get(keyNextSeq); len(v) == 8 {
+			s.nextSeq = be64(v)
+		}
+		eb := tx.Bucket(bucketEntries)
+		var bad [][]byte
+		err := eb.ForEach(func(k, v []byte) error {
+			if len(k) != 8 {
+				bad = append(bad, append([]byte(nil), k...))
+				return nil
+			}
+			e, err := entryFromRecord(Ino(be64(k)), v)
+			if err != nil {
+				s.log.Warn("dropping damaged metadata record", "ino", be64(k), "err", err)
+				bad = append(bad, append([]byte(nil), k...))
+				return nil
+			}
+			s.entries[e.ino] = e
+			if e.ino >= s.nextIno {
+				s.nextIno = e.ino + 1
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, k := range bad {
+			eb.Delete(k)
+		}
+		jb := tx.Bucket(bucketJournal)
+		return jb.ForEach(func(k, v []byte) error {
+			o, err := decodeOp(v)
+			if err != nil {
+				// Never replay something we cannot read; say so loudly.
+				s.log.Error("journal record is damaged and will not be replayed", "key", k, "err", err)
+				return nil
+			}
+			s.pending = append(s.pending, o)
+			if o.Seq >= s.nextSeq {
+				s.nextSeq = o.Seq + 1
+			}
+			for _, p := range o.paths() {
+				s.pendingPath[p]++
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("load cache: %w", err)
+	}
+	// Rebuild the tree from parent links; drop orphans (their parent was
+	// removed in a run that crashed before persisting the children's removal).
+	if s.entries[RootIno] == nil || !s.entries[RootIno].isDir() {
+		s.entries[RootIno] = &entry{ino: RootIno, parent: RootIno, mode: fs.ModeDir | 0o755, onServer: true, mtime: s.now()}
+		s.dirtyIno[RootIno] = true
+	}
+	for _, e := range s.entries {
+		if e.isDir() && e.listed {
+			e.children = map[string]Ino{}
+		}
+	}
+	for _, e := range s.entries {
+		if e.ino == RootIno {
+			continue
+		}
+		p := s.entries[e.parent]
+		if p == nil || !p.isDir() {
+			continue
+		}
+		if p.children == nil {
+			p.children = map[string]Ino{}
+		}
+		p.children[e.name] = e.ino
+	}
+	for ino, e := range s.entries {
+		if ino != RootIno && !s.reachable(e) {
+			if e.content == contentDirty {
+				s.log.Error("unreachable entry holds unsent changes; keeping its content", "ino", ino, "name", e.name)
+			}
+			delete(s.entries, ino)
+			s.deletedIno[ino] = true
+		}
+	}
+	// Every dirty file must have an upload pending (a crash between the
+	// first write and close leaves it without one).
+	queued := map[Ino]bool{}
+	for _, o := range s.pending {
+		if o.Kind == opPut {
+			queued[o.Ino] = true
+		}
+	}
+	var recovered []*op
+	for ino, e := range s.entries {
+		if e.content == contentDirty && !queued[ino] {
+			recovered = append(recovered, s.newOp(&op{Kind: opPut, Path: s.pathOf(e), Ino: ino}))
+		}
+	}
+	return s.commitLocked(recovered...)
+}
+
+func (s *Store) reachable(e *entry) bool {
+	for i := 0; i < 4096; i++ {
+		if e.ino == RootIno {
+			return true
+		}
+		p := s.entries[e.parent]
+		if p == nil || p.children == nil || p.children[e.name] != e.ino {
+			return false
+		}
+		e = p
+	}
+	return false
+}
+
+// cleanContentDir removes partial downloads and content files no entry uses.
+func (s *Store) cleanContentDir() {
+	dir := filepath.Join(s.opts.Dir, "content")
+	names, _ := os.ReadDir(dir)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, d := range names {
+		n, err := strconv.ParseUint(d.Name(), 10, 64)
+		if err == nil {
+			if e := s.entries[Ino(n)]; e != nil && e.content != contentNone {
+				continue
+			}
+		}
+		os.Remove(filepath.Join(dir, d.Name()))
+	}
+	for _, e := range s.entries {
+		if e.content == contentClean {
+			if fi, err := os.Stat(s.contentPath(e.ino)); err != nil || fi.Size() != e.size {
+				e.content = contentNone
+				s.dirtyIno[e.ino] = true
+			}
+		}
+	}
+}
+
+// Close stops the journal writer (pending operations stay in the journal
+// for the next mount) and closes the metadata store.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	close(s.stop)
+	s.cond.Broadcast()
+	s.mu.Unlock()
+	<-s.writerDone
+	s.mu.Lock()
+	err := s.commitLocked()
+	s.mu.Unlock()
+	if cerr := s.db.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// persistLoop commits metadata learned from the server (listings, fetched
+// attributes) in batches; user changes are committed synchronously.
+func (s *Store) persistLoop() {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			s.mu.Lock()
+			if len(s.dirtyIno)+len(s.deletedIno) > 0 {
+				if err := s.commitLocked(); err != nil {
+					s.log.Error("persist metadata", "err", err)
+				}
+			}
+			s.mu.Unlock()
+		}
+	}
+}
+
+// commitLocked writes changed entries and the given new journal operations
+// in one transaction (fsynced by bbolt). Caller holds mu.
+func (s *Store) commitLocked(newOps ...*op) error {
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		eb := tx.Bucket(bucketEntries)
+		for ino := range s.deletedIno {
+			if err := eb.Delete(u64key(uint64(ino))); err != nil {
+				return err
+			}
+		}
+		for ino := range s.dirtyIno {
+			e := s.entries[ino]
+			if e == nil {
+				continue
+			}
+			if err := eb.Put(u64key(uint64(ino)), e.record()); err != nil {
+				return err
+			}
+		}
+		jb := tx.Bucket(bucketJournal)
+		for _, o := range newOps {
+			if err := jb.Put(u64key(o.Seq), encodeOp(o)); err != nil {
+				return err
+			}
+		}
+		st := tx.Bucket(bucketState)
+		if err := st.Put(keyNextIno, u64key(uint64(s.nextIno))); err != nil {
+			return err
+		}
+		return st.Put(keyNextSeq, u64key(s.nextSeq))
+	})
+	if err != nil {
+		return fmt.Errorf("cache commit: %w", err)
+	}
+	clear(s.dirtyIno)
+	clear(s.deletedIno)
+	return nil
+}
+
+func (s *Store) contentPath(ino Ino) string {
+	return filepath.Join(s.opts.Dir, "content", strconv.FormatUint(uint64(ino), 10))
+}
+
+// pathOf returns the entry's path relative to the remote root. Caller holds mu.
+func (s *Store) pathOf(e *entry) string {
+	var parts []string
+	for e.ino != RootIno {
+		parts = append(parts, e.name)
+		p := s.entries[e.parent]
+		if p == nil {
+			break
+		}
+		e = p
+	}
+	for i, j := 0, len(parts)-1; i < j; i, j = i+1, j-1 {
+		parts[i], parts[j] = parts[j], parts[i]
+	}
+	return strings.Join(parts, "/")
+}
+
+func childPath(dir, name string) string {
+	if dir == "" {
+		return name
+	}
+	return dir + "/" + name
+}
+
+// protected reports whether a pending journal operation touches p, an
+// ancestor of p or a descendant of p. Such paths keep their local state
+// when a listing from the server disagrees. Caller holds mu.
+func (s *Store) protected(p string) bool {
+	for q := range s.pendingPath {
+		if related(p, q) {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Store) online() bool { return s.remote != nil && s.opts.Online() }
+
+func (s *Store) writable() error {
+	if s.opts.ReadOnly || !s.online() {
+		return ErrReadOnly
+	}
+	return nil
+}
+
+func (s *Store) nowSec() time.Time { return s.now().Truncate(time.Second) }
+
+func versionOf(fi conn.FileInfo) Version {
+	return Version{Size: fi.Size, Mtime: fi.Mtime.Unix()}
+}
+
+func be64(b []byte) uint64 {
+	return uint64(b[0])<<56 | uint64(b[1])<<48 | uint64(b[2])<<40 | uint64(b[3])<<32 |
+		uint64(b[4])<<24 | uint64(b[5])<<16 | uint64(b[6])<<8 | uint64(b[7])
+}
+
+func sanitizeLabel(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if r == '-' || r == '_' || r == '.' || (r >= '0' && r <= '9') || (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z') {
+			return r
+		}
+		return '_'
+	}, s)
+	if s == "" {
+		return "local"
+	}
+	return s
+}
+
+// conflictName is where a local version goes when the server's changed.
+func (s *Store) conflictName(p string) string {
+	dir, base := path.Split(p)
+	return dir + base + ".conflict-" + s.opts.ConflictLabel + "-" + s.now().Format("20060102-150405")
+}
+
+var _ = context.Background

@@ -1,0 +1,422 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"remotefs/conn"
+)
+
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+type env struct {
+	t      *testing.T
+	remote *dirRemote
+	dir    string
+	clock  *fakeClock
+	s      *Store
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	e := &env{t: t, remote: &dirRemote{root: t.TempDir()}, dir: t.TempDir(),
+		clock: &fakeClock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}}
+	e.open()
+	return e
+}
+
+func (e *env) open() {
+	e.t.Helper()
+	s, err := Open(Options{Dir: e.dir, Remote: e.remote, Online: func() bool { return !e.remote.offline.Load() },
+		Now: e.clock.Now, ConflictLabel: "laptop"})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.s = s
+	e.t.Cleanup(func() { s.Close() })
+}
+
+func (e *env) reopen() {
+	e.t.Helper()
+	if err := e.s.Close(); err != nil {
+		e.t.Fatal(err)
+	}
+	e.open()
+}
+
+// server writes a file directly on the "server".
+func (e *env) server(rel, content string) {
+	e.t.Helper()
+	p := e.remote.p(rel)
+	os.MkdirAll(filepath.Dir(p), 0o755)
+	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+func (e *env) serverContent(rel string) string {
+	e.t.Helper()
+	b, err := os.ReadFile(e.remote.p(rel))
+	if err != nil {
+		e.t.Fatalf("server %s: %v", rel, err)
+	}
+	return string(b)
+}
+
+// lookup resolves a slash path through the store.
+func (e *env) lookup(p string) (Attr, error) {
+	a := Attr{Ino: RootIno}
+	for _, name := range strings.Split(p, "/") {
+		var err error
+		a, err = e.s.Lookup(context.Background(), a.Ino, name)
+		if err != nil {
+			return a, err
+		}
+	}
+	return a, nil
+}
+
+func (e *env) mustLookup(p string) Attr {
+	e.t.Helper()
+	a, err := e.lookup(p)
+	if err != nil {
+		e.t.Fatalf("lookup %s: %v", p, err)
+	}
+	return a
+}
+
+func (e *env) read(p string) (string, error) {
+	a, err := e.lookup(p)
+	if err != nil {
+		return "", err
+	}
+	h, err := e.s.Open(context.Background(), a.Ino, os.O_RDONLY)
+	if err != nil {
+		return "", err
+	}
+	defer h.Release()
+	b, err := io.ReadAll(io.NewSectionReader(h, 0, 1<<30))
+	return string(b), err
+}
+
+func (e *env) mustRead(p string) string {
+	e.t.Helper()
+	s, err := e.read(p)
+	if err != nil {
+		e.t.Fatalf("read %s: %v", p, err)
+	}
+	return s
+}
+
+// write creates or truncates p (parent must exist) and writes content, like
+// open(O_CREAT|O_TRUNC)+write+close.
+func (e *env) write(p, content string) error {
+	dir, name := filepath.Split(p)
+	parent := Attr{Ino: RootIno}
+	if dir != "" {
+		var err error
+		if parent, err = e.lookup(strings.TrimSuffix(dir, "/")); err != nil {
+			return err
+		}
+	}
+	_, h, err := e.s.Create(context.Background(), parent.Ino, name, 0o644, os.O_RDWR|os.O_TRUNC, false)
+	if err != nil {
+		return err
+	}
+	if _, err := h.WriteAt([]byte(content), 0); err != nil {
+		return err
+	}
+	return h.Release()
+}
+
+func (e *env) mustWrite(p, content string) {
+	e.t.Helper()
+	if err := e.write(p, content); err != nil {
+		e.t.Fatalf("write %s: %v", p, err)
+	}
+}
+
+func (e *env) flush() {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := e.s.Flush(ctx); err != nil {
+		e.t.Fatalf("flush: %v", err)
+	}
+}
+
+func noTempFiles(t *testing.T, root string) {
+	t.Helper()
+	filepath.Walk(root, func(p string, fi os.FileInfo, err error) error {
+		if err == nil && strings.HasPrefix(fi.Name(), conn.TempPrefix) {
+			t.Errorf("temporary file left on the server: %s", p)
+		}
+		return nil
+	})
+}
+
+func TestReadThroughAndOffline(t *testing.T) {
+	e := newEnv(t)
+	e.server("src/a.py", "print('a')\n")
+	e.server("src/b.py", "print('b')\n")
+	if got := e.mustRead("src/a.py"); got != "print('a')\n" {
+		t.Fatalf("read = %q", got)
+	}
+	ents, err := e.s.ReadDir(context.Background(), e.mustLookup("src").Ino)
+	if err != nil || len(ents) != 2 || ents[0].Name != "a.py" || ents[1].Name != "b.py" {
+		t.Fatalf("readdir = %v, %v", ents, err)
+	}
+
+	e.remote.offline.Store(true)
+	if got := e.mustRead("src/a.py"); got != "print('a')\n" {
+		t.Fatalf("offline cached read = %q", got)
+	}
+	if _, err := e.read("src/b.py"); !errors.Is(err, ErrOffline) {
+		t.Fatalf("offline uncached read: err = %v, want ErrOffline", err)
+	}
+	if err := e.write("src/c.py", "x"); !errors.Is(err, ErrReadOnly) {
+		t.Fatalf("offline create: err = %v, want ErrReadOnly", err)
+	}
+	a := e.mustLookup("src/a.py")
+	if _, err := e.s.Open(context.Background(), a.Ino, os.O_RDWR); !errors.Is(err, ErrReadOnly) {
+		t.Fatalf("offline open for write: err = %v", err)
+	}
+	if err := e.s.Unlink(context.Background(), e.mustLookup("src").Ino, "a.py"); !errors.Is(err, ErrReadOnly) {
+		t.Fatalf("offline unlink: err = %v", err)
+	}
+
+	// The cache survives a restart and is browsable offline.
+	e.reopen()
+	if got := e.mustRead("src/a.py"); got != "print('a')\n" {
+		t.Fatalf("after reopen, offline read = %q", got)
+	}
+	if _, err := e.lookup("src/b.py"); err != nil {
+		t.Fatalf("after reopen, lookup of listed file: %v", err)
+	}
+}
+
+func TestWriteBackCreateAndEdit(t *testing.T) {
+	e := newEnv(t)
+	e.server("a.txt", "old")
+	e.mustWrite("new.txt", "hello")
+	e.mustWrite("a.txt", "new content")
+	e.flush()
+	if got := e.serverContent("new.txt"); got != "hello" {
+		t.Fatalf("server new.txt = %q", got)
+	}
+	if got := e.serverContent("a.txt"); got != "new content" {
+		t.Fatalf("server a.txt = %q", got)
+	}
+	noTempFiles(t, e.remote.root)
+	if st := e.s.Status(); st.Pending != 0 || len(st.Conflicts) != 0 {
+		t.Fatalf("status = %+v", st)
+	}
+}
+
+func TestSafeSaveIsOneUploadOfTheFinalName(t *testing.T) {
+	e := newEnv(t)
+	e.server("main.py", "v1")
+	e.mustRead("main.py")
+	e.remote.offline.Store(false)
+	// Hold uploads so the whole save is queued before the writer runs.
+	e.remote.mu.Lock()
+	e.remote.putGate = make(chan struct{})
+	gate := e.remote.putGate
+	e.remote.mu.Unlock()
+	e.mustWrite("other.txt", "x") // occupies the writer
+	time.Sleep(50 * time.Millisecond)
+	e.mustWrite(".main.py.swp", "v2")
+	if err := e.s.Rename(context.Background(), RootIno, ".main.py.swp", RootIno, "main.py"); err != nil {
+		t.Fatal(err)
+	}
+	close(gate)
+	e.flush()
+	if got := e.serverContent("main.py"); got != "v2" {
+		t.Fatalf("server main.py = %q", got)
+	}
+	if _, err := os.Lstat(e.remote.p(".main.py.swp")); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("temp name reached the server: %v", err)
+	}
+	if n := e.remote.puts.Load(); n != 2 {
+		t.Fatalf("uploads = %d, want 2 (other.txt and main.py)", n)
+	}
+	noTempFiles(t, e.remote.root)
+}
+
+func TestConflictKeepsBothVersions(t *testing.T) {
+	e := newEnv(t)
+	e.server("nb.ipynb", "server v1")
+	e.mustRead("nb.ipynb")
+	a := e.mustLookup("nb.ipynb")
+	// The editor has the file open; the server changes it meanwhile.
+	e.remote.offline.Store(false)
+	h, err := e.s.Open(context.Background(), a.Ino, os.O_RDWR)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.server("nb.ipynb", "server v2, longer")
+	os.Chtimes(e.remote.p("nb.ipynb"), time.Now().Add(time.Hour), time.Now().Add(time.Hour))
+	if _, err := h.WriteAt([]byte("local edit"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Release(); err != nil {
+		t.Fatal(err)
+	}
+	e.flush()
+	if got := e.serverContent("nb.ipynb"); got != "server v2, longer" {
+		t.Fatalf("server file was overwritten: %q", got)
+	}
+	copyName := "nb.ipynb.conflict-laptop-20260102-030405"
+	if got := e.serverContent(copyName); got != "local edit" {
+		t.Fatalf("conflict copy = %q", got)
+	}
+	st := e.s.Status()
+	if len(st.Conflicts) != 1 || st.Conflicts[0].CopyPath != copyName {
+		t.Fatalf("conflicts = %+v", st.Conflicts)
+	}
+	// The mount shows both.
+	if got := e.mustRead(copyName); got != "local edit" {
+		t.Fatalf("mount copy = %q", got)
+	}
+	if got := e.mustRead("nb.ipynb"); got != "server v2, longer" {
+		t.Fatalf("mount original = %q", got)
+	}
+}
+
+func TestJournalSurvivesCrashAndKeepsOrder(t *testing.T) {
+	e := newEnv(t)
+	e.remote.mu.Lock()
+	e.remote.putErr = &os.PathError{Op: "write", Path: "x", Err: syscall.ENOSPC}
+	e.remote.mu.Unlock()
+	ctx := context.Background()
+	e.mustWrite("a.txt", "A")
+	if _, err := e.s.Mkdir(ctx, RootIno, "d", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.s.Rename(ctx, RootIno, "a.txt", e.mustLookup("d").Ino, "b.txt"); err != nil {
+		t.Fatal(err)
+	}
+	e.mustWrite("gone.txt", "G")
+	if err := e.s.Unlink(ctx, RootIno, "gone.txt"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.s.Symlink(ctx, RootIno, "link", "d/b.txt"); err != nil {
+		t.Fatal(err)
+	}
+	// Flush reports the server's reason and keeps the data.
+	fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	err := e.s.Flush(fctx)
+	cancel()
+	if err == nil || !strings.Contains(err.Error(), "no space") {
+		t.Fatalf("flush with a full server: err = %v", err)
+	}
+	// "Crash": close with everything pending, then start again with space.
+	e.reopen()
+	e.remote.mu.Lock()
+	e.remote.putErr = nil
+	e.remote.mu.Unlock()
+	e.flush()
+	if got := e.serverContent("d/b.txt"); got != "A" {
+		t.Fatalf("server d/b.txt = %q", got)
+	}
+	if _, err := os.Lstat(e.remote.p("a.txt")); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatal("a.txt should have been renamed away")
+	}
+	if _, err := os.Lstat(e.remote.p("gone.txt")); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatal("gone.txt should not exist")
+	}
+	if tgt, err := os.Readlink(e.remote.p("link")); err != nil || tgt != "d/b.txt" {
+		t.Fatalf("link = %q, %v", tgt, err)
+	}
+	noTempFiles(t, e.remote.root)
+}
+
+func TestDamagedContentIsRefetched(t *testing.T) {
+	e := newEnv(t)
+	e.server("data.csv", "1,2,3\n4,5,6\n")
+	e.mustRead("data.csv")
+	a := e.mustLookup("data.csv")
+	if err := os.Truncate(filepath.Join(e.dir, "content", itoa(a.Ino)), 3); err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Advance(time.Minute)
+	if got := e.mustRead("data.csv"); got != "1,2,3\n4,5,6\n" {
+		t.Fatalf("read after damage = %q", got)
+	}
+	// Offline, a damaged file is an error, never wrong content.
+	os.Truncate(filepath.Join(e.dir, "content", itoa(a.Ino)), 3)
+	e.remote.offline.Store(true)
+	if got, err := e.read("data.csv"); err == nil {
+		t.Fatalf("damaged content served offline: %q", got)
+	}
+}
+
+func TestOpenRevalidatesAfterTTL(t *testing.T) {
+	e := newEnv(t)
+	e.server("cfg.yaml", "lr: 1")
+	e.mustRead("cfg.yaml")
+	e.server("cfg.yaml", "lr: 0.01")
+	os.Chtimes(e.remote.p("cfg.yaml"), time.Now().Add(time.Hour), time.Now().Add(time.Hour))
+	e.clock.Advance(2 * time.Second)
+	if got := e.mustRead("cfg.yaml"); got != "lr: 0.01" {
+		t.Fatalf("after server change and TTL: %q", got)
+	}
+}
+
+func TestListingKeepsPendingLocalChanges(t *testing.T) {
+	e := newEnv(t)
+	e.server("dir/keep.txt", "k")
+	e.mustLookup("dir/keep.txt")
+	e.remote.mu.Lock()
+	e.remote.putErr = errors.New("held")
+	e.remote.mu.Unlock()
+	e.mustWrite("dir/local.txt", "L")
+	if err := e.s.Unlink(context.Background(), e.mustLookup("dir").Ino, "keep.txt"); err != nil {
+		t.Fatal(err)
+	}
+	// A listing from the server (which has keep.txt, not local.txt) must
+	// not undo the local changes.
+	e.clock.Advance(time.Minute)
+	if err := e.s.listDir(context.Background(), e.mustLookup("dir").Ino); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.lookup("dir/local.txt"); err != nil {
+		t.Fatalf("local file vanished: %v", err)
+	}
+	if _, err := e.lookup("dir/keep.txt"); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("deleted file came back: %v", err)
+	}
+}
+
+func itoa(i Ino) string { return uitoa(uint64(i)) }
+
+func uitoa(v uint64) string {
+	if v == 0 {
+		return "0"
+	}
+	var b []byte
+	for v > 0 {
+		b = append([]byte{byte('0' + v%10)}, b...)
+		v /= 10
+	}
+	return string(b)
+}

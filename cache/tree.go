@@ -1,0 +1,311 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"io/fs"
+	"os"
+	"sort"
+	"strings"
+
+	"remotefs/conn"
+)
+
+// GetAttr returns the cached attributes of ino. It never talks to the server.
+func (s *Store) GetAttr(ino Ino) (Attr, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.entries[ino]
+	if e == nil {
+		return Attr{}, ErrStale
+	}
+	return e.attr(), nil
+}
+
+// Lookup finds name in directory dir, listing the directory from the server
+// first if it was never listed.
+func (s *Store) Lookup(ctx context.Context, dir Ino, name string) (Attr, error) {
+	if err := s.ensureListed(ctx, dir); err != nil {
+		return Attr{}, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d := s.entries[dir]
+	if d == nil {
+		return Attr{}, ErrStale
+	}
+	c := s.entries[d.children[name]]
+	if c == nil {
+		return Attr{}, fs.ErrNotExist
+	}
+	return c.attr(), nil
+}
+
+// ReadDir returns the entries of dir sorted by name.
+func (s *Store) ReadDir(ctx context.Context, dir Ino) ([]DirEntry, error) {
+	if err := s.ensureListed(ctx, dir); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d := s.entries[dir]
+	if d == nil {
+		return nil, ErrStale
+	}
+	out := make([]DirEntry, 0, len(d.children))
+	for name, ino := range d.children {
+		if c := s.entries[ino]; c != nil {
+			out = append(out, DirEntry{Name: name, Ino: ino, Mode: c.mode})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// ensureListed makes sure dir's listing is known: listed from the server
+// the first time, refreshed in the background when older than DirTTL.
+func (s *Store) ensureListed(ctx context.Context, dir Ino) error {
+	s.mu.Lock()
+	d := s.entries[dir]
+	if d == nil {
+		s.mu.Unlock()
+		return ErrStale
+	}
+	if !d.isDir() {
+		s.mu.Unlock()
+		return ErrNotDir
+	}
+	if d.listed {
+		stale := s.now().Sub(d.listedAt) > s.opts.DirTTL && s.online() && s.listing[dir] == nil
+		s.mu.Unlock()
+		if stale {
+			go s.listDir(context.Background(), dir)
+		}
+		return nil
+	}
+	s.mu.Unlock()
+	if !s.online() {
+		return ErrOffline
+	}
+	return s.listDir(ctx, dir)
+}
+
+// listDir lists dir from the server and merges the result, one call at a
+// time per directory.
+func (s *Store) listDir(ctx context.Context, dir Ino) error {
+	s.mu.Lock()
+	if c := s.listing[dir]; c != nil {
+		s.mu.Unlock()
+		select {
+		case <-c.done:
+			return c.err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	d := s.entries[dir]
+	if d == nil {
+		s.mu.Unlock()
+		return ErrStale
+	}
+	p := s.pathOf(d)
+	if d.listed && s.protected(p) {
+		// Local changes under this directory are not on the server yet;
+		// the server's listing would contradict them.
+		d.listedAt = s.now()
+		s.mu.Unlock()
+		return nil
+	}
+	call := &fetchCall{done: make(chan struct{})}
+	s.listing[dir] = call
+	s.mu.Unlock()
+
+	infos, err := s.remote.ReadDir(ctx, p)
+
+	s.mu.Lock()
+	delete(s.listing, dir)
+	if err == nil {
+		s.mergeListing(dir, p, infos)
+	} else if errors.Is(err, fs.ErrNotExist) {
+		// The directory is gone on the server.
+		if d := s.entries[dir]; d != nil && dir != RootIno && !s.protected(p) && s.pathOf(d) == p {
+			s.removeSubtree(d)
+		}
+	}
+	call.err = err
+	close(call.done)
+	s.mu.Unlock()
+	return err
+}
+
+// mergeListing applies a listing of dir (path p) from the server. Caller holds mu.
+func (s *Store) mergeListing(dir Ino, p string, infos []conn.FileInfo) {
+	d := s.entries[dir]
+	if d == nil || s.pathOf(d) != p {
+		return // moved or removed while we listed it
+	}
+	if d.children == nil {
+		d.children = map[string]Ino{}
+	}
+	seen := make(map[string]bool, len(infos))
+	now := s.now()
+	for _, fi := range infos {
+		if strings.HasPrefix(fi.Name, conn.TempPrefix) || fi.Name == "" || strings.Contains(fi.Name, "/") {
+			continue
+		}
+		seen[fi.Name] = true
+		cp := childPath(p, fi.Name)
+		if s.protected(cp) {
+			continue
+		}
+		c := s.entries[d.children[fi.Name]]
+		if c != nil && c.mode.Type() != fi.Mode.Type() {
+			s.removeSubtree(c)
+			c = nil
+		}
+		if c == nil {
+			c = &entry{ino: s.nextIno, parent: dir, name: fi.Name}
+			s.nextIno++
+			s.entries[c.ino] = c
+			d.children[fi.Name] = c.ino
+		}
+		s.applyServerAttrs(c, fi)
+		c.checked = now
+	}
+	for name, ino := range d.children {
+		if seen[name] {
+			continue
+		}
+		c := s.entries[ino]
+		if c == nil {
+			delete(d.children, name)
+			continue
+		}
+		if s.protected(childPath(p, name)) || c.content == contentDirty {
+			continue
+		}
+		s.removeSubtree(c)
+	}
+	d.listed = true
+	d.listedAt = now
+	s.dirtyIno[dir] = true
+}
+
+// applyServerAttrs records what the server says about a clean entry,
+// dropping cached content that no longer matches. Caller holds mu.
+func (s *Store) applyServerAttrs(e *entry, fi conn.FileInfo) {
+	v := versionOf(fi)
+	if e.content == contentDirty {
+		return
+	}
+	if e.mode.IsRegular() && e.content == contentClean && v != e.remote {
+		s.dropContent(e)
+	}
+	if fi.Mode&fs.ModeSymlink != 0 && (fi.Target != "" || v != e.remote) {
+		e.target = fi.Target
+	}
+	e.mode = fi.Mode
+	e.size = fi.Size
+	e.mtime = fi.Mtime
+	e.remote = v
+	e.onServer = true
+	s.dirtyIno[e.ino] = true
+}
+
+func (s *Store) dropContent(e *entry) {
+	if e.content == contentDirty {
+		return
+	}
+	os.Remove(s.contentPath(e.ino))
+	e.content = contentNone
+	s.dirtyIno[e.ino] = true
+}
+
+// removeSubtree forgets e and everything under it. Dirty content under it
+// is kept only if a pending journal operation still needs it (the caller
+// checks protection first). Caller holds mu.
+func (s *Store) removeSubtree(e *entry) {
+	for _, ino := range e.children {
+		if c := s.entries[ino]; c != nil && c.parent == e.ino {
+			s.removeSubtree(c)
+		}
+	}
+	if p := s.entries[e.parent]; p != nil && p.children[e.name] == e.ino {
+		delete(p.children, e.name)
+		s.dirtyIno[p.ino] = true
+	}
+	if !s.hasPendingPut(e.ino) {
+		os.Remove(s.contentPath(e.ino))
+	}
+	delete(s.entries, e.ino)
+	delete(s.dirtyIno, e.ino)
+	s.deletedIno[e.ino] = true
+}
+
+func (s *Store) hasPendingPut(ino Ino) bool {
+	for _, o := range s.pending {
+		if o.Kind == opPut && o.Ino == ino {
+			return true
+		}
+	}
+	return false
+}
+
+// childLocked returns the entry for name in dir. Caller holds mu.
+func (s *Store) childLocked(dir Ino, name string) (*entry, *entry, error) {
+	d := s.entries[dir]
+	if d == nil {
+		return nil, nil, ErrStale
+	}
+	if !d.isDir() {
+		return nil, nil, ErrNotDir
+	}
+	return d, s.entries[d.children[name]], nil
+}
+
+// Readlink returns a symlink's target, asking the server once if the
+// listing did not include it.
+func (s *Store) Readlink(ctx context.Context, ino Ino) (string, error) {
+	s.mu.Lock()
+	e := s.entries[ino]
+	if e == nil {
+		s.mu.Unlock()
+		return "", ErrStale
+	}
+	if !e.isLink() {
+		s.mu.Unlock()
+		return "", fs.ErrInvalid
+	}
+	if e.target != "" || !e.onServer {
+		t := e.target
+		s.mu.Unlock()
+		return t, nil
+	}
+	p := s.pathOf(e)
+	s.mu.Unlock()
+	if !s.online() {
+		return "", ErrOffline
+	}
+	t, err := s.remote.ReadLink(ctx, p)
+	if err != nil {
+		return "", err
+	}
+	s.mu.Lock()
+	if e := s.entries[ino]; e != nil && e.target == "" {
+		e.target = t
+		s.dirtyIno[ino] = true
+	}
+	s.mu.Unlock()
+	return t, nil
+}
+
+// StatFS reports the server's filesystem; offline, a large empty one.
+func (s *Store) StatFS(ctx context.Context) (conn.StatFS, error) {
+	if s.online() {
+		st, err := s.remote.StatFS(ctx, "")
+		if err == nil {
+			return st, nil
+		}
+	}
+	return conn.StatFS{BlockSize: 4096, FragmentSize: 4096, NameMax: 255}, nil
+}

@@ -1,0 +1,424 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"remotefs/conn"
+)
+
+// writer replays the journal to the server, oldest operation first. It is
+// the only goroutine that removes operations from the journal.
+func (s *Store) writer() {
+	defer close(s.writerDone)
+	backoff := 500 * time.Millisecond
+	for {
+		s.mu.Lock()
+		for len(s.pending) == 0 && !s.closed {
+			s.cond.Wait()
+		}
+		if s.closed {
+			s.mu.Unlock()
+			return
+		}
+		o := s.pending[0]
+		s.started = o.Seq
+		s.mu.Unlock()
+
+		if s.opts.ReadOnly || !s.online() {
+			s.setStarted(0)
+			if !s.sleep(200 * time.Millisecond) {
+				return
+			}
+			continue
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		go func() {
+			select {
+			case <-s.stop:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		err := s.apply(ctx, o)
+		cancel()
+
+		s.mu.Lock()
+		s.started = 0
+		if err == nil {
+			s.completeLocked(o)
+			s.writerErr = nil
+			backoff = 500 * time.Millisecond
+			s.mu.Unlock()
+			continue
+		}
+		offline := errors.Is(err, conn.ErrOffline)
+		if !offline {
+			s.writerErr = fmt.Errorf("%s: %w", o, err)
+			s.writerErrAt = s.now()
+			s.log.Warn("upload failed; will retry", "op", o.String(), "err", err, "retry_in", backoff)
+		}
+		s.cond.Broadcast()
+		s.mu.Unlock()
+		wait := backoff
+		if offline {
+			wait = 200 * time.Millisecond
+		} else if backoff < 30*time.Second {
+			backoff *= 2
+		}
+		if !s.sleep(wait) {
+			return
+		}
+	}
+}
+
+func (s *Store) setStarted(seq uint64) {
+	s.mu.Lock()
+	s.started = seq
+	s.mu.Unlock()
+}
+
+// sleep waits d or until Close; false means closing.
+func (s *Store) sleep(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-s.stop:
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// completeLocked removes a delivered op from the journal. Caller holds mu.
+func (s *Store) completeLocked(o *op) {
+	if len(s.pending) > 0 && s.pending[0] == o {
+		s.pending = s.pending[1:]
+	}
+	for _, p := range o.paths() {
+		s.pendingPath[p]--
+		if s.pendingPath[p] <= 0 {
+			delete(s.pendingPath, p)
+		}
+	}
+	if err := s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketJournal).Delete(u64key(o.Seq))
+	}); err != nil {
+		s.log.Error("remove delivered op from journal", "op", o.String(), "err", err)
+	}
+	s.cond.Broadcast()
+}
+
+// apply performs one journal operation on the server. Replays are
+// idempotent: an operation whose effect is already there succeeds.
+func (s *Store) apply(ctx context.Context, o *op) error {
+	r := s.remote
+	switch o.Kind {
+	case opPut:
+		return s.applyPut(ctx, o)
+	case opMkdir:
+		err := r.Mkdir(ctx, o.Path, o.Mode)
+		if errors.Is(err, fs.ErrExist) {
+			if fi, serr := r.Lstat(ctx, o.Path); serr == nil && fi.Mode.IsDir() {
+				return nil
+			}
+		}
+		return err
+	case opRemove:
+		return ignoreNotExist(r.Remove(ctx, o.Path))
+	case opRmdir:
+		return ignoreNotExist(r.Rmdir(ctx, o.Path))
+	case opSymlink:
+		err := r.Symlink(ctx, o.Target, o.Path)
+		if errors.Is(err, fs.ErrExist) {
+			if t, rerr := r.ReadLink(ctx, o.Path); rerr == nil && t == o.Target {
+				return nil
+			}
+		}
+		return err
+	case opChmod:
+		return ignoreNotExist(r.Chmod(ctx, o.Path, o.Mode))
+	case opUtimes:
+		t := time.Unix(0, o.MtimeNs)
+		return ignoreNotExist(r.Chtimes(ctx, o.Path, t, t))
+	case opRename:
+		return s.applyRename(ctx, o)
+	}
+	return fmt.Errorf("unknown journal op %q", o.Kind)
+}
+
+func ignoreNotExist(err error) error {
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	return err
+}
+
+// applyPut uploads a file's local content, unless the server's file changed
+// since the edit started: then the local version becomes a conflict copy.
+func (s *Store) applyPut(ctx context.Context, o *op) error {
+	s.mu.Lock()
+	e := s.entries[o.Ino]
+	if e == nil || e.content != contentDirty {
+		s.mu.Unlock()
+		return nil // deleted, or already delivered by an earlier put
+	}
+	gen, mode, mtime := e.gen, e.mode.Perm(), e.mtime
+	hasBase, base, size := e.hasBase, e.base, e.size
+	s.mu.Unlock()
+
+	f, err := os.Open(s.contentPath(o.Ino))
+	if err != nil {
+		return fmt.Errorf("local content: %w", err)
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err == nil {
+		size = st.Size()
+	}
+
+	cur, err := s.remote.Lstat(ctx, o.Path)
+	exists := err == nil
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	conflict := false
+	if exists {
+		v := versionOf(cur)
+		alreadyThere := v == Version{Size: size, Mtime: mtime.Unix()}
+		conflict = !alreadyThere && (!hasBase || v != base)
+		if cur.Mode.IsDir() {
+			conflict = true
+		}
+	}
+	target := o.Path
+	if conflict {
+		target = s.conflictName(o.Path)
+	}
+	fi, err := s.remote.PutAtomic(ctx, target, f, mode, mtime)
+	if err != nil {
+		return err
+	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e = s.entries[o.Ino]
+	if conflict {
+		s.recordConflictLocked(o.Path, target, e, fi, cur)
+		return nil
+	}
+	if e == nil {
+		return nil
+	}
+	v := versionOf(fi)
+	e.onServer = true
+	e.remote = v
+	e.hasBase, e.base = true, v
+	e.checked = s.now()
+	if e.gen == gen {
+		e.content = contentClean
+		e.size = fi.Size
+	}
+	s.dirtyIno[e.ino] = true
+	return nil
+}
+
+// recordConflictLocked updates the local tree after the local version of
+// p was uploaded as copy: the local entry becomes the copy, and p shows the
+// server's version again. Caller holds mu.
+func (s *Store) recordConflictLocked(p, copyPath string, e *entry, copyInfo, serverInfo conn.FileInfo) {
+	c := Conflict{Path: p, CopyPath: copyPath, At: s.now()}
+	s.conflicts = append(s.conflicts, c)
+	s.log.Warn("conflict: the server's file changed since the local edit started; kept both",
+		"path", p, "local_copy", copyPath)
+	if e == nil || s.pathOf(e) != p {
+		return
+	}
+	d := s.entries[e.parent]
+	if d == nil {
+		return
+	}
+	copyName := path.Base(copyPath)
+	delete(d.children, e.name)
+	e.name = copyName
+	d.children[copyName] = e.ino
+	v := versionOf(copyInfo)
+	e.onServer, e.remote, e.hasBase, e.base = true, v, true, v
+	e.content = contentClean
+	e.size = copyInfo.Size
+	s.dirtyIno[e.ino] = true
+	// The original name shows the server's version, fetched on demand.
+	n := s.addChildLocked(d, path.Base(p), 0)
+	serverInfo.Name = n.name
+	s.applyServerAttrs(n, serverInfo)
+	n.checked = s.now()
+}
+
+// applyRename renames on the server, unless the file it replaces changed
+// on the server since the local rename: then the renamed file is put next
+// to it as a conflict copy.
+func (s *Store) applyRename(ctx context.Context, o *op) error {
+	dest := o.Path2
+	var serverInfo conn.FileInfo
+	conflict := false
+	if o.DestBase != nil {
+		cur, err := s.remote.Lstat(ctx, o.Path2)
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		if err == nil && versionOf(cur) != *o.DestBase {
+			if src, serr := s.remote.Lstat(ctx, o.Path); serr == nil && versionOf(src) == versionOf(cur) {
+				// Already renamed by an earlier attempt.
+				return nil
+			}
+			conflict = true
+			serverInfo = cur
+			dest = s.conflictName(o.Path2)
+		}
+	}
+	err := s.remote.Rename(ctx, o.Path, dest)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil // source gone: a later op or an earlier attempt handled it
+	}
+	if err != nil || !conflict {
+		return err
+	}
+	copyInfo, err := s.remote.Lstat(ctx, dest)
+	if err != nil {
+		copyInfo = serverInfo
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var e *entry
+	if d, c, err := s.lookupPathLocked(o.Path2); err == nil && d != nil {
+		e = c
+	}
+	s.recordConflictLocked(o.Path2, dest, e, copyInfo, serverInfo)
+	return nil
+}
+
+// lookupPathLocked resolves a relative path in the local tree. Caller holds mu.
+func (s *Store) lookupPathLocked(p string) (*entry, *entry, error) {
+	d := s.entries[RootIno]
+	if p == "" {
+		return nil, d, nil
+	}
+	parts := splitPath(p)
+	for i, name := range parts {
+		c := s.entries[d.children[name]]
+		if c == nil {
+			return nil, nil, fs.ErrNotExist
+		}
+		if i == len(parts)-1 {
+			return d, c, nil
+		}
+		d = c
+	}
+	return nil, nil, fs.ErrNotExist
+}
+
+func splitPath(p string) []string {
+	var out []string
+	for p != "" {
+		i := 0
+		for i < len(p) && p[i] != '/' {
+			i++
+		}
+		out = append(out, p[:i])
+		if i == len(p) {
+			break
+		}
+		p = p[i+1:]
+	}
+	return out
+}
+
+// Flush waits until every operation queued before the call has reached the
+// server. It fails at once when the server cannot be reached and reports
+// the server's reason when an upload keeps failing.
+func (s *Store) Flush(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.pending) == 0 {
+		return nil
+	}
+	last := s.pending[len(s.pending)-1].Seq
+	stop := context.AfterFunc(ctx, func() {
+		s.mu.Lock()
+		s.cond.Broadcast()
+		s.mu.Unlock()
+	})
+	defer stop()
+	s.writerErr = nil
+	for len(s.pending) > 0 && s.pending[0].Seq <= last {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if s.opts.ReadOnly {
+			return fmt.Errorf("%d changes pending and the mount is read-only (offline); they are kept and delivered on a later online mount", len(s.pending))
+		}
+		if !s.online() {
+			return fmt.Errorf("%d changes pending: %w; they are kept and delivered when it is back", len(s.pending), ErrOffline)
+		}
+		if s.writerErr != nil {
+			return fmt.Errorf("%d changes pending; %w", len(s.pending), s.writerErr)
+		}
+		s.waitLocked(time.Second)
+	}
+	return nil
+}
+
+// waitLocked waits on cond for at most d (so state that changes without a
+// signal, like going offline, is noticed). Caller holds mu.
+func (s *Store) waitLocked(d time.Duration) {
+	t := time.AfterFunc(d, func() {
+		s.mu.Lock()
+		s.cond.Broadcast()
+		s.mu.Unlock()
+	})
+	s.cond.Wait()
+	t.Stop()
+}
+
+// Status is a snapshot of the write-back state.
+type Status struct {
+	Pending       int        `json:"pending"`
+	PendingBytes  int64      `json:"pending_bytes"`
+	OldestPending *time.Time `json:"oldest_pending,omitempty"`
+	LastError     string     `json:"last_error,omitempty"`
+	Conflicts     []Conflict `json:"conflicts"`
+	CacheBytes    int64      `json:"cache_bytes"`
+	Entries       int        `json:"entries"`
+}
+
+// Status reports pending uploads, conflicts and cache usage.
+func (s *Store) Status() Status {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := Status{Pending: len(s.pending), Conflicts: append([]Conflict(nil), s.conflicts...), Entries: len(s.entries)}
+	if st.Conflicts == nil {
+		st.Conflicts = []Conflict{}
+	}
+	for _, o := range s.pending {
+		if o.Kind == opPut {
+			if e := s.entries[o.Ino]; e != nil {
+				st.PendingBytes += e.size
+			}
+		}
+	}
+	for _, e := range s.entries {
+		if e.content != contentNone {
+			st.CacheBytes += e.size
+		}
+	}
+	if s.writerErr != nil {
+		st.LastError = s.writerErr.Error()
+	}
+	return st
+}

@@ -1,0 +1,226 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"remotefs/internal/control"
+)
+
+// mountpointArg resolves the MOUNTPOINT argument of unmount/flush/status.
+func mountpointArg(arg string) (string, error) {
+	abs, err := filepath.Abs(arg)
+	if err != nil {
+		return "", err
+	}
+	if real, err := filepath.EvalSymlinks(abs); err == nil {
+		abs = real
+	}
+	return abs, nil
+}
+
+func cmdUnmount(ctx context.Context, args []string) error {
+	fl := flag.NewFlagSet("unmount", flag.ContinueOnError)
+	fl.SetOutput(io.Discard)
+	force := fl.Bool("force", false, "unmount even if some writes could not be delivered (they stay in the journal and are delivered by the next mount)")
+	help := fl.Bool("help", false, "show this help")
+	if err := fl.Parse(args); err != nil && !errors.Is(err, flag.ErrHelp) {
+		return usagef("unmount: %v", err)
+	} else if err != nil {
+		*help = true
+	}
+	if *help {
+		fmt.Print("Usage: remotefs unmount [--force] MOUNTPOINT\n\nDelivers every pending write to the server, then unmounts. Exits 0 only\nwhen everything written through the mount is on the server.\n\nExample:\n  remotefs unmount ~/remote\n\nFlags:\n")
+		fl.SetOutput(os.Stdout)
+		fl.PrintDefaults()
+		return nil
+	}
+	if fl.NArg() != 1 {
+		return usagef("unmount: need exactly one MOUNTPOINT (see remotefs unmount --help)")
+	}
+	mp, err := mountpointArg(fl.Arg(0))
+	if err != nil {
+		return err
+	}
+	progress := newProgress()
+	reply, err := control.Call(ctx, mp, control.Request{Cmd: "unmount", Force: *force}, progress.show)
+	progress.done()
+	if errors.Is(err, control.ErrNoDaemon) {
+		if mounted, fstype := isMountpoint(mp); mounted && strings.Contains(fstype, "remotefs") {
+			// The daemon died (killed, crashed): clear the dead mount. Its
+			// journal is replayed by the next mount.
+			if out, err := exec.Command("fusermount3", "-u", mp).CombinedOutput(); err != nil {
+				return fmt.Errorf("unmount %s: %s", mp, strings.TrimSpace(string(out)))
+			}
+			return fmt.Errorf("%s was not served by a running remotefs (it had stopped); unmounted it. Writes it had not delivered are delivered by the next mount of the same remote", mp)
+		}
+		return fmt.Errorf("%s is not a remotefs mount", mp)
+	}
+	if err != nil {
+		return err
+	}
+	if reply.Error != "" {
+		return errors.New(reply.Error)
+	}
+	// Wait for the daemon to finish so the caller can rely on it being gone.
+	if reply.Status != nil {
+		waitExit(reply.Status.PID, 15*time.Second)
+	}
+	return nil
+}
+
+func waitExit(pid int, max time.Duration) {
+	deadline := time.Now().Add(max)
+	for time.Now().Before(deadline) {
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err != nil {
+			return
+		}
+		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil && strings.Contains(string(b), ") Z ") {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func cmdFlush(ctx context.Context, args []string) error {
+	if len(args) == 1 && (args[0] == "--help" || args[0] == "-h") {
+		fmt.Print("Usage: remotefs flush MOUNTPOINT\n\nWaits until every write made through the mount is on the server; exits\nnon-zero with the reason when that cannot happen now (server offline,\nserver refusing the write).\n\nExample:\n  remotefs flush ~/remote && ssh gpu-box 'cd projects/my-model && python train.py'\n")
+		return nil
+	}
+	if len(args) != 1 {
+		return usagef("flush: need exactly one MOUNTPOINT (see remotefs flush --help)")
+	}
+	mp, err := mountpointArg(args[0])
+	if err != nil {
+		return err
+	}
+	progress := newProgress()
+	reply, err := control.Call(ctx, mp, control.Request{Cmd: "flush"}, progress.show)
+	progress.done()
+	if errors.Is(err, control.ErrNoDaemon) {
+		return fmt.Errorf("%s is not a remotefs mount", mp)
+	}
+	if err != nil {
+		return err
+	}
+	if reply.Error != "" {
+		return errors.New(reply.Error)
+	}
+	return nil
+}
+
+func cmdStatus(ctx context.Context, args []string) error {
+	fl := flag.NewFlagSet("status", flag.ContinueOnError)
+	fl.SetOutput(io.Discard)
+	asJSON := fl.Bool("json", false, "print machine-readable JSON")
+	help := fl.Bool("help", false, "show this help")
+	if err := fl.Parse(reorderFlags(fl, args)); err != nil && !errors.Is(err, flag.ErrHelp) {
+		return usagef("status: %v", err)
+	} else if err != nil {
+		*help = true
+	}
+	if *help {
+		fmt.Print("Usage: remotefs status [--json] [MOUNTPOINT]\n\nShows each remotefs mount of this user (or the one at MOUNTPOINT): online,\noffline or reconnecting and since when, pending writes, conflicts, cache size.\n\nExamples:\n  remotefs status\n  remotefs status --json ~/remote\n\nFlags:\n")
+		fl.SetOutput(os.Stdout)
+		fl.PrintDefaults()
+		return nil
+	}
+	var socks []string
+	switch fl.NArg() {
+	case 0:
+		socks, _ = filepath.Glob(filepath.Join(control.RuntimeDir(), "*.sock"))
+		sort.Strings(socks)
+	case 1:
+		mp, err := mountpointArg(fl.Arg(0))
+		if err != nil {
+			return err
+		}
+		socks = []string{control.SocketPath(mp)}
+	default:
+		return usagef("status: at most one MOUNTPOINT")
+	}
+	var all []*control.Status
+	for _, s := range socks {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		r, err := control.CallSocket(cctx, s, control.Request{Cmd: "status"}, nil)
+		cancel()
+		if err != nil || r.Status == nil {
+			if fl.NArg() == 1 {
+				return fmt.Errorf("%s is not a remotefs mount", fl.Arg(0))
+			}
+			continue
+		}
+		all = append(all, r.Status)
+	}
+	if *asJSON {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		if fl.NArg() == 1 {
+			return enc.Encode(all[0])
+		}
+		if all == nil {
+			all = []*control.Status{}
+		}
+		return enc.Encode(all)
+	}
+	if len(all) == 0 {
+		fmt.Println("no remotefs mounts")
+		return nil
+	}
+	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "MOUNTPOINT\tREMOTE\tSTATE\tSINCE\tPENDING\tCONFLICTS\tCACHE\tPID")
+	for _, s := range all {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d (%s)\t%d\t%s\t%d\n", s.Mountpoint, s.Remote, s.State,
+			s.Since.Local().Format("15:04:05"), s.Pending, humanBytes(s.PendingBytes), len(s.Conflicts), humanBytes(s.CacheBytes), s.PID)
+	}
+	tw.Flush()
+	for _, s := range all {
+		if s.LastError != "" {
+			fmt.Printf("%s: connection: %s\n", s.Mountpoint, s.LastError)
+		}
+		if s.UploadError != "" {
+			fmt.Printf("%s: upload failing (retrying): %s\n", s.Mountpoint, s.UploadError)
+		}
+		for _, c := range s.Conflicts {
+			fmt.Printf("%s: conflict at %s: the server's %s changed while you edited it; your version is %s\n",
+				s.Mountpoint, c.At.Local().Format("15:04:05"), c.Path, c.CopyPath)
+		}
+	}
+	return nil
+}
+
+// progress prints one updating line on a terminal and nothing otherwise.
+type progress struct {
+	tty   bool
+	shown bool
+}
+
+func newProgress() *progress {
+	fi, err := os.Stderr.Stat()
+	return &progress{tty: err == nil && fi.Mode()&os.ModeCharDevice != 0}
+}
+
+func (p *progress) show(msg string) {
+	if !p.tty {
+		return
+	}
+	fmt.Fprintf(os.Stderr, "\r\033[Kremotefs: %s", msg)
+	p.shown = true
+}
+
+func (p *progress) done() {
+	if p.shown {
+		fmt.Fprint(os.Stderr, "\r\033[K")
+	}
+}

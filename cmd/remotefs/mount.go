@@ -1,0 +1,367 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"remotefs/conn"
+)
+
+// mountConfig is everything `remotefs mount` was asked to do.
+type mountConfig struct {
+	Spec        conn.Spec
+	Mountpoint  string // absolute, symlinks resolved
+	Foreground  bool
+	Offline     bool
+	Debug       bool
+	CacheDir    string
+	SSHConfig   string
+	AttrTTL     time.Duration
+	DirTTL      time.Duration
+	KernelTTL   time.Duration
+	OpTimeout   time.Duration
+	ConnTimeout time.Duration
+	AllowOther  bool
+}
+
+const mountUsage = `Usage: remotefs mount [flags] HOST:PATH MOUNTPOINT
+
+Mounts PATH of the SSH server HOST on MOUNTPOINT and returns once the mount
+is live; a background process keeps serving it (--foreground keeps it
+attached). HOST is resolved like "ssh HOST" does: ~/.ssh/config, ssh-agent,
+identity files, known_hosts (an unknown host key is refused: connect once
+with ssh to verify and record it).
+
+Examples:
+  remotefs mount gpu-box:projects ~/remote        # ~/projects on gpu-box
+  remotefs mount alice@10.0.0.5:/srv/code ~/code   # absolute remote path
+  remotefs mount --offline gpu-box:projects ~/remote   # from the cache only
+
+Flags:
+`
+
+func parseMountFlags(args []string) (*mountConfig, error) {
+	cfg := &mountConfig{}
+	fl := flag.NewFlagSet("mount", flag.ContinueOnError)
+	fl.SetOutput(io.Discard)
+	fl.BoolVar(&cfg.Foreground, "foreground", false, "stay attached and log to stderr")
+	fl.BoolVar(&cfg.Foreground, "f", false, "short for --foreground")
+	fl.BoolVar(&cfg.Offline, "offline", false, "serve the cache only, read-only, without contacting the server")
+	fl.BoolVar(&cfg.Debug, "debug", false, "log every operation")
+	fl.StringVar(&cfg.CacheDir, "cache-dir", "", "cache directory (default $XDG_CACHE_HOME/remotefs/REMOTE)")
+	fl.StringVar(&cfg.SSHConfig, "F", "", "ssh_config file (default ~/.ssh/config)")
+	fl.DurationVar(&cfg.AttrTTL, "attr-ttl", time.Second, "re-check a file with the server on open when its attributes are older than this")
+	fl.DurationVar(&cfg.DirTTL, "dir-ttl", 10*time.Second, "refresh a directory listing in the background when older than this")
+	fl.DurationVar(&cfg.KernelTTL, "kernel-ttl", time.Second, "how long the kernel caches names and attributes")
+	fl.DurationVar(&cfg.OpTimeout, "op-timeout", 10*time.Second, "longest a single server operation may take before the link counts as dead")
+	fl.DurationVar(&cfg.ConnTimeout, "connect-timeout", 10*time.Second, "dial timeout (ssh_config ConnectTimeout wins)")
+	fl.BoolVar(&cfg.AllowOther, "allow-other", false, "let other users access the mount (needs user_allow_other in /etc/fuse.conf)")
+	help := fl.Bool("help", false, "show this help")
+	if err := fl.Parse(reorderFlags(fl, args)); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			*help = true
+		} else {
+			return nil, usagef("mount: %v (see remotefs mount --help)", err)
+		}
+	}
+	if *help {
+		fmt.Print(mountUsage)
+		fl.SetOutput(os.Stdout)
+		fl.PrintDefaults()
+		return nil, nil
+	}
+	if fl.NArg() != 2 {
+		return nil, usagef("mount: need HOST:PATH and MOUNTPOINT, got %d argument(s) (see remotefs mount --help)", fl.NArg())
+	}
+	spec, err := conn.ParseSpec(fl.Arg(0))
+	if err != nil {
+		return nil, err
+	}
+	cfg.Spec = spec
+	mp, err := checkMountpoint(fl.Arg(1))
+	if err != nil {
+		return nil, err
+	}
+	cfg.Mountpoint = mp
+	if cfg.CacheDir == "" {
+		cfg.CacheDir = defaultCacheDir(spec)
+	}
+	if cfg.CacheDir, err = filepath.Abs(cfg.CacheDir); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// reorderFlags lets flags follow the positional arguments, as most
+// mount tools allow (remotefs mount HOST:PATH DIR --offline).
+func reorderFlags(fl *flag.FlagSet, args []string) []string {
+	var flags, pos []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			pos = append(pos, args[i+1:]...)
+			break
+		}
+		if strings.HasPrefix(a, "-") && len(a) > 1 {
+			flags = append(flags, a)
+			name := strings.TrimLeft(a, "-")
+			if strings.Contains(name, "=") {
+				continue
+			}
+			if f := fl.Lookup(name); f != nil {
+				if bf, ok := f.Value.(interface{ IsBoolFlag() bool }); ok && bf.IsBoolFlag() {
+					continue
+				}
+				if i+1 < len(args) {
+					flags = append(flags, args[i+1])
+					i++
+				}
+			}
+			continue
+		}
+		pos = append(pos, a)
+	}
+	return append(flags, pos...)
+}
+
+// checkMountpoint resolves dir and checks it can be mounted on.
+func checkMountpoint(dir string) (string, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", err
+	}
+	fi, err := os.Stat(abs)
+	if errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("mountpoint %s does not exist (create it with: mkdir -p %s)", abs, abs)
+	}
+	if err != nil {
+		var errno syscall.Errno
+		if errors.As(err, &errno) && errno == syscall.ENOTCONN {
+			return "", fmt.Errorf("mountpoint %s is a dead mount (Transport endpoint is not connected); clear it with: fusermount3 -u %s", abs, abs)
+		}
+		return "", fmt.Errorf("mountpoint %s: %v", abs, err)
+	}
+	if !fi.IsDir() {
+		return "", fmt.Errorf("mountpoint %s is not a directory", abs)
+	}
+	if real, err := filepath.EvalSymlinks(abs); err == nil {
+		abs = real
+	}
+	if mounted, fstype := isMountpoint(abs); mounted {
+		return "", fmt.Errorf("mountpoint %s is already mounted (%s); unmount it first", abs, fstype)
+	}
+	return abs, nil
+}
+
+// isMountpoint reports whether dir is a mount point, from /proc/self/mountinfo.
+func isMountpoint(dir string) (bool, string) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return false, ""
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 5 {
+			continue
+		}
+		if unescapeMount(fields[4]) == dir {
+			fstype := ""
+			for i, fld := range fields {
+				if fld == "-" && i+1 < len(fields) {
+					fstype = fields[i+1]
+				}
+			}
+			return true, fstype
+		}
+	}
+	return false, ""
+}
+
+func unescapeMount(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// checkFUSE reports a clear error when this machine cannot mount FUSE.
+func checkFUSE() error {
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		return errors.New("/dev/fuse is missing: load the fuse kernel module (modprobe fuse) or, in a container, pass --device /dev/fuse")
+	}
+	if _, err := exec.LookPath("fusermount3"); err != nil {
+		return errors.New("fusermount3 not found: install fuse3 (e.g. apt-get install fuse3)")
+	}
+	return nil
+}
+
+// defaultCacheDir is $XDG_CACHE_HOME/remotefs/<host>-<path>-<hash>.
+func defaultCacheDir(spec conn.Spec) string {
+	base := os.Getenv("XDG_CACHE_HOME")
+	if base == "" {
+		home, _ := os.UserHomeDir()
+		base = filepath.Join(home, ".cache")
+	}
+	return filepath.Join(base, "remotefs", cacheKey(spec))
+}
+
+func cacheKey(spec conn.Spec) string {
+	h := sha256.Sum256([]byte(spec.Host + "\x00" + spec.Path))
+	clean := func(s string) string {
+		s = strings.Map(func(r rune) rune {
+			if r == '-' || r == '_' || r == '.' || r == '@' || (r >= '0' && r <= '9') || (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z') {
+				return r
+			}
+			return '_'
+		}, s)
+		if len(s) > 40 {
+			s = s[:40]
+		}
+		return strings.Trim(s, "_")
+	}
+	name := clean(spec.Host)
+	if p := clean(spec.Path); p != "" {
+		name += "-" + p
+	}
+	return name + "-" + hex.EncodeToString(h[:4])
+}
+
+func cmdMount(ctx context.Context, args []string) error {
+	cfg, err := parseMountFlags(args)
+	if err != nil || cfg == nil {
+		return err
+	}
+	if err := checkFUSE(); err != nil {
+		return err
+	}
+	if cfg.Foreground {
+		return serveMount(ctx, cfg, nil)
+	}
+	return startDaemon(ctx, cfg, args)
+}
+
+// daemonCommand is the hidden subcommand the background process runs.
+const daemonCommand = "__daemon"
+
+// startDaemon re-executes this binary in the background and waits until it
+// reports that the mount is live, or why it failed.
+func startDaemon(ctx context.Context, cfg *mountConfig, args []string) error {
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	logPath, err := logFilePath(cfg)
+	if err != nil {
+		return err
+	}
+	logFile, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("log file: %w", err)
+	}
+	defer logFile.Close()
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(exe, append([]string{daemonCommand}, args...)...)
+	cmd.Stdin = nil
+	cmd.Stdout = logFile
+	cmd.Stderr = logFile
+	cmd.ExtraFiles = []*os.File{pw}
+	cmd.Env = append(os.Environ(), "REMOTEFS_READY_FD=3")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		pw.Close()
+		return fmt.Errorf("start background process: %w", err)
+	}
+	pw.Close()
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	msg, _ := io.ReadAll(io.LimitReader(pr, 64*1024))
+	pr.Close()
+	text := strings.TrimSpace(string(msg))
+	if text == "ok" {
+		go func() { <-exited }()
+		return nil
+	}
+	if text == "" {
+		select {
+		case err := <-exited:
+			text = fmt.Sprintf("background process exited (%v); see %s", err, logPath)
+		case <-time.After(2 * time.Second):
+			text = "background process did not report; see " + logPath
+		}
+	}
+	return errors.New(strings.TrimPrefix(text, "error: "))
+}
+
+// logFilePath is $XDG_STATE_HOME/remotefs/<cache key>.log.
+func logFilePath(cfg *mountConfig) (string, error) {
+	base := os.Getenv("XDG_STATE_HOME")
+	if base == "" {
+		home, _ := os.UserHomeDir()
+		base = filepath.Join(home, ".local", "state")
+	}
+	dir := filepath.Join(base, "remotefs")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("log directory: %w", err)
+	}
+	return filepath.Join(dir, cacheKey(cfg.Spec)+".log"), nil
+}
+
+func cmdDaemon(ctx context.Context, args []string) error {
+	cfg, err := parseMountFlags(args)
+	var ready *os.File
+	if fd, perr := strconv.Atoi(os.Getenv("REMOTEFS_READY_FD")); perr == nil {
+		ready = os.NewFile(uintptr(fd), "ready")
+		os.Unsetenv("REMOTEFS_READY_FD")
+	}
+	report := func(err error) {
+		if ready == nil {
+			return
+		}
+		if err == nil {
+			fmt.Fprintln(ready, "ok")
+		} else {
+			fmt.Fprintln(ready, "error: "+err.Error())
+		}
+		ready.Close()
+		ready = nil
+	}
+	if err != nil || cfg == nil {
+		if err == nil {
+			err = errors.New("bad daemon arguments")
+		}
+		report(err)
+		return err
+	}
+	err = serveMount(ctx, cfg, report)
+	report(err)
+	return err
+}

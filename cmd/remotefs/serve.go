@@ -1,0 +1,251 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"bazil.org/fuse"
+	fusefs "bazil.org/fuse/fs"
+
+	"remotefs/cache"
+	"remotefs/conn"
+	rfs "remotefs/fs"
+	"remotefs/internal/control"
+)
+
+// serveMount connects, opens the cache, mounts, reports readiness through
+// ready (nil in --foreground) and serves until unmounted or signalled.
+func serveMount(ctx context.Context, cfg *mountConfig, ready func(error)) error {
+	level := slog.LevelInfo
+	if cfg.Debug {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	log = log.With("mount", cfg.Mountpoint)
+
+	hasCache := fileExists(filepath.Join(cfg.CacheDir, "meta.db"))
+	var mgr *conn.Manager
+	if !cfg.Offline {
+		mgr = conn.NewManager(cfg.Spec, conn.Options{
+			ConfigFile:     cfg.SSHConfig,
+			ConnectTimeout: cfg.ConnTimeout,
+			OpTimeout:      cfg.OpTimeout,
+			Logger:         log,
+		}, func(st conn.State, err error) {
+			if err != nil {
+				log.Warn("connection state", "state", st.String(), "err", err)
+			} else {
+				log.Info("connection state", "state", st.String())
+			}
+		})
+		defer mgr.Close()
+		if err := mgr.Connect(ctx); err != nil {
+			if !errors.Is(err, conn.ErrOffline) {
+				return err
+			}
+			if !hasCache {
+				return fmt.Errorf("%v, and there is no cache of %s to show offline", err, cfg.Spec)
+			}
+			log.Warn("server unreachable; starting offline from the cache and reconnecting in the background", "err", err)
+			fmt.Fprintf(os.Stderr, "remotefs: warning: %v; mounted offline (read-only) from the cache, reconnecting in the background\n", err)
+			mgr.StartOffline()
+		}
+	} else if !hasCache {
+		return fmt.Errorf("--offline: there is no cache of %s yet (mount it online once first)", cfg.Spec)
+	}
+
+	opts := cache.Options{
+		Dir: cfg.CacheDir, ReadOnly: cfg.Offline,
+		AttrTTL: cfg.AttrTTL, DirTTL: cfg.DirTTL, Logger: log,
+	}
+	if mgr != nil {
+		opts.Remote = mgr
+		opts.Online = func() bool { st, _, _ := mgr.State(); return st == conn.Online }
+	}
+	store, err := cache.Open(opts)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+
+	mopts := []fuse.MountOption{
+		fuse.FSName("remotefs:" + cfg.Spec.String()),
+		fuse.Subtype("remotefs"),
+		fuse.MaxReadahead(1 << 20),
+		fuse.AsyncRead(),
+	}
+	if cfg.Offline {
+		mopts = append(mopts, fuse.ReadOnly())
+	}
+	if cfg.AllowOther {
+		mopts = append(mopts, fuse.AllowOther())
+	}
+	fc, err := fuse.Mount(cfg.Mountpoint, mopts...)
+	if err != nil {
+		return fmt.Errorf("mount %s: %w", cfg.Mountpoint, err)
+	}
+	defer fc.Close()
+
+	ctl, err := control.Listen(cfg.Mountpoint)
+	if err != nil {
+		fuse.Unmount(cfg.Mountpoint)
+		return err
+	}
+	defer os.Remove(control.SocketPath(cfg.Mountpoint))
+	defer ctl.Close()
+
+	fsys := rfs.New(store, rfs.Options{AttrValid: cfg.KernelTTL, EntryValid: cfg.KernelTTL, Logger: log})
+	var srvCfg *fusefs.Config
+	if cfg.Debug {
+		srvCfg = &fusefs.Config{Debug: func(msg any) { log.Debug("fuse", "msg", fmt.Sprint(msg)) }}
+	}
+	srv := fusefs.New(fc, srvCfg)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(fsys) }()
+
+	d := &daemon{cfg: cfg, store: store, mgr: mgr, log: log, served: served, started: time.Now()}
+	go control.Serve(ctl, d.handle)
+
+	log.Info("mounted", "remote", cfg.Spec.String(), "cache", cfg.CacheDir, "pid", os.Getpid())
+	if ready != nil {
+		ready(nil)
+	} else {
+		fmt.Fprintf(os.Stderr, "remotefs: %s mounted on %s (Ctrl-C to unmount)\n", cfg.Spec, cfg.Mountpoint)
+	}
+
+	select {
+	case err := <-served:
+		// Unmounted from outside (fusermount3 -u, umount) or by `unmount`.
+		if err != nil {
+			log.Error("serve", "err", err)
+		}
+	case <-ctx.Done():
+		log.Info("signal received; delivering pending writes, then unmounting")
+		fctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		if err := store.Flush(fctx); err != nil {
+			log.Warn("not every write reached the server; they stay in the journal for the next mount", "err", err)
+		}
+		cancel()
+		if err := fuse.Unmount(cfg.Mountpoint); err != nil {
+			log.Error("unmount", "err", err)
+		}
+		select {
+		case <-served:
+		case <-time.After(5 * time.Second):
+		}
+	}
+	// Give the journal a last chance while the link is up.
+	if mgr != nil {
+		fctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		if err := store.Flush(fctx); err != nil {
+			log.Warn("pending writes stay in the journal for the next mount", "err", err)
+		}
+		cancel()
+	}
+	d.mu.Lock()
+	d.closed = true
+	d.mu.Unlock()
+	log.Info("unmounted")
+	return nil
+}
+
+// daemon answers control requests for one mount.
+type daemon struct {
+	cfg     *mountConfig
+	store   *cache.Store
+	mgr     *conn.Manager
+	log     *slog.Logger
+	served  chan error
+	started time.Time
+
+	mu     sync.Mutex
+	closed bool
+}
+
+func (d *daemon) status() *control.Status {
+	st := d.store.Status()
+	out := &control.Status{
+		Mountpoint: d.cfg.Mountpoint, Remote: d.cfg.Spec.String(), PID: os.Getpid(),
+		ReadOnly: d.cfg.Offline, Pending: st.Pending, PendingBytes: st.PendingBytes,
+		UploadError: st.LastError, CacheDir: d.cfg.CacheDir, CacheBytes: st.CacheBytes,
+		CachedEntries: st.Entries, Conflicts: []control.Conflict{},
+	}
+	for _, c := range st.Conflicts {
+		out.Conflicts = append(out.Conflicts, control.Conflict{Path: c.Path, CopyPath: c.CopyPath, At: c.At})
+	}
+	if d.mgr == nil {
+		out.State, out.Since = "offline", d.started
+	} else {
+		s, since, err := d.mgr.State()
+		out.State, out.Since = s.String(), since
+		if err != nil && s != conn.Online {
+			out.LastError = err.Error()
+		}
+	}
+	return out
+}
+
+func (d *daemon) handle(ctx context.Context, req control.Request, progress func(string)) control.Reply {
+	switch req.Cmd {
+	case "status":
+		return control.Reply{Status: d.status()}
+	case "flush":
+		if err := d.flush(ctx, progress); err != nil {
+			return control.Reply{Error: err.Error(), Status: d.status()}
+		}
+		return control.Reply{Status: d.status()}
+	case "unmount":
+		if !req.Force {
+			if err := d.flush(ctx, progress); err != nil {
+				return control.Reply{Error: err.Error() + " (not unmounted; use --force to unmount anyway: pending writes stay in the journal for the next mount)", Status: d.status()}
+			}
+		}
+		st := d.status()
+		if err := fuse.Unmount(d.cfg.Mountpoint); err != nil {
+			return control.Reply{Error: fmt.Sprintf("unmount %s: %v", d.cfg.Mountpoint, err), Status: st}
+		}
+		return control.Reply{Status: st}
+	}
+	return control.Reply{Error: fmt.Sprintf("unknown request %q", req.Cmd)}
+}
+
+// flush waits for the journal to drain, reporting progress every second.
+func (d *daemon) flush(ctx context.Context, progress func(string)) error {
+	done := make(chan error, 1)
+	go func() { done <- d.store.Flush(ctx) }()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case err := <-done:
+			return err
+		case <-t.C:
+			st := d.store.Status()
+			progress(fmt.Sprintf("%d changes (%s) still to deliver", st.Pending, humanBytes(st.PendingBytes)))
+		}
+	}
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

@@ -1,0 +1,163 @@
+// Package fs adapts the cache to FUSE (bazil.org/fuse). It holds no
+// policy: every method translates the request, makes one call into
+// cache.Store, and maps the error with toErrno.
+//
+// Nodes are identified by the cache's Ino, which survives renames; FS
+// keeps one *node per Ino so the kernel sees a stable node for a path.
+// bazil serves every request in its own goroutine; request buffers are
+// reused, so data kept beyond a call is copied (the cache writes it to a
+// file before returning, so nothing here keeps req.Data).
+//
+// Locking: FS.mu guards only the node table and is never held while
+// calling into the cache. The kernel caches entries and attributes for
+// EntryValid/AttrValid; answers come from the cache's memory, so expiry
+// costs no network round trip.
+package fs
+
+import (
+	"context"
+	"errors"
+	iofs "io/fs"
+	"log/slog"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"bazil.org/fuse"
+	"bazil.org/fuse/fs"
+
+	"remotefs/cache"
+	"remotefs/conn"
+)
+
+// Options configure the FUSE adapter.
+type Options struct {
+	// AttrValid and EntryValid: how long the kernel may cache attributes
+	// and name lookups. Default 1s each.
+	AttrValid, EntryValid time.Duration
+	Logger                *slog.Logger
+}
+
+// FS is the mounted filesystem.
+type FS struct {
+	// set at construction
+	store    *cache.Store
+	uid, gid uint32
+	opts     Options
+	log      *slog.Logger
+
+	mu    sync.Mutex // guards nodes
+	nodes map[cache.Ino]*node
+}
+
+// New returns a FUSE filesystem that serves store.
+func New(store *cache.Store, opts Options) *FS {
+	if opts.AttrValid == 0 {
+		opts.AttrValid = time.Second
+	}
+	if opts.EntryValid == 0 {
+		opts.EntryValid = time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &FS{
+		store: store, uid: uint32(os.Getuid()), gid: uint32(os.Getgid()),
+		opts: opts, log: opts.Logger, nodes: map[cache.Ino]*node{},
+	}
+}
+
+var (
+	_ fs.FS         = (*FS)(nil)
+	_ fs.FSStatfser = (*FS)(nil)
+)
+
+// Root returns the mount's root directory.
+func (f *FS) Root() (fs.Node, error) { return f.node(cache.RootIno), nil }
+
+// Statfs reports the server's filesystem (statvfs@openssh.com).
+func (f *FS) Statfs(ctx context.Context, req *fuse.StatfsRequest, resp *fuse.StatfsResponse) error {
+	st, err := f.store.StatFS(ctx)
+	if err != nil {
+		return f.errno(err)
+	}
+	resp.Blocks, resp.Bfree, resp.Bavail = st.Blocks, st.BlocksFree, st.BlocksAvail
+	resp.Files, resp.Ffree = st.Files, st.FilesFree
+	resp.Bsize, resp.Frsize, resp.Namelen = uint32(st.BlockSize), uint32(st.FragmentSize), uint32(st.NameMax)
+	if resp.Frsize == 0 {
+		resp.Frsize = resp.Bsize
+	}
+	return nil
+}
+
+// node returns the one node for ino.
+func (f *FS) node(ino cache.Ino) *node {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := f.nodes[ino]
+	if n == nil {
+		n = &node{fs: f, ino: ino}
+		f.nodes[ino] = n
+	}
+	return n
+}
+
+func (f *FS) forget(ino cache.Ino) {
+	f.mu.Lock()
+	delete(f.nodes, ino)
+	f.mu.Unlock()
+}
+
+func (f *FS) fillAttr(a cache.Attr, out *fuse.Attr) {
+	out.Valid = f.opts.AttrValid
+	out.Inode = uint64(a.Ino)
+	out.Size = uint64(a.Size)
+	out.Blocks = (out.Size + 511) / 512
+	out.Mtime, out.Ctime, out.Atime = a.Mtime, a.Mtime, a.Mtime
+	out.Mode = a.Mode
+	out.Nlink = 1
+	if a.Mode.IsDir() {
+		out.Nlink = 2
+	}
+	out.Uid, out.Gid = f.uid, f.gid
+	out.BlockSize = 64 * 1024
+}
+
+// errno maps an error from the cache to the errno a program sees. It is
+// the only place errors are translated.
+func (f *FS) errno(err error) error {
+	if err == nil {
+		return nil
+	}
+	var en syscall.Errno
+	switch {
+	case errors.As(err, &en):
+		return en
+	case errors.Is(err, iofs.ErrNotExist), errors.Is(err, cache.ErrStale):
+		return syscall.ENOENT
+	case errors.Is(err, iofs.ErrExist):
+		return syscall.EEXIST
+	case errors.Is(err, iofs.ErrPermission):
+		return syscall.EACCES
+	case errors.Is(err, cache.ErrReadOnly):
+		return syscall.EROFS
+	case errors.Is(err, cache.ErrNotEmpty):
+		return syscall.ENOTEMPTY
+	case errors.Is(err, cache.ErrIsDir):
+		return syscall.EISDIR
+	case errors.Is(err, cache.ErrNotDir):
+		return syscall.ENOTDIR
+	case errors.Is(err, iofs.ErrInvalid):
+		return syscall.EINVAL
+	case errors.Is(err, conn.ErrUnsupported):
+		return syscall.ENOTSUP
+	case errors.Is(err, cache.ErrOffline):
+		// Not cached and the server cannot be reached.
+		return syscall.ENETDOWN
+	case errors.Is(err, context.Canceled):
+		return syscall.EINTR
+	}
+	f.log.Warn("I/O error", "err", err)
+	return syscall.EIO
+}

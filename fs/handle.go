@@ -1,0 +1,72 @@
+package fs
+
+import (
+	"context"
+	"errors"
+	"io"
+	iofs "io/fs"
+
+	"bazil.org/fuse"
+	"bazil.org/fuse/fs"
+
+	"remotefs/cache"
+)
+
+// handle is an open file or directory.
+type handle struct {
+	fs  *FS
+	h   *cache.Handle
+	dir bool
+}
+
+var (
+	_ fs.Handle             = (*handle)(nil)
+	_ fs.HandleReader       = (*handle)(nil)
+	_ fs.HandleWriter       = (*handle)(nil)
+	_ fs.HandleFlusher      = (*handle)(nil)
+	_ fs.HandleReleaser     = (*handle)(nil)
+	_ fs.HandleReadDirAller = (*handle)(nil)
+)
+
+func (h *handle) ReadDirAll(ctx context.Context) ([]fuse.Dirent, error) {
+	ents, err := h.fs.store.ReadDir(ctx, h.h.Ino())
+	if err != nil {
+		return nil, h.fs.errno(err)
+	}
+	out := make([]fuse.Dirent, 0, len(ents))
+	for _, e := range ents {
+		d := fuse.Dirent{Inode: uint64(e.Ino), Name: e.Name, Type: fuse.DT_File}
+		switch {
+		case e.Mode.IsDir():
+			d.Type = fuse.DT_Dir
+		case e.Mode&iofs.ModeSymlink != 0:
+			d.Type = fuse.DT_Link
+		}
+		out = append(out, d)
+	}
+	return out, nil
+}
+
+func (h *handle) Read(ctx context.Context, req *fuse.ReadRequest, resp *fuse.ReadResponse) error {
+	buf := make([]byte, req.Size)
+	n, err := h.h.ReadAt(buf, req.Offset)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return h.fs.errno(err)
+	}
+	resp.Data = buf[:n]
+	return nil
+}
+
+func (h *handle) Write(ctx context.Context, req *fuse.WriteRequest, resp *fuse.WriteResponse) error {
+	n, err := h.h.WriteAt(req.Data, req.Offset)
+	resp.Size = n
+	return h.fs.errno(err)
+}
+
+func (h *handle) Flush(ctx context.Context, req *fuse.FlushRequest) error {
+	return h.fs.errno(h.h.Flush())
+}
+
+func (h *handle) Release(ctx context.Context, req *fuse.ReleaseRequest) error {
+	return h.fs.errno(h.h.Release())
+}

@@ -1,0 +1,160 @@
+package fs
+
+import (
+	"context"
+	iofs "io/fs"
+	"syscall"
+	"time"
+
+	"bazil.org/fuse"
+	"bazil.org/fuse/fs"
+
+	"remotefs/cache"
+)
+
+// node is a file, directory or symlink; all behaviour is in the cache.
+type node struct {
+	fs  *FS
+	ino cache.Ino
+}
+
+var (
+	_ fs.Node               = (*node)(nil)
+	_ fs.NodeStringLookuper = (*node)(nil)
+	_ fs.NodeOpener         = (*node)(nil)
+	_ fs.NodeCreater        = (*node)(nil)
+	_ fs.NodeMkdirer        = (*node)(nil)
+	_ fs.NodeRemover        = (*node)(nil)
+	_ fs.NodeRenamer        = (*node)(nil)
+	_ fs.NodeSymlinker      = (*node)(nil)
+	_ fs.NodeReadlinker     = (*node)(nil)
+	_ fs.NodeSetattrer      = (*node)(nil)
+	_ fs.NodeFsyncer        = (*node)(nil)
+	_ fs.NodeForgetter      = (*node)(nil)
+)
+
+func (n *node) Attr(ctx context.Context, a *fuse.Attr) error {
+	attr, err := n.fs.store.GetAttr(n.ino)
+	if err != nil {
+		return n.fs.errno(err)
+	}
+	n.fs.fillAttr(attr, a)
+	return nil
+}
+
+func (n *node) Lookup(ctx context.Context, name string) (fs.Node, error) {
+	attr, err := n.fs.store.Lookup(ctx, n.ino, name)
+	if err != nil {
+		return nil, n.fs.errno(err)
+	}
+	return n.fs.node(attr.Ino), nil
+}
+
+func (n *node) Forget() { n.fs.forget(n.ino) }
+
+func (n *node) Open(ctx context.Context, req *fuse.OpenRequest, resp *fuse.OpenResponse) (fs.Handle, error) {
+	h, err := n.fs.store.Open(ctx, n.ino, int(req.Flags))
+	if err != nil {
+		return nil, n.fs.errno(err)
+	}
+	return &handle{fs: n.fs, h: h, dir: req.Dir}, nil
+}
+
+func (n *node) Create(ctx context.Context, req *fuse.CreateRequest, resp *fuse.CreateResponse) (fs.Node, fs.Handle, error) {
+	excl := req.Flags&fuse.OpenExclusive != 0
+	attr, h, err := n.fs.store.Create(ctx, n.ino, req.Name, req.Mode&^req.Umask, int(req.Flags), excl)
+	if err != nil {
+		return nil, nil, n.fs.errno(err)
+	}
+	n.fs.fillAttr(attr, &resp.Attr)
+	resp.EntryValid = n.fs.opts.EntryValid
+	return n.fs.node(attr.Ino), &handle{fs: n.fs, h: h}, nil
+}
+
+func (n *node) Mkdir(ctx context.Context, req *fuse.MkdirRequest) (fs.Node, error) {
+	attr, err := n.fs.store.Mkdir(ctx, n.ino, req.Name, req.Mode&^req.Umask)
+	if err != nil {
+		return nil, n.fs.errno(err)
+	}
+	return n.fs.node(attr.Ino), nil
+}
+
+func (n *node) Remove(ctx context.Context, req *fuse.RemoveRequest) error {
+	var err error
+	if req.Dir {
+		err = n.fs.store.Rmdir(ctx, n.ino, req.Name)
+	} else {
+		err = n.fs.store.Unlink(ctx, n.ino, req.Name)
+	}
+	return n.fs.errno(err)
+}
+
+func (n *node) Rename(ctx context.Context, req *fuse.RenameRequest, newDir fs.Node) error {
+	nd, ok := newDir.(*node)
+	if !ok {
+		return syscall.EXDEV
+	}
+	return n.fs.errno(n.fs.store.Rename(ctx, n.ino, req.OldName, nd.ino, req.NewName))
+}
+
+func (n *node) Symlink(ctx context.Context, req *fuse.SymlinkRequest) (fs.Node, error) {
+	attr, err := n.fs.store.Symlink(ctx, n.ino, req.NewName, req.Target)
+	if err != nil {
+		return nil, n.fs.errno(err)
+	}
+	return n.fs.node(attr.Ino), nil
+}
+
+func (n *node) Readlink(ctx context.Context, req *fuse.ReadlinkRequest) (string, error) {
+	t, err := n.fs.store.Readlink(ctx, n.ino)
+	return t, n.fs.errno(err)
+}
+
+func (n *node) Setattr(ctx context.Context, req *fuse.SetattrRequest, resp *fuse.SetattrResponse) error {
+	var (
+		mode  *iofs.FileMode
+		size  *int64
+		mtime *time.Time
+	)
+	if req.Valid.Mode() {
+		m := req.Mode
+		mode = &m
+	}
+	if req.Valid.Size() {
+		sz := int64(req.Size)
+		size = &sz
+	}
+	if req.Valid.Mtime() {
+		t := req.Mtime
+		mtime = &t
+	} else if req.Valid.MtimeNow() {
+		t := time.Now()
+		mtime = &t
+	}
+	var (
+		attr cache.Attr
+		err  error
+	)
+	if mode == nil && size == nil && mtime == nil {
+		// chown, atime only: accepted and ignored (files are shown as
+		// owned by the local user; atime is not kept).
+		attr, err = n.fs.store.GetAttr(n.ino)
+	} else {
+		attr, err = n.fs.store.SetAttr(ctx, n.ino, mode, size, mtime)
+	}
+	if err != nil {
+		return n.fs.errno(err)
+	}
+	n.fs.fillAttr(attr, &resp.Attr)
+	return nil
+}
+
+// Fsync makes the file's written data durable on local disk and queues its
+// upload (bazil routes fsync to the node, not the handle). Directory
+// changes are already durable when the call that made them returned.
+func (n *node) Fsync(ctx context.Context, req *fuse.FsyncRequest) error {
+	if req.Dir {
+		return nil
+	}
+	return n.fs.errno(n.fs.store.Fsync(n.ino))
+}

@@ -1,0 +1,168 @@
+// Package control is the local protocol between the remotefs CLI and a
+// mount's daemon: one unix socket per mount in the user's runtime
+// directory (mode 0700 directory, 0600 socket), one JSON request per
+// connection, answered by zero or more progress lines and one final reply.
+package control
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+)
+
+// Request is what the CLI asks a daemon.
+type Request struct {
+	Cmd   string `json:"cmd"` // status, flush, unmount
+	Force bool   `json:"force,omitempty"`
+}
+
+// Reply is one line from the daemon. Progress lines have Progress set;
+// the last line has Done set.
+type Reply struct {
+	Done     bool            `json:"done,omitempty"`
+	Error    string          `json:"error,omitempty"`
+	Progress string          `json:"progress,omitempty"`
+	Status   *Status         `json:"status,omitempty"`
+	Extra    json.RawMessage `json:"extra,omitempty"`
+}
+
+// Status describes one mount; the JSON field names are stable.
+type Status struct {
+	Mountpoint    string     `json:"mountpoint"`
+	Remote        string     `json:"remote"`
+	State         string     `json:"state"`
+	Since         time.Time  `json:"since"`
+	LastError     string     `json:"last_error,omitempty"`
+	PID           int        `json:"pid"`
+	ReadOnly      bool       `json:"read_only"`
+	Pending       int        `json:"pending"`
+	PendingBytes  int64      `json:"pending_bytes"`
+	UploadError   string     `json:"upload_error,omitempty"`
+	Conflicts     []Conflict `json:"conflicts"`
+	CacheDir      string     `json:"cache_dir"`
+	CacheBytes    int64      `json:"cache_bytes"`
+	CachedEntries int        `json:"cached_entries"`
+}
+
+// Conflict is one file whose local version was kept as a copy.
+type Conflict struct {
+	Path     string    `json:"path"`
+	CopyPath string    `json:"copy"`
+	At       time.Time `json:"at"`
+}
+
+// RuntimeDir is where sockets live: $XDG_RUNTIME_DIR/remotefs, or
+// /tmp/remotefs-UID when XDG_RUNTIME_DIR is not set.
+func RuntimeDir() string {
+	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
+		return filepath.Join(d, "remotefs")
+	}
+	return filepath.Join(os.TempDir(), "remotefs-"+strconv.Itoa(os.Getuid()))
+}
+
+// SocketPath is the control socket of the mount at mountpoint (absolute).
+func SocketPath(mountpoint string) string {
+	h := sha256.Sum256([]byte(mountpoint))
+	return filepath.Join(RuntimeDir(), hex.EncodeToString(h[:8])+".sock")
+}
+
+// Listen creates the socket for mountpoint, replacing a stale one.
+func Listen(mountpoint string) (net.Listener, error) {
+	dir := RuntimeDir()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	if fi, err := os.Lstat(dir); err != nil || !fi.IsDir() || fi.Mode().Perm()&0o077 != 0 {
+		if err := os.Chmod(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("runtime directory %s: %w", dir, err)
+		}
+	}
+	p := SocketPath(mountpoint)
+	if c, err := net.DialTimeout("unix", p, time.Second); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("%s is already served by a running remotefs", mountpoint)
+	}
+	os.Remove(p)
+	old := syscallUmask(0o177)
+	l, err := net.Listen("unix", p)
+	syscallUmask(old)
+	if err != nil {
+		return nil, err
+	}
+	os.Chmod(p, 0o600)
+	return l, nil
+}
+
+// ErrNoDaemon: no daemon answers for that mountpoint.
+var ErrNoDaemon = errors.New("no remotefs daemon serves this mountpoint")
+
+// Call sends req to the daemon of mountpoint and returns its final reply;
+// progress lines go to onProgress (may be nil).
+func Call(ctx context.Context, mountpoint string, req Request, onProgress func(string)) (*Reply, error) {
+	return CallSocket(ctx, SocketPath(mountpoint), req, onProgress)
+}
+
+// CallSocket is Call for a known socket path.
+func CallSocket(ctx context.Context, sock string, req Request, onProgress func(string)) (*Reply, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "unix", sock)
+	if err != nil {
+		return nil, ErrNoDaemon
+	}
+	defer c.Close()
+	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
+	defer stop()
+	if err := json.NewEncoder(c).Encode(req); err != nil {
+		return nil, err
+	}
+	sc := bufio.NewScanner(c)
+	sc.Buffer(make([]byte, 64*1024), 16*1024*1024)
+	for sc.Scan() {
+		var r Reply
+		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+			return nil, fmt.Errorf("bad reply from daemon: %w", err)
+		}
+		if r.Done {
+			return &r, nil
+		}
+		if r.Progress != "" && onProgress != nil {
+			onProgress(r.Progress)
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return nil, errors.New("the daemon closed the connection without answering")
+}
+
+// Serve answers requests on l with handle until l is closed.
+func Serve(l net.Listener, handle func(ctx context.Context, req Request, progress func(string)) Reply) {
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			var req Request
+			if err := json.NewDecoder(c).Decode(&req); err != nil {
+				return
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			enc := json.NewEncoder(c)
+			r := handle(ctx, req, func(p string) { enc.Encode(Reply{Progress: p}) })
+			r.Done = true
+			enc.Encode(r)
+		}()
+	}
+}
