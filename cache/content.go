@@ -84,6 +84,7 @@ func (s *Store) Open(ctx context.Context, ino Ino, flags int) (*Handle, error) {
 			f.Close()
 			return nil, err
 		}
+		e.writers++
 		return &Handle{s: s, ino: ino, f: f, writable: true, wrote: true}, nil
 	}
 	if err := s.ensureContent(ctx, ino); err != nil {
@@ -93,8 +94,26 @@ func (s *Store) Open(ctx context.Context, ino Ino, flags int) (*Handle, error) {
 	if writable {
 		mode = os.O_RDWR
 	}
+	if writable {
+		// Count the writer before opening the file, so a listing cannot
+		// drop the content between the two.
+		s.mu.Lock()
+		e := s.entries[ino]
+		if e == nil {
+			s.mu.Unlock()
+			return nil, ErrStale
+		}
+		e.writers++
+		s.mu.Unlock()
+	}
 	f, err := os.OpenFile(s.contentPath(ino), mode, 0)
 	if err != nil {
+		if writable {
+			s.releaseWriter(ino)
+		}
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("cached content of %s vanished while opening; try again: %w", p, ErrStale)
+		}
 		return nil, fmt.Errorf("open cached content: %w", err)
 	}
 	return &Handle{s: s, ino: ino, f: f, writable: writable}, nil
@@ -110,7 +129,7 @@ func (s *Store) revalidate(ctx context.Context, ino Ino, p string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e := s.entries[ino]
-	if e == nil || s.pathOf(e) != p || e.content == contentDirty || s.protected(p) {
+	if e == nil || s.pathOf(e) != p || e.localOwned() || s.protected(p) {
 		return nil
 	}
 	if errors.Is(err, fs.ErrNotExist) {
@@ -373,5 +392,16 @@ func (h *Handle) Release() error {
 	if cerr := h.f.Close(); err == nil {
 		err = cerr
 	}
+	if h.writable {
+		h.s.releaseWriter(h.ino)
+	}
 	return err
+}
+
+func (s *Store) releaseWriter(ino Ino) {
+	s.mu.Lock()
+	if e := s.entries[ino]; e != nil && e.writers > 0 {
+		e.writers--
+	}
+	s.mu.Unlock()
 }

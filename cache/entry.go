@@ -66,7 +66,13 @@ type entry struct {
 	hasBase  bool    // dirty: the next upload expects `base` at its path
 	base     Version // (hasBase false: it expects nothing there)
 	gen      uint64  // bumped by every local content change
+	writers  int     // open writable handles (not persisted)
 }
+
+// localOwned reports whether the local state of a file must not be replaced
+// by what the server says: it has unsent changes or is open for writing
+// (its edit's base must stay the version its content came from).
+func (e *entry) localOwned() bool { return e.content == contentDirty || e.writers > 0 }
 
 func (e *entry) isDir() bool  { return e.mode.IsDir() }
 func (e *entry) isLink() bool { return e.mode&fs.ModeSymlink != 0 }

@@ -19,6 +19,7 @@ const (
 	opSymlink opKind = "symlink" // Path -> Target
 	opChmod   opKind = "chmod"   // Path, Mode
 	opUtimes  opKind = "utimes"  // Path, MtimeNs
+	opLink    opKind = "link"    // hard link Path -> new name Path2
 )
 
 // op is one journal record: a change the user made that the server has not
@@ -39,7 +40,7 @@ type op struct {
 
 func (o *op) String() string {
 	switch o.Kind {
-	case opRename:
+	case opRename, opLink:
 		return fmt.Sprintf("%s %s -> %s", o.Kind, o.Path, o.Path2)
 	case opSymlink:
 		return fmt.Sprintf("%s %s -> %s", o.Kind, o.Path, o.Target)
@@ -69,9 +70,9 @@ func decodeOp(b []byte) (*op, error) {
 	}
 	switch o.Kind {
 	case opPut, opMkdir, opRemove, opRmdir, opChmod, opUtimes:
-	case opRename:
+	case opRename, opLink:
 		if o.Path2 == "" {
-			return nil, fmt.Errorf("journal record: rename without destination")
+			return nil, fmt.Errorf("journal record: %s without destination", o.Kind)
 		}
 	case opSymlink:
 	default:

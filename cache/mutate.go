@@ -2,6 +2,7 @@ package cache
 
 import (
 	"context"
+	"io"
 	"io/fs"
 	"os"
 	"time"
@@ -113,6 +114,7 @@ func (s *Store) Create(ctx context.Context, dir Ino, name string, perm fs.FileMo
 	e := s.addChildLocked(d, name, perm.Perm())
 	e.content = contentDirty
 	e.gen++
+	e.writers++
 	if err := s.commitLocked(); err != nil {
 		f.Close()
 		return Attr{}, nil, err
@@ -416,4 +418,78 @@ func (s *Store) markDirtyLocked(e *entry) {
 func (s *Store) hasUnstartedPut(ino Ino, p string) bool {
 	o := s.lastOpTouching(p)
 	return o != nil && o.Kind == opPut && o.Ino == ino && o.Path == p && o.Seq != s.started
+}
+
+// Link makes newName in newDir a hard link to ino on the server. Locally the
+// new name is its own entry with a copy of the cached content: uploads
+// replace files atomically (a new file on the server), which ends the
+// sharing for the file that is edited, just as editors that save by
+// rename do.
+func (s *Store) Link(ctx context.Context, ino Ino, newDir Ino, newName string) (Attr, error) {
+	if err := s.writable(); err != nil {
+		return Attr{}, err
+	}
+	if err := s.ensureListed(ctx, newDir); err != nil {
+		return Attr{}, err
+	}
+	s.mu.Lock()
+	src := s.entries[ino]
+	if src != nil && src.mode.IsRegular() && src.content == contentNone && src.onServer {
+		s.mu.Unlock()
+		if err := s.ensureContent(ctx, ino); err != nil {
+			return Attr{}, err
+		}
+		s.mu.Lock()
+		src = s.entries[ino]
+	}
+	defer s.mu.Unlock()
+	if src == nil {
+		return Attr{}, ErrStale
+	}
+	if src.isDir() {
+		return Attr{}, fs.ErrPermission
+	}
+	d, c, err := s.childLocked(newDir, newName)
+	if err != nil {
+		return Attr{}, err
+	}
+	if c != nil {
+		return Attr{}, fs.ErrExist
+	}
+	if src.mode.IsRegular() && src.content != contentNone {
+		if err := copyFile(s.contentPath(src.ino), s.contentPath(s.nextIno)); err != nil {
+			return Attr{}, err
+		}
+	}
+	e := s.addChildLocked(d, newName, src.mode)
+	e.size, e.mtime, e.target = src.size, src.mtime, src.target
+	e.content, e.onServer, e.remote = src.content, true, src.remote
+	e.hasBase, e.base = src.hasBase, src.base
+	srcPath := s.pathOf(src)
+	ops := []*op{{Kind: opLink, Path: srcPath, Path2: s.pathOf(e)}}
+	if e.content == contentDirty {
+		// The server's link shares the old content; upload the new one.
+		ops = append(ops, &op{Kind: opPut, Path: s.pathOf(e), Ino: e.ino})
+	}
+	if err := s.enqueueLocked(ops...); err != nil {
+		return Attr{}, err
+	}
+	return e.attr(), nil
+}
+
+func copyFile(from, to string) error {
+	in, err := os.Open(from)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(to, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
 }

@@ -181,7 +181,7 @@ func (s *Store) mergeListing(dir Ino, p string, infos []conn.FileInfo) {
 			delete(d.children, name)
 			continue
 		}
-		if s.protected(childPath(p, name)) || c.content == contentDirty {
+		if s.protected(childPath(p, name)) || c.localOwned() {
 			continue
 		}
 		s.removeSubtree(c)
@@ -195,7 +195,7 @@ func (s *Store) mergeListing(dir Ino, p string, infos []conn.FileInfo) {
 // dropping cached content that no longer matches. Caller holds mu.
 func (s *Store) applyServerAttrs(e *entry, fi conn.FileInfo) {
 	v := versionOf(fi)
-	if e.content == contentDirty {
+	if e.localOwned() {
 		return
 	}
 	if e.mode.IsRegular() && e.content == contentClean && v != e.remote {

@@ -150,6 +150,17 @@ func (s *Store) apply(ctx context.Context, o *op) error {
 		return ignoreNotExist(r.Chtimes(ctx, o.Path, t, t))
 	case opRename:
 		return s.applyRename(ctx, o)
+	case opLink:
+		err := r.Link(ctx, o.Path, o.Path2)
+		if errors.Is(err, fs.ErrExist) {
+			return nil // made by an earlier attempt
+		}
+		if errors.Is(err, conn.ErrUnsupported) || errors.Is(err, fs.ErrNotExist) {
+			// The server cannot link (or the source is gone): make the new
+			// name a copy, so the user's file is there either way.
+			return s.applyLinkAsCopy(ctx, o)
+		}
+		return err
 	}
 	return fmt.Errorf("unknown journal op %q", o.Kind)
 }
@@ -421,4 +432,24 @@ func (s *Store) Status() Status {
 		st.LastError = s.writerErr.Error()
 	}
 	return st
+}
+
+// applyLinkAsCopy delivers a hard link the server cannot make as a copy of
+// the local content of the new name.
+func (s *Store) applyLinkAsCopy(ctx context.Context, o *op) error {
+	s.mu.Lock()
+	_, e, err := s.lookupPathLocked(o.Path2)
+	var ino Ino
+	if err == nil && e != nil {
+		ino = e.ino
+		s.markDirtyLocked(e)
+	}
+	s.mu.Unlock()
+	if ino == 0 {
+		return nil
+	}
+	if err := s.ensureContent(ctx, ino); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return s.applyPut(ctx, &op{Kind: opPut, Path: o.Path2, Ino: ino})
 }

@@ -33,7 +33,11 @@ func (h *handle) ReadDirAll(ctx context.Context) ([]fuse.Dirent, error) {
 	if err != nil {
 		return nil, h.fs.errno(err)
 	}
-	out := make([]fuse.Dirent, 0, len(ents))
+	out := make([]fuse.Dirent, 0, len(ents)+2)
+	// "." and ".." as every local filesystem lists them (ls -a, some
+	// tools count on them).
+	out = append(out, fuse.Dirent{Inode: uint64(h.h.Ino()), Name: ".", Type: fuse.DT_Dir},
+		fuse.Dirent{Name: "..", Type: fuse.DT_Dir})
 	for _, e := range ents {
 		d := fuse.Dirent{Inode: uint64(e.Ino), Name: e.Name, Type: fuse.DT_File}
 		switch {

@@ -31,7 +31,20 @@ var (
 	_ fs.NodeSetattrer      = (*node)(nil)
 	_ fs.NodeFsyncer        = (*node)(nil)
 	_ fs.NodeForgetter      = (*node)(nil)
+	_ fs.NodeLinker         = (*node)(nil)
 )
+
+func (n *node) Link(ctx context.Context, req *fuse.LinkRequest, old fs.Node) (fs.Node, error) {
+	on, ok := old.(*node)
+	if !ok {
+		return nil, syscall.EXDEV
+	}
+	attr, err := n.fs.store.Link(ctx, on.ino, n.ino, req.NewName)
+	if err != nil {
+		return nil, n.fs.errno(err)
+	}
+	return n.fs.node(attr.Ino), nil
+}
 
 func (n *node) Attr(ctx context.Context, a *fuse.Attr) error {
 	attr, err := n.fs.store.GetAttr(n.ino)

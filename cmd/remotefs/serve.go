@@ -79,6 +79,10 @@ func serveMount(ctx context.Context, cfg *mountConfig, ready func(error)) error 
 		fuse.Subtype("remotefs"),
 		fuse.MaxReadahead(1 << 20),
 		fuse.AsyncRead(),
+		// Files appear owned by the local user; let the kernel apply their
+		// modes so a read-only file is refused at once, not by the server
+		// long after the write was accepted.
+		fuse.DefaultPermissions(),
 	}
 	if cfg.Offline {
 		mopts = append(mopts, fuse.ReadOnly())
