@@ -1,0 +1,210 @@
+package conn
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/agent"
+)
+
+// authenticator gathers the keys to offer for one hop, like ssh: the
+// agent's keys first (only those matching an IdentityFile when
+// IdentitiesOnly is set), then the identity files the agent does not hold.
+type authenticator struct {
+	t    *Target
+	home string
+
+	agentConn net.Conn
+	agentErr  error
+	signers   []ssh.Signer
+	tried     []string // what is offered, for messages
+	locked    []string // encrypted identity files we could not use
+}
+
+func newAuthenticator(t *Target, home string, log *slog.Logger) (*authenticator, error) {
+	a := &authenticator{t: t, home: home}
+
+	var agentSigners []ssh.Signer
+	if t.IdentityAgent != "" {
+		c, err := net.DialTimeout("unix", t.IdentityAgent, 2*time.Second)
+		if err == nil {
+			a.agentConn = c
+			agentSigners, err = agent.NewClient(c).Signers()
+		}
+		if err != nil {
+			a.agentErr = err
+			log.Warn("ssh-agent not usable", "socket", t.IdentityAgent, "err", err)
+		}
+	}
+
+	type identity struct {
+		file   string
+		pub    ssh.PublicKey
+		signer ssh.Signer
+		locked bool
+	}
+	var ids []identity
+	for _, f := range t.IdentityFiles {
+		id := identity{file: f}
+		if data, err := os.ReadFile(f + ".pub"); err == nil {
+			if pub, _, _, _, err := ssh.ParseAuthorizedKey(data); err == nil {
+				id.pub = pub
+			}
+		}
+		data, err := os.ReadFile(f)
+		switch {
+		case err == nil:
+			signer, err := ssh.ParsePrivateKey(data)
+			var pme *ssh.PassphraseMissingError
+			switch {
+			case err == nil:
+				id.signer = signer
+				id.pub = signer.PublicKey()
+			case errors.As(err, &pme):
+				id.locked = true
+				if id.pub == nil {
+					id.pub = pme.PublicKey
+				}
+			default:
+				log.Warn("identity file not usable", "file", f, "err", err)
+			}
+		case errors.Is(err, os.ErrNotExist):
+			if t.IdentityFilesConfigured && id.pub == nil {
+				log.Warn("identity file does not exist", "host", t.Label, "file", f)
+			}
+		default:
+			log.Warn("identity file not readable", "file", f, "err", err)
+		}
+		if id.signer != nil || id.locked || id.pub != nil {
+			ids = append(ids, id)
+		}
+	}
+
+	inAgent := func(pub ssh.PublicKey) ssh.Signer {
+		if pub == nil {
+			return nil
+		}
+		for _, s := range agentSigners {
+			if bytes.Equal(s.PublicKey().Marshal(), pub.Marshal()) {
+				return s
+			}
+		}
+		return nil
+	}
+	fromAgent := map[string]bool{}
+	if t.IdentitiesOnly {
+		for _, id := range ids {
+			if s := inAgent(id.pub); s != nil {
+				a.signers = append(a.signers, s)
+				a.tried = append(a.tried, "agent key for "+a.short(id.file))
+				fromAgent[id.file] = true
+			}
+		}
+	} else if len(agentSigners) > 0 {
+		a.signers = append(a.signers, agentSigners...)
+		a.tried = append(a.tried, fmt.Sprintf("agent keys (%d)", len(agentSigners)))
+		for _, id := range ids {
+			if inAgent(id.pub) != nil {
+				fromAgent[id.file] = true
+			}
+		}
+	}
+	for _, id := range ids {
+		switch {
+		case fromAgent[id.file]:
+		case id.signer != nil:
+			a.signers = append(a.signers, id.signer)
+			a.tried = append(a.tried, a.short(id.file))
+		case id.locked:
+			a.locked = append(a.locked, id.file)
+		}
+	}
+	return a, nil
+}
+
+func (a *authenticator) methods() []ssh.AuthMethod {
+	if len(a.signers) == 0 {
+		return nil
+	}
+	return []ssh.AuthMethod{ssh.PublicKeys(a.signers...)}
+}
+
+func (a *authenticator) close() {
+	if a.agentConn != nil {
+		a.agentConn.Close()
+	}
+}
+
+// short writes a path under the home directory as ~/...
+func (a *authenticator) short(p string) string {
+	if a.home != "" && strings.HasPrefix(p, a.home+"/") {
+		return "~/" + p[len(a.home)+1:]
+	}
+	return p
+}
+
+func (a *authenticator) failure(t *Target, err error) error {
+	_, host := splitUserHost(t.Label)
+	e := &AuthError{User: t.User, Host: host, Tried: a.tried, Locked: a.locked, Err: err}
+	if len(a.tried) == 0 && len(a.locked) == 0 {
+		var files []string
+		for _, f := range t.IdentityFiles {
+			files = append(files, a.short(f))
+		}
+		e.NoKeys = "no ssh-agent key, and none of " + strings.Join(files, ", ") + " is a usable key"
+	}
+	if a.agentErr != nil {
+		e.AgentProblem = fmt.Sprintf("ssh-agent at %s not usable: %v", t.IdentityAgent, a.agentErr)
+	}
+	return e
+}
+
+// AuthError: the server accepted none of the keys offered. It wraps
+// ErrAuth, and ErrKeyPassphrase when an encrypted identity file could not
+// be offered.
+type AuthError struct {
+	User, Host   string
+	Tried        []string // keys offered: "agent keys (2)", "~/.ssh/id_ed25519"
+	Locked       []string // identity files skipped: encrypted and not in the agent
+	NoKeys       string   // why nothing was offered, when nothing was
+	AgentProblem string
+	Err          error // the ssh library's error
+}
+
+func (e *AuthError) Error() string {
+	var b strings.Builder
+	if len(e.Locked) > 0 {
+		f := e.Locked[0]
+		fmt.Fprintf(&b, "key %s is protected by a passphrase; add it to ssh-agent (ssh-add %s) and retry (authentication to %s@%s failed", f, f, e.User, e.Host)
+		if len(e.Tried) > 0 {
+			fmt.Fprintf(&b, "; also tried: %s", strings.Join(e.Tried, ", "))
+		}
+		b.WriteString(")")
+	} else {
+		fmt.Fprintf(&b, "authentication to %s@%s failed", e.User, e.Host)
+		if e.NoKeys != "" {
+			fmt.Fprintf(&b, ": no key to offer (%s)", e.NoKeys)
+		} else {
+			fmt.Fprintf(&b, " (tried: %s)", strings.Join(e.Tried, ", "))
+		}
+	}
+	if e.AgentProblem != "" {
+		b.WriteString("; " + e.AgentProblem)
+	}
+	return b.String()
+}
+
+func (e *AuthError) Unwrap() []error {
+	errs := []error{ErrAuth}
+	if len(e.Locked) > 0 {
+		errs = append(errs, ErrKeyPassphrase)
+	}
+	return errs
+}

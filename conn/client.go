@@ -1,0 +1,1026 @@
+package conn
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"os"
+	"path"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/pkg/sftp"
+	"golang.org/x/crypto/ssh"
+)
+
+// Client is one live SSH+SFTP connection serving one remote root. It is
+// safe for concurrent use. Once the connection dies (Done is closed) every
+// call fails at once with an error wrapping ErrOffline; a new Client is
+// needed (Manager does that).
+type Client struct {
+	// Set at construction; root is set by setRoot before the Client is
+	// handed out. Never changed afterwards.
+	label       string
+	root        string
+	sftp        *sftp.Client
+	ssh         *ssh.Client // nil when not over ssh (NewClientPipe)
+	transport   []io.Closer // closed in order when the connection dies
+	opTimeout   time.Duration
+	log         *slog.Logger
+	posixRename bool
+	hardlink    bool
+	statvfs     bool
+	fsync       bool
+
+	// lastRecv is when bytes last came from the sftp server (UnixNano);
+	// any reply counts as progress for every pending operation.
+	lastRecv atomic.Int64
+
+	done    chan struct{}
+	dieOnce sync.Once
+	err     error // why the connection ended; written once, before done is closed
+}
+
+var _ Remote = (*Client)(nil)
+
+// sftpOptions tune pkg/sftp for throughput: many requests in flight per
+// file for reads and writes, fstat on the open handle.
+func sftpOptions() []sftp.ClientOption {
+	return []sftp.ClientOption{
+		sftp.UseConcurrentReads(true),
+		sftp.UseConcurrentWrites(true),
+		sftp.MaxConcurrentRequestsPerFile(sftpConcurrency),
+		sftp.UseFstat(true),
+	}
+}
+
+// startSFTPPipe starts an sftp client on a byte stream to the server,
+// noting every read from it as progress.
+func (c *Client) startSFTPPipe(rd io.Reader, wr io.WriteCloser) error {
+	sc, err := sftp.NewClientPipe(&recvCounter{r: rd, last: &c.lastRecv}, wr, sftpOptions()...)
+	if err != nil {
+		return err
+	}
+	c.sftp = sc
+	_, c.posixRename = sc.HasExtension("posix-rename@openssh.com")
+	_, c.hardlink = sc.HasExtension("hardlink@openssh.com")
+	_, c.statvfs = sc.HasExtension("statvfs@openssh.com")
+	v, ok := sc.HasExtension("fsync@openssh.com")
+	c.fsync = ok && v == "1"
+	go func() {
+		err := sc.Wait()
+		c.die(fmt.Errorf("sftp session ended: %w", orEOF(err)))
+	}()
+	return nil
+}
+
+type recvCounter struct {
+	r    io.Reader
+	last *atomic.Int64
+}
+
+func (r *recvCounter) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	if n > 0 {
+		r.last.Store(time.Now().UnixNano())
+	}
+	return n, err
+}
+
+func newClientShell(label string, opts Options, transport []io.Closer) *Client {
+	return &Client{
+		label:     label,
+		transport: transport,
+		opTimeout: opts.OpTimeout,
+		log:       opts.Logger,
+		done:      make(chan struct{}),
+	}
+}
+
+// NewClientPipe makes a Client that speaks SFTP over an existing byte
+// stream (an in-process sftp.Server in tests, a subprocess), rooted at
+// root (relative to the server's working directory unless absolute).
+// closers are closed, in order, when the connection dies or is closed.
+// There is no ssh connection: Exec returns ErrUnsupported and there is no
+// keepalive; OpTimeout still applies.
+func NewClientPipe(ctx context.Context, rd io.Reader, wr io.WriteCloser, label, root string, opts Options, closers ...io.Closer) (*Client, error) {
+	opts = opts.withDefaults()
+	c := newClientShell(label, opts, append([]io.Closer{wr}, closers...))
+	if err := c.startSFTPPipe(rd, wr); err != nil {
+		c.closeTransport()
+		return nil, fmt.Errorf("cannot start sftp on %s: %w", label, err)
+	}
+	if err := c.setRoot(ctx, root); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// RootPath is the absolute remote path of the root.
+func (c *Client) RootPath() string { return c.root }
+
+// HostLabel is the host as the user wrote it.
+func (c *Client) HostLabel() string { return c.label }
+
+// Done is closed when the connection is dead or closed.
+func (c *Client) Done() <-chan struct{} { return c.done }
+
+// Err says why the connection ended (wrapping ErrOffline), or nil while it
+// is alive.
+func (c *Client) Err() error {
+	select {
+	case <-c.done:
+		return c.err
+	default:
+		return nil
+	}
+}
+
+// Close closes the connection. Pending and later calls fail with an error
+// wrapping ErrOffline.
+func (c *Client) Close() error {
+	c.die(errClosed)
+	return nil
+}
+
+var errClosed = errors.New("connection closed")
+
+// offlineError says why a connection is down. It wraps ErrOffline and the
+// cause.
+type offlineError struct {
+	host  string
+	cause error
+}
+
+func (e *offlineError) Error() string {
+	if errors.Is(e.cause, errClosed) {
+		return fmt.Sprintf("connection to %s is closed", e.host)
+	}
+	return fmt.Sprintf("connection to %s lost: %v", e.host, e.cause)
+}
+
+func (e *offlineError) Unwrap() []error { return []error{ErrOffline, e.cause} }
+
+// die marks the connection dead and closes the transport, which unblocks
+// every goroutine waiting on it. It never blocks on the network.
+func (c *Client) die(reason error) {
+	c.dieOnce.Do(func() {
+		c.err = &offlineError{host: c.label, cause: reason}
+		close(c.done)
+		if !errors.Is(reason, errClosed) {
+			c.log.Warn("connection lost", "host", c.label, "err", reason)
+		}
+		c.closeTransport()
+	})
+}
+
+func (c *Client) closeTransport() {
+	// The first closer is the TCP-level one (first hop): closing it fails
+	// every write blocked on the link, so the closes after it cannot hang.
+	// They may still try to send a close message, so they run apart.
+	if len(c.transport) > 0 {
+		c.transport[0].Close()
+	}
+	rest := c.transport[min(1, len(c.transport)):]
+	sc := c.sftp
+	go func() {
+		for _, t := range rest {
+			t.Close()
+		}
+		if sc != nil {
+			sc.Close()
+		}
+	}()
+}
+
+// keepalive sends keepalive@openssh.com every interval and kills the
+// connection when no reply has come for interval*countMax: the only way
+// to notice a link where packets vanish without a TCP reset.
+func (c *Client) keepalive(interval time.Duration, countMax int) {
+	limit := interval * time.Duration(countMax)
+	ticker := time.NewTicker(interval)
+	defer ticker.Stop()
+	replies := make(chan error, 1)
+	pending := false
+	var sentAt time.Time
+	for {
+		select {
+		case <-c.done:
+			return
+		case err := <-replies:
+			pending = false
+			if err != nil {
+				c.die(fmt.Errorf("keepalive failed: %w", err))
+				return
+			}
+		case now := <-ticker.C:
+			if pending {
+				if now.Sub(sentAt) >= limit {
+					c.die(fmt.Errorf("no reply to keepalive for %v", now.Sub(sentAt).Round(time.Millisecond)))
+					return
+				}
+				continue
+			}
+			pending, sentAt = true, now
+			go func() {
+				// OpenSSH answers with a failure (unknown request): that is a reply.
+				_, _, err := c.ssh.SendRequest("keepalive@openssh.com", true, nil)
+				replies <- err
+			}()
+		}
+	}
+}
+
+// progress tracks one operation's use of the caller's reader or writer:
+// time spent there is not the server's fault, and once the caller has
+// returned the operation must not touch them again.
+type progress struct {
+	busy       atomic.Int32
+	lastCaller atomic.Int64 // UnixNano of the last caller-side I/O
+
+	ioMu      sync.Mutex // held during caller-side I/O
+	abandoned bool       // guarded by ioMu
+}
+
+var errAbandoned = errors.New("operation abandoned by the caller")
+
+// abandon waits for caller-side I/O in progress to end and stops further
+// I/O: after it returns the caller's reader/writer are not used again.
+func (p *progress) abandon() {
+	p.ioMu.Lock()
+	p.abandoned = true
+	p.ioMu.Unlock()
+}
+
+func (p *progress) guard(f func() (int, error)) (int, error) {
+	p.ioMu.Lock()
+	defer p.ioMu.Unlock()
+	if p.abandoned {
+		return 0, errAbandoned
+	}
+	p.busy.Add(1)
+	n, err := f()
+	p.busy.Add(-1)
+	p.lastCaller.Store(time.Now().UnixNano())
+	return n, err
+}
+
+type guardedWriter struct {
+	p *progress
+	w io.Writer
+}
+
+func (g guardedWriter) Write(b []byte) (int, error) {
+	return g.p.guard(func() (int, error) { return g.w.Write(b) })
+}
+
+type guardedReader struct {
+	p *progress
+	r io.Reader
+}
+
+func (g guardedReader) Read(b []byte) (int, error) {
+	return g.p.guard(func() (int, error) { return g.r.Read(b) })
+}
+
+// run runs fn on its own goroutine (pkg/sftp calls take no context) and
+// waits for it, for ctx, and for the operation deadline: OpTimeout without
+// any reply from the server (while fn is not busy in the caller's reader
+// or writer). When the deadline passes the connection is declared dead and
+// closed, which makes fn return too. When ctx ends first, run returns
+// ctx.Err() at once and leaves the connection alone; fn finishes on its own
+// and its result is dropped.
+func (c *Client) run(ctx context.Context, fn func(*progress) error) error {
+	if err := c.Err(); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	pr := &progress{}
+	start := time.Now().UnixNano()
+	errc := make(chan error, 1)
+	go func() { errc <- fn(pr) }()
+	timer := time.NewTimer(c.opTimeout)
+	defer timer.Stop()
+	for {
+		select {
+		case err := <-errc:
+			return err
+		case <-ctx.Done():
+			pr.abandon()
+			return ctx.Err()
+		case <-c.done:
+			pr.abandon()
+			return c.Err()
+		case <-timer.C:
+			var idle time.Duration
+			if pr.busy.Load() == 0 {
+				last := max(start, c.lastRecv.Load(), pr.lastCaller.Load())
+				idle = time.Since(time.Unix(0, last))
+			}
+			if idle >= c.opTimeout {
+				pr.abandon()
+				c.die(fmt.Errorf("no reply from the server for %v", idle.Round(time.Millisecond)))
+				return c.Err()
+			}
+			timer.Reset(c.opTimeout - idle)
+		}
+	}
+}
+
+// do runs fn with run and maps its error for op on rel.
+func (c *Client) do(ctx context.Context, op, rel string, fn func(*progress) error) error {
+	return c.mapErr(op, rel, c.run(ctx, fn))
+}
+
+var errEscape = fmt.Errorf("%w: path is absolute or leaves the remote root", fs.ErrInvalid)
+
+// abs turns a root-relative path into the remote absolute path, refusing
+// paths that leave the root.
+func (c *Client) abs(op, rel string) (string, error) {
+	if strings.IndexByte(rel, 0) >= 0 {
+		return "", &fs.PathError{Op: op, Path: rel, Err: fmt.Errorf("%w: NUL in path", fs.ErrInvalid)}
+	}
+	clean := path.Clean(rel)
+	if path.IsAbs(rel) || clean == ".." || strings.HasPrefix(clean, "../") {
+		return "", &fs.PathError{Op: op, Path: rel, Err: errEscape}
+	}
+	return path.Join(c.root, clean), nil
+}
+
+// SFTP status codes (draft-ietf-secsh-filexfer; OpenSSH sends only 0-8).
+const (
+	fxNoSuchFile        = 2
+	fxPermissionDenied  = 3
+	fxFailure           = 4
+	fxBadMessage        = 5
+	fxNoConnection      = 6
+	fxConnectionLost    = 7
+	fxOpUnsupported     = 8
+	fxNoSuchPath        = 10
+	fxFileAlreadyExists = 11
+	fxWriteProtect      = 12
+	fxNoSpace           = 14
+	fxQuotaExceeded     = 15
+	fxDirNotEmpty       = 18
+	fxNotADirectory     = 19
+	fxInvalidFilename   = 20
+	fxLinkLoop          = 21
+	fxInvalidParameter  = 23
+	fxFileIsADirectory  = 24
+)
+
+func statusKind(code uint32) error {
+	switch code {
+	case fxNoSuchFile, fxNoSuchPath:
+		return fs.ErrNotExist
+	case fxPermissionDenied:
+		return fs.ErrPermission
+	case fxOpUnsupported:
+		return ErrUnsupported
+	case fxFileAlreadyExists:
+		return fs.ErrExist
+	case fxWriteProtect:
+		return syscall.EROFS
+	case fxNoSpace:
+		return syscall.ENOSPC
+	case fxQuotaExceeded:
+		return syscall.EDQUOT
+	case fxDirNotEmpty:
+		return ErrNotEmpty
+	case fxNotADirectory:
+		return syscall.ENOTDIR
+	case fxBadMessage, fxInvalidFilename, fxInvalidParameter:
+		return fs.ErrInvalid
+	case fxLinkLoop:
+		return syscall.ELOOP
+	case fxFileIsADirectory:
+		return syscall.EISDIR
+	}
+	return nil
+}
+
+// kindError classifies a server error: errors.Is matches kind (an io/fs
+// sentinel, ErrNotEmpty, ErrUnsupported or a syscall.Errno) and the text
+// keeps what the server said.
+type kindError struct {
+	kind  error
+	cause error
+}
+
+func (e *kindError) Error() string {
+	if e.cause == nil {
+		return e.kind.Error()
+	}
+	return e.kind.Error() + " (server: " + e.cause.Error() + ")"
+}
+
+func (e *kindError) Unwrap() []error {
+	if e.cause == nil {
+		return []error{e.kind}
+	}
+	return []error{e.kind, e.cause}
+}
+
+func withKind(kind, cause error) error { return &kindError{kind: kind, cause: cause} }
+
+func statusCode(err error) (uint32, bool) {
+	var se *sftp.StatusError
+	if errors.As(err, &se) {
+		return se.Code, true
+	}
+	return 0, false
+}
+
+func isFailure(err error) bool {
+	code, ok := statusCode(err)
+	return ok && code == fxFailure
+}
+
+// isTransportError: the error means the link is gone, not that the
+// operation failed.
+func (c *Client) isTransportError(err error) bool {
+	if code, ok := statusCode(err); ok {
+		return code == fxNoConnection || code == fxConnectionLost
+	}
+	if c.Err() != nil {
+		return true
+	}
+	for _, target := range []error{sftp.ErrSSHFxConnectionLost, sftp.ErrSSHFxNoConnection,
+		io.EOF, io.ErrUnexpectedEOF, io.ErrClosedPipe, net.ErrClosed, syscall.ECONNRESET, syscall.EPIPE} {
+		if errors.Is(err, target) {
+			return true
+		}
+	}
+	var opErr *net.OpError
+	return errors.As(err, &opErr)
+}
+
+// mapErr turns an error from run into the error the Remote contract
+// promises: *fs.PathError with the root-relative path, wrapping ErrOffline
+// for transport failures (which also kill the connection) or a kind.
+func (c *Client) mapErr(op, rel string, err error) error {
+	if err == nil {
+		return nil
+	}
+	var pe *fs.PathError
+	if errors.As(err, &pe) && pe.Path == rel {
+		return err // already mapped
+	}
+	switch {
+	case errors.Is(err, ErrOffline), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, errAbandoned):
+		err = context.Canceled
+	case c.isTransportError(err):
+		c.die(err)
+		err = c.Err()
+	default:
+		if p, ok := err.(*fs.PathError); ok {
+			err = p.Err // pkg/sftp's PathError names the absolute path
+		}
+		var ke *kindError
+		if code, ok := statusCode(err); ok && !errors.As(err, &ke) {
+			if kind := statusKind(code); kind != nil {
+				err = withKind(kind, err)
+			}
+		}
+	}
+	return &fs.PathError{Op: op, Path: rel, Err: err}
+}
+
+func toFileInfo(name string, fi os.FileInfo) FileInfo {
+	return FileInfo{Name: name, Mode: fi.Mode(), Size: fi.Size(), Mtime: fi.ModTime()}
+}
+
+// Lstat implements Remote.
+func (c *Client) Lstat(ctx context.Context, rel string) (FileInfo, error) {
+	abs, err := c.abs("lstat", rel)
+	if err != nil {
+		return FileInfo{}, err
+	}
+	var info FileInfo
+	err = c.do(ctx, "lstat", rel, func(*progress) error {
+		fi, err := c.sftp.Lstat(abs)
+		if err != nil {
+			return err
+		}
+		info = toFileInfo(path.Base(abs), fi)
+		if fi.Mode()&fs.ModeSymlink != 0 {
+			if target, err := c.sftp.ReadLink(abs); err == nil {
+				info.Target = target
+			}
+		}
+		return nil
+	})
+	return info, err
+}
+
+// ReadDir implements Remote. Entries are sorted by name; symlink targets
+// are filled in (read concurrently).
+func (c *Client) ReadDir(ctx context.Context, rel string) ([]FileInfo, error) {
+	abs, err := c.abs("readdir", rel)
+	if err != nil {
+		return nil, err
+	}
+	var out []FileInfo
+	err = c.do(ctx, "readdir", rel, func(*progress) error {
+		entries, err := c.sftp.ReadDir(abs)
+		if err != nil {
+			return err
+		}
+		list := make([]FileInfo, 0, len(entries))
+		for _, fi := range entries {
+			list = append(list, toFileInfo(fi.Name(), fi))
+		}
+		sort.Slice(list, func(i, j int) bool { return list[i].Name < list[j].Name })
+		var wg sync.WaitGroup
+		sem := make(chan struct{}, 16)
+		for i := range list {
+			if list[i].Mode&fs.ModeSymlink == 0 {
+				continue
+			}
+			wg.Add(1)
+			sem <- struct{}{}
+			go func() {
+				defer func() { <-sem; wg.Done() }()
+				if target, err := c.sftp.ReadLink(path.Join(abs, list[i].Name)); err == nil {
+					list[i].Target = target
+				}
+			}()
+		}
+		wg.Wait()
+		out = list
+		return nil
+	})
+	return out, err
+}
+
+// ReadLink implements Remote.
+func (c *Client) ReadLink(ctx context.Context, rel string) (string, error) {
+	abs, err := c.abs("readlink", rel)
+	if err != nil {
+		return "", err
+	}
+	var target string
+	err = c.do(ctx, "readlink", rel, func(*progress) error {
+		var err error
+		target, err = c.sftp.ReadLink(abs)
+		return err
+	})
+	return target, err
+}
+
+// ReadAt implements Remote. The data goes through a buffer of the
+// Client's own, so p is never written after ReadAt returns.
+func (c *Client) ReadAt(ctx context.Context, rel string, p []byte, off int64) (int, error) {
+	abs, err := c.abs("read", rel)
+	if err != nil {
+		return 0, err
+	}
+	if off < 0 {
+		return 0, &fs.PathError{Op: "read", Path: rel, Err: fmt.Errorf("%w: negative offset", fs.ErrInvalid)}
+	}
+	var n int
+	var eof bool
+	buf := make([]byte, len(p))
+	err = c.do(ctx, "read", rel, func(*progress) error {
+		f, err := c.sftp.Open(abs)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		n, err = f.ReadAt(buf, off)
+		if errors.Is(err, io.EOF) {
+			eof, err = true, nil
+		}
+		return err
+	})
+	if err != nil {
+		return 0, err
+	}
+	copy(p, buf[:n])
+	if eof {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+// Fetch implements Remote.
+func (c *Client) Fetch(ctx context.Context, rel string, w io.Writer) (FileInfo, error) {
+	abs, err := c.abs("fetch", rel)
+	if err != nil {
+		return FileInfo{}, err
+	}
+	var info FileInfo
+	err = c.do(ctx, "fetch", rel, func(pr *progress) error {
+		f, err := c.sftp.Open(abs)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		fi, err := f.Stat()
+		if err != nil {
+			return err
+		}
+		info = toFileInfo(path.Base(abs), fi)
+		_, err = f.WriteTo(guardedWriter{pr, w})
+		return err
+	})
+	return info, err
+}
+
+// TempName returns the name PutAtomic gives the temporary file for a file
+// named base: TempPrefix, random hex, "-", base (shortened so the whole
+// name stays within 255 bytes).
+func TempName(base string) string {
+	var b [8]byte
+	rand.Read(b[:])
+	prefix := TempPrefix + hex.EncodeToString(b[:]) + "-"
+	if max := 255 - len(prefix); len(base) > max {
+		base = base[:max]
+	}
+	return prefix + base
+}
+
+// IsTempName reports whether name (a base name) is a PutAtomic temporary.
+func IsTempName(name string) bool { return strings.HasPrefix(name, TempPrefix) }
+
+// chmodBits keeps the bits chmod can set.
+func chmodBits(mode fs.FileMode) fs.FileMode {
+	return mode & (fs.ModePerm | fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky)
+}
+
+// PutAtomic implements Remote. The temporary file gets its final mode
+// before any data is written, so a private file is never readable by
+// others, even in transit. Without posix-rename@openssh.com the target is
+// removed before the rename (not atomic; OpenSSH always offers it).
+func (c *Client) PutAtomic(ctx context.Context, rel string, r io.Reader, mode fs.FileMode, mtime time.Time) (FileInfo, error) {
+	abs, err := c.abs("put", rel)
+	if err != nil {
+		return FileInfo{}, err
+	}
+	if abs == c.root {
+		return FileInfo{}, &fs.PathError{Op: "put", Path: rel, Err: syscall.EISDIR}
+	}
+	tmp := path.Join(path.Dir(abs), TempName(path.Base(abs)))
+	var info FileInfo
+	err = c.do(ctx, "put", rel, func(pr *progress) (err error) {
+		f, err := c.sftp.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL)
+		if err != nil {
+			return err
+		}
+		closed := false
+		defer func() {
+			if err == nil {
+				return
+			}
+			if !closed {
+				f.Close()
+			}
+			if c.Err() == nil {
+				c.sftp.Remove(tmp)
+			}
+		}()
+		if err := f.Chmod(chmodBits(mode)); err != nil {
+			return err
+		}
+		if _, err := f.ReadFromWithConcurrency(guardedReader{pr, r}, 0); err != nil {
+			return err
+		}
+		if c.fsync {
+			if err := f.Sync(); err != nil {
+				return err
+			}
+		}
+		closed = true
+		if err := f.Close(); err != nil {
+			return err
+		}
+		if err := c.sftp.Chtimes(tmp, mtime, mtime); err != nil {
+			return err
+		}
+		if c.posixRename {
+			err = c.sftp.PosixRename(tmp, abs)
+		} else {
+			err = c.sftp.Rename(tmp, abs)
+			if err != nil && isFailure(err) {
+				if rerr := c.sftp.Remove(abs); rerr == nil {
+					err = c.sftp.Rename(tmp, abs)
+				}
+			}
+		}
+		if err != nil {
+			return err
+		}
+		fi, err := c.sftp.Lstat(abs)
+		if err != nil {
+			return err
+		}
+		info = toFileInfo(path.Base(abs), fi)
+		return nil
+	})
+	return info, err
+}
+
+// exists lstats p; errors count as "does not exist".
+func (c *Client) exists(p string) (os.FileInfo, bool) {
+	fi, err := c.sftp.Lstat(p)
+	return fi, err == nil
+}
+
+// Mkdir implements Remote. OpenSSH's sftp-server answers a generic failure
+// for an existing path; an lstat tells fs.ErrExist apart.
+func (c *Client) Mkdir(ctx context.Context, rel string, mode fs.FileMode) error {
+	abs, err := c.abs("mkdir", rel)
+	if err != nil {
+		return err
+	}
+	return c.do(ctx, "mkdir", rel, func(*progress) error {
+		err := c.sftp.Mkdir(abs)
+		if err != nil {
+			if isFailure(err) {
+				if _, ok := c.exists(abs); ok {
+					return withKind(fs.ErrExist, err)
+				}
+			}
+			return err
+		}
+		// SFTP mkdir applies the server's umask; chmod sets the mode asked for.
+		return c.sftp.Chmod(abs, chmodBits(mode))
+	})
+}
+
+// Remove implements Remote: files and symlinks only (a directory gives
+// syscall.EISDIR), so it lstats first: pkg/sftp's Remove would also
+// remove an empty directory.
+func (c *Client) Remove(ctx context.Context, rel string) error {
+	abs, err := c.abs("remove", rel)
+	if err != nil {
+		return err
+	}
+	return c.do(ctx, "remove", rel, func(*progress) error {
+		fi, err := c.sftp.Lstat(abs)
+		if err != nil {
+			return err
+		}
+		if fi.IsDir() {
+			return withKind(syscall.EISDIR, nil)
+		}
+		return c.sftp.Remove(abs)
+	})
+}
+
+// Rmdir implements Remote. It lstats first (ENOTDIR for a non-directory);
+// a generic failure is explained by looking: ErrNotEmpty when the
+// directory has entries.
+func (c *Client) Rmdir(ctx context.Context, rel string) error {
+	abs, err := c.abs("rmdir", rel)
+	if err != nil {
+		return err
+	}
+	if abs == c.root {
+		return &fs.PathError{Op: "rmdir", Path: rel, Err: fmt.Errorf("%w: cannot remove the root", fs.ErrPermission)}
+	}
+	return c.do(ctx, "rmdir", rel, func(*progress) error {
+		// Look first: some servers (pkg/sftp's) implement RMDIR with
+		// remove(3), which would delete a file.
+		fi, err := c.sftp.Lstat(abs)
+		if err != nil {
+			return err
+		}
+		if !fi.IsDir() {
+			return withKind(syscall.ENOTDIR, nil)
+		}
+		err = c.sftp.RemoveDirectory(abs)
+		if err == nil || !isFailure(err) {
+			return err
+		}
+		if entries, derr := c.sftp.ReadDir(abs); derr == nil && len(entries) > 0 {
+			return withKind(ErrNotEmpty, err)
+		}
+		return err
+	})
+}
+
+// Rename implements Remote.
+func (c *Client) Rename(ctx context.Context, oldrel, newrel string) error {
+	oldAbs, err := c.abs("rename", oldrel)
+	if err != nil {
+		return err
+	}
+	newAbs, err := c.abs("rename", newrel)
+	if err != nil {
+		return err
+	}
+	return c.do(ctx, "rename", oldrel, func(*progress) error {
+		var err error
+		if c.posixRename {
+			err = c.sftp.PosixRename(oldAbs, newAbs)
+		} else {
+			err = c.sftp.Rename(oldAbs, newAbs)
+		}
+		if err == nil || !isFailure(err) {
+			return err
+		}
+		oldFi, ok := c.exists(oldAbs)
+		if !ok {
+			return withKind(fs.ErrNotExist, err)
+		}
+		newFi, ok := c.exists(newAbs)
+		switch {
+		case !ok:
+		case newFi.IsDir() && !oldFi.IsDir():
+			return withKind(syscall.EISDIR, err)
+		case !newFi.IsDir() && oldFi.IsDir():
+			return withKind(syscall.ENOTDIR, err)
+		case newFi.IsDir():
+			if entries, derr := c.sftp.ReadDir(newAbs); derr == nil && len(entries) > 0 {
+				return withKind(ErrNotEmpty, err)
+			}
+		case !c.posixRename:
+			return withKind(fs.ErrExist, err)
+		}
+		return err
+	})
+}
+
+// Symlink implements Remote. target is stored as given.
+func (c *Client) Symlink(ctx context.Context, target, rel string) error {
+	abs, err := c.abs("symlink", rel)
+	if err != nil {
+		return err
+	}
+	return c.do(ctx, "symlink", rel, func(*progress) error {
+		err := c.sftp.Symlink(target, abs)
+		if err != nil && isFailure(err) {
+			if _, ok := c.exists(abs); ok {
+				return withKind(fs.ErrExist, err)
+			}
+		}
+		return err
+	})
+}
+
+// Link implements Remote.
+func (c *Client) Link(ctx context.Context, oldrel, newrel string) error {
+	oldAbs, err := c.abs("link", oldrel)
+	if err != nil {
+		return err
+	}
+	newAbs, err := c.abs("link", newrel)
+	if err != nil {
+		return err
+	}
+	if !c.hardlink {
+		return &fs.PathError{Op: "link", Path: newrel, Err: withKind(ErrUnsupported, errors.New("server lacks hardlink@openssh.com"))}
+	}
+	return c.do(ctx, "link", newrel, func(*progress) error {
+		err := c.sftp.Link(oldAbs, newAbs)
+		if err != nil && isFailure(err) {
+			if _, ok := c.exists(newAbs); ok {
+				return withKind(fs.ErrExist, err)
+			}
+		}
+		return err
+	})
+}
+
+// Chmod implements Remote.
+func (c *Client) Chmod(ctx context.Context, rel string, mode fs.FileMode) error {
+	abs, err := c.abs("chmod", rel)
+	if err != nil {
+		return err
+	}
+	return c.do(ctx, "chmod", rel, func(*progress) error { return c.sftp.Chmod(abs, chmodBits(mode)) })
+}
+
+// Chtimes implements Remote.
+func (c *Client) Chtimes(ctx context.Context, rel string, atime, mtime time.Time) error {
+	abs, err := c.abs("chtimes", rel)
+	if err != nil {
+		return err
+	}
+	return c.do(ctx, "chtimes", rel, func(*progress) error { return c.sftp.Chtimes(abs, atime, mtime) })
+}
+
+// Truncate implements Remote.
+func (c *Client) Truncate(ctx context.Context, rel string, size int64) error {
+	abs, err := c.abs("truncate", rel)
+	if err != nil {
+		return err
+	}
+	return c.do(ctx, "truncate", rel, func(*progress) error { return c.sftp.Truncate(abs, size) })
+}
+
+// StatFS implements Remote.
+func (c *Client) StatFS(ctx context.Context, rel string) (StatFS, error) {
+	abs, err := c.abs("statfs", rel)
+	if err != nil {
+		return StatFS{}, err
+	}
+	if !c.statvfs {
+		return StatFS{}, &fs.PathError{Op: "statfs", Path: rel, Err: withKind(ErrUnsupported, errors.New("server lacks statvfs@openssh.com"))}
+	}
+	var st StatFS
+	err = c.do(ctx, "statfs", rel, func(*progress) error {
+		v, err := c.sftp.StatVFS(abs)
+		if err != nil {
+			return err
+		}
+		st = StatFS{BlockSize: v.Bsize, FragmentSize: v.Frsize, Blocks: v.Blocks, BlocksFree: v.Bfree,
+			BlocksAvail: v.Bavail, Files: v.Files, FilesFree: v.Ffree, NameMax: v.Namemax}
+		return nil
+	})
+	return st, err
+}
+
+// Exec runs cmd on the server (through the user's login shell, like `ssh
+// HOST cmd`) in a new session and returns its exit code. A command that
+// runs and exits non-zero is not an error. Exec honours ctx (the remote
+// command is sent SIGKILL and the session closed) but has no operation
+// deadline, since commands may run long; only opening the session is
+// bounded by OpTimeout. stdin, stdout and stderr may be nil and are not
+// used after Exec returns.
+func (c *Client) Exec(ctx context.Context, cmd string, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
+	if c.ssh == nil {
+		return -1, fmt.Errorf("exec on %s: %w", c.label, ErrUnsupported)
+	}
+	var sess *ssh.Session
+	err := c.run(ctx, func(pr *progress) error {
+		s, err := c.ssh.NewSession()
+		if err != nil {
+			return err
+		}
+		pr.ioMu.Lock()
+		defer pr.ioMu.Unlock()
+		if pr.abandoned {
+			s.Close()
+			return errAbandoned
+		}
+		sess = s
+		return nil
+	})
+	if err != nil {
+		if !errors.Is(err, ErrOffline) && c.isTransportError(err) {
+			c.die(err)
+			err = c.Err()
+		}
+		return -1, fmt.Errorf("exec on %s: %w", c.label, err)
+	}
+	defer sess.Close()
+	pr := &progress{}
+	if stdin != nil {
+		sess.Stdin = guardedReader{pr, stdin}
+	}
+	if stdout != nil {
+		sess.Stdout = guardedWriter{pr, stdout}
+	}
+	if stderr != nil {
+		sess.Stderr = guardedWriter{pr, stderr}
+	}
+	if err := sess.Start(cmd); err != nil {
+		return -1, fmt.Errorf("exec on %s: %w", c.label, err)
+	}
+	waitc := make(chan error, 1)
+	go func() { waitc <- sess.Wait() }()
+	select {
+	case err = <-waitc:
+	case <-ctx.Done():
+		sess.Signal(ssh.SIGKILL)
+		sess.Close()
+		pr.abandon()
+		return -1, fmt.Errorf("exec on %s: %w", c.label, ctx.Err())
+	case <-c.done:
+		pr.abandon()
+		return -1, fmt.Errorf("exec on %s: %w", c.label, c.Err())
+	}
+	var exitErr *ssh.ExitError
+	var missing *ssh.ExitMissingError
+	switch {
+	case err == nil:
+		return 0, nil
+	case errors.As(err, &exitErr):
+		if exitErr.Signal() != "" {
+			return -1, fmt.Errorf("exec on %s: command killed by signal %s", c.label, exitErr.Signal())
+		}
+		return exitErr.ExitStatus(), nil
+	case errors.As(err, &missing):
+		return -1, fmt.Errorf("exec on %s: command ended without an exit status", c.label)
+	}
+	if c.Err() != nil {
+		return -1, fmt.Errorf("exec on %s: %w", c.label, c.Err())
+	}
+	return -1, fmt.Errorf("exec on %s: %w", c.label, err)
+}

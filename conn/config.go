@@ -1,0 +1,784 @@
+package conn
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha1"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/user"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/kevinburke/ssh_config"
+)
+
+// Target is one host resolved the way `ssh HOST` resolves it: every value
+// ssh_config decides, with tokens, ~ and environment variables expanded.
+type Target struct {
+	// Label is the host as the user wrote it ("box", "alice@10.0.0.5"); it
+	// names the host in messages.
+	Label string
+	// Alias is the name matched against Host patterns: the host as written,
+	// without user, lower-cased.
+	Alias    string
+	HostName string
+	Port     int
+	User     string
+
+	// IdentityFiles are the private key files to try, in order. When the
+	// configuration names none they are the defaults (~/.ssh/id_ed25519,
+	// id_ecdsa, id_rsa) and IdentityFilesConfigured is false.
+	IdentityFiles           []string
+	IdentityFilesConfigured bool
+	IdentitiesOnly          bool
+	// IdentityAgent is the ssh-agent socket to use, "" for none.
+	IdentityAgent string
+
+	// KnownHostsFiles are UserKnownHostsFile then GlobalKnownHostsFile;
+	// files that do not exist are kept (they are named in messages).
+	KnownHostsFiles []string
+	// HostKeyAlias, when set, is the name looked up in known_hosts instead
+	// of HostName.
+	HostKeyAlias string
+	// StrictHostKeyChecking is the configured value, informational only:
+	// remotefs always behaves as "yes".
+	StrictHostKeyChecking string
+
+	// ProxyJump lists the hops to go through, first dialed first; each hop
+	// is itself resolved through ssh_config. Empty for a direct connection.
+	ProxyJump []*Target
+
+	// ConnectTimeout, ServerAliveInterval and ServerAliveCountMax are zero
+	// when the configuration does not set them.
+	ConnectTimeout      time.Duration
+	ServerAliveInterval time.Duration
+	ServerAliveCountMax int
+}
+
+// Addr is HostName:Port for net.Dial.
+func (t *Target) Addr() string {
+	return net.JoinHostPort(t.HostName, strconv.Itoa(t.Port))
+}
+
+// knownHostsName is the host:port looked up in known_hosts.
+func (t *Target) knownHostsName() string {
+	h := t.HostName
+	if t.HostKeyAlias != "" {
+		h = t.HostKeyAlias
+	}
+	return net.JoinHostPort(h, strconv.Itoa(t.Port))
+}
+
+// ErrConfig is wrapped by errors about the ssh configuration.
+var ErrConfig = errors.New("ssh configuration")
+
+const (
+	defaultSystemConfig = "/etc/ssh/ssh_config"
+	maxIncludeDepth     = 16 // OpenSSH's READCONF_MAX_DEPTH
+	maxJumpDepth        = 8
+
+	// Markers the preprocessor writes in place of lines the ssh_config
+	// library would handle differently from ssh (see preprocessConfig).
+	markerInclude   = "RemotefsInclude"
+	markerMatchHost = "RemotefsMatchHost"
+)
+
+// Resolve resolves spec.Host through the ssh configuration (see
+// Options.ConfigFile and Options.SystemConfigFile) into a Target.
+func Resolve(spec Spec, opts Options) (*Target, error) {
+	opts = opts.withDefaults()
+	cfg, err := loadSSHConfig(opts)
+	if err != nil {
+		return nil, err
+	}
+	return cfg.resolve(spec.Host, spec.User(), spec.Hostname(), 0, 0)
+}
+
+// sshConfig is the parsed user and system configuration.
+type sshConfig struct {
+	files  []*configFile // user file first, then system file
+	home   string
+	local  localInfo
+	logger *slog.Logger
+}
+
+type localInfo struct {
+	user, host, uid string
+}
+
+type configFile struct {
+	name     string
+	cfg      *ssh_config.Config
+	includes [][]*configFile // indexed by the number in a markerInclude line
+}
+
+func loadSSHConfig(opts Options) (*sshConfig, error) {
+	c := &sshConfig{home: opts.Home, logger: opts.Logger, local: currentLocal()}
+	var names []string
+	switch {
+	case opts.ConfigFile != "":
+		// Like ssh -F: the given file replaces both the user and the system file.
+		if _, err := os.Stat(opts.ConfigFile); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+		}
+		names = []string{opts.ConfigFile}
+	default:
+		names = append(names, filepath.Join(opts.Home, ".ssh", "config"))
+		if opts.SystemConfigFile != "none" {
+			names = append(names, opts.SystemConfigFile)
+		}
+	}
+	for i, name := range names {
+		system := i > 0 || isSystemConfig(name)
+		f, err := c.parseFile(name, system, 0)
+		if errors.Is(err, os.ErrNotExist) && opts.ConfigFile == "" {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		c.files = append(c.files, f)
+	}
+	return c, nil
+}
+
+func isSystemConfig(name string) bool {
+	return strings.HasPrefix(filepath.Clean(name), "/etc/ssh/")
+}
+
+func (c *sshConfig) parseFile(name string, system bool, depth int) (*configFile, error) {
+	if depth > maxIncludeDepth {
+		return nil, fmt.Errorf("%w: %s: Include nested too deeply (a loop?)", ErrConfig, name)
+	}
+	data, err := os.ReadFile(name)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+	}
+	f := &configFile{name: name}
+	text, includes, err := c.preprocessConfig(name, data, system)
+	if err != nil {
+		return nil, err
+	}
+	for _, files := range includes {
+		var parsed []*configFile
+		for _, inc := range files {
+			sub, err := c.parseFile(inc, system, depth+1)
+			if errors.Is(err, os.ErrNotExist) {
+				continue
+			}
+			if err != nil {
+				return nil, err
+			}
+			parsed = append(parsed, sub)
+		}
+		f.includes = append(f.includes, parsed)
+	}
+	f.cfg, err = ssh_config.DecodeBytes(text)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrConfig, name, err)
+	}
+	return f, nil
+}
+
+var configLine = regexp.MustCompile(`^(\s*)([A-Za-z][A-Za-z0-9]*)(\s*=\s*|\s+)(.*)$`)
+
+// preprocessConfig rewrites the lines that github.com/kevinburke/ssh_config
+// would interpret differently from ssh, before handing the text to it:
+//
+//   - Include: the library resolves relative names against the home
+//     directory from the password database and reads the files itself. We
+//     replace the line by a marker and parse the files ourselves, so ~ and
+//     relative names use Options.Home and nested files get the same
+//     treatment. The returned slice holds, per marker, the files the
+//     Include names (globs expanded, sorted, as ssh does).
+//   - Match: the library rejects every criterion except "all" and "host",
+//     failing the whole file (a common "Match exec" would make every host
+//     unresolvable). "Match all" becomes "Host *"; "Match host" and "Match
+//     originalhost" become a Host block (the first tagged so it is matched
+//     against HostName, as ssh does); any other Match block is kept but can
+//     never match, and a warning is logged.
+func (c *sshConfig) preprocessConfig(name string, data []byte, system bool) ([]byte, [][]string, error) {
+	var out bytes.Buffer
+	var includes [][]string
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 64*1024), 1024*1024)
+	lineNo := 0
+	for sc.Scan() {
+		lineNo++
+		line := strings.TrimSuffix(sc.Text(), "\r")
+		m := configLine.FindStringSubmatch(line)
+		if m == nil {
+			out.WriteString(line + "\n")
+			continue
+		}
+		indent, key, args := m[1], strings.ToLower(m[2]), splitArgs(m[4])
+		switch key {
+		case "include":
+			var files []string
+			for _, pat := range args {
+				pat = c.includePath(pat, system)
+				matches, err := filepath.Glob(pat)
+				if err != nil {
+					return nil, nil, fmt.Errorf("%w: %s:%d: Include %q: %v", ErrConfig, name, lineNo, pat, err)
+				}
+				sort.Strings(matches)
+				files = append(files, matches...)
+			}
+			fmt.Fprintf(&out, "%s%s %d\n", indent, markerInclude, len(includes))
+			includes = append(includes, files)
+		case "match":
+			out.WriteString(c.rewriteMatch(name, lineNo, args) + "\n")
+		default:
+			out.WriteString(line + "\n")
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, nil, fmt.Errorf("%w: %s: %v", ErrConfig, name, err)
+	}
+	return out.Bytes(), includes, nil
+}
+
+func (c *sshConfig) includePath(p string, system bool) string {
+	switch {
+	case p == "~":
+		return c.home
+	case strings.HasPrefix(p, "~/"):
+		return filepath.Join(c.home, p[2:])
+	case filepath.IsAbs(p):
+		return p
+	case system:
+		return filepath.Join("/etc/ssh", p)
+	default:
+		return filepath.Join(c.home, ".ssh", p)
+	}
+}
+
+func (c *sshConfig) rewriteMatch(name string, lineNo int, args []string) string {
+	never := "Host !*" // a pattern nothing matches
+	if len(args) == 1 && strings.EqualFold(args[0], "all") {
+		return "Host *"
+	}
+	if len(args) == 2 {
+		pats := strings.ReplaceAll(args[1], ",", " ")
+		switch strings.ToLower(args[0]) {
+		case "host":
+			return "Host " + pats + "\n" + markerMatchHost + " yes"
+		case "originalhost":
+			return "Host " + pats
+		}
+	}
+	c.logger.Warn("ssh config: Match block ignored: criteria not supported by remotefs",
+		"file", name, "line", lineNo, "match", strings.Join(args, " "))
+	return never
+}
+
+// splitArgs splits a config value into words the way ssh does: on blanks,
+// with double quotes grouping, stopping at an unquoted '#'.
+func splitArgs(s string) []string {
+	var args []string
+	var cur strings.Builder
+	inWord, quoted := false, false
+	for _, r := range s {
+		switch {
+		case r == '"':
+			quoted = !quoted
+			inWord = true
+		case !quoted && (r == ' ' || r == '\t'):
+			if inWord {
+				args = append(args, cur.String())
+				cur.Reset()
+				inWord = false
+			}
+		case !quoted && r == '#' && !inWord:
+			return args
+		default:
+			cur.WriteRune(r)
+			inWord = true
+		}
+	}
+	if inWord {
+		args = append(args, cur.String())
+	}
+	return args
+}
+
+// rawValue returns the value of kv as written (with quotes), without the
+// trailing comment.
+func rawValue(kv *ssh_config.KV) string {
+	s := strings.TrimSpace(kv.String())
+	if kv.Comment != "" {
+		s = strings.TrimSpace(strings.TrimSuffix(s, "#"+kv.Comment))
+	}
+	s = strings.TrimSpace(s[len(kv.Key):])
+	s = strings.TrimSpace(strings.TrimPrefix(s, "="))
+	return s
+}
+
+// lookup returns the values of key for a host, in file order: ssh uses the
+// first for most keys and all of them for keys like IdentityFile. hostname
+// is what "Match host" blocks are matched against.
+func (c *sshConfig) lookup(alias, hostname, key string, all bool) []string {
+	var out []string
+	for _, f := range c.files {
+		if f.collect(alias, hostname, key, all, &out) {
+			break
+		}
+	}
+	return out
+}
+
+// collect appends the values of key to out and reports whether to stop
+// (the first value was found and all is false).
+func (f *configFile) collect(alias, hostname, key string, all bool, out *[]string) bool {
+	for _, h := range f.cfg.Hosts {
+		name := alias
+		if len(h.Nodes) > 0 {
+			if kv, ok := h.Nodes[0].(*ssh_config.KV); ok && kv.Key == markerMatchHost {
+				name = hostname
+			}
+		}
+		if !h.Matches(name) {
+			continue
+		}
+		for _, n := range h.Nodes {
+			kv, ok := n.(*ssh_config.KV)
+			if !ok {
+				continue
+			}
+			if kv.Key == markerInclude {
+				i, _ := strconv.Atoi(kv.Value)
+				if i < len(f.includes) {
+					for _, sub := range f.includes[i] {
+						if sub.collect(alias, hostname, key, all, out) {
+							return true
+						}
+					}
+				}
+				continue
+			}
+			if strings.EqualFold(kv.Key, key) {
+				*out = append(*out, rawValue(kv))
+				if !all {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// first returns the first value for key, unquoted when it is one word.
+func (c *sshConfig) first(alias, hostname, key string) (string, bool) {
+	v := c.lookup(alias, hostname, key, false)
+	if len(v) == 0 {
+		return "", false
+	}
+	args := splitArgs(v[0])
+	if len(args) == 1 {
+		return args[0], true
+	}
+	return v[0], true
+}
+
+// resolve resolves one host. label is the host as written (with user),
+// userOverride the user written before '@', port an override from a
+// ProxyJump entry (0 if none). depth counts ProxyJump recursion.
+func (c *sshConfig) resolve(label, userOverride, host string, port, depth int) (*Target, error) {
+	if depth > maxJumpDepth {
+		return nil, fmt.Errorf("%w: ProxyJump chain for %s is too long (a loop?)", ErrConfig, label)
+	}
+	alias := strings.ToLower(host)
+	t := &Target{Label: label, Alias: alias, Port: 22}
+	bad := func(key, val string, err error) error {
+		return fmt.Errorf("%w: %s for %s: %q: %v", ErrConfig, key, label, val, err)
+	}
+
+	// HostName first: "Match host" blocks are matched against it.
+	t.HostName = alias
+	if v, ok := c.first(alias, alias, "HostName"); ok {
+		hn, err := expandTokens(v, map[byte]string{'h': alias})
+		if err != nil {
+			return nil, bad("HostName", v, err)
+		}
+		t.HostName = hn
+	}
+	get := func(key string) (string, bool) { return c.first(alias, t.HostName, key) }
+	getAll := func(key string) []string { return c.lookup(alias, t.HostName, key, true) }
+
+	if v, ok := get("Port"); ok {
+		p, err := strconv.Atoi(v)
+		if err != nil || p < 1 || p > 65535 {
+			return nil, bad("Port", v, errors.New("not a port number"))
+		}
+		t.Port = p
+	}
+	if port != 0 {
+		t.Port = port
+	}
+	t.User = c.local.user
+	if v, ok := get("User"); ok {
+		u, err := expandTokens(v, c.tokens(t, alias))
+		if err != nil {
+			return nil, bad("User", v, err)
+		}
+		t.User = u
+	}
+	if userOverride != "" {
+		t.User = userOverride
+	}
+	tokens := c.tokens(t, alias)
+
+	if v, ok := get("HostKeyAlias"); ok {
+		t.HostKeyAlias = v
+	}
+	if v, ok := get("IdentitiesOnly"); ok {
+		b, err := parseYesNo(v)
+		if err != nil {
+			return nil, bad("IdentitiesOnly", v, err)
+		}
+		t.IdentitiesOnly = b
+	}
+	for _, v := range getAll("IdentityFile") {
+		for _, arg := range splitArgs(v) {
+			p, err := c.expandPath(arg, tokens)
+			if err != nil {
+				return nil, bad("IdentityFile", arg, err)
+			}
+			t.IdentityFiles = appendUnique(t.IdentityFiles, p)
+		}
+	}
+	if len(t.IdentityFiles) > 0 {
+		t.IdentityFilesConfigured = true
+	} else {
+		for _, n := range []string{"id_ed25519", "id_ecdsa", "id_rsa"} {
+			t.IdentityFiles = append(t.IdentityFiles, filepath.Join(c.home, ".ssh", n))
+		}
+	}
+
+	t.IdentityAgent = os.Getenv("SSH_AUTH_SOCK")
+	if v, ok := get("IdentityAgent"); ok {
+		switch v {
+		case "none":
+			t.IdentityAgent = ""
+		case "SSH_AUTH_SOCK":
+		default:
+			p, err := c.expandPath(v, tokens)
+			if err != nil {
+				return nil, bad("IdentityAgent", v, err)
+			}
+			t.IdentityAgent = p
+		}
+	}
+
+	userKnown := []string{filepath.Join(c.home, ".ssh", "known_hosts"), filepath.Join(c.home, ".ssh", "known_hosts2")}
+	if v, ok := get("UserKnownHostsFile"); ok {
+		userKnown = nil
+		for _, arg := range splitArgs(v) {
+			if arg == "none" {
+				continue
+			}
+			p, err := c.expandPath(arg, tokens)
+			if err != nil {
+				return nil, bad("UserKnownHostsFile", arg, err)
+			}
+			userKnown = append(userKnown, p)
+		}
+	}
+	globalKnown := []string{"/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2"}
+	if v, ok := get("GlobalKnownHostsFile"); ok {
+		globalKnown = nil
+		for _, arg := range splitArgs(v) {
+			if arg == "none" {
+				continue
+			}
+			p, err := c.expandPath(arg, tokens)
+			if err != nil {
+				return nil, bad("GlobalKnownHostsFile", arg, err)
+			}
+			globalKnown = append(globalKnown, p)
+		}
+	}
+	t.KnownHostsFiles = append(userKnown, globalKnown...)
+
+	if v, ok := get("StrictHostKeyChecking"); ok {
+		t.StrictHostKeyChecking = v
+		switch strings.ToLower(v) {
+		case "no", "off", "false", "accept-new":
+			c.logger.Warn("ssh config asks to relax host key checking; remotefs ignores it and never trusts an unknown or changed host key",
+				"host", label, "StrictHostKeyChecking", v)
+		}
+	}
+
+	for _, d := range []struct {
+		key string
+		to  *time.Duration
+	}{{"ConnectTimeout", &t.ConnectTimeout}, {"ServerAliveInterval", &t.ServerAliveInterval}} {
+		if v, ok := get(d.key); ok {
+			dur, err := parseConfigDuration(v)
+			if err != nil {
+				return nil, bad(d.key, v, err)
+			}
+			*d.to = dur
+		}
+	}
+	if v, ok := get("ServerAliveCountMax"); ok {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return nil, bad("ServerAliveCountMax", v, errors.New("not a count"))
+		}
+		t.ServerAliveCountMax = n
+	}
+
+	jump, hasJump := get("ProxyJump")
+	if pc, ok := get("ProxyCommand"); ok && pc != "none" && !(hasJump && c.firstIsJump(alias, t.HostName)) {
+		return nil, fmt.Errorf("%w: %s uses ProxyCommand, which remotefs does not run; use ProxyJump instead", ErrConfig, label)
+	}
+	if hasJump && jump != "none" {
+		hops, err := c.resolveJumps(label, jump, depth)
+		if err != nil {
+			return nil, err
+		}
+		t.ProxyJump = hops
+	}
+	return t, nil
+}
+
+// firstIsJump reports whether ProxyJump appears before ProxyCommand for the
+// host (ssh uses whichever comes first).
+func (c *sshConfig) firstIsJump(alias, hostname string) bool {
+	for _, f := range c.files {
+		var out []string
+		if f.collect(alias, hostname, "ProxyJump", false, &out) {
+			return true
+		}
+		out = nil
+		if f.collect(alias, hostname, "ProxyCommand", false, &out) {
+			return false
+		}
+	}
+	return false
+}
+
+// resolveJumps resolves a ProxyJump value: comma-separated
+// [user@]host[:port] or ssh://[user@]host[:port]. Like ssh, the first hop's
+// own ProxyJump is honoured (it is reached the way `ssh hop` would reach
+// it); the later hops are reached through the previous ones.
+func (c *sshConfig) resolveJumps(label, value string, depth int) ([]*Target, error) {
+	var hops []*Target
+	for i, item := range strings.Split(value, ",") {
+		item = strings.TrimSpace(item)
+		u, h, p, err := parseJumpHost(item)
+		if err != nil {
+			return nil, fmt.Errorf("%w: ProxyJump for %s: %q: %v", ErrConfig, label, item, err)
+		}
+		hop, err := c.resolve(strings.TrimPrefix(item, "ssh://"), u, h, p, depth+1)
+		if err != nil {
+			return nil, err
+		}
+		if i == 0 {
+			hops = append(hops, hop.ProxyJump...)
+		}
+		hop.ProxyJump = nil
+		hops = append(hops, hop)
+	}
+	return hops, nil
+}
+
+func parseJumpHost(s string) (user, host string, port int, err error) {
+	s = strings.TrimPrefix(s, "ssh://")
+	s = strings.TrimSuffix(s, "/")
+	if s == "" {
+		return "", "", 0, errors.New("empty host")
+	}
+	if i := strings.LastIndexByte(s, '@'); i >= 0 {
+		user, s = s[:i], s[i+1:]
+		if err := checkUser(user); err != nil {
+			return "", "", 0, err
+		}
+	}
+	host = s
+	if h, p, e := net.SplitHostPort(s); e == nil {
+		n, e := strconv.Atoi(p)
+		if e != nil || n < 1 || n > 65535 {
+			return "", "", 0, fmt.Errorf("bad port %q", p)
+		}
+		host, port = h, n
+	} else if strings.HasPrefix(s, "[") && strings.HasSuffix(s, "]") {
+		host = s[1 : len(s)-1]
+	}
+	check := host
+	if strings.Contains(host, ":") {
+		check = "[" + host + "]"
+	}
+	if err := checkHost(check); err != nil {
+		return "", "", 0, err
+	}
+	return user, host, port, nil
+}
+
+// tokens returns the values of the % tokens ssh expands in file names.
+func (c *sshConfig) tokens(t *Target, alias string) map[byte]string {
+	p := strconv.Itoa(t.Port)
+	sum := sha1.Sum([]byte(c.local.host + t.HostName + p + t.User))
+	return map[byte]string{
+		'C': hex.EncodeToString(sum[:]),
+		'd': c.home,
+		'h': t.HostName,
+		'i': c.local.uid,
+		'k': firstNonEmpty(t.HostKeyAlias, t.HostName),
+		'L': strings.SplitN(c.local.host, ".", 2)[0],
+		'l': c.local.host,
+		'n': alias,
+		'p': p,
+		'r': t.User,
+		'u': c.local.user,
+	}
+}
+
+// expandTokens replaces %x tokens; %% is a literal %.
+func expandTokens(s string, tokens map[byte]string) (string, error) {
+	if !strings.Contains(s, "%") {
+		return s, nil
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] != '%' {
+			b.WriteByte(s[i])
+			continue
+		}
+		if i+1 == len(s) {
+			return "", errors.New("'%' at the end")
+		}
+		i++
+		if s[i] == '%' {
+			b.WriteByte('%')
+			continue
+		}
+		v, ok := tokens[s[i]]
+		if !ok {
+			return "", fmt.Errorf("unknown token %%%c", s[i])
+		}
+		b.WriteString(v)
+	}
+	return b.String(), nil
+}
+
+var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
+
+// expandPath expands ~, ${VAR} and % tokens in a file name; relative names
+// are taken relative to the home directory, as ssh does.
+func (c *sshConfig) expandPath(p string, tokens map[byte]string) (string, error) {
+	var envErr error
+	p = envRef.ReplaceAllStringFunc(p, func(m string) string {
+		name := m[2 : len(m)-1]
+		v, ok := os.LookupEnv(name)
+		if !ok && envErr == nil {
+			envErr = fmt.Errorf("environment variable %s is not set", name)
+		}
+		return v
+	})
+	if envErr != nil {
+		return "", envErr
+	}
+	if p == "~" {
+		p = c.home
+	} else if strings.HasPrefix(p, "~/") {
+		p = filepath.Join(c.home, p[2:])
+	} else if strings.HasPrefix(p, "~") {
+		return "", errors.New("~user is not supported")
+	}
+	p, err := expandTokens(p, tokens)
+	if err != nil {
+		return "", err
+	}
+	if !filepath.IsAbs(p) {
+		p = filepath.Join(c.home, p)
+	}
+	return p, nil
+}
+
+// parseConfigDuration parses ssh's time format: seconds, or a sequence of
+// numbers with s, m, h, d, w suffixes ("90", "1m30s").
+func parseConfigDuration(s string) (time.Duration, error) {
+	if n, err := strconv.Atoi(s); err == nil {
+		if n < 0 {
+			return 0, errors.New("negative")
+		}
+		return time.Duration(n) * time.Second, nil
+	}
+	var total time.Duration
+	num := ""
+	for _, r := range strings.ToLower(s) {
+		if r >= '0' && r <= '9' {
+			num += string(r)
+			continue
+		}
+		unit := map[rune]time.Duration{'s': time.Second, 'm': time.Minute, 'h': time.Hour, 'd': 24 * time.Hour, 'w': 7 * 24 * time.Hour}[r]
+		if unit == 0 || num == "" {
+			return 0, errors.New("not a time (use seconds or e.g. 1m30s)")
+		}
+		n, _ := strconv.Atoi(num)
+		total += time.Duration(n) * unit
+		num = ""
+	}
+	if num != "" {
+		n, _ := strconv.Atoi(num)
+		total += time.Duration(n) * time.Second
+	}
+	return total, nil
+}
+
+func parseYesNo(s string) (bool, error) {
+	switch strings.ToLower(s) {
+	case "yes", "true":
+		return true, nil
+	case "no", "false":
+		return false, nil
+	}
+	return false, errors.New("want yes or no")
+}
+
+func currentLocal() localInfo {
+	var l localInfo
+	if u, err := user.Current(); err == nil {
+		l.user, l.uid = u.Username, u.Uid
+	}
+	if l.user == "" {
+		l.user = firstNonEmpty(os.Getenv("USER"), os.Getenv("LOGNAME"))
+	}
+	if l.uid == "" {
+		l.uid = strconv.Itoa(os.Getuid())
+	}
+	l.host, _ = os.Hostname()
+	return l
+}
+
+func firstNonEmpty(s ...string) string {
+	for _, v := range s {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+func appendUnique(list []string, s string) []string {
+	for _, v := range list {
+		if v == s {
+			return list
+		}
+	}
+	return append(list, s)
+}

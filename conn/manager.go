@@ -1,0 +1,426 @@
+package conn
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"math/rand/v2"
+	"sync"
+	"time"
+)
+
+// State is the connection state a Manager reports.
+type State int
+
+const (
+	Offline State = iota
+	Connecting
+	Online
+)
+
+func (s State) String() string {
+	switch s {
+	case Offline:
+		return "offline"
+	case Connecting:
+		return "connecting"
+	case Online:
+		return "online"
+	}
+	return fmt.Sprintf("State(%d)", int(s))
+}
+
+const (
+	minRedialDelay = time.Second
+	maxRedialDelay = 30 * time.Second
+	// stableAfter: a connection that lived this long resets the backoff.
+	stableAfter = 30 * time.Second
+)
+
+// Manager keeps a Client connected: after the first Connect (or
+// StartOffline) it redials in the background whenever the connection dies,
+// with exponential backoff (1s to 30s, jittered). It implements Remote by
+// delegating to the current Client; while there is none every call fails
+// at once with an error wrapping ErrOffline.
+//
+// Lock order: notifyMu before mu. mu is never held across network I/O or
+// the onState callback.
+type Manager struct {
+	// Set at construction.
+	spec    Spec
+	opts    Options
+	onState func(State, error)
+	ctx     context.Context // canceled by Close
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup // background goroutines
+
+	// notifyMu serialises state changes with their onState call, so the
+	// callback sees them in order.
+	notifyMu sync.Mutex
+
+	mu       sync.Mutex
+	client   *Client   // guarded by mu; nil unless Online
+	state    State     // guarded by mu
+	since    time.Time // guarded by mu
+	lastErr  error     // guarded by mu
+	redialer bool      // guarded by mu: the redial loop is running
+	closed   bool      // guarded by mu
+}
+
+var _ Remote = (*Manager)(nil)
+
+// NewManager makes a Manager for spec; nothing is dialed until Connect or
+// StartOffline. onState (may be nil) is called after every state change,
+// one call at a time, from the goroutine that made the change; it must
+// not block for long and must not call Connect, StartOffline or Close.
+func NewManager(spec Spec, opts Options, onState func(State, error)) *Manager {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Manager{spec: spec, opts: opts.withDefaults(), onState: onState,
+		ctx: ctx, cancel: cancel, state: Offline, since: time.Now()}
+}
+
+// Connect dials synchronously and returns Dial's error. On success the
+// Manager is Online and redials by itself when the connection dies; on
+// failure it stays Offline (call StartOffline to keep trying).
+func (m *Manager) Connect(ctx context.Context) error {
+	m.mu.Lock()
+	running := m.redialer
+	m.mu.Unlock()
+	if running {
+		return errors.New("conn: Manager.Connect called after the Manager was started")
+	}
+	if err := m.setState(Connecting, nil, nil); err != nil {
+		return err
+	}
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go func() {
+		select {
+		case <-m.ctx.Done(): // Close aborts a pending Connect
+			stop()
+		case <-ctx.Done():
+		}
+	}()
+	c, err := Dial(ctx, m.spec, m.opts)
+	if err != nil {
+		m.setState(Offline, nil, err)
+		return err
+	}
+	if err := m.setState(Online, c, nil); err != nil {
+		c.Close()
+		return err
+	}
+	m.startLoop(c)
+	return nil
+}
+
+// StartOffline puts the Manager in the background-redial mode without
+// waiting: it reports Offline (or Connecting) until a dial succeeds.
+func (m *Manager) StartOffline() {
+	m.startLoop(nil)
+}
+
+// startLoop starts the background loop unless it runs already. c is the
+// client just connected, or nil to begin by dialing.
+func (m *Manager) startLoop(c *Client) {
+	m.mu.Lock()
+	if m.redialer || m.closed {
+		m.mu.Unlock()
+		return
+	}
+	m.redialer = true
+	m.wg.Add(1)
+	m.mu.Unlock()
+	go m.loop(c)
+}
+
+// loop waits for the current client to die, then redials with backoff,
+// until Close.
+func (m *Manager) loop(c *Client) {
+	defer m.wg.Done()
+	delay := minRedialDelay
+	connectedAt := time.Now()
+	for {
+		if c != nil {
+			select {
+			case <-c.Done():
+				m.setState(Offline, nil, c.Err())
+				if time.Since(connectedAt) >= stableAfter {
+					delay = minRedialDelay
+				}
+			case <-m.ctx.Done():
+				return
+			}
+		}
+		// Wait, then dial.
+		wait := jitter(delay)
+		delay = min(delay*2, maxRedialDelay)
+		select {
+		case <-time.After(wait):
+		case <-m.ctx.Done():
+			return
+		}
+		if m.setState(Connecting, nil, nil) != nil {
+			return
+		}
+		nc, err := Dial(m.ctx, m.spec, m.opts)
+		if err != nil {
+			if m.setState(Offline, nil, err) != nil {
+				return
+			}
+			c = nil
+			continue
+		}
+		if m.setState(Online, nc, nil) != nil {
+			nc.Close()
+			return
+		}
+		c, connectedAt = nc, time.Now()
+	}
+}
+
+// jitter spreads d by ±20%.
+func jitter(d time.Duration) time.Duration {
+	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
+}
+
+var errManagerClosed = fmt.Errorf("connection manager closed: %w", ErrOffline)
+
+// setState records a state change and reports it. It fails once the
+// Manager is closed.
+func (m *Manager) setState(s State, c *Client, err error) error {
+	m.notifyMu.Lock()
+	defer m.notifyMu.Unlock()
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return errManagerClosed
+	}
+	changed := m.state != s
+	m.state, m.client = s, c
+	if changed {
+		m.since = time.Now()
+	}
+	if err != nil || s == Online {
+		m.lastErr = err
+	}
+	m.mu.Unlock()
+	if m.onState != nil && (changed || err != nil) {
+		m.onState(s, err)
+	}
+	return nil
+}
+
+// State returns the current state, since when, and the last error (the
+// last dial failure or why the connection died; nil once Online).
+func (m *Manager) State() (State, time.Time, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.state, m.since, m.lastErr
+}
+
+// Client returns the current client, or nil when not Online.
+func (m *Manager) Client() *Client {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.client
+}
+
+// Spec is what the Manager connects to.
+func (m *Manager) Spec() Spec { return m.spec }
+
+// Close stops the background loop and closes the connection. It waits for
+// the loop to end (a dial in progress is aborted).
+func (m *Manager) Close() error {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return nil
+	}
+	m.closed = true
+	c := m.client
+	m.client = nil
+	m.state, m.since = Offline, time.Now()
+	m.mu.Unlock()
+	m.cancel()
+	if c != nil {
+		c.Close()
+	}
+	m.wg.Wait()
+	return nil
+}
+
+// current returns the client to use, or an error wrapping ErrOffline.
+func (m *Manager) current(op, path string) (*Client, error) {
+	m.mu.Lock()
+	c, lastErr, closed := m.client, m.lastErr, m.closed
+	m.mu.Unlock()
+	if c != nil {
+		return c, nil
+	}
+	var err error
+	switch {
+	case closed:
+		err = errManagerClosed
+	case lastErr != nil:
+		err = &offlineError{host: m.spec.Host, cause: lastErr}
+	default:
+		err = &offlineError{host: m.spec.Host, cause: fmt.Errorf("not connected")}
+	}
+	return nil, &fs.PathError{Op: op, Path: path, Err: err}
+}
+
+// Lstat implements Remote.
+func (m *Manager) Lstat(ctx context.Context, path string) (FileInfo, error) {
+	c, err := m.current("lstat", path)
+	if err != nil {
+		return FileInfo{}, err
+	}
+	return c.Lstat(ctx, path)
+}
+
+// ReadDir implements Remote.
+func (m *Manager) ReadDir(ctx context.Context, path string) ([]FileInfo, error) {
+	c, err := m.current("readdir", path)
+	if err != nil {
+		return nil, err
+	}
+	return c.ReadDir(ctx, path)
+}
+
+// ReadLink implements Remote.
+func (m *Manager) ReadLink(ctx context.Context, path string) (string, error) {
+	c, err := m.current("readlink", path)
+	if err != nil {
+		return "", err
+	}
+	return c.ReadLink(ctx, path)
+}
+
+// ReadAt implements Remote.
+func (m *Manager) ReadAt(ctx context.Context, path string, p []byte, off int64) (int, error) {
+	c, err := m.current("read", path)
+	if err != nil {
+		return 0, err
+	}
+	return c.ReadAt(ctx, path, p, off)
+}
+
+// Fetch implements Remote.
+func (m *Manager) Fetch(ctx context.Context, path string, w io.Writer) (FileInfo, error) {
+	c, err := m.current("fetch", path)
+	if err != nil {
+		return FileInfo{}, err
+	}
+	return c.Fetch(ctx, path, w)
+}
+
+// PutAtomic implements Remote.
+func (m *Manager) PutAtomic(ctx context.Context, path string, r io.Reader, mode fs.FileMode, mtime time.Time) (FileInfo, error) {
+	c, err := m.current("put", path)
+	if err != nil {
+		return FileInfo{}, err
+	}
+	return c.PutAtomic(ctx, path, r, mode, mtime)
+}
+
+// Mkdir implements Remote.
+func (m *Manager) Mkdir(ctx context.Context, path string, mode fs.FileMode) error {
+	c, err := m.current("mkdir", path)
+	if err != nil {
+		return err
+	}
+	return c.Mkdir(ctx, path, mode)
+}
+
+// Remove implements Remote.
+func (m *Manager) Remove(ctx context.Context, path string) error {
+	c, err := m.current("remove", path)
+	if err != nil {
+		return err
+	}
+	return c.Remove(ctx, path)
+}
+
+// Rmdir implements Remote.
+func (m *Manager) Rmdir(ctx context.Context, path string) error {
+	c, err := m.current("rmdir", path)
+	if err != nil {
+		return err
+	}
+	return c.Rmdir(ctx, path)
+}
+
+// Rename implements Remote.
+func (m *Manager) Rename(ctx context.Context, oldpath, newpath string) error {
+	c, err := m.current("rename", oldpath)
+	if err != nil {
+		return err
+	}
+	return c.Rename(ctx, oldpath, newpath)
+}
+
+// Symlink implements Remote.
+func (m *Manager) Symlink(ctx context.Context, target, path string) error {
+	c, err := m.current("symlink", path)
+	if err != nil {
+		return err
+	}
+	return c.Symlink(ctx, target, path)
+}
+
+// Link implements Remote.
+func (m *Manager) Link(ctx context.Context, oldpath, newpath string) error {
+	c, err := m.current("link", newpath)
+	if err != nil {
+		return err
+	}
+	return c.Link(ctx, oldpath, newpath)
+}
+
+// Chmod implements Remote.
+func (m *Manager) Chmod(ctx context.Context, path string, mode fs.FileMode) error {
+	c, err := m.current("chmod", path)
+	if err != nil {
+		return err
+	}
+	return c.Chmod(ctx, path, mode)
+}
+
+// Chtimes implements Remote.
+func (m *Manager) Chtimes(ctx context.Context, path string, atime, mtime time.Time) error {
+	c, err := m.current("chtimes", path)
+	if err != nil {
+		return err
+	}
+	return c.Chtimes(ctx, path, atime, mtime)
+}
+
+// Truncate implements Remote.
+func (m *Manager) Truncate(ctx context.Context, path string, size int64) error {
+	c, err := m.current("truncate", path)
+	if err != nil {
+		return err
+	}
+	return c.Truncate(ctx, path, size)
+}
+
+// StatFS implements Remote.
+func (m *Manager) StatFS(ctx context.Context, path string) (StatFS, error) {
+	c, err := m.current("statfs", path)
+	if err != nil {
+		return StatFS{}, err
+	}
+	return c.StatFS(ctx, path)
+}
+
+// Exec runs cmd on the current connection (see Client.Exec).
+func (m *Manager) Exec(ctx context.Context, cmd string, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
+	c, err := m.current("exec", cmd)
+	if err != nil {
+		return -1, err
+	}
+	return c.Exec(ctx, cmd, stdin, stdout, stderr)
+}

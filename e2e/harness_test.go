@@ -1,0 +1,247 @@
+// Package e2e drives the real remotefs binary against a real OpenSSH sshd
+// on loopback and a real kernel FUSE mount, with ordinary programs. The
+// mount is always served by the binary in its own process.
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"remotefs/internal/control"
+	"remotefs/internal/sshdtest"
+)
+
+var binary string // built once by TestMain
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "remotefs-e2e-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "remotefs")
+	out, err := exec.Command("go", "build", "-race", "-o", binary, "remotefs/cmd/remotefs").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "build remotefs: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// requireFUSE skips when this machine cannot mount, unless
+// REMOTEFS_REQUIRE_FUSE=1 (CI), where it fails.
+func requireFUSE(t *testing.T) {
+	t.Helper()
+	_, errDev := os.Stat("/dev/fuse")
+	_, errBin := exec.LookPath("fusermount3")
+	if errDev == nil && errBin == nil {
+		return
+	}
+	msg := fmt.Sprintf("FUSE not usable here (/dev/fuse: %v, fusermount3: %v)", errDev, errBin)
+	if os.Getenv("REMOTEFS_REQUIRE_FUSE") == "1" {
+		t.Fatal(msg)
+	}
+	t.Skip(msg)
+}
+
+// world is one sshd, one client HOME and one mountpoint.
+type world struct {
+	t     *testing.T
+	srv   *sshdtest.Server
+	mnt   string // mountpoint
+	root  string // remote root on the server side (srv.Dir)
+	xdg   string
+	env   []string
+	alias string // ssh_config alias the mount uses
+}
+
+func newWorld(t *testing.T) *world {
+	t.Helper()
+	requireFUSE(t)
+	srv := sshdtest.Start(t)
+	base := t.TempDir()
+	w := &world{t: t, srv: srv, mnt: filepath.Join(base, "mnt"), root: srv.Dir, xdg: base, alias: sshdtest.Alias}
+	if err := os.Mkdir(w.mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	w.env = append(srv.Env(),
+		"XDG_CACHE_HOME="+filepath.Join(base, "cache"),
+		"XDG_RUNTIME_DIR="+filepath.Join(base, "run"),
+		"XDG_STATE_HOME="+filepath.Join(base, "state"),
+		"GIT_AUTHOR_NAME=Test", "GIT_AUTHOR_EMAIL=test@example.com",
+		"GIT_COMMITTER_NAME=Test", "GIT_COMMITTER_EMAIL=test@example.com",
+		"GIT_AUTHOR_DATE=2026-01-01T00:00:00Z", "GIT_COMMITTER_DATE=2026-01-01T00:00:00Z",
+		"GIT_CONFIG_NOSYSTEM=1",
+	)
+	os.MkdirAll(filepath.Join(base, "run"), 0o700)
+	t.Cleanup(w.cleanup)
+	return w
+}
+
+func (w *world) cleanup() {
+	if mounted(w.mnt) {
+		w.run(binary, "unmount", "--force", w.mnt)
+	}
+	if mounted(w.mnt) {
+		exec.Command("fusermount3", "-u", "-z", w.mnt).Run()
+	}
+	if w.t.Failed() {
+		logs, _ := filepath.Glob(filepath.Join(w.xdg, "state", "remotefs", "*.log"))
+		for _, l := range logs {
+			b, _ := os.ReadFile(l)
+			w.t.Logf("daemon log %s:\n%s", l, tailString(string(b), 6000))
+		}
+	}
+}
+
+func tailString(s string, n int) string {
+	if len(s) > n {
+		return "..." + s[len(s)-n:]
+	}
+	return s
+}
+
+// result of a command.
+type result struct {
+	code           int
+	stdout, stderr string
+}
+
+// run runs a command with the world's environment, in no particular dir.
+func (w *world) run(name string, args ...string) result {
+	return w.runIn("", name, args...)
+}
+
+func (w *world) runIn(dir, name string, args ...string) result {
+	w.t.Helper()
+	cmd := exec.Command(name, args...)
+	cmd.Env = w.env
+	cmd.Dir = dir
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	done := make(chan error, 1)
+	if err := cmd.Start(); err != nil {
+		w.t.Fatalf("start %s: %v", name, err)
+	}
+	go func() { done <- cmd.Wait() }()
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(90 * time.Second):
+		cmd.Process.Kill()
+		w.t.Fatalf("%s %v: still running after 90s (hung)", name, args)
+	}
+	r := result{stdout: out.String(), stderr: errb.String()}
+	if ee, ok := err.(*exec.ExitError); ok {
+		r.code = ee.ExitCode()
+	} else if err != nil {
+		w.t.Fatalf("%s: %v", name, err)
+	}
+	return r
+}
+
+// must runs a command and fails the test if it exits non-zero.
+func (w *world) must(name string, args ...string) string {
+	w.t.Helper()
+	r := w.run(name, args...)
+	if r.code != 0 {
+		w.t.Fatalf("%s %s: exit %d\nstdout: %s\nstderr: %s", name, strings.Join(args, " "), r.code, r.stdout, r.stderr)
+	}
+	return r.stdout
+}
+
+func (w *world) mustIn(dir, name string, args ...string) string {
+	w.t.Helper()
+	r := w.runIn(dir, name, args...)
+	if r.code != 0 {
+		w.t.Fatalf("(in %s) %s %s: exit %d\nstdout: %s\nstderr: %s", dir, name, strings.Join(args, " "), r.code, r.stdout, r.stderr)
+	}
+	return r.stdout
+}
+
+func (w *world) spec() string { return w.alias + ":" + w.root }
+
+func (w *world) mount(extra ...string) {
+	w.t.Helper()
+	args := append([]string{"mount"}, extra...)
+	args = append(args, w.spec(), w.mnt)
+	w.must(binary, args...)
+	if !mounted(w.mnt) {
+		w.t.Fatalf("remotefs mount returned 0 but %s is not mounted", w.mnt)
+	}
+}
+
+func (w *world) unmount() {
+	w.t.Helper()
+	w.must(binary, "unmount", w.mnt)
+	if mounted(w.mnt) {
+		w.t.Fatalf("still mounted after unmount")
+	}
+}
+
+func (w *world) status() control.Status {
+	w.t.Helper()
+	out := w.must(binary, "status", "--json", w.mnt)
+	var st control.Status
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		w.t.Fatalf("status --json: %v\n%s", err, out)
+	}
+	return st
+}
+
+// m is a path on the mount; s the same path on the server.
+func (w *world) m(rel string) string { return filepath.Join(w.mnt, rel) }
+func (w *world) s(rel string) string { return filepath.Join(w.root, rel) }
+
+// mounted reports whether dir is a mount point.
+func mounted(dir string) bool {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) > 4 && fields[4] == dir {
+			return true
+		}
+	}
+	return false
+}
+
+// eventually polls cond until it holds or the deadline passes.
+func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		if cond() {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("timed out after %v waiting for %s", d, what)
+}
+
+// writeServer creates a file on the server side directly.
+func (w *world) writeServer(rel, content string, mode os.FileMode) {
+	w.t.Helper()
+	p := w.s(rel)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		w.t.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte(content), mode); err != nil {
+		w.t.Fatal(err)
+	}
+	os.Chmod(p, mode)
+}
