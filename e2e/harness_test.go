@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"remotefs/internal/control"
+	"remotefs/internal/netproxy"
 	"remotefs/internal/sshdtest"
 )
 
@@ -244,4 +246,31 @@ func (w *world) writeServer(rel, content string, mode os.FileMode) {
 		w.t.Fatal(err)
 	}
 	os.Chmod(p, mode)
+}
+
+// viaProxy makes the world's mounts reach sshd through a netproxy (for
+// latency and dead-link tests) under the ssh_config alias "proxybox".
+func (w *world) viaProxy() *netproxy.Proxy {
+	w.t.Helper()
+	p, err := netproxy.New("127.0.0.1:0", w.srv.Addr)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	w.t.Cleanup(p.Close)
+	_, port, _ := net.SplitHostPort(p.Addr())
+	kh, err := os.OpenFile(w.srv.KnownHostsFile, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	fmt.Fprintf(kh, "[127.0.0.1]:%s %s\n", port, w.srv.HostKeyPub)
+	kh.Close()
+	cfg, err := os.OpenFile(w.srv.ConfigFile, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	fmt.Fprintf(cfg, "\nHost proxybox\n  HostName 127.0.0.1\n  Port %s\n  User %s\n  IdentityFile %s\n  IdentitiesOnly yes\n  IdentityAgent none\n  UserKnownHostsFile %s\n  GlobalKnownHostsFile /dev/null\n",
+		port, w.srv.User, w.srv.UserKeyFile, w.srv.KnownHostsFile)
+	cfg.Close()
+	w.alias = "proxybox"
+	return p
 }
