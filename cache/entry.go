@@ -19,6 +19,37 @@ type Version struct {
 	Mtime int64
 }
 
+// expect is what an upload may find on the server without calling it a
+// conflict: nothing (Absent) or one of Versions. More than one version is
+// possible when the file replaced a local file whose own upload was still
+// on its way: the server then has either that file's base or its content.
+type expect struct {
+	Absent   bool      `json:"a,omitempty"`
+	Versions []Version `json:"v,omitempty"`
+}
+
+func (x expect) allows(v Version) bool {
+	for _, w := range x.Versions {
+		if w == v {
+			return true
+		}
+	}
+	return false
+}
+
+func (x expect) union(y expect) expect {
+	out := expect{Absent: x.Absent || y.Absent}
+	out.Versions = append(out.Versions, x.Versions...)
+	for _, v := range y.Versions {
+		if !out.allows(v) {
+			out.Versions = append(out.Versions, v)
+		}
+	}
+	return out
+}
+
+func expectVersion(v Version) expect { return expect{Versions: []Version{v}} }
+
 // Attr is what the mount shows for an entry.
 type Attr struct {
 	Ino    Ino
@@ -63,10 +94,9 @@ type entry struct {
 	remote   Version   // server version the attributes / clean content came from
 	checked  time.Time // when remote was last confirmed with the server
 	content  contentState
-	hasBase  bool    // dirty: the next upload expects `base` at its path
-	base     Version // (hasBase false: it expects nothing there)
-	gen      uint64  // bumped by every local content change
-	writers  int     // open writable handles (not persisted)
+	base     expect // dirty: what the next upload expects on the server at its path
+	gen      uint64 // bumped by every local content change
+	writers  int    // open writable handles (not persisted)
 }
 
 // localOwned reports whether the local state of a file must not be replaced
@@ -76,6 +106,24 @@ func (e *entry) localOwned() bool { return e.content == contentDirty || e.writer
 
 func (e *entry) isDir() bool  { return e.mode.IsDir() }
 func (e *entry) isLink() bool { return e.mode&fs.ModeSymlink != 0 }
+
+// localVersion is the version the server will have once this entry's
+// content is uploaded (uploads set the server's mtime to the local one).
+func (e *entry) localVersion() Version {
+	return Version{Size: e.size, Mtime: e.mtime.Unix()}
+}
+
+// expectedOnServer is what the server has, or will have once pending
+// uploads land, at this entry's path.
+func (e *entry) expectedOnServer() expect {
+	switch {
+	case e.content == contentDirty:
+		return e.base.union(expectVersion(e.localVersion()))
+	case e.onServer:
+		return expectVersion(e.remote)
+	}
+	return expect{Absent: true}
+}
 
 func (e *entry) attr() Attr {
 	return Attr{Ino: e.ino, Mode: e.mode, Size: e.size, Mtime: e.mtime, Target: e.target}
@@ -93,8 +141,7 @@ type record struct {
 	OnServer bool    `json:"o,omitempty"`
 	Remote   Version `json:"r"`
 	Content  uint8   `json:"c,omitempty"`
-	HasBase  bool    `json:"hb,omitempty"`
-	Base     Version `json:"b"`
+	Base     expect  `json:"b"`
 }
 
 func (e *entry) record() []byte {
@@ -102,7 +149,7 @@ func (e *entry) record() []byte {
 		Parent: uint64(e.parent), Name: e.name, Mode: uint32(e.mode), Size: e.size,
 		MtimeNs: e.mtime.UnixNano(), Target: e.target, Listed: e.listed,
 		OnServer: e.onServer, Remote: e.remote, Content: uint8(e.content),
-		HasBase: e.hasBase, Base: e.base,
+		Base: e.base,
 	}
 	b, _ := json.Marshal(r)
 	return b
@@ -117,7 +164,7 @@ func entryFromRecord(ino Ino, b []byte) (*entry, error) {
 		ino: ino, parent: Ino(r.Parent), name: r.Name, mode: fs.FileMode(r.Mode),
 		size: r.Size, mtime: time.Unix(0, r.MtimeNs), target: r.Target, listed: r.Listed,
 		onServer: r.OnServer, remote: r.Remote, content: contentState(r.Content),
-		hasBase: r.HasBase, base: r.Base,
+		base: r.Base,
 	}
 	return e, nil
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"strings"
+	"time"
 )
 
 // opKind names one kind of journal operation.
@@ -15,7 +16,7 @@ const (
 	opMkdir   opKind = "mkdir"   // Path, Mode
 	opRemove  opKind = "remove"  // Path
 	opRmdir   opKind = "rmdir"   // Path
-	opRename  opKind = "rename"  // Path -> Path2 (DestBase: version Path2 is expected to have)
+	opRename  opKind = "rename"  // Path -> Path2 (DestExpect: what Path2 is expected to hold)
 	opSymlink opKind = "symlink" // Path -> Target
 	opChmod   opKind = "chmod"   // Path, Mode
 	opUtimes  opKind = "utimes"  // Path, MtimeNs
@@ -33,9 +34,16 @@ type op struct {
 	Mode    fs.FileMode `json:"m,omitempty"`
 	MtimeNs int64       `json:"t,omitempty"`
 	Target  string      `json:"l,omitempty"`
-	// DestBase: for a rename over an existing server file, the version that
-	// file had when the local rename replaced it (nil: no check).
-	DestBase *Version `json:"db,omitempty"`
+	// DestExpect: for a rename over an existing file, what the server was
+	// expected to have there when the local rename replaced it (nil: no check).
+	DestExpect *expect `json:"db,omitempty"`
+	// At is when the change was made (unix ns), for status.
+	At int64 `json:"at,omitempty"`
+
+	// writer state, guarded by Store.mu, not persisted
+	inflight  bool      // being applied now
+	attempts  int       // failed attempts so far
+	notBefore time.Time // retry time after a failure
 }
 
 func (o *op) String() string {

@@ -23,6 +23,9 @@ func (s *Store) enqueueLocked(ops ...*op) error {
 		if o.Seq == 0 {
 			s.newOp(o)
 		}
+		if o.At == 0 {
+			o.At = time.Now().UnixNano()
+		}
 	}
 	if err := s.commitLocked(ops...); err != nil {
 		return err
@@ -265,7 +268,7 @@ func (s *Store) Rename(ctx context.Context, oldDir Ino, oldName string, newDir I
 	}
 	oldPath := s.pathOf(src)
 	newPath := childPath(s.pathOf(nd), newName)
-	var destBase *Version
+	var destExpect *expect
 	if dst != nil {
 		switch {
 		case dst.isDir() && !src.isDir():
@@ -275,15 +278,9 @@ func (s *Store) Rename(ctx context.Context, oldDir Ino, oldName string, newDir I
 		case dst.isDir() && len(dst.children) > 0:
 			return ErrNotEmpty
 		}
-		if !dst.isDir() {
-			switch {
-			case dst.content == contentDirty && dst.hasBase:
-				v := dst.base
-				destBase = &v
-			case dst.content != contentDirty && dst.onServer:
-				v := dst.remote
-				destBase = &v
-			}
+		if dst.mode.IsRegular() {
+			x := dst.expectedOnServer()
+			destExpect = &x
 		}
 		s.removeSubtree(dst)
 	}
@@ -302,16 +299,16 @@ func (s *Store) Rename(ctx context.Context, oldDir Ino, oldName string, newDir I
 	// original) becomes one upload of the final name, checked against the
 	// version of the file it replaces.
 	if src.mode.IsRegular() && !src.onServer {
-		if o := s.lastOpTouching(oldPath, newPath); o != nil && o.Kind == opPut && o.Ino == src.ino && o.Path == oldPath && o.Seq != s.started {
+		if o := s.lastOpTouching(oldPath, newPath); o != nil && o.Kind == opPut && o.Ino == src.ino && o.Path == oldPath && !o.inflight {
 			s.retargetPut(o, newPath)
-			src.hasBase = destBase != nil
-			if destBase != nil {
-				src.base = *destBase
+			src.base = expect{Absent: true}
+			if destExpect != nil {
+				src.base = *destExpect
 			}
 			return s.commitLocked(o)
 		}
 	}
-	return s.enqueueLocked(&op{Kind: opRename, Path: oldPath, Path2: newPath, DestBase: destBase})
+	return s.enqueueLocked(&op{Kind: opRename, Path: oldPath, Path2: newPath, DestExpect: destExpect})
 }
 
 // lastOpTouching returns the newest pending op related to any of paths.
@@ -407,8 +404,7 @@ func (s *Store) markDirtyLocked(e *entry) {
 	if e.content == contentDirty {
 		return
 	}
-	e.hasBase = e.onServer
-	e.base = e.remote
+	e.base = e.expectedOnServer()
 	e.content = contentDirty
 	s.dirtyIno[e.ino] = true
 }
@@ -417,7 +413,7 @@ func (s *Store) markDirtyLocked(e *entry) {
 // yet started, with nothing touching p after it. Caller holds mu.
 func (s *Store) hasUnstartedPut(ino Ino, p string) bool {
 	o := s.lastOpTouching(p)
-	return o != nil && o.Kind == opPut && o.Ino == ino && o.Path == p && o.Seq != s.started
+	return o != nil && o.Kind == opPut && o.Ino == ino && o.Path == p && !o.inflight
 }
 
 // Link makes newName in newDir a hard link to ino on the server. Locally the
@@ -464,7 +460,7 @@ func (s *Store) Link(ctx context.Context, ino Ino, newDir Ino, newName string) (
 	e := s.addChildLocked(d, newName, src.mode)
 	e.size, e.mtime, e.target = src.size, src.mtime, src.target
 	e.content, e.onServer, e.remote = src.content, true, src.remote
-	e.hasBase, e.base = src.hasBase, src.base
+	e.base = src.base
 	srcPath := s.pathOf(src)
 	ops := []*op{{Kind: opLink, Path: srcPath, Path2: s.pathOf(e)}}
 	if e.content == contentDirty {

@@ -54,6 +54,9 @@ type Options struct {
 	// DirTTL: how long a listing is trusted before it is refreshed in the
 	// background. Default 10s.
 	DirTTL time.Duration
+	// Uploads is how many journal operations on unrelated paths are applied
+	// to the server at once. Default 8.
+	Uploads int
 	// ConflictLabel names this machine in conflict copies. Default: hostname.
 	ConflictLabel string
 	// Now is the clock (tests inject one). Default time.Now.
@@ -81,13 +84,14 @@ type Store struct {
 	nextIno     Ino
 	nextSeq     uint64
 	pending     []*op          // journal, oldest first
-	started     uint64         // seq of the op the writer is applying (0: none)
+	inflight    int            // ops being applied now
 	pendingPath map[string]int // path -> number of pending ops touching it
 	dirtyIno    map[Ino]bool   // entries to persist
 	deletedIno  map[Ino]bool   // entries to delete from meta.db
 	fetching    map[Ino]*fetchCall
 	listing     map[Ino]*fetchCall
-	writerErr   error // last non-offline failure of the op at the head
+	writerErr   error // last non-offline upload failure
+	writerErrOp *op   // the op that failed
 	writerErrAt time.Time
 	conflicts   []Conflict
 	closed      bool
@@ -122,6 +126,9 @@ func Open(opts Options) (*Store, error) {
 	}
 	if opts.DirTTL == 0 {
 		opts.DirTTL = 10 * time.Second
+	}
+	if opts.Uploads <= 0 {
+		opts.Uploads = 8
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now

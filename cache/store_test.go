@@ -236,7 +236,9 @@ func TestSafeSaveIsOneUploadOfTheFinalName(t *testing.T) {
 	e := newEnv(t)
 	e.server("main.py", "v1")
 	e.mustRead("main.py")
-	e.remote.offline.Store(false)
+	e.s.mu.Lock()
+	e.s.opts.Uploads = 1 // one upload at a time, so the save queues behind other.txt
+	e.s.mu.Unlock()
 	// Hold uploads so the whole save is queued before the writer runs.
 	e.remote.mu.Lock()
 	e.remote.putGate = make(chan struct{})
@@ -419,4 +421,74 @@ func uitoa(v uint64) string {
 		v /= 10
 	}
 	return string(b)
+}
+
+func TestRelatedOpsWaitUnrelatedRunInParallel(t *testing.T) {
+	e := newEnv(t)
+	e.remote.mu.Lock()
+	gate := make(chan struct{})
+	e.remote.putGate = gate
+	e.remote.mu.Unlock()
+	ctx := context.Background()
+	for _, n := range []string{"a", "b", "c"} {
+		e.mustWrite(n, "content of "+n)
+	}
+	if err := e.s.Rename(ctx, RootIno, "a", RootIno, "a2"); err != nil {
+		t.Fatal(err)
+	}
+	// The three uploads are in flight together; the rename waits for a's.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		e.s.mu.Lock()
+		n := e.s.inflight
+		e.s.mu.Unlock()
+		if n == 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("in flight = %d, want 3 parallel uploads", n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	close(gate)
+	e.flush()
+	if got := e.serverContent("a2"); got != "content of a" {
+		t.Fatalf("a2 = %q", got)
+	}
+	if _, err := os.Lstat(e.remote.p("a")); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("a still on the server")
+	}
+}
+
+// git writes .git/config through config.lock + rename, several times in a
+// row; the second rename replaces a file whose upload is still in flight.
+// That must not be taken for a change on the server.
+func TestLockFileRenamesWhileUploadInFlightAreNoConflict(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.remote.mu.Lock()
+	gate := make(chan struct{})
+	e.remote.putGate = gate
+	e.remote.mu.Unlock()
+	for i, content := range []string{"[core]\n", "[core]\n\tbare = false\n", "[core]\n\tbare = false\n\tfilemode = true\n"} {
+		e.mustWrite("config.lock", content)
+		if err := e.s.Rename(ctx, RootIno, "config.lock", RootIno, "config"); err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			time.Sleep(50 * time.Millisecond) // let the first upload start
+		}
+	}
+	close(gate)
+	e.flush()
+	if got := e.serverContent("config"); got != "[core]\n\tbare = false\n\tfilemode = true\n" {
+		t.Fatalf("server config = %q", got)
+	}
+	if st := e.s.Status(); len(st.Conflicts) != 0 {
+		t.Fatalf("false conflicts: %+v", st.Conflicts)
+	}
+	noTempFiles(t, e.remote.root)
+	if _, err := os.Lstat(e.remote.p("config.lock")); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatal("config.lock left on the server")
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -14,93 +15,104 @@ import (
 	"remotefs/conn"
 )
 
-// writer replays the journal to the server, oldest operation first. It is
-// the only goroutine that removes operations from the journal.
+// writer replays the journal to the server. Operations on unrelated paths
+// run in parallel (up to Options.Uploads); an operation waits for every
+// earlier one that touches the same path, an ancestor or a descendant, so
+// the server sees related changes in the order they were made.
 func (s *Store) writer() {
 	defer close(s.writerDone)
-	backoff := 500 * time.Millisecond
-	for {
-		s.mu.Lock()
-		for len(s.pending) == 0 && !s.closed {
-			s.cond.Wait()
-		}
-		if s.closed {
-			s.mu.Unlock()
-			return
-		}
-		o := s.pending[0]
-		s.started = o.Seq
-		s.mu.Unlock()
-
-		if s.opts.ReadOnly || !s.online() {
-			s.setStarted(0)
-			if !s.sleep(200 * time.Millisecond) {
-				return
-			}
-			continue
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		go func() {
-			select {
-			case <-s.stop:
-				cancel()
-			case <-ctx.Done():
-			}
-		}()
-		err := s.apply(ctx, o)
-		cancel()
-
-		s.mu.Lock()
-		s.started = 0
-		if err == nil {
-			s.completeLocked(o)
-			s.writerErr = nil
-			backoff = 500 * time.Millisecond
-			s.mu.Unlock()
-			continue
-		}
-		offline := errors.Is(err, conn.ErrOffline)
-		if !offline {
-			s.writerErr = fmt.Errorf("%s: %w", o, err)
-			s.writerErrAt = s.now()
-			s.log.Warn("upload failed; will retry", "op", o.String(), "err", err, "retry_in", backoff)
-		}
-		s.cond.Broadcast()
-		s.mu.Unlock()
-		wait := backoff
-		if offline {
-			wait = 200 * time.Millisecond
-		} else if backoff < 30*time.Second {
-			backoff *= 2
-		}
-		if !s.sleep(wait) {
-			return
-		}
-	}
-}
-
-func (s *Store) setStarted(seq uint64) {
+	var running sync.WaitGroup
+	defer running.Wait()
 	s.mu.Lock()
-	s.started = seq
-	s.mu.Unlock()
+	defer s.mu.Unlock()
+	for !s.closed {
+		s.dispatchLocked(&running)
+		s.waitLocked(200 * time.Millisecond)
+	}
 }
 
-// sleep waits d or until Close; false means closing.
-func (s *Store) sleep(d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-s.stop:
-		return false
-	case <-t.C:
-		return true
+// dispatchWindow bounds how far into the journal the writer looks for
+// runnable operations.
+const dispatchWindow = 512
+
+// dispatchLocked starts every runnable operation. Caller holds mu.
+func (s *Store) dispatchLocked(running *sync.WaitGroup) {
+	if s.opts.ReadOnly || !s.online() {
+		return
 	}
+	now := time.Now()
+	var blocking []string
+	isBlocked := func(o *op) bool {
+		for _, p := range o.paths() {
+			for _, b := range blocking {
+				if related(p, b) {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	for i, o := range s.pending {
+		if i >= dispatchWindow || s.inflight >= s.opts.Uploads {
+			break
+		}
+		if !o.inflight && !o.notBefore.After(now) && !isBlocked(o) {
+			o.inflight = true
+			s.inflight++
+			running.Add(1)
+			go func() {
+				defer running.Done()
+				s.runOp(o)
+			}()
+		}
+		blocking = append(blocking, o.paths()...)
+	}
+}
+
+// runOp applies one operation and records the outcome.
+func (s *Store) runOp(o *op) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-s.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	err := s.apply(ctx, o)
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	o.inflight = false
+	s.inflight--
+	defer s.cond.Broadcast()
+	if err == nil {
+		s.completeLocked(o)
+		if s.writerErrOp == o {
+			s.writerErr, s.writerErrOp = nil, nil
+		}
+		return
+	}
+	if errors.Is(err, conn.ErrOffline) || errors.Is(err, context.Canceled) {
+		o.notBefore = time.Now().Add(200 * time.Millisecond)
+		return
+	}
+	o.attempts++
+	backoff := 500 * time.Millisecond << min(o.attempts-1, 6) // up to 32s
+	o.notBefore = time.Now().Add(backoff)
+	s.writerErr, s.writerErrOp = fmt.Errorf("%s: %w", o, err), o
+	s.writerErrAt = s.now()
+	s.log.Warn("upload failed; will retry", "op", o.String(), "err", err, "attempt", o.attempts, "retry_in", backoff)
 }
 
 // completeLocked removes a delivered op from the journal. Caller holds mu.
 func (s *Store) completeLocked(o *op) {
-	if len(s.pending) > 0 && s.pending[0] == o {
-		s.pending = s.pending[1:]
+	for i, p := range s.pending {
+		if p == o {
+			s.pending = append(s.pending[:i], s.pending[i+1:]...)
+			break
+		}
 	}
 	for _, p := range o.paths() {
 		s.pendingPath[p]--
@@ -182,7 +194,7 @@ func (s *Store) applyPut(ctx context.Context, o *op) error {
 		return nil // deleted, or already delivered by an earlier put
 	}
 	gen, mode, mtime := e.gen, e.mode.Perm(), e.mtime
-	hasBase, base, size := e.hasBase, e.base, e.size
+	base, size := e.base, e.size
 	s.mu.Unlock()
 
 	f, err := os.Open(s.contentPath(o.Ino))
@@ -203,7 +215,7 @@ func (s *Store) applyPut(ctx context.Context, o *op) error {
 	if exists {
 		v := versionOf(cur)
 		alreadyThere := v == Version{Size: size, Mtime: mtime.Unix()}
-		conflict = !alreadyThere && (!hasBase || v != base)
+		conflict = !alreadyThere && !base.allows(v)
 		if cur.Mode.IsDir() {
 			conflict = true
 		}
@@ -230,7 +242,7 @@ func (s *Store) applyPut(ctx context.Context, o *op) error {
 	v := versionOf(fi)
 	e.onServer = true
 	e.remote = v
-	e.hasBase, e.base = true, v
+	e.base = expectVersion(v)
 	e.checked = s.now()
 	if e.gen == gen {
 		e.content = contentClean
@@ -260,7 +272,7 @@ func (s *Store) recordConflictLocked(p, copyPath string, e *entry, copyInfo, ser
 	e.name = copyName
 	d.children[copyName] = e.ino
 	v := versionOf(copyInfo)
-	e.onServer, e.remote, e.hasBase, e.base = true, v, true, v
+	e.onServer, e.remote, e.base = true, v, expectVersion(v)
 	e.content = contentClean
 	e.size = copyInfo.Size
 	s.dirtyIno[e.ino] = true
@@ -278,12 +290,12 @@ func (s *Store) applyRename(ctx context.Context, o *op) error {
 	dest := o.Path2
 	var serverInfo conn.FileInfo
 	conflict := false
-	if o.DestBase != nil {
+	if o.DestExpect != nil {
 		cur, err := s.remote.Lstat(ctx, o.Path2)
 		if err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return err
 		}
-		if err == nil && versionOf(cur) != *o.DestBase {
+		if err == nil && !o.DestExpect.allows(versionOf(cur)) {
 			if src, serr := s.remote.Lstat(ctx, o.Path); serr == nil && versionOf(src) == versionOf(cur) {
 				// Already renamed by an earlier attempt.
 				return nil
@@ -366,8 +378,8 @@ func (s *Store) Flush(ctx context.Context) error {
 		s.mu.Unlock()
 	})
 	defer stop()
-	s.writerErr = nil
-	for len(s.pending) > 0 && s.pending[0].Seq <= last {
+	s.writerErr, s.writerErrOp = nil, nil
+	for s.pendingUpToLocked(last) > 0 {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
@@ -380,9 +392,21 @@ func (s *Store) Flush(ctx context.Context) error {
 		if s.writerErr != nil {
 			return fmt.Errorf("%d changes pending; %w", len(s.pending), s.writerErr)
 		}
+		s.cond.Broadcast() // let the writer look again
 		s.waitLocked(time.Second)
 	}
 	return nil
+}
+
+// pendingUpToLocked counts pending operations with Seq <= last. Caller holds mu.
+func (s *Store) pendingUpToLocked(last uint64) int {
+	n := 0
+	for _, o := range s.pending {
+		if o.Seq <= last {
+			n++
+		}
+	}
+	return n
 }
 
 // waitLocked waits on cond for at most d (so state that changes without a
@@ -430,6 +454,14 @@ func (s *Store) Status() Status {
 	}
 	if s.writerErr != nil {
 		st.LastError = s.writerErr.Error()
+	}
+	for _, o := range s.pending {
+		if o.At != 0 {
+			t := time.Unix(0, o.At)
+			if st.OldestPending == nil || t.Before(*st.OldestPending) {
+				st.OldestPending = &t
+			}
+		}
 	}
 	return st
 }

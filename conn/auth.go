@@ -40,7 +40,7 @@ func newAuthenticator(t *Target, home string, log *slog.Logger) (*authenticator,
 		}
 		if err != nil {
 			a.agentErr = err
-			log.Warn("ssh-agent not usable", "socket", t.IdentityAgent, "err", err)
+			warnOnce(log, "ssh-agent not usable", "socket", t.IdentityAgent, "err", err)
 		}
 	}
 
@@ -73,14 +73,14 @@ func newAuthenticator(t *Target, home string, log *slog.Logger) (*authenticator,
 					id.pub = pme.PublicKey
 				}
 			default:
-				log.Warn("identity file not usable", "file", f, "err", err)
+				warnOnce(log, "identity file not usable", "file", f, "err", err)
 			}
 		case errors.Is(err, os.ErrNotExist):
 			if t.IdentityFilesConfigured && id.pub == nil {
-				log.Warn("identity file does not exist", "host", t.Label, "file", f)
+				warnOnce(log, "identity file does not exist", "host", t.Label, "file", f)
 			}
 		default:
-			log.Warn("identity file not readable", "file", f, "err", err)
+			warnOnce(log, "identity file not readable", "file", f, "err", err)
 		}
 		if id.signer != nil || id.locked || id.pub != nil {
 			ids = append(ids, id)

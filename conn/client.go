@@ -178,8 +178,8 @@ func (c *Client) die(reason error) {
 	c.dieOnce.Do(func() {
 		c.err = &offlineError{host: c.label, cause: reason}
 		close(c.done)
-		if !errors.Is(reason, errClosed) {
-			c.log.Warn("connection lost", "host", c.label, "err", reason)
+		if !errors.Is(reason, errClosed) { // Manager reports it; Err() has it
+			c.log.Debug("connection lost", "host", c.label, "err", reason)
 		}
 		c.closeTransport()
 	})
@@ -248,25 +248,29 @@ func (c *Client) keepalive(interval time.Duration, countMax int) {
 type progress struct {
 	busy       atomic.Int32
 	lastCaller atomic.Int64 // UnixNano of the last caller-side I/O
+	abandoned  atomic.Bool
 
-	ioMu      sync.Mutex // held during caller-side I/O
-	abandoned bool       // guarded by ioMu
+	ioMu sync.Mutex // held during caller-side I/O
 }
 
 var errAbandoned = errors.New("operation abandoned by the caller")
 
-// abandon waits for caller-side I/O in progress to end and stops further
-// I/O: after it returns the caller's reader/writer are not used again.
+// abandon stops further caller-side I/O and waits for any in progress to
+// end: after it returns the caller's reader/writer are not used again.
 func (p *progress) abandon() {
+	p.abandoned.Store(true)
 	p.ioMu.Lock()
-	p.abandoned = true
-	p.ioMu.Unlock()
+	p.ioMu.Unlock() // holding ioMu for a moment means no guard call is running
 }
+
+// abandonNoWait stops further caller-side I/O without waiting for a call
+// in progress (for a reader that may block forever, like a stdin).
+func (p *progress) abandonNoWait() { p.abandoned.Store(true) }
 
 func (p *progress) guard(f func() (int, error)) (int, error) {
 	p.ioMu.Lock()
 	defer p.ioMu.Unlock()
-	if p.abandoned {
+	if p.abandoned.Load() {
 		return 0, errAbandoned
 	}
 	p.busy.Add(1)
@@ -300,7 +304,8 @@ func (g guardedReader) Read(b []byte) (int, error) {
 // or writer). When the deadline passes the connection is declared dead and
 // closed, which makes fn return too. When ctx ends first, run returns
 // ctx.Err() at once and leaves the connection alone; fn finishes on its own
-// and its result is dropped.
+// and its result is dropped. Whatever fn writes may be read only when run
+// returns nil: on an early return fn is still running.
 func (c *Client) run(ctx context.Context, fn func(*progress) error) error {
 	if err := c.Err(); err != nil {
 		return err
@@ -524,7 +529,10 @@ func (c *Client) Lstat(ctx context.Context, rel string) (FileInfo, error) {
 		}
 		return nil
 	})
-	return info, err
+	if err != nil {
+		return FileInfo{}, err
+	}
+	return info, nil
 }
 
 // ReadDir implements Remote. Entries are sorted by name; symlink targets
@@ -564,7 +572,10 @@ func (c *Client) ReadDir(ctx context.Context, rel string) ([]FileInfo, error) {
 		out = list
 		return nil
 	})
-	return out, err
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 // ReadLink implements Remote.
@@ -579,7 +590,10 @@ func (c *Client) ReadLink(ctx context.Context, rel string) (string, error) {
 		target, err = c.sftp.ReadLink(abs)
 		return err
 	})
-	return target, err
+	if err != nil {
+		return "", err
+	}
+	return target, nil
 }
 
 // ReadAt implements Remote. The data goes through a buffer of the
@@ -600,7 +614,7 @@ func (c *Client) ReadAt(ctx context.Context, rel string, p []byte, off int64) (i
 		if err != nil {
 			return err
 		}
-		defer f.Close()
+		defer closeAsync(f)
 		n, err = f.ReadAt(buf, off)
 		if errors.Is(err, io.EOF) {
 			eof, err = true, nil
@@ -629,7 +643,7 @@ func (c *Client) Fetch(ctx context.Context, rel string, w io.Writer) (FileInfo, 
 		if err != nil {
 			return err
 		}
-		defer f.Close()
+		defer closeAsync(f)
 		fi, err := f.Stat()
 		if err != nil {
 			return err
@@ -638,8 +652,15 @@ func (c *Client) Fetch(ctx context.Context, rel string, w io.Writer) (FileInfo, 
 		_, err = f.WriteTo(guardedWriter{pr, w})
 		return err
 	})
-	return info, err
+	if err != nil {
+		return FileInfo{}, err
+	}
+	return info, nil
 }
+
+// closeAsync closes a read-only handle without waiting for the server's
+// answer: one round trip less per read; nothing depends on it.
+func closeAsync(f *sftp.File) { go f.Close() }
 
 // TempName returns the name PutAtomic gives the temporary file for a file
 // named base: TempPrefix, random hex, "-", base (shortened so the whole
@@ -731,7 +752,10 @@ func (c *Client) PutAtomic(ctx context.Context, rel string, r io.Reader, mode fs
 		info = toFileInfo(path.Base(abs), fi)
 		return nil
 	})
-	return info, err
+	if err != nil {
+		return FileInfo{}, err
+	}
+	return info, nil
 }
 
 // exists lstats p; errors count as "does not exist".
@@ -943,7 +967,10 @@ func (c *Client) StatFS(ctx context.Context, rel string) (StatFS, error) {
 			BlocksAvail: v.Bavail, Files: v.Files, FilesFree: v.Ffree, NameMax: v.Namemax}
 		return nil
 	})
-	return st, err
+	if err != nil {
+		return StatFS{}, err
+	}
+	return st, nil
 }
 
 // Exec runs cmd on the server (through the user's login shell, like `ssh
@@ -965,7 +992,7 @@ func (c *Client) Exec(ctx context.Context, cmd string, stdin io.Reader, stdout, 
 		}
 		pr.ioMu.Lock()
 		defer pr.ioMu.Unlock()
-		if pr.abandoned {
+		if pr.abandoned.Load() {
 			s.Close()
 			return errAbandoned
 		}
@@ -980,15 +1007,18 @@ func (c *Client) Exec(ctx context.Context, cmd string, stdin io.Reader, stdout, 
 		return -1, fmt.Errorf("exec on %s: %w", c.label, err)
 	}
 	defer sess.Close()
-	pr := &progress{}
+	// x/crypto keeps copying stdin on its own goroutine, even after the
+	// command ends: stop it without waiting for a Read that may block.
+	in, out := &progress{}, &progress{}
+	defer in.abandonNoWait()
 	if stdin != nil {
-		sess.Stdin = guardedReader{pr, stdin}
+		sess.Stdin = guardedReader{in, stdin}
 	}
 	if stdout != nil {
-		sess.Stdout = guardedWriter{pr, stdout}
+		sess.Stdout = guardedWriter{out, stdout}
 	}
 	if stderr != nil {
-		sess.Stderr = guardedWriter{pr, stderr}
+		sess.Stderr = guardedWriter{out, stderr}
 	}
 	if err := sess.Start(cmd); err != nil {
 		return -1, fmt.Errorf("exec on %s: %w", c.label, err)
@@ -1000,10 +1030,10 @@ func (c *Client) Exec(ctx context.Context, cmd string, stdin io.Reader, stdout, 
 	case <-ctx.Done():
 		sess.Signal(ssh.SIGKILL)
 		sess.Close()
-		pr.abandon()
+		out.abandon()
 		return -1, fmt.Errorf("exec on %s: %w", c.label, ctx.Err())
 	case <-c.done:
-		pr.abandon()
+		out.abandon()
 		return -1, fmt.Errorf("exec on %s: %w", c.label, c.Err())
 	}
 	var exitErr *ssh.ExitError

@@ -16,6 +16,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/kevinburke/ssh_config"
@@ -43,11 +44,12 @@ type Target struct {
 	// IdentityAgent is the ssh-agent socket to use, "" for none.
 	IdentityAgent string
 
-	// KnownHostsFiles are UserKnownHostsFile then GlobalKnownHostsFile;
-	// files that do not exist are kept (they are named in messages).
-	KnownHostsFiles []string
+	// KnownHostsFiles (UserKnownHostsFile) and GlobalKnownHostsFiles are
+	// the known_hosts files to check, existing or not.
+	KnownHostsFiles       []string
+	GlobalKnownHostsFiles []string
 	// HostKeyAlias, when set, is the name looked up in known_hosts instead
-	// of HostName.
+	// of HostName (without the port, as ssh does).
 	HostKeyAlias string
 	// StrictHostKeyChecking is the configured value, informational only:
 	// remotefs always behaves as "yes".
@@ -56,6 +58,9 @@ type Target struct {
 	// ProxyJump lists the hops to go through, first dialed first; each hop
 	// is itself resolved through ssh_config. Empty for a direct connection.
 	ProxyJump []*Target
+
+	// sshArgs is what to give `ssh` to reach this host, for messages.
+	sshArgs string
 
 	// ConnectTimeout, ServerAliveInterval and ServerAliveCountMax are zero
 	// when the configuration does not set them.
@@ -69,13 +74,13 @@ func (t *Target) Addr() string {
 	return net.JoinHostPort(t.HostName, strconv.Itoa(t.Port))
 }
 
-// knownHostsName is the host:port looked up in known_hosts.
+// knownHostsName is the host:port looked up in known_hosts: HostKeyAlias
+// stands alone (port 22 means "no port" in known_hosts).
 func (t *Target) knownHostsName() string {
-	h := t.HostName
 	if t.HostKeyAlias != "" {
-		h = t.HostKeyAlias
+		return net.JoinHostPort(t.HostKeyAlias, "22")
 	}
-	return net.JoinHostPort(h, strconv.Itoa(t.Port))
+	return net.JoinHostPort(t.HostName, strconv.Itoa(t.Port))
 }
 
 // ErrConfig is wrapped by errors about the ssh configuration.
@@ -279,7 +284,7 @@ func (c *sshConfig) rewriteMatch(name string, lineNo int, args []string) string 
 			return "Host " + pats
 		}
 	}
-	c.logger.Warn("ssh config: Match block ignored: criteria not supported by remotefs",
+	warnOnce(c.logger, "ssh config: Match block ignored: criteria not supported by remotefs",
 		"file", name, "line", lineNo, "match", strings.Join(args, " "))
 	return never
 }
@@ -400,7 +405,14 @@ func (c *sshConfig) resolve(label, userOverride, host string, port, depth int) (
 		return nil, fmt.Errorf("%w: ProxyJump chain for %s is too long (a loop?)", ErrConfig, label)
 	}
 	alias := strings.ToLower(host)
-	t := &Target{Label: label, Alias: alias, Port: 22}
+	t := &Target{Label: label, Alias: alias, Port: 22, sshArgs: label}
+	if port != 0 {
+		// A ProxyJump entry "user@host:port": ssh wants -p.
+		t.sshArgs = fmt.Sprintf("-p %d %s", port, host)
+		if userOverride != "" {
+			t.sshArgs = fmt.Sprintf("-p %d %s@%s", port, userOverride, host)
+		}
+	}
 	bad := func(key, val string, err error) error {
 		return fmt.Errorf("%w: %s for %s: %q: %v", ErrConfig, key, label, val, err)
 	}
@@ -510,13 +522,13 @@ func (c *sshConfig) resolve(label, userOverride, host string, port, depth int) (
 			globalKnown = append(globalKnown, p)
 		}
 	}
-	t.KnownHostsFiles = append(userKnown, globalKnown...)
+	t.KnownHostsFiles, t.GlobalKnownHostsFiles = userKnown, globalKnown
 
 	if v, ok := get("StrictHostKeyChecking"); ok {
 		t.StrictHostKeyChecking = v
 		switch strings.ToLower(v) {
 		case "no", "off", "false", "accept-new":
-			c.logger.Warn("ssh config asks to relax host key checking; remotefs ignores it and never trusts an unknown or changed host key",
+			warnOnce(c.logger, "ssh config asks to relax host key checking; remotefs ignores it and never trusts an unknown or changed host key",
 				"host", label, "StrictHostKeyChecking", v)
 		}
 	}
@@ -763,6 +775,18 @@ func currentLocal() localInfo {
 	}
 	l.host, _ = os.Hostname()
 	return l
+}
+
+// warned remembers the warnings already logged: a Manager resolves the
+// configuration again at every redial, which must not repeat them.
+var warned sync.Map
+
+// warnOnce logs a warning the first time log sees it.
+func warnOnce(log *slog.Logger, msg string, args ...any) {
+	key := fmt.Sprintf("%p %s %v", log, msg, args)
+	if _, seen := warned.LoadOrStore(key, true); !seen {
+		log.Warn(msg, args...)
+	}
 }
 
 func firstNonEmpty(s ...string) string {

@@ -84,13 +84,13 @@ Host *
 	if !tg.IdentitiesOnly || tg.IdentityAgent != "/tmp/agent.sock" {
 		t.Errorf("IdentitiesOnly %v agent %q", tg.IdentitiesOnly, tg.IdentityAgent)
 	}
-	if got := strings.Join(tg.KnownHostsFiles, " "); got != home+"/.ssh/kh1 "+home+"/kh2 /etc/ssh/ssh_known_hosts /etc/ssh/ssh_known_hosts2" {
+	if got := strings.Join(append(tg.KnownHostsFiles, tg.GlobalKnownHostsFiles...), " "); got != home+"/.ssh/kh1 "+home+"/kh2 /etc/ssh/ssh_known_hosts /etc/ssh/ssh_known_hosts2" {
 		t.Errorf("KnownHostsFiles %s", got)
 	}
 	if tg.ConnectTimeout != 90*time.Second || tg.ServerAliveInterval != 7*time.Second || tg.ServerAliveCountMax != 4 {
 		t.Errorf("timeouts %v %v %d", tg.ConnectTimeout, tg.ServerAliveInterval, tg.ServerAliveCountMax)
 	}
-	if tg.HostKeyAlias != "boxkey" || tg.knownHostsName() != "boxkey:2222" {
+	if tg.HostKeyAlias != "boxkey" || tg.knownHostsName() != "boxkey:22" {
 		t.Errorf("HostKeyAlias %q", tg.HostKeyAlias)
 	}
 
@@ -118,7 +118,7 @@ func TestResolveDefaults(t *testing.T) {
 	if got := strings.Join(tg.IdentityFiles, " "); got != h+"id_ed25519 "+h+"id_ecdsa "+h+"id_rsa" || tg.IdentityFilesConfigured {
 		t.Errorf("IdentityFiles %s", got)
 	}
-	if got := strings.Join(tg.KnownHostsFiles[:2], " "); got != h+"known_hosts "+h+"known_hosts2" {
+	if got := strings.Join(tg.KnownHostsFiles, " "); got != h+"known_hosts "+h+"known_hosts2" {
 		t.Errorf("KnownHostsFiles %s", got)
 	}
 	if tg.IdentityAgent != "" || len(tg.ProxyJump) != 0 || tg.ConnectTimeout != 0 {
@@ -252,7 +252,8 @@ Host loop
 	if strings.Join(hops, " ") != want {
 		t.Errorf("hops %q\nwant %q", hops, want)
 	}
-	if tg.ProxyJump[2].IdentityFiles[0] != opts.Home+"/.ssh/mid_key" || tg.ProxyJump[2].Label != "carol@mid:2201" {
+	if tg.ProxyJump[2].IdentityFiles[0] != opts.Home+"/.ssh/mid_key" || tg.ProxyJump[2].Label != "carol@mid:2201" ||
+		tg.ProxyJump[2].sshArgs != "-p 2201 carol@mid" {
 		t.Errorf("mid hop %+v", tg.ProxyJump[2])
 	}
 	if tg := resolve(t, opts, "direct:"); len(tg.ProxyJump) != 0 {

@@ -134,6 +134,7 @@ func Dial(ctx context.Context, spec Spec, opts Options) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	base := opts // each hop gets its own ssh_config values
 	opts = opts.forTarget(target)
 	log := opts.Logger.With("host", spec.Host)
 
@@ -146,7 +147,7 @@ func Dial(ctx context.Context, spec Spec, opts Options) (*Client, error) {
 		}
 	}
 	for i, hop := range hops {
-		hopOpts := opts.forTarget(hop)
+		hopOpts := base.forTarget(hop)
 		var via *ssh.Client
 		viaLabel := ""
 		if i > 0 {
@@ -392,6 +393,9 @@ func classifyHandshakeError(t *Target, viaLabel string, err error, hk *hostKeyCh
 		strings.Contains(msg, "Too many authentication failures"),
 		strings.Contains(msg, "no supported methods remain"):
 		return auth.failure(t, err)
+	case strings.Contains(msg, "no common algorithm"):
+		// Not a network problem: retrying will not help.
+		return fmt.Errorf("ssh handshake with %s at %s failed: %s", t.Label, t.Addr(), trimSSHPrefix(err))
 	}
 	return &DialError{Host: t.Label, Addr: t.Addr(), Via: viaLabel, Timeout: timeout, Handshake: true, Err: err}
 }

@@ -28,21 +28,28 @@ type hostKeyChecker struct {
 }
 
 func newHostKeyChecker(t *Target, configFile string, log *slog.Logger) (*hostKeyChecker, error) {
-	h := &hostKeyChecker{t: t, name: t.knownHostsName(), files: t.KnownHostsFiles, lastAddr: t.Addr()}
-	h.sshHint = "ssh " + t.Label
+	h := &hostKeyChecker{t: t, name: t.knownHostsName(), lastAddr: t.Addr()}
+	h.sshHint = "ssh " + t.sshArgs
 	if configFile != "" {
-		h.sshHint = "ssh -F " + configFile + " " + t.Label
+		h.sshHint = "ssh -F " + configFile + " " + t.sshArgs
 	}
+	// Messages name the user files, existing or not (that is where a key
+	// should be added), and the global files that exist.
+	h.files = append(h.files, t.KnownHostsFiles...)
 	var existing []string
-	for _, f := range t.KnownHostsFiles {
+	for i, f := range append(append([]string(nil), t.KnownHostsFiles...), t.GlobalKnownHostsFiles...) {
+		global := i >= len(t.KnownHostsFiles)
 		data, err := os.ReadFile(f)
 		if err != nil {
 			if !errors.Is(err, os.ErrNotExist) {
-				log.Warn("cannot read known_hosts file", "file", f, "err", err)
+				warnOnce(log, "cannot read known_hosts file", "file", f, "err", err)
 			}
 			continue
 		}
 		existing = append(existing, f)
+		if global && f != os.DevNull {
+			h.files = append(h.files, f)
+		}
 		if bytes.Contains(data, []byte("@cert-authority")) {
 			h.hasCA = true
 		}
@@ -65,7 +72,15 @@ func (probeKey) Marshal() []byte                              { return []byte("\
 func (probeKey) Verify(data []byte, sig *ssh.Signature) error { return errors.New("probe key") }
 
 func (h *hostKeyChecker) knownTypes() []string {
-	err := h.cb(h.name, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: h.t.Port}, probeKey{})
+	types := h.knownTypesFor(h.name)
+	if len(types) == 0 && h.portlessName() != "" {
+		types = h.knownTypesFor(h.portlessName())
+	}
+	return types
+}
+
+func (h *hostKeyChecker) knownTypesFor(name string) []string {
+	err := h.cb(name, probeAddr, probeKey{})
 	var ke *knownhosts.KeyError
 	if !errors.As(err, &ke) {
 		return nil
@@ -75,6 +90,20 @@ func (h *hostKeyChecker) knownTypes() []string {
 		types = appendUnique(types, k.Key.Type())
 	}
 	return types
+}
+
+// probeAddr is a parseable remote address; knownhosts looks at it only when
+// no host name is given.
+var probeAddr = &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 22}
+
+// portlessName is the name ssh falls back to when a host on a non-standard
+// port has no entry of its own: the bare host name (port 22 in
+// knownhosts' terms). Empty when there is no such fallback.
+func (h *hostKeyChecker) portlessName() string {
+	if h.t.HostKeyAlias != "" || h.t.Port == 22 {
+		return ""
+	}
+	return net.JoinHostPort(h.t.HostName, "22")
 }
 
 // algorithms orders the host key algorithms by what known_hosts has for
@@ -122,6 +151,14 @@ func (h *hostKeyChecker) check(_ string, remote net.Addr, key ssh.PublicKey) err
 	err := h.cb(h.name, remote, key)
 	if err == nil {
 		return nil
+	}
+	var unknown *knownhosts.KeyError
+	if errors.As(err, &unknown) && len(unknown.Want) == 0 && h.portlessName() != "" {
+		// Like ssh: a key recorded for the bare host name is accepted
+		// when there is no entry for [host]:port (and only if it matches).
+		if h.cb(h.portlessName(), remote, key) == nil {
+			return nil
+		}
 	}
 	e := &HostKeyError{Host: h.t.Label, Addr: h.lastAddr, Name: knownhosts.Normalize(h.name),
 		Files: h.files, Key: key, SSHCommand: h.sshHint}

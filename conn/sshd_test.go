@@ -11,9 +11,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
-	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -21,7 +19,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -106,6 +103,7 @@ func wantDialError(t *testing.T, err error, kind error, want ...string) {
 		t.Fatalf("error %v, want one matching %v", err, kind)
 	}
 	msg := err.Error()
+	t.Logf("message: %s", msg)
 	if strings.Contains(msg, "\n") {
 		t.Errorf("multi-line message: %q", msg)
 	}
@@ -701,7 +699,9 @@ func TestKeepaliveDetectsDeadLink(t *testing.T) {
 	start := time.Now()
 	waitState(t, states, Offline, 3*time.Second)
 	took := time.Since(start)
-	if took < 250*time.Millisecond || took > 2*time.Second {
+	// A keepalive sent just before the blackhole may already be pending:
+	// at least 2 intervals, about 3-4 typically.
+	if took < 150*time.Millisecond || took > 2*time.Second {
 		t.Errorf("went offline after %v, want about 300-400ms", took)
 	}
 	_, _, lastErr := m.State()
@@ -878,7 +878,3 @@ func TestManagerCloseWhileBusy(t *testing.T) {
 		t.Fatalf("state after Close %v", s)
 	}
 }
-
-var _ = io.EOF
-var _ = syscall.ENOTDIR
-var _ = slog.Default

@@ -424,11 +424,30 @@ func (s *Server) Stop() {
 	// Stop the listener so it forks no more, then kill its descendants
 	// while they are still its descendants, then the listener.
 	syscall.Kill(pid, syscall.SIGSTOP)
-	for _, p := range descendants(pid) {
+	kids := descendants(pid)
+	for _, p := range kids {
 		syscall.Kill(p, syscall.SIGKILL)
 	}
 	cmd.Process.Kill()
 	<-exit
+	// SIGKILL is delivered asynchronously; wait until they are gone (or
+	// zombies: once reparented, nobody may reap them in a container).
+	deadline := time.Now().Add(5 * time.Second)
+	for _, p := range kids {
+		for alive(p) && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+}
+
+// alive reports whether pid exists and is not a zombie.
+func alive(pid int) bool {
+	stat, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return false
+	}
+	i := bytes.LastIndexByte(stat, ')')
+	return i < 0 || !bytes.HasPrefix(bytes.TrimSpace(stat[i+1:]), []byte("Z"))
 }
 
 // Restart stops sshd and starts it again on the same port with the same

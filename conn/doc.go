@@ -1,0 +1,108 @@
+// Package conn is remotefs's link to one server: SSH + SFTP over plain
+// OpenSSH, nothing installed remotely.
+//
+// # What it owns
+//
+//   - Naming: ParseSpec reads HOST:PATH (scp syntax).
+//   - Resolving a host the way `ssh HOST` does (Resolve, Target): the
+//     user's ~/.ssh/config (or Options.ConfigFile, like ssh -F) and
+//     /etc/ssh/ssh_config, with Host patterns, Include, Match all/host/
+//     originalhost, tokens (%h %p %r %u %d ...), ~ and ${ENV}; HostName,
+//     User, Port, IdentityFile, IdentitiesOnly, IdentityAgent,
+//     UserKnownHostsFile, GlobalKnownHostsFile, HostKeyAlias, ProxyJump,
+//     ConnectTimeout, ServerAliveInterval/CountMax.
+//   - Dialing (Dial): TCP, or through each ProxyJump hop in turn; the ssh
+//     handshake with the host key verified against known_hosts (never
+//     trusted silently: StrictHostKeyChecking no/accept-new is ignored with
+//     a warning), host key algorithms ordered by what known_hosts holds for
+//     the host; public key authentication with the agent's keys and the
+//     identity files; the SFTP session; the remote root (relative to the
+//     remote home unless absolute) checked to be a directory.
+//   - The Remote implementation (Client): root-relative paths that cannot
+//     escape the root, errors mapped to io/fs sentinels, ErrNotEmpty,
+//     ErrUnsupported and syscall errnos (OpenSSH answers a bare "Failure"
+//     for EEXIST, ENOTEMPTY and friends; a look at the path tells them
+//     apart), atomic uploads (PutAtomic), OpenSSH extensions
+//     (posix-rename, hardlink, statvfs, fsync), and Exec for server-side
+//     helpers.
+//   - Liveness: keepalive, operation deadlines, and reconnection
+//     (Manager).
+//
+// It holds no cache and no policy about offline writes: that is cache's.
+//
+// # Errors
+//
+// Every Dial error is one line that names the host and says what to do.
+// errors.Is tells the kinds apart: ErrOffline (DNS, refused, timeout, link
+// lost: may work later), ErrHostKeyUnknown, ErrHostKeyChanged, ErrAuth
+// (and ErrKeyPassphrase), ErrRemotePath, ErrConfig, ErrSpec. Remote
+// methods return *fs.PathError with the root-relative path; the server's
+// own text stays in the message.
+//
+// # Timeouts
+//
+//   - ConnectTimeout (ssh_config ConnectTimeout, default 10s) bounds the
+//     TCP connect plus the ssh handshake of each hop.
+//   - OpTimeout (default 20s) bounds each remote operation: it fails when
+//     the server has sent nothing for that long while the operation waits
+//     (time spent in the caller's reader or writer does not count), so a
+//     long transfer that keeps moving is never cut, and a hung server or
+//     dead link is noticed. When it passes, the connection is declared dead
+//     and closed, and the call returns an error wrapping ErrOffline.
+//   - The caller's ctx ends only the call (its error is ctx.Err()); the
+//     connection stays up, since a short caller deadline says nothing about
+//     the link.
+//   - Keepalive (ssh_config ServerAliveInterval/CountMax, default 5s x 3):
+//     a keepalive@openssh.com request is kept outstanding; when no reply
+//     has come for interval*count the connection is closed. This is what
+//     notices an idle link whose packets vanish without a TCP reset.
+//   - Manager redials 1s, 2s, 4s ... 30s apart (±20%), the delay reset
+//     after a connection that lasted 30s.
+//   - Exec has no operation deadline (helpers such as watchers run long);
+//     only ctx ends it (the command gets SIGKILL).
+//
+// # Concurrency, and how it could hang (and why it does not)
+//
+// Client and Manager are safe for concurrent use. Manager's mutex is never
+// held across network I/O; its lock order is notifyMu, then mu.
+//
+//   - pkg/sftp calls take no context and block until the server answers.
+//     Each call therefore runs on its own goroutine while the caller waits
+//     on ctx, the operation deadline and the connection's death. On the
+//     deadline the transport is closed: every read and write blocked on it
+//     fails, pkg/sftp fails every pending request with "connection lost",
+//     and the goroutine ends. Nobody waits for it meanwhile.
+//   - pkg/sftp holds a mutex while writing a request; on a blackholed link
+//     with a full TCP window that write blocks, and so does every other
+//     sender. Closing the TCP connection (the first hop's, for ProxyJump)
+//     fails the write and releases the mutex. Closing the other hops may
+//     try to send through a dead link, so it happens in the background.
+//   - ssh.NewClientConn takes no context: the handshake runs on its own
+//     goroutine and the connection is closed when ConnectTimeout or ctx
+//     ends it.
+//   - The keepalive request blocks until a reply that may never come; it
+//     runs on its own goroutine and the deadline is kept by a ticker.
+//   - After a call returns early (ctx ended, deadline), the operation never
+//     touches the caller's buffer, reader or writer again: reads go through
+//     a buffer of the Client's own, and the caller's reader/writer are
+//     guarded. Abandoning waits for a Read or Write already inside the
+//     caller's reader/writer to return, so a caller reader/writer that
+//     blocks forever would block that call: the one hang left in the
+//     caller's hands.
+//   - Manager calls onState one at a time, holding notifyMu but not mu;
+//     State, Client and the Remote methods stay usable from the callback,
+//     but Connect, StartOffline and Close must not be called from it (they
+//     would wait for the callback to return).
+//   - While a Manager has no live connection every Remote call fails at
+//     once with ErrOffline: nothing waits for a redial.
+//
+// # Not supported
+//
+// ProxyCommand (Dial says so; use ProxyJump), Match criteria other than
+// all/host/originalhost (the block is ignored with a warning), certificates
+// as user identities (CertificateFile), password and keyboard-interactive
+// authentication, writing to known_hosts, CheckHostIP. Relative
+// IdentityFile and UserKnownHostsFile names are taken relative to the home
+// directory, and Options.Home (default $HOME, unlike ssh, which reads the
+// password database) is what ~ means everywhere, Include included.
+package conn
