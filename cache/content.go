@@ -171,6 +171,7 @@ func (s *Store) ensureContent(ctx context.Context, ino Ino) error {
 			// A content file that does not match its entry (truncated,
 			// deleted by hand) is never served: fetch it again.
 			if fi, err := os.Stat(s.contentPath(ino)); err == nil && fi.Size() == e.size {
+				s.touchContentLocked(e)
 				s.mu.Unlock()
 				return nil
 			}
@@ -258,6 +259,8 @@ func (s *Store) fetch(ctx context.Context, ino Ino, p string, gen uint64) error 
 	e.content = contentClean
 	e.checked = s.now()
 	s.dirtyIno[ino] = true
+	s.touchContentLocked(e)
+	s.evictLocked(ino)
 	return nil
 }
 
@@ -348,6 +351,7 @@ func (h *Handle) Flush() error {
 		e.size = fi.Size()
 	}
 	s.dirtyIno[h.ino] = true
+	s.touchContentLocked(e)
 	p := s.pathOf(e)
 	if e.content == contentDirty && !s.hasUnstartedPut(h.ino, p) {
 		return s.enqueueLocked(&op{Kind: opPut, Path: p, Ino: h.ino})

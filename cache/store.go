@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hashicorp/golang-lru/v2/simplelru"
 	bolt "go.etcd.io/bbolt"
 
 	"remotefs/conn"
@@ -54,6 +55,9 @@ type Options struct {
 	// DirTTL: how long a listing is trusted before it is refreshed in the
 	// background. Default 10s.
 	DirTTL time.Duration
+	// CacheSize bounds the content kept on disk; least recently used clean
+	// content is evicted beyond it. Default 10 GiB; negative: no limit.
+	CacheSize int64
 	// Uploads is how many journal operations on unrelated paths are applied
 	// to the server at once. Default 8.
 	Uploads int
@@ -95,6 +99,8 @@ type Store struct {
 	writerErrAt time.Time
 	conflicts   []Conflict
 	closed      bool
+	recent      *simplelru.LRU[Ino, int64] // content present, by last use
+	recentBytes int64                      // sum of recent's sizes
 }
 
 type fetchCall struct {
@@ -126,6 +132,9 @@ func Open(opts Options) (*Store, error) {
 	}
 	if opts.DirTTL == 0 {
 		opts.DirTTL = 10 * time.Second
+	}
+	if opts.CacheSize == 0 {
+		opts.CacheSize = 10 << 30
 	}
 	if opts.Uploads <= 0 {
 		opts.Uploads = 8
@@ -173,7 +182,7 @@ func Open(opts Options) (*Store, error) {
 		entries: map[Ino]*entry{}, pendingPath: map[string]int{},
 		dirtyIno: map[Ino]bool{}, deletedIno: map[Ino]bool{},
 		fetching: map[Ino]*fetchCall{}, listing: map[Ino]*fetchCall{},
-		nextIno: RootIno + 1, nextSeq: 1,
+		nextIno: RootIno + 1, nextSeq: 1, recent: newRecency(),
 	}
 	s.cond = sync.NewCond(&s.mu)
 	if err := s.load(); err != nil {
@@ -333,7 +342,11 @@ func (s *Store) cleanContentDir() {
 				s.dirtyIno[e.ino] = true
 			}
 		}
+		if e.content != contentNone {
+			s.touchContentLocked(e)
+		}
 	}
+	s.evictLocked(0)
 }
 
 // Close stops the journal writer (pending operations stay in the journal

@@ -492,3 +492,56 @@ func TestLockFileRenamesWhileUploadInFlightAreNoConflict(t *testing.T) {
 		t.Fatal("config.lock left on the server")
 	}
 }
+
+func TestEvictionKeepsDirtyAndPinnedContent(t *testing.T) {
+	e := newEnv(t)
+	e.s.mu.Lock()
+	e.s.opts.CacheSize = 100
+	e.s.mu.Unlock()
+	body := strings.Repeat("x", 40)
+	for _, n := range []string{"keep/p1", "a1", "a2", "a3", "a4", "a5"} {
+		e.server(n, body)
+	}
+	os.WriteFile(filepath.Join(e.dir, PinnedFile), []byte("keep\n"), 0o600)
+	// A dirty file that cannot be uploaded yet.
+	e.remote.mu.Lock()
+	e.remote.putErr = errors.New("server says no")
+	e.remote.mu.Unlock()
+	e.mustWrite("dirty.txt", strings.Repeat("d", 60))
+	e.mustRead("keep/p1")
+	for _, n := range []string{"a1", "a2", "a3", "a4", "a5"} {
+		e.mustRead(n)
+	}
+	e.s.mu.Lock()
+	total := e.s.recentBytes
+	states := map[string]contentState{}
+	for _, n := range []string{"dirty.txt", "keep/p1", "a1", "a5"} {
+		_, c, _ := e.s.lookupPathLocked(n)
+		states[n] = c.content
+	}
+	e.s.mu.Unlock()
+	if states["dirty.txt"] != contentDirty {
+		t.Fatalf("dirty content was evicted")
+	}
+	if states["keep/p1"] == contentNone {
+		t.Fatalf("pinned content was evicted")
+	}
+	if states["a1"] != contentNone {
+		t.Fatalf("least recently used clean content was not evicted (total %d)", total)
+	}
+	if states["a5"] == contentNone {
+		t.Fatalf("the most recent file was evicted")
+	}
+	// Evicted content is fetched again on demand.
+	if got := e.mustRead("a1"); got != body {
+		t.Fatalf("a1 after eviction = %q", got)
+	}
+	// And the dirty file still reaches the server when it can.
+	e.remote.mu.Lock()
+	e.remote.putErr = nil
+	e.remote.mu.Unlock()
+	e.flush()
+	if got := e.serverContent("dirty.txt"); got != strings.Repeat("d", 60) {
+		t.Fatalf("server dirty.txt = %q", got)
+	}
+}

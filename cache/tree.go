@@ -219,6 +219,7 @@ func (s *Store) dropContent(e *entry) {
 	os.Remove(s.contentPath(e.ino))
 	e.content = contentNone
 	s.dirtyIno[e.ino] = true
+	s.forgetContentLocked(e.ino)
 }
 
 // removeSubtree forgets e and everything under it. Dirty content under it
@@ -237,6 +238,7 @@ func (s *Store) removeSubtree(e *entry) {
 	if !s.hasPendingPut(e.ino) {
 		os.Remove(s.contentPath(e.ino))
 	}
+	s.forgetContentLocked(e.ino)
 	delete(s.entries, e.ino)
 	delete(s.dirtyIno, e.ino)
 	s.deletedIno[e.ino] = true

@@ -252,6 +252,13 @@ func (w *world) writeServer(rel, content string, mode os.FileMode) {
 // latency and dead-link tests) under the ssh_config alias "proxybox".
 func (w *world) viaProxy() *netproxy.Proxy {
 	w.t.Helper()
+	return w.viaProxyWith("")
+}
+
+// viaProxyWith is viaProxy with extra ssh_config lines for the proxybox
+// host (e.g. "ServerAliveInterval 1").
+func (w *world) viaProxyWith(extraConfig string) *netproxy.Proxy {
+	w.t.Helper()
 	p, err := netproxy.New("127.0.0.1:0", w.srv.Addr)
 	if err != nil {
 		w.t.Fatal(err)
@@ -270,6 +277,11 @@ func (w *world) viaProxy() *netproxy.Proxy {
 	}
 	fmt.Fprintf(cfg, "\nHost proxybox\n  HostName 127.0.0.1\n  Port %s\n  User %s\n  IdentityFile %s\n  IdentitiesOnly yes\n  IdentityAgent none\n  UserKnownHostsFile %s\n  GlobalKnownHostsFile /dev/null\n",
 		port, w.srv.User, w.srv.UserKeyFile, w.srv.KnownHostsFile)
+	for _, line := range strings.Split(extraConfig, "\n") {
+		if strings.TrimSpace(line) != "" {
+			fmt.Fprintf(cfg, "  %s\n", strings.TrimSpace(line))
+		}
+	}
 	cfg.Close()
 	w.alias = "proxybox"
 	return p

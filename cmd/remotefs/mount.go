@@ -35,6 +35,13 @@ type mountConfig struct {
 	OpTimeout   time.Duration
 	ConnTimeout time.Duration
 	AllowOther  bool
+	ReadOnly    bool   // --read-only, -o ro: online, but refuses changes
+	NoExec      bool   // --noexec, -o noexec (applied by a root bind remount)
+	CacheSize   int64  // --cache-size; 0: the cache's default, <0: no limit
+	ConfigFile  string // --config, or "" for the default file
+	// From the config file only (see config.go); the mount wires them.
+	Ignore        []string // glob patterns the mount leaves out
+	ServerFolders []string // folders the server's programs write to
 }
 
 const mountUsage = `Usage: remotefs mount [flags] HOST:PATH MOUNTPOINT
@@ -49,12 +56,22 @@ Examples:
   remotefs mount gpu-box:projects ~/remote        # ~/projects on gpu-box
   remotefs mount alice@10.0.0.5:/srv/code ~/code   # absolute remote path
   remotefs mount --offline gpu-box:projects ~/remote   # from the cache only
+  remotefs gpu-box:projects ~/remote -o ro,attr_ttl=5s  # mount(8) form
+
+Every flag also has an -o form (-o cache_dir=/x,offline), as used by
+mount -t fuse.remotefs and /etc/fstab: see remotefs help fstab. Defaults
+for every flag can be set in ~/.config/remotefs/config.toml: see
+remotefs help config. Flags on the command line win over the file.
 
 Flags:
 `
 
 func parseMountFlags(args []string) (*mountConfig, error) {
 	cfg := &mountConfig{}
+	args, err := expandMountOptions(args)
+	if err != nil {
+		return nil, err
+	}
 	fl := flag.NewFlagSet("mount", flag.ContinueOnError)
 	fl.SetOutput(io.Discard)
 	fl.BoolVar(&cfg.Foreground, "foreground", false, "stay attached and log to stderr")
@@ -68,7 +85,11 @@ func parseMountFlags(args []string) (*mountConfig, error) {
 	fl.DurationVar(&cfg.KernelTTL, "kernel-ttl", time.Second, "how long the kernel caches names and attributes")
 	fl.DurationVar(&cfg.OpTimeout, "op-timeout", 10*time.Second, "longest a single server operation may take before the link counts as dead")
 	fl.DurationVar(&cfg.ConnTimeout, "connect-timeout", 10*time.Second, "dial timeout (ssh_config ConnectTimeout wins)")
+	fl.Var(sizeFlag{&cfg.CacheSize}, "cache-size", "most file content to keep cached, e.g. 10G, 500M (least recently used clean files are evicted; unsent changes never are) (default 10G)")
 	fl.BoolVar(&cfg.AllowOther, "allow-other", false, "let other users access the mount (needs user_allow_other in /etc/fuse.conf)")
+	fl.BoolVar(&cfg.ReadOnly, "read-only", false, "mount read-only: online, but refuse every change (-o ro)")
+	fl.BoolVar(&cfg.NoExec, "noexec", false, "programs on the mount cannot be executed (enforced when mounted by root)")
+	fl.StringVar(&cfg.ConfigFile, "config", "", "config file (default $XDG_CONFIG_HOME/remotefs/config.toml)")
 	help := fl.Bool("help", false, "show this help")
 	if err := fl.Parse(reorderFlags(fl, args)); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -91,6 +112,13 @@ func parseMountFlags(args []string) (*mountConfig, error) {
 		return nil, err
 	}
 	cfg.Spec = spec
+	fileCfg, err := loadConfig(cfg.ConfigFile)
+	if err != nil {
+		return nil, err
+	}
+	if err := applyConfig(fileCfg, fl, spec, cfg); err != nil {
+		return nil, err
+	}
 	mp, err := checkMountpoint(fl.Arg(1))
 	if err != nil {
 		return nil, err
@@ -261,9 +289,23 @@ func cmdMount(ctx context.Context, args []string) error {
 		return err
 	}
 	if cfg.Foreground {
-		return serveMount(ctx, cfg, nil)
+		if cfg.NoExec {
+			stop := make(chan struct{})
+			defer close(stop)
+			go enforceNoExecWhenMounted(cfg.Mountpoint, stop)
+		}
+		return serveMount(ctx, cfg, nil, nil)
 	}
-	return startDaemon(ctx, cfg, args)
+	if err := startDaemon(ctx, cfg, args); err != nil {
+		return err
+	}
+	if cfg.NoExec {
+		if err := applyNoExec(cfg.Mountpoint); err != nil {
+			exec.Command("fusermount3", "-u", cfg.Mountpoint).Run()
+			return err
+		}
+	}
+	return nil
 }
 
 // daemonCommand is the hidden subcommand the background process runs.
@@ -280,6 +322,7 @@ func startDaemon(ctx context.Context, cfg *mountConfig, args []string) error {
 	if err != nil {
 		return err
 	}
+	rotateLog(logPath, maxLogSize)
 	logFile, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		return fmt.Errorf("log file: %w", err)
@@ -306,6 +349,12 @@ func startDaemon(ctx context.Context, cfg *mountConfig, args []string) error {
 	msg, _ := io.ReadAll(io.LimitReader(pr, 64*1024))
 	pr.Close()
 	text := strings.TrimSpace(string(msg))
+	// The daemon may send warnings before its verdict.
+	for strings.HasPrefix(text, "warning: ") {
+		line, rest, _ := strings.Cut(text, "\n")
+		fmt.Fprintln(os.Stderr, "remotefs: "+line)
+		text = strings.TrimSpace(rest)
+	}
 	if text == "ok" {
 		go func() { <-exited }()
 		return nil
@@ -361,7 +410,33 @@ func cmdDaemon(ctx context.Context, args []string) error {
 		report(err)
 		return err
 	}
-	err = serveMount(ctx, cfg, report)
+	warn := func(msg string) {
+		if ready != nil {
+			fmt.Fprintln(ready, "warning: "+strings.ReplaceAll(msg, "\n", " "))
+		}
+		fmt.Fprintln(os.Stderr, "warning: "+msg)
+	}
+	err = serveMount(ctx, cfg, report, warn)
 	report(err)
 	return err
 }
+
+// sizeFlag parses sizes like 10G, 500M, 1.5GiB, 4096.
+type sizeFlag struct{ p *int64 }
+
+func (f sizeFlag) String() string {
+	if f.p == nil || *f.p == 0 {
+		return ""
+	}
+	return humanBytes(*f.p)
+}
+
+func (f sizeFlag) Set(s string) error {
+	n, err := parseSize(s)
+	if err != nil {
+		return err
+	}
+	*f.p = n
+	return nil
+}
+

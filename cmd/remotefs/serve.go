@@ -21,7 +21,11 @@ import (
 
 // serveMount connects, opens the cache, mounts, reports readiness through
 // ready (nil in --foreground) and serves until unmounted or signalled.
-func serveMount(ctx context.Context, cfg *mountConfig, ready func(error)) error {
+// warn shows a message to the user who ran mount (nil: stderr).
+func serveMount(ctx context.Context, cfg *mountConfig, ready func(error), warn func(string)) error {
+	if warn == nil {
+		warn = func(msg string) { fmt.Fprintln(os.Stderr, "remotefs: warning: "+msg) }
+	}
 	level := slog.LevelInfo
 	if cfg.Debug {
 		level = slog.LevelDebug
@@ -53,7 +57,7 @@ func serveMount(ctx context.Context, cfg *mountConfig, ready func(error)) error 
 				return fmt.Errorf("%v, and there is no cache of %s to show offline", err, cfg.Spec)
 			}
 			log.Warn("server unreachable; starting offline from the cache and reconnecting in the background", "err", err)
-			fmt.Fprintf(os.Stderr, "remotefs: warning: %v; mounted offline (read-only) from the cache, reconnecting in the background\n", err)
+			warn(fmt.Sprintf("%v; mounting offline (read-only) from the cache and reconnecting in the background", err))
 			mgr.StartOffline()
 		}
 	} else if !hasCache {
@@ -61,8 +65,8 @@ func serveMount(ctx context.Context, cfg *mountConfig, ready func(error)) error 
 	}
 
 	opts := cache.Options{
-		Dir: cfg.CacheDir, ReadOnly: cfg.Offline,
-		AttrTTL: cfg.AttrTTL, DirTTL: cfg.DirTTL, Logger: log,
+		Dir: cfg.CacheDir, ReadOnly: cfg.Offline || cfg.ReadOnly,
+		AttrTTL: cfg.AttrTTL, DirTTL: cfg.DirTTL, CacheSize: cfg.CacheSize, Logger: log,
 	}
 	if mgr != nil {
 		opts.Remote = mgr
@@ -73,6 +77,9 @@ func serveMount(ctx context.Context, cfg *mountConfig, ready func(error)) error 
 		return err
 	}
 	defer store.Close()
+	if err := writeCacheInfo(cfg); err != nil {
+		log.Warn("could not record the remote in the cache directory", "err", err)
+	}
 
 	mopts := []fuse.MountOption{
 		fuse.FSName("remotefs:" + cfg.Spec.String()),
@@ -84,7 +91,7 @@ func serveMount(ctx context.Context, cfg *mountConfig, ready func(error)) error 
 		// long after the write was accepted.
 		fuse.DefaultPermissions(),
 	}
-	if cfg.Offline {
+	if cfg.Offline || cfg.ReadOnly {
 		mopts = append(mopts, fuse.ReadOnly())
 	}
 	if cfg.AllowOther {
@@ -176,7 +183,7 @@ func (d *daemon) status() *control.Status {
 	st := d.store.Status()
 	out := &control.Status{
 		Mountpoint: d.cfg.Mountpoint, Remote: d.cfg.Spec.String(), PID: os.Getpid(),
-		ReadOnly: d.cfg.Offline, Pending: st.Pending, PendingBytes: st.PendingBytes,
+		ReadOnly: d.cfg.Offline || d.cfg.ReadOnly, Pending: st.Pending, PendingBytes: st.PendingBytes,
 		UploadError: st.LastError, CacheDir: d.cfg.CacheDir, CacheBytes: st.CacheBytes,
 		CachedEntries: st.Entries, Conflicts: []control.Conflict{},
 	}
@@ -204,6 +211,8 @@ func (d *daemon) handle(ctx context.Context, req control.Request, progress func(
 			return control.Reply{Error: err.Error(), Status: d.status()}
 		}
 		return control.Reply{Status: d.status()}
+	case "run":
+		return d.runCommand(ctx, req, progress)
 	case "unmount":
 		if !req.Force {
 			if err := d.flush(ctx, progress); err != nil {
