@@ -9,6 +9,12 @@
 #   make fuzz    every Fuzz* target, FUZZTIME each (default 20s)
 #   make bench   go run ./bench
 #   make clean   remove bin/
+#   make install     bin/remotefs to $(PREFIX)/bin (default /usr/local), so
+#                    that mount -t fuse.remotefs and fstab find it, and the
+#                    systemd user unit to $(PREFIX)/lib/systemd/user
+#                    (builds first if bin/remotefs is missing; after a code
+#                    change: make build && sudo make install)
+#   make uninstall   remove them
 #
 # Works as root, or as a user with sudo (scripts/install-deps.sh asks sudo
 # only for apt-get and only when something is missing).
@@ -16,8 +22,10 @@
 SHELL := /bin/bash
 GO ?= go
 FUZZTIME ?= 20s
+PREFIX ?= /usr/local
+DESTDIR ?=
 
-.PHONY: all build deps test stress fuzz bench demo clean
+.PHONY: all build deps test stress fuzz bench demo clean install uninstall
 
 all: build
 
@@ -47,3 +55,14 @@ demo:
 
 clean:
 	rm -rf bin
+
+install:
+	@test -x bin/remotefs || $(MAKE) build
+	install -D -m 0755 bin/remotefs $(DESTDIR)$(PREFIX)/bin/remotefs
+	install -d $(DESTDIR)$(PREFIX)/lib/systemd/user
+	sed 's|/usr/local/bin/remotefs|$(PREFIX)/bin/remotefs|g' contrib/systemd/remotefs@.service \
+		> $(DESTDIR)$(PREFIX)/lib/systemd/user/remotefs@.service
+	chmod 0644 $(DESTDIR)$(PREFIX)/lib/systemd/user/remotefs@.service
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/remotefs $(DESTDIR)$(PREFIX)/lib/systemd/user/remotefs@.service

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 )
 
@@ -16,6 +17,13 @@ func main() {
 	err := run(ctx, os.Args[1:])
 	stop()
 	if err != nil {
+		var es exitStatus // remotefs run: the remote command's status
+		if errors.As(err, &es) {
+			if es.err != nil {
+				fmt.Fprintf(os.Stderr, "remotefs: %v\n", es.err)
+			}
+			os.Exit(es.code)
+		}
 		var ue usageError
 		if errors.As(err, &ue) {
 			fmt.Fprintf(os.Stderr, "remotefs: %v\n", err)
@@ -48,7 +56,13 @@ Usage:
   remotefs unmount [--force] MOUNTPOINT         deliver pending writes, then unmount
   remotefs flush MOUNTPOINT                     wait until every write is on the server
   remotefs status [--json] [MOUNTPOINT]         show mounts, pending writes, conflicts
+  remotefs run [--] COMMAND [ARGS...]           run COMMAND on the server, in the folder
+                                                matching the current one (after a flush)
+  remotefs cache list|clear|pin ...             manage the local caches
+  remotefs help [COMMAND|TOPIC]                 help on a command, or on a topic:
+                                                config, fstab, ssh, cache
   remotefs version                              print the version
+  remotefs HOST:PATH MOUNTPOINT [-o OPTS]       mount(8) form (remotefs help fstab)
 
 HOST is an ssh_config alias or [user@]host; PATH is relative to the remote
 home directory unless absolute ("HOST:" alone is the home directory).
@@ -58,15 +72,24 @@ Examples:
   remotefs status
   remotefs unmount ~/remote
 
-Run "remotefs COMMAND --help" for the flags of a command.
+Run "remotefs COMMAND --help" for the flags of a command, and
+"remotefs help TOPIC" for the config file (config), mount(8) and
+/etc/fstab (fstab), what is read from ~/.ssh/config (ssh) and the cache
+(cache).
 `
 
 func run(ctx context.Context, args []string) error {
+	fixUserEnv(isMountHelperForm(args))
 	if len(args) == 0 {
 		fmt.Fprint(os.Stderr, topUsage)
 		return usagef("no command given")
 	}
 	cmd, rest := args[0], args[1:]
+	if isMountHelperForm(args) {
+		// mount -t fuse.remotefs / fstab: remotefs HOST:PATH MOUNTPOINT -o OPTS
+		args[0] = strings.TrimPrefix(args[0], "remotefs#")
+		return cmdMount(ctx, args)
+	}
 	switch cmd {
 	case "mount":
 		return cmdMount(ctx, rest)
@@ -76,12 +99,15 @@ func run(ctx context.Context, args []string) error {
 		return cmdFlush(ctx, rest)
 	case "status":
 		return cmdStatus(ctx, rest)
+	case "run":
+		return cmdRun(ctx, rest)
+	case "cache":
+		return cmdCache(ctx, rest)
 	case "version", "--version", "-V":
 		fmt.Println("remotefs", version())
 		return nil
 	case "help", "--help", "-h":
-		fmt.Print(topUsage)
-		return nil
+		return cmdHelp(ctx, rest)
 	case daemonCommand:
 		return cmdDaemon(ctx, rest)
 	}

@@ -2,6 +2,10 @@
 // mount's daemon: one unix socket per mount in the user's runtime
 // directory (mode 0700 directory, 0600 socket), one JSON request per
 // connection, answered by zero or more progress lines and one final reply.
+//
+// A request may carry open files (SCM_RIGHTS on the request's bytes), and
+// the client may keep writing JSON messages after it: "run" (run.go) uses
+// both. The handler sees them through Request.Stream.
 package control
 
 import (
@@ -21,8 +25,13 @@ import (
 
 // Request is what the CLI asks a daemon.
 type Request struct {
-	Cmd   string `json:"cmd"` // status, flush, unmount
-	Force bool   `json:"force,omitempty"`
+	Cmd   string      `json:"cmd"` // status, flush, unmount, run
+	Force bool        `json:"force,omitempty"`
+	Run   *RunRequest `json:"run,omitempty"` // for run (see run.go)
+
+	// Stream is set by Serve on the daemon side: the files passed with the
+	// request and the client's later messages (see run.go).
+	Stream *Stream `json:"-"`
 }
 
 // Reply is one line from the daemon. Progress lines have Progress set;
@@ -153,16 +162,21 @@ func Serve(l net.Listener, handle func(ctx context.Context, req Request, progres
 		}
 		go func() {
 			defer c.Close()
+			// Read through recvmsg so files passed with the request
+			// (SCM_RIGHTS) are received, not dropped.
+			in := &fileReader{c: c}
+			defer in.closeUnclaimed()
+			dec := json.NewDecoder(in)
 			var req Request
-			if err := json.NewDecoder(c).Decode(&req); err != nil {
+			if err := dec.Decode(&req); err != nil {
 				return
 			}
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
-			enc := json.NewEncoder(c)
-			r := handle(ctx, req, func(p string) { enc.Encode(Reply{Progress: p}) })
+			req.Stream = &Stream{in: in, dec: dec, enc: json.NewEncoder(c)}
+			r := handle(ctx, req, func(p string) { req.Stream.Send(Reply{Progress: p}) })
 			r.Done = true
-			enc.Encode(r)
+			req.Stream.Send(r)
 		}()
 	}
 }

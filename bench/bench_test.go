@@ -1,0 +1,189 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"remotefs/internal/sshdtest"
+)
+
+// logWriter sends progress lines to the test log.
+type logWriter struct{ t *testing.T }
+
+func (w logWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+func requireEnv(t *testing.T, env, msg string) {
+	t.Helper()
+	if os.Getenv(env) == "1" {
+		t.Fatalf("%s (%s=1)", msg, env)
+	}
+	t.Skip(msg)
+}
+
+// TestQuickBench runs the whole benchmark in a tiny configuration and
+// checks the table is complete and has no failed cells. It asserts no
+// timing: only that every system got through every step with the right
+// results (the steps themselves check walk entries, git status output,
+// grep hits, saved content on the server and the big file's bytes).
+func TestQuickBench(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs sshd, FUSE mounts and sshfs (about 30s)")
+	}
+	if _, err := sshdtest.FindSSHD(); err != nil {
+		requireEnv(t, "REMOTEFS_REQUIRE_SSHD", err.Error())
+	}
+	_, errDev := os.Stat("/dev/fuse")
+	_, errBin := exec.LookPath("fusermount3")
+	if errDev != nil || errBin != nil {
+		requireEnv(t, "REMOTEFS_REQUIRE_FUSE", fmt.Sprintf("FUSE not usable here (/dev/fuse: %v, fusermount3: %v)", errDev, errBin))
+	}
+	_, errSSHFS := exec.LookPath("sshfs")
+
+	cfg, err := parseFlags([]string{"-quick", "-rtt", "4ms", "-files", "40", "-saves", "3", "-bigfile", "2MiB", "-step-timeout", "90s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.progress = logWriter{t}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	rep, err := run(ctx, cfg)
+	if rep == nil {
+		t.Fatalf("no report: %v", err)
+	}
+	text := rep.render()
+	t.Logf("report:\n%s", text)
+	if err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	if mounted := mountsUnder(os.TempDir(), "remotefs-bench-"); len(mounted) > 0 {
+		t.Errorf("mounts left behind: %v", mounted)
+	}
+
+	// Parse the table.
+	var header []string
+	rows := map[string][]string{}
+	var order []string
+	for _, line := range strings.Split(text, "\n") {
+		if !strings.HasPrefix(line, "|") {
+			continue
+		}
+		var cells []string
+		for _, c := range strings.Split(strings.Trim(line, "|"), "|") {
+			cells = append(cells, strings.TrimSpace(c))
+		}
+		switch {
+		case header == nil:
+			header = cells
+		case strings.HasPrefix(cells[0], "---"):
+		default:
+			rows[cells[0]] = cells[1:]
+			order = append(order, cells[0])
+		}
+	}
+	wantHeader := []string{"step", "remotefs cold", "sshfs cold", "ratio", "remotefs warm", "sshfs warm", "ratio", "local"}
+	if strings.Join(header, "|") != strings.Join(wantHeader, "|") {
+		t.Fatalf("table header %q, want %q", header, wantHeader)
+	}
+	wantRows := []string{"mount", "walk: lstat all", "git status", "grep -r over",
+		"save (in place), median of 3", "save: close to on-server", "safe-save (tmp+fsync+rename), median of 3",
+		"safe-save: close to on-server", "bigread 2 MiB"}
+	if len(order) != len(wantRows) {
+		t.Errorf("table has %d rows, want %d: %q", len(order), len(wantRows), order)
+	}
+	for i, prefix := range wantRows {
+		if i >= len(order) || !strings.HasPrefix(order[i], prefix) {
+			t.Errorf("row %d should start with %q; rows: %q", i, prefix, order)
+			continue
+		}
+		cells := rows[order[i]]
+		rowBad := false
+		for _, c := range cells {
+			rowBad = rowBad || c == "error" || c == "timeout" || c == "skipped"
+		}
+		for j, c := range cells {
+			col := header[j+1]
+			switch {
+			case c == "error" || c == "timeout" || c == "skipped":
+				t.Errorf("%s / %s: %s", order[i], col, c)
+			case c == "n/a":
+				if !strings.HasPrefix(col, "sshfs") && col != "ratio" || errSSHFS == nil {
+					t.Errorf("%s / %s: n/a although sshfs is installed", order[i], col)
+				}
+			case c == "—":
+				// Allowed only where nothing applies: warm and local mount
+				// times, close-to-server for the local disk, ratios of those.
+				mountRow := prefix == "mount" && (col != "remotefs cold" && col != "sshfs cold")
+				localVis := strings.Contains(prefix, "close to on-server") && col == "local"
+				ratioOfBad := col == "ratio" && rowBad
+				if !mountRow && !localVis && !ratioOfBad {
+					t.Errorf("%s / %s: empty cell", order[i], col)
+				}
+			case c == "":
+				t.Errorf("%s / %s: blank cell", order[i], col)
+			}
+		}
+	}
+	if rep.failed() {
+		t.Errorf("the report lists problems (see Problems above)")
+	}
+}
+
+// mountsUnder lists mount points whose path starts with dir/prefix.
+func mountsUnder(dir, prefix string) []string {
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 4 && strings.HasPrefix(unescapeMount(f[4]), strings.TrimRight(dir, "/")+"/"+prefix) {
+			out = append(out, f[4])
+		}
+	}
+	return out
+}
+
+func TestParseHelpers(t *testing.T) {
+	for in, want := range map[string]int64{"256MiB": 256 << 20, "4M": 4e6, "1.5GiB": 3 << 29, "1024": 1024, "2KiB": 2048} {
+		if got, err := parseSize(in); err != nil || got != want {
+			t.Errorf("parseSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for in, want := range map[string]int64{"0": 0, "10MB": 10e6, "100mbit": 12.5e6, "2MiB/s": 2 << 20} {
+		if got, err := parseRate(in); err != nil || got != want {
+			t.Errorf("parseRate(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	if _, err := parseFlags([]string{"-only", "nfs"}); err == nil {
+		t.Error("-only nfs accepted")
+	}
+	cfg, err := parseFlags([]string{"-quick", "-files", "100"})
+	if err != nil || cfg.files != 100 || cfg.rtt != 10*time.Millisecond || cfg.saves != 5 {
+		t.Errorf("-quick -files 100: %+v, %v", cfg, err)
+	}
+	// The project is deterministic and shaped as promised.
+	p1, p2 := generateProject(600), generateProject(600)
+	if len(p1.files) != 600 || len(p1.dirs) != 40 {
+		t.Errorf("600-file project: %d files, %d folders", len(p1.files), len(p1.dirs))
+	}
+	for i := range p1.files {
+		if p1.files[i].path != p2.files[i].path || string(p1.files[i].data) != string(p2.files[i].data) {
+			t.Fatalf("project not deterministic at %s", p1.files[i].path)
+		}
+		if n := len(p1.files[i].data); strings.HasSuffix(p1.files[i].path, ".py") && (n < 200 || n > 20000) {
+			t.Errorf("%s: %d bytes, want 200..20000", p1.files[i].path, n)
+		}
+	}
+	if p1.grepHits == 0 {
+		t.Error("no grep hits in the project")
+	}
+}

@@ -1,0 +1,551 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+
+	"remotefs/internal/netproxy"
+	"remotefs/internal/sshdtest"
+)
+
+const (
+	projDir = "proj"
+	bigPath = "big/big.bin"
+	alias   = "benchbox"
+)
+
+var errCanceled = errors.New("canceled")
+
+type bench struct {
+	cfg   *config
+	rep   *report
+	start time.Time
+	cl    cleanups
+
+	work   string // everything lives here
+	bin    string // the remotefs binary
+	srv    *sshdtest.Server
+	proxy  *netproxy.Proxy
+	alias  string
+	proj   *project
+	gitEnv []string
+}
+
+func (b *bench) logf(format string, args ...any) {
+	if b.cfg.progress == nil {
+		return
+	}
+	fmt.Fprintf(b.cfg.progress, "[%7.1fs] %s\n", time.Since(b.start).Seconds(), fmt.Sprintf(format, args...))
+}
+
+// moduleRoot finds the directory of remotefs's go.mod from the working
+// directory up.
+func moduleRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil && bytes.Contains(b, []byte("module remotefs\n")) {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("run the benchmark inside the remotefs module (go run ./bench)")
+		}
+		dir = parent
+	}
+}
+
+// run sets everything up, measures every selected system and returns the
+// report. The report is returned even when err is not nil (with what was
+// measured).
+func run(ctx context.Context, cfg *config) (rep *report, err error) {
+	b := &bench{cfg: cfg, start: time.Now(), alias: alias}
+	b.rep = newReport(cfg)
+	rep = b.rep
+	defer b.cl.run()
+
+	b.work, err = os.MkdirTemp("", "remotefs-bench-")
+	if err != nil {
+		return rep, err
+	}
+	b.cl.add(func() { b.removeWork() })
+
+	if err := b.setup(ctx); err != nil {
+		rep.notef("setup failed: %v", err)
+		return rep, err
+	}
+	if cfg.hold {
+		return nil, b.hold(ctx)
+	}
+	for _, sys := range cfg.only {
+		if ctx.Err() != nil {
+			break
+		}
+		b.runSystem(ctx, sys)
+	}
+	if ctx.Err() != nil {
+		rep.notef("interrupted: the table is incomplete")
+		return rep, errors.New("interrupted")
+	}
+	return rep, nil
+}
+
+// removeWork removes the work directory unless -keep, or unless a mount
+// could not be cleared (removing through a live mount would delete server
+// files). With errors, logs are copied out first.
+func (b *bench) removeWork() {
+	if b.rep.failed() {
+		logs := filepath.Join(os.TempDir(), "remotefs-bench-logs-"+time.Now().Format("20060102-150405"))
+		if os.MkdirAll(logs, 0o755) == nil {
+			filepath.WalkDir(b.work, func(p string, d os.DirEntry, err error) error {
+				if err != nil {
+					return nil
+				}
+				if d.IsDir() && (d.Name() == projDir || d.Name() == "mnt" || d.Name() == "big" || d.Name() == "cache") {
+					return filepath.SkipDir
+				}
+				if !d.IsDir() && (strings.HasSuffix(p, ".log") || strings.Contains(p, "/state/")) {
+					rel, _ := filepath.Rel(b.work, p)
+					dst := filepath.Join(logs, strings.ReplaceAll(rel, "/", "_"))
+					if data, err := os.ReadFile(p); err == nil {
+						os.WriteFile(dst, data, 0o644)
+					}
+				}
+				return nil
+			})
+			b.rep.notef("logs (sshd, sshfs, remotefs daemon) copied to %s", logs)
+		}
+	}
+	if b.cfg.keep {
+		b.rep.notef("work directory kept: %s", b.work)
+		return
+	}
+	for _, sys := range allSystems {
+		if mnt := filepath.Join(b.work, "mnt-"+sys); mounted(mnt) {
+			b.rep.notef("NOT removing %s: %s is still mounted", b.work, mnt)
+			return
+		}
+	}
+	os.RemoveAll(b.work)
+}
+
+func (b *bench) setup(ctx context.Context) error {
+	cfg := b.cfg
+	root, err := moduleRoot()
+	if err != nil {
+		return err
+	}
+
+	if cfg.bin != "" {
+		if b.bin, err = filepath.Abs(cfg.bin); err != nil {
+			return err
+		}
+	} else {
+		b.logf("building remotefs")
+		b.bin = filepath.Join(b.work, "bin", "remotefs")
+		if _, err := runCmd(ctx, 5*time.Minute, nil, root, "go", "build", "-o", b.bin, "./cmd/remotefs"); err != nil {
+			return fmt.Errorf("building remotefs: %v", err)
+		}
+	}
+
+	if _, err := sshdtest.FindSSHD(); err != nil {
+		return err
+	}
+	b.logf("starting sshd and the latency proxy (rtt %v)", cfg.rtt)
+	b.srv, err = sshdtest.StartServer(filepath.Join(b.work, "sshd"), sshdtest.Options{LogLevel: "INFO"})
+	if err != nil {
+		return fmt.Errorf("starting sshd: %v", err)
+	}
+	b.cl.add(b.srv.Stop)
+	b.proxy, err = netproxy.New("127.0.0.1:0", b.srv.Addr)
+	if err != nil {
+		return err
+	}
+	b.cl.add(b.proxy.Close)
+	b.proxy.SetLatency(cfg.rtt / 2)
+	b.proxy.SetBandwidth(cfg.bandwidth)
+	if err := b.addProxyHost(); err != nil {
+		return err
+	}
+
+	gitHome := filepath.Join(b.work, "githome")
+	os.MkdirAll(gitHome, 0o755)
+	b.gitEnv = append(cleanEnv("HOME", "SSH_AUTH_SOCK", "GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "LC_ALL", "LANG"),
+		"HOME="+gitHome, "LC_ALL=C", "GIT_CONFIG_NOSYSTEM=1", "GIT_TERMINAL_PROMPT=0",
+		"GIT_CONFIG_COUNT=1", "GIT_CONFIG_KEY_0=safe.directory", "GIT_CONFIG_VALUE_0=*",
+		"GIT_AUTHOR_NAME=Bench", "GIT_AUTHOR_EMAIL=bench@example.com",
+		"GIT_COMMITTER_NAME=Bench", "GIT_COMMITTER_EMAIL=bench@example.com",
+		"GIT_AUTHOR_DATE=2026-01-01T00:00:00Z", "GIT_COMMITTER_DATE=2026-01-01T00:00:00Z")
+
+	b.logf("generating the project (%d files) and the big file (%s)", cfg.files, fmtSize(cfg.bigfile))
+	b.proj = generateProject(cfg.files)
+	if err := b.proj.write(filepath.Join(b.srv.Dir, projDir), b.gitEnv); err != nil {
+		return fmt.Errorf("generating the project: %v", err)
+	}
+	if err := writeBigFile(filepath.Join(b.srv.Dir, bigPath), cfg.bigfile); err != nil {
+		return fmt.Errorf("writing the big file: %v", err)
+	}
+	entries, err := walkTree(ctx, filepath.Join(b.srv.Dir, projDir))
+	if err != nil {
+		return err
+	}
+	objects := 0
+	for rel := range entries {
+		if strings.HasPrefix(rel, ".git/objects/") && len(rel) == len(".git/objects/xx/")+38 {
+			objects++
+		}
+	}
+	b.rep.describe(b, len(entries), objects)
+	return nil
+}
+
+// addProxyHost adds "Host benchbox" (through the proxy) to the client's
+// ssh config and the proxy's address to known_hosts.
+func (b *bench) addProxyHost() error {
+	_, port, _ := net.SplitHostPort(b.proxy.Addr())
+	kh, err := os.OpenFile(b.srv.KnownHostsFile, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(kh, "[127.0.0.1]:%s %s\n", port, b.srv.HostKeyPub)
+	if err := kh.Close(); err != nil {
+		return err
+	}
+	cfg, err := os.OpenFile(b.srv.ConfigFile, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(cfg, "\nHost %s\n  HostName 127.0.0.1\n  Port %s\n  User %s\n  IdentityFile %s\n  IdentitiesOnly yes\n  IdentityAgent none\n  UserKnownHostsFile %s\n  GlobalKnownHostsFile /dev/null\n  StrictHostKeyChecking yes\n",
+		b.alias, port, b.srv.User, b.srv.UserKeyFile, b.srv.KnownHostsFile)
+	return cfg.Close()
+}
+
+// cleanEnv is os.Environ without the named variables.
+func cleanEnv(drop ...string) []string {
+	var env []string
+outer:
+	for _, kv := range os.Environ() {
+		for _, d := range drop {
+			if strings.HasPrefix(kv, d+"=") {
+				continue outer
+			}
+		}
+		env = append(env, kv)
+	}
+	return env
+}
+
+// sysState is what one system's run has changed so far.
+type sysState struct {
+	modified  map[string]bool // project files saved (git status shows them)
+	saveFiles []string
+	safeFiles []string
+}
+
+func (b *bench) pickSaveFiles() (saves, safes []string) {
+	py := b.proj.pyFiles
+	n := b.cfg.saves
+	for k := 0; k < 2*n; k++ {
+		f := py[(k*len(py)/(2*n)+k/len(py))%len(py)]
+		if k%2 == 0 {
+			saves = append(saves, f)
+		} else {
+			safes = append(safes, f)
+		}
+	}
+	return saves, safes
+}
+
+func (b *bench) runSystem(ctx context.Context, sys string) {
+	rep := b.rep
+	if sys == "sshfs" {
+		if _, err := exec.LookPath("sshfs"); err != nil {
+			rep.markAll(sys, cell{kind: cellNA})
+			rep.notef("sshfs is not installed: its columns say n/a")
+			b.logf("sshfs not installed: skipped")
+			return
+		}
+	}
+	if sys != "local" {
+		if _, err := os.Stat("/dev/fuse"); err != nil {
+			rep.markAll(sys, cell{kind: cellError, note: "/dev/fuse: " + err.Error()})
+			return
+		}
+	}
+
+	b.logf("%s: regenerating the project on the server", sys)
+	if err := b.proj.write(filepath.Join(b.srv.Dir, projDir), b.gitEnv); err != nil {
+		rep.markAll(sys, cell{kind: cellError, note: "regenerating the project: " + err.Error()})
+		return
+	}
+
+	m := b.newMountPoint(sys)
+	defer m.release()
+
+	st := &sysState{modified: map[string]bool{}}
+	st.saveFiles, st.safeFiles = b.pickSaveFiles()
+
+	// Mount (cold; its time is also added to the first step).
+	b.logf("%s: mounting", sys)
+	var mountTime time.Duration
+	{
+		cells, out := b.within(ctx, m, func(sctx context.Context) map[string]cell {
+			d, err := m.mount(sctx)
+			if err != nil {
+				return map[string]cell{"mount": {kind: cellError, d: d, note: "mount: " + err.Error()}}
+			}
+			return map[string]cell{"mount": {kind: cellOK, d: d}}
+		}, "mount")
+		c := cells["mount"]
+		if out == outcomeTimeout {
+			c = cell{kind: cellTimeout, note: fmt.Sprintf("no mount after %v", b.cfg.stepTimeout)}
+			m.abortFUSE()
+		}
+		if sys == "local" {
+			c = cell{kind: cellDash}
+		}
+		rep.set("mount", sys+"/cold", c)
+		if out != outcomeDone || c.kind == cellError || c.kind == cellTimeout {
+			b.logf("%s: mount failed: %s", sys, c.note)
+			rep.markRest(sys)
+			return
+		}
+		mountTime = c.d
+		b.logf("%s: mounted in %s", sys, fmtDur(mountTime))
+	}
+
+	for _, pass := range []string{"cold", "warm"} {
+		col := sys + "/" + pass
+		for i, step := range b.cfg.steps {
+			if ctx.Err() != nil {
+				rep.markRest(sys)
+				return
+			}
+			cells, out := b.within(ctx, m, func(sctx context.Context) map[string]cell {
+				return b.runStep(sctx, m, st, step, pass)
+			}, step)
+			switch out {
+			case outcomeTimeout:
+				for _, r := range stepRows(step) {
+					rep.set(r, col, cell{kind: cellTimeout, note: fmt.Sprintf("%s %s: no result after %v; mount abandoned", sys, step, b.cfg.stepTimeout)})
+				}
+				b.logf("%s %s %s: TIMEOUT after %v", sys, pass, step, b.cfg.stepTimeout)
+				m.abortFUSE()
+				rep.markRest(sys)
+				return
+			case outcomeInterrupted:
+				rep.markRest(sys)
+				return
+			}
+			if pass == "cold" && i == 0 && addsMount(step) {
+				c := cells[step]
+				if c.kind == cellOK {
+					c.d += mountTime
+					c.note = strings.TrimPrefix(c.note+"; includes the mount ("+fmtDur(mountTime)+")", "; ")
+					cells[step] = c
+				}
+			}
+			for _, r := range stepRows(step) {
+				c, ok := cells[r]
+				if !ok {
+					c = cell{kind: cellDash}
+				}
+				rep.set(r, col, c)
+				b.logf("%s %s %-9s %s", sys, pass, r, c.logString())
+			}
+		}
+	}
+	if sys == "remotefs" {
+		if s, err := m.remotefsStatus(ctx); err != nil {
+			rep.notef("remotefs: %v", err)
+		} else {
+			rep.notef("remotefs after the run: state %s, pending %d (%s), conflicts %d, cache %s, %d cached entries%s%s",
+				s.State, s.Pending, fmtSize(s.PendingBytes), len(s.Conflicts), fmtSize(s.CacheBytes), s.CachedEntries,
+				ifNotEmpty(", last error: ", s.LastError), ifNotEmpty(", upload error: ", s.UploadError))
+			if len(s.Conflicts) > 0 {
+				rep.problemf("remotefs reported %d conflict(s) although nothing but the mount changed the server (see the daemon log)", len(s.Conflicts))
+			}
+			if s.UploadError != "" || s.Pending > 0 {
+				rep.problemf("remotefs: %d write(s) still pending at the end of the run%s", s.Pending, ifNotEmpty(", upload error: ", s.UploadError))
+			}
+		}
+	}
+	m.release()
+	if m.releaseNote != "" {
+		rep.notef("%s: %s", sys, m.releaseNote)
+	}
+	// Nothing but the saved files may have changed on the server: no temp
+	// files or conflict copies left behind.
+	if after, err := walkTree(context.Background(), filepath.Join(b.srv.Dir, projDir)); err == nil {
+		var stray []string
+		for p := range after {
+			if strings.Contains(p, ".bench-save~") || strings.Contains(p, ".conflict-") {
+				stray = append(stray, p)
+			}
+		}
+		if len(stray) > 0 {
+			slices.Sort(stray)
+			rep.problemf("%s left %d stray file(s) on the server after unmount: %s", sys, len(stray), clip(strings.Join(stray, ", "), 500))
+		}
+	}
+	if strings.Contains(m.releaseNote, "STILL MOUNTED") || strings.Contains(m.releaseNote, "needed") || strings.Contains(m.releaseNote, "had to kill") || strings.Contains(m.releaseNote, "unmount failed") {
+		rep.problemf("%s did not unmount cleanly: %s", sys, m.releaseNote)
+	}
+	b.logf("%s: done (%s)", sys, m.releaseNote)
+}
+
+func (b *bench) newMountPoint(sys string) *mountPoint {
+	m := &mountPoint{b: b, name: sys, root: b.srv.Dir, connID: -1}
+	if sys != "local" {
+		m.remote = true
+		m.dir = filepath.Join(b.work, "mnt-"+sys)
+		m.root = m.dir
+		os.MkdirAll(m.dir, 0o755)
+		base := filepath.Join(b.work, sys)
+		m.env = append(b.srv.Env(),
+			"XDG_CACHE_HOME="+filepath.Join(base, "cache"),
+			"XDG_RUNTIME_DIR="+filepath.Join(base, "run"),
+			"XDG_STATE_HOME="+filepath.Join(base, "state"))
+		os.MkdirAll(filepath.Join(base, "run"), 0o700)
+		m.logFile = filepath.Join(b.work, sys+".log")
+	}
+	return m
+}
+
+func ifNotEmpty(prefix, s string) string {
+	if s == "" {
+		return ""
+	}
+	return prefix + s
+}
+
+func addsMount(step string) bool { return step == "walk" || step == "git" || step == "grep" }
+
+// stepRows are the table rows a step fills.
+func stepRows(step string) []string {
+	switch step {
+	case "save":
+		return []string{"save", "savevis"}
+	case "safesave":
+		return []string{"safesave", "safevis"}
+	}
+	return []string{step}
+}
+
+type outcome int
+
+const (
+	outcomeDone outcome = iota
+	outcomeTimeout
+	outcomeInterrupted
+)
+
+// within runs fn with the step timeout. A step stuck in a FUSE call cannot
+// be stopped from here: it is left behind (its mount is then aborted).
+func (b *bench) within(ctx context.Context, m *mountPoint, fn func(context.Context) map[string]cell, what string) (map[string]cell, outcome) {
+	sctx, cancel := context.WithTimeout(ctx, b.cfg.stepTimeout)
+	defer cancel()
+	ch := make(chan map[string]cell, 1)
+	go func() { ch <- fn(sctx) }()
+	select {
+	case r := <-ch:
+		if ctx.Err() != nil {
+			return r, outcomeInterrupted
+		}
+		if sctx.Err() != nil {
+			return r, outcomeTimeout
+		}
+		return r, outcomeDone
+	case <-sctx.Done():
+		// Give a cooperative step a moment to return what it has.
+		select {
+		case r := <-ch:
+			if ctx.Err() != nil {
+				return r, outcomeInterrupted
+			}
+			return r, outcomeTimeout
+		case <-time.After(2 * time.Second):
+		}
+		if ctx.Err() != nil {
+			m.abortFUSE()
+			return nil, outcomeInterrupted
+		}
+		return nil, outcomeTimeout
+	}
+}
+
+func machineInfo() (cpu string, mem string, kernel string) {
+	if data, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(data), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				cpu = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	if cpu == "" {
+		cpu = runtime.GOARCH
+	}
+	if data, err := os.ReadFile("/proc/meminfo"); err == nil {
+		var kb int64
+		if _, err := fmt.Sscanf(string(data), "MemTotal: %d kB", &kb); err == nil {
+			mem = fmt.Sprintf("%.0f GiB RAM", float64(kb)/(1<<20))
+		}
+	}
+	if data, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		kernel = "Linux " + strings.TrimSpace(string(data))
+	}
+	return
+}
+
+func firstLine(name string, args ...string) string {
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil && len(out) == 0 {
+		return ""
+	}
+	line, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
+	return strings.TrimSpace(line)
+}
+
+// execCommand is exec.CommandContext that does not wait forever for
+// output pipes held by stray children.
+func execCommand(ctx context.Context, name string, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.WaitDelay = 5 * time.Second
+	return cmd
+}
+
+// hold mounts the first selected system and waits until ctx ends.
+func (b *bench) hold(ctx context.Context) error {
+	sys := b.cfg.only[0]
+	m := b.newMountPoint(sys)
+	defer m.release()
+	if _, err := m.mount(ctx); err != nil {
+		return fmt.Errorf("mount %s: %v", sys, err)
+	}
+	var env []string
+	for _, kv := range m.env {
+		for _, k := range []string{"HOME=", "XDG_CACHE_HOME=", "XDG_RUNTIME_DIR=", "XDG_STATE_HOME="} {
+			if strings.HasPrefix(kv, k) {
+				env = append(env, kv)
+			}
+		}
+	}
+	fmt.Fprintf(os.Stderr, "\n%s is mounted and held until Ctrl-C (SIGINT/SIGTERM):\n  mount:      %s\n  project:    %s\n  server dir: %s\n  big file:   %s\n  binary:     %s\n  env:        %s\n  ssh:        ssh -F %s %s\n\n",
+		sys, m.root, filepath.Join(m.root, projDir), filepath.Join(b.srv.Dir, projDir), filepath.Join(m.root, bigPath),
+		b.bin, strings.Join(env, " "), b.srv.ConfigFile, b.alias)
+	<-ctx.Done()
+	return nil
+}

@@ -1,0 +1,732 @@
+package main
+
+// `remotefs cache`: list, clear and pin the local caches.
+//
+// A cache directory ($XDG_CACHE_HOME/remotefs/<key>/, or --cache-dir)
+// holds meta.db (bbolt: entries, journal, state), content/, remote.json
+// (written by the daemon at each mount: which remote it mirrors, when it
+// was created and last mounted) and the pinned list (cache.PinnedFile).
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"remotefs/cache"
+	"remotefs/conn"
+	"remotefs/internal/control"
+)
+
+// cacheInfoFile records which remote a cache directory mirrors.
+const cacheInfoFile = "remote.json"
+
+// cacheInfo is the content of remote.json.
+type cacheInfo struct {
+	Remote     string    `json:"remote"`
+	Created    time.Time `json:"created"`
+	LastUsed   time.Time `json:"last_used"`
+	Mountpoint string    `json:"mountpoint,omitempty"` // of the last mount
+}
+
+// writeCacheInfo records in cfg.CacheDir which remote it mirrors and that
+// it is used now. The daemon calls it once the cache is open.
+func writeCacheInfo(cfg *mountConfig) error {
+	p := filepath.Join(cfg.CacheDir, cacheInfoFile)
+	info := readCacheInfo(cfg.CacheDir)
+	now := time.Now().UTC().Truncate(time.Second)
+	if info.Created.IsZero() || info.Remote != cfg.Spec.String() {
+		info.Created = now
+	}
+	info.Remote, info.LastUsed, info.Mountpoint = cfg.Spec.String(), now, cfg.Mountpoint
+	b, err := json.MarshalIndent(info, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(p, append(b, '\n'))
+}
+
+func readCacheInfo(dir string) cacheInfo {
+	var info cacheInfo
+	if b, err := os.ReadFile(filepath.Join(dir, cacheInfoFile)); err == nil {
+		json.Unmarshal(b, &info)
+	}
+	return info
+}
+
+func writeFileAtomic(p string, data []byte) error {
+	tmp := p + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, p); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return nil
+}
+
+// cacheRoot is $XDG_CACHE_HOME/remotefs.
+func cacheRoot() string {
+	base := os.Getenv("XDG_CACHE_HOME")
+	if base == "" {
+		home, _ := os.UserHomeDir()
+		base = filepath.Join(home, ".cache")
+	}
+	return filepath.Join(base, "remotefs")
+}
+
+const cacheUsage = `Usage:
+  remotefs cache list [--json]              every cache: remote, size, pending writes, last use
+  remotefs cache clear REMOTE|DIR|NAME...   delete a cache (refused while mounted or
+                                            while it holds writes not yet on the server)
+  remotefs cache pin PATH...                fetch a folder or file of a mount into the
+                                            cache and keep it there (for offline work)
+  remotefs cache unpin PATH...              stop keeping it
+
+Each remote has its own cache directory under $XDG_CACHE_HOME/remotefs/
+(default ~/.cache/remotefs/), or the --cache-dir it was mounted with. See
+remotefs help cache.
+
+Examples:
+  remotefs cache list
+  remotefs cache clear gpu-box:projects
+  remotefs cache pin ~/remote/my-model/data
+`
+
+func cmdCache(ctx context.Context, args []string) error {
+	if len(args) == 0 {
+		fmt.Fprint(os.Stderr, cacheUsage)
+		return usagef("cache: need a subcommand: list, clear, pin or unpin")
+	}
+	switch args[0] {
+	case "list", "ls":
+		return cmdCacheList(ctx, args[1:])
+	case "clear", "rm":
+		return cmdCacheClear(ctx, args[1:])
+	case "pin":
+		return cmdCachePin(ctx, args[1:], true)
+	case "unpin":
+		return cmdCachePin(ctx, args[1:], false)
+	case "help", "--help", "-h":
+		fmt.Print(cacheUsage)
+		return nil
+	}
+	fmt.Fprint(os.Stderr, cacheUsage)
+	return usagef("cache: unknown subcommand %q", args[0])
+}
+
+// subFlags parses a subcommand's flags; it prints usage and returns
+// done=true for --help.
+func subFlags(name, usage string, fl *flag.FlagSet, args []string) (done bool, err error) {
+	fl.SetOutput(io.Discard)
+	help := fl.Bool("help", false, "show this help")
+	if err := fl.Parse(reorderFlags(fl, args)); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			return false, usagef("%s: %v (see remotefs %s --help)", name, err, name)
+		}
+		*help = true
+	}
+	if *help {
+		fmt.Print(usage)
+		fl.SetOutput(os.Stdout)
+		fl.PrintDefaults()
+		return true, nil
+	}
+	return false, nil
+}
+
+// cacheRow is one cache in `remotefs cache list`; JSON names are stable.
+type cacheRow struct {
+	Dir        string    `json:"dir"`
+	Remote     string    `json:"remote"`
+	Mountpoint string    `json:"mountpoint,omitempty"` // mounted there now
+	DiskBytes  int64     `json:"disk_bytes"`
+	Entries    int       `json:"entries"`
+	Pending    int       `json:"pending"`
+	Pinned     []string  `json:"pinned"`
+	LastUsed   time.Time `json:"last_used"`
+	Error      string    `json:"error,omitempty"`
+}
+
+const cacheListUsage = `Usage: remotefs cache list [--json]
+
+Lists every cache of this user: the remote it mirrors, where it is mounted
+now, its size on disk, how many files and folders it knows, how many
+writes it holds that are not on the server yet, pinned folders, when it
+was last used, and its directory.
+
+Examples:
+  remotefs cache list
+  remotefs cache list --json
+
+Flags:
+`
+
+func cmdCacheList(ctx context.Context, args []string) error {
+	fl := flag.NewFlagSet("cache list", flag.ContinueOnError)
+	asJSON := fl.Bool("json", false, "print machine-readable JSON")
+	if done, err := subFlags("cache list", cacheListUsage, fl, args); done || err != nil {
+		return err
+	}
+	if fl.NArg() != 0 {
+		return usagef("cache list: takes no arguments (see remotefs cache list --help)")
+	}
+	rows := listCaches(ctx)
+	if *asJSON {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(rows)
+	}
+	if len(rows) == 0 {
+		fmt.Printf("no caches in %s\n", cacheRoot())
+		return nil
+	}
+	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "REMOTE\tMOUNTED ON\tSIZE\tENTRIES\tPENDING\tPINNED\tLAST USED\tDIRECTORY")
+	for _, r := range rows {
+		mp, entries, pending, used := "-", fmt.Sprint(r.Entries), fmt.Sprint(r.Pending), "-"
+		if r.Mountpoint != "" {
+			mp, used = r.Mountpoint, "now"
+		} else if !r.LastUsed.IsZero() {
+			used = r.LastUsed.Local().Format("2006-01-02 15:04")
+		}
+		if r.Error != "" {
+			entries, pending = "?", "?"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", r.Remote, mp, humanBytes(r.DiskBytes), entries, pending, len(r.Pinned), used, r.Dir)
+	}
+	tw.Flush()
+	for _, r := range rows {
+		if r.Error != "" {
+			fmt.Printf("%s: %s\n", r.Dir, r.Error)
+		}
+	}
+	return nil
+}
+
+// liveMounts asks every control socket of this user for its status.
+func liveMounts(ctx context.Context) []*control.Status {
+	socks, _ := filepath.Glob(filepath.Join(control.RuntimeDir(), "*.sock"))
+	var out []*control.Status
+	for _, s := range socks {
+		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		r, err := control.CallSocket(cctx, s, control.Request{Cmd: "status"}, nil)
+		cancel()
+		if err == nil && r.Status != nil {
+			out = append(out, r.Status)
+		}
+	}
+	return out
+}
+
+// knownCacheDirs: every directory under the cache root, the cache_dir of
+// each host in the config file, and the cache of every live mount.
+func knownCacheDirs(live []*control.Status) []string {
+	seen := map[string]bool{}
+	var dirs []string
+	add := func(d string) {
+		if d == "" {
+			return
+		}
+		if abs, err := filepath.Abs(d); err == nil {
+			d = abs
+		}
+		if !seen[d] && isCacheDir(d) {
+			seen[d] = true
+			dirs = append(dirs, d)
+		}
+	}
+	ents, _ := os.ReadDir(cacheRoot())
+	for _, e := range ents {
+		if e.IsDir() {
+			add(filepath.Join(cacheRoot(), e.Name()))
+		}
+	}
+	if c, err := loadConfig(""); err == nil {
+		for _, h := range c.Hosts {
+			if h.CacheDir != nil {
+				add(c.expandPath(*h.CacheDir))
+			}
+		}
+	}
+	for _, st := range live {
+		add(st.CacheDir)
+	}
+	sort.Strings(dirs)
+	return dirs
+}
+
+// isCacheDir: the directory has the files a remotefs cache has.
+func isCacheDir(d string) bool {
+	for _, f := range []string{"meta.db", cacheInfoFile} {
+		if fi, err := os.Stat(filepath.Join(d, f)); err == nil && fi.Mode().IsRegular() {
+			return true
+		}
+	}
+	return false
+}
+
+func listCaches(ctx context.Context) []cacheRow {
+	live := liveMounts(ctx)
+	rows := []cacheRow{}
+	for _, d := range knownCacheDirs(live) {
+		info := readCacheInfo(d)
+		r := cacheRow{Dir: d, Remote: info.Remote, LastUsed: info.LastUsed, DiskBytes: diskUsage(d), Pinned: readPinned(d)}
+		if r.Remote == "" {
+			r.Remote = "(unknown)"
+		}
+		if fi, err := os.Stat(filepath.Join(d, "meta.db")); err == nil && fi.ModTime().After(r.LastUsed) {
+			r.LastUsed = fi.ModTime()
+		}
+		if st := mountOfCache(live, d); st != nil {
+			r.Mountpoint, r.Entries, r.Pending = st.Mountpoint, st.CachedEntries, st.Pending
+			if r.Remote == "(unknown)" {
+				r.Remote = st.Remote
+			}
+		} else if n, pending, err := inspectCache(d); err != nil {
+			r.Error = err.Error()
+		} else {
+			r.Entries, r.Pending = n, pending
+		}
+		rows = append(rows, r)
+	}
+	return rows
+}
+
+func mountOfCache(live []*control.Status, dir string) *control.Status {
+	for _, st := range live {
+		if st.CacheDir == dir {
+			return st
+		}
+	}
+	return nil
+}
+
+// errCacheBusy: another process (a mount) has the cache's meta.db open.
+var errCacheBusy = errors.New("in use by a running remotefs mount")
+
+// openMeta opens dir/meta.db without waiting long for its lock: a mount
+// holds it exclusively for as long as it runs.
+func openMeta(dir string, readOnly bool) (*bolt.DB, error) {
+	p := filepath.Join(dir, "meta.db")
+	if _, err := os.Stat(p); err != nil {
+		return nil, err
+	}
+	db, err := bolt.Open(p, 0o600, &bolt.Options{ReadOnly: readOnly, Timeout: 200 * time.Millisecond})
+	if errors.Is(err, bolt.ErrTimeout) {
+		return nil, errCacheBusy
+	}
+	if err != nil {
+		return nil, fmt.Errorf("cannot read %s: %v", p, err)
+	}
+	return db, nil
+}
+
+// countMeta returns the number of entries and of journal records
+// (changes not yet on the server).
+func countMeta(db *bolt.DB) (entries, pending int, err error) {
+	err = db.View(func(tx *bolt.Tx) error {
+		if b := tx.Bucket([]byte("entries")); b != nil {
+			entries = b.Stats().KeyN
+		}
+		if b := tx.Bucket([]byte("journal")); b != nil {
+			pending = b.Stats().KeyN
+		}
+		return nil
+	})
+	return entries, pending, err
+}
+
+// inspectCache reads the counts of an unmounted cache.
+func inspectCache(dir string) (entries, pending int, err error) {
+	db, err := openMeta(dir, true)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, 0, nil
+	}
+	if err != nil {
+		return 0, 0, err
+	}
+	defer db.Close()
+	return countMeta(db)
+}
+
+// diskUsage is the space dir takes on disk (allocated blocks).
+func diskUsage(dir string) int64 {
+	var n int64
+	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		var st syscall.Stat_t
+		if syscall.Lstat(p, &st) == nil {
+			n += st.Blocks * 512
+		}
+		return nil
+	})
+	return n
+}
+
+const cacheClearUsage = `Usage: remotefs cache clear REMOTE|DIR|NAME...
+
+Deletes the cache of a remote: given as HOST:PATH (as mounted), as its
+directory, or as the directory's name under ~/.cache/remotefs/ (see
+remotefs cache list). The next mount of that remote starts empty and lists
+folders from the server again.
+
+Refused while the remote is mounted (unmount it first), and while the
+cache holds writes that are not on the server yet: mount the remote again
+so that they are delivered (remotefs unmount waits for them), then clear.
+
+Examples:
+  remotefs cache clear gpu-box:projects
+  remotefs cache clear ~/.cache/remotefs/gpu-box-projects-1a2b3c4d
+
+Flags:
+`
+
+func cmdCacheClear(ctx context.Context, args []string) error {
+	fl := flag.NewFlagSet("cache clear", flag.ContinueOnError)
+	if done, err := subFlags("cache clear", cacheClearUsage, fl, args); done || err != nil {
+		return err
+	}
+	if fl.NArg() == 0 {
+		return usagef("cache clear: name a cache: HOST:PATH, its directory or its name (see remotefs cache list)")
+	}
+	var failed error
+	for _, arg := range fl.Args() {
+		if err := clearCache(ctx, arg); err != nil {
+			if fl.NArg() == 1 {
+				return err
+			}
+			fmt.Fprintf(os.Stderr, "remotefs: %v\n", err)
+			failed = errSilent
+		}
+	}
+	return failed
+}
+
+// resolveCacheArg finds the cache directory an argument of `cache clear`
+// names.
+func resolveCacheArg(arg string) (dir, remote string, err error) {
+	colon := strings.IndexByte(arg, ':')
+	isSpec := colon > 0 && !strings.ContainsRune(arg[:colon], '/')
+	switch {
+	case !isSpec && (strings.ContainsRune(arg, '/') || arg == "." || arg == ".."):
+		dir, err = filepath.Abs(arg)
+		if err != nil {
+			return "", "", err
+		}
+	case isSpec:
+		spec, err := conn.ParseSpec(arg)
+		if err != nil {
+			return "", "", err
+		}
+		remote = spec.String()
+		dir = defaultCacheDir(spec)
+		if c, cerr := loadConfig(""); cerr == nil {
+			if sec, _ := c.section(spec); sec.CacheDir != nil {
+				dir = c.expandPath(*sec.CacheDir)
+			}
+		}
+		if !isCacheDir(dir) {
+			// Mounted with --cache-dir: find it by its remote.json.
+			for _, d := range knownCacheDirs(nil) {
+				if readCacheInfo(d).Remote == remote {
+					return d, remote, nil
+				}
+			}
+			return "", "", fmt.Errorf("there is no cache of %s (remotefs cache list shows the caches)", remote)
+		}
+	default:
+		dir = filepath.Join(cacheRoot(), arg)
+		if !isCacheDir(dir) {
+			return "", "", fmt.Errorf("no cache named %q in %s (remotefs cache list shows the caches; a remote is written HOST:PATH)", arg, cacheRoot())
+		}
+	}
+	if real, err := filepath.EvalSymlinks(dir); err == nil {
+		dir = real
+	}
+	if !isCacheDir(dir) {
+		return "", "", fmt.Errorf("%s is not a remotefs cache directory (it has no meta.db)", dir)
+	}
+	if remote == "" {
+		remote = readCacheInfo(dir).Remote
+	}
+	return dir, remote, nil
+}
+
+func clearCache(ctx context.Context, arg string) error {
+	dir, remote, err := resolveCacheArg(arg)
+	if err != nil {
+		return err
+	}
+	what := dir
+	if remote != "" {
+		what = fmt.Sprintf("the cache of %s (%s)", remote, dir)
+	}
+	if st := mountOfCache(liveMounts(ctx), dir); st != nil {
+		return fmt.Errorf("%s is in use by the mount on %s: unmount it first (remotefs unmount %s)", what, st.Mountpoint, st.Mountpoint)
+	}
+	// Hold meta.db's lock while deleting, so that no mount starts on it
+	// meanwhile.
+	db, err := openMeta(dir, false)
+	if errors.Is(err, errCacheBusy) {
+		return fmt.Errorf("%s is in use by a running remotefs: unmount it first", what)
+	}
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("%s: %v; not cleared", what, err)
+	}
+	if db != nil {
+		defer db.Close()
+		_, pending, err := countMeta(db)
+		if err != nil {
+			return fmt.Errorf("%s: %v; not cleared", what, err)
+		}
+		if pending > 0 {
+			hint := "mount it again so they are delivered (remotefs unmount waits for them), then clear it"
+			if remote != "" {
+				hint = fmt.Sprintf("mount %s again so they are delivered (remotefs unmount waits for them), then clear it", remote)
+			}
+			return fmt.Errorf("%s holds %d change(s) not yet on the server; %s", what, pending, hint)
+		}
+	}
+	size := diskUsage(dir)
+	if err := os.RemoveAll(dir); err != nil {
+		return fmt.Errorf("clear %s: %v", dir, err)
+	}
+	fmt.Printf("cleared %s, %s freed\n", what, humanBytes(size))
+	return nil
+}
+
+const cachePinUsage = `Usage: remotefs cache pin PATH...
+       remotefs cache unpin PATH...
+
+pin fetches every file under PATH (a folder or file on a remotefs mount)
+into the cache, and records PATH in the cache's pinned list so that it is
+never dropped to make room: it stays readable when the server is offline.
+unpin removes PATH from the list (the files stay until room is needed).
+
+Examples:
+  remotefs cache pin ~/remote/my-model/data
+  remotefs cache pin .            # the folder you are in, on the mount
+  remotefs cache unpin ~/remote/my-model/data
+
+Flags:
+`
+
+func cmdCachePin(ctx context.Context, args []string, pin bool) error {
+	name := "cache pin"
+	if !pin {
+		name = "cache unpin"
+	}
+	fl := flag.NewFlagSet(name, flag.ContinueOnError)
+	if done, err := subFlags(name, cachePinUsage, fl, args); done || err != nil {
+		return err
+	}
+	if fl.NArg() == 0 {
+		return usagef("%s: name a folder or file on a remotefs mount (see remotefs %s --help)", name, name)
+	}
+	var failed error
+	for _, arg := range fl.Args() {
+		if err := pinPath(ctx, arg, pin); err != nil {
+			if fl.NArg() == 1 {
+				return err
+			}
+			fmt.Fprintf(os.Stderr, "remotefs: %v\n", err)
+			failed = errSilent
+		}
+	}
+	return failed
+}
+
+// mountOfPath finds the remotefs mount that holds p (absolute).
+func mountOfPath(ctx context.Context, p string) (*control.Status, error) {
+	for d := p; ; d = filepath.Dir(d) {
+		if mounted, fstype := isMountpoint(d); mounted {
+			if !strings.Contains(fstype, "remotefs") {
+				break
+			}
+			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			r, err := control.Call(cctx, d, control.Request{Cmd: "status"}, nil)
+			cancel()
+			if err != nil || r.Status == nil {
+				return nil, fmt.Errorf("%s is on %s, which is not served by a running remotefs of yours", p, d)
+			}
+			return r.Status, nil
+		}
+		if d == "/" {
+			break
+		}
+	}
+	return nil, fmt.Errorf("%s is not on a remotefs mount", p)
+}
+
+func pinPath(ctx context.Context, arg string, pin bool) error {
+	abs, err := filepath.Abs(arg)
+	if err != nil {
+		return err
+	}
+	if pin {
+		if _, err := os.Lstat(abs); err != nil {
+			return fmt.Errorf("%s: %w", abs, unwrapPathError(err))
+		}
+	}
+	st, err := mountOfPath(ctx, abs)
+	if err != nil {
+		return err
+	}
+	rel, err := filepath.Rel(st.Mountpoint, abs)
+	if err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
+		return fmt.Errorf("%s is not under %s", abs, st.Mountpoint)
+	}
+	rel = filepath.ToSlash(rel)
+	if rel == "." {
+		rel = "/"
+	}
+	list := readPinned(st.CacheDir)
+	if !pin {
+		var kept []string
+		found := false
+		for _, p := range list {
+			if p == rel {
+				found = true
+				continue
+			}
+			kept = append(kept, p)
+		}
+		if !found {
+			return fmt.Errorf("%s is not pinned (pinned on %s: %s)", abs, st.Mountpoint, strings.Join(orNone(list), ", "))
+		}
+		if err := writePinned(st.CacheDir, kept); err != nil {
+			return err
+		}
+		fmt.Printf("unpinned %s\n", abs)
+		return nil
+	}
+	// Record first, so that nothing read below is evicted meanwhile.
+	if !contains(list, rel) {
+		if err := writePinned(st.CacheDir, append(list, rel)); err != nil {
+			return err
+		}
+	}
+	files, bytes, errs := fetchTree(ctx, abs)
+	if len(errs) > 0 {
+		for _, e := range errs {
+			fmt.Fprintf(os.Stderr, "remotefs: %v\n", e)
+		}
+		return fmt.Errorf("pinned %s, but %d file(s) could not be read (is the server offline?): run remotefs cache pin %s again to fetch them", abs, len(errs), arg)
+	}
+	fmt.Printf("pinned %s: %d file(s), %s, kept in the cache for offline use\n", abs, files, humanBytes(bytes))
+	return nil
+}
+
+func orNone(l []string) []string {
+	if len(l) == 0 {
+		return []string{"nothing"}
+	}
+	return l
+}
+
+func contains(l []string, s string) bool {
+	for _, x := range l {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func unwrapPathError(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+// fetchTree reads every regular file under root through the mount, which
+// makes the cache fetch and keep it; progress goes to a terminal.
+func fetchTree(ctx context.Context, root string) (files int, total int64, errs []error) {
+	prog := newProgress()
+	defer prog.done()
+	last := time.Time{}
+	buf := make([]byte, 1<<20)
+	filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if cerr := ctx.Err(); cerr != nil {
+			errs = append(errs, cerr)
+			return filepath.SkipAll
+		}
+		if err != nil {
+			errs = append(errs, err)
+			return nil
+		}
+		if !d.Type().IsRegular() {
+			return nil
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			errs = append(errs, err)
+			return nil
+		}
+		for {
+			n, rerr := f.Read(buf)
+			total += int64(n)
+			if time.Since(last) > 200*time.Millisecond {
+				last = time.Now()
+				prog.show(fmt.Sprintf("pinning: %d file(s), %s: %s", files, humanBytes(total), p))
+			}
+			if rerr == io.EOF {
+				break
+			}
+			if rerr != nil {
+				errs = append(errs, &fs.PathError{Op: "read", Path: p, Err: unwrapPathError(rerr)})
+				break
+			}
+		}
+		f.Close()
+		files++
+		return nil
+	})
+	return files, total, errs
+}
+
+// readPinned returns the pinned paths of the cache in dir (relative to
+// the remote root; "/" is the root).
+func readPinned(dir string) []string {
+	b, err := os.ReadFile(filepath.Join(dir, cache.PinnedFile))
+	if err != nil {
+		return []string{}
+	}
+	out := []string{}
+	for _, l := range strings.Split(string(b), "\n") {
+		if l = strings.TrimSpace(l); l != "" && !contains(out, l) {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+func writePinned(dir string, list []string) error {
+	sort.Strings(list)
+	var b strings.Builder
+	for _, p := range list {
+		b.WriteString(p + "\n")
+	}
+	if err := writeFileAtomic(filepath.Join(dir, cache.PinnedFile), []byte(b.String())); err != nil {
+		return fmt.Errorf("record pinned folders: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,399 @@
+package main
+
+// The config file: $XDG_CONFIG_HOME/remotefs/config.toml (default
+// ~/.config/remotefs/config.toml), or --config FILE. It sets defaults for
+// the flags of `remotefs mount`, for every remote ([defaults]) and per host
+// ([host."NAME"]); flags on the command line win. `remotefs help config`
+// documents every key.
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	toml "github.com/pelletier/go-toml/v2"
+	"github.com/pelletier/go-toml/v2/unstable"
+
+	"remotefs/conn"
+)
+
+// Config is a parsed config file.
+type Config struct {
+	// Path of the file ("" when there is none).
+	Path string
+	// Defaults apply to every remote.
+	Defaults HostConfig
+	// Hosts are the [host."NAME"] sections, by NAME: the host as written
+	// in HOST:PATH, with or without user@.
+	Hosts map[string]HostConfig
+}
+
+// HostConfig is one section of the config file. A nil field was not set.
+type HostConfig struct {
+	CacheDir       *string `toml:"cache_dir"`
+	CacheSize      *string `toml:"cache_size"`
+	SSHConfig      *string `toml:"ssh_config"`
+	AttrTTL        *string `toml:"attr_ttl"`
+	DirTTL         *string `toml:"dir_ttl"`
+	KernelTTL      *string `toml:"kernel_ttl"`
+	OpTimeout      *string `toml:"op_timeout"`
+	ConnectTimeout *string `toml:"connect_timeout"`
+	Offline        *bool   `toml:"offline"`
+	ReadOnly       *bool   `toml:"read_only"`
+	Debug          *bool   `toml:"debug"`
+	AllowOther     *bool   `toml:"allow_other"`
+	NoExec         *bool   `toml:"noexec"`
+	// Ignore: glob patterns (path.Match syntax, matched against each path
+	// relative to the remote root and against its base name) that the mount
+	// leaves out.
+	Ignore *[]string `toml:"ignore"`
+	// ServerFolders: folders (relative to the remote root) whose contents
+	// the server owns: programs on the server write there (results, runs,
+	// wandb, notebooks).
+	ServerFolders *[]string `toml:"server_folders"`
+}
+
+// configKey describes one key of a section.
+type configKey struct {
+	name string
+	flag string // the `remotefs mount` flag it is the default of ("" = none)
+	kind string // "duration", "size", "path", "bool", "patterns", "folders"
+	help string
+	get  func(*HostConfig) any
+}
+
+var configKeys = []configKey{
+	{"cache_dir", "cache-dir", "path", `cache directory of this remote (only in a [host."NAME"] section; default $XDG_CACHE_HOME/remotefs/HOST-PATH-HASH)`, func(h *HostConfig) any { return h.CacheDir }},
+	{"cache_size", "cache-size", "size", `limit for cached file contents, e.g. "20G", "500M", "unlimited" (default "10G")`, func(h *HostConfig) any { return h.CacheSize }},
+	{"ssh_config", "F", "path", `ssh_config file to read instead of ~/.ssh/config (like ssh -F)`, func(h *HostConfig) any { return h.SSHConfig }},
+	{"attr_ttl", "attr-ttl", "duration", `re-check a file with the server on open when its attributes are older than this (default "1s")`, func(h *HostConfig) any { return h.AttrTTL }},
+	{"dir_ttl", "dir-ttl", "duration", `refresh a listing in the background when older than this (default "10s")`, func(h *HostConfig) any { return h.DirTTL }},
+	{"kernel_ttl", "kernel-ttl", "duration", `how long the kernel caches names and attributes (default "1s")`, func(h *HostConfig) any { return h.KernelTTL }},
+	{"op_timeout", "op-timeout", "duration", `longest a server operation may take before the link counts as dead (default "10s")`, func(h *HostConfig) any { return h.OpTimeout }},
+	{"connect_timeout", "connect-timeout", "duration", `dial timeout; ssh_config ConnectTimeout wins (default "10s")`, func(h *HostConfig) any { return h.ConnectTimeout }},
+	{"offline", "offline", "bool", `serve the cache only, read-only, without contacting the server`, func(h *HostConfig) any { return h.Offline }},
+	{"read_only", "read-only", "bool", `mount read-only (online)`, func(h *HostConfig) any { return h.ReadOnly }},
+	{"debug", "debug", "bool", `log every operation`, func(h *HostConfig) any { return h.Debug }},
+	{"allow_other", "allow-other", "bool", `let other users access the mount (needs user_allow_other in /etc/fuse.conf)`, func(h *HostConfig) any { return h.AllowOther }},
+	{"noexec", "noexec", "bool", `programs on the mount cannot be executed (enforced when mounted by root)`, func(h *HostConfig) any { return h.NoExec }},
+	{"ignore", "", "patterns", `glob patterns (path.Match syntax) of paths the mount leaves out, e.g. ["*.pyc", "__pycache__", ".venv"]`, func(h *HostConfig) any { return h.Ignore }},
+	{"server_folders", "", "folders", `folders (relative to the remote root) that programs on the server write to, e.g. ["results", "runs", "wandb", "notebooks"]`, func(h *HostConfig) any { return h.ServerFolders }},
+}
+
+// defaultConfigPath is $XDG_CONFIG_HOME/remotefs/config.toml.
+func defaultConfigPath() string {
+	base := os.Getenv("XDG_CONFIG_HOME")
+	if base == "" {
+		home, _ := os.UserHomeDir()
+		base = filepath.Join(home, ".config")
+	}
+	return filepath.Join(base, "remotefs", "config.toml")
+}
+
+// loadConfig reads the config file at p, or the default one when p is
+// "". A missing default file is an empty config; a missing explicit one
+// is an error.
+func loadConfig(p string) (*Config, error) {
+	explicit := p != ""
+	if !explicit {
+		p = defaultConfigPath()
+	}
+	data, err := os.ReadFile(p)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) && !explicit {
+			return &Config{Hosts: map[string]HostConfig{}}, nil
+		}
+		return nil, fmt.Errorf("config file: %w", err)
+	}
+	return parseConfig(p, data)
+}
+
+// parseConfig parses the file's contents; errors name file:line.
+func parseConfig(file string, data []byte) (*Config, error) {
+	var raw struct {
+		Defaults HostConfig            `toml:"defaults"`
+		Host     map[string]HostConfig `toml:"host"`
+	}
+	dec := toml.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&raw); err != nil {
+		return nil, configDecodeError(file, err)
+	}
+	cfg := &Config{Path: file, Defaults: raw.Defaults, Hosts: raw.Host}
+	if cfg.Hosts == nil {
+		cfg.Hosts = map[string]HostConfig{}
+	}
+	lines := keyLines(data)
+	check := func(section []string, h *HostConfig) error {
+		for _, k := range configKeys {
+			if err := checkConfigValue(k, k.get(h)); err != nil {
+				key := strings.Join(append(section, k.name), ".")
+				return fmt.Errorf("%s:%d: %s: %v", file, lines[key], k.name, err)
+			}
+		}
+		return nil
+	}
+	if cfg.Defaults.CacheDir != nil {
+		return nil, fmt.Errorf(`%s:%d: cache_dir belongs in a [host."NAME"] section: each remote needs a cache directory of its own`, file, lines["defaults.cache_dir"])
+	}
+	if err := check([]string{"defaults"}, &cfg.Defaults); err != nil {
+		return nil, err
+	}
+	names := make([]string, 0, len(cfg.Hosts))
+	for name := range cfg.Hosts {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		h := cfg.Hosts[name]
+		if err := check([]string{"host", name}, &h); err != nil {
+			return nil, err
+		}
+	}
+	return cfg, nil
+}
+
+func checkConfigValue(k configKey, v any) error {
+	switch v := v.(type) {
+	case *string:
+		if v == nil {
+			return nil
+		}
+		switch k.kind {
+		case "duration":
+			d, err := time.ParseDuration(*v)
+			if err != nil || d < 0 {
+				return fmt.Errorf("invalid duration %q (want e.g. \"500ms\", \"2s\", \"1m\")", *v)
+			}
+		case "size":
+			if _, err := parseSize(*v); err != nil {
+				return err
+			}
+		case "path":
+			if *v == "" {
+				return errors.New("empty path")
+			}
+		}
+	case *[]string:
+		if v == nil {
+			return nil
+		}
+		for _, p := range *v {
+			switch k.kind {
+			case "patterns":
+				if _, err := path.Match(p, ""); err != nil || p == "" {
+					return fmt.Errorf("invalid pattern %q", p)
+				}
+			case "folders":
+				c := path.Clean(p)
+				if p == "" || path.IsAbs(p) || c == "." || c == ".." || strings.HasPrefix(c, "../") {
+					return fmt.Errorf("%q: want a folder relative to the remote root, e.g. \"results\"", p)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// configDecodeError turns a go-toml error into "file:line: message".
+func configDecodeError(file string, err error) error {
+	var de *toml.DecodeError
+	if !errors.As(err, &de) {
+		return fmt.Errorf("%s: %v", file, err)
+	}
+	line, _ := de.Position()
+	key := strings.Join(de.Key(), ".")
+	msg := strings.TrimPrefix(de.Error(), "toml: ")
+	switch {
+	case strings.Contains(msg, "unknown field"):
+		return fmt.Errorf("%s:%d: unknown key %q (known keys: %s; sections: [defaults], [host.\"NAME\"]; see remotefs help config)",
+			file, line, key, knownKeyNames())
+	case strings.Contains(msg, "missing table"):
+		return fmt.Errorf("%s:%d: unknown section [%s] (sections: [defaults], [host.\"NAME\"]; see remotefs help config)", file, line, key)
+	case strings.Contains(msg, "cannot decode") && len(de.Key()) == 2 && de.Key()[0] == "host":
+		return fmt.Errorf("%s:%d: %s: the settings of a host go in a [host.\"NAME\"] section", file, line, key)
+	case strings.Contains(msg, "cannot decode"):
+		last := de.Key()[len(de.Key())-1]
+		want := "a table"
+		for _, k := range configKeys {
+			if k.name == last {
+				switch k.kind {
+				case "bool":
+					want = "true or false"
+				case "patterns", "folders":
+					want = `a list of strings, e.g. ["a", "b"]`
+				case "duration":
+					want = `a string such as "2s"`
+				case "size":
+					want = `a string such as "20G"`
+				default:
+					want = "a string"
+				}
+			}
+		}
+		return fmt.Errorf("%s:%d: %s must be %s", file, line, key, want)
+	}
+	return fmt.Errorf("%s:%d: %s", file, line, msg)
+}
+
+func knownKeyNames() string {
+	var names []string
+	for _, k := range configKeys {
+		names = append(names, k.name)
+	}
+	return strings.Join(names, ", ")
+}
+
+// keyLines maps each dotted key ("defaults.attr_ttl", "host.gpu-box.ignore")
+// to the line it is set on.
+func keyLines(data []byte) map[string]int {
+	out := map[string]int{}
+	var p unstable.Parser
+	p.Reset(data)
+	var table []string
+	keyOf := func(it unstable.Iterator) []string {
+		var parts []string
+		for it.Next() {
+			parts = append(parts, string(it.Node().Data))
+		}
+		return parts
+	}
+	for p.NextExpression() {
+		e := p.Expression()
+		switch e.Kind {
+		case unstable.Table, unstable.ArrayTable:
+			table = keyOf(e.Key())
+			if k := e.Key(); k.Next() {
+				out[strings.Join(table, ".")] = p.Shape(k.Node().Raw).Start.Line
+			}
+		case unstable.KeyValue:
+			full := append(append([]string(nil), table...), keyOf(e.Key())...)
+			if k := e.Key(); k.Next() {
+				out[strings.Join(full, ".")] = p.Shape(k.Node().Raw).Start.Line
+			}
+		}
+	}
+	return out
+}
+
+// section returns the settings for spec: [defaults] overridden key by key
+// by the [host."NAME"] section whose NAME is the host as written
+// ("alice@gpu-box") or without the user ("gpu-box").
+func (c *Config) section(spec conn.Spec) (HostConfig, string) {
+	merged := c.Defaults
+	name := ""
+	h, ok := c.Hosts[spec.Host]
+	if ok {
+		name = spec.Host
+	} else if h, ok = c.Hosts[spec.Hostname()]; ok {
+		name = spec.Hostname()
+	} else {
+		for n, hc := range c.Hosts {
+			if strings.EqualFold(n, spec.Hostname()) {
+				h, ok, name = hc, true, n
+				break
+			}
+		}
+	}
+	if !ok {
+		return merged, ""
+	}
+	over := func(dst, src any) {
+		switch d := dst.(type) {
+		case **string:
+			if s := src.(*string); s != nil {
+				*d = s
+			}
+		case **bool:
+			if s := src.(*bool); s != nil {
+				*d = s
+			}
+		case **[]string:
+			if s := src.(*[]string); s != nil {
+				*d = s
+			}
+		}
+	}
+	over(&merged.CacheDir, h.CacheDir)
+	over(&merged.CacheSize, h.CacheSize)
+	over(&merged.SSHConfig, h.SSHConfig)
+	over(&merged.AttrTTL, h.AttrTTL)
+	over(&merged.DirTTL, h.DirTTL)
+	over(&merged.KernelTTL, h.KernelTTL)
+	over(&merged.OpTimeout, h.OpTimeout)
+	over(&merged.ConnectTimeout, h.ConnectTimeout)
+	over(&merged.Offline, h.Offline)
+	over(&merged.ReadOnly, h.ReadOnly)
+	over(&merged.Debug, h.Debug)
+	over(&merged.AllowOther, h.AllowOther)
+	over(&merged.NoExec, h.NoExec)
+	over(&merged.Ignore, h.Ignore)
+	over(&merged.ServerFolders, h.ServerFolders)
+	return merged, name
+}
+
+// expandConfigPath resolves ~ and paths relative to the config file.
+func (c *Config) expandPath(p string) string {
+	if p == "~" || strings.HasPrefix(p, "~/") {
+		home, _ := os.UserHomeDir()
+		return filepath.Join(home, p[1:])
+	}
+	if !filepath.IsAbs(p) && c.Path != "" {
+		return filepath.Join(filepath.Dir(c.Path), p)
+	}
+	return p
+}
+
+// applyConfig sets every flag of fl that the command line did not set
+// from the config's section for spec, and fills the config-only fields
+// of mc.
+func applyConfig(c *Config, fl *flag.FlagSet, spec conn.Spec, mc *mountConfig) error {
+	sec, _ := c.section(spec)
+	set := map[string]bool{}
+	fl.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if set["f"] {
+		set["foreground"] = true
+	}
+	for _, k := range configKeys {
+		if k.flag == "" || set[k.flag] {
+			continue
+		}
+		var val string
+		switch v := k.get(&sec).(type) {
+		case *string:
+			if v == nil {
+				continue
+			}
+			val = *v
+			if k.kind == "path" {
+				val = c.expandPath(val)
+			}
+		case *bool:
+			if v == nil {
+				continue
+			}
+			val = fmt.Sprint(*v)
+		default:
+			continue
+		}
+		if err := fl.Set(k.flag, val); err != nil {
+			return fmt.Errorf("%s: %s: %v", c.Path, k.name, err)
+		}
+	}
+	if sec.Ignore != nil {
+		mc.Ignore = append([]string(nil), (*sec.Ignore)...)
+	}
+	if sec.ServerFolders != nil {
+		for _, f := range *sec.ServerFolders {
+			mc.ServerFolders = append(mc.ServerFolders, path.Clean(f))
+		}
+	}
+	return nil
+}

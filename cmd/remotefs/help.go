@@ -1,0 +1,233 @@
+package main
+
+// `remotefs help [COMMAND|TOPIC]`.
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+)
+
+// helpTopics: `remotefs help NAME` pages that are not commands.
+var helpTopics = map[string]func() string{
+	"config":     helpConfig,
+	"fstab":      helpFstab,
+	"mount.fuse": helpFstab,
+	"ssh":        func() string { return helpSSH },
+	"cache":      func() string { return helpCache },
+}
+
+func cmdHelp(ctx context.Context, args []string) error {
+	if len(args) == 0 {
+		fmt.Print(topUsage)
+		return nil
+	}
+	if len(args) > 1 {
+		return usagef("help: one command or topic at a time (topics: %s)", strings.Join(topicNames(), ", "))
+	}
+	switch args[0] {
+	case "mount", "unmount", "umount", "flush", "status":
+		return run(ctx, []string{args[0], "--help"})
+	case "version":
+		fmt.Print("Usage: remotefs version\n\nPrints the version of remotefs (also: remotefs --version).\n\nExample:\n  remotefs version\n")
+		return nil
+	case "help":
+		fmt.Print(topUsage)
+		return nil
+	}
+	if page, ok := helpTopics[args[0]]; ok {
+		if args[0] == "cache" {
+			fmt.Print(cacheUsage + "\n")
+		}
+		fmt.Print(page())
+		return nil
+	}
+	return usagef("help: no command or topic %q (commands: mount, unmount, flush, status, cache, version; topics: %s)", args[0], strings.Join(topicNames(), ", "))
+}
+
+func topicNames() []string {
+	var n []string
+	for k := range helpTopics {
+		if k != "mount.fuse" {
+			n = append(n, k)
+		}
+	}
+	sort.Strings(n)
+	return n
+}
+
+func helpConfig() string {
+	var keys strings.Builder
+	for _, k := range configKeys {
+		typ := map[string]string{
+			"duration": "duration", "size": "size", "path": "path", "bool": "true/false",
+			"patterns": "list", "folders": "list",
+		}[k.kind]
+		if k.flag == "F" {
+			typ += ", flag -F"
+		} else if k.flag != "" {
+			typ += ", flag --" + k.flag
+		}
+		fmt.Fprintf(&keys, "  %s (%s)\n      %s\n", k.name, typ, k.help)
+	}
+	return fmt.Sprintf(`The config file
+
+%s
+(or the file given with --config FILE, -o config=FILE). It is optional.
+
+It sets defaults for the flags of remotefs mount, for every remote in
+[defaults] and for one host in [host."NAME"], where NAME is the host as
+written in HOST:PATH, with or without the user ("gpu-box" matches
+gpu-box:x and alice@gpu-box:x). A host section overrides [defaults] key by
+key; flags and -o options on the command line override both. A mistake
+(bad TOML, an unknown key, a value of the wrong kind) stops the mount with
+FILE:LINE and what is wrong.
+
+Example:
+
+  [defaults]
+  attr_ttl = "2s"
+  cache_size = "20G"
+  ignore = ["*.pyc", "__pycache__", ".venv", "node_modules"]
+  server_folders = ["results", "runs", "wandb", "notebooks"]
+
+  [host."gpu-box"]
+  dir_ttl = "30s"
+  cache_dir = "~/big-disk/remotefs-gpu-box"
+  server_folders = ["results", "checkpoints"]   # replaces the default list
+
+  [host."old-server"]
+  offline = true          # retired: only browse what is cached
+
+Keys (each in [defaults] or [host."NAME"]):
+
+%s
+Durations are strings such as "500ms", "2s", "1m"; sizes such as "500M",
+"20G", "1T" or "unlimited". Paths may start with ~/; relative paths are
+relative to the config file's folder. A list in a host section replaces
+the one in [defaults] (ignore = [] clears it). --foreground is a command
+line flag only.
+`, defaultConfigPathDoc(), keys.String())
+}
+
+func defaultConfigPathDoc() string {
+	if os.Getenv("XDG_CONFIG_HOME") != "" {
+		return "  $XDG_CONFIG_HOME/remotefs/config.toml (here: " + defaultConfigPath() + ")"
+	}
+	return "  $XDG_CONFIG_HOME/remotefs/config.toml, by default ~/.config/remotefs/config.toml"
+}
+
+func helpFstab() string {
+	return `mount(8) and /etc/fstab
+
+remotefs mounts with the standard tools, as filesystem type fuse.remotefs.
+
+Examples:
+
+  mount -t fuse.remotefs gpu-box:projects /home/alice/remote -o attr_ttl=2s
+  umount /home/alice/remote          # or: fusermount3 -u /home/alice/remote
+
+mount(8) runs /sbin/mount.fuse3 (package fuse3), which runs
+"remotefs HOST:PATH MOUNTPOINT -o OPTIONS" with remotefs found in PATH:
+install it in /usr/local/bin (make install, or
+sudo install bin/remotefs /usr/local/bin/). No mount.remotefs link is
+needed. mount returns once the mount is live; the mount is served by a
+background process that logs to ~/.local/state/remotefs/. umount or
+fusermount3 -u ends it after it has delivered what it can of the pending
+writes (remotefs unmount MOUNTPOINT waits until all are on the server and
+says so; use it when that matters).
+
+/etc/fstab lines (one line each):
+
+  # alice mounts it herself with "mount ~/remote": ~/.ssh/config, her agent
+  # and her cache are used (the mount runs as her).
+  gpu-box:projects  /home/alice/remote  fuse.remotefs  noauto,user,_netdev,attr_ttl=2s  0 0
+
+  # mounted at boot, as root, with root's ~/.ssh/config and keys.
+  gpu-box:/srv/data  /mnt/data  fuse.remotefs  _netdev,nofail,allow_other,ro  0 0
+
+  # mounted on first access (systemd), with a specific ssh config.
+  gpu-box:projects  /mnt/projects  fuse.remotefs  noauto,x-systemd.automount,_netdev,ssh_config=/etc/remotefs/ssh_config  0 0
+
+For "user", /etc/fuse.conf needs user_allow_other only when allow_other
+is used. A mount run by mount(8) gets HOME, USER and XDG_RUNTIME_DIR back
+from the password database and /run/user/UID (mount.fuse3 removes HOME).
+The ssh key must be usable without a prompt: an agent (SSH_AUTH_SOCK, or
+IdentityAgent in ~/.ssh/config) or a key without passphrase. A boot-time
+mount as root has no agent.
+
+` + mountOptionsHelp() + `
+Unknown options are refused with an error naming them.
+`
+}
+
+const helpSSH = `How remotefs uses ssh
+
+remotefs speaks SSH and SFTP itself (nothing is installed on the server)
+and reads the same configuration as the ssh command: ~/.ssh/config (or the
+file given with -F FILE / -o ssh_config=FILE, like ssh -F), then
+/etc/ssh/ssh_config. HOST in HOST:PATH is an alias from those files or
+[user@]hostname; [user@][IPv6]:path for IPv6 addresses.
+
+Honoured ssh_config keywords:
+  Host, Match all / host / originalhost, Include
+  HostName, User, Port
+  IdentityFile, IdentitiesOnly, IdentityAgent (a path, SSH_AUTH_SOCK, none)
+  UserKnownHostsFile, GlobalKnownHostsFile, HostKeyAlias
+  ProxyJump (any number of hops)
+  ConnectTimeout, ServerAliveInterval, ServerAliveCountMax
+  Tokens (%h %p %r %u %d %% ...), ~ and ${ENV} in paths
+
+Authentication: public keys only, from ssh-agent (SSH_AUTH_SOCK) and the
+identity files (~/.ssh/id_ed25519, id_ecdsa, id_rsa by default). A key with
+a passphrase must be loaded in the agent (ssh-add); remotefs never
+prompts.
+
+Host keys are checked against known_hosts (~/.ssh/known_hosts,
+/etc/ssh/ssh_known_hosts). An unknown or changed host key is refused:
+connect once with "ssh HOST" to verify and record it.
+StrictHostKeyChecking no/accept-new is ignored (with a warning).
+
+Not supported: ProxyCommand (use ProxyJump), Match exec/user/localuser
+and other criteria (the block is ignored with a warning), certificates
+(CertificateFile), password and keyboard-interactive logins, writing to
+known_hosts, CheckHostIP. Relative IdentityFile and UserKnownHostsFile
+names are relative to the home directory.
+
+Examples:
+  # ~/.ssh/config
+  Host gpu-box
+    HostName gpu.example.org
+    User alice
+    ProxyJump bastion.example.org
+    IdentityFile ~/.ssh/id_ed25519
+
+  remotefs mount gpu-box:projects ~/remote
+  remotefs mount -F ~/.ssh/work_config gpu-box:projects ~/remote
+`
+
+const helpCache = `
+The cache
+
+Each remote (HOST:PATH) has its own cache directory,
+$XDG_CACHE_HOME/remotefs/HOST-PATH-HASH/ (by default under ~/.cache), or
+the one given with --cache-dir or cache_dir in the config file. It holds:
+
+  meta.db      the known tree (names, sizes, times, modes) and the journal
+               of changes not yet on the server
+  content/     contents of the files that were read or written
+  remote.json  which remote it mirrors, when it was created and last used
+  pinned       folders kept for offline work (remotefs cache pin)
+
+It survives unmounts and reboots: a later mount, or an offline one
+(--offline), starts from it. File contents are dropped, least recently
+used first, when they exceed --cache-size (default 10G); changes not yet
+on the server and pinned folders never are. Only one mount at a time can
+use a cache directory.
+
+A change written through the mount stays in the journal until the server
+has it, across unmounts, crashes and reboots; remotefs cache clear refuses
+to delete a cache that still holds such changes.
+`

@@ -1,0 +1,81 @@
+package main
+
+import (
+	"context"
+	"io"
+	"os"
+	"strings"
+	"testing"
+)
+
+// captureStdout runs f with os.Stdout redirected and returns what it printed.
+func captureStdout(t *testing.T, f func() error) (string, error) {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := os.Stdout
+	os.Stdout = w
+	done := make(chan string)
+	go func() { b, _ := io.ReadAll(r); done <- string(b) }()
+	ferr := f()
+	os.Stdout = old
+	w.Close()
+	return <-done, ferr
+}
+
+func TestEveryCommandHelpHasExamples(t *testing.T) {
+	isolateEnv(t)
+	ctx := context.Background()
+	for _, args := range [][]string{
+		{"mount", "--help"}, {"mount", "-h"}, {"unmount", "--help"}, {"flush", "--help"},
+		{"status", "--help"}, {"cache", "--help"}, {"cache", "list", "--help"},
+		{"cache", "clear", "--help"}, {"cache", "pin", "--help"}, {"cache", "unpin", "--help"},
+		{"help"}, {"--help"}, {"help", "mount"}, {"help", "version"},
+		{"help", "config"}, {"help", "fstab"}, {"help", "ssh"}, {"help", "cache"},
+	} {
+		out, err := captureStdout(t, func() error { return run(ctx, args) })
+		if err != nil {
+			t.Errorf("remotefs %s: %v", strings.Join(args, " "), err)
+			continue
+		}
+		if !strings.Contains(out, "Example") {
+			t.Errorf("remotefs %s shows no example:\n%s", strings.Join(args, " "), out)
+		}
+	}
+}
+
+func TestHelpTopics(t *testing.T) {
+	isolateEnv(t)
+	ctx := context.Background()
+	want := map[string][]string{
+		"fstab":  {"mount -t fuse.remotefs", "fuse.remotefs", "_netdev", "allow_other", "cache_dir=VALUE", "make install"},
+		"ssh":    {"ProxyJump", "IdentityFile", "known_hosts", "ProxyCommand"},
+		"cache":  {"remotefs cache clear", "meta.db", "pinned", "remote.json"},
+		"config": {"[defaults]", `[host."gpu-box"]`, "server_folders", "ignore"},
+	}
+	for topic, subs := range want {
+		out, err := captureStdout(t, func() error { return run(ctx, []string{"help", topic}) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range subs {
+			if !strings.Contains(out, s) {
+				t.Errorf("remotefs help %s does not mention %q", topic, s)
+			}
+		}
+	}
+	err := run(ctx, []string{"help", "nosuch"})
+	if _, ok := err.(usageError); !ok || !strings.Contains(err.Error(), "config, fstab, ssh") {
+		t.Errorf("help nosuch: %v", err)
+	}
+}
+
+func TestTopUsageMentionsCommands(t *testing.T) {
+	for _, s := range []string{"remotefs cache", "remotefs help", "HOST:PATH MOUNTPOINT [-o OPTS]"} {
+		if !strings.Contains(topUsage, s) {
+			t.Errorf("top usage does not mention %q", s)
+		}
+	}
+}

@@ -1,0 +1,193 @@
+package main
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestIsMountHelperForm(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want bool
+	}{
+		{[]string{"gpu-box:projects", "/mnt", "-o", "rw"}, true},
+		{[]string{"alice@[::1]:/srv", "/mnt"}, true},
+		{[]string{"remotefs#gpu-box:x", "/mnt"}, true},
+		{[]string{"mount", "gpu-box:x", "/mnt"}, false},
+		{[]string{"status"}, false},
+		{[]string{"--help"}, false},
+		{nil, false},
+	} {
+		if got := isMountHelperForm(tc.args); got != tc.want {
+			t.Errorf("isMountHelperForm(%q) = %v, want %v", tc.args, got, tc.want)
+		}
+	}
+}
+
+func TestExpandMountOptions(t *testing.T) {
+	for _, tc := range []struct {
+		in   []string
+		want []string
+		err  string
+	}{
+		// What mount.fuse3 passes for `mount -t fuse.remotefs h:p /m -o ro,attr_ttl=2s`.
+		{in: []string{"h:p", "/m", "-o", "rw,ro,attr_ttl=2s,dev,suid"},
+			want: []string{"h:p", "/m", "--read-only=false", "--read-only=true", "--attr-ttl=2s"}},
+		{in: []string{"h:p", "/m", "-ooffline,cache_dir=/x"},
+			want: []string{"h:p", "/m", "--offline=true", "--cache-dir=/x"}},
+		{in: []string{"-o", "allow_other,foreground,debug,ssh_config=/c,F=/d", "h:p", "/m"},
+			want: []string{"--allow-other=true", "--foreground=true", "--debug=true", "--F=/c", "--F=/d", "h:p", "/m"}},
+		{in: []string{"h:p", "/m", "-o", "_netdev,noauto,nofail,user,users,noatime,relatime,nodev,nosuid,exec,auto,default_permissions,x-systemd.automount,comment=x"},
+			want: []string{"h:p", "/m", "--noexec=false"}},
+		{in: []string{"h:p", "/m", "-o", "noexec,offline=false,dir-ttl=5s,cache_size=20G,config=/c.toml,kernel_ttl=0s,op_timeout=3s,connect_timeout=4s"},
+			want: []string{"h:p", "/m", "--noexec=true", "--offline=false", "--dir-ttl=5s", "--cache-size=20G", "--config=/c.toml", "--kernel-ttl=0s", "--op-timeout=3s", "--connect-timeout=4s"}},
+		{in: []string{"h:p", "/m", "-o", `cache_dir=/a\,b`},
+			want: []string{"h:p", "/m", "--cache-dir=/a,b"}},
+		// Flags that start with -o are not -o.
+		{in: []string{"-offline", "-op-timeout=2s", "h:p", "/m"},
+			want: []string{"-offline", "-op-timeout=2s", "h:p", "/m"}},
+		{in: []string{"h:p", "/m", "--", "-o"}, want: []string{"h:p", "/m", "--", "-o"}},
+		{in: []string{"h:p", "/m", "-o", "bogus"}, err: `unknown mount option "bogus"`},
+		{in: []string{"h:p", "/m", "-o", "uid=1000"}, err: `"uid" is not supported`},
+		{in: []string{"h:p", "/m", "-o", "sync"}, err: "remotefs flush"},
+		{in: []string{"h:p", "/m", "-o", "cache_dir"}, err: "needs a value"},
+		{in: []string{"h:p", "/m", "-o", "ro=1"}, err: "takes no value"},
+		{in: []string{"h:p", "/m", "-o", "offline=maybe"}, err: "offline=true"},
+		{in: []string{"h:p", "/m", "-o"}, err: "-o needs a value"},
+	} {
+		got, err := expandMountOptions(tc.in)
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("%q: error %v, want one containing %q", tc.in, err, tc.err)
+			}
+			var ue usageError
+			if err != nil && !errors.As(err, &ue) {
+				t.Errorf("%q: %v is not a usage error", tc.in, err)
+			}
+			continue
+		}
+		if err != nil || !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("%q:\n got %q, %v\nwant %q", tc.in, got, err, tc.want)
+		}
+	}
+}
+
+// Every -o option that names a flag names one parseMountFlags defines.
+func TestMountOptionsNameRealFlags(t *testing.T) {
+	isolateEnv(t)
+	dir := t.TempDir()
+	for name, o := range mountOptions {
+		if o.flag == "" {
+			continue
+		}
+		arg := "-o" + name
+		if o.value {
+			v := "1s"
+			switch name {
+			case "cache_dir", "ssh_config", "F":
+				v = dir
+			case "cache_size":
+				v = "1G"
+			case "config":
+				v = filepath.Join(dir, "none.toml")
+				os.WriteFile(v, nil, 0o600)
+			}
+			arg += "=" + v
+		}
+		_, err := parseMountFlags([]string{"box:p", dir, arg})
+		if err != nil && strings.Contains(err.Error(), "flag provided but not defined") {
+			t.Errorf("-o %s: %v", name, err)
+		}
+	}
+}
+
+func TestParseMountFlagsOptions(t *testing.T) {
+	isolateEnv(t)
+	mnt := t.TempDir()
+	cfg, err := parseMountFlags([]string{"box:proj", mnt, "-o", "rw,ro,attr_ttl=2s,cache_size=1G,allow_other,noexec,dev,suid,_netdev"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cfg.ReadOnly || cfg.AttrTTL != 2*time.Second || cfg.CacheSize != 1<<30 || !cfg.AllowOther || !cfg.NoExec {
+		t.Errorf("got %+v", cfg)
+	}
+	if cfg.Spec.String() != "box:proj" {
+		t.Errorf("spec %v", cfg.Spec)
+	}
+	// Later options win; flags and -o mix.
+	cfg, err = parseMountFlags([]string{"--attr-ttl=3s", "box:proj", mnt, "-o", "ro", "--read-only=false"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.ReadOnly || cfg.AttrTTL != 3*time.Second {
+		t.Errorf("got %+v", cfg)
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	for in, want := range map[string]int64{
+		"20G": 20 << 30, "512M": 512 << 20, "1.5T": 3 << 39, "10GiB": 10 << 30, "4096": 4096,
+		"10k": 10 << 10, "unlimited": -1, "0": -1, "none": -1, "2gb": 2 << 30,
+	} {
+		got, err := parseSize(in)
+		if err != nil || got != want {
+			t.Errorf("parseSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "lots", "-1G", "1X", "G"} {
+		if _, err := parseSize(in); err == nil {
+			t.Errorf("parseSize(%q): no error", in)
+		}
+	}
+}
+
+func TestFixUserEnv(t *testing.T) {
+	t.Setenv("HOME", "")
+	t.Setenv("USER", "")
+	t.Setenv("LOGNAME", "")
+	os.Unsetenv("HOME")
+	os.Unsetenv("USER")
+	os.Unsetenv("LOGNAME")
+	fixUserEnv(false)
+	if os.Getenv("HOME") == "" || os.Getenv("USER") == "" {
+		t.Errorf("HOME=%q USER=%q after fixUserEnv", os.Getenv("HOME"), os.Getenv("USER"))
+	}
+	t.Setenv("HOME", "/somewhere")
+	fixUserEnv(false)
+	if os.Getenv("HOME") != "/somewhere" {
+		t.Errorf("fixUserEnv replaced a set HOME")
+	}
+}
+
+func TestRotateLog(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "m.log")
+	os.WriteFile(p, []byte(strings.Repeat("x", 100)), 0o600)
+	rotateLog(p, 1000)
+	if _, err := os.Stat(p + ".1"); err == nil {
+		t.Fatal("rotated a small log")
+	}
+	rotateLog(p, 10)
+	if b, err := os.ReadFile(p + ".1"); err != nil || len(b) != 100 {
+		t.Fatalf("not rotated: %v", err)
+	}
+	if _, err := os.Stat(p); err == nil {
+		t.Fatal("old log still in place")
+	}
+}
+
+// isolateEnv points HOME and the XDG directories at a temporary folder.
+func isolateEnv(t *testing.T) string {
+	t.Helper()
+	d := t.TempDir()
+	t.Setenv("HOME", d)
+	t.Setenv("XDG_CONFIG_HOME", filepath.Join(d, "config"))
+	t.Setenv("XDG_CACHE_HOME", filepath.Join(d, "cache"))
+	t.Setenv("XDG_STATE_HOME", filepath.Join(d, "state"))
+	t.Setenv("XDG_RUNTIME_DIR", filepath.Join(d, "run"))
+	return d
+}
