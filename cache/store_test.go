@@ -3,6 +3,7 @@ package cache
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -543,5 +544,32 @@ func TestEvictionKeepsDirtyAndPinnedContent(t *testing.T) {
 	e.flush()
 	if got := e.serverContent("dirty.txt"); got != strings.Repeat("d", 60) {
 		t.Fatalf("server dirty.txt = %q", got)
+	}
+}
+
+func TestStaleTempFilesAreHiddenAndRemoved(t *testing.T) {
+	e := newEnv(t)
+	old := fmt.Sprintf("%s%08x%s-main.py", conn.TempPrefix, uint32(time.Now().Add(-2*time.Hour).Unix()), "abcdef01")
+	fresh := conn.TempName("other.py")
+	e.server(old, "half")
+	e.server(fresh, "in flight elsewhere")
+	e.server("main.py", "ok")
+	ents, err := e.s.ReadDir(context.Background(), RootIno)
+	if err != nil || len(ents) != 1 || ents[0].Name != "main.py" {
+		t.Fatalf("listing = %v, %v; want only main.py", ents, err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, errOld := os.Lstat(e.remote.p(old))
+		if errors.Is(errOld, fs.ErrNotExist) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("stale temporary file was not removed")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, err := os.Lstat(e.remote.p(fresh)); err != nil {
+		t.Fatalf("a fresh temporary file (another upload in flight) was removed: %v", err)
 	}
 }

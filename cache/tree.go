@@ -5,8 +5,10 @@ import (
 	"errors"
 	"io/fs"
 	"os"
+	"path"
 	"sort"
 	"strings"
+	"time"
 
 	"remotefs/conn"
 )
@@ -150,7 +152,11 @@ func (s *Store) mergeListing(dir Ino, p string, infos []conn.FileInfo) {
 	seen := make(map[string]bool, len(infos))
 	now := s.now()
 	for _, fi := range infos {
-		if strings.HasPrefix(fi.Name, conn.TempPrefix) || fi.Name == "" || strings.Contains(fi.Name, "/") {
+		if strings.HasPrefix(fi.Name, conn.TempPrefix) {
+			s.removeStaleTemp(childPath(p, fi.Name))
+			continue
+		}
+		if fi.Name == "" || strings.Contains(fi.Name, "/") {
 			continue
 		}
 		seen[fi.Name] = true
@@ -310,4 +316,22 @@ func (s *Store) StatFS(ctx context.Context) (conn.StatFS, error) {
 		}
 	}
 	return conn.StatFS{BlockSize: 4096, FragmentSize: 4096, NameMax: 255}, nil
+}
+
+// staleTempAge: a temporary upload file older than this was left by an
+// upload that died (crash, lost link); uploads take seconds.
+const staleTempAge = time.Hour
+
+// removeStaleTemp deletes an abandoned upload's temporary file on the
+// server, in the background. Temporary files are never shown on the mount.
+func (s *Store) removeStaleTemp(p string) {
+	created, ok := conn.TempCreated(path.Base(p))
+	if !ok || time.Since(created) < staleTempAge || s.opts.ReadOnly {
+		return
+	}
+	go func() {
+		if err := s.remote.Remove(context.Background(), p); err == nil {
+			s.log.Info("removed a temporary file left by an interrupted upload", "path", p)
+		}
+	}()
 }

@@ -206,25 +206,38 @@ func (s *Store) applyPut(ctx context.Context, o *op) error {
 		size = st.Size()
 	}
 
-	cur, err := s.remote.Lstat(ctx, o.Path)
-	exists := err == nil
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return err
+	// The conflict check runs alongside the upload; its answer is needed
+	// only when the uploaded data is about to be renamed into place.
+	type statResult struct {
+		fi  conn.FileInfo
+		err error
 	}
-	conflict := false
-	if exists {
-		v := versionOf(cur)
-		alreadyThere := v == Version{Size: size, Mtime: mtime.Unix()}
-		conflict = !alreadyThere && !base.allows(v)
-		if cur.Mode.IsDir() {
-			conflict = true
+	statc := make(chan statResult, 1)
+	go func() {
+		fi, err := s.remote.Lstat(ctx, o.Path)
+		statc <- statResult{fi, err}
+	}()
+	var (
+		cur      conn.FileInfo
+		conflict bool
+	)
+	decide := func() (string, error) {
+		r := <-statc
+		if r.err != nil && !errors.Is(r.err, fs.ErrNotExist) {
+			return "", r.err
 		}
+		if r.err == nil {
+			cur = r.fi
+			v := versionOf(cur)
+			alreadyThere := v == Version{Size: size, Mtime: mtime.Unix()}
+			conflict = (!alreadyThere && !base.allows(v)) || cur.Mode.IsDir()
+		}
+		if conflict {
+			return s.conflictName(o.Path), nil
+		}
+		return o.Path, nil
 	}
-	target := o.Path
-	if conflict {
-		target = s.conflictName(o.Path)
-	}
-	fi, err := s.remote.PutAtomic(ctx, target, f, mode, mtime)
+	fi, target, err := s.remote.Put(ctx, o.Path, f, conn.PutOptions{Mode: mode, Mtime: mtime, Dest: decide})
 	if err != nil {
 		return err
 	}

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -666,13 +667,27 @@ func closeAsync(f *sftp.File) { go f.Close() }
 // named base: TempPrefix, random hex, "-", base (shortened so the whole
 // name stays within 255 bytes).
 func TempName(base string) string {
-	var b [8]byte
+	var b [4]byte
 	rand.Read(b[:])
-	prefix := TempPrefix + hex.EncodeToString(b[:]) + "-"
+	prefix := fmt.Sprintf("%s%08x%s-", TempPrefix, uint32(time.Now().Unix()), hex.EncodeToString(b[:]))
 	if max := 255 - len(prefix); len(base) > max {
 		base = base[:max]
 	}
 	return prefix + base
+}
+
+// TempCreated returns when the temporary file called name was created, from
+// its name; ok is false for names TempName did not make.
+func TempCreated(name string) (t time.Time, ok bool) {
+	rest, found := strings.CutPrefix(name, TempPrefix)
+	if !found || len(rest) < 17 || rest[16] != '-' {
+		return time.Time{}, false
+	}
+	sec, err := strconv.ParseUint(rest[:8], 16, 32)
+	if err != nil {
+		return time.Time{}, false
+	}
+	return time.Unix(int64(sec), 0), true
 }
 
 // IsTempName reports whether name (a base name) is a PutAtomic temporary.
@@ -683,26 +698,36 @@ func chmodBits(mode fs.FileMode) fs.FileMode {
 	return mode & (fs.ModePerm | fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky)
 }
 
-// PutAtomic implements Remote. The temporary file gets its final mode
-// before any data is written, so a private file is never readable by
-// others, even in transit. Without posix-rename@openssh.com the target is
-// removed before the rename (not atomic; OpenSSH always offers it).
+// PutAtomic implements Remote: Put to path itself.
 func (c *Client) PutAtomic(ctx context.Context, rel string, r io.Reader, mode fs.FileMode, mtime time.Time) (FileInfo, error) {
+	fi, _, err := c.Put(ctx, rel, r, PutOptions{Mode: mode, Mtime: mtime})
+	return fi, err
+}
+
+// Put implements Remote. The round trips are overlapped where SFTP
+// allows: open; chmod alongside the writes; fsync alongside setting the
+// mtime; then close alongside the rename. The returned attributes are the
+// ones just set (no extra stat).
+func (c *Client) Put(ctx context.Context, rel string, r io.Reader, o PutOptions) (FileInfo, string, error) {
 	abs, err := c.abs("put", rel)
 	if err != nil {
-		return FileInfo{}, err
+		return FileInfo{}, "", err
 	}
 	if abs == c.root {
-		return FileInfo{}, &fs.PathError{Op: "put", Path: rel, Err: syscall.EISDIR}
+		return FileInfo{}, "", &fs.PathError{Op: "put", Path: rel, Err: syscall.EISDIR}
 	}
-	tmp := path.Join(path.Dir(abs), TempName(path.Base(abs)))
-	var info FileInfo
+	dir := path.Dir(abs)
+	tmp := path.Join(dir, TempName(path.Base(abs)))
+	var (
+		info    FileInfo
+		destRel = rel
+	)
 	err = c.do(ctx, "put", rel, func(pr *progress) (err error) {
 		f, err := c.sftp.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL)
 		if err != nil {
 			return err
 		}
-		closed := false
+		closed, renamed := false, false
 		defer func() {
 			if err == nil {
 				return
@@ -710,52 +735,79 @@ func (c *Client) PutAtomic(ctx context.Context, rel string, r io.Reader, mode fs
 			if !closed {
 				f.Close()
 			}
-			if c.Err() == nil {
+			if !renamed && c.Err() == nil {
 				c.sftp.Remove(tmp)
 			}
 		}()
-		if err := f.Chmod(chmodBits(mode)); err != nil {
-			return err
+		chmodErr := make(chan error, 1)
+		go func() { chmodErr <- c.sftp.Chmod(tmp, chmodBits(o.Mode)) }()
+		n, werr := f.ReadFromWithConcurrency(guardedReader{pr, r}, 0)
+		if cerr := <-chmodErr; werr == nil {
+			werr = cerr
 		}
-		if _, err := f.ReadFromWithConcurrency(guardedReader{pr, r}, 0); err != nil {
-			return err
+		if werr != nil {
+			return werr
 		}
-		if c.fsync {
-			if err := f.Sync(); err != nil {
-				return err
+		// fsync and the mtime: independent requests, one round trip.
+		syncErr := make(chan error, 1)
+		go func() {
+			if c.fsync {
+				syncErr <- f.Sync()
+			} else {
+				syncErr <- nil
 			}
+		}()
+		terr := c.sftp.Chtimes(tmp, o.Mtime, o.Mtime)
+		if serr := <-syncErr; terr == nil {
+			terr = serr
 		}
-		closed = true
-		if err := f.Close(); err != nil {
+		if terr != nil {
+			return terr
+		}
+		if o.Dest != nil {
+			d, derr := o.Dest()
+			if derr != nil {
+				return derr
+			}
+			if path.Dir(d) != path.Dir(rel) && !(path.Dir(d) == "." && path.Dir(rel) == ".") {
+				return fmt.Errorf("put destination %q is not in the folder of %q", d, rel)
+			}
+			destRel = d
+		}
+		dest, err := c.abs("put", destRel)
+		if err != nil {
 			return err
 		}
-		if err := c.sftp.Chtimes(tmp, mtime, mtime); err != nil {
-			return err
-		}
+		// Close and rename go out together: renaming an open file is fine,
+		// and the data is already durable.
+		closeErr := make(chan error, 1)
+		go func() { closeErr <- f.Close() }()
 		if c.posixRename {
-			err = c.sftp.PosixRename(tmp, abs)
+			err = c.sftp.PosixRename(tmp, dest)
 		} else {
-			err = c.sftp.Rename(tmp, abs)
+			err = c.sftp.Rename(tmp, dest)
 			if err != nil && isFailure(err) {
-				if rerr := c.sftp.Remove(abs); rerr == nil {
-					err = c.sftp.Rename(tmp, abs)
+				if rerr := c.sftp.Remove(dest); rerr == nil {
+					err = c.sftp.Rename(tmp, dest)
 				}
 			}
 		}
+		renamed = err == nil
+		cerr := <-closeErr
+		closed = true
 		if err != nil {
 			return err
 		}
-		fi, err := c.sftp.Lstat(abs)
-		if err != nil {
-			return err
+		if cerr != nil {
+			return cerr
 		}
-		info = toFileInfo(path.Base(abs), fi)
+		info = FileInfo{Name: path.Base(dest), Mode: chmodBits(o.Mode), Size: n, Mtime: time.Unix(o.Mtime.Unix(), 0)}
 		return nil
 	})
 	if err != nil {
-		return FileInfo{}, err
+		return FileInfo{}, "", err
 	}
-	return info, nil
+	return info, destRel, nil
 }
 
 // exists lstats p; errors count as "does not exist".

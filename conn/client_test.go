@@ -303,6 +303,12 @@ func TestCloseFailsCalls(t *testing.T) {
 
 func TestTempName(t *testing.T) {
 	n := TempName("main.go")
+	if at, ok := TempCreated(n); !ok || time.Since(at) > time.Minute || time.Since(at) < -time.Minute {
+		t.Fatalf("TempCreated(%q) = %v, %v", n, at, ok)
+	}
+	if _, ok := TempCreated(TempPrefix + "zz-x"); ok {
+		t.Fatal("TempCreated accepted a foreign name")
+	}
 	if !strings.HasPrefix(n, TempPrefix) || !strings.HasSuffix(n, "-main.go") || !IsTempName(n) {
 		t.Fatalf("TempName = %q", n)
 	}

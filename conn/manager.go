@@ -326,6 +326,15 @@ func (m *Manager) PutAtomic(ctx context.Context, path string, r io.Reader, mode 
 	return c.PutAtomic(ctx, path, r, mode, mtime)
 }
 
+// Put implements Remote.
+func (m *Manager) Put(ctx context.Context, path string, r io.Reader, o PutOptions) (FileInfo, string, error) {
+	c, err := m.current("put", path)
+	if err != nil {
+		return FileInfo{}, "", err
+	}
+	return c.Put(ctx, path, r, o)
+}
+
 // Mkdir implements Remote.
 func (m *Manager) Mkdir(ctx context.Context, path string, mode fs.FileMode) error {
 	c, err := m.current("mkdir", path)

@@ -38,6 +38,11 @@ type Remote interface {
 	// failure the temporary file is removed. It returns the attributes of
 	// the new file.
 	PutAtomic(ctx context.Context, path string, r io.Reader, mode fs.FileMode, mtime time.Time) (FileInfo, error)
+	// Put is PutAtomic with a choice of final name made at the last
+	// moment (PutOptions.Dest), after the data is durable on the server.
+	// It returns the attributes of the new file and the path it was
+	// renamed to.
+	Put(ctx context.Context, path string, r io.Reader, o PutOptions) (FileInfo, string, error)
 	// Mkdir creates one directory.
 	Mkdir(ctx context.Context, path string, mode fs.FileMode) error
 	// Remove removes a file or symlink; Rmdir an empty directory.
@@ -57,6 +62,17 @@ type Remote interface {
 	// StatFS reports the filesystem holding path (statvfs@openssh.com);
 	// ErrUnsupported when not offered.
 	StatFS(ctx context.Context, path string) (StatFS, error)
+}
+
+// PutOptions configure Put.
+type PutOptions struct {
+	Mode  fs.FileMode
+	Mtime time.Time // set on the new file (whole seconds)
+	// Dest, when set, is called once the data is written and durable, and
+	// returns where the temporary file is renamed to: a path in the same
+	// folder as Put's path (that path itself, or another name). An error
+	// abandons the upload (the temporary file is removed).
+	Dest func() (string, error)
 }
 
 // FileInfo is what the server says about one file. Mtime has the server's
