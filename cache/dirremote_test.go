@@ -251,3 +251,39 @@ func (r *dirRemote) StatFS(ctx context.Context, p string) (conn.StatFS, error) {
 	}
 	return conn.StatFS{BlockSize: 4096, NameMax: 255}, nil
 }
+
+// treeRemote adds a bulk listing (in find's pre-order) to dirRemote.
+type treeRemote struct{ *dirRemote }
+
+func (r treeRemote) WalkTree(ctx context.Context, prune []string, yield func(string, conn.FileInfo) error) error {
+	if err := r.check(); err != nil {
+		return err
+	}
+	var walk func(rel string) error
+	walk = func(rel string) error {
+		infos, err := r.ReadDir(ctx, rel)
+		if err != nil {
+			return err
+		}
+		for _, fi := range infos {
+			p := fi.Name
+			if rel != "" {
+				p = rel + "/" + fi.Name
+			}
+			if err := yield(p, fi); err != nil {
+				return err
+			}
+			pruned := false
+			for _, q := range prune {
+				pruned = pruned || q == fi.Name
+			}
+			if fi.Mode.IsDir() && !pruned {
+				if err := walk(p); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	return walk("")
+}

@@ -573,3 +573,56 @@ func TestStaleTempFilesAreHiddenAndRemoved(t *testing.T) {
 		t.Fatalf("a fresh temporary file (another upload in flight) was removed: %v", err)
 	}
 }
+
+func TestPreloadFillsTheMirror(t *testing.T) {
+	for _, bulk := range []bool{true, false} {
+		t.Run(fmt.Sprintf("bulk=%v", bulk), func(t *testing.T) {
+			rem := &dirRemote{root: t.TempDir()}
+			var r conn.Remote = rem
+			if bulk {
+				r = treeRemote{rem}
+			}
+			dir := t.TempDir()
+			s, err := Open(Options{Dir: dir, Remote: r, Online: func() bool { return !rem.offline.Load() }})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			e := &env{t: t, remote: rem, dir: dir, s: s, clock: &fakeClock{t: time.Now()}}
+			for _, p := range []string{"a/b/c/deep.py", "a/b/x.py", "a/y.py", "top.txt", "node_modules/pkg/index.js", "z/empty/.keep"} {
+				e.server(p, "content of "+p)
+			}
+			os.Symlink("a/y.py", rem.p("link"))
+			// A local change not yet on the server must survive the preload.
+			rem.mu.Lock()
+			rem.putErr = errors.New("held")
+			rem.mu.Unlock()
+			e.mustWrite("local-only.txt", "mine")
+
+			st, err := s.Preload(context.Background(), []string{"node_modules"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.Bulk != bulk || st.Entries < 10 {
+				t.Fatalf("stats = %+v", st)
+			}
+			// Everything is answerable without the server.
+			rem.offline.Store(true)
+			for _, p := range []string{"a/b/c/deep.py", "a/b/x.py", "a/y.py", "top.txt", "z/empty/.keep", "link", "local-only.txt", "node_modules"} {
+				if _, err := e.lookup(p); err != nil {
+					t.Errorf("lookup %s offline after preload: %v", p, err)
+				}
+			}
+			if _, err := e.lookup("node_modules/pkg"); !errors.Is(err, ErrOffline) {
+				t.Errorf("pruned folder was listed: %v", err)
+			}
+			if tgt, err := s.Readlink(context.Background(), e.mustLookup("link").Ino); err != nil || tgt != "a/y.py" {
+				t.Errorf("readlink = %q, %v", tgt, err)
+			}
+			ents, _ := s.ReadDir(context.Background(), e.mustLookup("a/b").Ino)
+			if len(ents) != 2 {
+				t.Errorf("a/b listing = %v", ents)
+			}
+		})
+	}
+}

@@ -164,19 +164,7 @@ func (s *Store) mergeListing(dir Ino, p string, infos []conn.FileInfo) {
 		if s.protected(cp) {
 			continue
 		}
-		c := s.entries[d.children[fi.Name]]
-		if c != nil && c.mode.Type() != fi.Mode.Type() {
-			s.removeSubtree(c)
-			c = nil
-		}
-		if c == nil {
-			c = &entry{ino: s.nextIno, parent: dir, name: fi.Name}
-			s.nextIno++
-			s.entries[c.ino] = c
-			d.children[fi.Name] = c.ino
-		}
-		s.applyServerAttrs(c, fi)
-		c.checked = now
+		s.upsertChildLocked(d, fi, now)
 	}
 	for name, ino := range d.children {
 		if seen[name] {
@@ -195,6 +183,30 @@ func (s *Store) mergeListing(dir Ino, p string, infos []conn.FileInfo) {
 	d.listed = true
 	d.listedAt = now
 	s.dirtyIno[dir] = true
+}
+
+// upsertChildLocked records fi as a child of d, replacing an entry of
+// another type. The caller has checked the path is not protected.
+// Caller holds mu.
+func (s *Store) upsertChildLocked(d *entry, fi conn.FileInfo, now time.Time) *entry {
+	if d.children == nil {
+		d.children = map[string]Ino{}
+	}
+	c := s.entries[d.children[fi.Name]]
+	if c != nil && c.mode.Type() != fi.Mode.Type() {
+		s.removeSubtree(c)
+		c = nil
+	}
+	if c == nil {
+		c = &entry{ino: s.nextIno, parent: d.ino, name: fi.Name}
+		s.nextIno++
+		s.entries[c.ino] = c
+		d.children[fi.Name] = c.ino
+		s.dirtyIno[d.ino] = true
+	}
+	s.applyServerAttrs(c, fi)
+	c.checked = now
+	return c
 }
 
 // applyServerAttrs records what the server says about a clean entry,

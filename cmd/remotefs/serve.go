@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"bazil.org/fuse"
@@ -34,6 +35,7 @@ func serveMount(ctx context.Context, cfg *mountConfig, ready func(error), warn f
 	log = log.With("mount", cfg.Mountpoint)
 
 	hasCache := fileExists(filepath.Join(cfg.CacheDir, "meta.db"))
+	var onReconnect atomic.Value // func(), set once the cache is open
 	var mgr *conn.Manager
 	if !cfg.Offline {
 		mgr = conn.NewManager(cfg.Spec, conn.Options{
@@ -42,6 +44,13 @@ func serveMount(ctx context.Context, cfg *mountConfig, ready func(error), warn f
 			OpTimeout:      cfg.OpTimeout,
 			Logger:         log,
 		}, func(st conn.State, err error) {
+			if st == conn.Online {
+				// Back online: catch up with what changed on the server
+				// meanwhile (the first connection is handled below).
+				if f, _ := onReconnect.Load().(func()); f != nil {
+					go f()
+				}
+			}
 			if err != nil {
 				log.Warn("connection state", "state", st.String(), "err", err)
 			} else {
@@ -124,6 +133,20 @@ func serveMount(ctx context.Context, cfg *mountConfig, ready func(error), warn f
 	go control.Serve(ctl, d.handle)
 
 	log.Info("mounted", "remote", cfg.Spec.String(), "cache", cfg.CacheDir, "pid", os.Getpid())
+	if mgr != nil {
+		preload := func() {
+			st, err := store.Preload(context.Background(), preloadPrune)
+			if err != nil {
+				log.Warn("tree listing stopped", "err", err, "done", st.String())
+				return
+			}
+			log.Info("tree listed", "stats", st.String())
+		}
+		onReconnect.Store(preload)
+		if st, _, _ := mgr.State(); st == conn.Online {
+			go preload()
+		}
+	}
 	if ready != nil {
 		ready(nil)
 	} else {
@@ -165,6 +188,11 @@ func serveMount(ctx context.Context, cfg *mountConfig, ready func(error), warn f
 	log.Info("unmounted")
 	return nil
 }
+
+// preloadPrune names folders whose contents the mount-time listing skips
+// (listed on first use instead): dependency and cache folders with many
+// files that editors and git rarely look into.
+var preloadPrune = []string{"node_modules", ".venv", "venv", "__pycache__", ".mypy_cache", ".pytest_cache", ".tox"}
 
 // daemon answers control requests for one mount.
 type daemon struct {

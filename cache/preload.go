@@ -1,0 +1,165 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path"
+	"strings"
+	"sync"
+	"time"
+
+	"remotefs/conn"
+)
+
+// Preload fills the metadata mirror with the whole remote tree, so that
+// lookups, listings and `git status` are answered locally from the start.
+// With a remote that can list in bulk (conn.TreeWalker: one streamed find
+// over ssh) directories become usable as the stream passes them, before the
+// last ones arrive; otherwise the tree is walked with parallel SFTP
+// listings. Directories named in prune (base names) are listed themselves
+// but not descended into; they are listed on first use like any other.
+// Local changes not yet on the server are kept, as with every listing.
+func (s *Store) Preload(ctx context.Context, prune []string) (PreloadStats, error) {
+	start := time.Now()
+	var st PreloadStats
+	var err error
+	if tw, ok := s.remote.(conn.TreeWalker); ok {
+		st, err = s.preloadBulk(ctx, tw, prune)
+		st.Bulk = true
+		if errors.Is(err, conn.ErrNoTreeWalk) {
+			s.log.Info("bulk listing unavailable; walking the tree over SFTP", "reason", err)
+			st, err = s.preloadWalk(ctx, prune)
+		}
+	} else {
+		st, err = s.preloadWalk(ctx, prune)
+	}
+	st.Took = time.Since(start)
+	return st, err
+}
+
+// PreloadStats says what a Preload did.
+type PreloadStats struct {
+	Dirs, Entries int
+	Bulk          bool // one streamed listing (false: SFTP walk)
+	Took          time.Duration
+}
+
+func (st PreloadStats) String() string {
+	how := "sftp walk"
+	if st.Bulk {
+		how = "bulk listing"
+	}
+	return fmt.Sprintf("%d entries in %d folders in %v (%s)", st.Entries, st.Dirs, st.Took.Round(time.Millisecond), how)
+}
+
+// frame is a directory whose listing is being collected.
+type frame struct {
+	path  string
+	infos []conn.FileInfo
+}
+
+func (s *Store) preloadBulk(ctx context.Context, tw conn.TreeWalker, prune []string) (PreloadStats, error) {
+	var st PreloadStats
+	pruned := map[string]bool{}
+	for _, p := range prune {
+		pruned[p] = true
+	}
+	stack := []*frame{{path: ""}}
+	complete := func(f *frame) {
+		s.mu.Lock()
+		if _, d, err := s.lookupPathLocked(f.path); err == nil && d != nil && d.isDir() {
+			s.mergeListing(d.ino, f.path, f.infos)
+		}
+		s.mu.Unlock()
+		st.Dirs++
+	}
+	err := tw.WalkTree(ctx, prune, func(p string, fi conn.FileInfo) error {
+		parent := path.Dir(p)
+		if parent == "." {
+			parent = ""
+		}
+		for len(stack) > 0 && stack[len(stack)-1].path != parent {
+			complete(stack[len(stack)-1])
+			stack = stack[:len(stack)-1]
+		}
+		if len(stack) == 0 {
+			return fmt.Errorf("%w: %q arrived outside its folder", conn.ErrNoTreeWalk, p)
+		}
+		top := stack[len(stack)-1]
+		top.infos = append(top.infos, fi)
+		st.Entries++
+		if fi.Mode.IsDir() && !pruned[fi.Name] && !strings.HasPrefix(fi.Name, conn.TempPrefix) {
+			// Make the folder's entry exist now, so its own listing can be
+			// recorded when it completes (before its parent's does).
+			s.mu.Lock()
+			if _, d, err := s.lookupPathLocked(parent); err == nil && d != nil && d.isDir() && !s.protected(p) {
+				s.upsertChildLocked(d, fi, s.now())
+			}
+			s.mu.Unlock()
+			stack = append(stack, &frame{path: p})
+		}
+		return nil
+	})
+	if err != nil {
+		return st, err
+	}
+	for i := len(stack) - 1; i >= 0; i-- {
+		complete(stack[i])
+	}
+	return st, nil
+}
+
+// preloadWalk lists every directory with SFTP, several at a time.
+func (s *Store) preloadWalk(ctx context.Context, prune []string) (PreloadStats, error) {
+	var (
+		st      PreloadStats
+		mu      sync.Mutex
+		wg      sync.WaitGroup
+		firstEr error
+	)
+	pruned := map[string]bool{}
+	for _, p := range prune {
+		pruned[p] = true
+	}
+	sem := make(chan struct{}, 8)
+	var visit func(ino Ino)
+	visit = func(ino Ino) {
+		defer wg.Done()
+		sem <- struct{}{}
+		err := s.listDir(ctx, ino)
+		<-sem
+		if err != nil {
+			mu.Lock()
+			if firstEr == nil && !errors.Is(err, ErrStale) {
+				firstEr = err
+			}
+			mu.Unlock()
+			return
+		}
+		s.mu.Lock()
+		var sub []Ino
+		n := 0
+		if d := s.entries[ino]; d != nil {
+			n = len(d.children)
+			for name, c := range d.children {
+				if e := s.entries[c]; e != nil && e.isDir() && !pruned[name] {
+					sub = append(sub, c)
+				}
+			}
+		}
+		s.mu.Unlock()
+		mu.Lock()
+		st.Dirs++
+		st.Entries += n
+		mu.Unlock()
+		for _, c := range sub {
+			wg.Add(1)
+			go visit(c)
+		}
+	}
+	wg.Add(1)
+	visit(RootIno)
+	wg.Wait()
+	return st, firstEr
+}

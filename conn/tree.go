@@ -1,0 +1,200 @@
+package conn
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// TreeWalker is implemented by remotes that can list a whole tree in one
+// streamed round trip. WalkTree calls yield for every entry under the root
+// (not the root itself) in pre-order: a directory before its contents, and
+// a directory's subtree complete before the next sibling's. Paths are
+// relative to the root. prune names directories (base names) whose
+// contents are not listed (the directory itself is).
+type TreeWalker interface {
+	WalkTree(ctx context.Context, prune []string, yield func(path string, fi FileInfo) error) error
+}
+
+var (
+	_ TreeWalker = (*Client)(nil)
+	_ TreeWalker = (*Manager)(nil)
+)
+
+// ErrNoTreeWalk: the server has no usable find; walk with SFTP instead.
+var ErrNoTreeWalk = errors.New("server cannot list the tree in bulk (no GNU find)")
+
+// WalkTree implements TreeWalker with GNU find over an exec channel: one
+// command, NUL-separated records, streamed as find produces them.
+func (c *Client) WalkTree(ctx context.Context, prune []string, yield func(string, FileInfo) error) error {
+	cmd := findCommand(c.root, prune)
+	pr, pw := io.Pipe()
+	var stderr bytes.Buffer
+	done := make(chan error, 1)
+	go func() {
+		code, err := c.Exec(ctx, cmd, nil, pw, &limitedBuffer{buf: &stderr, max: 4096})
+		if err == nil && code != 0 && code != 1 {
+			// 1: some entries could not be read (permissions), the rest is fine.
+			err = fmt.Errorf("%w: find exited %d: %s", ErrNoTreeWalk, code, strings.TrimSpace(stderr.String()))
+		}
+		pw.CloseWithError(err)
+		done <- err
+	}()
+	perr := parseFindStream(pr, yield)
+	pr.CloseWithError(errors.New("walk stopped"))
+	err := <-done
+	if perr != nil && !errors.Is(perr, io.ErrClosedPipe) {
+		return perr
+	}
+	return err
+}
+
+// WalkTree implements TreeWalker.
+func (m *Manager) WalkTree(ctx context.Context, prune []string, yield func(string, FileInfo) error) error {
+	c, err := m.current("walk", "")
+	if err != nil {
+		return err
+	}
+	return c.WalkTree(ctx, prune, yield)
+}
+
+// findCommand lists root with GNU find: type, mode, size, mtime, path and
+// symlink target per entry, each field ended by NUL. A first record "V"
+// proves the output comes from a find that understands -printf.
+func findCommand(root string, prune []string) string {
+	var b strings.Builder
+	b.WriteString("LC_ALL=C find ")
+	b.WriteString(shellQuote(root + "/"))
+	b.WriteString(" -mindepth 1")
+	if len(prune) > 0 {
+		b.WriteString(" \\( -type d \\( ")
+		for i, p := range prune {
+			if i > 0 {
+				b.WriteString(" -o ")
+			}
+			b.WriteString("-name ")
+			b.WriteString(shellQuote(p))
+		}
+		b.WriteString(" \\) -printf '%y\\0%m\\0%s\\0%T@\\0%P\\0%l\\0' -prune \\) -o")
+	}
+	b.WriteString(" -printf '%y\\0%m\\0%s\\0%T@\\0%P\\0%l\\0'")
+	return b.String()
+}
+
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// parseFindStream reads find records and yields them.
+func parseFindStream(r io.Reader, yield func(string, FileInfo) error) error {
+	br := bufio.NewReaderSize(r, 256*1024)
+	var fields [6]string
+	for {
+		for i := range fields {
+			f, err := br.ReadString(0)
+			if err != nil {
+				if err == io.EOF && i == 0 && f == "" {
+					return nil
+				}
+				if err == io.EOF {
+					return fmt.Errorf("%w: truncated record", ErrNoTreeWalk)
+				}
+				return err
+			}
+			fields[i] = f[:len(f)-1]
+		}
+		p, fi, err := parseFindRecord(fields)
+		if err != nil {
+			return err
+		}
+		if err := yield(p, fi); err != nil {
+			return err
+		}
+	}
+}
+
+// parseFindRecord turns one record's fields into a FileInfo.
+func parseFindRecord(f [6]string) (string, FileInfo, error) {
+	bad := func(what string) (string, FileInfo, error) {
+		return "", FileInfo{}, fmt.Errorf("%w: bad %s in record %q", ErrNoTreeWalk, what, strings.Join(f[:], "|"))
+	}
+	var typ fs.FileMode
+	switch f[0] {
+	case "f":
+	case "d":
+		typ = fs.ModeDir
+	case "l":
+		typ = fs.ModeSymlink
+	case "p":
+		typ = fs.ModeNamedPipe
+	case "s":
+		typ = fs.ModeSocket
+	case "c":
+		typ = fs.ModeDevice | fs.ModeCharDevice
+	case "b":
+		typ = fs.ModeDevice
+	default:
+		return bad("type")
+	}
+	perm, err := strconv.ParseUint(f[1], 8, 32)
+	if err != nil || perm > 0o7777 {
+		return bad("mode")
+	}
+	mode := typ | fs.FileMode(perm&0o777)
+	if perm&0o4000 != 0 {
+		mode |= fs.ModeSetuid
+	}
+	if perm&0o2000 != 0 {
+		mode |= fs.ModeSetgid
+	}
+	if perm&0o1000 != 0 {
+		mode |= fs.ModeSticky
+	}
+	size, err := strconv.ParseInt(f[2], 10, 64)
+	if err != nil || size < 0 {
+		return bad("size")
+	}
+	secStr, _, _ := strings.Cut(f[3], ".")
+	sec, err := strconv.ParseInt(secStr, 10, 64)
+	if err != nil {
+		return bad("mtime")
+	}
+	p := f[4]
+	if p == "" || strings.HasPrefix(p, "/") || strings.HasSuffix(p, "/") {
+		return bad("path")
+	}
+	for _, el := range strings.Split(p, "/") {
+		if el == "" || el == "." || el == ".." {
+			return bad("path")
+		}
+	}
+	fi := FileInfo{Name: p[strings.LastIndexByte(p, '/')+1:], Mode: mode, Size: size, Mtime: time.Unix(sec, 0)}
+	if typ == fs.ModeSymlink {
+		fi.Target = f[5]
+	}
+	return p, fi, nil
+}
+
+// limitedBuffer keeps the first max bytes written to it.
+type limitedBuffer struct {
+	buf *bytes.Buffer
+	max int
+}
+
+func (l *limitedBuffer) Write(p []byte) (int, error) {
+	if room := l.max - l.buf.Len(); room > 0 {
+		if len(p) > room {
+			l.buf.Write(p[:room])
+		} else {
+			l.buf.Write(p)
+		}
+	}
+	return len(p), nil
+}

@@ -1,0 +1,135 @@
+package conn
+
+import (
+	"bytes"
+	"context"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+
+	"remotefs/internal/sshdtest"
+)
+
+// The bulk listing over a real sshd with GNU find must describe the tree
+// exactly as SFTP does, names with spaces, quotes and newlines included.
+func TestWalkTreeMatchesSFTP(t *testing.T) {
+	srv := sshdtest.Start(t)
+	root := filepath.Join(srv.Dir, "tree")
+	for _, p := range []string{"a/b/deep.py", "a/x y.txt", "quote'd/f", "new\nline", "node_modules/pkg/i.js", "setuid"} {
+		full := filepath.Join(root, p)
+		os.MkdirAll(filepath.Dir(full), 0o755)
+		os.WriteFile(full, []byte("data "+p), 0o644)
+	}
+	os.Chmod(filepath.Join(root, "setuid"), 0o4755)
+	os.Symlink("a/b/deep.py", filepath.Join(root, "link"))
+	os.Mkdir(filepath.Join(root, "emptydir"), 0o700)
+
+	c := mustDial(t, "testbox:"+root, srvOpts(srv))
+	ctx := context.Background()
+	got := map[string]FileInfo{}
+	var order []string
+	err := c.WalkTree(ctx, []string{"node_modules"}, func(p string, fi FileInfo) error {
+		got[p] = fi
+		order = append(order, p)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Reference: SFTP listings, without descending into node_modules.
+	want := map[string]FileInfo{}
+	var walk func(rel string)
+	walk = func(rel string) {
+		infos, err := c.ReadDir(ctx, rel)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, fi := range infos {
+			p := fi.Name
+			if rel != "" {
+				p = rel + "/" + fi.Name
+			}
+			if fi.Mode&fs.ModeSymlink != 0 {
+				fi.Target, _ = c.ReadLink(ctx, p)
+			}
+			want[p] = fi
+			if fi.Mode.IsDir() && fi.Name != "node_modules" {
+				walk(p)
+			}
+		}
+	}
+	walk("")
+	if len(got) != len(want) {
+		t.Errorf("bulk listing has %d entries, SFTP %d", len(got), len(want))
+	}
+	for p, w := range want {
+		g, ok := got[p]
+		if !ok {
+			t.Errorf("missing %q", p)
+			continue
+		}
+		if g.Mode != w.Mode || g.Size != w.Size || !g.Mtime.Equal(w.Mtime) || g.Target != w.Target || g.Name != w.Name {
+			t.Errorf("%q: bulk %+v, sftp %+v", p, g, w)
+		}
+	}
+	// Pre-order: every entry comes after its folder.
+	seen := map[string]bool{}
+	for _, p := range order {
+		if d := filepath.Dir(p); d != "." && !seen[d] {
+			t.Errorf("%q came before its folder", p)
+		}
+		seen[p] = true
+	}
+}
+
+func TestParseFindStream(t *testing.T) {
+	rec := func(f ...string) string { return strings.Join(f, "\x00") + "\x00" }
+	in := rec("d", "755", "4096", "1700000000.5", "src", "") +
+		rec("f", "644", "12", "1700000001.0000000000", "src/a b.py", "") +
+		rec("l", "777", "4", "1700000002", "src/ln", "a b.py") +
+		rec("f", "4755", "0", "1700000003.1", "setuid", "")
+	var got []string
+	err := parseFindStream(strings.NewReader(in), func(p string, fi FileInfo) error {
+		got = append(got, p+" "+fi.Mode.String()+" "+fi.Target)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"src drwxr-xr-x ", "src/a b.py -rw-r--r-- ", "src/ln Lrwxrwxrwx a b.py", "setuid urwxr-xr-x "}
+	sort.Strings(got)
+	sort.Strings(want)
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Fatalf("got %q\nwant %q", got, want)
+	}
+	for _, bad := range []string{
+		rec("f", "644", "1", "1", "../escape", ""),
+		rec("f", "999", "1", "1", "x", ""),
+		rec("q", "644", "1", "1", "x", ""),
+		rec("f", "644", "-1", "1", "x", ""),
+		"f\x00644\x001\x00",
+	} {
+		if err := parseFindStream(strings.NewReader(bad), func(string, FileInfo) error { return nil }); err == nil {
+			t.Errorf("accepted bad stream %q", bad)
+		}
+	}
+}
+
+func FuzzParseFindStream(f *testing.F) {
+	f.Add([]byte("d\x00755\x004096\x001700000000.5\x00src\x00\x00"))
+	f.Add([]byte("l\x00777\x004\x001\x00a/b\x00../x\x00"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		parseFindStream(bytes.NewReader(data), func(p string, fi FileInfo) error {
+			if p == "" || strings.HasPrefix(p, "/") || strings.Contains("/"+p+"/", "/../") {
+				t.Fatalf("unsafe path %q accepted", p)
+			}
+			if fi.Size < 0 {
+				t.Fatalf("negative size")
+			}
+			return nil
+		})
+	})
+}
