@@ -66,6 +66,9 @@ type Options struct {
 	// Now is the clock (tests inject one). Default time.Now.
 	Now    func() time.Time
 	Logger *slog.Logger
+	// OnInvalidate is told about server-side changes the kernel may have
+	// cached (called on its own goroutine, never with a lock held).
+	OnInvalidate func(Invalidation)
 }
 
 // Store is the cache of one remote root. All methods are safe for
@@ -100,6 +103,9 @@ type Store struct {
 	conflicts   []Conflict
 	closed      bool
 	recent      *simplelru.LRU[Ino, int64] // content present, by last use
+	// invalidations waiting for invalidateLoop
+	invalidations    []Invalidation
+	invalidateSignal chan struct{}
 	recentBytes int64                      // sum of recent's sizes
 }
 
@@ -183,6 +189,7 @@ func Open(opts Options) (*Store, error) {
 		dirtyIno: map[Ino]bool{}, deletedIno: map[Ino]bool{},
 		fetching: map[Ino]*fetchCall{}, listing: map[Ino]*fetchCall{},
 		nextIno: RootIno + 1, nextSeq: 1, recent: newRecency(),
+		invalidateSignal: make(chan struct{}, 1),
 	}
 	s.cond = sync.NewCond(&s.mu)
 	if err := s.load(); err != nil {
@@ -191,6 +198,7 @@ func Open(opts Options) (*Store, error) {
 	}
 	s.cleanContentDir()
 	go s.persistLoop()
+	go s.invalidateLoop()
 	go s.writer()
 	return s, nil
 }

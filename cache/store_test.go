@@ -626,3 +626,79 @@ func TestPreloadFillsTheMirror(t *testing.T) {
 		})
 	}
 }
+
+func TestRemoteChangesUpdateMirrorAndInvalidate(t *testing.T) {
+	rem := &dirRemote{root: t.TempDir()}
+	var (
+		mu   sync.Mutex
+		invs []Invalidation
+	)
+	s, err := Open(Options{Dir: t.TempDir(), Remote: rem, OnInvalidate: func(inv Invalidation) {
+		mu.Lock()
+		invs = append(invs, inv)
+		mu.Unlock()
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	e := &env{t: t, remote: rem, s: s, clock: &fakeClock{t: time.Now()}}
+	e.server("results/log.txt", "epoch 1\n")
+	e.server("code/train.py", "v1")
+	e.server("old.txt", "bye")
+	if got := e.mustRead("results/log.txt"); got != "epoch 1\n" {
+		t.Fatal(got)
+	}
+	e.mustLookup("code/train.py")
+	e.mustLookup("old.txt")
+	resultsIno := e.mustLookup("results").Ino
+	logIno := e.mustLookup("results/log.txt").Ino
+	ctx := context.Background()
+
+	// The server appends to the log, adds a run folder, deletes a file.
+	e.server("results/log.txt", "epoch 1\nepoch 2\n")
+	e.server("results/run2/metrics.json", "{}")
+	os.Remove(rem.p("old.txt"))
+	s.ApplyRemoteChanges(ctx, []RemoteChange{
+		{Path: "results/log.txt"}, {Path: "results/run2", Dir: true},
+		{Path: "results/run2/metrics.json"}, {Path: "old.txt", Gone: true},
+		{Path: conn.TempPrefix + "x"},
+	})
+	if got := e.mustRead("results/log.txt"); got != "epoch 1\nepoch 2\n" {
+		t.Fatalf("log after change = %q", got)
+	}
+	if got := e.mustRead("results/run2/metrics.json"); got != "{}" {
+		t.Fatalf("new file = %q", got)
+	}
+	if _, err := e.lookup("old.txt"); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("deleted file still there: %v", err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	mu.Lock()
+	var sawData, sawNew, sawGone bool
+	for _, inv := range invs {
+		sawData = sawData || inv.Ino == logIno
+		sawNew = sawNew || (inv.Dir == resultsIno && inv.Name == "run2")
+		sawGone = sawGone || (inv.Dir == RootIno && inv.Name == "old.txt")
+	}
+	n := len(invs)
+	mu.Unlock()
+	if !sawData || !sawNew || !sawGone {
+		t.Fatalf("invalidations %+v: data %v new %v gone %v", invs, sawData, sawNew, sawGone)
+	}
+
+	// The mount's own save, echoed back by the feed, changes nothing.
+	e.mustWrite("code/train.py", "v2 from the laptop")
+	e.flush()
+	s.ApplyRemoteChanges(ctx, []RemoteChange{{Path: "code/train.py"}, {Path: "code", Dir: true}})
+	time.Sleep(50 * time.Millisecond)
+	mu.Lock()
+	echoes := invs[n:]
+	mu.Unlock()
+	if len(echoes) != 0 {
+		t.Fatalf("own upload echoed as remote change: %+v", echoes)
+	}
+	if st := s.Status(); len(st.Conflicts) != 0 {
+		t.Fatalf("conflicts from an echo: %+v", st.Conflicts)
+	}
+}

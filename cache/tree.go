@@ -179,6 +179,7 @@ func (s *Store) mergeListing(dir Ino, p string, infos []conn.FileInfo) {
 			continue
 		}
 		s.removeSubtree(c)
+		s.notifyLocked(Invalidation{Dir: dir, Name: name, Ino: ino})
 	}
 	d.listed = true
 	d.listedAt = now
@@ -195,6 +196,7 @@ func (s *Store) upsertChildLocked(d *entry, fi conn.FileInfo, now time.Time) *en
 	c := s.entries[d.children[fi.Name]]
 	if c != nil && c.mode.Type() != fi.Mode.Type() {
 		s.removeSubtree(c)
+		s.notifyLocked(Invalidation{Dir: d.ino, Name: fi.Name, Ino: c.ino})
 		c = nil
 	}
 	if c == nil {
@@ -203,6 +205,7 @@ func (s *Store) upsertChildLocked(d *entry, fi conn.FileInfo, now time.Time) *en
 		s.entries[c.ino] = c
 		d.children[fi.Name] = c.ino
 		s.dirtyIno[d.ino] = true
+		s.notifyLocked(Invalidation{Dir: d.ino, Name: fi.Name})
 	}
 	s.applyServerAttrs(c, fi)
 	c.checked = now
@@ -215,6 +218,9 @@ func (s *Store) applyServerAttrs(e *entry, fi conn.FileInfo) {
 	v := versionOf(fi)
 	if e.localOwned() {
 		return
+	}
+	if e.onServer && (v != e.remote || e.mode != fi.Mode) {
+		s.notifyLocked(Invalidation{Ino: e.ino})
 	}
 	if e.mode.IsRegular() && e.content == contentClean && v != e.remote {
 		s.dropContent(e)

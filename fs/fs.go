@@ -47,6 +47,8 @@ type FS struct {
 	opts     Options
 	log      *slog.Logger
 
+	srv serverRef // set once serving starts
+
 	mu    sync.Mutex // guards nodes
 	nodes map[cache.Ino]*node
 }

@@ -81,6 +81,12 @@ func serveMount(ctx context.Context, cfg *mountConfig, ready func(error), warn f
 		opts.Remote = mgr
 		opts.Online = func() bool { st, _, _ := mgr.State(); return st == conn.Online }
 	}
+	var fsysRef atomic.Pointer[rfs.FS]
+	opts.OnInvalidate = func(inv cache.Invalidation) {
+		if f := fsysRef.Load(); f != nil {
+			f.Invalidate(inv)
+		}
+	}
 	store, err := cache.Open(opts)
 	if err != nil {
 		return err
@@ -126,6 +132,8 @@ func serveMount(ctx context.Context, cfg *mountConfig, ready func(error), warn f
 		srvCfg = &fusefs.Config{Debug: func(msg any) { log.Debug("fuse", "msg", fmt.Sprint(msg)) }}
 	}
 	srv := fusefs.New(fc, srvCfg)
+	fsys.SetServer(srv)
+	fsysRef.Store(fsys)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(fsys) }()
 

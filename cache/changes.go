@@ -1,0 +1,184 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"io/fs"
+	"path"
+	"sort"
+	"strings"
+	"sync"
+
+	"remotefs/conn"
+)
+
+// RemoteChange is one change the server reported (the change feed).
+type RemoteChange struct {
+	Path     string // relative to the root; "" is the root folder itself
+	Gone     bool   // deleted or moved away
+	Dir      bool   // a folder (its entries changed)
+	Overflow bool   // changes were lost: rescan everything
+}
+
+// Invalidation tells the FUSE layer what the kernel may have cached that
+// changed on the server: the name Name in folder Dir (added, removed or
+// replaced), and/or the content and attributes of Ino.
+type Invalidation struct {
+	Dir  Ino
+	Name string // "" when only Ino changed
+	Ino  Ino    // 0 when only a name changed
+}
+
+// ApplyRemoteChanges brings the mirror up to date with changes the server
+// reported: each path is re-checked with the server (so stale or
+// out-of-order reports do no harm), new entries appear, removed ones go,
+// changed files drop their cached content, changed folders are listed
+// again. Paths with local changes still on their way to the server keep
+// their local state, so the mount's own uploads are not taken for remote
+// changes (and their echoes cost no invalidation). Changes under a folder
+// the mount never listed are ignored: it will be listed when first used.
+func (s *Store) ApplyRemoteChanges(ctx context.Context, changes []RemoteChange) {
+	paths := map[string]RemoteChange{}
+	for _, c := range changes {
+		if c.Overflow {
+			s.log.Info("change feed lost events; listing the tree again")
+			if _, err := s.Preload(ctx, nil); err != nil {
+				s.log.Warn("rescan after lost events", "err", err)
+			}
+			return
+		}
+		if strings.HasPrefix(path.Base(c.Path), conn.TempPrefix) {
+			continue
+		}
+		old, seen := paths[c.Path]
+		c.Dir = c.Dir || (seen && old.Dir)
+		paths[c.Path] = c
+	}
+	// Parents before children, so a new folder's entry exists before its
+	// files are looked at.
+	ordered := make([]string, 0, len(paths))
+	for p := range paths {
+		ordered = append(ordered, p)
+	}
+	sort.Slice(ordered, func(i, j int) bool {
+		di, dj := strings.Count(ordered[i], "/"), strings.Count(ordered[j], "/")
+		if ordered[i] == "" || ordered[j] == "" {
+			return ordered[i] == ""
+		}
+		if di != dj {
+			return di < dj
+		}
+		return ordered[i] < ordered[j]
+	})
+	// One depth level at a time, each level's paths in parallel.
+	for i := 0; i < len(ordered); {
+		j := i
+		depth := strings.Count(ordered[i], "/")
+		for j < len(ordered) && (ordered[j] == "" && ordered[i] == "" || ordered[j] != "" && ordered[i] != "" && strings.Count(ordered[j], "/") == depth) {
+			j++
+		}
+		var wg sync.WaitGroup
+		sem := make(chan struct{}, 16)
+		for _, p := range ordered[i:j] {
+			wg.Add(1)
+			sem <- struct{}{}
+			go func(c RemoteChange) {
+				defer wg.Done()
+				defer func() { <-sem }()
+				s.applyRemoteChange(ctx, c)
+			}(paths[p])
+		}
+		wg.Wait()
+		i = j
+	}
+}
+
+func (s *Store) applyRemoteChange(ctx context.Context, c RemoteChange) {
+	if c.Path == "" {
+		if err := s.listDir(ctx, RootIno); err != nil {
+			s.log.Debug("relist root after change", "err", err)
+		}
+		return
+	}
+	parentPath := path.Dir(c.Path)
+	if parentPath == "." {
+		parentPath = ""
+	}
+	s.mu.Lock()
+	_, parent, err := s.lookupPathLocked(parentPath)
+	if err != nil || parent == nil || !parent.isDir() || !parent.listed || s.protected(c.Path) {
+		s.mu.Unlock()
+		return
+	}
+	parentIno := parent.ino
+	s.mu.Unlock()
+
+	fi, err := s.remote.Lstat(ctx, c.Path)
+	gone := errors.Is(err, fs.ErrNotExist)
+	if err != nil && !gone {
+		s.log.Debug("check remote change", "path", c.Path, "err", err)
+		return
+	}
+	s.mu.Lock()
+	d := s.entries[parentIno]
+	if d == nil || s.pathOf(d) != parentPath || s.protected(c.Path) {
+		s.mu.Unlock()
+		return
+	}
+	name := path.Base(c.Path)
+	cur := s.entries[d.children[name]]
+	relist := Ino(0)
+	switch {
+	case gone:
+		if cur != nil && !cur.localOwned() {
+			s.removeSubtree(cur)
+			s.notifyLocked(Invalidation{Dir: d.ino, Name: name, Ino: cur.ino})
+		}
+	default:
+		fi.Name = name
+		e := s.upsertChildLocked(d, fi, s.now())
+		// A new folder is listed at once (its files may already be there);
+		// a known one again if it was listed and its entries changed.
+		if e.isDir() && (cur != e || (c.Dir && e.listed)) {
+			relist = e.ino
+		}
+	}
+	s.mu.Unlock()
+	if relist != 0 {
+		if err := s.listDir(ctx, relist); err != nil {
+			s.log.Debug("relist after change", "path", c.Path, "err", err)
+		}
+	}
+}
+
+// notifyLocked queues a kernel cache invalidation. Caller holds mu.
+func (s *Store) notifyLocked(inv Invalidation) {
+	if s.opts.OnInvalidate == nil {
+		return
+	}
+	s.invalidations = append(s.invalidations, inv)
+	select {
+	case s.invalidateSignal <- struct{}{}:
+	default:
+	}
+}
+
+// invalidateLoop delivers queued invalidations outside mu, on its own
+// goroutine: the FUSE layer must never call into the kernel from inside a
+// request that touches the same node (it would deadlock).
+func (s *Store) invalidateLoop() {
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-s.invalidateSignal:
+		}
+		s.mu.Lock()
+		batch := s.invalidations
+		s.invalidations = nil
+		s.mu.Unlock()
+		for _, inv := range batch {
+			s.opts.OnInvalidate(inv)
+		}
+	}
+}
