@@ -106,7 +106,7 @@ type Store struct {
 	// invalidations waiting for invalidateLoop
 	invalidations    []Invalidation
 	invalidateSignal chan struct{}
-	recentBytes int64                      // sum of recent's sizes
+	recentBytes      int64 // sum of recent's sizes
 }
 
 type fetchCall struct {
