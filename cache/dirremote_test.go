@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"archive/tar"
 	"context"
 	"errors"
 	"fmt"
@@ -286,4 +287,46 @@ func (r treeRemote) WalkTree(ctx context.Context, prune []string, yield func(str
 		return nil
 	}
 	return walk("")
+}
+
+// FetchFiles streams files the way tar over ssh does, via archive/tar.
+func (r treeRemote) FetchFiles(ctx context.Context, paths []string, yield func(string, conn.FileInfo, io.Reader) error) error {
+	if err := r.check(); err != nil {
+		return err
+	}
+	pr, pw := io.Pipe()
+	go func() {
+		tw := tar.NewWriter(pw)
+		for _, p := range paths {
+			fi, err := os.Lstat(r.p(p))
+			if err != nil || !fi.Mode().IsRegular() {
+				continue
+			}
+			h, _ := tar.FileInfoHeader(fi, "")
+			h.Name = p
+			h.ModTime = fi.ModTime().Truncate(time.Second) // as GNU tar stores it
+			tw.WriteHeader(h)
+			f, err := os.Open(r.p(p))
+			if err == nil {
+				io.Copy(tw, f)
+				f.Close()
+			}
+		}
+		pw.CloseWithError(tw.Close())
+	}()
+	tr := tar.NewReader(pr)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		fi := conn.FileInfo{Name: filepath.Base(h.Name), Mode: h.FileInfo().Mode(), Size: h.Size, Mtime: time.Unix(h.ModTime.Unix(), 0)}
+		if err := yield(h.Name, fi, tr); err != nil {
+			pr.CloseWithError(err)
+			return err
+		}
+	}
 }

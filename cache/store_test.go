@@ -702,3 +702,57 @@ func TestRemoteChangesUpdateMirrorAndInvalidate(t *testing.T) {
 		t.Fatalf("conflicts from an echo: %+v", st.Conflicts)
 	}
 }
+
+func TestPrefetchFetchesSmallFilesInBulk(t *testing.T) {
+	rem := &dirRemote{root: t.TempDir()}
+	s, err := Open(Options{Dir: t.TempDir(), Remote: treeRemote{rem}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	e := &env{t: t, remote: rem, s: s, clock: &fakeClock{t: time.Now()}}
+	e.server(".git/HEAD", "ref: refs/heads/main\n")
+	e.server("src/a.py", "print(1)\n")
+	e.server("node_modules/x/index.js", "skip me")
+	e.server("big.bin", strings.Repeat("b", 300<<10))
+	if _, err := s.Preload(context.Background(), nil); err != nil {
+		t.Fatal(err)
+	}
+	// A local edit in progress must not be replaced by prefetched data.
+	rem.mu.Lock()
+	rem.putErr = errors.New("held")
+	rem.mu.Unlock()
+	e.server("src/mine.py", "server version")
+	s.Preload(context.Background(), nil)
+	a := e.mustLookup("src/mine.py")
+	h, err := s.Open(context.Background(), a.Ino, os.O_RDWR|os.O_TRUNC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.WriteAt([]byte("local"), 0)
+	h.Release()
+
+	st, err := s.Prefetch(context.Background(), PrefetchOptions{Skip: []string{"node_modules"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Files != 2 {
+		t.Fatalf("prefetched %d files, want 2 (.git/HEAD, src/a.py): %v", st.Files, st)
+	}
+	rem.offline.Store(true)
+	if got := e.mustRead(".git/HEAD"); got != "ref: refs/heads/main\n" {
+		t.Fatalf("HEAD = %q", got)
+	}
+	if got := e.mustRead("src/a.py"); got != "print(1)\n" {
+		t.Fatalf("a.py = %q", got)
+	}
+	if got := e.mustRead("src/mine.py"); got != "local" {
+		t.Fatalf("local edit replaced: %q", got)
+	}
+	if _, err := e.read("big.bin"); !errors.Is(err, ErrOffline) {
+		t.Fatalf("big file was prefetched: %v", err)
+	}
+	if _, err := e.read("node_modules/x/index.js"); !errors.Is(err, ErrOffline) {
+		t.Fatalf("skipped folder was prefetched: %v", err)
+	}
+}

@@ -3,6 +3,7 @@ package conn
 import (
 	"bytes"
 	"context"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -132,4 +133,47 @@ func FuzzParseFindStream(f *testing.F) {
 			return nil
 		})
 	})
+}
+
+// tar over a real sshd sends the named files with the attributes SFTP reports.
+func TestFetchFilesMatchesSFTP(t *testing.T) {
+	srv := sshdtest.Start(t)
+	root := filepath.Join(srv.Dir, "tree")
+	names := []string{"a/b/deep.py", "a/x y.txt", "quote'd", "-dash", "new\nline", "empty"}
+	for i, p := range names {
+		full := filepath.Join(root, p)
+		os.MkdirAll(filepath.Dir(full), 0o755)
+		os.WriteFile(full, bytes.Repeat([]byte{byte('a' + i)}, i*1000), 0o640)
+	}
+	c := mustDial(t, "testbox:"+root, srvOpts(srv))
+	ctx := context.Background()
+	got := map[string]string{}
+	err := c.FetchFiles(ctx, append(names, "missing.txt", "a"), func(p string, fi FileInfo, r io.Reader) error {
+		b, err := io.ReadAll(r)
+		if err != nil {
+			return err
+		}
+		want, err := c.Lstat(ctx, p)
+		if err != nil {
+			t.Errorf("lstat %q: %v", p, err)
+		} else if want.Size != fi.Size || !want.Mtime.Equal(fi.Mtime) || want.Mode.Perm() != fi.Mode.Perm() || int64(len(b)) != fi.Size {
+			t.Errorf("%q: tar %+v (%d bytes), sftp %+v", p, fi, len(b), want)
+		}
+		got[p] = string(b)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, p := range names {
+		if p == "-dash" {
+			continue // names starting with '-' are left to SFTP
+		}
+		if got[p] != strings.Repeat(string(rune('a'+i)), i*1000) {
+			t.Errorf("%q: got %d bytes", p, len(got[p]))
+		}
+	}
+	if _, ok := got["missing.txt"]; ok {
+		t.Error("missing file reported")
+	}
 }

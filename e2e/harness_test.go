@@ -84,6 +84,7 @@ func newWorld(t *testing.T) *world {
 		"GIT_COMMITTER_NAME=Test", "GIT_COMMITTER_EMAIL=test@example.com",
 		"GIT_AUTHOR_DATE=2026-01-01T00:00:00Z", "GIT_COMMITTER_DATE=2026-01-01T00:00:00Z",
 		"GIT_CONFIG_NOSYSTEM=1",
+		"GORACE=atexit_sleep_ms=0", // the race-built binary would wait 1s at every exit
 	)
 	os.MkdirAll(filepath.Join(base, "run"), 0o700)
 	t.Cleanup(w.cleanup)

@@ -149,6 +149,12 @@ func serveMount(ctx context.Context, cfg *mountConfig, ready func(error), warn f
 				return
 			}
 			log.Info("tree listed", "stats", st.String())
+			pst, err := store.Prefetch(context.Background(), cache.PrefetchOptions{Skip: preloadPrune})
+			if err != nil {
+				log.Warn("prefetch stopped", "err", err, "done", pst.String())
+				return
+			}
+			log.Info("small files prefetched", "stats", pst.String())
 		}
 		onReconnect.Store(preload)
 		if st, _, _ := mgr.State(); st == conn.Online {

@@ -1,0 +1,228 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"remotefs/conn"
+)
+
+// PrefetchOptions choose which files Prefetch downloads.
+type PrefetchOptions struct {
+	// MaxFileSize: larger files are left for on-demand reads. Default 256 KiB.
+	MaxFileSize int64
+	// MaxTotal bounds the bytes one Prefetch downloads. Default: a quarter
+	// of the cache size limit.
+	MaxTotal int64
+	// Skip names folders (base names) whose files are not prefetched, e.g.
+	// node_modules, or server-written folders like results.
+	Skip []string
+}
+
+// PrefetchStats says what a Prefetch did.
+type PrefetchStats struct {
+	Files int
+	Bytes int64
+	Took  time.Duration
+}
+
+func (st PrefetchStats) String() string {
+	return fmt.Sprintf("%d files (%d bytes) in %v", st.Files, st.Bytes, st.Took.Round(time.Millisecond))
+}
+
+// Prefetch downloads the content of small files that are listed but not
+// cached, in a few streamed batches (tar over ssh) instead of one SFTP
+// round trip per file, most useful first: git's metadata, .gitignore
+// files, source code, then the rest. It needs a remote that implements
+// conn.BulkFetcher; otherwise it does nothing. Files opened meanwhile are
+// fetched on demand as usual; a file that changed since it was listed is
+// skipped.
+func (s *Store) Prefetch(ctx context.Context, o PrefetchOptions) (PrefetchStats, error) {
+	start := time.Now()
+	var st PrefetchStats
+	bf, ok := s.remote.(conn.BulkFetcher)
+	if !ok || s.opts.ReadOnly {
+		return st, nil
+	}
+	if o.MaxFileSize == 0 {
+		o.MaxFileSize = 256 << 10
+	}
+	if o.MaxTotal == 0 {
+		o.MaxTotal = s.opts.CacheSize / 4
+		if s.opts.CacheSize < 0 {
+			o.MaxTotal = 1 << 30
+		}
+	}
+	cands := s.prefetchCandidates(o)
+	const batchFiles, batchBytes = 2000, 32 << 20
+	for i := 0; i < len(cands); {
+		if st.Bytes >= o.MaxTotal {
+			break
+		}
+		j, bytes := i, int64(0)
+		for j < len(cands) && j-i < batchFiles && bytes < batchBytes {
+			bytes += cands[j].size
+			j++
+		}
+		batch := make([]string, 0, j-i)
+		for _, c := range cands[i:j] {
+			batch = append(batch, c.path)
+		}
+		i = j
+		err := bf.FetchFiles(ctx, batch, func(p string, fi conn.FileInfo, r io.Reader) error {
+			n, err := s.storePrefetched(p, fi, r)
+			if err != nil {
+				return err
+			}
+			if n >= 0 {
+				st.Files++
+				st.Bytes += n
+			}
+			return nil
+		})
+		if err != nil {
+			st.Took = time.Since(start)
+			if errors.Is(err, conn.ErrNoBulkFetch) {
+				s.log.Info("bulk fetch unavailable; files are fetched when opened", "reason", err)
+				return st, nil
+			}
+			return st, err
+		}
+	}
+	st.Took = time.Since(start)
+	return st, nil
+}
+
+type prefetchCand struct {
+	path string
+	size int64
+	rank int
+}
+
+// prefetchCandidates lists uncached small files, most useful first.
+func (s *Store) prefetchCandidates(o PrefetchOptions) []prefetchCand {
+	skip := map[string]bool{}
+	for _, n := range o.Skip {
+		skip[n] = true
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []prefetchCand
+	var walk func(d *entry, p string)
+	walk = func(d *entry, p string) {
+		for name, ino := range d.children {
+			e := s.entries[ino]
+			if e == nil {
+				continue
+			}
+			cp := childPath(p, name)
+			switch {
+			case e.isDir():
+				if !skip[name] && e.listed {
+					walk(e, cp)
+				}
+			case e.mode.IsRegular() && e.content == contentNone && e.onServer && e.size <= o.MaxFileSize && !s.protected(cp):
+				out = append(out, prefetchCand{path: cp, size: e.size, rank: prefetchRank(cp)})
+			}
+		}
+	}
+	if root := s.entries[RootIno]; root != nil && root.listed {
+		walk(root, "")
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].rank != out[j].rank {
+			return out[i].rank < out[j].rank
+		}
+		return out[i].path < out[j].path
+	})
+	return out
+}
+
+// prefetchRank orders files by how soon an IDE or git needs them.
+func prefetchRank(p string) int {
+	base := path.Base(p)
+	inGit := strings.HasPrefix(p, ".git/") || strings.Contains(p, "/.git/")
+	switch {
+	case inGit && strings.Contains(p, ".git/objects/"):
+		return 5
+	case inGit:
+		return 0
+	case base == ".gitignore" || base == ".gitattributes" || base == ".editorconfig":
+		return 1
+	case sourceExt[path.Ext(base)]:
+		return 2
+	case base == "Makefile" || base == "Dockerfile" || strings.HasPrefix(base, "README"):
+		return 2
+	}
+	return 3
+}
+
+var sourceExt = map[string]bool{}
+
+func init() {
+	for _, e := range strings.Fields(`.py .pyi .ipynb .go .rs .c .h .cc .cpp .hpp .cu .cuh .java .kt .scala
+		.js .jsx .ts .tsx .mjs .cjs .json .yaml .yml .toml .cfg .ini .txt .md .rst .sh .bash .zsh
+		.rb .php .swift .m .mm .r .jl .lua .sql .proto .cmake .mk .gradle .xml .html .css .scss .vue .svelte`) {
+		sourceExt[e] = true
+	}
+}
+
+// storePrefetched writes one prefetched file into the cache if its entry
+// still wants it (same version as listed, nothing cached, no local
+// changes); otherwise it discards the data. It returns the bytes stored,
+// or -1 when skipped.
+func (s *Store) storePrefetched(p string, fi conn.FileInfo, r io.Reader) (int64, error) {
+	s.mu.Lock()
+	_, e, err := s.lookupPathLocked(p)
+	want := err == nil && e != nil && e.mode.IsRegular() && e.content == contentNone &&
+		!e.localOwned() && versionOf(fi) == e.remote && !s.protected(p) && s.fetching[e.ino] == nil
+	var ino Ino
+	var gen uint64
+	if want {
+		ino, gen = e.ino, e.gen
+	}
+	s.mu.Unlock()
+	if !want {
+		_, err := io.Copy(io.Discard, r)
+		return -1, err
+	}
+	tmp := s.contentPath(ino) + ".part-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		io.Copy(io.Discard, r)
+		return -1, nil
+	}
+	n, err := io.Copy(f, r)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil || n != fi.Size {
+		os.Remove(tmp)
+		return -1, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e = s.entries[ino]
+	if e == nil || e.gen != gen || e.content != contentNone || s.pathOf(e) != p || versionOf(fi) != e.remote || s.fetching[ino] != nil {
+		os.Remove(tmp)
+		return -1, nil
+	}
+	if err := os.Rename(tmp, s.contentPath(ino)); err != nil {
+		os.Remove(tmp)
+		return -1, nil
+	}
+	e.content = contentClean
+	e.checked = s.now()
+	s.dirtyIno[ino] = true
+	s.touchContentLocked(e)
+	s.evictLocked(ino)
+	return n, nil
+}

@@ -1,0 +1,102 @@
+package conn
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"path"
+	"strings"
+	"time"
+)
+
+// BulkFetcher is implemented by remotes that can send many files in one
+// streamed round trip.
+type BulkFetcher interface {
+	// FetchFiles streams the regular files named by paths (root-relative)
+	// and calls yield with each one's attributes and content, in the order
+	// the server sends them. Files that vanished or cannot be read are
+	// skipped. yield must consume r before returning.
+	FetchFiles(ctx context.Context, paths []string, yield func(path string, fi FileInfo, r io.Reader) error) error
+}
+
+var (
+	_ BulkFetcher = (*Client)(nil)
+	_ BulkFetcher = (*Manager)(nil)
+)
+
+// ErrNoBulkFetch: the server has no usable tar.
+var ErrNoBulkFetch = errors.New("server cannot send files in bulk (no tar)")
+
+// FetchFiles implements BulkFetcher with tar over an exec channel.
+func (c *Client) FetchFiles(ctx context.Context, paths []string, yield func(string, FileInfo, io.Reader) error) error {
+	var list bytes.Buffer
+	for _, p := range paths {
+		if _, err := c.abs("fetch", p); err != nil || p == "" || strings.HasPrefix(p, "-") {
+			continue
+		}
+		list.WriteString(p)
+		list.WriteByte(0)
+	}
+	if list.Len() == 0 {
+		return nil
+	}
+	// --ignore-failed-read: a file deleted meanwhile is skipped, not fatal.
+	cmd := "LC_ALL=C tar -C " + shellQuote(c.root) + " --null --no-recursion --ignore-failed-read -cf - -T -"
+	pr, pw := io.Pipe()
+	var stderr bytes.Buffer
+	done := make(chan error, 1)
+	go func() {
+		code, err := c.Exec(ctx, cmd, &list, pw, &limitedBuffer{buf: &stderr, max: 4096})
+		if err == nil && code == 127 {
+			err = fmt.Errorf("%w: %s", ErrNoBulkFetch, strings.TrimSpace(stderr.String()))
+		}
+		pw.CloseWithError(err)
+		done <- err
+	}()
+	perr := readTar(pr, yield)
+	if perr == nil {
+		io.Copy(io.Discard, pr) // tar pads its output past the end marker
+	}
+	pr.CloseWithError(errors.New("fetch stopped"))
+	err := <-done
+	if perr != nil && !errors.Is(perr, io.ErrClosedPipe) {
+		return perr
+	}
+	return err
+}
+
+// FetchFiles implements BulkFetcher.
+func (m *Manager) FetchFiles(ctx context.Context, paths []string, yield func(string, FileInfo, io.Reader) error) error {
+	c, err := m.current("fetch", "")
+	if err != nil {
+		return err
+	}
+	return c.FetchFiles(ctx, paths, yield)
+}
+
+func readTar(r io.Reader, yield func(string, FileInfo, io.Reader) error) error {
+	tr := tar.NewReader(r)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if h.Typeflag != tar.TypeReg && h.Typeflag != tar.TypeRegA {
+			continue
+		}
+		p := path.Clean(h.Name)
+		if p == "." || strings.HasPrefix(p, "/") || p == ".." || strings.HasPrefix(p, "../") {
+			continue
+		}
+		fi := FileInfo{Name: path.Base(p), Mode: h.FileInfo().Mode(), Size: h.Size, Mtime: time.Unix(h.ModTime.Unix(), 0)}
+		if err := yield(p, fi, tr); err != nil {
+			return err
+		}
+	}
+}
