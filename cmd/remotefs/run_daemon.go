@@ -189,10 +189,10 @@ wait:
 		case r := <-waited:
 			// Never read the user's terminal again once the command ended.
 			stdin.Stop()
-			// The command may have written files on the server; the mount
-			// sees them when their attributes or listings are re-checked
-			// (attr/dir TTLs). TODO(lead): tell the cache to revalidate rel
-			// here once the change feed exists.
+			// The command may have written files on the server: catch the
+			// mirror up before answering, so `remotefs run make && ls out/`
+			// sees what make wrote (one bulk listing; bounded).
+			d.catchUp(10 * time.Second)
 			if r.err != nil {
 				d.log.Warn("run: lost the command", "dir", dir, "args", strings.Join(rr.Args, " "), "err", r.err)
 				return control.Reply{Error: fmt.Sprintf("lost the command (it may still be running on the server): %v", r.err),

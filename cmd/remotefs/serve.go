@@ -270,6 +270,16 @@ func (d *daemon) handle(ctx context.Context, req control.Request, progress func(
 	return control.Reply{Error: fmt.Sprintf("unknown request %q", req.Cmd)}
 }
 
+// catchUp re-lists the tree so the mount shows what changed on the server
+// (after `remotefs run`), waiting at most max.
+func (d *daemon) catchUp(max time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), max)
+	defer cancel()
+	if st, err := d.store.Preload(ctx, preloadPrune); err != nil {
+		d.log.Warn("catching up with the server", "err", err, "done", st.String())
+	}
+}
+
 // flush waits for the journal to drain, reporting progress every second.
 func (d *daemon) flush(ctx context.Context, progress func(string)) error {
 	done := make(chan error, 1)
