@@ -3,6 +3,7 @@ package fs
 import (
 	"context"
 	iofs "io/fs"
+	"sync"
 	"syscall"
 	"time"
 
@@ -16,6 +17,11 @@ import (
 type node struct {
 	fs  *FS
 	ino cache.Ino
+
+	mu         sync.Mutex // guards seenSize, seenMtime
+	seenSize   int64      // attributes at the last open: the kernel's page
+	seenMtime  time.Time  // cache holds this version of the content
+	seenOpened bool
 }
 
 var (
@@ -69,6 +75,19 @@ func (n *node) Open(ctx context.Context, req *fuse.OpenRequest, resp *fuse.OpenR
 	h, err := n.fs.store.Open(ctx, n.ino, int(req.Flags))
 	if err != nil {
 		return nil, n.fs.errno(err)
+	}
+	if !req.Dir {
+		// Keep the kernel's page cache when the file is the version it
+		// cached at the last open (server changes are also invalidated
+		// explicitly); warm reads then never leave the kernel.
+		if a, err := n.fs.store.GetAttr(n.ino); err == nil {
+			n.mu.Lock()
+			if n.seenOpened && a.Size == n.seenSize && a.Mtime.Equal(n.seenMtime) {
+				resp.Flags |= fuse.OpenKeepCache
+			}
+			n.seenOpened, n.seenSize, n.seenMtime = true, a.Size, a.Mtime
+			n.mu.Unlock()
+		}
 	}
 	return &handle{fs: n.fs, h: h, dir: req.Dir}, nil
 }
