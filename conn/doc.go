@@ -23,8 +23,13 @@
 //     ErrUnsupported and syscall errnos (OpenSSH answers a bare "Failure"
 //     for EEXIST, ENOTEMPTY and friends; a look at the path tells them
 //     apart), atomic uploads (PutAtomic), OpenSSH extensions
-//     (posix-rename, hardlink, statvfs, fsync), and Exec for server-side
-//     helpers.
+//     (posix-rename, hardlink, statvfs, fsync), and Exec / Start for
+//     server-side commands.
+//   - Server-side helpers over exec, each with a plain-SFTP fallback in the
+//     caller: WalkTree (the whole tree's metadata in one streamed GNU find,
+//     tree.go), FetchFiles (many small files in one tar stream, tar.go),
+//     Watch (the change feed, watch.go), and the remote end of
+//     `remotefs run` (exec.go).
 //   - Liveness: keepalive, operation deadlines, and reconnection
 //     (Manager).
 //
