@@ -37,6 +37,9 @@ func requireRoot(t *testing.T) {
 func installBinary(t *testing.T) {
 	t.Helper()
 	const target = "/usr/local/sbin/remotefs"
+	if old, err := os.Readlink(target); err == nil && strings.Contains(old, "remotefs-e2e-bin-") {
+		os.Remove(target) // left by an interrupted run of this test
+	}
 	if _, err := os.Lstat(target); err == nil {
 		t.Skipf("%s exists; not replacing it with the test build", target)
 	}

@@ -130,14 +130,17 @@ Examples:
   umount /home/alice/remote          # or: fusermount3 -u /home/alice/remote
 
 mount(8) runs /sbin/mount.fuse3 (package fuse3), which runs
-"remotefs HOST:PATH MOUNTPOINT -o OPTIONS" with remotefs found in PATH:
-install it in /usr/local/bin (make install, or
-sudo install bin/remotefs /usr/local/bin/). No mount.remotefs link is
-needed. mount returns once the mount is live; the mount is served by a
-background process that logs to ~/.local/state/remotefs/. umount or
-fusermount3 -u ends it after it has delivered what it can of the pending
-writes (remotefs unmount MOUNTPOINT waits until all are on the server and
-says so; use it when that matters).
+"remotefs HOST:PATH MOUNTPOINT -o OPTIONS". mount(8) passes no PATH, so
+remotefs must be in the default one (/usr/local/sbin, /usr/local/bin,
+/usr/sbin, /usr/bin, /sbin, /bin): make install puts it in /usr/local/bin;
+after go install, link it: sudo ln -s ~/go/bin/remotefs /usr/local/bin/.
+No mount.remotefs link is needed.
+
+mount returns once the mount is live; a background process serves it and
+logs to ~/.local/state/remotefs/. umount or fusermount3 -u ends it after
+it has delivered what it can of the pending writes (remotefs unmount
+MOUNTPOINT waits until all are on the server and says so: use it when that
+matters).
 
 /etc/fstab lines (one line each):
 
@@ -152,8 +155,10 @@ says so; use it when that matters).
   gpu-box:projects  /mnt/projects  fuse.remotefs  noauto,x-systemd.automount,_netdev,ssh_config=/etc/remotefs/ssh_config  0 0
 
 For "user", /etc/fuse.conf needs user_allow_other only when allow_other
-is used. A mount run by mount(8) gets HOME, USER and XDG_RUNTIME_DIR back
-from the password database and /run/user/UID (mount.fuse3 removes HOME).
+is used; mount(8) adds noexec for "user", which remotefs can enforce only
+when root mounts. mount(8) and mount.fuse3 do not pass on the user's HOME:
+remotefs takes HOME, USER and XDG_RUNTIME_DIR from the password database
+and /run/user/UID, so the user's ~/.ssh/config, cache and logs are used.
 The ssh key must be usable without a prompt: an agent (SSH_AUTH_SOCK, or
 IdentityAgent in ~/.ssh/config) or a key without passphrase. A boot-time
 mount as root has no agent.

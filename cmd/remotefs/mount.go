@@ -439,4 +439,3 @@ func (f sizeFlag) Set(s string) error {
 	*f.p = n
 	return nil
 }
-

@@ -138,7 +138,20 @@ func serveMount(ctx context.Context, cfg *mountConfig, ready func(error), warn f
 	go func() { served <- srv.Serve(fsys) }()
 
 	d := &daemon{cfg: cfg, store: store, mgr: mgr, log: log, served: served, started: time.Now()}
-	go control.Serve(ctl, d.handle)
+	ctlDone := make(chan struct{})
+	go func() {
+		control.Serve(ctl, d.handle)
+		close(ctlDone)
+	}()
+	defer func() {
+		// Answer the requests in progress (an unmount's reply is sent after
+		// the unmount) before the process exits.
+		ctl.Close()
+		select {
+		case <-ctlDone:
+		case <-time.After(10 * time.Second):
+		}
+	}()
 
 	log.Info("mounted", "remote", cfg.Spec.String(), "cache", cfg.CacheDir, "pid", os.Getpid())
 	if mgr != nil {

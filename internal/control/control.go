@@ -20,6 +20,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"time"
 )
 
@@ -154,13 +155,21 @@ func CallSocket(ctx context.Context, sock string, req Request, onProgress func(s
 }
 
 // Serve answers requests on l with handle until l is closed.
+//
+// After l is closed, Serve waits for the requests in progress to be
+// answered before it returns, so a daemon that waits for Serve never exits
+// with a reply unsent (an unmount's reply is written after the unmount).
 func Serve(l net.Listener, handle func(ctx context.Context, req Request, progress func(string)) Reply) {
+	var inflight sync.WaitGroup
+	defer inflight.Wait()
 	for {
 		c, err := l.Accept()
 		if err != nil {
 			return
 		}
+		inflight.Add(1)
 		go func() {
+			defer inflight.Done()
 			defer c.Close()
 			// Read through recvmsg so files passed with the request
 			// (SCM_RIGHTS) are received, not dropped.
