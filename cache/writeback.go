@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"strings"
 	"sync"
 	"time"
 
@@ -101,7 +102,10 @@ func (s *Store) runOp(o *op) {
 	o.attempts++
 	backoff := 500 * time.Millisecond << min(o.attempts-1, 6) // up to 32s
 	o.notBefore = time.Now().Add(backoff)
-	s.writerErr, s.writerErrOp = fmt.Errorf("%s: %w", o, err), o
+	if !strings.Contains(err.Error(), o.Path) {
+		err = fmt.Errorf("%s: %w", o, err)
+	}
+	s.writerErr, s.writerErrOp = err, o
 	s.writerErrAt = s.now()
 	s.log.Warn("upload failed; will retry", "op", o.String(), "err", err, "attempt", o.attempts, "retry_in", backoff)
 }
@@ -237,7 +241,10 @@ func (s *Store) applyPut(ctx context.Context, o *op) error {
 		}
 		return o.Path, nil
 	}
-	fi, target, err := s.remote.Put(ctx, o.Path, f, conn.PutOptions{Mode: mode, Mtime: mtime, Dest: decide})
+	// The temporary name is fixed per journal operation, so a retry after a
+	// lost link or a crash overwrites the leftover of the failed attempt.
+	tmpName := conn.TempNameAt(path.Base(o.Path), time.Unix(0, o.At), uint32(o.Seq*2654435761)^uint32(o.At))
+	fi, target, err := s.remote.Put(ctx, o.Path, f, conn.PutOptions{Mode: mode, Mtime: mtime, Dest: decide, TempName: tmpName})
 	if err != nil {
 		return err
 	}
@@ -246,7 +253,7 @@ func (s *Store) applyPut(ctx context.Context, o *op) error {
 	defer s.mu.Unlock()
 	e = s.entries[o.Ino]
 	if conflict {
-		s.recordConflictLocked(o.Path, target, e, fi, cur)
+		s.recordConflictLocked(o.Path, target, e, fi, cur, gen)
 		return nil
 	}
 	if e == nil {
@@ -268,7 +275,7 @@ func (s *Store) applyPut(ctx context.Context, o *op) error {
 // recordConflictLocked updates the local tree after the local version of
 // p was uploaded as copy: the local entry becomes the copy, and p shows the
 // server's version again. Caller holds mu.
-func (s *Store) recordConflictLocked(p, copyPath string, e *entry, copyInfo, serverInfo conn.FileInfo) {
+func (s *Store) recordConflictLocked(p, copyPath string, e *entry, copyInfo, serverInfo conn.FileInfo, uploadedGen uint64) {
 	c := Conflict{Path: p, CopyPath: copyPath, At: s.now()}
 	s.conflicts = append(s.conflicts, c)
 	s.log.Warn("conflict: the server's file changed since the local edit started; kept both",
@@ -284,10 +291,19 @@ func (s *Store) recordConflictLocked(p, copyPath string, e *entry, copyInfo, ser
 	delete(d.children, e.name)
 	e.name = copyName
 	d.children[copyName] = e.ino
+	s.notifyLocked(Invalidation{Dir: d.ino, Name: path.Base(p), Ino: e.ino})
+	// Uploads of later edits go to the copy, not over the server's file.
+	for _, o := range s.pending {
+		if o.Kind == opPut && o.Ino == e.ino && o.Path == p && !o.inflight {
+			s.retargetPut(o, copyPath)
+		}
+	}
 	v := versionOf(copyInfo)
 	e.onServer, e.remote, e.base = true, v, expectVersion(v)
-	e.content = contentClean
-	e.size = copyInfo.Size
+	if e.gen == uploadedGen {
+		e.content = contentClean
+		e.size = copyInfo.Size
+	}
 	s.dirtyIno[e.ino] = true
 	// The original name shows the server's version, fetched on demand.
 	n := s.addChildLocked(d, path.Base(p), 0)
@@ -335,7 +351,14 @@ func (s *Store) applyRename(ctx context.Context, o *op) error {
 	if d, c, err := s.lookupPathLocked(o.Path2); err == nil && d != nil {
 		e = c
 	}
-	s.recordConflictLocked(o.Path2, dest, e, copyInfo, serverInfo)
+	var gen uint64
+	if e != nil {
+		gen = e.gen
+		if e.content == contentDirty {
+			gen++ // still has an upload pending: stays dirty
+		}
+	}
+	s.recordConflictLocked(o.Path2, dest, e, copyInfo, serverInfo, gen)
 	return nil
 }
 

@@ -450,6 +450,27 @@ func statusCode(err error) (uint32, bool) {
 	return 0, false
 }
 
+// explainFailure turns the bare "Failure" OpenSSH's sftp-server answers for
+// a full disk or a read-only filesystem into an error that says so (SFTP v3
+// has no status code for either), by asking the server about dir.
+func (c *Client) explainFailure(dir string, err error) error {
+	if !isFailure(err) || !c.statvfs || c.Err() != nil {
+		return err
+	}
+	st, serr := c.sftp.StatVFS(dir)
+	if serr != nil {
+		return err
+	}
+	const stRdonly = 1
+	switch {
+	case st.Flag&stRdonly != 0:
+		return fmt.Errorf("the server's filesystem is read-only (%w): %w", syscall.EROFS, err)
+	case st.Bavail*st.Frsize < 1<<20 || (st.Favail == 0 && st.Files > 0):
+		return fmt.Errorf("no space left on the server's disk (%d bytes free; %w): %w", st.Bavail*st.Frsize, syscall.ENOSPC, err)
+	}
+	return err
+}
+
 func isFailure(err error) bool {
 	code, ok := statusCode(err)
 	return ok && code == fxFailure
@@ -676,6 +697,17 @@ func TempName(base string) string {
 	return prefix + base
 }
 
+// TempNameAt is a TempName chosen by the caller: the same created time and
+// tag give the same name, so a retried upload reuses (and overwrites) the
+// temporary file of a failed attempt instead of leaving it behind.
+func TempNameAt(base string, created time.Time, tag uint32) string {
+	prefix := fmt.Sprintf("%s%08x%08x-", TempPrefix, uint32(created.Unix()), tag)
+	if max := 255 - len(prefix); len(base) > max {
+		base = base[:max]
+	}
+	return prefix + base
+}
+
 // TempCreated returns when the temporary file called name was created, from
 // its name; ok is false for names TempName did not make.
 func TempCreated(name string) (t time.Time, ok bool) {
@@ -717,15 +749,21 @@ func (c *Client) Put(ctx context.Context, rel string, r io.Reader, o PutOptions)
 		return FileInfo{}, "", &fs.PathError{Op: "put", Path: rel, Err: syscall.EISDIR}
 	}
 	dir := path.Dir(abs)
-	tmp := path.Join(dir, TempName(path.Base(abs)))
+	tmpName, openFlags := TempName(path.Base(abs)), os.O_WRONLY|os.O_CREATE|os.O_EXCL
+	if o.TempName != "" {
+		// The caller's own name, the same on every retry: a retry after a
+		// lost link overwrites what the failed attempt left.
+		tmpName, openFlags = o.TempName, os.O_WRONLY|os.O_CREATE|os.O_TRUNC
+	}
+	tmp := path.Join(dir, tmpName)
 	var (
 		info    FileInfo
 		destRel = rel
 	)
 	err = c.do(ctx, "put", rel, func(pr *progress) (err error) {
-		f, err := c.sftp.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL)
+		f, err := c.sftp.OpenFile(tmp, openFlags)
 		if err != nil {
-			return err
+			return c.explainFailure(dir, err)
 		}
 		closed, renamed := false, false
 		defer func() {
@@ -746,7 +784,7 @@ func (c *Client) Put(ctx context.Context, rel string, r io.Reader, o PutOptions)
 			werr = cerr
 		}
 		if werr != nil {
-			return werr
+			return c.explainFailure(dir, werr)
 		}
 		// fsync and the mtime: independent requests, one round trip.
 		syncErr := make(chan error, 1)
@@ -762,7 +800,7 @@ func (c *Client) Put(ctx context.Context, rel string, r io.Reader, o PutOptions)
 			terr = serr
 		}
 		if terr != nil {
-			return terr
+			return c.explainFailure(dir, terr)
 		}
 		if o.Dest != nil {
 			d, derr := o.Dest()

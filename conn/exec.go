@@ -21,7 +21,10 @@ import (
 
 // ShellQuote quotes s for a POSIX shell (sh, dash, bash, zsh, ksh): s
 // itself when it is made only of characters no shell treats specially,
-// otherwise s in single quotes, each ' written as '\''.
+// otherwise s in single quotes, with each single quote in s written as
+// (end quote, escaped quote, new quote):
+//
+//	'\''
 func ShellQuote(s string) string {
 	if s == "" {
 		return "''"

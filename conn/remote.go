@@ -73,6 +73,10 @@ type PutOptions struct {
 	// folder as Put's path (that path itself, or another name). An error
 	// abandons the upload (the temporary file is removed).
 	Dest func() (string, error)
+	// TempName, when set, is the temporary file's base name (see
+	// TempNameAt), replacing any file of that name; otherwise a fresh
+	// random name is used.
+	TempName string
 }
 
 // FileInfo is what the server says about one file. Mtime has the server's

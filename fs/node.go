@@ -26,7 +26,7 @@ type node struct {
 
 var (
 	_ fs.Node               = (*node)(nil)
-	_ fs.NodeStringLookuper = (*node)(nil)
+	_ fs.NodeRequestLookuper = (*node)(nil)
 	_ fs.NodeOpener         = (*node)(nil)
 	_ fs.NodeCreater        = (*node)(nil)
 	_ fs.NodeMkdirer        = (*node)(nil)
@@ -61,11 +61,16 @@ func (n *node) Attr(ctx context.Context, a *fuse.Attr) error {
 	return nil
 }
 
-func (n *node) Lookup(ctx context.Context, name string) (fs.Node, error) {
-	attr, err := n.fs.store.Lookup(ctx, n.ino, name)
+// Lookup answers from the cache with our entry validity (bazil's default
+// is a minute; changes the cache makes on its own, like a conflict copy,
+// must show sooner).
+func (n *node) Lookup(ctx context.Context, req *fuse.LookupRequest, resp *fuse.LookupResponse) (fs.Node, error) {
+	attr, err := n.fs.store.Lookup(ctx, n.ino, req.Name)
 	if err != nil {
 		return nil, n.fs.errno(err)
 	}
+	resp.EntryValid = n.fs.opts.EntryValid
+	n.fs.fillAttr(attr, &resp.Attr)
 	return n.fs.node(attr.Ino), nil
 }
 
