@@ -25,19 +25,19 @@ type node struct {
 }
 
 var (
-	_ fs.Node               = (*node)(nil)
+	_ fs.Node                = (*node)(nil)
 	_ fs.NodeRequestLookuper = (*node)(nil)
-	_ fs.NodeOpener         = (*node)(nil)
-	_ fs.NodeCreater        = (*node)(nil)
-	_ fs.NodeMkdirer        = (*node)(nil)
-	_ fs.NodeRemover        = (*node)(nil)
-	_ fs.NodeRenamer        = (*node)(nil)
-	_ fs.NodeSymlinker      = (*node)(nil)
-	_ fs.NodeReadlinker     = (*node)(nil)
-	_ fs.NodeSetattrer      = (*node)(nil)
-	_ fs.NodeFsyncer        = (*node)(nil)
-	_ fs.NodeForgetter      = (*node)(nil)
-	_ fs.NodeLinker         = (*node)(nil)
+	_ fs.NodeOpener          = (*node)(nil)
+	_ fs.NodeCreater         = (*node)(nil)
+	_ fs.NodeMkdirer         = (*node)(nil)
+	_ fs.NodeRemover         = (*node)(nil)
+	_ fs.NodeRenamer         = (*node)(nil)
+	_ fs.NodeSymlinker       = (*node)(nil)
+	_ fs.NodeReadlinker      = (*node)(nil)
+	_ fs.NodeSetattrer       = (*node)(nil)
+	_ fs.NodeFsyncer         = (*node)(nil)
+	_ fs.NodeForgetter       = (*node)(nil)
+	_ fs.NodeLinker          = (*node)(nil)
 )
 
 func (n *node) Link(ctx context.Context, req *fuse.LinkRequest, old fs.Node) (fs.Node, error) {
