@@ -111,6 +111,7 @@ func (s *Store) applyRemoteChange(ctx context.Context, c RemoteChange) {
 		return
 	}
 	parentIno := parent.ino
+	since := s.applied
 	s.mu.Unlock()
 
 	fi, err := s.remote.Lstat(ctx, c.Path)
@@ -121,7 +122,7 @@ func (s *Store) applyRemoteChange(ctx context.Context, c RemoteChange) {
 	}
 	s.mu.Lock()
 	d := s.entries[parentIno]
-	if d == nil || s.pathOf(d) != parentPath || s.protected(c.Path) {
+	if d == nil || s.pathOf(d) != parentPath || s.keepLocal(c.Path, since) {
 		s.mu.Unlock()
 		return
 	}

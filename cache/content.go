@@ -50,6 +50,7 @@ func (s *Store) Open(ctx context.Context, ino Ino, flags int) (*Handle, error) {
 		if writable {
 			return nil, ErrIsDir
 		}
+		s.countOpenLocked(e, false)
 		return &Handle{s: s, ino: ino}, nil
 	}
 	if !e.mode.IsRegular() {
@@ -84,44 +85,73 @@ func (s *Store) Open(ctx context.Context, ino Ino, flags int) (*Handle, error) {
 			f.Close()
 			return nil, err
 		}
-		e.writers++
+		s.countOpenLocked(e, true)
 		return &Handle{s: s, ino: ino, f: f, writable: true, wrote: true}, nil
-	}
-	if err := s.ensureContent(ctx, ino); err != nil {
-		return nil, err
 	}
 	mode := os.O_RDONLY
 	if writable {
 		mode = os.O_RDWR
 	}
-	if writable {
-		// Count the writer before opening the file, so a listing cannot
-		// drop the content between the two.
+	for attempt := 0; ; attempt++ {
+		if err := s.ensureContent(ctx, ino); err != nil {
+			return nil, err
+		}
+		// Count the open before opening the file, so eviction or a
+		// listing does not drop the content between the two.
 		s.mu.Lock()
 		e := s.entries[ino]
 		if e == nil {
 			s.mu.Unlock()
 			return nil, ErrStale
 		}
-		e.writers++
+		s.countOpenLocked(e, writable)
 		s.mu.Unlock()
-	}
-	f, err := os.OpenFile(s.contentPath(ino), mode, 0)
-	if err != nil {
-		if writable {
-			s.releaseWriter(ino)
+		f, err := os.OpenFile(s.contentPath(ino), mode, 0)
+		if err == nil {
+			return &Handle{s: s, ino: ino, f: f, writable: writable}, nil
 		}
-		if errors.Is(err, fs.ErrNotExist) {
+		s.release(ino, writable)
+		if !errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("open cached content: %w", err)
+		}
+		if attempt == 2 {
 			return nil, fmt.Errorf("cached content of %s vanished while opening; try again: %w", p, ErrStale)
 		}
-		return nil, fmt.Errorf("open cached content: %w", err)
 	}
-	return &Handle{s: s, ino: ino, f: f, writable: writable}, nil
+}
+
+// countOpenLocked records an open handle on e. Caller holds mu.
+func (s *Store) countOpenLocked(e *entry, writable bool) {
+	e.opens++
+	if writable {
+		e.writers++
+	}
+}
+
+// release records that a handle on ino was closed, and forgets the entry
+// if it was removed while open and this was its last handle.
+func (s *Store) release(ino Ino, writable bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.entries[ino]
+	if e == nil {
+		return
+	}
+	if e.opens > 0 {
+		e.opens--
+	}
+	if writable && e.writers > 0 {
+		e.writers--
+	}
+	s.purgeOrphanLocked(e)
 }
 
 // revalidate re-stats a clean file on the server and drops its content if
 // the server's version changed. Offline, the cached state is kept.
 func (s *Store) revalidate(ctx context.Context, ino Ino, p string) error {
+	s.mu.Lock()
+	since := s.applied
+	s.mu.Unlock()
 	fi, err := s.remote.Lstat(ctx, p)
 	if errors.Is(err, ErrOffline) {
 		return nil
@@ -129,7 +159,7 @@ func (s *Store) revalidate(ctx context.Context, ino Ino, p string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e := s.entries[ino]
-	if e == nil || s.pathOf(e) != p || e.localOwned() || s.protected(p) {
+	if e == nil || s.pathOf(e) != p || e.localOwned() || s.keepLocal(p, since) {
 		return nil
 	}
 	if errors.Is(err, fs.ErrNotExist) {
@@ -219,6 +249,9 @@ func (s *Store) ensureContent(ctx context.Context, ino Ino) error {
 }
 
 func (s *Store) fetch(ctx context.Context, ino Ino, p string, gen uint64) error {
+	s.mu.Lock()
+	since := s.applied
+	s.mu.Unlock()
 	tmp := s.contentPath(ino) + ".part-" + strconv.FormatInt(s.now().UnixNano(), 36)
 	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
@@ -232,7 +265,7 @@ func (s *Store) fetch(ctx context.Context, ino Ino, p string, gen uint64) error 
 		os.Remove(tmp)
 		if errors.Is(err, fs.ErrNotExist) {
 			s.mu.Lock()
-			if e := s.entries[ino]; e != nil && e.content != contentDirty && s.pathOf(e) == p && !s.protected(p) {
+			if e := s.entries[ino]; e != nil && e.content != contentDirty && s.pathOf(e) == p && !s.keepLocal(p, since) {
 				s.removeSubtree(e)
 			}
 			s.mu.Unlock()
@@ -242,7 +275,7 @@ func (s *Store) fetch(ctx context.Context, ino Ino, p string, gen uint64) error 
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e := s.entries[ino]
-	if e == nil || e.gen != gen || e.content != contentNone || s.pathOf(e) != p {
+	if e == nil || e.gen != gen || e.content != contentNone || s.pathOf(e) != p || s.keepLocal(p, since) {
 		os.Remove(tmp)
 		return nil // changed meanwhile; the caller looks again
 	}
@@ -285,7 +318,7 @@ func (h *Handle) WriteAt(p []byte, off int64) (int, error) {
 	}
 	s.mu.Lock()
 	e := s.entries[h.ino]
-	if e != nil {
+	if e != nil && !e.orphan() {
 		if e.content != contentDirty {
 			s.markDirtyLocked(e)
 			if err := s.commitLocked(); err != nil {
@@ -344,7 +377,7 @@ func (h *Handle) Flush() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e := s.entries[h.ino]
-	if e == nil {
+	if e == nil || e.orphan() {
 		return nil // unlinked while open: nothing to deliver
 	}
 	if fi, err := h.f.Stat(); err == nil {
@@ -377,7 +410,7 @@ func (s *Store) Fsync(ino Ino) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e := s.entries[ino]
-	if e == nil {
+	if e == nil || e.orphan() {
 		return nil
 	}
 	p := s.pathOf(e)
@@ -389,23 +422,14 @@ func (s *Store) Fsync(ino Ino) error {
 
 // Release closes the handle, flushing first if needed.
 func (h *Handle) Release() error {
-	if h.f == nil {
-		return nil
+	var err error
+	if h.f != nil {
+		err = h.Flush()
+		if cerr := h.f.Close(); err == nil {
+			err = cerr
+		}
 	}
-	err := h.Flush()
-	if cerr := h.f.Close(); err == nil {
-		err = cerr
-	}
-	if h.writable {
-		h.s.releaseWriter(h.ino)
-	}
+	h.s.release(h.ino, h.writable)
 	return err
 }
 
-func (s *Store) releaseWriter(ino Ino) {
-	s.mu.Lock()
-	if e := s.entries[ino]; e != nil && e.writers > 0 {
-		e.writers--
-	}
-	s.mu.Unlock()
-}

@@ -97,6 +97,7 @@ type entry struct {
 	base     expect // dirty: what the next upload expects on the server at its path
 	gen      uint64 // bumped by every local content change
 	writers  int    // open writable handles (not persisted)
+	opens    int    // open handles of any kind (not persisted)
 }
 
 // localOwned reports whether the local state of a file must not be replaced

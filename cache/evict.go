@@ -62,7 +62,7 @@ func (s *Store) evictLocked(keep Ino) {
 			s.forgetContentLocked(ino)
 			continue
 		}
-		if ino == keep || e.localOwned() || isPinned(s.pathOf(e), pinned) {
+		if ino == keep || e.localOwned() || e.opens > 0 || isPinned(s.pathOf(e), pinned) {
 			s.recent.Get(ino) // keep: move to the recent end
 			continue
 		}

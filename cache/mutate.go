@@ -117,7 +117,7 @@ func (s *Store) Create(ctx context.Context, dir Ino, name string, perm fs.FileMo
 	e := s.addChildLocked(d, name, perm.Perm())
 	e.content = contentDirty
 	e.gen++
-	e.writers++
+	s.countOpenLocked(e, true)
 	if err := s.commitLocked(); err != nil {
 		f.Close()
 		return Attr{}, nil, err
@@ -362,6 +362,23 @@ func (s *Store) SetAttr(ctx context.Context, ino Ino, mode *fs.FileMode, size *i
 	e := s.entries[ino]
 	if e == nil {
 		return Attr{}, ErrStale
+	}
+	if e.orphan() {
+		// Removed while open (ftruncate/fchmod on the open file): only the
+		// open file changes; nothing goes to the server.
+		if size != nil {
+			if err := os.Truncate(s.contentPath(ino), *size); err != nil {
+				return Attr{}, err
+			}
+			e.size = *size
+		}
+		if mode != nil {
+			e.mode = e.mode.Type() | mode.Perm()
+		}
+		if mtime != nil {
+			e.mtime = mtime.Truncate(time.Second)
+		}
+		return e.attr(), nil
 	}
 	var ops []*op
 	p := s.pathOf(e)

@@ -61,6 +61,9 @@ func (s *Store) Prefetch(ctx context.Context, o PrefetchOptions) (PrefetchStats,
 			o.MaxTotal = 1 << 30
 		}
 	}
+	s.mu.Lock()
+	since := s.applied
+	s.mu.Unlock()
 	cands := s.prefetchCandidates(o)
 	const batchFiles, batchBytes = 2000, 32 << 20
 	for i := 0; i < len(cands); {
@@ -78,7 +81,7 @@ func (s *Store) Prefetch(ctx context.Context, o PrefetchOptions) (PrefetchStats,
 		}
 		i = j
 		err := bf.FetchFiles(ctx, batch, func(p string, fi conn.FileInfo, r io.Reader) error {
-			n, err := s.storePrefetched(p, fi, r)
+			n, err := s.storePrefetched(p, fi, r, since)
 			if err != nil {
 				return err
 			}
@@ -179,11 +182,11 @@ func init() {
 // still wants it (same version as listed, nothing cached, no local
 // changes); otherwise it discards the data. It returns the bytes stored,
 // or -1 when skipped.
-func (s *Store) storePrefetched(p string, fi conn.FileInfo, r io.Reader) (int64, error) {
+func (s *Store) storePrefetched(p string, fi conn.FileInfo, r io.Reader, since uint64) (int64, error) {
 	s.mu.Lock()
 	_, e, err := s.lookupPathLocked(p)
 	want := err == nil && e != nil && e.mode.IsRegular() && e.content == contentNone &&
-		!e.localOwned() && versionOf(fi) == e.remote && !s.protected(p) && s.fetching[e.ino] == nil
+		!e.localOwned() && versionOf(fi) == e.remote && !s.keepLocal(p, since) && s.fetching[e.ino] == nil
 	var ino Ino
 	var gen uint64
 	if want {

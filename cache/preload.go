@@ -66,10 +66,13 @@ func (s *Store) preloadBulk(ctx context.Context, tw conn.TreeWalker, prune []str
 		pruned[p] = true
 	}
 	stack := []*frame{{path: ""}}
+	s.mu.Lock()
+	since := s.applied
+	s.mu.Unlock()
 	complete := func(f *frame) {
 		s.mu.Lock()
 		if _, d, err := s.lookupPathLocked(f.path); err == nil && d != nil && d.isDir() {
-			s.mergeListing(d.ino, f.path, f.infos)
+			s.mergeListing(d.ino, f.path, f.infos, since)
 		}
 		s.mu.Unlock()
 		st.Dirs++
@@ -93,7 +96,7 @@ func (s *Store) preloadBulk(ctx context.Context, tw conn.TreeWalker, prune []str
 			// Make the folder's entry exist now, so its own listing can be
 			// recorded when it completes (before its parent's does).
 			s.mu.Lock()
-			if _, d, err := s.lookupPathLocked(parent); err == nil && d != nil && d.isDir() && !s.protected(p) {
+			if _, d, err := s.lookupPathLocked(parent); err == nil && d != nil && d.isDir() && !s.keepLocal(p, since) {
 				s.upsertChildLocked(d, fi, s.now())
 			}
 			s.mu.Unlock()

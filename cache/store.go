@@ -93,6 +93,8 @@ type Store struct {
 	pending     []*op          // journal, oldest first
 	inflight    int            // ops being applied now
 	pendingPath map[string]int // path -> number of pending ops touching it
+	applied     uint64         // journal operations delivered so far
+	recentDone  []doneOp       // the last ones, for changedSince
 	dirtyIno    map[Ino]bool   // entries to persist
 	deletedIno  map[Ino]bool   // entries to delete from meta.db
 	fetching    map[Ino]*fetchCall
@@ -465,6 +467,42 @@ func childPath(dir, name string) string {
 		return name
 	}
 	return dir + "/" + name
+}
+
+// doneOp records the paths of a delivered journal operation.
+type doneOp struct {
+	n     uint64 // value of Store.applied after it
+	paths []string
+}
+
+const recentDoneMax = 4096
+
+// changedSince reports whether a journal operation delivered after the
+// moment the counter read since touched p (or an ancestor or descendant).
+// What the server said before that moment may predate the change, so it
+// must not overwrite the local state. Caller holds mu.
+func (s *Store) changedSince(p string, since uint64) bool {
+	if since >= s.applied {
+		return false
+	}
+	if len(s.recentDone) == 0 || s.recentDone[0].n > since+1 {
+		return true // too old to tell: assume it did
+	}
+	for i := len(s.recentDone) - 1; i >= 0 && s.recentDone[i].n > since; i-- {
+		for _, q := range s.recentDone[i].paths {
+			if related(p, q) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// keepLocal reports whether the local state of p must win over what the
+// server reported, when the report was asked for at since: a change is
+// pending, or was delivered after the question. Caller holds mu.
+func (s *Store) keepLocal(p string, since uint64) bool {
+	return s.protected(p) || s.changedSince(p, since)
 }
 
 // protected reports whether a pending journal operation touches p, an

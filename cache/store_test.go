@@ -756,3 +756,49 @@ func TestPrefetchFetchesSmallFilesInBulk(t *testing.T) {
 		t.Fatalf("skipped folder was prefetched: %v", err)
 	}
 }
+
+// A file removed while open keeps working through its handle, like an
+// unlinked file on a local disk, and is forgotten at the last close.
+func TestRemovedWhileOpen(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.mustWrite("scratch", "0123456789")
+	e.flush()
+	a := e.mustLookup("scratch")
+	h, err := e.s.Open(ctx, a.Ino, os.O_RDWR)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.s.Unlink(ctx, RootIno, "scratch"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.WriteAt([]byte("abc"), 0); err != nil {
+		t.Fatalf("write after unlink: %v", err)
+	}
+	if _, err := e.s.SetAttr(ctx, a.Ino, nil, ptr(int64(5)), nil); err != nil {
+		t.Fatalf("ftruncate after unlink: %v", err)
+	}
+	if at, err := e.s.GetAttr(a.Ino); err != nil || at.Size != 5 {
+		t.Fatalf("fstat after unlink: %+v, %v", at, err)
+	}
+	buf := make([]byte, 10)
+	n, _ := h.ReadAt(buf, 0)
+	if string(buf[:n]) != "abc34" {
+		t.Fatalf("read after unlink = %q", buf[:n])
+	}
+	if err := h.Release(); err != nil {
+		t.Fatal(err)
+	}
+	e.flush()
+	if _, err := os.Lstat(e.remote.p("scratch")); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("removed file on the server: %v", err)
+	}
+	if _, err := e.s.GetAttr(a.Ino); !errors.Is(err, ErrStale) {
+		t.Fatalf("orphan kept after the last close: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(e.dir, "content", itoa(a.Ino))); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("orphan content kept: %v", err)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }

@@ -120,6 +120,7 @@ func (s *Store) listDir(ctx context.Context, dir Ino) error {
 	}
 	call := &fetchCall{done: make(chan struct{})}
 	s.listing[dir] = call
+	since := s.applied
 	s.mu.Unlock()
 
 	infos, err := s.remote.ReadDir(ctx, p)
@@ -127,10 +128,10 @@ func (s *Store) listDir(ctx context.Context, dir Ino) error {
 	s.mu.Lock()
 	delete(s.listing, dir)
 	if err == nil {
-		s.mergeListing(dir, p, infos)
+		s.mergeListing(dir, p, infos, since)
 	} else if errors.Is(err, fs.ErrNotExist) {
 		// The directory is gone on the server.
-		if d := s.entries[dir]; d != nil && dir != RootIno && !s.protected(p) && s.pathOf(d) == p {
+		if d := s.entries[dir]; d != nil && dir != RootIno && !s.keepLocal(p, since) && s.pathOf(d) == p {
 			s.removeSubtree(d)
 		}
 	}
@@ -140,8 +141,9 @@ func (s *Store) listDir(ctx context.Context, dir Ino) error {
 	return err
 }
 
-// mergeListing applies a listing of dir (path p) from the server. Caller holds mu.
-func (s *Store) mergeListing(dir Ino, p string, infos []conn.FileInfo) {
+// mergeListing applies a listing of dir (path p) from the server, asked
+// for when the delivered-operations counter read since. Caller holds mu.
+func (s *Store) mergeListing(dir Ino, p string, infos []conn.FileInfo, since uint64) {
 	d := s.entries[dir]
 	if d == nil || s.pathOf(d) != p {
 		return // moved or removed while we listed it
@@ -161,7 +163,7 @@ func (s *Store) mergeListing(dir Ino, p string, infos []conn.FileInfo) {
 		}
 		seen[fi.Name] = true
 		cp := childPath(p, fi.Name)
-		if s.protected(cp) {
+		if s.keepLocal(cp, since) {
 			continue
 		}
 		s.upsertChildLocked(d, fi, now)
@@ -175,7 +177,7 @@ func (s *Store) mergeListing(dir Ino, p string, infos []conn.FileInfo) {
 			delete(d.children, name)
 			continue
 		}
-		if s.protected(childPath(p, name)) || c.localOwned() {
+		if s.keepLocal(childPath(p, name), since) || c.localOwned() {
 			continue
 		}
 		s.removeSubtree(c)
@@ -259,13 +261,37 @@ func (s *Store) removeSubtree(e *entry) {
 		delete(p.children, e.name)
 		s.dirtyIno[p.ino] = true
 	}
+	delete(s.dirtyIno, e.ino)
+	s.deletedIno[e.ino] = true
+	if e.opens > 0 {
+		// Still open: like an unlinked file on a local disk, it lives on,
+		// nameless, until the last close (purgeOrphanLocked).
+		e.parent, e.name = orphanParent, ""
+		e.children = nil
+		return
+	}
 	if !s.hasPendingPut(e.ino) {
 		os.Remove(s.contentPath(e.ino))
 	}
 	s.forgetContentLocked(e.ino)
 	delete(s.entries, e.ino)
-	delete(s.dirtyIno, e.ino)
-	s.deletedIno[e.ino] = true
+}
+
+// orphanParent is the parent of entries that were removed while open.
+const orphanParent Ino = 0
+
+func (e *entry) orphan() bool { return e.parent == orphanParent }
+
+// purgeOrphanLocked forgets an orphan once nothing has it open. Caller holds mu.
+func (s *Store) purgeOrphanLocked(e *entry) {
+	if !e.orphan() || e.opens > 0 {
+		return
+	}
+	if !s.hasPendingPut(e.ino) {
+		os.Remove(s.contentPath(e.ino))
+	}
+	s.forgetContentLocked(e.ino)
+	delete(s.entries, e.ino)
 }
 
 func (s *Store) hasPendingPut(ino Ino) bool {

@@ -124,6 +124,11 @@ func (s *Store) completeLocked(o *op) {
 			delete(s.pendingPath, p)
 		}
 	}
+	s.applied++
+	s.recentDone = append(s.recentDone, doneOp{n: s.applied, paths: o.paths()})
+	if len(s.recentDone) > recentDoneMax {
+		s.recentDone = append(s.recentDone[:0:0], s.recentDone[len(s.recentDone)-recentDoneMax/2:]...)
+	}
 	if err := s.db.Update(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketJournal).Delete(u64key(o.Seq))
 	}); err != nil {
@@ -193,9 +198,11 @@ func ignoreNotExist(err error) error {
 func (s *Store) applyPut(ctx context.Context, o *op) error {
 	s.mu.Lock()
 	e := s.entries[o.Ino]
-	if e == nil || e.content != contentDirty {
+	if e == nil || e.orphan() || e.content != contentDirty {
+		// Deleted or replaced (a later journal operation removes or
+		// replaces it on the server too), or already delivered.
 		s.mu.Unlock()
-		return nil // deleted, or already delivered by an earlier put
+		return nil
 	}
 	gen, mode, mtime := e.gen, e.mode.Perm(), e.mtime
 	base, size := e.base, e.size
