@@ -432,4 +432,3 @@ func (h *Handle) Release() error {
 	h.s.release(h.ino, h.writable)
 	return err
 }
-
