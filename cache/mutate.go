@@ -298,7 +298,9 @@ func (s *Store) Rename(ctx context.Context, oldDir Ino, oldName string, newDir I
 	// The editor pattern (write a new temp file, rename it over the
 	// original) becomes one upload of the final name, checked against the
 	// version of the file it replaces.
-	if src.mode.IsRegular() && !src.onServer {
+	// Only when the file never went to the server under any name: an
+	// earlier upload (even one in flight) would leave it at the old name.
+	if src.mode.IsRegular() && !src.onServer && s.putsPending(src.ino) == 1 {
 		if o := s.lastOpTouching(oldPath, newPath); o != nil && o.Kind == opPut && o.Ino == src.ino && o.Path == oldPath && !o.inflight {
 			s.retargetPut(o, newPath)
 			src.base = expect{Absent: true}
@@ -309,6 +311,18 @@ func (s *Store) Rename(ctx context.Context, oldDir Ino, oldName string, newDir I
 		}
 	}
 	return s.enqueueLocked(&op{Kind: opRename, Path: oldPath, Path2: newPath, DestExpect: destExpect})
+}
+
+// putsPending counts the uploads of ino in the journal, in flight or not.
+// Caller holds mu.
+func (s *Store) putsPending(ino Ino) int {
+	n := 0
+	for _, o := range s.pending {
+		if o.Kind == opPut && o.Ino == ino {
+			n++
+		}
+	}
+	return n
 }
 
 // lastOpTouching returns the newest pending op related to any of paths.

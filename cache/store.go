@@ -103,8 +103,11 @@ type Store struct {
 	writerErrOp *op   // the op that failed
 	writerErrAt time.Time
 	conflicts   []Conflict
-	closed      bool
-	recent      *simplelru.LRU[Ino, int64] // content present, by last use
+	// usedConflictNames: conflict copy names handed out, so two conflicts
+	// in the same second get different names.
+	usedConflictNames map[string]bool
+	closed            bool
+	recent            *simplelru.LRU[Ino, int64] // content present, by last use
 	// invalidations waiting for invalidateLoop
 	invalidations    []Invalidation
 	invalidateSignal chan struct{}
@@ -550,10 +553,27 @@ func sanitizeLabel(s string) string {
 	return s
 }
 
-// conflictName is where a local version goes when the server's changed.
+// conflictName is where a local version goes when the server's changed:
+// NAME.conflict-HOST-YYYYmmdd-HHMMSS, with -2, -3... when that name was
+// already used.
 func (s *Store) conflictName(p string) string {
 	dir, base := path.Split(p)
-	return dir + base + ".conflict-" + s.opts.ConflictLabel + "-" + s.now().Format("20060102-150405")
+	name := dir + base + ".conflict-" + s.opts.ConflictLabel + "-" + s.now().Format("20060102-150405")
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	candidate := name
+	for i := 2; ; i++ {
+		_, e, _ := s.lookupPathLocked(candidate)
+		if e == nil && !s.usedConflictNames[candidate] {
+			break
+		}
+		candidate = fmt.Sprintf("%s-%d", name, i)
+	}
+	if s.usedConflictNames == nil {
+		s.usedConflictNames = map[string]bool{}
+	}
+	s.usedConflictNames[candidate] = true
+	return candidate
 }
 
 var _ = context.Background

@@ -242,6 +242,9 @@ func (s *Store) applyPut(ctx context.Context, o *op) error {
 			v := versionOf(cur)
 			alreadyThere := v == Version{Size: size, Mtime: mtime.Unix()}
 			conflict = (!alreadyThere && !base.allows(v)) || cur.Mode.IsDir()
+			if conflict {
+				s.log.Debug("upload found the server's file changed", "path", o.Path, "server", v, "expected", base, "local_size", size, "local_mtime", mtime.Unix(), "seq", o.Seq)
+			}
 		}
 		if conflict {
 			return s.conflictName(o.Path), nil
@@ -339,6 +342,7 @@ func (s *Store) applyRename(ctx context.Context, o *op) error {
 			conflict = true
 			serverInfo = cur
 			dest = s.conflictName(o.Path2)
+			s.log.Debug("rename found the replaced file changed on the server", "from", o.Path, "to", o.Path2, "server", versionOf(cur), "expected", *o.DestExpect, "seq", o.Seq)
 		}
 	}
 	err := s.remote.Rename(ctx, o.Path, dest)

@@ -102,7 +102,11 @@ func (w *world) cleanup() {
 		logs, _ := filepath.Glob(filepath.Join(w.xdg, "state", "remotefs", "*.log"))
 		for _, l := range logs {
 			b, _ := os.ReadFile(l)
-			w.t.Logf("daemon log %s:\n%s", l, tailString(string(b), 6000))
+			n := 6000
+			if os.Getenv("REMOTEFS_FULL_LOG") == "1" {
+				n = len(b)
+			}
+			w.t.Logf("daemon log %s:\n%s", l, tailString(string(b), n))
 		}
 	}
 }

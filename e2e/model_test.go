@@ -28,7 +28,9 @@ import (
 // REMOTEFS_STRESS=1 runs 5000 operations instead of 400;
 // REMOTEFS_MODEL_OPS=N sets the number of operations;
 // REMOTEFS_MODEL_TTL=0|1|2 forces the default, short or tiny cache TTLs
-// (otherwise the seed picks them); REMOTEFS_MODEL_SKIP=hread,rename
+// (otherwise the seed picks them); REMOTEFS_MODEL_LATENCY=10ms forces the
+// one-way latency of the link (otherwise the seed picks 0, 2ms or 10ms);
+// REMOTEFS_MODEL_SKIP=hread,rename
 // leaves those operation kinds out (to get past a known bug).
 //
 // Names come from a tiny alphabet (a b c d, up to three levels deep), so
@@ -75,7 +77,23 @@ func TestModel(t *testing.T) {
 	case 2:
 		mountFlags = []string{"--dir-ttl", "20ms", "--attr-ttl", "1ms", "--kernel-ttl", "10ms"}
 	}
+	mountFlags = append(mountFlags, strings.Fields(os.Getenv("REMOTEFS_DEBUG_MOUNT"))...) // e.g. --debug
 	t.Logf("mount flags: %v", mountFlags)
+	// Some runs reach the server over a slower link, so uploads are still
+	// on their way while the next operations happen.
+	latency := []time.Duration{0, 0, 2 * time.Millisecond, 10 * time.Millisecond}[rng.IntN(4)]
+	if v := os.Getenv("REMOTEFS_MODEL_LATENCY"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			t.Fatalf("REMOTEFS_MODEL_LATENCY=%q: %v", v, err)
+		}
+		latency = d
+	}
+	if latency > 0 {
+		p := w.viaProxy()
+		p.SetLatency(latency)
+	}
+	t.Logf("one-way latency to the server: %v", latency)
 
 	m := &model{t: t, w: w, rng: rng, ref: t.TempDir(), flags: mountFlags, skip: map[string]bool{}}
 	if v := os.Getenv("REMOTEFS_MODEL_SKIP"); v != "" {
@@ -408,9 +426,12 @@ func (m *model) gen() *mop {
 func (m *model) pick32(l []uint32) uint32 { return l[m.rng.IntN(len(l))] }
 
 func (m *model) history() string {
-	from := 0
-	if len(m.log) > 60 {
-		from = len(m.log) - 60
+	from, keep := 0, 60
+	if v, err := strconv.Atoi(os.Getenv("REMOTEFS_MODEL_HISTORY")); err == nil {
+		keep = v
+	}
+	if len(m.log) > keep {
+		from = len(m.log) - keep
 	}
 	return strings.Join(m.log[from:], "\n")
 }
