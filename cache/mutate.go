@@ -6,6 +6,8 @@ import (
 	"io/fs"
 	"os"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // newOp assigns the next sequence number. Caller holds mu.
@@ -269,6 +271,7 @@ func (s *Store) Rename(ctx context.Context, oldDir Ino, oldName string, newDir I
 	oldPath := s.pathOf(src)
 	newPath := childPath(s.pathOf(nd), newName)
 	var destExpect *expect
+	var dstIno Ino
 	if dst != nil {
 		switch {
 		case dst.isDir() && !src.isDir():
@@ -281,6 +284,7 @@ func (s *Store) Rename(ctx context.Context, oldDir Ino, oldName string, newDir I
 		if dst.mode.IsRegular() {
 			x := dst.expectedOnServer()
 			destExpect = &x
+			dstIno = dst.ino
 		}
 		s.removeSubtree(dst)
 	}
@@ -306,11 +310,62 @@ func (s *Store) Rename(ctx context.Context, oldDir Ino, oldName string, newDir I
 			src.base = expect{Absent: true}
 			if destExpect != nil {
 				src.base = *destExpect
+				s.watchUploads(dstIno, func(v Version) {
+					if e := s.entries[src.ino]; e == src {
+						e.base = e.base.union(expectVersion(v))
+						s.dirtyIno[e.ino] = true
+					}
+				})
 			}
 			return s.commitLocked(o)
 		}
 	}
-	return s.enqueueLocked(&op{Kind: opRename, Path: oldPath, Path2: newPath, DestExpect: destExpect})
+	o := &op{Kind: opRename, Path: oldPath, Path2: newPath, DestExpect: destExpect}
+	if destExpect != nil {
+		s.watchUploads(dstIno, func(v Version) {
+			x := o.DestExpect.union(expectVersion(v))
+			o.DestExpect = &x
+			s.rewriteOpLocked(o)
+		})
+	}
+	return s.enqueueLocked(o)
+}
+
+// watchUploads arranges for f to learn the version each pending upload of
+// ino leaves on the server, as it lands. What the server will hold at a
+// path is only known for sure then: an upload reads the file as it is when
+// it runs, which may differ from every version seen so far. Nothing is
+// registered when ino has no upload pending. Caller holds mu; f runs with
+// mu held.
+func (s *Store) watchUploads(ino Ino, f func(Version)) {
+	if s.putsPending(ino) == 0 {
+		return
+	}
+	if s.landed == nil {
+		s.landed = map[Ino][]func(Version){}
+	}
+	s.landed[ino] = append(s.landed[ino], f)
+}
+
+// uploadLandedLocked tells the watchers of ino that an upload left v on
+// the server, and forgets them once no upload of ino is pending. Caller
+// holds mu; the landed op is still in the journal.
+func (s *Store) uploadLandedLocked(ino Ino, v Version) {
+	for _, f := range s.landed[ino] {
+		f(v)
+	}
+	if s.putsPending(ino) <= 1 {
+		delete(s.landed, ino)
+	}
+}
+
+// rewriteOpLocked persists a changed pending op. Caller holds mu.
+func (s *Store) rewriteOpLocked(o *op) {
+	if err := s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketJournal).Put(u64key(o.Seq), encodeOp(o))
+	}); err != nil {
+		s.log.Error("update journal record", "op", o.String(), "err", err)
+	}
 }
 
 // putsPending counts the uploads of ino in the journal, in flight or not.

@@ -106,8 +106,11 @@ type Store struct {
 	// usedConflictNames: conflict copy names handed out, so two conflicts
 	// in the same second get different names.
 	usedConflictNames map[string]bool
-	closed            bool
-	recent            *simplelru.LRU[Ino, int64] // content present, by last use
+	// landed: for a file with uploads still pending, what to tell when one
+	// of them lands (see watchUploads).
+	landed map[Ino][]func(Version)
+	closed bool
+	recent *simplelru.LRU[Ino, int64] // content present, by last use
 	// invalidations waiting for invalidateLoop
 	invalidations    []Invalidation
 	invalidateSignal chan struct{}

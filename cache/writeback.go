@@ -206,16 +206,16 @@ func (s *Store) applyPut(ctx context.Context, o *op) error {
 	}
 	gen, mode, mtime := e.gen, e.mode.Perm(), e.mtime
 	base, size := e.base, e.size
-	s.mu.Unlock()
-
 	f, err := os.Open(s.contentPath(o.Ino))
 	if err != nil {
+		s.mu.Unlock()
 		return fmt.Errorf("local content: %w", err)
 	}
 	defer f.Close()
 	if st, err := f.Stat(); err == nil {
 		size = st.Size()
 	}
+	s.mu.Unlock()
 
 	// The conflict check runs alongside the upload; its answer is needed
 	// only when the uploaded data is about to be renamed into place.
@@ -243,7 +243,7 @@ func (s *Store) applyPut(ctx context.Context, o *op) error {
 			alreadyThere := v == Version{Size: size, Mtime: mtime.Unix()}
 			conflict = (!alreadyThere && !base.allows(v)) || cur.Mode.IsDir()
 			if conflict {
-				s.log.Debug("upload found the server's file changed", "path", o.Path, "server", v, "expected", base, "local_size", size, "local_mtime", mtime.Unix(), "seq", o.Seq)
+				s.log.Info("upload found the server's file changed", "path", o.Path, "server", v, "expected", base, "local_size", size, "local_mtime", mtime.Unix(), "seq", o.Seq)
 			}
 		}
 		if conflict {
@@ -261,6 +261,9 @@ func (s *Store) applyPut(ctx context.Context, o *op) error {
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if !conflict {
+		s.uploadLandedLocked(o.Ino, versionOf(fi))
+	}
 	e = s.entries[o.Ino]
 	if conflict {
 		s.recordConflictLocked(o.Path, target, e, fi, cur, gen)
@@ -342,7 +345,7 @@ func (s *Store) applyRename(ctx context.Context, o *op) error {
 			conflict = true
 			serverInfo = cur
 			dest = s.conflictName(o.Path2)
-			s.log.Debug("rename found the replaced file changed on the server", "from", o.Path, "to", o.Path2, "server", versionOf(cur), "expected", *o.DestExpect, "seq", o.Seq)
+			s.log.Info("rename found the replaced file changed on the server", "from", o.Path, "to", o.Path2, "server", versionOf(cur), "expected", *o.DestExpect, "seq", o.Seq)
 		}
 	}
 	err := s.remote.Rename(ctx, o.Path, dest)
