@@ -39,3 +39,36 @@ func TestUnmountDeliversBurst(t *testing.T) {
 	}
 	_ = filepath.Join
 }
+
+// A save never waits for the server: over a link with a 600 ms round trip,
+// write+close returns in far less than one round trip, and the file still
+// reaches the server by itself.
+func TestSaveDoesNotWaitForTheServer(t *testing.T) {
+	w := newWorld(t)
+	p := w.viaProxy()
+	w.writeServer("proj/main.py", "v0\n", 0o644)
+	w.mount()
+	if _, err := os.ReadFile(w.m("proj/main.py")); err != nil {
+		t.Fatal(err)
+	}
+	p.SetLatency(300 * time.Millisecond)
+	const rtt = 600 * time.Millisecond
+	for i := 1; i <= 5; i++ {
+		content := fmt.Sprintf("v%d\n", i)
+		start := time.Now()
+		if err := os.WriteFile(w.m("proj/main.py"), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		took := time.Since(start)
+		if took >= rtt/2 {
+			t.Errorf("save %d took %v: it waited for the server (round trip %v)", i, took, rtt)
+		}
+		saved := time.Now()
+		eventually(t, 30*time.Second, "the save to reach the server", func() bool {
+			b, _ := os.ReadFile(w.s("proj/main.py"))
+			return string(b) == content
+		})
+		t.Logf("save %d: close returned after %v; on the server %v after close", i, took.Round(time.Microsecond), time.Since(saved).Round(time.Millisecond))
+	}
+	eventually(t, 10*time.Second, "nothing pending", func() bool { return w.status().Pending == 0 })
+}

@@ -238,7 +238,7 @@ func (d *daemon) status() *control.Status {
 	st := d.store.Status()
 	out := &control.Status{
 		Mountpoint: d.cfg.Mountpoint, Remote: d.cfg.Spec.String(), PID: os.Getpid(),
-		ReadOnly: d.cfg.Offline || d.cfg.ReadOnly, Pending: st.Pending, PendingBytes: st.PendingBytes,
+		ReadOnly: d.cfg.Offline || d.cfg.ReadOnly, Pending: st.Pending, PendingBytes: st.PendingBytes, OldestPending: st.OldestPending,
 		UploadError: st.LastError, CacheDir: d.cfg.CacheDir, CacheBytes: st.CacheBytes,
 		CachedEntries: st.Entries, Conflicts: []control.Conflict{},
 	}

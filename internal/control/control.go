@@ -56,6 +56,7 @@ type Status struct {
 	ReadOnly      bool       `json:"read_only"`
 	Pending       int        `json:"pending"`
 	PendingBytes  int64      `json:"pending_bytes"`
+	OldestPending *time.Time `json:"oldest_pending,omitempty"`
 	UploadError   string     `json:"upload_error,omitempty"`
 	Conflicts     []Conflict `json:"conflicts"`
 	CacheDir      string     `json:"cache_dir"`
