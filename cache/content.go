@@ -22,6 +22,8 @@ type Handle struct {
 
 	mu    sync.Mutex // guards wrote
 	wrote bool       // written since the last Flush
+
+	nextOff int64 // guarded by Store.mu: where a sequential read goes next
 }
 
 // Ino is the entry the handle was opened on.
@@ -93,7 +95,9 @@ func (s *Store) Open(ctx context.Context, ino Ino, flags int) (*Handle, error) {
 		mode = os.O_RDWR
 	}
 	for attempt := 0; ; attempt++ {
-		if err := s.ensureContent(ctx, ino); err != nil {
+		if !writable && s.openByRanges(ino) {
+			// Large file: blocks are fetched as they are read.
+		} else if err := s.ensureContent(ctx, ino); err != nil {
 			return nil, err
 		}
 		// Count the open before opening the file, so eviction or a
@@ -118,6 +122,31 @@ func (s *Store) Open(ctx context.Context, ino Ino, flags int) (*Handle, error) {
 			return nil, fmt.Errorf("cached content of %s vanished while opening; try again: %w", p, ErrStale)
 		}
 	}
+}
+
+// openByRanges reports whether a read-only open of ino can go ahead with
+// the file range-cached (see ranges.go), starting that when needed.
+func (s *Store) openByRanges(ino Ino) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.entries[ino]
+	if e == nil || !e.mode.IsRegular() {
+		return false
+	}
+	switch e.content {
+	case contentPartial:
+		if fi, err := os.Stat(s.contentPath(ino)); err == nil && fi.Size() == e.size {
+			return true
+		}
+		s.dropContent(e)
+	case contentNone:
+	default:
+		return false
+	}
+	if e.size < s.opts.LargeFile || !e.onServer || !s.online() {
+		return false
+	}
+	return s.startPartialLocked(e) == nil
 }
 
 // countOpenLocked records an open handle on e. Caller holds mu.
@@ -209,6 +238,10 @@ func (s *Store) ensureContent(ctx context.Context, ino Ino) error {
 			e.content = contentNone
 			s.dirtyIno[ino] = true
 		}
+		if e.content == contentPartial {
+			// Range-cached; the whole file is needed: download the rest
+			// (all of it, simply) below.
+		}
 		if !e.onServer {
 			// A local file whose content was lost: nothing to fetch.
 			s.mu.Unlock()
@@ -275,7 +308,7 @@ func (s *Store) fetch(ctx context.Context, ino Ino, p string, gen uint64) error 
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e := s.entries[ino]
-	if e == nil || e.gen != gen || e.content != contentNone || s.pathOf(e) != p || s.keepLocal(p, since) {
+	if e == nil || e.gen != gen || (e.content != contentNone && e.content != contentPartial) || s.pathOf(e) != p || s.keepLocal(p, since) {
 		os.Remove(tmp)
 		return nil // changed meanwhile; the caller looks again
 	}
@@ -289,7 +322,7 @@ func (s *Store) fetch(ctx context.Context, ino Ino, p string, gen uint64) error 
 		return err
 	}
 	s.applyServerAttrs(e, fi)
-	e.content = contentClean
+	e.content, e.blocks = contentClean, nil
 	e.checked = s.now()
 	s.dirtyIno[ino] = true
 	s.touchContentLocked(e)
@@ -297,10 +330,19 @@ func (s *Store) fetch(ctx context.Context, ino Ino, p string, gen uint64) error 
 	return nil
 }
 
-// ReadAt reads cached content.
+// ReadAt reads cached content (io.ReaderAt); see ReadAtContext.
 func (h *Handle) ReadAt(p []byte, off int64) (int, error) {
+	return h.ReadAtContext(context.Background(), p, off)
+}
+
+// ReadAtContext reads content, fetching the blocks of a range-cached file
+// that are not on local disk yet.
+func (h *Handle) ReadAtContext(ctx context.Context, p []byte, off int64) (int, error) {
 	if h.f == nil {
 		return 0, ErrIsDir
+	}
+	if err := h.ensureRange(ctx, off, len(p)); err != nil {
+		return 0, err
 	}
 	return h.f.ReadAt(p, off)
 }

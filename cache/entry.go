@@ -69,9 +69,10 @@ type DirEntry struct {
 type contentState uint8
 
 const (
-	contentNone  contentState = iota // nothing cached
-	contentClean                     // content/<ino> equals server version `remote`
-	contentDirty                     // content/<ino> is newer than the server
+	contentNone    contentState = iota // nothing cached
+	contentClean                       // content/<ino> equals server version `remote`
+	contentDirty                       // content/<ino> is newer than the server
+	contentPartial                     // content/<ino> holds the blocks in entry.blocks of version `remote`
 )
 
 // entry is one file, directory or symlink. Guarded by Store.mu.
@@ -96,6 +97,7 @@ type entry struct {
 	content  contentState
 	base     expect // dirty: what the next upload expects on the server at its path
 	gen      uint64 // bumped by every local content change
+	blocks   []byte // contentPartial: bitmap of the 1 MiB blocks present
 	writers  int    // open writable handles (not persisted)
 	opens    int    // open handles of any kind (not persisted)
 }
@@ -143,6 +145,7 @@ type record struct {
 	Remote   Version `json:"r"`
 	Content  uint8   `json:"c,omitempty"`
 	Base     expect  `json:"b"`
+	Blocks   []byte  `json:"bm,omitempty"`
 }
 
 func (e *entry) record() []byte {
@@ -150,7 +153,7 @@ func (e *entry) record() []byte {
 		Parent: uint64(e.parent), Name: e.name, Mode: uint32(e.mode), Size: e.size,
 		MtimeNs: e.mtime.UnixNano(), Target: e.target, Listed: e.listed,
 		OnServer: e.onServer, Remote: e.remote, Content: uint8(e.content),
-		Base: e.base,
+		Base: e.base, Blocks: e.blocks,
 	}
 	b, _ := json.Marshal(r)
 	return b
@@ -165,7 +168,7 @@ func entryFromRecord(ino Ino, b []byte) (*entry, error) {
 		ino: ino, parent: Ino(r.Parent), name: r.Name, mode: fs.FileMode(r.Mode),
 		size: r.Size, mtime: time.Unix(0, r.MtimeNs), target: r.Target, listed: r.Listed,
 		onServer: r.OnServer, remote: r.Remote, content: contentState(r.Content),
-		base: r.Base,
+		base: r.Base, blocks: r.Blocks,
 	}
 	return e, nil
 }

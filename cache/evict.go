@@ -31,8 +31,9 @@ func (s *Store) touchContentLocked(e *entry) {
 	if old, ok := s.recent.Peek(e.ino); ok {
 		s.recentBytes -= old
 	}
-	s.recent.Add(e.ino, e.size)
-	s.recentBytes += e.size
+	n := e.presentBytes()
+	s.recent.Add(e.ino, n)
+	s.recentBytes += n
 }
 
 // forgetContentLocked records that ino's content is gone. Caller holds mu.

@@ -55,6 +55,9 @@ type Options struct {
 	// DirTTL: how long a listing is trusted before it is refreshed in the
 	// background. Default 10s.
 	DirTTL time.Duration
+	// LargeFile: files at least this big are cached by ranges, as they are
+	// read, rather than downloaded whole on open. Default 16 MiB.
+	LargeFile int64
 	// CacheSize bounds the content kept on disk; least recently used clean
 	// content is evicted beyond it. Default 10 GiB; negative: no limit.
 	CacheSize int64
@@ -98,6 +101,7 @@ type Store struct {
 	dirtyIno    map[Ino]bool   // entries to persist
 	deletedIno  map[Ino]bool   // entries to delete from meta.db
 	fetching    map[Ino]*fetchCall
+	blockFetch  map[Ino]map[int]*fetchCall // range-cached files: blocks being fetched
 	listing     map[Ino]*fetchCall
 	writerErr   error // last non-offline upload failure
 	writerErrOp *op   // the op that failed
@@ -146,6 +150,9 @@ func Open(opts Options) (*Store, error) {
 	}
 	if opts.DirTTL == 0 {
 		opts.DirTTL = 10 * time.Second
+	}
+	if opts.LargeFile == 0 {
+		opts.LargeFile = 16 << 20
 	}
 	if opts.CacheSize == 0 {
 		opts.CacheSize = 10 << 30
@@ -196,7 +203,8 @@ func Open(opts Options) (*Store, error) {
 		entries: map[Ino]*entry{}, pendingPath: map[string]int{},
 		dirtyIno: map[Ino]bool{}, deletedIno: map[Ino]bool{},
 		fetching: map[Ino]*fetchCall{}, listing: map[Ino]*fetchCall{},
-		nextIno: RootIno + 1, nextSeq: 1, recent: newRecency(),
+		blockFetch: map[Ino]map[int]*fetchCall{},
+		nextIno:    RootIno + 1, nextSeq: 1, recent: newRecency(),
 		invalidateSignal: make(chan struct{}, 1),
 	}
 	s.cond = sync.NewCond(&s.mu)
@@ -352,7 +360,7 @@ func (s *Store) cleanContentDir() {
 		os.Remove(filepath.Join(dir, d.Name()))
 	}
 	for _, e := range s.entries {
-		if e.content == contentClean {
+		if e.content == contentClean || e.content == contentPartial {
 			if fi, err := os.Stat(s.contentPath(e.ino)); err != nil || fi.Size() != e.size {
 				e.content = contentNone
 				s.dirtyIno[e.ino] = true

@@ -802,3 +802,67 @@ func TestRemovedWhileOpen(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// A large file is cached by ranges as it is read: a read in the middle
+// fetches only what it needs; offline, the fetched part stays readable and
+// the rest fails; a full read makes it clean.
+func TestLargeFilesAreCachedByRanges(t *testing.T) {
+	rem := &dirRemote{root: t.TempDir()}
+	s, err := Open(Options{Dir: t.TempDir(), Remote: rem, Online: func() bool { return !rem.offline.Load() }, LargeFile: 4 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	e := &env{t: t, remote: rem, s: s}
+	data := make([]byte, 10<<20+123)
+	for i := range data {
+		data[i] = byte(i*7 + i/blockSize)
+	}
+	os.WriteFile(rem.p("big.bin"), data, 0o644)
+	a := e.mustLookup("big.bin")
+	h, err := s.Open(context.Background(), a.Ino, os.O_RDONLY)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 1000)
+	off := int64(5<<20 + 17)
+	if n, err := h.ReadAt(buf, off); err != nil || n != len(buf) || string(buf) != string(data[off:off+1000]) {
+		t.Fatalf("middle read: %d, %v", n, err)
+	}
+	st := s.Status()
+	if st.CacheBytes > 2*blockSize {
+		t.Fatalf("a 1000-byte read cached %d bytes", st.CacheBytes)
+	}
+	rem.offline.Store(true)
+	if _, err := h.ReadAt(buf, off); err != nil {
+		t.Fatalf("offline read of a fetched block: %v", err)
+	}
+	if _, err := h.ReadAt(buf, 0); !errors.Is(err, ErrOffline) {
+		t.Fatalf("offline read of a missing block: %v", err)
+	}
+	rem.offline.Store(false)
+	all := make([]byte, len(data)+10)
+	n, _ := h.ReadAt(all, 0)
+	if n != len(data) || string(all[:n]) != string(data) {
+		t.Fatalf("full read: %d bytes, equal %v", n, string(all[:n]) == string(data))
+	}
+	h.Release()
+	s.mu.Lock()
+	state := s.entries[a.Ino].content
+	s.mu.Unlock()
+	if state != contentClean {
+		t.Fatalf("after reading every block the file is %v, want clean", state)
+	}
+	// Writing needs the whole file; it is there, and the edit goes up.
+	h, err = s.Open(context.Background(), a.Ino, os.O_RDWR)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.WriteAt([]byte("HEAD"), 0)
+	h.Release()
+	e.flush()
+	got, _ := os.ReadFile(rem.p("big.bin"))
+	if string(got[:4]) != "HEAD" || string(got[4:]) != string(data[4:]) {
+		t.Fatal("uploaded large file differs")
+	}
+}

@@ -224,7 +224,7 @@ func (s *Store) applyServerAttrs(e *entry, fi conn.FileInfo) {
 	if e.onServer && (v != e.remote || e.mode != fi.Mode) {
 		s.notifyLocked(Invalidation{Ino: e.ino})
 	}
-	if e.mode.IsRegular() && e.content == contentClean && v != e.remote {
+	if e.mode.IsRegular() && (e.content == contentClean || e.content == contentPartial) && v != e.remote {
 		s.dropContent(e)
 	}
 	if fi.Mode&fs.ModeSymlink != 0 && (fi.Target != "" || v != e.remote) {
@@ -244,6 +244,7 @@ func (s *Store) dropContent(e *entry) {
 	}
 	os.Remove(s.contentPath(e.ino))
 	e.content = contentNone
+	e.blocks = nil
 	s.dirtyIno[e.ino] = true
 	s.forgetContentLocked(e.ino)
 }

@@ -499,7 +499,7 @@ func (s *Store) Status() Status {
 	}
 	for _, e := range s.entries {
 		if e.content != contentNone {
-			st.CacheBytes += e.size
+			st.CacheBytes += e.presentBytes()
 		}
 	}
 	if s.writerErr != nil {

@@ -53,7 +53,7 @@ func (h *handle) ReadDirAll(ctx context.Context) ([]fuse.Dirent, error) {
 
 func (h *handle) Read(ctx context.Context, req *fuse.ReadRequest, resp *fuse.ReadResponse) error {
 	buf := make([]byte, req.Size)
-	n, err := h.h.ReadAt(buf, req.Offset)
+	n, err := h.h.ReadAtContext(ctx, buf, req.Offset)
 	if err != nil && !errors.Is(err, io.EOF) {
 		return h.fs.errno(err)
 	}

@@ -1,0 +1,241 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+)
+
+// Large files are cached by ranges: their content file is sparse, and a
+// bitmap of 1 MiB blocks (persisted with the entry) says which parts hold
+// the server's data. Reads fetch the missing blocks they need, several at
+// once, plus a readahead window when reading sequentially; the file
+// becomes clean when every block is there. Anything that needs the whole
+// file (opening it for writing, truncate, link) downloads the rest first.
+
+const (
+	blockSize = 1 << 20
+	// readaheadBlocks: how far ahead of a sequential reader blocks are
+	// fetched in the background.
+	readaheadBlocks = 16
+	// maxRunBlocks: the most blocks one server read asks for.
+	maxRunBlocks = 8
+)
+
+func blocksFor(size int64) int { return int((size + blockSize - 1) / blockSize) }
+
+func (e *entry) hasBlock(i int) bool {
+	return i/8 < len(e.blocks) && e.blocks[i/8]&(1<<(i%8)) != 0
+}
+
+func (e *entry) setBlock(i int) {
+	for len(e.blocks) <= i/8 {
+		e.blocks = append(e.blocks, 0)
+	}
+	e.blocks[i/8] |= 1 << (i % 8)
+}
+
+func (e *entry) allBlocks() bool {
+	for i := 0; i < blocksFor(e.size); i++ {
+		if !e.hasBlock(i) {
+			return false
+		}
+	}
+	return true
+}
+
+// presentBytes is how much of e's content is on local disk.
+func (e *entry) presentBytes() int64 {
+	if e.content != contentPartial {
+		return e.size
+	}
+	var n int64
+	for i := 0; i < blocksFor(e.size); i++ {
+		if e.hasBlock(i) {
+			n += blockSize
+		}
+	}
+	return min(n, e.size)
+}
+
+// startPartialLocked makes e a range-cached file with no block yet: a
+// sparse content file of the full size. Caller holds mu.
+func (s *Store) startPartialLocked(e *entry) error {
+	f, err := os.OpenFile(s.contentPath(e.ino), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	err = f.Truncate(e.size)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(s.contentPath(e.ino))
+		return err
+	}
+	e.content = contentPartial
+	e.blocks = nil
+	s.dirtyIno[e.ino] = true
+	s.touchContentLocked(e)
+	return nil
+}
+
+// ensureRange makes sure bytes [off, off+n) of a range-cached file are on
+// local disk, and starts readahead when the reader is sequential.
+func (h *Handle) ensureRange(ctx context.Context, off int64, n int) error {
+	s := h.s
+	s.mu.Lock()
+	e := s.entries[h.ino]
+	if e == nil || e.content != contentPartial {
+		s.mu.Unlock()
+		return nil
+	}
+	size := e.size
+	sequential := off == h.nextOff && off > 0
+	h.nextOff = off + int64(n)
+	s.mu.Unlock()
+	if off >= size {
+		return nil
+	}
+	first, last := int(off/blockSize), int((min(off+int64(n), size)-1)/blockSize)
+	if err := s.fetchBlocks(ctx, h.ino, first, last); err != nil {
+		return err
+	}
+	if sequential {
+		ahead := min(last+readaheadBlocks, blocksFor(size)-1)
+		if ahead > last {
+			go s.fetchBlocks(context.Background(), h.ino, last+1, ahead)
+		}
+	}
+	return nil
+}
+
+// fetchBlocks downloads the missing blocks in [first, last], in runs of
+// contiguous blocks fetched in parallel; blocks another reader is already
+// fetching are waited for, not fetched twice.
+func (s *Store) fetchBlocks(ctx context.Context, ino Ino, first, last int) error {
+	type run struct{ from, to int }
+	var runs []run
+	var waits []*fetchCall
+	s.mu.Lock()
+	e := s.entries[ino]
+	if e == nil || e.content != contentPartial {
+		s.mu.Unlock()
+		return nil
+	}
+	if s.blockFetch[ino] == nil {
+		s.blockFetch[ino] = map[int]*fetchCall{}
+	}
+	inflight := s.blockFetch[ino]
+	for i := first; i <= last; i++ {
+		if e.hasBlock(i) {
+			continue
+		}
+		if c := inflight[i]; c != nil {
+			waits = append(waits, c)
+			continue
+		}
+		if n := len(runs); n > 0 && runs[n-1].to == i-1 && i-runs[n-1].from < maxRunBlocks {
+			runs[n-1].to = i
+		} else {
+			runs = append(runs, run{i, i})
+		}
+	}
+	if len(runs) > 0 && !s.online() {
+		s.mu.Unlock()
+		return ErrOffline
+	}
+	p, gen := s.pathOf(e), e.gen
+	calls := make([]*fetchCall, len(runs))
+	for k, r := range runs {
+		calls[k] = &fetchCall{done: make(chan struct{})}
+		for i := r.from; i <= r.to; i++ {
+			inflight[i] = calls[k]
+		}
+	}
+	s.mu.Unlock()
+
+	errs := make(chan error, len(runs))
+	for k, r := range runs {
+		go func() {
+			err := s.fetchRun(ctx, ino, p, gen, r.from, r.to)
+			s.mu.Lock()
+			for i := r.from; i <= r.to; i++ {
+				if s.blockFetch[ino] != nil && s.blockFetch[ino][i] == calls[k] {
+					delete(s.blockFetch[ino], i)
+				}
+			}
+			if len(s.blockFetch[ino]) == 0 {
+				delete(s.blockFetch, ino)
+			}
+			s.mu.Unlock()
+			calls[k].err = err
+			close(calls[k].done)
+			errs <- err
+		}()
+	}
+	var first_ error
+	for range runs {
+		if err := <-errs; err != nil && first_ == nil {
+			first_ = err
+		}
+	}
+	for _, c := range waits {
+		select {
+		case <-c.done:
+			if c.err != nil && first_ == nil {
+				first_ = c.err
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return first_
+}
+
+// fetchRun reads blocks [from, to] from the server into the content file.
+func (s *Store) fetchRun(ctx context.Context, ino Ino, p string, gen uint64, from, to int) error {
+	off := int64(from) * blockSize
+	buf := make([]byte, int64(to-from+1)*blockSize)
+	n, err := s.remote.ReadAt(ctx, p, buf, off)
+	if err != nil && !errors.Is(err, io.EOF) {
+		if errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("%s vanished from the server: %w", p, err)
+		}
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.entries[ino]
+	if e == nil || e.content != contentPartial || e.gen != gen {
+		return nil // replaced meanwhile; the reader looks again
+	}
+	want := min(int64(len(buf)), e.size-off)
+	if int64(n) < want {
+		return fmt.Errorf("%s is shorter on the server than listed (changed meanwhile?); try again", p)
+	}
+	f, err := os.OpenFile(s.contentPath(ino), os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	_, err = f.WriteAt(buf[:want], off)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	for i := from; i <= to; i++ {
+		e.setBlock(i)
+	}
+	if e.allBlocks() {
+		e.content, e.blocks = contentClean, nil
+	}
+	s.dirtyIno[ino] = true
+	s.touchContentLocked(e)
+	s.evictLocked(ino)
+	return nil
+}
