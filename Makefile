@@ -7,7 +7,8 @@
 #   make demo    scripts/demo.sh: mount a throwaway sshd, edit, unmount
 #   make stress  long randomized/model tests (REMOTEFS_STRESS=1)
 #   make fuzz    every Fuzz* target, FUZZTIME each (default 20s)
-#   make bench   go run ./bench
+#   make bench   go run ./bench $(BENCHFLAGS), e.g. BENCHFLAGS='-quick' or
+#                BENCHFLAGS='-rtt 100ms -out bench.md'
 #   make clean   remove bin/
 #   make install     bin/remotefs to $(PREFIX)/bin (default /usr/local), so
 #                    that mount -t fuse.remotefs and fstab find it, and the
@@ -48,7 +49,7 @@ fuzz:
 	GO=$(GO) FUZZTIME=$(FUZZTIME) bash scripts/fuzz.sh
 
 bench: deps build
-	$(GO) run ./bench
+	$(GO) run ./bench $(BENCHFLAGS)
 
 demo:
 	bash scripts/demo.sh

@@ -17,7 +17,7 @@
 //	go run ./bench [-rtt 50ms] [-bandwidth 0] [-files 600] [-bigfile 256MiB]
 //	               [-saves 20] [-only remotefs,sshfs,local]
 //	               [-steps walk,git,grep,save,safesave,bigread]
-//	               [-quick] [-out FILE.md] [-step-timeout 10m] [-keep]
+//	               [-quick] [-out FILE.md] [-step-timeout 10m] [-keep] [-bin PATH]
 //	go run ./bench -hold [-only remotefs] [-rtt ...]   # mount and wait, for manual tests
 //
 // The table goes to stdout (aligned Markdown), progress to stderr. The exit
@@ -52,7 +52,7 @@ type config struct {
 	stepTimeout time.Duration
 	keep        bool
 	hold        bool
-	bin         string // prebuilt remotefs binary; "" = go build
+	bin         string    // prebuilt remotefs binary; "" = go build
 	progress    io.Writer // progress lines; nil = discard
 }
 

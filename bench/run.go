@@ -292,7 +292,7 @@ func (b *bench) runSystem(ctx context.Context, sys string) {
 	}
 
 	m := b.newMountPoint(sys)
-	defer m.release()
+	defer b.finishSystem(ctx, sys, m)
 
 	st := &sysState{modified: map[string]bool{}}
 	st.saveFiles, st.safeFiles = b.pickSaveFiles()
@@ -349,7 +349,7 @@ func (b *bench) runSystem(ctx context.Context, sys string) {
 				rep.markRest(sys)
 				return
 			}
-			if pass == "cold" && i == 0 && addsMount(step) {
+			if pass == "cold" && i == 0 && addsMount(step) && m.dir != "" {
 				c := cells[step]
 				if c.kind == cellOK {
 					c.d += mountTime
@@ -367,7 +367,37 @@ func (b *bench) runSystem(ctx context.Context, sys string) {
 			}
 		}
 	}
-	if sys == "remotefs" {
+}
+
+func (b *bench) newMountPoint(sys string) *mountPoint {
+	m := &mountPoint{b: b, name: sys, root: b.srv.Dir, connID: -1}
+	if sys != "local" {
+		m.remote = true
+		m.dir = filepath.Join(b.work, "mnt-"+sys)
+		m.root = m.dir
+		os.MkdirAll(m.dir, 0o755)
+		base := filepath.Join(b.work, sys)
+		m.env = append(b.srv.Env(),
+			"XDG_CACHE_HOME="+filepath.Join(base, "cache"),
+			"XDG_RUNTIME_DIR="+filepath.Join(base, "run"),
+			"XDG_STATE_HOME="+filepath.Join(base, "state"))
+		os.MkdirAll(filepath.Join(base, "run"), 0o700)
+		m.logFile = filepath.Join(b.work, sys+".log")
+	}
+	return m
+}
+
+// finishSystem reads remotefs's final status, unmounts, and checks that
+// the unmount was clean and that nothing stray was left on the server.
+func (b *bench) finishSystem(ctx context.Context, sys string, m *mountPoint) {
+	rep := b.rep
+	if m.dir != "" && mounted(m.dir) && sys == "remotefs" && ctx.Err() == nil {
+		t0 := time.Now()
+		if _, err := runCmd(ctx, 2*time.Minute, m.env, "", b.bin, "flush", m.dir); err != nil {
+			rep.problemf("remotefs flush at the end of the run: %v", err)
+		} else {
+			rep.notef("remotefs flush at the end of the run took %s", fmtDur(time.Since(t0)))
+		}
 		if s, err := m.remotefsStatus(ctx); err != nil {
 			rep.notef("remotefs: %v", err)
 		} else {
@@ -404,24 +434,6 @@ func (b *bench) runSystem(ctx context.Context, sys string) {
 		rep.problemf("%s did not unmount cleanly: %s", sys, m.releaseNote)
 	}
 	b.logf("%s: done (%s)", sys, m.releaseNote)
-}
-
-func (b *bench) newMountPoint(sys string) *mountPoint {
-	m := &mountPoint{b: b, name: sys, root: b.srv.Dir, connID: -1}
-	if sys != "local" {
-		m.remote = true
-		m.dir = filepath.Join(b.work, "mnt-"+sys)
-		m.root = m.dir
-		os.MkdirAll(m.dir, 0o755)
-		base := filepath.Join(b.work, sys)
-		m.env = append(b.srv.Env(),
-			"XDG_CACHE_HOME="+filepath.Join(base, "cache"),
-			"XDG_RUNTIME_DIR="+filepath.Join(base, "run"),
-			"XDG_STATE_HOME="+filepath.Join(base, "state"))
-		os.MkdirAll(filepath.Join(base, "run"), 0o700)
-		m.logFile = filepath.Join(b.work, sys+".log")
-	}
-	return m
 }
 
 func ifNotEmpty(prefix, s string) string {

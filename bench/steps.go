@@ -244,7 +244,9 @@ func (b *bench) stepSave(ctx context.Context, m *mountPoint, st *sysState, pass 
 		st.modified[rel] = true
 		times = append(times, d)
 		if m.remote && visErr == "" {
-			v, err := waitOnServer(ctx, filepath.Join(b.srv.Dir, projDir, rel), data, t0.Add(d), min(2*time.Minute, b.cfg.stepTimeout))
+			// Well inside the step timeout, so a save that never arrives is
+			// reported as such rather than as a hung step.
+			v, err := waitOnServer(ctx, filepath.Join(b.srv.Dir, projDir, rel), data, t0.Add(d), min(time.Minute, b.cfg.stepTimeout/4))
 			if err != nil {
 				visErr = fmt.Sprintf("%s: %v", rel, err)
 			} else {

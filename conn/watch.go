@@ -1,6 +1,36 @@
 package conn
 
-// The server-side change feed. See Client.Watch.
+// The server-side change feed (Client.Watch): what changed under the root,
+// pushed by the server, so the cache's mirror follows changes made there.
+//
+// Modes, tried in this order by "auto":
+//
+//   - helper: the remotefs binary itself, when the server's `uname -sm` is
+//     this binary's GOOS/GOARCH (Linux only). It is uploaded over SFTP to
+//     $HOME/.cache/remotefs/remotefs-helper-<16 hex of its sha256> (folder
+//     0700, file 0700; a temporary name then a rename; skipped when a file
+//     of that name and size is there) and run over an exec channel as
+//     `remotefs-helper-... __watch -- ROOT` (cmd/remotefs/watcher.go):
+//     recursive inotify, a new folder's contents reported as it is walked,
+//     records `KIND NUL PATH NUL` on stdout. The most exact mode.
+//   - inotifywait (a version with %0 and --no-newline, e.g. 3.22): `sh -c
+//     'inotifywait -m -r ... & ...'`, records `EVENTS|PATH NUL`. It does
+//     not report what a new folder held when it appeared (Change.Dir says
+//     to list it).
+//   - poll: every PollInterval one exec of `date +%s.%N; find ROOT/
+//     -newerct @T -printf ...` (GNU find) lists what changed by ctime since
+//     the previous poll, T taken from the server's own clock (minus 1s for
+//     timestamp granularity; what the previous poll saw with the same ctime
+//     is not reported again), so clock skew does not matter. A removal
+//     shows as its folder changing (Dir, the root as ""); renames as the
+//     new name plus both folders.
+//
+// The long-running modes die with the session: the client writes a byte to
+// their stdin every 5s; they exit at stdin EOF (closed by Watch when its
+// ctx ends, by sshd when the connection drops) or when no byte came for
+// 30s (a link that died silently). Nothing is left running on the server.
+// When ctx ends, Watch closes stdin, waits up to 3s for the command to end
+// and then closes the session.
 
 import (
 	"bufio"
@@ -32,8 +62,10 @@ type Change struct {
 	// created, modified, attributes changed or moved here.
 	Gone bool
 	// Dir: the path is (was) a directory, when known. A Dir change that is
-	// not Gone may mean entries were added to or removed from it (poll
-	// mode): relist it.
+	// not Gone means the directory exists and its entries may have
+	// changed: list it (and, when it is new, what is under it). Poll mode
+	// reports removals that way (the parent changed), and inotifywait mode
+	// does not report what a new directory held when it appeared.
 	Dir bool
 	// Overflow: events were lost; rescan everything. A batch holding an
 	// Overflow change holds nothing else.
@@ -118,7 +150,7 @@ func SetWatchHelper(executable func() (string, error)) {
 // server folder holding helpers. Set it before any Watch.
 var watchHelperDir string
 
-// errWatchMode: the mode cannot run on this server; try the next one.
+// watchModeError: the mode cannot run on this server; try the next one.
 type watchModeError struct {
 	mode string
 	err  error
@@ -782,18 +814,33 @@ func (w *watchRun) runStream(ctx context.Context, mode, cmd string, ready *ready
 				parseErr = <-parseDone
 			}
 			closeStdin()
+			if readyCh != nil {
+				select {
+				case <-readyCh:
+					st.live()
+				default:
+				}
+			}
+			if liveCh != nil {
+				select {
+				case <-liveCh: // it was live before it ended
+					wasLive = true
+					onLive()
+				default:
+				}
+			}
 			mu.Lock()
 			lim, fatal := limitMsg, fatalMsg
 			mu.Unlock()
+			if r.err != nil && (errors.Is(r.err, ErrOffline) || w.c.Err() != nil) {
+				return r.err
+			}
 			var err error
 			switch {
-			case r.err != nil:
-				if errors.Is(r.err, ErrOffline) || w.c.Err() != nil {
-					return r.err
-				}
-				err = r.err
-			case parseErr != nil:
+			case parseErr != nil: // why it was stopped
 				err = parseErr
+			case r.err != nil:
+				err = r.err
 			case lim != "":
 				return &watchModeError{mode: mode, err: errors.New(lim), limit: true}
 			case fatal != "":
@@ -1006,6 +1053,7 @@ func parseInotifywaitStream(r io.Reader, root string, emit func(Change)) error {
 func (w *watchRun) runPoll(ctx context.Context, onLive func()) error {
 	// The first run checks find (a date far ahead: nothing is printed) and
 	// reads the server's clock.
+	began := time.Now()
 	now, _, err := w.poll(ctx, "4102444800", nil)
 	if err != nil {
 		if errors.Is(err, ErrOffline) || ctx.Err() != nil {
@@ -1017,13 +1065,19 @@ func (w *watchRun) runPoll(ctx context.Context, onLive func()) error {
 	var seen map[string]string
 	lastMsg := ""
 	for {
+		// Polls start PollInterval apart (or back to back when one takes
+		// longer), so a change waits at most PollInterval plus one poll.
+		wait := time.NewTimer(time.Until(began.Add(w.o.PollInterval)))
 		select {
 		case <-ctx.Done():
+			wait.Stop()
 			return ctx.Err()
 		case <-w.c.done:
+			wait.Stop()
 			return w.c.Err()
-		case <-time.After(w.o.PollInterval):
+		case <-wait.C:
 		}
+		began = time.Now()
 		since := now.Add(-watchPollMargin)
 		next, cur, err := w.poll(ctx, fmt.Sprintf("%d.%09d", since.Unix(), since.Nanosecond()), seen)
 		if err != nil {

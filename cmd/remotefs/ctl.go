@@ -189,6 +189,9 @@ func cmdStatus(ctx context.Context, args []string) error {
 		if s.LastError != "" {
 			fmt.Printf("%s: connection: %s\n", s.Mountpoint, s.LastError)
 		}
+		if s.Watch != "" {
+			fmt.Printf("%s: server changes: %s\n", s.Mountpoint, s.Watch)
+		}
 		if s.UploadError != "" {
 			fmt.Printf("%s: upload failing (retrying): %s\n", s.Mountpoint, s.UploadError)
 		}

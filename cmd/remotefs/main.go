@@ -110,6 +110,8 @@ func run(ctx context.Context, args []string) error {
 		return cmdHelp(ctx, rest)
 	case daemonCommand:
 		return cmdDaemon(ctx, rest)
+	case watchCommand:
+		return cmdWatch(ctx, rest)
 	}
 	fmt.Fprint(os.Stderr, topUsage)
 	return usagef("unknown command %q", cmd)

@@ -22,23 +22,25 @@ import (
 
 // mountConfig is everything `remotefs mount` was asked to do.
 type mountConfig struct {
-	Spec        conn.Spec
-	Mountpoint  string // absolute, symlinks resolved
-	Foreground  bool
-	Offline     bool
-	Debug       bool
-	CacheDir    string
-	SSHConfig   string
-	AttrTTL     time.Duration
-	DirTTL      time.Duration
-	KernelTTL   time.Duration
-	OpTimeout   time.Duration
-	ConnTimeout time.Duration
-	AllowOther  bool
-	ReadOnly    bool   // --read-only, -o ro: online, but refuses changes
-	NoExec      bool   // --noexec, -o noexec (applied by a root bind remount)
-	CacheSize   int64  // --cache-size; 0: the cache's default, <0: no limit
-	ConfigFile  string // --config, or "" for the default file
+	Spec         conn.Spec
+	Mountpoint   string // absolute, symlinks resolved
+	Foreground   bool
+	Offline      bool
+	Debug        bool
+	CacheDir     string
+	SSHConfig    string
+	AttrTTL      time.Duration
+	DirTTL       time.Duration
+	KernelTTL    time.Duration
+	OpTimeout    time.Duration
+	ConnTimeout  time.Duration
+	AllowOther   bool
+	ReadOnly     bool   // --read-only, -o ro: online, but refuses changes
+	NoExec       bool   // --noexec, -o noexec (applied by a root bind remount)
+	CacheSize    int64  // --cache-size; 0: the cache's default, <0: no limit
+	Watch        string // --watch: auto, helper, inotifywait, poll, off
+	PollInterval time.Duration
+	ConfigFile   string // --config, or "" for the default file
 	// From the config file only (see config.go); the mount wires them.
 	Ignore        []string // glob patterns the mount leaves out
 	ServerFolders []string // folders the server's programs write to
@@ -85,6 +87,8 @@ func parseMountFlags(args []string) (*mountConfig, error) {
 	fl.DurationVar(&cfg.KernelTTL, "kernel-ttl", time.Second, "how long the kernel caches names and attributes")
 	fl.DurationVar(&cfg.OpTimeout, "op-timeout", 10*time.Second, "longest a single server operation may take before the link counts as dead")
 	fl.DurationVar(&cfg.ConnTimeout, "connect-timeout", 10*time.Second, "dial timeout (ssh_config ConnectTimeout wins)")
+	fl.StringVar(&cfg.Watch, "watch", "auto", "how to learn about changes made on the server: auto (a helper on the server when its OS and CPU match this binary's, else inotifywait, else polling), helper, inotifywait, poll, or off")
+	fl.DurationVar(&cfg.PollInterval, "poll-interval", 2*time.Second, "how often the poll watcher looks for server changes")
 	fl.Var(sizeFlag{&cfg.CacheSize}, "cache-size", "most file content to keep cached, e.g. 10G, 500M (least recently used clean files are evicted; unsent changes never are) (default 10G)")
 	fl.BoolVar(&cfg.AllowOther, "allow-other", false, "let other users access the mount (needs user_allow_other in /etc/fuse.conf)")
 	fl.BoolVar(&cfg.ReadOnly, "read-only", false, "mount read-only: online, but refuse every change (-o ro)")

@@ -173,6 +173,9 @@ func serveMount(ctx context.Context, cfg *mountConfig, ready func(error), warn f
 		if st, _, _ := mgr.State(); st == conn.Online {
 			go preload()
 		}
+		watchCtx, stopWatch := context.WithCancel(context.Background())
+		defer stopWatch()
+		go d.watchServer(watchCtx)
 	}
 	if ready != nil {
 		ready(nil)
@@ -221,6 +224,70 @@ func serveMount(ctx context.Context, cfg *mountConfig, ready func(error), warn f
 // files that editors and git rarely look into.
 var preloadPrune = []string{"node_modules", ".venv", "venv", "__pycache__", ".mypy_cache", ".pytest_cache", ".tox"}
 
+// watchServer keeps the change feed running while the mount lives: server
+// changes go into the cache (which tells the kernel). When the link drops
+// it waits for the connection to come back (the reconnect's tree listing
+// catches up on what was missed) and starts the feed again.
+func (d *daemon) watchServer(ctx context.Context) {
+	if d.cfg.Watch == "off" || d.mgr == nil {
+		d.setWatch("off")
+		return
+	}
+	opts := conn.WatchOptions{Mode: d.cfg.Watch, PollInterval: d.cfg.PollInterval, Ignore: preloadPrune, Logger: d.log}
+	if opts.Mode == "auto" {
+		opts.Mode = conn.WatchAuto
+	}
+	for ctx.Err() == nil {
+		if st, _, _ := d.mgr.State(); st != conn.Online {
+			d.setWatch("waiting for the server")
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(500 * time.Millisecond):
+			}
+			continue
+		}
+		d.setWatch("starting")
+		err := d.mgr.Watch(ctx, opts, func(mode string) {
+			d.setWatch(mode)
+			d.log.Info("change feed live", "mode", mode)
+		}, func(changes []conn.Change) {
+			batch := make([]cache.RemoteChange, len(changes))
+			for i, c := range changes {
+				batch[i] = cache.RemoteChange{Path: c.Path, Gone: c.Gone, Dir: c.Dir, Overflow: c.Overflow}
+			}
+			d.store.ApplyRemoteChanges(ctx, batch)
+		})
+		if ctx.Err() != nil {
+			return
+		}
+		if !errors.Is(err, conn.ErrOffline) {
+			d.log.Warn("change feed stopped; the mount re-checks files on open and lists folders again after --dir-ttl", "err", err)
+			d.setWatch("failed: " + err.Error())
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(30 * time.Second):
+			}
+		}
+	}
+}
+
+func (d *daemon) watchState() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.watch == "" {
+		return "off"
+	}
+	return d.watch
+}
+
+func (d *daemon) setWatch(s string) {
+	d.mu.Lock()
+	d.watch = s
+	d.mu.Unlock()
+}
+
 // daemon answers control requests for one mount.
 type daemon struct {
 	cfg     *mountConfig
@@ -232,6 +299,7 @@ type daemon struct {
 
 	mu     sync.Mutex
 	closed bool
+	watch  string // change feed state, for status
 }
 
 func (d *daemon) status() *control.Status {
@@ -240,7 +308,7 @@ func (d *daemon) status() *control.Status {
 		Mountpoint: d.cfg.Mountpoint, Remote: d.cfg.Spec.String(), PID: os.Getpid(),
 		ReadOnly: d.cfg.Offline || d.cfg.ReadOnly, Pending: st.Pending, PendingBytes: st.PendingBytes, OldestPending: st.OldestPending,
 		UploadError: st.LastError, CacheDir: d.cfg.CacheDir, CacheBytes: st.CacheBytes,
-		CachedEntries: st.Entries, Conflicts: []control.Conflict{},
+		CachedEntries: st.Entries, Conflicts: []control.Conflict{}, Watch: d.watchState(),
 	}
 	for _, c := range st.Conflicts {
 		out.Conflicts = append(out.Conflicts, control.Conflict{Path: c.Path, CopyPath: c.CopyPath, At: c.At})

@@ -59,6 +59,7 @@ type Status struct {
 	OldestPending *time.Time `json:"oldest_pending,omitempty"`
 	UploadError   string     `json:"upload_error,omitempty"`
 	Conflicts     []Conflict `json:"conflicts"`
+	Watch         string     `json:"watch"` // change feed in use: helper, inotifywait, poll, off, or starting
 	CacheDir      string     `json:"cache_dir"`
 	CacheBytes    int64      `json:"cache_bytes"`
 	CachedEntries int        `json:"cached_entries"`
