@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"remotefs/conn"
 )
@@ -150,6 +151,27 @@ func (s *Store) applyRemoteChange(ctx context.Context, c RemoteChange) {
 			s.log.Debug("relist after change", "path", c.Path, "err", err)
 		}
 	}
+}
+
+// SetChangeFeed tells the store whether the server's change feed is live.
+// While it is, a file confirmed with the server after the feed started is
+// not re-checked on open (the feed reports its changes), so opening a
+// project's files costs no round trip.
+func (s *Store) SetChangeFeed(live bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if live {
+		s.feedSince = s.now()
+	} else {
+		s.feedSince = time.Time{}
+	}
+}
+
+// ChangeFeedLive reports whether server changes are being pushed.
+func (s *Store) ChangeFeedLive() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return !s.feedSince.IsZero()
 }
 
 // notifyLocked queues a kernel cache invalidation. Caller holds mu.

@@ -59,7 +59,13 @@ func (s *Store) Open(ctx context.Context, ino Ino, flags int) (*Handle, error) {
 		s.mu.Unlock()
 		return nil, fs.ErrInvalid
 	}
-	recheck := e.content != contentDirty && e.onServer && s.now().Sub(e.checked) > s.opts.AttrTTL && s.online()
+	// Close-to-open: re-check a file whose attributes are old, unless the
+	// change feed covers it, or the open replaces its content anyway (the
+	// upload's conflict check guards the server's version).
+	fed := !s.feedSince.IsZero() && !e.checked.Before(s.feedSince)
+	replacing := writable && flags&syscall.O_TRUNC != 0
+	recheck := e.content != contentDirty && e.onServer && !fed && !replacing &&
+		s.now().Sub(e.checked) > s.opts.AttrTTL && s.online()
 	p := s.pathOf(e)
 	s.mu.Unlock()
 
@@ -192,6 +198,9 @@ func (s *Store) revalidate(ctx context.Context, ino Ino, p string) error {
 		return nil
 	}
 	if errors.Is(err, fs.ErrNotExist) {
+		if d := s.entries[e.parent]; d != nil {
+			s.notifyLocked(Invalidation{Dir: d.ino, Name: e.name, Ino: e.ino})
+		}
 		s.removeSubtree(e)
 		return fs.ErrNotExist
 	}

@@ -115,6 +115,9 @@ type Store struct {
 	landed map[Ino][]func(Version)
 	closed bool
 	recent *simplelru.LRU[Ino, int64] // content present, by last use
+	// feedSince: when the server's change feed last became live (zero: not
+	// live). Entries confirmed since then need no re-check on open.
+	feedSince time.Time
 	// invalidations waiting for invalidateLoop
 	invalidations    []Invalidation
 	invalidateSignal chan struct{}

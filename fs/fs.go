@@ -36,7 +36,12 @@ type Options struct {
 	// AttrValid and EntryValid: how long the kernel may cache attributes
 	// and name lookups. Default 1s each.
 	AttrValid, EntryValid time.Duration
-	Logger                *slog.Logger
+	// LiveValid replaces both while Live reports true: the server's
+	// changes are pushed (and pushed out of the kernel's caches), so the
+	// kernel may keep names and attributes longer.
+	LiveValid time.Duration
+	Live      func() bool
+	Logger    *slog.Logger
 }
 
 // FS is the mounted filesystem.
@@ -111,8 +116,16 @@ func (f *FS) forget(ino cache.Ino) {
 	f.mu.Unlock()
 }
 
+// validity returns how long the kernel may cache attributes and entries.
+func (f *FS) validity() (attr, entry time.Duration) {
+	if f.opts.Live != nil && f.opts.LiveValid > 0 && f.opts.Live() {
+		return f.opts.LiveValid, f.opts.LiveValid
+	}
+	return f.opts.AttrValid, f.opts.EntryValid
+}
+
 func (f *FS) fillAttr(a cache.Attr, out *fuse.Attr) {
-	out.Valid = f.opts.AttrValid
+	out.Valid, _ = f.validity()
 	out.Inode = uint64(a.Ino)
 	out.Size = uint64(a.Size)
 	out.Blocks = (out.Size + 511) / 512

@@ -69,7 +69,7 @@ func (n *node) Lookup(ctx context.Context, req *fuse.LookupRequest, resp *fuse.L
 	if err != nil {
 		return nil, n.fs.errno(err)
 	}
-	resp.EntryValid = n.fs.opts.EntryValid
+	_, resp.EntryValid = n.fs.validity()
 	n.fs.fillAttr(attr, &resp.Attr)
 	return n.fs.node(attr.Ino), nil
 }
@@ -104,7 +104,7 @@ func (n *node) Create(ctx context.Context, req *fuse.CreateRequest, resp *fuse.C
 		return nil, nil, n.fs.errno(err)
 	}
 	n.fs.fillAttr(attr, &resp.Attr)
-	resp.EntryValid = n.fs.opts.EntryValid
+	_, resp.EntryValid = n.fs.validity()
 	return n.fs.node(attr.Ino), &handle{fs: n.fs, h: h}, nil
 }
 

@@ -126,7 +126,8 @@ func serveMount(ctx context.Context, cfg *mountConfig, ready func(error), warn f
 	defer os.Remove(control.SocketPath(cfg.Mountpoint))
 	defer ctl.Close()
 
-	fsys := rfs.New(store, rfs.Options{AttrValid: cfg.KernelTTL, EntryValid: cfg.KernelTTL, Logger: log})
+	fsys := rfs.New(store, rfs.Options{AttrValid: cfg.KernelTTL, EntryValid: cfg.KernelTTL, Logger: log,
+		LiveValid: 10 * time.Second, Live: store.ChangeFeedLive})
 	var srvCfg *fusefs.Config
 	if cfg.Debug {
 		srvCfg = &fusefs.Config{Debug: func(msg any) { log.Debug("fuse", "msg", fmt.Sprint(msg)) }}
@@ -286,6 +287,10 @@ func (d *daemon) setWatch(s string) {
 	d.mu.Lock()
 	d.watch = s
 	d.mu.Unlock()
+	// Polling reports changes up to an interval late: keep re-checking on
+	// open then, as without a feed.
+	live := s == conn.WatchHelper || s == conn.WatchInotifywait
+	d.store.SetChangeFeed(live)
 }
 
 // daemon answers control requests for one mount.
