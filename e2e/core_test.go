@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -153,4 +154,45 @@ func TestDeveloperDay(t *testing.T) {
 	w.mount()
 	diffManifests(t, "the mount after remount", manifest(t, ref), manifest(t, w.m("proj")))
 	w.unmount()
+}
+
+// The ssh_config people write: the host comes from an Included file and is
+// reached through a ProxyJump bastion (here the same sshd, jumping to itself).
+func TestMountThroughIncludeAndProxyJump(t *testing.T) {
+	w := newWorld(t)
+	confd := filepath.Join(w.srv.Home, ".ssh", "conf.d")
+	if err := os.MkdirAll(confd, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	common := "  User " + w.srv.User + "\n  IdentityFile " + w.srv.UserKeyFile + "\n  IdentitiesOnly yes\n  IdentityAgent none\n  UserKnownHostsFile " + w.srv.KnownHostsFile + "\n  GlobalKnownHostsFile /dev/null\n"
+	jump := "Host bastion\n  HostName 127.0.0.1\n  Port " + strconv.Itoa(w.srv.Port) + "\n" + common +
+		"Host gpu-*\n  HostName 127.0.0.1\n  Port " + strconv.Itoa(w.srv.Port) + "\n  ProxyJump bastion\n" + common
+	if err := os.WriteFile(filepath.Join(confd, "work.conf"), []byte(jump), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := os.ReadFile(w.srv.ConfigFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Include must come before the first Host block to apply to all hosts.
+	if err := os.WriteFile(w.srv.ConfigFile, append([]byte("Include conf.d/*.conf\n\n"), cfg...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	w.writeServer("proj/hello.txt", "through the bastion\n", 0o644)
+	w.alias = "gpu-box"
+	w.mount()
+	if b, err := os.ReadFile(w.m("proj/hello.txt")); err != nil || string(b) != "through the bastion\n" {
+		t.Fatalf("read through ProxyJump: %q, %v", b, err)
+	}
+	if err := os.WriteFile(w.m("proj/back.txt"), []byte("and back\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	w.unmount()
+	if b, _ := os.ReadFile(w.s("proj/back.txt")); string(b) != "and back\n" {
+		t.Fatalf("server back.txt = %q", b)
+	}
+	// The jump really happened: sshd logged a forwarding request.
+	if !strings.Contains(w.srv.Log(), "direct-tcpip") && !strings.Contains(w.srv.Log(), "forwarding") {
+		t.Errorf("sshd log shows no forwarded connection; was ProxyJump used?")
+	}
 }
