@@ -157,7 +157,9 @@ func (s *Store) applyRemoteChange(ctx context.Context, c RemoteChange) {
 // While it is, a file confirmed with the server after the feed started is
 // not re-checked on open (the feed reports its changes), so opening a
 // project's files costs no round trip.
-func (s *Store) SetChangeFeed(live bool) {
+// Folders named in ignore (base names) are not watched by the feed, so
+// what is under them is still re-checked.
+func (s *Store) SetChangeFeed(live bool, ignore []string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if live {
@@ -165,6 +167,25 @@ func (s *Store) SetChangeFeed(live bool) {
 	} else {
 		s.feedSince = time.Time{}
 	}
+	s.feedIgnore = map[string]bool{}
+	for _, n := range ignore {
+		s.feedIgnore[n] = true
+	}
+}
+
+// feedCovers reports whether the change feed reports changes to e made
+// after since (when e was last confirmed). Caller holds mu.
+func (s *Store) feedCovers(e *entry, since time.Time) bool {
+	if s.feedSince.IsZero() || since.Before(s.feedSince) {
+		return false
+	}
+	for a := s.entries[e.parent]; a != nil && a.ino != RootIno; a = s.entries[a.parent] {
+		if s.feedIgnore[a.name] {
+			return false
+		}
+	}
+	// An ignored folder itself is reported, not what is inside it.
+	return !(e.isDir() && s.feedIgnore[e.name])
 }
 
 // ChangeFeedLive reports whether server changes are being pushed.

@@ -62,7 +62,7 @@ func (s *Store) Open(ctx context.Context, ino Ino, flags int) (*Handle, error) {
 	// Close-to-open: re-check a file whose attributes are old, unless the
 	// change feed covers it, or the open replaces its content anyway (the
 	// upload's conflict check guards the server's version).
-	fed := !s.feedSince.IsZero() && !e.checked.Before(s.feedSince)
+	fed := s.feedCovers(e, e.checked)
 	replacing := writable && flags&syscall.O_TRUNC != 0
 	recheck := e.content != contentDirty && e.onServer && !fed && !replacing &&
 		s.now().Sub(e.checked) > s.opts.AttrTTL && s.online()

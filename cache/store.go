@@ -117,7 +117,8 @@ type Store struct {
 	recent *simplelru.LRU[Ino, int64] // content present, by last use
 	// feedSince: when the server's change feed last became live (zero: not
 	// live). Entries confirmed since then need no re-check on open.
-	feedSince time.Time
+	feedSince  time.Time
+	feedIgnore map[string]bool // folder names the feed does not watch inside
 	// invalidations waiting for invalidateLoop
 	invalidations    []Invalidation
 	invalidateSignal chan struct{}

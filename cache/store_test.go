@@ -866,3 +866,33 @@ func TestLargeFilesAreCachedByRanges(t *testing.T) {
 		t.Fatal("uploaded large file differs")
 	}
 }
+
+// With a live change feed, opens trust the mirror (no round trip), except
+// under folders the feed does not watch; without it, opens re-check.
+func TestChangeFeedReplacesOpenRechecks(t *testing.T) {
+	e := newEnv(t)
+	e.server("src/a.py", "v1")
+	e.server("node_modules/m/i.js", "v1")
+	e.s.SetChangeFeed(true, []string{"node_modules"})
+	e.clock.Advance(time.Second)
+	if _, err := e.s.Preload(context.Background(), nil); err != nil {
+		t.Fatal(err)
+	}
+	e.mustRead("src/a.py")
+	e.mustRead("node_modules/m/i.js")
+	// Changed on the server; the feed would report it, so an open that
+	// trusts the feed still sees the old version, with no server call.
+	e.server("src/a.py", "v2!")
+	e.server("node_modules/m/i.js", "v2!")
+	e.clock.Advance(time.Minute)
+	if got := e.mustRead("src/a.py"); got != "v1" {
+		t.Fatalf("fed file re-checked on open: %q", got)
+	}
+	if got := e.mustRead("node_modules/m/i.js"); got != "v2!" {
+		t.Fatalf("file in an unwatched folder not re-checked: %q", got)
+	}
+	e.s.SetChangeFeed(false, nil)
+	if got := e.mustRead("src/a.py"); got != "v2!" {
+		t.Fatalf("without the feed, open did not re-check: %q", got)
+	}
+}

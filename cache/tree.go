@@ -78,7 +78,9 @@ func (s *Store) ensureListed(ctx context.Context, dir Ino) error {
 		return ErrNotDir
 	}
 	if d.listed {
-		stale := s.now().Sub(d.listedAt) > s.opts.DirTTL && s.online() && s.listing[dir] == nil
+		// With a live change feed, listings are kept current by it.
+		fed := s.feedCovers(d, d.listedAt)
+		stale := !fed && s.now().Sub(d.listedAt) > s.opts.DirTTL && s.online() && s.listing[dir] == nil
 		s.mu.Unlock()
 		if stale {
 			go s.listDir(context.Background(), dir)

@@ -127,7 +127,7 @@ func serveMount(ctx context.Context, cfg *mountConfig, ready func(error), warn f
 	defer ctl.Close()
 
 	fsys := rfs.New(store, rfs.Options{AttrValid: cfg.KernelTTL, EntryValid: cfg.KernelTTL, Logger: log,
-		LiveValid: 10 * time.Second, Live: store.ChangeFeedLive})
+		LiveValid: time.Minute, Live: store.ChangeFeedLive})
 	var srvCfg *fusefs.Config
 	if cfg.Debug {
 		srvCfg = &fusefs.Config{Debug: func(msg any) { log.Debug("fuse", "msg", fmt.Sprint(msg)) }}
@@ -252,6 +252,9 @@ func (d *daemon) watchServer(ctx context.Context) {
 		err := d.mgr.Watch(ctx, opts, func(mode string) {
 			d.setWatch(mode)
 			d.log.Info("change feed live", "mode", mode)
+			// List the tree once more: everything confirmed from now on is
+			// covered by the feed, so opens need no re-check.
+			go d.catchUp(time.Minute)
 		}, func(changes []conn.Change) {
 			batch := make([]cache.RemoteChange, len(changes))
 			for i, c := range changes {
@@ -290,7 +293,7 @@ func (d *daemon) setWatch(s string) {
 	// Polling reports changes up to an interval late: keep re-checking on
 	// open then, as without a feed.
 	live := s == conn.WatchHelper || s == conn.WatchInotifywait
-	d.store.SetChangeFeed(live)
+	d.store.SetChangeFeed(live, preloadPrune)
 }
 
 // daemon answers control requests for one mount.
