@@ -48,11 +48,12 @@ func (s *Store) Open(ctx context.Context, ino Ino, flags int) (*Handle, error) {
 		return nil, ErrStale
 	}
 	if e.isDir() {
-		s.mu.Unlock()
 		if writable {
+			s.mu.Unlock()
 			return nil, ErrIsDir
 		}
 		s.countOpenLocked(e, false)
+		s.mu.Unlock()
 		return &Handle{s: s, ino: ino}, nil
 	}
 	if !e.mode.IsRegular() {

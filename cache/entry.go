@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"io/fs"
 	"time"
+
+	"remotefs/conn"
 )
 
 // Ino identifies an entry for as long as it exists; the FUSE layer uses it
@@ -26,6 +28,17 @@ type Version struct {
 type expect struct {
 	Absent   bool      `json:"a,omitempty"`
 	Versions []Version `json:"v,omitempty"`
+	// Link: a symlink may be there (the file replaced a local symlink,
+	// which the journal may already have created on the server).
+	Link bool `json:"l,omitempty"`
+}
+
+// allowsInfo reports whether finding fi on the server is expected.
+func (x expect) allowsInfo(fi conn.FileInfo) bool {
+	if fi.Mode&fs.ModeSymlink != 0 && x.Link {
+		return true
+	}
+	return x.allows(versionOf(fi))
 }
 
 func (x expect) allows(v Version) bool {
@@ -38,7 +51,7 @@ func (x expect) allows(v Version) bool {
 }
 
 func (x expect) union(y expect) expect {
-	out := expect{Absent: x.Absent || y.Absent}
+	out := expect{Absent: x.Absent || y.Absent, Link: x.Link || y.Link}
 	out.Versions = append(out.Versions, x.Versions...)
 	for _, v := range y.Versions {
 		if !out.allows(v) {

@@ -281,10 +281,14 @@ func (s *Store) Rename(ctx context.Context, oldDir Ino, oldName string, newDir I
 		case dst.isDir() && len(dst.children) > 0:
 			return ErrNotEmpty
 		}
-		if dst.mode.IsRegular() {
+		switch {
+		case dst.mode.IsRegular():
 			x := dst.expectedOnServer()
 			destExpect = &x
 			dstIno = dst.ino
+		case dst.isLink():
+			x := expect{Absent: !dst.onServer, Link: true}
+			destExpect = &x
 		}
 		s.removeSubtree(dst)
 	}
@@ -321,11 +325,25 @@ func (s *Store) Rename(ctx context.Context, oldDir Ino, oldName string, newDir I
 		}
 	}
 	o := &op{Kind: opRename, Path: oldPath, Path2: newPath, DestExpect: destExpect}
+	if src.mode.IsRegular() {
+		// The server may keep what was at newPath if src never arrives
+		// there (its upload is skipped when it is replaced in turn), so
+		// whatever replaces src later must accept that too.
+		was := expect{Absent: true}
+		if destExpect != nil {
+			was = *destExpect
+		}
+		src.base = src.base.union(was)
+	}
 	if destExpect != nil {
 		s.watchUploads(dstIno, func(v Version) {
 			x := o.DestExpect.union(expectVersion(v))
 			o.DestExpect = &x
 			s.rewriteOpLocked(o)
+			if e := s.entries[src.ino]; e == src && e.mode.IsRegular() {
+				e.base = e.base.union(expectVersion(v))
+				s.dirtyIno[e.ino] = true
+			}
 		})
 	}
 	return s.enqueueLocked(o)

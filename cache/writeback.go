@@ -241,7 +241,7 @@ func (s *Store) applyPut(ctx context.Context, o *op) error {
 			cur = r.fi
 			v := versionOf(cur)
 			alreadyThere := v == Version{Size: size, Mtime: mtime.Unix()}
-			conflict = (!alreadyThere && !base.allows(v)) || cur.Mode.IsDir()
+			conflict = (!alreadyThere && !base.allowsInfo(cur)) || cur.Mode.IsDir()
 			if conflict {
 				s.log.Info("upload found the server's file changed", "path", o.Path, "server", v, "expected", base, "local_size", size, "local_mtime", mtime.Unix(), "seq", o.Seq)
 			}
@@ -337,7 +337,7 @@ func (s *Store) applyRename(ctx context.Context, o *op) error {
 		if err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return err
 		}
-		if err == nil && !o.DestExpect.allows(versionOf(cur)) {
+		if err == nil && !o.DestExpect.allowsInfo(cur) {
 			if src, serr := s.remote.Lstat(ctx, o.Path); serr == nil && versionOf(src) == versionOf(cur) {
 				// Already renamed by an earlier attempt.
 				return nil

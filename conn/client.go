@@ -214,20 +214,23 @@ func (c *Client) keepalive(interval time.Duration, countMax int) {
 	defer ticker.Stop()
 	replies := make(chan error, 1)
 	pending := false
+	missed := 0 // ticks since the outstanding request was sent
 	var sentAt time.Time
 	for {
 		select {
 		case <-c.done:
 			return
 		case err := <-replies:
-			pending = false
+			pending, missed = false, 0
 			if err != nil {
 				c.die(fmt.Errorf("keepalive failed: %w", err))
 				return
 			}
 		case now := <-ticker.C:
 			if pending {
-				if now.Sub(sentAt) >= limit {
+				// Count ticks rather than compare clocks: a tick that lands a
+				// hair early must not stretch the limit by a whole interval.
+				if missed++; missed >= countMax || now.Sub(sentAt) >= limit {
 					c.die(fmt.Errorf("no reply to keepalive for %v", now.Sub(sentAt).Round(time.Millisecond)))
 					return
 				}

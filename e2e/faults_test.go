@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,20 +15,26 @@ import (
 	"time"
 
 	"remotefs/conn"
+	"remotefs/internal/control"
 )
 
 // newCheckedWorld is newWorld with quick CLI calls, and a check, after
 // everything is torn down, that no daemon reported a data race or panic.
 func newCheckedWorld(t *testing.T) *world {
 	t.Helper()
-	var w *world
-	t.Cleanup(func() {
-		if w != nil {
-			w.checkDaemonLogs()
-		}
-	})
-	w = newWorld(t)
+	w := newWorld(t)
 	w.quickCLI()
+	// Runs before the world's own cleanup: unmount the same way, then read
+	// the logs before the temporary folders go.
+	t.Cleanup(func() {
+		if mounted(w.mnt) {
+			w.run(binary, "unmount", "--force", w.mnt)
+		}
+		if mounted(w.mnt) {
+			exec.Command("fusermount3", "-u", "-z", w.mnt).Run()
+		}
+		w.checkDaemonLogs()
+	})
 	return w
 }
 
@@ -45,9 +52,16 @@ func (w *world) quickCLI() {
 func (w *world) checkDaemonLogs() {
 	w.t.Helper()
 	logs, _ := filepath.Glob(filepath.Join(w.xdg, "state", "remotefs", "*.log"))
+	keep := os.Getenv("REMOTEFS_KEEP_LOGS") // a folder to copy daemon logs to
 	for _, l := range logs {
 		b, _ := os.ReadFile(l)
 		s := string(b)
+		if keep != "" {
+			dst := filepath.Join(keep, strings.ReplaceAll(w.t.Name(), "/", "_")+"-"+filepath.Base(l))
+			if err := os.WriteFile(dst, b, 0o644); err == nil {
+				w.t.Logf("daemon log kept as %s", dst)
+			}
+		}
 		for _, bad := range []string{"WARNING: DATA RACE", "panic:", "fatal error:"} {
 			if i := strings.Index(s, bad); i >= 0 {
 				w.t.Errorf("daemon log %s reports %q:\n%s", l, bad, tailString(s[i:], 4000))
@@ -66,13 +80,27 @@ func (w *world) killDaemon(pid int) {
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		w.t.Fatalf("kill -9 %d: %v", pid, err)
 	}
+	// The thread group leader turns zombie before the other threads are
+	// gone, and the control socket stays open until the last one is: wait
+	// for both, as a user running `remotefs unmount` later would see it.
 	deadline := time.Now().Add(10 * time.Second)
-	for processAlive(pid) {
+	for processAlive(pid) || controlAnswers(w.mnt) {
 		if time.Now().After(deadline) {
-			w.t.Fatalf("daemon %d still alive 10s after SIGKILL", pid)
+			w.t.Fatalf("daemon %d still alive (or its control socket still open) 10s after SIGKILL", pid)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// controlAnswers reports whether something accepts connections on the
+// control socket of the mount at mnt.
+func controlAnswers(mnt string) bool {
+	c, err := net.DialTimeout("unix", control.SocketPath(mnt), time.Second)
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
 }
 
 // processAlive reports whether pid exists and is not a zombie.
@@ -241,6 +269,11 @@ func TestBlackholeOffline(t *testing.T) {
 	for name, c := range files {
 		w.writeServer(name, c, 0o644)
 	}
+	// Too big for any read-ahead to have fetched it.
+	bigUncached := bytes.Repeat([]byte("big and never read\n"), 2<<20)
+	if err := os.WriteFile(w.s("big-uncached.bin"), bigUncached, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	w.mount()
 	// Cache: read the docs files and list their folders.
 	for _, name := range []string{"docs/a.txt", "docs/b.txt", "docs/sub/c.txt"} {
@@ -268,38 +301,27 @@ func TestBlackholeOffline(t *testing.T) {
 	// Let the attribute TTLs expire so opens would like to revalidate.
 	time.Sleep(1500 * time.Millisecond)
 
+	// First cut, on an idle mount: only keepalive can notice (nothing here
+	// asks the server: stat and status are answered from memory, and stay
+	// instant meanwhile).
 	p.Blackhole(true)
 	cut := time.Now()
-	t.Logf("link blackholed")
-
-	// Before the mount notices: reads of cached data may wait for one
-	// operation deadline (--op-timeout, 10s) but not longer.
-	const detectBound = 13 * time.Second
-	if err, d := timed(t, "cat docs/a.txt right after the cut", detectBound, func() error {
-		b, err := os.ReadFile(w.m("docs/a.txt"))
-		if err == nil && string(b) != files["docs/a.txt"] {
-			return fmt.Errorf("content %q", b)
-		}
-		return err
-	}); err != nil {
-		t.Errorf("cat of a cached file right after the cut: %v (after %v)", err, d)
-	}
-	if _, d := timed(t, "ls docs right after the cut", detectBound, func() error {
-		_, err := listing("docs")
-		return err
-	}); d > time.Second {
-		t.Logf("ls docs right after the cut took %v", d)
-	}
-
-	// The mount goes offline within ~20s of the cut (keepalive 5s x 3).
+	t.Logf("link blackholed (idle mount)")
 	for {
+		timed(t, "stat docs/a.txt while the link is dead but not yet noticed", time.Second, func() error {
+			_, err := os.Stat(w.m("docs/a.txt"))
+			return err
+		})
 		st := w.status()
 		if st.State == "offline" {
 			t.Logf("offline %v after the cut (last error: %s)", time.Since(cut).Round(time.Millisecond), st.LastError)
 			break
 		}
-		if time.Since(cut) > 22*time.Second {
-			t.Fatalf("still %q %v after the link went dead", st.State, time.Since(cut).Round(time.Millisecond))
+		// A keepalive every 5s, 3 missed: the first unanswered one goes
+		// out at most 5s after the cut, so offline at most 20s after it.
+		if time.Since(cut) > 21500*time.Millisecond {
+			t.Fatalf("still %q %v after the link went dead (keepalive every 5s, 3 missed should make it offline within 20s)",
+				st.State, time.Since(cut).Round(time.Millisecond))
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
@@ -360,14 +382,38 @@ func TestBlackholeOffline(t *testing.T) {
 		_, err := os.Stat(w.m("uncached.txt"))
 		return err
 	})
-	check("cat uncached.txt", syscall.ENETDOWN, func() error {
-		_, err := os.ReadFile(w.m("uncached.txt"))
-		return err
-	})
-	check("ls other (never listed)", syscall.ENETDOWN, func() error {
-		_, err := listing("other")
-		return err
-	})
+	// Content never read, and a folder never opened, may have been fetched
+	// ahead (bulk listing, prefetch); if not, they fail at once with
+	// ENETDOWN. Either way the answer is immediate and never wrong.
+	orNetDown := func(what string, f func() (string, error), want string) {
+		t.Helper()
+		var got string
+		err, d := timed(t, what, bound, func() error {
+			var err error
+			got, err = f()
+			return err
+		})
+		switch {
+		case err == nil && got != want:
+			t.Errorf("offline: %s: %q, want %q or ENETDOWN", what, got, want)
+		case err != nil && errnoOf(err) != syscall.ENETDOWN:
+			t.Errorf("offline: %s: %v, want the content or ENETDOWN", what, err)
+		default:
+			t.Logf("offline: %s: %v in %v", what, err, d.Round(time.Millisecond))
+		}
+	}
+	orNetDown("cat uncached.txt", func() (string, error) {
+		b, err := os.ReadFile(w.m("uncached.txt"))
+		return string(b), err
+	}, files["uncached.txt"])
+	orNetDown("cat big-uncached.bin", func() (string, error) {
+		b, err := os.ReadFile(w.m("big-uncached.bin"))
+		if err == nil && !bytes.Equal(b, bigUncached) {
+			return fmt.Sprintf("%d bytes, not the server's", len(b)), nil
+		}
+		return "ok", err
+	}, "ok")
+	orNetDown("ls other (never opened)", func() (string, error) { return listing("other") }, "never.txt")
 	check("write to docs/a.txt", syscall.EROFS, func() error {
 		f, err := os.OpenFile(w.m("docs/a.txt"), os.O_WRONLY|os.O_APPEND, 0)
 		if err != nil {
@@ -406,7 +452,7 @@ func TestBlackholeOffline(t *testing.T) {
 	})
 	// The cached content is unchanged.
 	for name, c := range files {
-		if name == "uncached.txt" || strings.HasPrefix(name, "other/") {
+		if name == "uncached.txt" || strings.HasPrefix(name, "other/") || name == "big-uncached.bin" {
 			continue
 		}
 		if b, _ := os.ReadFile(w.s(name)); string(b) != c {
@@ -431,6 +477,36 @@ func TestBlackholeOffline(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+
+	// Second cut, with a read in flight: a cached file whose attributes
+	// are due for revalidation (without a change feed). The read may wait
+	// for one operation deadline (--op-timeout, 10s), then must serve the
+	// cached content.
+	time.Sleep(1200 * time.Millisecond) // attributes older than --attr-ttl
+	p.Blackhole(true)
+	cut = time.Now()
+	err, d := timed(t, "cat docs/b.txt right after the second cut", 13*time.Second, func() error {
+		b, err := os.ReadFile(w.m("docs/b.txt"))
+		if err == nil && string(b) != files["docs/b.txt"] {
+			return fmt.Errorf("content %d bytes, want %d", len(b), len(files["docs/b.txt"]))
+		}
+		return err
+	})
+	t.Logf("cat of a cached file right after the second cut: %v in %v", err, d.Round(time.Millisecond))
+	if err != nil {
+		t.Errorf("cat of a cached file right after the second cut: %v, want the cached content", err)
+	}
+	// With the change feed live the read needs no server call at all, so
+	// the dead link is noticed by the keepalive instead.
+	eventually(t, 30*time.Second, "offline after the second cut", func() bool { return w.status().State == "offline" })
+	check("create after the second cut", syscall.EROFS, func() error {
+		return os.WriteFile(w.m("docs/new2.txt"), []byte("x"), 0o644)
+	})
+	p.Blackhole(false)
+	back = time.Now()
+	eventually(t, 45*time.Second, "online after the second cut", func() bool { return w.status().State == "online" })
+	t.Logf("online again %v after the link returned", time.Since(back).Round(time.Millisecond))
+
 	if err := os.WriteFile(w.m("docs/after.txt"), []byte("after the outage\n"), 0o644); err != nil {
 		t.Fatalf("write after reconnecting: %v", err)
 	}
@@ -704,4 +780,196 @@ func TestConflictKeepsBoth(t *testing.T) {
 	}
 	w.unmount()
 	noTempFiles(t, w.root)
+}
+
+// TestRenameOverWhileFirstUploadInFlight: a new file is saved twice in
+// quick succession (the first upload is still on its way when the second
+// close queues another) and then renamed over an existing file, as an
+// editor's "write temp, rename over" save does. The server must end up
+// with the new content under the final name only: no conflict copy (the
+// replaced file did not change on the server), nothing left under the
+// temporary name, and later changes to that name must still go through.
+func TestRenameOverWhileFirstUploadInFlight(t *testing.T) {
+	w := newCheckedWorld(t)
+	p := w.viaProxy()
+	w.writeServer("doc.txt", "original\n", 0o644)
+	w.mount()
+	if b, err := os.ReadFile(w.m("doc.txt")); err != nil || string(b) != "original\n" {
+		t.Fatalf("read: %q, %v", b, err)
+	}
+	p.SetLatency(100 * time.Millisecond) // an upload takes over a second
+	if err := os.WriteFile(w.m("doc.txt.tmp"), []byte("new content, first write\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // the first upload of doc.txt.tmp is under way
+	f, err := os.OpenFile(w.m("doc.txt.tmp"), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString("second write\n")
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(w.m("doc.txt.tmp"), w.m("doc.txt")); err != nil {
+		t.Fatal(err)
+	}
+	// The temporary name is used again at once (editors do).
+	if err := os.Symlink("doc.txt", w.m("doc.txt.tmp")); err != nil {
+		t.Fatal(err)
+	}
+	p.SetLatency(0)
+	r := w.run(binary, "flush", w.mnt)
+	if r.code != 0 {
+		t.Errorf("flush: exit %d: %s", r.code, strings.TrimSpace(r.stderr))
+	}
+	want := "new content, first write\nsecond write\n"
+	if b, _ := os.ReadFile(w.s("doc.txt")); string(b) != want {
+		t.Errorf("server's doc.txt is %q, want %q", b, want)
+	}
+	if tgt, err := os.Readlink(w.s("doc.txt.tmp")); err != nil || tgt != "doc.txt" {
+		fi, _ := os.Lstat(w.s("doc.txt.tmp"))
+		t.Errorf("server's doc.txt.tmp: readlink %q, %v (lstat %v); want the symlink to doc.txt", tgt, err, fi)
+	}
+	if copies, _ := filepath.Glob(w.s("doc.txt.conflict-*")); len(copies) > 0 {
+		t.Errorf("spurious conflict copies on the server: %v", copies)
+	}
+	if st := w.status(); len(st.Conflicts) > 0 || st.UploadError != "" || st.Pending != 0 {
+		t.Errorf("status: conflicts %v, upload_error %q, pending %d", st.Conflicts, st.UploadError, st.Pending)
+	}
+	w.unmount()
+}
+
+// TestUnmountAnswers mounts and unmounts repeatedly: `remotefs unmount`
+// must exit 0 every time it unmounted (the daemon must send its answer
+// before it exits, however quickly it exits).
+func TestUnmountAnswers(t *testing.T) {
+	w := newCheckedWorld(t)
+	for i := 0; i < 15; i++ {
+		w.mount()
+		if err := os.WriteFile(w.m(fmt.Sprintf("u%02d.txt", i)), []byte("x\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		r := w.run(binary, "unmount", w.mnt)
+		if r.code != 0 {
+			t.Errorf("cycle %d: remotefs unmount exited %d (%s); still mounted: %v",
+				i, r.code, strings.TrimSpace(r.stderr), mounted(w.mnt))
+		}
+		if mounted(w.mnt) {
+			t.Fatalf("cycle %d: still mounted", i)
+		}
+	}
+	for i := 0; i < 15; i++ {
+		if b, err := os.ReadFile(w.s(fmt.Sprintf("u%02d.txt", i))); err != nil || string(b) != "x\n" {
+			t.Errorf("u%02d.txt on the server: %q, %v", i, b, err)
+		}
+	}
+}
+
+// TestRenameChainWhileUploadsInFlight: a new file is saved (its upload
+// starts) and saved again, another new file replaces it by rename, and the
+// result is moved into a folder, all before the first upload finishes. The server must end
+// up with exactly what the mount shows: the second file's content under
+// the final name, nothing under the intermediate names, no conflict.
+func TestRenameChainWhileUploadsInFlight(t *testing.T) {
+	w := newCheckedWorld(t)
+	p := w.viaProxy()
+	w.mount()
+	if err := os.Mkdir(w.m("dir"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	w.must(binary, "flush", w.mnt)
+	p.SetLatency(100 * time.Millisecond)
+	first := strings.Repeat("first file, replaced before its upload finished\n", 2000)
+	second := strings.Repeat("second file, the one that must survive\n", 100)
+	if err := os.WriteFile(w.m("a"), []byte(first), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // the upload of a is under way
+	// a is saved once more: a second upload queues behind the first.
+	first += "one more line\n"
+	if err := os.WriteFile(w.m("a"), []byte(first), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(w.m("d"), []byte(second), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(w.m("d"), w.m("a")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(w.m("a"), w.m("dir/c")); err != nil {
+		t.Fatal(err)
+	}
+	p.SetLatency(0)
+	if r := w.run(binary, "flush", w.mnt); r.code != 0 {
+		t.Errorf("flush: exit %d: %s", r.code, strings.TrimSpace(r.stderr))
+	}
+	want := map[string]string{"dir": "dir 755", "dir/c": fmt.Sprintf("file 640 %d", len(second))}
+	got := map[string]string{}
+	for k, v := range manifest(t, w.root) {
+		f := strings.Fields(v)
+		if f[0] == "file" {
+			v = strings.Join(f[:3], " ")
+		}
+		got[k] = v
+	}
+	diffManifests(t, "the server", want, got)
+	if b, _ := os.ReadFile(w.s("dir/c")); string(b) != second {
+		t.Errorf("server's dir/c: %d bytes, want the second file (%d bytes)", len(b), len(second))
+	}
+	w.unmount()
+	w.mount()
+	if b, _ := os.ReadFile(w.m("dir/c")); string(b) != second {
+		t.Errorf("after a remount the mount's dir/c: %d bytes, want the second file (%d bytes)", len(b), len(second))
+	}
+	w.unmount()
+}
+
+// TestReplaceFreshlyMovedEntry: a new symlink (or file) is created and
+// renamed, and a new file is renamed over it, before any of it reached the
+// server. Nothing on the server changed behind the mount's back, so there
+// must be no conflict: the server ends up with the file under the name.
+func TestReplaceFreshlyMovedEntry(t *testing.T) {
+	for _, kind := range []string{"symlink", "file"} {
+		t.Run(kind, func(t *testing.T) {
+			w := newCheckedWorld(t)
+			p := w.viaProxy()
+			w.mount()
+			p.SetLatency(10 * time.Millisecond)
+			if kind == "symlink" {
+				if err := os.Symlink("target", w.m("b")); err != nil {
+					t.Fatal(err)
+				}
+			} else if err := os.WriteFile(w.m("b"), []byte("first\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Rename(w.m("b"), w.m("d")); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(w.m("b"), []byte("the file that replaces it\n"), 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Rename(w.m("b"), w.m("d")); err != nil {
+				t.Fatal(err)
+			}
+			if r := w.run(binary, "flush", w.mnt); r.code != 0 {
+				t.Errorf("flush: exit %d: %s", r.code, strings.TrimSpace(r.stderr))
+			}
+			want := map[string]string{"d": "file 700 26"}
+			got := map[string]string{}
+			for k, v := range manifest(t, w.root) {
+				if f := strings.Fields(v); f[0] == "file" {
+					v = strings.Join(f[:3], " ")
+				}
+				got[k] = v
+			}
+			diffManifests(t, "the server", want, got)
+			if st := w.status(); len(st.Conflicts) > 0 {
+				t.Errorf("status lists conflicts: %+v", st.Conflicts)
+			}
+			if b, err := os.ReadFile(w.m("d")); err != nil || string(b) != "the file that replaces it\n" {
+				t.Errorf("the mount's d: %q, %v", b, err)
+			}
+			w.unmount()
+		})
+	}
 }

@@ -24,14 +24,24 @@ import (
 // and remount; after every flush the server's folder must equal the
 // reference too.
 //
-// REMOTEFS_SEED=N replays a run (the seed is always logged);
-// REMOTEFS_STRESS=1 runs 5000 operations instead of 400;
-// REMOTEFS_MODEL_OPS=N sets the number of operations;
-// REMOTEFS_MODEL_TTL=0|1|2 forces the default, short or tiny cache TTLs
-// (otherwise the seed picks them); REMOTEFS_MODEL_LATENCY=10ms forces the
-// one-way latency of the link (otherwise the seed picks 0, 2ms or 10ms);
-// REMOTEFS_MODEL_SKIP=hread,rename
-// leaves those operation kinds out (to get past a known bug).
+// Knobs (environment):
+//
+//	REMOTEFS_SEED=N            replay a run (the seed is always logged)
+//	REMOTEFS_STRESS=1          5000 operations instead of 400
+//	REMOTEFS_MODEL_OPS=N       exactly N operations
+//	REMOTEFS_MODEL_TTL=0|1|2   default, short or tiny cache TTLs (else the seed picks)
+//	REMOTEFS_MODEL_LATENCY=10ms  one-way latency to the server (else the seed
+//	                           picks 0, 2ms or 10ms; with latency, uploads are
+//	                           still in flight while later operations happen)
+//	REMOTEFS_MODEL_SKIP=hread,rename  leave operation kinds out (to get past a
+//	                           known bug and look for the next one)
+//	REMOTEFS_DEBUG_MOUNT=--debug  extra mount flags
+//	REMOTEFS_KEEP_LOGS=DIR     keep the daemon logs there (and, on failure,
+//	                           the whole list of operations)
+//
+// The run is reproducible only as far as timing allows: the operations and
+// their order are fixed by the seed, the progress of background uploads is
+// not.
 //
 // Names come from a tiny alphabet (a b c d, up to three levels deep), so
 // creating an existing name, renaming over files and folders, ENOTDIR,
@@ -134,6 +144,12 @@ func TestModel(t *testing.T) {
 	}
 	if t.Failed() {
 		t.Logf("seed %d; last operations:\n%s", seed, m.history())
+		if keep := os.Getenv("REMOTEFS_KEEP_LOGS"); keep != "" {
+			f := filepath.Join(keep, fmt.Sprintf("TestModel-seed-%d.ops", seed))
+			if err := os.WriteFile(f, []byte(strings.Join(m.log, "\n")+"\n"), 0o644); err == nil {
+				t.Logf("all operations written to %s", f)
+			}
+		}
 	}
 	t.Logf("%d operations, %d flushes, %d remounts in %v (seed %d)", m.done, m.flushes, m.remounts, time.Since(start).Round(time.Millisecond), seed)
 }

@@ -10,8 +10,21 @@ import (
 	"remotefs/cache"
 )
 
-// server is the bazil server, needed to send invalidations to the kernel.
-type serverRef struct{ p atomic.Pointer[fs.Server] }
+// serverRef is the bazil server, needed to send invalidations to the
+// kernel; serving says the server has started serving requests (bazil
+// fills its node table in Serve before the first one, unsynchronised, so
+// invalidations must wait for that).
+type serverRef struct {
+	p       atomic.Pointer[fs.Server]
+	serving atomic.Bool
+}
+
+// noteServing records that requests are being served.
+func (f *FS) noteServing() {
+	if !f.srv.serving.Load() {
+		f.srv.serving.Store(true)
+	}
+}
 
 // SetServer gives the filesystem the server that serves it, so changes on
 // the remote side can be pushed out of the kernel's caches.
@@ -21,7 +34,7 @@ func (f *FS) SetServer(s *fs.Server) { f.srv.p.Store(s) }
 // cache calls it from its own goroutine, never from inside a request.
 func (f *FS) Invalidate(inv cache.Invalidation) {
 	srv := f.srv.p.Load()
-	if srv == nil {
+	if srv == nil || !f.srv.serving.Load() {
 		return
 	}
 	f.mu.Lock()

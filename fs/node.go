@@ -53,6 +53,7 @@ func (n *node) Link(ctx context.Context, req *fuse.LinkRequest, old fs.Node) (fs
 }
 
 func (n *node) Attr(ctx context.Context, a *fuse.Attr) error {
+	n.fs.noteServing()
 	attr, err := n.fs.store.GetAttr(n.ino)
 	if err != nil {
 		return n.fs.errno(err)
@@ -65,6 +66,7 @@ func (n *node) Attr(ctx context.Context, a *fuse.Attr) error {
 // is a minute; changes the cache makes on its own, like a conflict copy,
 // must show sooner).
 func (n *node) Lookup(ctx context.Context, req *fuse.LookupRequest, resp *fuse.LookupResponse) (fs.Node, error) {
+	n.fs.noteServing()
 	attr, err := n.fs.store.Lookup(ctx, n.ino, req.Name)
 	if err != nil {
 		return nil, n.fs.errno(err)
