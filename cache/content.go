@@ -65,8 +65,9 @@ func (s *Store) Open(ctx context.Context, ino Ino, flags int) (*Handle, error) {
 	// upload's conflict check guards the server's version).
 	fed := s.feedCovers(e, e.checked)
 	replacing := writable && flags&syscall.O_TRUNC != 0
-	recheck := e.content != contentDirty && e.onServer && !fed && !replacing &&
-		s.now().Sub(e.checked) > s.opts.AttrTTL && s.online()
+	serverOwned := s.inServerFolder(e)
+	recheck := e.content != contentDirty && e.onServer && !replacing && s.online() &&
+		(serverOwned || (!fed && s.now().Sub(e.checked) > s.opts.AttrTTL))
 	p := s.pathOf(e)
 	s.mu.Unlock()
 

@@ -22,9 +22,13 @@ type PrefetchOptions struct {
 	// MaxTotal bounds the bytes one Prefetch downloads. Default: a quarter
 	// of the cache size limit.
 	MaxTotal int64
-	// Skip names folders (base names) whose files are not prefetched, e.g.
-	// node_modules, or server-written folders like results.
+	// Skip names folders whose files are not prefetched, e.g.
+	// node_modules: base names (any depth) or root-relative paths. Server
+	// folders (Options.ServerFolders) are always skipped.
 	Skip []string
+	// IgnoreGlobs: files whose base name or path matches one of these
+	// (path.Match syntax) are not prefetched.
+	IgnoreGlobs []string
 }
 
 // PrefetchStats says what a Prefetch did.
@@ -112,10 +116,7 @@ type prefetchCand struct {
 
 // prefetchCandidates lists uncached small files, most useful first.
 func (s *Store) prefetchCandidates(o PrefetchOptions) []prefetchCand {
-	skip := map[string]bool{}
-	for _, n := range o.Skip {
-		skip[n] = true
-	}
+	skipFolders := append(append([]string(nil), o.Skip...), s.opts.ServerFolders...)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out []prefetchCand
@@ -129,10 +130,10 @@ func (s *Store) prefetchCandidates(o PrefetchOptions) []prefetchCand {
 			cp := childPath(p, name)
 			switch {
 			case e.isDir():
-				if !skip[name] && e.listed {
+				if e.listed && !matchesFolder(cp, skipFolders, true) {
 					walk(e, cp)
 				}
-			case e.mode.IsRegular() && e.content == contentNone && e.onServer && e.size <= o.MaxFileSize && !s.protected(cp):
+			case e.mode.IsRegular() && e.content == contentNone && e.onServer && e.size <= o.MaxFileSize && !s.protected(cp) && !globMatch(o.IgnoreGlobs, cp):
 				out = append(out, prefetchCand{path: cp, size: e.size, rank: prefetchRank(cp)})
 			}
 		}
@@ -147,6 +148,18 @@ func (s *Store) prefetchCandidates(o PrefetchOptions) []prefetchCand {
 		return out[i].path < out[j].path
 	})
 	return out
+}
+
+func globMatch(globs []string, p string) bool {
+	for _, g := range globs {
+		if ok, _ := path.Match(g, path.Base(p)); ok {
+			return true
+		}
+		if ok, _ := path.Match(g, p); ok {
+			return true
+		}
+	}
+	return false
 }
 
 // prefetchRank orders files by how soon an IDE or git needs them.

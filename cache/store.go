@@ -55,6 +55,9 @@ type Options struct {
 	// DirTTL: how long a listing is trusted before it is refreshed in the
 	// background. Default 10s.
 	DirTTL time.Duration
+	// ServerFolders are folders programs on the server write to (see
+	// folders.go): re-checked on every open, never prefetched.
+	ServerFolders []string
 	// LargeFile: files at least this big are cached by ranges, as they are
 	// read, rather than downloaded whole on open. Default 16 MiB.
 	LargeFile int64

@@ -896,3 +896,36 @@ func TestChangeFeedReplacesOpenRechecks(t *testing.T) {
 		t.Fatalf("without the feed, open did not re-check: %q", got)
 	}
 }
+
+// Server folders: re-checked on every open even with a live change feed,
+// and never prefetched.
+func TestServerFolders(t *testing.T) {
+	rem := &dirRemote{root: t.TempDir()}
+	clock := &fakeClock{t: time.Now()}
+	s, err := Open(Options{Dir: t.TempDir(), Remote: treeRemote{rem}, Now: clock.Now, ServerFolders: []string{"results", "exp/notebooks"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	e := &env{t: t, remote: rem, s: s, clock: clock}
+	e.server("proj/results/metrics.json", "{1}")
+	e.server("exp/notebooks/a.ipynb", "{nb}")
+	e.server("proj/src/a.py", "code")
+	s.SetChangeFeed(true, nil)
+	clock.Advance(time.Second)
+	s.Preload(context.Background(), nil)
+	st, _ := s.Prefetch(context.Background(), PrefetchOptions{})
+	if st.Files != 1 {
+		t.Fatalf("prefetched %d files, want only proj/src/a.py", st.Files)
+	}
+	e.mustRead("proj/results/metrics.json")
+	e.server("proj/results/metrics.json", "{2}!")
+	if got := e.mustRead("proj/results/metrics.json"); got != "{2}!" {
+		t.Fatalf("server folder file not re-checked on open: %q", got)
+	}
+	for p, want := range map[string]bool{"proj/results/x": true, "results/x": true, "exp/notebooks/a": true, "notebooks/a": false, "proj/src/a.py": false, "proj/results": false} {
+		if got := matchesFolder(p, []string{"results", "exp/notebooks"}, false); got != want {
+			t.Errorf("matchesFolder(%q) = %v, want %v", p, got, want)
+		}
+	}
+}

@@ -51,12 +51,15 @@ type HostConfig struct {
 	AllowOther     *bool   `toml:"allow_other"`
 	NoExec         *bool   `toml:"noexec"`
 	// Ignore: glob patterns (path.Match syntax, matched against each path
-	// relative to the remote root and against its base name) that the mount
-	// leaves out.
+	// relative to the remote root and against its base name) of things the
+	// mount does not fetch ahead of use: folders matching a base-name
+	// pattern are not listed at mount or watched inside, matching files are
+	// not prefetched. They are still shown, fetched when opened.
 	Ignore *[]string `toml:"ignore"`
-	// ServerFolders: folders (relative to the remote root) whose contents
-	// the server owns: programs on the server write there (results, runs,
-	// wandb, notebooks).
+	// ServerFolders: folders whose contents the server owns: programs on
+	// the server write there. Files under them are re-checked on every
+	// open and never prefetched. A name matches a folder of that name at
+	// any depth; a name with "/" is a path relative to the remote root.
 	ServerFolders *[]string `toml:"server_folders"`
 }
 
@@ -83,8 +86,8 @@ var configKeys = []configKey{
 	{"debug", "debug", "bool", `log every operation`, func(h *HostConfig) any { return h.Debug }},
 	{"allow_other", "allow-other", "bool", `let other users access the mount (needs user_allow_other in /etc/fuse.conf)`, func(h *HostConfig) any { return h.AllowOther }},
 	{"noexec", "noexec", "bool", `programs on the mount cannot be executed (enforced when mounted by root)`, func(h *HostConfig) any { return h.NoExec }},
-	{"ignore", "", "patterns", `glob patterns (path.Match syntax) of paths the mount leaves out, e.g. ["*.pyc", "__pycache__", ".venv"]`, func(h *HostConfig) any { return h.Ignore }},
-	{"server_folders", "", "folders", `folders (relative to the remote root) that programs on the server write to, e.g. ["results", "runs", "wandb", "notebooks"]`, func(h *HostConfig) any { return h.ServerFolders }},
+	{"ignore", "", "patterns", `glob patterns (path.Match syntax) of things not fetched ahead of use: matching folders are not listed at mount or watched inside, matching files not prefetched; all stay visible, e.g. ["*.pyc", "__pycache__", ".venv"]`, func(h *HostConfig) any { return h.Ignore }},
+	{"server_folders", "", "folders", `folders that programs on the server write to: re-checked on every open, never prefetched; a name matches at any depth, a name with "/" is relative to the remote root (default ["results", "runs", "wandb", "notebooks", "outputs", "checkpoints"])`, func(h *HostConfig) any { return h.ServerFolders }},
 }
 
 // defaultConfigPath is $XDG_CONFIG_HOME/remotefs/config.toml.

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -76,6 +77,7 @@ func serveMount(ctx context.Context, cfg *mountConfig, ready func(error), warn f
 	opts := cache.Options{
 		Dir: cfg.CacheDir, ReadOnly: cfg.Offline || cfg.ReadOnly,
 		AttrTTL: cfg.AttrTTL, DirTTL: cfg.DirTTL, CacheSize: cfg.CacheSize, Logger: log,
+		ServerFolders: cfg.serverFolders(),
 	}
 	if mgr != nil {
 		opts.Remote = mgr
@@ -157,13 +159,13 @@ func serveMount(ctx context.Context, cfg *mountConfig, ready func(error), warn f
 	log.Info("mounted", "remote", cfg.Spec.String(), "cache", cfg.CacheDir, "pid", os.Getpid())
 	if mgr != nil {
 		preload := func() {
-			st, err := store.Preload(context.Background(), preloadPrune)
+			st, err := store.Preload(context.Background(), cfg.prune())
 			if err != nil {
 				log.Warn("tree listing stopped", "err", err, "done", st.String())
 				return
 			}
 			log.Info("tree listed", "stats", st.String())
-			pst, err := store.Prefetch(context.Background(), cache.PrefetchOptions{Skip: preloadPrune})
+			pst, err := store.Prefetch(context.Background(), cache.PrefetchOptions{Skip: cfg.prune(), IgnoreGlobs: cfg.Ignore})
 			if err != nil {
 				log.Warn("prefetch stopped", "err", err, "done", pst.String())
 				return
@@ -225,6 +227,31 @@ func serveMount(ctx context.Context, cfg *mountConfig, ready func(error), warn f
 // files that editors and git rarely look into.
 var preloadPrune = []string{"node_modules", ".venv", "venv", "__pycache__", ".mypy_cache", ".pytest_cache", ".tox"}
 
+// defaultServerFolders are the folders programs on the server usually
+// write to, when the config file names none.
+var defaultServerFolders = []string{"results", "runs", "wandb", "notebooks", "outputs", "checkpoints"}
+
+func (cfg *mountConfig) serverFolders() []string {
+	if cfg.ServerFolders != nil {
+		return cfg.ServerFolders
+	}
+	return defaultServerFolders
+}
+
+// prune is what the tree listing, the change feed and prefetch skip inside:
+// the built-in dependency folders plus the config file's ignore patterns.
+// Only base-name patterns apply to folders; patterns with "/" still keep
+// matching files out of prefetch.
+func (cfg *mountConfig) prune() []string {
+	out := append([]string(nil), preloadPrune...)
+	for _, g := range cfg.Ignore {
+		if !strings.Contains(g, "/") {
+			out = append(out, g)
+		}
+	}
+	return out
+}
+
 // watchServer keeps the change feed running while the mount lives: server
 // changes go into the cache (which tells the kernel). When the link drops
 // it waits for the connection to come back (the reconnect's tree listing
@@ -234,7 +261,7 @@ func (d *daemon) watchServer(ctx context.Context) {
 		d.setWatch("off")
 		return
 	}
-	opts := conn.WatchOptions{Mode: d.cfg.Watch, PollInterval: d.cfg.PollInterval, Ignore: preloadPrune, Logger: d.log}
+	opts := conn.WatchOptions{Mode: d.cfg.Watch, PollInterval: d.cfg.PollInterval, Ignore: d.cfg.prune(), Logger: d.log}
 	if opts.Mode == "auto" {
 		opts.Mode = conn.WatchAuto
 	}
@@ -293,7 +320,7 @@ func (d *daemon) setWatch(s string) {
 	// Polling reports changes up to an interval late: keep re-checking on
 	// open then, as without a feed.
 	live := s == conn.WatchHelper || s == conn.WatchInotifywait
-	d.store.SetChangeFeed(live, preloadPrune)
+	d.store.SetChangeFeed(live, d.cfg.prune())
 }
 
 // daemon answers control requests for one mount.
@@ -364,7 +391,7 @@ func (d *daemon) handle(ctx context.Context, req control.Request, progress func(
 func (d *daemon) catchUp(max time.Duration) {
 	ctx, cancel := context.WithTimeout(context.Background(), max)
 	defer cancel()
-	if st, err := d.store.Preload(ctx, preloadPrune); err != nil {
+	if st, err := d.store.Preload(ctx, d.cfg.prune()); err != nil {
 		d.log.Warn("catching up with the server", "err", err, "done", st.String())
 	}
 }
