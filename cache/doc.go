@@ -10,14 +10,23 @@
 //     identified by an Ino that never changes while the entry exists, so the
 //     FUSE layer can keep stable inode numbers across renames. Everything is
 //     kept in memory and persisted to a bbolt database (meta.db) in the cache
-//     directory, so a later mount, or an offline one, starts from it.
-//   - Content: whole files under content/<ino>. A clean file's content
-//     matches the server version recorded in its entry; a dirty file's
-//     content is newer than the server and is never evicted or dropped.
+//     directory, so a later mount, or an offline one, starts from it. An
+//     entry removed while open lives on, nameless, until its last close.
+//   - Content: files under content/<ino>. A clean file's content matches the
+//     server version recorded in its entry; a dirty file's content is newer
+//     than the server and is never evicted or dropped; a partial file (16 MiB
+//     and more) is sparse, with a bitmap of the 1 MiB blocks fetched so far
+//     (ranges.go). Least recently used clean content is evicted beyond
+//     Options.CacheSize (evict.go).
 //   - The journal: an ordered log of the user's changes (put content, mkdir,
-//     remove, rmdir, rename, symlink, chmod, utimes), written to meta.db in
-//     the same transaction as the metadata change, before the FUSE call
-//     returns. One writer goroutine replays it to the server in order.
+//     remove, rmdir, rename, symlink, link, chmod, utimes), written to meta.db
+//     in the same transaction as the metadata change, before the FUSE call
+//     returns. The writer applies it to the server with up to
+//     Options.Uploads operations in flight; an operation waits for every
+//     earlier one on a related path (same path, ancestor or descendant).
+//   - Filling the mirror ahead of use: Preload (the whole tree's metadata in
+//     one streamed listing), Prefetch (small files in bulk), and
+//     ApplyRemoteChanges (the server's change feed).
 //
 // # Caching rules
 //
@@ -27,22 +36,31 @@
 //     cached one is served (stale-while-revalidate).
 //   - Open is close-to-open consistent: a clean file whose attributes were
 //     last confirmed more than AttrTTL ago is re-stat'ed on the server and
-//     its content dropped when size or mtime changed.
-//   - Listings never overwrite local changes that have not reached the
-//     server: a path touched by a pending journal operation keeps its local
-//     state until the operation is applied.
+//     its content dropped when size or mtime changed. While the change feed
+//     is live (SetChangeFeed) entries confirmed since it started are trusted
+//     instead, except under Options.ServerFolders, which are re-checked on
+//     every open.
+//   - What the server says never overwrites local changes that have not
+//     reached it (a path touched by a pending journal operation keeps its
+//     local state), nor ones delivered after the question was asked
+//     (keepLocal: a listing started before an operation completed is stale
+//     for that path).
 //   - A version is the server's (size, mtime in whole seconds). Uploads set
 //     the server file's mtime to the local one, so the version after an
 //     upload is the one the mount already shows.
 //
 // # Conflicts
 //
-// Every dirty file remembers the server version its edit started from (its
-// base). Before an upload replaces a file, the server's current version is
-// compared with the base; when the server's file changed in between, the
-// local content is uploaded next to it as NAME.conflict-HOST-YYYYmmdd-HHMMSS
+// Every dirty file remembers what its next upload may find on the server
+// (its base: an expect, a set of versions, or nothing). Before an upload
+// replaces a file, and before a rename replaces one, the server's current
+// version is compared with it; when the server's file changed in between,
+// the local content is put next to it as NAME.conflict-HOST-YYYYmmdd-HHMMSS
 // and the server's version stays under the original name. Nothing is
-// overwritten silently.
+// overwritten silently. The expectation is a set because the mount's own
+// operations may still be on their way: a file that replaced another whose
+// upload is in flight may find either version; an upload in flight tells
+// the expectations that depend on it what it actually left (watchUploads).
 //
 // # Offline
 //
