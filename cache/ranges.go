@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"time"
 )
 
 // Large files are cached by ranges: their content file is sparse, and a
@@ -95,13 +96,21 @@ func (h *Handle) ensureRange(ctx context.Context, off int64, n int) error {
 	}
 	size := e.size
 	sequential := off == h.nextOff && off > 0
+	reading := h.nextOff > 0 // this handle has read before
 	h.nextOff = off + int64(n)
 	s.mu.Unlock()
 	if off >= size {
 		return nil
 	}
 	first, last := int(off/blockSize), int((min(off+int64(n), size)-1)/blockSize)
-	if err := s.fetchBlocks(ctx, h.ino, first, last); err != nil {
+	err := s.fetchBlocks(ctx, h.ino, first, last)
+	if errors.Is(err, ErrOffline) && reading {
+		// A read in progress rides out a short outage (an sshd restart, a
+		// Wi-Fi hiccup) instead of failing the program mid-file; a new
+		// read of content never fetched still fails at once.
+		err = s.retryWhenBack(ctx, func() error { return s.fetchBlocks(ctx, h.ino, first, last) })
+	}
+	if err != nil {
 		return err
 	}
 	if sequential {
@@ -111,6 +120,25 @@ func (h *Handle) ensureRange(ctx context.Context, off int64, n int) error {
 		}
 	}
 	return nil
+}
+
+// retryWhenBack waits up to Options.ResumeWait for the server to be back
+// online, then calls f again.
+func (s *Store) retryWhenBack(ctx context.Context, f func() error) error {
+	deadline := time.Now().Add(s.opts.ResumeWait)
+	for time.Now().Before(deadline) {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+		if s.online() {
+			if err := f(); !errors.Is(err, ErrOffline) {
+				return err
+			}
+		}
+	}
+	return ErrOffline
 }
 
 // fetchBlocks downloads the missing blocks in [first, last], in runs of

@@ -58,6 +58,9 @@ type Options struct {
 	// ServerFolders are folders programs on the server write to (see
 	// folders.go): re-checked on every open, never prefetched.
 	ServerFolders []string
+	// ResumeWait: how long a read already in progress waits for a lost
+	// server to come back before failing. Default 10s.
+	ResumeWait time.Duration
 	// LargeFile: files at least this big are cached by ranges, as they are
 	// read, rather than downloaded whole on open. Default 16 MiB.
 	LargeFile int64
@@ -157,6 +160,9 @@ func Open(opts Options) (*Store, error) {
 	}
 	if opts.DirTTL == 0 {
 		opts.DirTTL = 10 * time.Second
+	}
+	if opts.ResumeWait == 0 {
+		opts.ResumeWait = 10 * time.Second
 	}
 	if opts.LargeFile == 0 {
 		opts.LargeFile = 16 << 20

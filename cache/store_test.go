@@ -929,3 +929,51 @@ func TestServerFolders(t *testing.T) {
 		}
 	}
 }
+
+// A sequential read in progress rides out a short outage; a fresh read of
+// content never fetched fails at once.
+func TestReadInProgressSurvivesShortOutage(t *testing.T) {
+	rem := &dirRemote{root: t.TempDir()}
+	s, err := Open(Options{Dir: t.TempDir(), Remote: rem, Online: func() bool { return !rem.offline.Load() }, LargeFile: 1 << 20, ResumeWait: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	e := &env{t: t, remote: rem, s: s}
+	data := []byte(strings.Repeat("0123456789abcdef", 4<<20/16*3)) // 12 MiB
+	os.WriteFile(rem.p("big"), data, 0o644)
+	os.WriteFile(rem.p("other"), data, 0o644)
+	h, err := s.Open(context.Background(), e.mustLookup("big").Ino, os.O_RDONLY)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Release()
+	other, err := s.Open(context.Background(), e.mustLookup("other").Ino, os.O_RDONLY)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Release()
+	buf := make([]byte, 256<<10)
+	if _, err := h.ReadAt(buf, 0); err != nil {
+		t.Fatal(err)
+	}
+	rem.offline.Store(true)
+	go func() { time.Sleep(600 * time.Millisecond); rem.offline.Store(false) }()
+	start := time.Now()
+	off := int64(9 << 20) // beyond the readahead window
+	n, err := h.ReadAt(buf, off)
+	if err != nil || string(buf[:n]) != string(data[off:off+int64(n)]) {
+		t.Fatalf("read across the outage: %d, %v", n, err)
+	}
+	if time.Since(start) < 500*time.Millisecond {
+		t.Logf("read did not need to wait (block was prefetched)")
+	}
+	rem.offline.Store(true)
+	start = time.Now()
+	if _, err := other.ReadAt(buf, off); !errors.Is(err, ErrOffline) {
+		t.Fatalf("first read of an uncached file offline: %v, want ErrOffline", err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("first read of an uncached file waited %v", d)
+	}
+}
