@@ -808,7 +808,7 @@ func ptr[T any](v T) *T { return &v }
 // the rest fails; a full read makes it clean.
 func TestLargeFilesAreCachedByRanges(t *testing.T) {
 	rem := &dirRemote{root: t.TempDir()}
-	s, err := Open(Options{Dir: t.TempDir(), Remote: rem, Online: func() bool { return !rem.offline.Load() }, LargeFile: 4 << 20})
+	s, err := Open(Options{Dir: t.TempDir(), Remote: rem, Online: func() bool { return !rem.offline.Load() }, LargeFile: 4 << 20, ResumeWait: 200 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
