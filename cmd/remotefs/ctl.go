@@ -55,6 +55,12 @@ func cmdUnmount(ctx context.Context, args []string) error {
 	}
 	progress := newProgress()
 	reply, err := control.Call(ctx, mp, control.Request{Cmd: "unmount", Force: *force}, progress.show)
+	// A daemon that was just killed may still accept the connection for a
+	// moment and then drop it: ask again until it answers or is gone.
+	for attempt := 0; attempt < 10 && err != nil && !errors.Is(err, control.ErrNoDaemon) && ctx.Err() == nil; attempt++ {
+		time.Sleep(200 * time.Millisecond)
+		reply, err = control.Call(ctx, mp, control.Request{Cmd: "unmount", Force: *force}, progress.show)
+	}
 	progress.done()
 	if errors.Is(err, control.ErrNoDaemon) {
 		if mounted, fstype := isMountpoint(mp); mounted && strings.Contains(fstype, "remotefs") {
