@@ -695,8 +695,13 @@ func TestRemoteChangesUpdateMirrorAndInvalidate(t *testing.T) {
 	mu.Lock()
 	echoes := invs[n:]
 	mu.Unlock()
-	if len(echoes) != 0 {
-		t.Fatalf("own upload echoed as remote change: %+v", echoes)
+	trainIno := e.mustLookup("code/train.py").Ino
+	for _, inv := range echoes {
+		// The folder's own mtime changes with the upload's rename; that
+		// costs an attribute refresh of the folder, nothing more.
+		if inv.Ino == trainIno || inv.Name != "" {
+			t.Fatalf("own upload echoed as remote change: %+v", echoes)
+		}
 	}
 	if st := s.Status(); len(st.Conflicts) != 0 {
 		t.Fatalf("conflicts from an echo: %+v", st.Conflicts)
