@@ -23,8 +23,9 @@ import (
 // to take it offline and to make uploads fail, for deterministic tests.
 type dirRemote struct {
 	root    string
-	offline atomic.Bool
-	puts    atomic.Int64
+	offline  atomic.Bool
+	puts     atomic.Int64
+	readDirs atomic.Int64
 
 	mu      sync.Mutex
 	putErr  error         // returned by PutAtomic when set
@@ -70,6 +71,12 @@ func (r *dirRemote) ReadDir(ctx context.Context, p string) ([]conn.FileInfo, err
 	if err := r.check(); err != nil {
 		return nil, err
 	}
+	r.readDirs.Add(1)
+	return r.readDir(p)
+}
+
+// readDir lists without counting (the bulk listing's own reads).
+func (r *dirRemote) readDir(p string) ([]conn.FileInfo, error) {
 	ents, err := os.ReadDir(r.p(p))
 	if err != nil {
 		return nil, err
@@ -254,7 +261,10 @@ func (r *dirRemote) StatFS(ctx context.Context, p string) (conn.StatFS, error) {
 }
 
 // treeRemote adds a bulk listing (in find's pre-order) to dirRemote.
-type treeRemote struct{ *dirRemote }
+type treeRemote struct {
+	*dirRemote
+	slow time.Duration // pause after each entry, to watch a stream in progress
+}
 
 func (r treeRemote) WalkTree(ctx context.Context, prune []string, yield func(string, conn.FileInfo) error) error {
 	if err := r.check(); err != nil {
@@ -262,7 +272,7 @@ func (r treeRemote) WalkTree(ctx context.Context, prune []string, yield func(str
 	}
 	var walk func(rel string) error
 	walk = func(rel string) error {
-		infos, err := r.ReadDir(ctx, rel)
+		infos, err := r.readDir(rel)
 		if err != nil {
 			return err
 		}
@@ -274,6 +284,7 @@ func (r treeRemote) WalkTree(ctx context.Context, prune []string, yield func(str
 			if err := yield(p, fi); err != nil {
 				return err
 			}
+			time.Sleep(r.slow)
 			pruned := false
 			for _, q := range prune {
 				pruned = pruned || q == fi.Name

@@ -57,6 +57,35 @@ func (st PreloadStats) String() string {
 type frame struct {
 	path  string
 	infos []conn.FileInfo
+	call  *fetchCall // registered in Store.listing while streaming; nil if another lister has it
+}
+
+// errListAgain tells a reader that waited for a listing which did not
+// complete to list the folder itself.
+var errListAgain = errors.New("listing stopped; list again")
+
+// claimListingLocked registers a streaming listing of dir, unless one is
+// already running. Caller holds mu.
+func (s *Store) claimListingLocked(dir Ino) *fetchCall {
+	if s.listing[dir] != nil {
+		return nil
+	}
+	c := &fetchCall{done: make(chan struct{}), ino: dir, streaming: true}
+	s.listing[dir] = c
+	return c
+}
+
+// releaseListingLocked ends f's registration (once). Caller holds mu.
+func (s *Store) releaseListingLocked(f *frame, err error) {
+	if f.call == nil {
+		return
+	}
+	if s.listing[f.call.ino] == f.call {
+		delete(s.listing, f.call.ino)
+	}
+	f.call.err = err
+	close(f.call.done)
+	f.call = nil
 }
 
 func (s *Store) preloadBulk(ctx context.Context, tw conn.TreeWalker, prune []string) (PreloadStats, error) {
@@ -68,15 +97,28 @@ func (s *Store) preloadBulk(ctx context.Context, tw conn.TreeWalker, prune []str
 	stack := []*frame{{path: ""}}
 	s.mu.Lock()
 	since := s.applied
+	// A folder whose listing is streaming is "being listed": a readdir of
+	// it meanwhile waits for the stream instead of listing it again (a
+	// huge folder would be held twice).
+	stack[0].call = s.claimListingLocked(RootIno)
 	s.mu.Unlock()
 	complete := func(f *frame) {
 		s.mu.Lock()
 		if _, d, err := s.lookupPathLocked(f.path); err == nil && d != nil && d.isDir() {
 			s.mergeListing(d.ino, f.path, f.infos, since)
 		}
+		s.releaseListingLocked(f, nil)
 		s.mu.Unlock()
 		st.Dirs++
 	}
+	defer func() {
+		// A stream that stopped early lets the waiters list for themselves.
+		s.mu.Lock()
+		for _, f := range stack {
+			s.releaseListingLocked(f, errListAgain)
+		}
+		s.mu.Unlock()
+	}()
 	err := tw.WalkTree(ctx, prune, func(p string, fi conn.FileInfo) error {
 		parent := path.Dir(p)
 		if parent == "." {
@@ -95,12 +137,14 @@ func (s *Store) preloadBulk(ctx context.Context, tw conn.TreeWalker, prune []str
 		if fi.Mode.IsDir() && !pruned[fi.Name] && !strings.HasPrefix(fi.Name, conn.TempPrefix) {
 			// Make the folder's entry exist now, so its own listing can be
 			// recorded when it completes (before its parent's does).
+			f := &frame{path: p}
 			s.mu.Lock()
 			if _, d, err := s.lookupPathLocked(parent); err == nil && d != nil && d.isDir() && !s.keepLocal(p, since) {
-				s.upsertChildLocked(d, fi, s.now())
+				c := s.upsertChildLocked(d, fi, s.now())
+				f.call = s.claimListingLocked(c.ino)
 			}
 			s.mu.Unlock()
-			stack = append(stack, &frame{path: p})
+			stack = append(stack, f)
 		}
 		return nil
 	})

@@ -134,6 +134,10 @@ type Store struct {
 type fetchCall struct {
 	done chan struct{}
 	err  error
+	ino  Ino // the folder, for listings
+	// streaming: a folder of the bulk listing, completed when the stream
+	// has passed its whole subtree.
+	streaming bool
 }
 
 // Conflict records an upload that found the server's file changed since

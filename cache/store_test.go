@@ -580,7 +580,7 @@ func TestPreloadFillsTheMirror(t *testing.T) {
 			rem := &dirRemote{root: t.TempDir()}
 			var r conn.Remote = rem
 			if bulk {
-				r = treeRemote{rem}
+				r = treeRemote{dirRemote: rem}
 			}
 			dir := t.TempDir()
 			s, err := Open(Options{Dir: dir, Remote: r, Online: func() bool { return !rem.offline.Load() }})
@@ -710,7 +710,7 @@ func TestRemoteChangesUpdateMirrorAndInvalidate(t *testing.T) {
 
 func TestPrefetchFetchesSmallFilesInBulk(t *testing.T) {
 	rem := &dirRemote{root: t.TempDir()}
-	s, err := Open(Options{Dir: t.TempDir(), Remote: treeRemote{rem}})
+	s, err := Open(Options{Dir: t.TempDir(), Remote: treeRemote{dirRemote: rem}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -907,7 +907,7 @@ func TestChangeFeedReplacesOpenRechecks(t *testing.T) {
 func TestServerFolders(t *testing.T) {
 	rem := &dirRemote{root: t.TempDir()}
 	clock := &fakeClock{t: time.Now()}
-	s, err := Open(Options{Dir: t.TempDir(), Remote: treeRemote{rem}, Now: clock.Now, ServerFolders: []string{"results", "exp/notebooks"}})
+	s, err := Open(Options{Dir: t.TempDir(), Remote: treeRemote{dirRemote: rem}, Now: clock.Now, ServerFolders: []string{"results", "exp/notebooks"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -980,5 +980,49 @@ func TestReadInProgressSurvivesShortOutage(t *testing.T) {
 	}
 	if d := time.Since(start); d > time.Second {
 		t.Fatalf("first read of an uncached file waited %v", d)
+	}
+}
+
+// A readdir of a folder the bulk listing is streaming waits for the stream
+// instead of listing the folder a second time.
+func TestReaddirDuringBulkListingWaitsForIt(t *testing.T) {
+	rem := &dirRemote{root: t.TempDir()}
+	s, err := Open(Options{Dir: t.TempDir(), Remote: treeRemote{dirRemote: rem, slow: 20 * time.Millisecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	e := &env{t: t, remote: rem, s: s}
+	for i := 0; i < 20; i++ {
+		e.server(fmt.Sprintf("big/f%02d", i), "x")
+	}
+	e.server("z/last", "x")
+	done := make(chan error, 1)
+	go func() { _, err := s.Preload(context.Background(), nil); done <- err }()
+	// Wait until the stream has the folder's entry, then read it.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		s.mu.Lock()
+		_, big, _ := s.lookupPathLocked("big")
+		streaming := big != nil && s.listing[big.ino] != nil
+		s.mu.Unlock()
+		if streaming {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("stream never reached big/")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	before := rem.readDirs.Load()
+	ents, err := s.ReadDir(context.Background(), e.mustLookup("big").Ino)
+	if err != nil || len(ents) != 20 {
+		t.Fatalf("readdir during the stream: %d entries, %v", len(ents), err)
+	}
+	if n := rem.readDirs.Load() - before; n != 0 {
+		t.Fatalf("the folder was listed %d more time(s) while streaming", n)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }

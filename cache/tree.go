@@ -98,7 +98,41 @@ func (s *Store) ensureListed(ctx context.Context, dir Ino) error {
 // time per directory.
 func (s *Store) listDir(ctx context.Context, dir Ino) error {
 	s.mu.Lock()
-	if c := s.listing[dir]; c != nil {
+	for c := s.listing[dir]; c != nil; c = s.listing[dir] {
+		s.mu.Unlock()
+		// A folder in the bulk stream completes only after its whole
+		// subtree: wait a little for it, then list it here after all.
+		select {
+		case <-c.done:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(streamWait):
+			s.mu.Lock()
+			if s.listing[dir] == c && c.streaming {
+				s.mu.Unlock()
+				return s.listDirNow(ctx, dir)
+			}
+			s.mu.Unlock()
+			<-c.done
+		}
+		if !errors.Is(c.err, errListAgain) {
+			return c.err
+		}
+		s.mu.Lock()
+	}
+	s.mu.Unlock()
+	return s.listDirNow(ctx, dir)
+}
+
+// streamWait: how long a readdir waits for the bulk listing to reach a
+// folder before listing it itself.
+const streamWait = 2 * time.Second
+
+// listDirNow lists dir from the server unless another listing (not a
+// stream) is running, which it waits for.
+func (s *Store) listDirNow(ctx context.Context, dir Ino) error {
+	s.mu.Lock()
+	if c := s.listing[dir]; c != nil && !c.streaming {
 		s.mu.Unlock()
 		select {
 		case <-c.done:
@@ -121,6 +155,7 @@ func (s *Store) listDir(ctx context.Context, dir Ino) error {
 		return nil
 	}
 	call := &fetchCall{done: make(chan struct{})}
+	prev := s.listing[dir] // a stream we stopped waiting for
 	s.listing[dir] = call
 	since := s.applied
 	s.mu.Unlock()
@@ -128,7 +163,12 @@ func (s *Store) listDir(ctx context.Context, dir Ino) error {
 	infos, err := s.remote.ReadDir(ctx, p)
 
 	s.mu.Lock()
-	delete(s.listing, dir)
+	if s.listing[dir] == call {
+		delete(s.listing, dir)
+		if prev != nil && !isDone(prev) {
+			s.listing[dir] = prev // the stream still owns its release
+		}
+	}
 	if err == nil {
 		s.mergeListing(dir, p, infos, since)
 	} else if errors.Is(err, fs.ErrNotExist) {
@@ -381,4 +421,13 @@ func (s *Store) removeStaleTemp(p string) {
 			s.log.Info("removed a temporary file left by an interrupted upload", "path", p)
 		}
 	}()
+}
+
+func isDone(c *fetchCall) bool {
+	select {
+	case <-c.done:
+		return true
+	default:
+		return false
+	}
 }

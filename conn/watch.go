@@ -477,6 +477,29 @@ func findLocalHelper() (localHelper, error) {
 	return h, nil
 }
 
+// removeOldHelpers deletes the helpers of other remotefs versions, and
+// uploads of a helper that were interrupted more than an hour ago, from the
+// server's helper folder (best effort; a helper in use keeps running, its
+// file is only unlinked).
+func (c *Client) removeOldHelpers(dir, keep string) {
+	ents, err := c.sftp.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, fi := range ents {
+		name := fi.Name()
+		switch {
+		case name == keep:
+		case strings.HasPrefix(name, "remotefs-helper-") && fi.Mode().IsRegular():
+			c.sftp.Remove(path.Join(dir, name))
+		case IsTempName(name):
+			if at, ok := TempCreated(name); ok && time.Since(at) > time.Hour {
+				c.sftp.Remove(path.Join(dir, name))
+			}
+		}
+	}
+}
+
 // installHelper makes sure the server has this binary as its helper and
 // returns its path there: $HOME/.cache/remotefs/remotefs-helper-HASH,
 // uploaded through SFTP to a temporary name in that folder (0700) and
@@ -552,6 +575,7 @@ func (c *Client) installHelper(ctx context.Context, info serverInfo) (string, er
 			return fmt.Errorf("rename to %s: %w", target, err)
 		}
 		ok = true
+		c.removeOldHelpers(dir, path.Base(target))
 		return nil
 	})
 	if err != nil {
