@@ -66,8 +66,8 @@ func (s *Store) Open(ctx context.Context, ino Ino, flags int) (*Handle, error) {
 	fed := s.feedCovers(e, e.checked)
 	replacing := writable && flags&syscall.O_TRUNC != 0
 	serverOwned := s.inServerFolder(e)
-	recheck := e.content != contentDirty && e.onServer && !replacing && s.online() &&
-		(serverOwned || (!fed && s.now().Sub(e.checked) > s.opts.AttrTTL))
+	recheck := e.content != contentDirty && e.onServer && !replacing && s.online() && !fed &&
+		(serverOwned || s.now().Sub(e.checked) > s.opts.AttrTTL)
 	p := s.pathOf(e)
 	s.mu.Unlock()
 

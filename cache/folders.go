@@ -6,8 +6,10 @@ import (
 )
 
 // Folder policy. Server folders are where programs on the server write
-// (results, runs, wandb, notebooks...): files under them are re-checked on
-// every open, even with a live change feed, and never prefetched. A name
+// (results, runs, wandb, notebooks...): files under them are never
+// prefetched, and without a live change feed (polling, or none) they are
+// re-checked on every open instead of after AttrTTL. With a live feed they
+// are as current as everything else. A name
 // without "/" matches a folder of that name at any depth; a name with "/"
 // is a path relative to the remote root.
 

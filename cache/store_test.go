@@ -916,17 +916,21 @@ func TestServerFolders(t *testing.T) {
 	e.server("proj/results/metrics.json", "{1}")
 	e.server("exp/notebooks/a.ipynb", "{nb}")
 	e.server("proj/src/a.py", "code")
-	s.SetChangeFeed(true, nil)
-	clock.Advance(time.Second)
 	s.Preload(context.Background(), nil)
 	st, _ := s.Prefetch(context.Background(), PrefetchOptions{})
 	if st.Files != 1 {
 		t.Fatalf("prefetched %d files, want only proj/src/a.py", st.Files)
 	}
 	e.mustRead("proj/results/metrics.json")
+	e.mustRead("proj/src/a.py")
 	e.server("proj/results/metrics.json", "{2}!")
+	e.server("proj/src/a.py", "code v2")
+	// Within the attribute TTL: only the server folder is re-checked.
 	if got := e.mustRead("proj/results/metrics.json"); got != "{2}!" {
 		t.Fatalf("server folder file not re-checked on open: %q", got)
+	}
+	if got := e.mustRead("proj/src/a.py"); got != "code" {
+		t.Fatalf("ordinary file re-checked within the TTL: %q", got)
 	}
 	for p, want := range map[string]bool{"proj/results/x": true, "results/x": true, "exp/notebooks/a": true, "notebooks/a": false, "proj/src/a.py": false, "proj/results": false} {
 		if got := matchesFolder(p, []string{"results", "exp/notebooks"}, false); got != want {
