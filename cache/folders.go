@@ -6,8 +6,8 @@ import (
 )
 
 // Folder policy. Server folders are where programs on the server write
-// (results, runs, wandb, notebooks...): files under them are never
-// prefetched, and without a live change feed (polling, or none) they are
+// (results, runs, wandb, notebooks...): of their files only small ones are
+// prefetched (64 KiB each, 16 MiB in all), and without a live change feed (polling, or none) they are
 // re-checked on every open instead of after AttrTTL. With a live feed they
 // are as current as everything else. A name
 // without "/" matches a folder of that name at any depth; a name with "/"

@@ -23,8 +23,9 @@ type PrefetchOptions struct {
 	// of the cache size limit.
 	MaxTotal int64
 	// Skip names folders whose files are not prefetched, e.g.
-	// node_modules: base names (any depth) or root-relative paths. Server
-	// folders (Options.ServerFolders) are always skipped.
+	// node_modules: base names (any depth) or root-relative paths. Of
+	// server folders (Options.ServerFolders) only small files are, up to
+	// a total, after everything else.
 	Skip []string
 	// IgnoreGlobs: files whose base name or path matches one of these
 	// (path.Match syntax) are not prefetched.
@@ -116,12 +117,12 @@ type prefetchCand struct {
 
 // prefetchCandidates lists uncached small files, most useful first.
 func (s *Store) prefetchCandidates(o PrefetchOptions) []prefetchCand {
-	skipFolders := append(append([]string(nil), o.Skip...), s.opts.ServerFolders...)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out []prefetchCand
-	var walk func(d *entry, p string)
-	walk = func(d *entry, p string) {
+	var serverBytes int64
+	var walk func(d *entry, p string, server bool)
+	walk = func(d *entry, p string, server bool) {
 		for name, ino := range d.children {
 			e := s.entries[ino]
 			if e == nil {
@@ -130,16 +131,26 @@ func (s *Store) prefetchCandidates(o PrefetchOptions) []prefetchCand {
 			cp := childPath(p, name)
 			switch {
 			case e.isDir():
-				if e.listed && !matchesFolder(cp, skipFolders, true) {
-					walk(e, cp)
+				if e.listed && !matchesFolder(cp, o.Skip, true) {
+					walk(e, cp, server || matchesFolder(cp, s.opts.ServerFolders, true))
 				}
 			case e.mode.IsRegular() && e.content == contentNone && e.onServer && e.size <= o.MaxFileSize && !s.protected(cp) && !globMatch(o.IgnoreGlobs, cp):
-				out = append(out, prefetchCand{path: cp, size: e.size, rank: prefetchRank(cp)})
+				c := prefetchCand{path: cp, size: e.size, rank: prefetchRank(cp)}
+				if server {
+					// Server folders churn: only their small files, a
+					// bounded amount, last.
+					if e.size > serverFolderMaxFile || serverBytes+e.size > serverFolderMaxTotal {
+						continue
+					}
+					serverBytes += e.size
+					c.rank = 6
+				}
+				out = append(out, c)
 			}
 		}
 	}
 	if root := s.entries[RootIno]; root != nil && root.listed {
-		walk(root, "")
+		walk(root, "", false)
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].rank != out[j].rank {
@@ -149,6 +160,13 @@ func (s *Store) prefetchCandidates(o PrefetchOptions) []prefetchCand {
 	})
 	return out
 }
+
+// Prefetch limits for server folders (Options.ServerFolders), whose files
+// are written by programs on the server and often many and large.
+const (
+	serverFolderMaxFile  = 64 << 10
+	serverFolderMaxTotal = 16 << 20
+)
 
 func globMatch(globs []string, p string) bool {
 	for _, g := range globs {

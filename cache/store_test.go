@@ -914,12 +914,13 @@ func TestServerFolders(t *testing.T) {
 	defer s.Close()
 	e := &env{t: t, remote: rem, s: s, clock: clock}
 	e.server("proj/results/metrics.json", "{1}")
+	e.server("proj/results/big.bin", strings.Repeat("r", 100<<10))
 	e.server("exp/notebooks/a.ipynb", "{nb}")
 	e.server("proj/src/a.py", "code")
 	s.Preload(context.Background(), nil)
 	st, _ := s.Prefetch(context.Background(), PrefetchOptions{})
-	if st.Files != 1 {
-		t.Fatalf("prefetched %d files, want only proj/src/a.py", st.Files)
+	if st.Files != 3 {
+		t.Fatalf("prefetched %d files, want a.py and the two small server-folder files (not the 100 KiB one)", st.Files)
 	}
 	e.mustRead("proj/results/metrics.json")
 	e.mustRead("proj/src/a.py")

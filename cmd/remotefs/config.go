@@ -57,8 +57,9 @@ type HostConfig struct {
 	// not prefetched. They are still shown, fetched when opened.
 	Ignore *[]string `toml:"ignore"`
 	// ServerFolders: folders whose contents the server owns: programs on
-	// the server write there. Files under them are never prefetched and,
-	// without a live change feed, re-checked on every open. A name matches a folder of that name at
+	// the server write there. Only their small files are prefetched (64 KiB
+	// each, 16 MiB in all) and, without a live change feed, they are
+	// re-checked on every open. A name matches a folder of that name at
 	// any depth; a name with "/" is a path relative to the remote root.
 	ServerFolders *[]string `toml:"server_folders"`
 }
@@ -87,7 +88,7 @@ var configKeys = []configKey{
 	{"allow_other", "allow-other", "bool", `let other users access the mount (needs user_allow_other in /etc/fuse.conf)`, func(h *HostConfig) any { return h.AllowOther }},
 	{"noexec", "noexec", "bool", `programs on the mount cannot be executed (enforced when mounted by root)`, func(h *HostConfig) any { return h.NoExec }},
 	{"ignore", "", "patterns", `glob patterns (path.Match syntax) of things not fetched ahead of use: matching folders are not listed at mount or watched inside, matching files not prefetched; all stay visible, e.g. ["*.pyc", "__pycache__", ".venv"]`, func(h *HostConfig) any { return h.Ignore }},
-	{"server_folders", "", "folders", `folders that programs on the server write to: never prefetched, re-checked on every open when no watcher is live; a name matches at any depth, a name with "/" is relative to the remote root (default ["results", "runs", "wandb", "notebooks", "outputs", "checkpoints"])`, func(h *HostConfig) any { return h.ServerFolders }},
+	{"server_folders", "", "folders", `folders that programs on the server write to: only small files prefetched (64 KiB each, 16 MiB in all), re-checked on every open when no watcher is live; a name matches at any depth, a name with "/" is relative to the remote root (default ["results", "runs", "wandb", "notebooks", "outputs", "checkpoints"])`, func(h *HostConfig) any { return h.ServerFolders }},
 }
 
 // defaultConfigPath is $XDG_CONFIG_HOME/remotefs/config.toml.
