@@ -22,7 +22,7 @@ import (
 // dirRemote is a conn.Remote backed by a local directory, with switches
 // to take it offline and to make uploads fail, for deterministic tests.
 type dirRemote struct {
-	root    string
+	root     string
 	offline  atomic.Bool
 	puts     atomic.Int64
 	readDirs atomic.Int64
