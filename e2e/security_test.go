@@ -80,7 +80,7 @@ func TestResetsDuringThrottledUploads(t *testing.T) {
 	p := w.viaProxy()
 	w.mount()
 	p.SetLatency(5 * time.Millisecond)
-	p.SetBandwidth(256 << 10) // 256 KiB/s
+	p.SetBandwidth(256 << 10)                               // 256 KiB/s
 	big := bytes.Repeat([]byte("0123456789abcdef"), 64<<10) // 1 MiB
 	if err := os.WriteFile(w.m("big.bin"), big, 0o644); err != nil {
 		t.Fatal(err)
