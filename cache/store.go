@@ -422,20 +422,48 @@ func (s *Store) persistLoop() {
 		case <-s.stop:
 			return
 		case <-t.C:
-			s.mu.Lock()
-			if len(s.dirtyIno)+len(s.deletedIno) > 0 {
-				if err := s.commitLocked(); err != nil {
-					s.log.Error("persist metadata", "err", err)
+			// What was learned from the server goes to disk in bounded
+			// transactions, so a 100,000-entry listing does not build one
+			// huge transaction in memory.
+			for more := true; more; {
+				s.mu.Lock()
+				more = len(s.dirtyIno) > persistChunk
+				if len(s.dirtyIno)+len(s.deletedIno) > 0 {
+					if err := s.commitSomeLocked(persistChunk); err != nil {
+						s.log.Error("persist metadata", "err", err)
+						more = false
+					}
 				}
+				s.mu.Unlock()
 			}
-			s.mu.Unlock()
 		}
 	}
 }
 
+// persistChunk bounds the entries one background transaction writes.
+const persistChunk = 10000
+
 // commitLocked writes changed entries and the given new journal operations
 // in one transaction (fsynced by bbolt). Caller holds mu.
 func (s *Store) commitLocked(newOps ...*op) error {
+	return s.commitSomeLocked(0, newOps...)
+}
+
+// commitSomeLocked is commitLocked writing at most max changed entries
+// (0: all); the rest stay marked for the next commit. Only for what was
+// learned from the server: a user's change commits everything with it.
+// Caller holds mu.
+func (s *Store) commitSomeLocked(max int, newOps ...*op) error {
+	var some []Ino
+	if max > 0 && len(s.dirtyIno) > max {
+		some = make([]Ino, 0, max)
+		for ino := range s.dirtyIno {
+			if len(some) == max {
+				break
+			}
+			some = append(some, ino)
+		}
+	}
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		eb := tx.Bucket(bucketEntries)
 		for ino := range s.deletedIno {
@@ -443,13 +471,24 @@ func (s *Store) commitLocked(newOps ...*op) error {
 				return err
 			}
 		}
-		for ino := range s.dirtyIno {
+		put := func(ino Ino) error {
 			e := s.entries[ino]
 			if e == nil {
-				continue
+				return nil
 			}
-			if err := eb.Put(u64key(uint64(ino)), e.record()); err != nil {
-				return err
+			return eb.Put(u64key(uint64(ino)), e.record())
+		}
+		if some != nil {
+			for _, ino := range some {
+				if err := put(ino); err != nil {
+					return err
+				}
+			}
+		} else {
+			for ino := range s.dirtyIno {
+				if err := put(ino); err != nil {
+					return err
+				}
 			}
 		}
 		jb := tx.Bucket(bucketJournal)
@@ -467,7 +506,13 @@ func (s *Store) commitLocked(newOps ...*op) error {
 	if err != nil {
 		return fmt.Errorf("cache commit: %w", err)
 	}
-	clear(s.dirtyIno)
+	if some != nil {
+		for _, ino := range some {
+			delete(s.dirtyIno, ino)
+		}
+	} else {
+		clear(s.dirtyIno)
+	}
 	clear(s.deletedIno)
 	return nil
 }

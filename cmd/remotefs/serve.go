@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -25,6 +26,12 @@ import (
 // ready (nil in --foreground) and serves until unmounted or signalled.
 // warn shows a message to the user who ran mount (nil: stderr).
 func serveMount(ctx context.Context, cfg *mountConfig, ready func(error), warn func(string)) error {
+	if os.Getenv("GOGC") == "" {
+		// The daemon's heap is mostly the metadata mirror, which lives as
+		// long as the mount: collect at 1.5x the live heap instead of 2x,
+		// so a 100,000-entry tree peaks under 200 MB.
+		debug.SetGCPercent(50)
+	}
 	if warn == nil {
 		warn = func(msg string) { fmt.Fprintln(os.Stderr, "remotefs: warning: "+msg) }
 	}
