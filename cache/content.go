@@ -65,9 +65,8 @@ func (s *Store) Open(ctx context.Context, ino Ino, flags int) (*Handle, error) {
 	// upload's conflict check guards the server's version).
 	fed := s.feedCovers(e, e.checked)
 	replacing := writable && flags&syscall.O_TRUNC != 0
-	serverOwned := s.inServerFolder(e)
 	recheck := e.content != contentDirty && e.onServer && !replacing && s.online() && !fed &&
-		(serverOwned || s.now().Sub(e.checked) > s.opts.AttrTTL)
+		(s.now().Sub(e.checked) > s.opts.AttrTTL || s.inServerFolder(e))
 	p := s.pathOf(e)
 	s.mu.Unlock()
 
@@ -399,18 +398,6 @@ func (h *Handle) WriteAt(p []byte, off int64) (int, error) {
 	}
 	s.mu.Unlock()
 	return n, err
-}
-
-// Size is the current size of the open file's content.
-func (h *Handle) Size() int64 {
-	if h.f == nil {
-		return 0
-	}
-	fi, err := h.f.Stat()
-	if err != nil {
-		return 0
-	}
-	return fi.Size()
 }
 
 // Flush is called on close(2): written data is synced to local disk and its

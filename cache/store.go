@@ -1,7 +1,6 @@
 package cache
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -111,7 +110,6 @@ type Store struct {
 	listing     map[Ino]*fetchCall
 	writerErr   error // last non-offline upload failure
 	writerErrOp *op   // the op that failed
-	writerErrAt time.Time
 	conflicts   []Conflict
 	// usedConflictNames: conflict copy names handed out, so two conflicts
 	// in the same second get different names.
@@ -648,5 +646,3 @@ func (s *Store) conflictName(p string) string {
 	s.usedConflictNames[candidate] = true
 	return candidate
 }
-
-var _ = context.Background

@@ -246,7 +246,7 @@ func TestSafeSaveIsOneUploadOfTheFinalName(t *testing.T) {
 	gate := e.remote.putGate
 	e.remote.mu.Unlock()
 	e.mustWrite("other.txt", "x") // occupies the writer
-	time.Sleep(50 * time.Millisecond)
+	waitInflight(t, e.s, 1)
 	e.mustWrite(".main.py.swp", "v2")
 	if err := e.s.Rename(context.Background(), RootIno, ".main.py.swp", RootIno, "main.py"); err != nil {
 		t.Fatal(err)
@@ -477,7 +477,7 @@ func TestLockFileRenamesWhileUploadInFlightAreNoConflict(t *testing.T) {
 			t.Fatal(err)
 		}
 		if i == 0 {
-			time.Sleep(50 * time.Millisecond) // let the first upload start
+			waitInflight(t, e.s, 1) // the first upload is under way
 		}
 	}
 	close(gate)
@@ -673,7 +673,7 @@ func TestRemoteChangesUpdateMirrorAndInvalidate(t *testing.T) {
 	if _, err := e.lookup("old.txt"); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("deleted file still there: %v", err)
 	}
-	time.Sleep(50 * time.Millisecond)
+	drainInvalidations(t, s, func() []Invalidation { mu.Lock(); defer mu.Unlock(); return invs })
 	mu.Lock()
 	var sawData, sawNew, sawGone bool
 	for _, inv := range invs {
@@ -691,9 +691,15 @@ func TestRemoteChangesUpdateMirrorAndInvalidate(t *testing.T) {
 	e.mustWrite("code/train.py", "v2 from the laptop")
 	e.flush()
 	s.ApplyRemoteChanges(ctx, []RemoteChange{{Path: "code/train.py"}, {Path: "code", Dir: true}})
-	time.Sleep(50 * time.Millisecond)
+	drainInvalidations(t, s, func() []Invalidation { mu.Lock(); defer mu.Unlock(); return invs })
 	mu.Lock()
 	echoes := invs[n:]
+	for i := range echoes {
+		if echoes[i].Name == drainMark {
+			echoes = append(echoes[:i:i], echoes[i+1:]...)
+			break
+		}
+	}
 	mu.Unlock()
 	trainIno := e.mustLookup("code/train.py").Ino
 	for _, inv := range echoes {
@@ -1029,5 +1035,47 @@ func TestReaddirDuringBulkListingWaitsForIt(t *testing.T) {
 	}
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// waitInflight waits until n journal operations are being applied.
+func waitInflight(t *testing.T, s *Store, n int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		s.mu.Lock()
+		got := s.inflight
+		s.mu.Unlock()
+		if got >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("in flight = %d, want %d", got, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+const drainMark = "\x00drain"
+
+// drainInvalidations queues a marker behind every invalidation queued so
+// far and waits until the callback has seen it: everything before it has
+// been delivered.
+func drainInvalidations(t *testing.T, s *Store, seen func() []Invalidation) {
+	t.Helper()
+	s.mu.Lock()
+	s.notifyLocked(Invalidation{Name: drainMark})
+	s.mu.Unlock()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		for _, inv := range seen() {
+			if inv.Name == drainMark {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("invalidations not delivered")
+		}
+		time.Sleep(time.Millisecond)
 	}
 }

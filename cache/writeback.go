@@ -106,7 +106,6 @@ func (s *Store) runOp(o *op) {
 		err = fmt.Errorf("%s: %w", o, err)
 	}
 	s.writerErr, s.writerErrOp = err, o
-	s.writerErrAt = s.now()
 	s.log.Warn("upload failed; will retry", "op", o.String(), "err", err, "attempt", o.attempts, "retry_in", backoff)
 }
 
