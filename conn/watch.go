@@ -70,6 +70,11 @@ type Change struct {
 	// Overflow: events were lost; rescan everything. A batch holding an
 	// Overflow change holds nothing else.
 	Overflow bool
+	// From, when set, is where Path was moved from (a rename on the
+	// server, reported only by the helper mode; the other modes report a
+	// removal and a creation). The same batch also holds a Gone change for
+	// From. Path may have changed again since the rename.
+	From string
 }
 
 // WatchOptions tune Watch. The zero value is fine.
@@ -111,11 +116,15 @@ const WatchHelperCommand = "__watch"
 
 // Helper record kinds.
 const (
-	WatchRecStarted  = 'S' // the watches are in place (path empty)
-	WatchRecChange   = 'C' // created, modified, attributes or moved here; not a directory
-	WatchRecDir      = 'D' // a directory created, moved here or its attributes changed
-	WatchRecGone     = 'G' // deleted or moved away; not a directory
-	WatchRecGoneDir  = 'H' // a directory deleted or moved away
+	WatchRecStarted = 'S' // the watches are in place (path empty)
+	WatchRecChange  = 'C' // created, modified, attributes or moved here; not a directory
+	WatchRecDir     = 'D' // a directory created, moved here or its attributes changed
+	WatchRecGone    = 'G' // deleted or moved away; not a directory
+	WatchRecGoneDir = 'H' // a directory deleted or moved away
+	// WatchRecMoved: moved here from the path of the record just before
+	// it (a G or H record, written for the same rename); a file or a
+	// directory. Without such a record before it, it reads as C.
+	WatchRecMoved    = 'R'
 	WatchRecOverflow = 'X' // events were lost (path: why, may be empty)
 	WatchRecError    = 'E' // fatal error (path: the message); the helper exits
 	WatchRecLimit    = 'L' // the inotify watch limit was hit (path: message); the helper exits
@@ -904,18 +913,25 @@ func (b *syncBuffer) String() string {
 
 // parseHelper reads the helper's records.
 func (w *watchRun) parseHelper(r io.Reader, st streamState) error {
+	lastGone := "" // the path of the previous record, when it was G or H
 	return parseWatchStream(r, func(kind byte, p string) error {
+		from := lastGone
+		lastGone = ""
 		switch kind {
 		case WatchRecStarted:
 			st.live()
+		case WatchRecMoved:
+			w.push(Change{Path: p, From: from})
 		case WatchRecChange:
 			w.push(Change{Path: p})
 		case WatchRecDir:
 			w.push(Change{Path: p, Dir: true})
 		case WatchRecGone:
 			w.push(Change{Path: p, Gone: true})
+			lastGone = p
 		case WatchRecGoneDir:
 			w.push(Change{Path: p, Gone: true, Dir: true})
+			lastGone = p
 		case WatchRecOverflow:
 			w.push(Change{Overflow: true})
 		case WatchRecLimit:
@@ -974,7 +990,7 @@ func parseWatchStream(r io.Reader, rec func(kind byte, p string) error) error {
 			if !validRel(p) {
 				return fmt.Errorf("%w: bad path %q", errWatchStream, p)
 			}
-		case WatchRecChange, WatchRecGone, WatchRecGoneDir:
+		case WatchRecChange, WatchRecGone, WatchRecGoneDir, WatchRecMoved:
 			if p == "" || !validRel(p) {
 				return fmt.Errorf("%w: bad path %q", errWatchStream, p)
 			}
@@ -1300,6 +1316,12 @@ func (b *batcher) add(ch Change) {
 		b.order, b.idx = nil, map[string]int{}
 	default:
 		if i, ok := b.idx[ch.Path]; ok {
+			// A later change to a path keeps the rename that brought it
+			// there; two renames onto one path keep only the last (the
+			// first source's Gone change is in the batch anyway).
+			if prev := b.order[i]; ch.From == "" && prev.From != "" && !ch.Gone {
+				ch.From = prev.From
+			}
 			b.order[i] = deadSlot
 		}
 		b.idx[ch.Path] = len(b.order)

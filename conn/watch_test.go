@@ -285,9 +285,12 @@ func TestWatchModes(t *testing.T) {
 
 			m = l.mark()
 			os.Rename(f("a.txt"), f("b.txt"))
-			if poll {
+			switch mode {
+			case WatchPoll:
 				l.expect("rename", m, within, file("b.txt"), rootDir)
-			} else {
+			case WatchHelper:
+				l.expect("rename", m, within, Change{Path: "b.txt", From: "a.txt"}, gone("a.txt"))
+			default:
 				l.expect("rename", m, within, file("b.txt"), gone("a.txt"))
 			}
 
@@ -321,8 +324,8 @@ func TestWatchModes(t *testing.T) {
 				l.expect("folder rename", m, within, dir("new"), rootDir)
 			case WatchInotifywait: // the consumer lists the new folder
 				l.expect("folder rename", m, within, dir("new"), Change{Path: "old", Gone: true, Dir: true})
-			default: // the helper reports its contents too
-				l.expect("folder rename", m, within, dir("new"), Change{Path: "old", Gone: true, Dir: true}, file("new/keep"))
+			default: // the helper reports the rename itself
+				l.expect("folder rename", m, within, Change{Path: "new", From: "old"}, Change{Path: "old", Gone: true, Dir: true})
 			}
 			m = l.mark()
 			os.WriteFile(f("new/after"), []byte("z"), 0o644)
@@ -609,7 +612,7 @@ func TestParseWatchStream(t *testing.T) {
 }
 
 func FuzzWatchStream(f *testing.F) {
-	f.Add([]byte("S\x00\x00C\x00a/b\x00D\x00\x00H\x00x\x00"))
+	f.Add([]byte("S\x00\x00C\x00a/b\x00D\x00\x00H\x00x\x00R\x00y\x00"))
 	f.Add([]byte("G\x00../x\x00"))
 	f.Add([]byte("X\x00\x00E\x00msg\x00L\x00\x00"))
 	f.Add([]byte("C\x00a\x00C"))
@@ -619,7 +622,7 @@ func FuzzWatchStream(f *testing.F) {
 		err := parseWatchStream(bytes.NewReader(data), func(k byte, p string) error {
 			n++
 			switch k {
-			case WatchRecChange, WatchRecGone, WatchRecGoneDir:
+			case WatchRecChange, WatchRecGone, WatchRecGoneDir, WatchRecMoved:
 				if p == "" {
 					t.Fatalf("empty path for %c", k)
 				}

@@ -113,9 +113,13 @@ type watcher struct {
 	// repeats (a write's MODIFY, CLOSE_WRITE, ATTRIB).
 	lastKind byte
 	lastPath string
-	werr     error // a write to stdout failed
-	limit    bool  // the watch limit was hit
-	rootGone bool
+	// the IN_MOVED_FROM just reported (its cookie and path), while it is
+	// the last record written: its IN_MOVED_TO is then reported as R.
+	moveCookie uint32
+	moveFrom   string
+	werr       error // a write to stdout failed
+	limit      bool  // the watch limit was hit
+	rootGone   bool
 	// overflow: events were lost, folders created meanwhile may lack a
 	// watch: walk the tree again.
 	overflow bool
@@ -277,6 +281,7 @@ func (w *watcher) emit(kind byte, p string) {
 		return
 	}
 	w.lastKind, w.lastPath = kind, p
+	w.moveCookie, w.moveFrom = 0, ""
 	w.out.WriteByte(kind)
 	w.out.WriteByte(0)
 	w.out.WriteString(p)
@@ -402,6 +407,7 @@ func (w *watcher) handle(ctx context.Context, buf []byte) {
 	for len(buf) >= unix.SizeofInotifyEvent {
 		wd := int32(binary.NativeEndian.Uint32(buf[0:]))
 		mask := binary.NativeEndian.Uint32(buf[4:])
+		cookie := binary.NativeEndian.Uint32(buf[8:])
 		nameLen := int(binary.NativeEndian.Uint32(buf[12:]))
 		end := unix.SizeofInotifyEvent + nameLen
 		if end > len(buf) {
@@ -411,7 +417,7 @@ func (w *watcher) handle(ctx context.Context, buf []byte) {
 		if i := indexNUL(name); i >= 0 {
 			name = name[:i]
 		}
-		w.event(ctx, wd, mask, string(name))
+		w.event(ctx, wd, mask, cookie, string(name))
 		buf = buf[end:]
 	}
 }
@@ -426,7 +432,7 @@ func indexNUL(b []byte) int {
 }
 
 // event handles one inotify event.
-func (w *watcher) event(ctx context.Context, wd int32, mask uint32, name string) {
+func (w *watcher) event(ctx context.Context, wd int32, mask, cookie uint32, name string) {
 	if mask&unix.IN_Q_OVERFLOW != 0 {
 		w.emit(conn.WatchRecOverflow, "event queue overflow")
 		w.overflow = true
@@ -476,6 +482,17 @@ func (w *watcher) event(ctx context.Context, wd int32, mask uint32, name string)
 			w.emit(conn.WatchRecGoneDir, p)
 		} else {
 			w.emit(conn.WatchRecGone, p)
+		}
+		if mask&unix.IN_MOVED_FROM != 0 && cookie != 0 {
+			w.moveCookie, w.moveFrom = cookie, p
+		}
+	case mask&unix.IN_MOVED_TO != 0 && cookie != 0 && cookie == w.moveCookie && w.moveFrom != "":
+		// A rename within the tree: the mount moves what it has cached
+		// (a folder with everything under it), so a moved folder's
+		// contents need not be reported one by one.
+		w.emit(conn.WatchRecMoved, p)
+		if isDir && !w.ignored(name) {
+			w.watchTree(ctx, p, false)
 		}
 	case isDir && mask&(unix.IN_CREATE|unix.IN_MOVED_TO) != 0:
 		w.emit(conn.WatchRecDir, p)

@@ -149,8 +149,17 @@ func TestWatcherReportsChanges(t *testing.T) {
 	w.expect("write in the new folder", "C n/m/k/g")
 
 	// A moved folder: the old watches go, the new name is watched.
+	// A rename is the old name's record followed by R, and the moved
+	// folder's contents are not reported again (the mount moves them).
+	os.WriteFile(p("b"), nil, 0o644)
+	w.expect("create b", "C b")
+	os.Rename(p("b"), p("b2"))
+	got = w.expect("file rename", "G b", "R b2")
+	if !slices.Equal(got[len(got)-2:], []string{"G b", "R b2"}) {
+		t.Errorf("file rename: R does not follow G: %q", got)
+	}
 	os.Rename(p("old"), p("n/renamed"))
-	w.expect("folder rename", "H old", "D n/renamed", "D n/renamed/deep", "C n/renamed/deep/f")
+	w.expect("folder rename", "H old", "R n/renamed")
 	os.WriteFile(p("n/renamed/deep/h"), nil, 0o644)
 	got = w.expect("write in the moved folder", "C n/renamed/deep/h")
 	for _, r := range got {
