@@ -19,15 +19,60 @@ type RemoteChange struct {
 	Gone     bool   // deleted or moved away
 	Dir      bool   // a folder (its entries changed)
 	Overflow bool   // changes were lost: rescan everything
+	From     string // set for a rename: where Path came from
 }
 
 // Invalidation tells the FUSE layer what the kernel may have cached that
 // changed on the server: the name Name in folder Dir (added, removed or
 // replaced), and/or the content and attributes of Ino.
+//
+// Event, when set, also says what the change was, so the FUSE layer can
+// replay it through the kernel for programs watching the mount with
+// inotify (fs echo.go). Events are raised only for changes the server
+// made to entries the mount already showed (or to a folder the feed
+// reported new): never for a first listing, nor for the mount's own
+// uploads coming back through the feed.
 type Invalidation struct {
 	Dir  Ino
 	Name string // "" when only Ino changed
 	Ino  Ino    // 0 when only a name changed
+
+	Event Event
+	// Attr: the entry after the change (EventRemoved: before it).
+	Attr Attr
+	// EventRenamed: where Dir/Name went, and what it replaced there
+	// (Replaced.Ino is 0 when nothing).
+	ToDir    Ino
+	ToName   string
+	Replaced Attr
+}
+
+// Event is what a server-side change did to the mirror.
+type Event uint8
+
+const (
+	EventNone     Event = iota
+	EventCreated        // Dir/Name appeared (Attr)
+	EventRemoved        // Dir/Name went (Attr: what it was)
+	EventModified       // the content of the file Ino changed (Attr: now)
+	EventAttrib         // the mode of Ino changed (Attr: now)
+	EventRenamed        // Dir/Name moved to ToDir/ToName, Ino unchanged
+)
+
+func (e Event) String() string {
+	switch e {
+	case EventCreated:
+		return "created"
+	case EventRemoved:
+		return "removed"
+	case EventModified:
+		return "modified"
+	case EventAttrib:
+		return "attrib"
+	case EventRenamed:
+		return "renamed"
+	}
+	return "none"
 }
 
 // ApplyRemoteChanges brings the mirror up to date with changes the server
@@ -54,6 +99,15 @@ func (s *Store) ApplyRemoteChanges(ctx context.Context, changes []RemoteChange) 
 		old, seen := paths[c.Path]
 		c.Dir = c.Dir || (seen && old.Dir)
 		paths[c.Path] = c
+	}
+	// Renames first, in the order they happened: the moved entry (and a
+	// folder's cached subtree) keeps its Ino, so open files, the kernel's
+	// nodes and cached content follow it. What they cannot move is left
+	// to the path checks below (a removal and a creation).
+	for _, c := range changes {
+		if c.From != "" && !strings.HasPrefix(path.Base(c.From), conn.TempPrefix) {
+			s.applyRemoteRename(ctx, c.From, c.Path)
+		}
 	}
 	// Parents before children, so a new folder's entry exists before its
 	// files are looked at.
@@ -133,15 +187,15 @@ func (s *Store) applyRemoteChange(ctx context.Context, c RemoteChange) {
 	switch {
 	case gone:
 		if cur != nil && !cur.localOwned() {
+			s.notifyRemovedLocked(d, cur)
 			s.removeSubtree(cur)
-			s.notifyLocked(Invalidation{Dir: d.ino, Name: name, Ino: cur.ino})
 		}
 	default:
 		fi.Name = name
 		e := s.upsertChildLocked(d, fi, s.now())
 		// A new folder is listed at once (its files may already be there);
 		// a known one again if it was listed and its entries changed.
-		if e.isDir() && (cur != e || (c.Dir && e.listed)) {
+		if e.isDir() && (cur != e || (c.Dir && (e.listed || e.announce))) {
 			relist = e.ino
 		}
 	}
@@ -151,6 +205,63 @@ func (s *Store) applyRemoteChange(ctx context.Context, c RemoteChange) {
 			s.log.Debug("relist after change", "path", c.Path, "err", err)
 		}
 	}
+}
+
+// applyRemoteRename moves the entry at from to to, as the server did,
+// when the server's to is what the mount knew at from (same type) and
+// neither path has local changes in flight.
+func (s *Store) applyRemoteRename(ctx context.Context, from, to string) {
+	fi, err := s.remote.Lstat(ctx, to)
+	if err != nil {
+		return // the path checks sort it out
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	srcDir, src, err := s.lookupPathLocked(from)
+	if err != nil || src == nil || srcDir == nil || src.localOwned() || s.protected(from) || s.protected(to) {
+		return
+	}
+	if src.mode.Type() != fi.Mode.Type() || (src.isDir() && (to == from || strings.HasPrefix(to, from+"/"))) {
+		return
+	}
+	toDirPath := path.Dir(to)
+	if toDirPath == "." {
+		toDirPath = ""
+	}
+	_, dstDir, err := s.lookupPathLocked(toDirPath)
+	if err != nil || dstDir == nil || !dstDir.isDir() || !dstDir.listed {
+		return
+	}
+	toName := path.Base(to)
+	var replaced Attr
+	if cur := s.entries[dstDir.children[toName]]; cur != nil {
+		if cur.localOwned() || cur.isDir() {
+			return
+		}
+		replaced = cur.attr()
+		s.removeSubtree(cur)
+	}
+	delete(srcDir.children, src.name)
+	s.dirtyIno[srcDir.ino] = true
+	if dstDir.children == nil {
+		dstDir.children = map[string]Ino{}
+	}
+	oldName := src.name
+	src.parent, src.name = dstDir.ino, toName
+	dstDir.children[toName] = src.ino
+	s.dirtyIno[dstDir.ino] = true
+	s.dirtyIno[src.ino] = true
+	fi.Name = toName
+	s.notifyLocked(Invalidation{Dir: srcDir.ino, Name: oldName, Ino: src.ino,
+		Event: EventRenamed, Attr: src.attr(), ToDir: dstDir.ino, ToName: toName, Replaced: replaced})
+	s.applyServerAttrs(src, fi)
+	src.checked = s.now()
+}
+
+// notifyRemovedLocked reports that c, a child of d, is about to be
+// removed because the server no longer has it. Caller holds mu.
+func (s *Store) notifyRemovedLocked(d, c *entry) {
+	s.notifyLocked(Invalidation{Dir: d.ino, Name: c.name, Ino: c.ino, Event: EventRemoved, Attr: c.attr()})
 }
 
 // SetChangeFeed tells the store whether the server's change feed is live.

@@ -200,7 +200,7 @@ func (s *Store) revalidate(ctx context.Context, ino Ino, p string) error {
 	}
 	if errors.Is(err, fs.ErrNotExist) {
 		if d := s.entries[e.parent]; d != nil {
-			s.notifyLocked(Invalidation{Dir: d.ino, Name: e.name, Ino: e.ino})
+			s.notifyRemovedLocked(d, e)
 		}
 		s.removeSubtree(e)
 		return fs.ErrNotExist

@@ -102,6 +102,9 @@ type entry struct {
 	listed   bool           // children is the complete listing
 	children map[string]Ino // nil until listed or a child is added
 	listedAt time.Time      // when last listed from the server (zero after restart)
+	// announce: a folder the server created while the mount showed its
+	// parent; its first listing raises events (not persisted).
+	announce bool
 
 	// files
 	onServer bool      // the server has this path, as far as we know

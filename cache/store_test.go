@@ -1079,3 +1079,113 @@ func drainInvalidations(t *testing.T, s *Store, seen func() []Invalidation) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// TestRemoteChangesRaiseEvents: server changes to what the mount showed
+// carry the event the FUSE layer replays for inotify watchers; a first
+// listing raises none.
+func TestRemoteChangesRaiseEvents(t *testing.T) {
+	rem := &dirRemote{root: t.TempDir()}
+	var (
+		mu   sync.Mutex
+		invs []Invalidation
+	)
+	s, err := Open(Options{Dir: t.TempDir(), Remote: rem, OnInvalidate: func(inv Invalidation) {
+		mu.Lock()
+		invs = append(invs, inv)
+		mu.Unlock()
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	e := &env{t: t, remote: rem, s: s, clock: &fakeClock{t: time.Now()}}
+	for _, f := range []string{"code/a.py", "code/b.py", "code/old.txt", "code/keep.txt", "other/x.txt"} {
+		e.server(f, "v1")
+	}
+	code := e.mustLookup("code").Ino
+	a, b, old := e.mustLookup("code/a.py"), e.mustLookup("code/b.py"), e.mustLookup("code/old.txt")
+	ctx := context.Background()
+	events := func() []Invalidation {
+		t.Helper()
+		drainInvalidations(t, s, func() []Invalidation { mu.Lock(); defer mu.Unlock(); return invs })
+		mu.Lock()
+		defer mu.Unlock()
+		var out []Invalidation
+		for _, inv := range invs {
+			if inv.Event != EventNone {
+				out = append(out, inv)
+			}
+		}
+		invs = nil
+		return out
+	}
+	events()
+
+	e.server("code/a.py", "v2, longer")
+	os.Chmod(rem.p("code/keep.txt"), 0o600)
+	e.server("code/c.py", "new")
+	os.Remove(rem.p("code/old.txt"))
+	os.Rename(rem.p("code/b.py"), rem.p("code/d.py"))
+	e.server("code/run1/m.json", "{}")
+	s.ApplyRemoteChanges(ctx, []RemoteChange{
+		{Path: "code/a.py"}, {Path: "code/keep.txt"}, {Path: "code/c.py"},
+		{Path: "code/old.txt", Gone: true},
+		{Path: "code/b.py", Gone: true}, {Path: "code/d.py", From: "code/b.py"},
+		{Path: "code/run1", Dir: true}, {Path: "code/run1/m.json"},
+	})
+	got := events()
+	keep := e.mustLookup("code/keep.txt").Ino
+	run1 := e.mustLookup("code/run1").Ino
+	want := map[string]bool{}
+	for _, w := range []string{"modified a.py", "attrib keep.txt", "created c.py", "removed old.txt",
+		"renamed b.py d.py", "created run1", "created run1/m.json"} {
+		want[w] = false
+	}
+	for _, inv := range got {
+		var k string
+		switch {
+		case inv.Event == EventModified && inv.Ino == a.Ino && inv.Attr.Size == int64(len("v2, longer")):
+			k = "modified a.py"
+		case inv.Event == EventAttrib && inv.Ino == keep && inv.Attr.Mode.Perm() == 0o600:
+			k = "attrib keep.txt"
+		case inv.Event == EventCreated && inv.Dir == code && inv.Name == "c.py" && inv.Attr.Size == 3:
+			k = "created c.py"
+		case inv.Event == EventRemoved && inv.Dir == code && inv.Name == "old.txt" && inv.Attr.Ino == old.Ino:
+			k = "removed old.txt"
+		case inv.Event == EventRenamed && inv.Dir == code && inv.Name == "b.py" && inv.ToDir == code && inv.ToName == "d.py" && inv.Ino == b.Ino:
+			k = "renamed b.py d.py"
+		case inv.Event == EventCreated && inv.Dir == code && inv.Name == "run1" && inv.Attr.Mode.IsDir():
+			k = "created run1"
+		case inv.Event == EventCreated && inv.Dir == run1 && inv.Name == "m.json":
+			k = "created run1/m.json"
+		default:
+			t.Errorf("unexpected event %v %+v", inv.Event, inv)
+			continue
+		}
+		if want[k] {
+			t.Errorf("event %q twice", k)
+		}
+		want[k] = true
+	}
+	for k, seen := range want {
+		if !seen {
+			t.Errorf("no event %q in %+v", k, got)
+		}
+	}
+	if d := e.mustLookup("code/d.py"); d.Ino != b.Ino {
+		t.Errorf("renamed file has ino %d, was %d", d.Ino, b.Ino)
+	}
+	if _, err := e.lookup("code/b.py"); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("old name still there: %v", err)
+	}
+
+	// A folder listed for the first time: its files are not news.
+	e.mustLookup("other/x.txt")
+	// The mount's own save coming back through the feed: no event.
+	e.mustWrite("code/a.py", "from the laptop")
+	e.flush()
+	s.ApplyRemoteChanges(ctx, []RemoteChange{{Path: "code/a.py"}, {Path: "code", Dir: true}})
+	if got := events(); len(got) != 0 {
+		t.Errorf("events for a first listing or the mount's own save: %+v", got)
+	}
+}

@@ -195,6 +195,10 @@ func (s *Store) mergeListing(dir Ino, p string, infos []conn.FileInfo, since uin
 	}
 	seen := make(map[string]bool, len(infos))
 	now := s.now()
+	// Names that appear in a folder shown before (or in one the server
+	// just created) are server changes worth an event; a first listing's
+	// are not.
+
 	for _, fi := range infos {
 		if strings.HasPrefix(fi.Name, conn.TempPrefix) {
 			s.removeStaleTemp(childPath(p, fi.Name))
@@ -222,10 +226,11 @@ func (s *Store) mergeListing(dir Ino, p string, infos []conn.FileInfo, since uin
 		if s.keepLocal(childPath(p, name), since) || c.localOwned() {
 			continue
 		}
+		s.notifyRemovedLocked(d, c)
 		s.removeSubtree(c)
-		s.notifyLocked(Invalidation{Dir: dir, Name: name, Ino: ino})
 	}
 	d.listed = true
+	d.announce = false
 	d.listedAt = now
 	s.dirtyIno[dir] = true
 }
@@ -239,8 +244,8 @@ func (s *Store) upsertChildLocked(d *entry, fi conn.FileInfo, now time.Time) *en
 	}
 	c := s.entries[d.children[fi.Name]]
 	if c != nil && c.mode.Type() != fi.Mode.Type() {
+		s.notifyRemovedLocked(d, c)
 		s.removeSubtree(c)
-		s.notifyLocked(Invalidation{Dir: d.ino, Name: fi.Name, Ino: c.ino})
 		c = nil
 	}
 	if c == nil {
@@ -249,7 +254,18 @@ func (s *Store) upsertChildLocked(d *entry, fi conn.FileInfo, now time.Time) *en
 		s.entries[c.ino] = c
 		d.children[fi.Name] = c.ino
 		s.dirtyIno[d.ino] = true
-		s.notifyLocked(Invalidation{Dir: d.ino, Name: fi.Name})
+		s.applyServerAttrs(c, fi)
+		c.checked = now
+		inv := Invalidation{Dir: d.ino, Name: fi.Name}
+		// Names that appear in a folder shown before (or in one the
+		// server just created) are server changes worth an event; a
+		// first listing's are not.
+		if d.listed || d.announce {
+			inv.Event, inv.Attr = EventCreated, c.attr()
+			c.announce = c.isDir()
+		}
+		s.notifyLocked(inv)
+		return c
 	}
 	s.applyServerAttrs(c, fi)
 	c.checked = now
@@ -264,7 +280,17 @@ func (s *Store) applyServerAttrs(e *entry, fi conn.FileInfo) {
 		return
 	}
 	if e.onServer && (v != e.remote || e.mode != fi.Mode) {
-		s.notifyLocked(Invalidation{Ino: e.ino})
+		inv := Invalidation{Ino: e.ino}
+		switch {
+		case e.mode.IsRegular() && fi.Mode.IsRegular() && v != e.remote:
+			inv.Event = EventModified
+		case e.mode.Perm() != fi.Mode.Perm() && !e.isLink():
+			inv.Event = EventAttrib
+		}
+		if inv.Event != EventNone {
+			inv.Attr = Attr{Ino: e.ino, Mode: fi.Mode, Size: fi.Size, Mtime: fi.Mtime}
+		}
+		s.notifyLocked(inv)
 	}
 	if e.mode.IsRegular() && (e.content == contentClean || e.content == contentPartial) && v != e.remote {
 		s.dropContent(e)

@@ -292,7 +292,7 @@ func (d *daemon) watchServer(ctx context.Context) {
 		}, func(changes []conn.Change) {
 			batch := make([]cache.RemoteChange, len(changes))
 			for i, c := range changes {
-				batch[i] = cache.RemoteChange{Path: c.Path, Gone: c.Gone, Dir: c.Dir, Overflow: c.Overflow}
+				batch[i] = cache.RemoteChange{Path: c.Path, Gone: c.Gone, Dir: c.Dir, Overflow: c.Overflow, From: c.From}
 			}
 			d.store.ApplyRemoteChanges(ctx, batch)
 		})
