@@ -457,3 +457,36 @@ func isDone(c *fetchCall) bool {
 		return false
 	}
 }
+
+// Peek returns what the mirror has for name in dir, never asking the
+// server (ok is false when it has nothing).
+func (s *Store) Peek(dir Ino, name string) (Attr, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d := s.entries[dir]
+	if d == nil {
+		return Attr{}, false
+	}
+	c := s.entries[d.children[name]]
+	if c == nil {
+		return Attr{}, false
+	}
+	return c.attr(), true
+}
+
+// PathOf returns ino's path relative to the root ("" for the root); ok is
+// false for an entry the mirror no longer has, or one removed while open.
+func (s *Store) PathOf(ino Ino) (string, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.entries[ino]
+	if e == nil || e.orphan() {
+		return "", false
+	}
+	for a := e; a.ino != RootIno; a = s.entries[a.parent] {
+		if s.entries[a.parent] == nil {
+			return "", false
+		}
+	}
+	return s.pathOf(e), true
+}

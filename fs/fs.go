@@ -56,6 +56,8 @@ type FS struct {
 
 	mu    sync.Mutex // guards nodes
 	nodes map[cache.Ino]*node
+
+	echo echoState // server changes raised as inotify events (echo.go)
 }
 
 // New returns a FUSE filesystem that serves store.

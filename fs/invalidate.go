@@ -38,14 +38,24 @@ func (f *FS) Invalidate(inv cache.Invalidation) {
 		return
 	}
 	f.mu.Lock()
-	dir, n := f.nodes[inv.Dir], f.nodes[inv.Ino]
+	dir, n, toDir := f.nodes[inv.Dir], f.nodes[inv.Ino], f.nodes[inv.ToDir]
 	f.mu.Unlock()
 	if inv.Name != "" && dir != nil {
 		if err := srv.InvalidateEntry(dir, inv.Name); err != nil && !errors.Is(err, fuse.ErrNotCached) {
 			f.log.Debug("invalidate entry", "name", inv.Name, "err", err)
 		}
 	}
-	if inv.Ino != 0 && n != nil {
+	if inv.ToName != "" && toDir != nil {
+		if err := srv.InvalidateEntry(toDir, inv.ToName); err != nil && !errors.Is(err, fuse.ErrNotCached) {
+			f.log.Debug("invalidate entry", "name", inv.ToName, "err", err)
+		}
+	}
+	if inv.Event != cache.EventNone {
+		// After the invalidation: the echo's own lookups then see the
+		// names fresh.
+		defer f.queueEcho(inv)
+	}
+	if inv.Ino != 0 && n != nil && inv.Event != cache.EventRenamed {
 		if err := srv.InvalidateNodeData(n); err != nil && !errors.Is(err, fuse.ErrNotCached) {
 			f.log.Debug("invalidate data", "ino", inv.Ino, "err", err)
 		}

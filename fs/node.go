@@ -22,6 +22,10 @@ type node struct {
 	seenSize   int64      // attributes at the last open: the kernel's page
 	seenMtime  time.Time  // cache holds this version of the content
 	seenOpened bool
+
+	// ghost: an entry already gone from the mirror that an echo's lookup
+	// still sees (echo.go); its attributes are fixed.
+	ghost *cache.Attr
 }
 
 var (
@@ -54,6 +58,11 @@ func (n *node) Link(ctx context.Context, req *fuse.LinkRequest, old fs.Node) (fs
 
 func (n *node) Attr(ctx context.Context, a *fuse.Attr) error {
 	n.fs.noteServing()
+	if n.ghost != nil {
+		n.fs.fillAttr(*n.ghost, a)
+		a.Valid = 0
+		return nil
+	}
 	attr, err := n.fs.store.GetAttr(n.ino)
 	if err != nil {
 		return n.fs.errno(err)
@@ -67,6 +76,21 @@ func (n *node) Attr(ctx context.Context, a *fuse.Attr) error {
 // must show sooner).
 func (n *node) Lookup(ctx context.Context, req *fuse.LookupRequest, resp *fuse.LookupResponse) (fs.Node, error) {
 	n.fs.noteServing()
+	if n.fs.isEcho(req.Header) {
+		if p, ok := n.fs.pretended(n.ino, req.Name); ok {
+			if !p.present {
+				return nil, syscall.ENOENT
+			}
+			resp.EntryValid = 0
+			if _, err := n.fs.store.GetAttr(p.attr.Ino); err == nil {
+				return n.fs.node(p.attr.Ino), nil
+			}
+			// Gone from the mirror: a node of its own, outside the
+			// node table, that only this echo uses.
+			a := p.attr
+			return &node{fs: n.fs, ino: p.attr.Ino, ghost: &a}, nil
+		}
+	}
 	attr, err := n.fs.store.Lookup(ctx, n.ino, req.Name)
 	if err != nil {
 		return nil, n.fs.errno(err)
@@ -76,9 +100,16 @@ func (n *node) Lookup(ctx context.Context, req *fuse.LookupRequest, resp *fuse.L
 	return n.fs.node(attr.Ino), nil
 }
 
-func (n *node) Forget() { n.fs.forget(n.ino) }
+func (n *node) Forget() {
+	if n.ghost == nil {
+		n.fs.forget(n.ino)
+	}
+}
 
 func (n *node) Open(ctx context.Context, req *fuse.OpenRequest, resp *fuse.OpenResponse) (fs.Handle, error) {
+	if !req.Dir && n.fs.isEcho(req.Header) {
+		return echoHandle{}, nil
+	}
 	h, err := n.fs.store.Open(ctx, n.ino, int(req.Flags))
 	if err != nil {
 		return nil, n.fs.errno(err)
@@ -100,6 +131,13 @@ func (n *node) Open(ctx context.Context, req *fuse.OpenRequest, resp *fuse.OpenR
 }
 
 func (n *node) Create(ctx context.Context, req *fuse.CreateRequest, resp *fuse.CreateResponse) (fs.Node, fs.Handle, error) {
+	if n.fs.isEcho(req.Header) {
+		node, err := n.echoCreated(req.Name)
+		if err != nil {
+			return nil, nil, err
+		}
+		return node, echoHandle{}, nil
+	}
 	excl := req.Flags&fuse.OpenExclusive != 0
 	attr, h, err := n.fs.store.Create(ctx, n.ino, req.Name, req.Mode&^req.Umask, int(req.Flags), excl)
 	if err != nil {
@@ -110,7 +148,21 @@ func (n *node) Create(ctx context.Context, req *fuse.CreateRequest, resp *fuse.C
 	return n.fs.node(attr.Ino), &handle{fs: n.fs, h: h}, nil
 }
 
+// echoCreated answers an echo's create, mkdir or symlink with the entry
+// the server's change put in the mirror (bazil asks the node for its
+// attributes).
+func (n *node) echoCreated(name string) (fs.Node, error) {
+	attr, ok := n.fs.store.Peek(n.ino, name)
+	if !ok {
+		return nil, syscall.ENOENT
+	}
+	return n.fs.node(attr.Ino), nil
+}
+
 func (n *node) Mkdir(ctx context.Context, req *fuse.MkdirRequest) (fs.Node, error) {
+	if n.fs.isEcho(req.Header) {
+		return n.echoCreated(req.Name)
+	}
 	attr, err := n.fs.store.Mkdir(ctx, n.ino, req.Name, req.Mode&^req.Umask)
 	if err != nil {
 		return nil, n.fs.errno(err)
@@ -119,6 +171,9 @@ func (n *node) Mkdir(ctx context.Context, req *fuse.MkdirRequest) (fs.Node, erro
 }
 
 func (n *node) Remove(ctx context.Context, req *fuse.RemoveRequest) error {
+	if n.fs.isEcho(req.Header) {
+		return nil // already gone from the mirror
+	}
 	var err error
 	if req.Dir {
 		err = n.fs.store.Rmdir(ctx, n.ino, req.Name)
@@ -133,10 +188,16 @@ func (n *node) Rename(ctx context.Context, req *fuse.RenameRequest, newDir fs.No
 	if !ok {
 		return syscall.EXDEV
 	}
+	if n.fs.isEcho(req.Header) {
+		return nil // already moved in the mirror
+	}
 	return n.fs.errno(n.fs.store.Rename(ctx, n.ino, req.OldName, nd.ino, req.NewName))
 }
 
 func (n *node) Symlink(ctx context.Context, req *fuse.SymlinkRequest) (fs.Node, error) {
+	if n.fs.isEcho(req.Header) {
+		return n.echoCreated(req.NewName)
+	}
 	attr, err := n.fs.store.Symlink(ctx, n.ino, req.NewName, req.Target)
 	if err != nil {
 		return nil, n.fs.errno(err)
@@ -150,6 +211,16 @@ func (n *node) Readlink(ctx context.Context, req *fuse.ReadlinkRequest) (string,
 }
 
 func (n *node) Setattr(ctx context.Context, req *fuse.SetattrRequest, resp *fuse.SetattrResponse) error {
+	if n.fs.isEcho(req.Header) {
+		// An echo's truncate or chmod: the mirror already has the
+		// server's attributes.
+		attr, err := n.fs.store.GetAttr(n.ino)
+		if err != nil {
+			return n.fs.errno(err)
+		}
+		n.fs.fillAttr(attr, &resp.Attr)
+		return nil
+	}
 	var (
 		mode  *iofs.FileMode
 		size  *int64

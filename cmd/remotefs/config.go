@@ -50,6 +50,7 @@ type HostConfig struct {
 	Debug          *bool   `toml:"debug"`
 	AllowOther     *bool   `toml:"allow_other"`
 	NoExec         *bool   `toml:"noexec"`
+	NoNotify       *bool   `toml:"no_notify"`
 	// Ignore: glob patterns (path.Match syntax, matched against each path
 	// relative to the remote root and against its base name) of things the
 	// mount does not fetch ahead of use: folders matching a base-name
@@ -87,6 +88,7 @@ var configKeys = []configKey{
 	{"debug", "debug", "bool", `log every operation`, func(h *HostConfig) any { return h.Debug }},
 	{"allow_other", "allow-other", "bool", `let other users access the mount (needs user_allow_other in /etc/fuse.conf)`, func(h *HostConfig) any { return h.AllowOther }},
 	{"noexec", "noexec", "bool", `programs on the mount cannot be executed (enforced when mounted by root)`, func(h *HostConfig) any { return h.NoExec }},
+	{"no_notify", "no-notify", "bool", `do not raise inotify events on the mount for changes made on the server`, func(h *HostConfig) any { return h.NoNotify }},
 	{"ignore", "", "patterns", `glob patterns (path.Match syntax) of things not fetched ahead of use: matching folders are not listed at mount or watched inside, matching files not prefetched; all stay visible, e.g. ["*.pyc", "__pycache__", ".venv"]`, func(h *HostConfig) any { return h.Ignore }},
 	{"server_folders", "", "folders", `folders that programs on the server write to: only small files prefetched (64 KiB each, 16 MiB in all), re-checked on every open when no watcher is live; a name matches at any depth, a name with "/" is relative to the remote root (default ["results", "runs", "wandb", "notebooks", "outputs", "checkpoints"])`, func(h *HostConfig) any { return h.ServerFolders }},
 }
@@ -338,6 +340,7 @@ func (c *Config) section(spec conn.Spec) (HostConfig, string) {
 	over(&merged.Debug, h.Debug)
 	over(&merged.AllowOther, h.AllowOther)
 	over(&merged.NoExec, h.NoExec)
+	over(&merged.NoNotify, h.NoNotify)
 	over(&merged.Ignore, h.Ignore)
 	over(&merged.ServerFolders, h.ServerFolders)
 	return merged, name

@@ -39,6 +39,7 @@ type mountConfig struct {
 	NoExec       bool   // --noexec, -o noexec (applied by a root bind remount)
 	CacheSize    int64  // --cache-size; 0: the cache's default, <0: no limit
 	Watch        string // --watch: auto, helper, inotifywait, poll, off
+	NoNotify     bool   // --no-notify: do not raise inotify events for server changes
 	PollInterval time.Duration
 	ConfigFile   string // --config, or "" for the default file
 	// From the config file only (see config.go); the mount wires them.
@@ -88,6 +89,7 @@ func parseMountFlags(args []string) (*mountConfig, error) {
 	fl.DurationVar(&cfg.OpTimeout, "op-timeout", 10*time.Second, "longest a single server operation may take before the link counts as dead")
 	fl.DurationVar(&cfg.ConnTimeout, "connect-timeout", 10*time.Second, "dial timeout (ssh_config ConnectTimeout wins)")
 	fl.StringVar(&cfg.Watch, "watch", "auto", "how to learn about changes made on the server: auto (a helper on the server when its OS and CPU match this binary's, else inotifywait, else polling), helper, inotifywait, poll, or off")
+	fl.BoolVar(&cfg.NoNotify, "no-notify", false, "do not raise inotify events on the mount for changes made on the server (see remotefs help notify)")
 	fl.DurationVar(&cfg.PollInterval, "poll-interval", 2*time.Second, "how often the poll watcher looks for server changes")
 	fl.Var(sizeFlag{&cfg.CacheSize}, "cache-size", "most file content to keep cached, e.g. 10G, 500M (least recently used clean files are evicted; unsent changes never are) (default 10G)")
 	fl.BoolVar(&cfg.AllowOther, "allow-other", false, "let other users access the mount (needs user_allow_other in /etc/fuse.conf)")

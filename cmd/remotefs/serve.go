@@ -148,6 +148,17 @@ func serveMount(ctx context.Context, cfg *mountConfig, ready func(error), warn f
 	go func() { served <- srv.Serve(fsys) }()
 
 	d := &daemon{cfg: cfg, store: store, mgr: mgr, log: log, served: served, started: time.Now()}
+	switch {
+	case cfg.NoNotify:
+		d.notify = "off (--no-notify)"
+	case cfg.Offline || cfg.ReadOnly:
+		d.notify = "off (read-only mount)"
+	default:
+		d.notify = "on"
+		echoCtx, stopEchoes := context.WithCancel(context.Background())
+		defer stopEchoes()
+		fsys.EnableEchoes(echoCtx, startEchoHelper(cfg.Mountpoint))
+	}
 	ctlDone := make(chan struct{})
 	go func() {
 		control.Serve(ctl, d.handle)
@@ -342,6 +353,8 @@ type daemon struct {
 	mu     sync.Mutex
 	closed bool
 	watch  string // change feed state, for status
+
+	notify string // inotify events for server changes: on, or off and why
 }
 
 func (d *daemon) status() *control.Status {
@@ -350,7 +363,7 @@ func (d *daemon) status() *control.Status {
 		Mountpoint: d.cfg.Mountpoint, Remote: d.cfg.Spec.String(), PID: os.Getpid(),
 		ReadOnly: d.cfg.Offline || d.cfg.ReadOnly, Pending: st.Pending, PendingBytes: st.PendingBytes, OldestPending: st.OldestPending,
 		UploadError: st.LastError, CacheDir: d.cfg.CacheDir, CacheBytes: st.CacheBytes,
-		CachedEntries: st.Entries, Conflicts: []control.Conflict{}, Watch: d.watchState(),
+		CachedEntries: st.Entries, Conflicts: []control.Conflict{}, Watch: d.watchState(), Notify: d.notify,
 	}
 	for _, c := range st.Conflicts {
 		out.Conflicts = append(out.Conflicts, control.Conflict{Path: c.Path, CopyPath: c.CopyPath, At: c.At})
