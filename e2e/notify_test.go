@@ -292,7 +292,7 @@ func TestEchoesDoNotLoseConcurrentWrites(t *testing.T) {
 		b, _ := os.ReadFile(w.s("proj/" + e.Name()))
 		found[string(b)] = true
 	}
-	t.Logf("on the server: %q; conflicts: %d", found, len(w.status().Conflicts))
+	t.Logf("on the server: %v; conflicts: %d", found, len(w.status().Conflicts))
 	last := fmt.Sprintf("user %d\n", rounds)
 	if !found[last] {
 		t.Fatalf("the user's last save %q is nowhere on the server: %v", last, found)

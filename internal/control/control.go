@@ -62,10 +62,10 @@ type Status struct {
 	Watch         string     `json:"watch"` // change feed in use: helper, inotifywait, poll, off, or starting
 	// Notify: whether server changes are raised as inotify events on the
 	// mount ("on", or "off" with the reason).
-	Notify string `json:"notify"`
-	CacheDir      string     `json:"cache_dir"`
-	CacheBytes    int64      `json:"cache_bytes"`
-	CachedEntries int        `json:"cached_entries"`
+	Notify        string `json:"notify"`
+	CacheDir      string `json:"cache_dir"`
+	CacheBytes    int64  `json:"cache_bytes"`
+	CachedEntries int    `json:"cached_entries"`
 }
 
 // Conflict is one file whose local version was kept as a copy.
