@@ -137,13 +137,6 @@ func (f *FS) EnableEchoes(ctx context.Context, start EchoHelper) {
 	go f.echoLoop(ctx)
 }
 
-// EchoesOn reports whether server changes are raised as inotify events.
-func (f *FS) EchoesOn() bool {
-	f.echo.mu.Lock()
-	defer f.echo.mu.Unlock()
-	return f.echo.on
-}
-
 // isEcho reports whether a request comes from the echo helper.
 func (f *FS) isEcho(h fuse.Header) bool {
 	pid := f.echo.pid.Load()

@@ -8,6 +8,11 @@
 // reused, so data kept beyond a call is copied (the cache writes it to a
 // file before returning, so nothing here keeps req.Data).
 //
+// Server changes the cache reports (Invalidate) are pushed out of the
+// kernel's caches and, with EnableEchoes, replayed through the mount by a
+// helper process so inotify watchers see them (echo.go): requests from
+// that helper are answered from the cache alone and never change it.
+//
 // Locking: FS.mu guards only the node table and is never held while
 // calling into the cache. The kernel caches entries and attributes for
 // EntryValid/AttrValid; answers come from the cache's memory, so expiry
