@@ -113,10 +113,13 @@ type echoState struct {
 	signal  chan struct{}
 	start   EchoHelper
 	on      bool
+	stop    context.CancelFunc
+	stopped chan struct{} // closed when the echo loop has ended
 
 	// used only by the echo loop
-	proc    *echoProcess
-	settled map[cache.Ino]time.Time // folders echoed as created, and when
+	proc       *echoProcess
+	settled    map[cache.Ino]time.Time // folders echoed as created, and when
+	startAfter time.Time               // a failed start is not retried before
 }
 
 type echoProcess struct {
@@ -126,15 +129,33 @@ type echoProcess struct {
 }
 
 // EnableEchoes starts replaying server changes to inotify watchers through
-// start's helper, until ctx ends. Call it once, after serving started.
-func (f *FS) EnableEchoes(ctx context.Context, start EchoHelper) {
+// start's helper, until StopEchoes (after which it may be called again).
+func (f *FS) EnableEchoes(start EchoHelper) {
+	ctx, cancel := context.WithCancel(context.Background())
 	f.echo.mu.Lock()
 	f.echo.start, f.echo.on = start, true
 	f.echo.signal = make(chan struct{}, 1)
 	f.echo.pretend = map[dirName]pretendEntry{}
 	f.echo.settled = map[cache.Ino]time.Time{}
+	f.echo.stop, f.echo.stopped = cancel, make(chan struct{})
 	f.echo.mu.Unlock()
-	go f.echoLoop(ctx)
+	go func() {
+		defer close(f.echo.stopped)
+		f.echoLoop(ctx)
+	}()
+}
+
+// StopEchoes stops replaying server changes and waits until the helper
+// has exited (so it holds nothing open on the mount, e.g. for unmount).
+func (f *FS) StopEchoes() {
+	f.echo.mu.Lock()
+	stop, stopped := f.echo.stop, f.echo.stopped
+	f.echo.on, f.echo.queue = false, nil
+	f.echo.mu.Unlock()
+	if stop != nil {
+		stop()
+		<-stopped
+	}
 }
 
 // isEcho reports whether a request comes from the echo helper.
@@ -327,8 +348,13 @@ func (f *FS) waitSettled(ctx context.Context, dir cache.Ino) {
 // its answer.
 func (f *FS) runEcho(ctx context.Context, op echoOp) error {
 	if f.echo.proc == nil {
+		if time.Now().Before(f.echo.startAfter) {
+			return errors.New("echo helper unavailable")
+		}
 		p, err := f.startEchoHelper()
 		if err != nil {
+			f.log.Warn("cannot start the helper that raises inotify events for server changes; retrying in 30s", "err", err)
+			f.echo.startAfter = time.Now().Add(30 * time.Second)
 			return err
 		}
 		f.echo.proc = p

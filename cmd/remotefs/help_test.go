@@ -53,7 +53,8 @@ func TestHelpTopics(t *testing.T) {
 		"fstab":  {"mount -t fuse.remotefs", "fuse.remotefs", "_netdev", "allow_other", "cache_dir=VALUE", "make install"},
 		"ssh":    {"ProxyJump", "IdentityFile", "known_hosts", "ProxyCommand"},
 		"cache":  {"remotefs cache clear", "meta.db", "pinned", "remote.json"},
-		"config": {"[defaults]", `[host."gpu-box"]`, "server_folders", "ignore"},
+		"config": {"[defaults]", `[host."gpu-box"]`, "server_folders", "ignore", "no_notify"},
+		"notify": {"IN_MODIFY", "IN_MOVED_FROM", "--no-notify", "never sent to the server"},
 	}
 	for topic, subs := range want {
 		out, err := captureStdout(t, func() error { return run(ctx, []string{"help", topic}) })
@@ -67,7 +68,7 @@ func TestHelpTopics(t *testing.T) {
 		}
 	}
 	err := run(ctx, []string{"help", "nosuch"})
-	if _, ok := err.(usageError); !ok || !strings.Contains(err.Error(), "config, fstab, ssh") {
+	if _, ok := err.(usageError); !ok || !strings.Contains(err.Error(), "config, fstab, notify, ssh") {
 		t.Errorf("help nosuch: %v", err)
 	}
 }

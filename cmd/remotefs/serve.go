@@ -155,9 +155,10 @@ func serveMount(ctx context.Context, cfg *mountConfig, ready func(error), warn f
 		d.notify = "off (read-only mount)"
 	default:
 		d.notify = "on"
-		echoCtx, stopEchoes := context.WithCancel(context.Background())
-		defer stopEchoes()
-		fsys.EnableEchoes(echoCtx, startEchoHelper(cfg.Mountpoint))
+		d.startEchoes = func() { fsys.EnableEchoes(startEchoHelper(cfg.Mountpoint)) }
+		d.startEchoes()
+		d.stopEchoes = fsys.StopEchoes
+		defer fsys.StopEchoes()
 	}
 	ctlDone := make(chan struct{})
 	go func() {
@@ -354,7 +355,8 @@ type daemon struct {
 	closed bool
 	watch  string // change feed state, for status
 
-	notify string // inotify events for server changes: on, or off and why
+	notify                  string // inotify events for server changes: on, or off and why
+	startEchoes, stopEchoes func() // nil when they are off
 }
 
 func (d *daemon) status() *control.Status {
@@ -398,7 +400,14 @@ func (d *daemon) handle(ctx context.Context, req control.Request, progress func(
 			}
 		}
 		st := d.status()
+		if d.stopEchoes != nil {
+			// Its helper must hold nothing open on the mount.
+			d.stopEchoes()
+		}
 		if err := fuse.Unmount(d.cfg.Mountpoint); err != nil {
+			if d.startEchoes != nil {
+				d.startEchoes()
+			}
 			return control.Reply{Error: fmt.Sprintf("unmount %s: %v", d.cfg.Mountpoint, err), Status: st}
 		}
 		return control.Reply{Status: st}
