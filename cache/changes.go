@@ -211,6 +211,9 @@ func (s *Store) applyRemoteChange(ctx context.Context, c RemoteChange) {
 // when the server's to is what the mount knew at from (same type) and
 // neither path has local changes in flight.
 func (s *Store) applyRemoteRename(ctx context.Context, from, to string) {
+	s.mu.Lock()
+	since := s.applied
+	s.mu.Unlock()
 	fi, err := s.remote.Lstat(ctx, to)
 	if err != nil {
 		return // the path checks sort it out
@@ -218,7 +221,7 @@ func (s *Store) applyRemoteRename(ctx context.Context, from, to string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	srcDir, src, err := s.lookupPathLocked(from)
-	if err != nil || src == nil || srcDir == nil || src.localOwned() || s.protected(from) || s.protected(to) {
+	if err != nil || src == nil || srcDir == nil || src.localOwned() || s.keepLocal(from, since) || s.keepLocal(to, since) {
 		return
 	}
 	if src.mode.Type() != fi.Mode.Type() || (src.isDir() && (to == from || strings.HasPrefix(to, from+"/"))) {
