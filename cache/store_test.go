@@ -1084,21 +1084,16 @@ func drainInvalidations(t *testing.T, s *Store, seen func() []Invalidation) {
 // carry the event the FUSE layer replays for inotify watchers; a first
 // listing raises none.
 func TestRemoteChangesRaiseEvents(t *testing.T) {
-	rem := &dirRemote{root: t.TempDir()}
-	var (
-		mu   sync.Mutex
-		invs []Invalidation
-	)
-	s, err := Open(Options{Dir: t.TempDir(), Remote: rem, OnInvalidate: func(inv Invalidation) {
-		mu.Lock()
-		invs = append(invs, inv)
-		mu.Unlock()
-	}})
+	rec := &invRecorder{}
+	e := newEnv(t)
+	e.s.Close()
+	s, err := Open(Options{Dir: t.TempDir(), Remote: e.remote, OnInvalidate: rec.add})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	e := &env{t: t, remote: rem, s: s, clock: &fakeClock{t: time.Now()}}
+	e.s, e.clock = s, &fakeClock{t: time.Now()}
+	rem := e.remote
 	for _, f := range []string{"code/a.py", "code/b.py", "code/old.txt", "code/keep.txt", "other/x.txt"} {
 		e.server(f, "v1")
 	}
@@ -1107,16 +1102,13 @@ func TestRemoteChangesRaiseEvents(t *testing.T) {
 	ctx := context.Background()
 	events := func() []Invalidation {
 		t.Helper()
-		drainInvalidations(t, s, func() []Invalidation { mu.Lock(); defer mu.Unlock(); return invs })
-		mu.Lock()
-		defer mu.Unlock()
+		drainInvalidations(t, s, rec.all)
 		var out []Invalidation
-		for _, inv := range invs {
+		for _, inv := range rec.take() {
 			if inv.Event != EventNone {
 				out = append(out, inv)
 			}
 		}
-		invs = nil
 		return out
 	}
 	events()
@@ -1188,4 +1180,31 @@ func TestRemoteChangesRaiseEvents(t *testing.T) {
 	if got := events(); len(got) != 0 {
 		t.Errorf("events for a first listing or the mount's own save: %+v", got)
 	}
+}
+
+// invRecorder collects the invalidations a store delivers.
+type invRecorder struct {
+	mu   sync.Mutex
+	invs []Invalidation
+}
+
+func (r *invRecorder) add(inv Invalidation) {
+	r.mu.Lock()
+	r.invs = append(r.invs, inv)
+	r.mu.Unlock()
+}
+
+func (r *invRecorder) all() []Invalidation {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]Invalidation(nil), r.invs...)
+}
+
+// take returns what was collected and forgets it.
+func (r *invRecorder) take() []Invalidation {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := r.invs
+	r.invs = nil
+	return out
 }
