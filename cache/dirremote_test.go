@@ -166,24 +166,61 @@ func (r *dirRemote) PutAtomic(ctx context.Context, p string, src io.Reader, mode
 	return r.Lstat(ctx, p)
 }
 
-func (r *dirRemote) Put(ctx context.Context, p string, src io.Reader, o conn.PutOptions) (conn.FileInfo, string, error) {
-	dest := p
-	if o.Dest != nil {
-		// The real client writes first, then asks; the test remote does the
-		// same, so a check made in parallel sees the server before the rename.
-		var buf strings.Builder
-		if _, err := io.Copy(&buf, src); err != nil {
-			return conn.FileInfo{}, "", err
-		}
-		d, err := o.Dest()
-		if err != nil {
-			return conn.FileInfo{}, "", err
-		}
-		dest = d
-		src = strings.NewReader(buf.String())
+func (r *dirRemote) Put(ctx context.Context, p string, src io.Reader, o conn.PutOptions) (conn.PutResult, error) {
+	if o.Accept == nil {
+		fi, err := r.PutAtomic(ctx, p, src, o.Mode, o.Mtime)
+		return conn.PutResult{Info: fi, Path: p}, err
 	}
-	fi, err := r.PutAtomic(ctx, dest, src, o.Mode, o.Mtime)
-	return fi, dest, err
+	// Like the real client: the data first, then a look at the path just
+	// before the rename, so a check made meanwhile sees the server before
+	// the rename.
+	var buf strings.Builder
+	if _, err := io.Copy(&buf, src); err != nil {
+		return conn.PutResult{}, err
+	}
+	if err := r.check(); err != nil {
+		return conn.PutResult{}, err
+	}
+	res := conn.PutResult{Path: p}
+	cur, err := r.Lstat(ctx, p)
+	switch {
+	case err == nil:
+		res.Found = &cur
+	case !errors.Is(err, fs.ErrNotExist):
+		return conn.PutResult{}, err
+	}
+	if !putAccepts(o, res.Found, int64(buf.Len())) {
+		res.Path, res.Conflict = o.ConflictPath, true
+	}
+	fi, err := r.PutAtomic(ctx, res.Path, strings.NewReader(buf.String()), o.Mode, o.Mtime)
+	if err != nil {
+		return conn.PutResult{}, err
+	}
+	res.Info = fi
+	return res, nil
+}
+
+// putAccepts is conn.PutAccept's rule: what may be replaced.
+func putAccepts(o conn.PutOptions, cur *conn.FileInfo, size int64) bool {
+	a := o.Accept
+	switch {
+	case cur == nil:
+		return a.Absent
+	case cur.Mode.IsDir():
+		return false
+	case cur.Mode&fs.ModeSymlink != 0:
+		return a.Link
+	}
+	v := conn.FileVersion{Size: cur.Size, Mtime: cur.Mtime.Unix()}
+	if v == (conn.FileVersion{Size: size, Mtime: o.Mtime.Unix()}) {
+		return true
+	}
+	for _, w := range a.Versions {
+		if w == v {
+			return true
+		}
+	}
+	return false
 }
 
 func (r *dirRemote) Mkdir(ctx context.Context, p string, mode fs.FileMode) error {

@@ -626,8 +626,19 @@ func sanitizeLabel(s string) string {
 
 // conflictName is where a local version goes when the server's changed:
 // NAME.conflict-HOST-YYYYmmdd-HHMMSS, with -2, -3... when that name was
-// already used.
+// already used. The name is reserved.
 func (s *Store) conflictName(p string) string {
+	candidate := s.conflictCandidate(p)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.reserveConflictNameLocked(candidate)
+	return candidate
+}
+
+// conflictCandidate is the name conflictName would give now, without
+// reserving it (an upload names its conflict copy before it knows whether
+// there is a conflict).
+func (s *Store) conflictCandidate(p string) string {
 	dir, base := path.Split(p)
 	name := dir + base + ".conflict-" + s.opts.ConflictLabel + "-" + s.now().Format("20060102-150405")
 	s.mu.Lock()
@@ -640,9 +651,14 @@ func (s *Store) conflictName(p string) string {
 		}
 		candidate = fmt.Sprintf("%s-%d", name, i)
 	}
+	return candidate
+}
+
+// reserveConflictNameLocked marks a conflict copy's name used. Caller
+// holds mu.
+func (s *Store) reserveConflictNameLocked(name string) {
 	if s.usedConflictNames == nil {
 		s.usedConflictNames = map[string]bool{}
 	}
-	s.usedConflictNames[candidate] = true
-	return candidate
+	s.usedConflictNames[name] = true
 }

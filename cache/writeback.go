@@ -216,46 +216,30 @@ func (s *Store) applyPut(ctx context.Context, o *op) error {
 	}
 	s.mu.Unlock()
 
-	// The conflict check runs alongside the upload; its answer is needed
-	// only when the uploaded data is about to be renamed into place.
-	type statResult struct {
-		fi  conn.FileInfo
-		err error
+	// What the server may hold at the path and still be replaced is
+	// checked where the file lands, just before the rename; anything else
+	// keeps the server's file and puts the local version next to it. A
+	// file removed on the server meanwhile is recreated: nothing there to
+	// conflict with.
+	accept := &conn.PutAccept{Absent: true, Link: base.Link}
+	for _, v := range base.Versions {
+		accept.Versions = append(accept.Versions, conn.FileVersion{Size: v.Size, Mtime: v.Mtime})
 	}
-	statc := make(chan statResult, 1)
-	go func() {
-		fi, err := s.remote.Lstat(ctx, o.Path)
-		statc <- statResult{fi, err}
-	}()
-	var (
-		cur      conn.FileInfo
-		conflict bool
-	)
-	decide := func() (string, error) {
-		r := <-statc
-		if r.err != nil && !errors.Is(r.err, fs.ErrNotExist) {
-			return "", r.err
-		}
-		if r.err == nil {
-			cur = r.fi
-			v := versionOf(cur)
-			alreadyThere := v == Version{Size: size, Mtime: mtime.Unix()}
-			conflict = (!alreadyThere && !base.allowsInfo(cur)) || cur.Mode.IsDir()
-			if conflict {
-				s.log.Info("upload found the server's file changed", "path", o.Path, "server", v, "expected", base, "local_size", size, "local_mtime", mtime.Unix(), "seq", o.Seq)
-			}
-		}
-		if conflict {
-			return s.conflictName(o.Path), nil
-		}
-		return o.Path, nil
-	}
+	copyPath := s.conflictCandidate(o.Path)
 	// The temporary name is fixed per journal operation, so a retry after a
 	// lost link or a crash overwrites the leftover of the failed attempt.
 	tmpName := conn.TempNameAt(path.Base(o.Path), time.Unix(0, o.At), uint32(o.Seq*2654435761)^uint32(o.At))
-	fi, target, err := s.remote.Put(ctx, o.Path, f, conn.PutOptions{Mode: mode, Mtime: mtime, Dest: decide, TempName: tmpName})
+	res, err := s.remote.Put(ctx, o.Path, f, conn.PutOptions{Mode: mode, Mtime: mtime, Accept: accept, ConflictPath: copyPath, TempName: tmpName})
 	if err != nil {
 		return err
+	}
+	fi, conflict := res.Info, res.Conflict
+	var cur conn.FileInfo
+	if res.Found != nil {
+		cur = *res.Found
+	}
+	if conflict {
+		s.log.Info("upload found the server's file changed", "path", o.Path, "server", versionOf(cur), "expected", base, "local_size", size, "local_mtime", mtime.Unix(), "seq", o.Seq)
 	}
 
 	s.mu.Lock()
@@ -265,7 +249,8 @@ func (s *Store) applyPut(ctx context.Context, o *op) error {
 	}
 	e = s.entries[o.Ino]
 	if conflict {
-		s.recordConflictLocked(o.Path, target, e, fi, cur, gen)
+		s.reserveConflictNameLocked(res.Path)
+		s.recordConflictLocked(o.Path, res.Path, e, fi, cur, gen)
 		return nil
 	}
 	if e == nil {

@@ -112,6 +112,8 @@ func run(ctx context.Context, args []string) error {
 		return cmdDaemon(ctx, rest)
 	case watchCommand:
 		return cmdWatch(ctx, rest)
+	case putCommand:
+		return cmdPut(ctx, rest)
 	}
 	fmt.Fprint(os.Stderr, topUsage)
 	return usagef("unknown command %q", cmd)
