@@ -851,7 +851,7 @@ func (c *Client) putSFTP(ctx context.Context, p putPlan, o PutOptions, r io.Read
 			go func() {
 				fi, err := c.sftp.Lstat(p.abs)
 				if err != nil {
-					if code, ok := statusCode(err); ok && (code == fxNoSuchFile || code == fxNoSuchPath) {
+					if code, ok := statusCode(err); errors.Is(err, fs.ErrNotExist) || (ok && (code == fxNoSuchFile || code == fxNoSuchPath)) {
 						err = nil
 					}
 					statc <- statResult{nil, err}

@@ -212,9 +212,13 @@ func (u *uploader) addSession(exe string) {
 
 // addLocked adds a live session and drops it when it ends. Caller holds mu.
 func (u *uploader) addLocked(s *putSession) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err != nil {
+		return
+	}
 	u.sessions = append(u.sessions, s)
-	go func() {
-		<-s.done
+	s.onDeath = func(err error) {
 		u.mu.Lock()
 		defer u.mu.Unlock()
 		for i, x := range u.sessions {
@@ -225,16 +229,42 @@ func (u *uploader) addLocked(s *putSession) {
 		}
 		if u.c.Err() == nil {
 			u.pausedUntil = time.Now().Add(putHelperPause)
-			u.c.log.Warn("upload helper stopped; uploads use SFTP for a while", "host", u.c.label, "err", s.deathErr(), "for", putHelperPause)
+			u.c.log.Warn("upload helper stopped; uploads use SFTP for a while", "host", u.c.label, "err", err, "for", putHelperPause)
 		}
-	}()
+	}
 }
 
-// usable reports whether uploads go through the helper now (tests).
-func (u *uploader) usable() bool {
+// How uploads go, as Client.Uploads reports it.
+const (
+	UploadsHelper   = "helper"
+	UploadsSFTP     = "sftp"
+	UploadsStarting = "starting helper"
+)
+
+// Uploads says how the next upload would go: UploadsHelper,
+// UploadsStarting (SFTP until the helper runs) or UploadsSFTP.
+func (c *Client) Uploads() string {
+	u := c.uploads
+	if u.mode == UploadSFTP {
+		return UploadsSFTP
+	}
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	return u.state == uploadReady && len(u.sessions) > 0 && !time.Now().Before(u.pausedUntil)
+	switch {
+	case u.state == uploadStarting:
+		return UploadsStarting
+	case u.state == uploadReady && len(u.sessions) > 0 && !time.Now().Before(u.pausedUntil):
+		return UploadsHelper
+	}
+	return UploadsSFTP
+}
+
+// Uploads is the current client's Uploads, or "" while offline.
+func (m *Manager) Uploads() string {
+	if c := m.Client(); c != nil {
+		return c.Uploads()
+	}
+	return ""
 }
 
 // putSession is one running upload helper.
@@ -256,6 +286,7 @@ type putSession struct {
 	mu      sync.Mutex
 	waiting []chan putproto.Reply // guarded by mu: replies due, in request order
 	err     error                 // guarded by mu: why it ended
+	onDeath func(error)           // guarded by mu: set by the uploader; called once by die
 }
 
 // progressWriter notes when the channel accepted bytes.
@@ -334,7 +365,8 @@ func (c *Client) startPutSession(ctx context.Context, exe string) (*putSession, 
 	return s, nil
 }
 
-// die ends the session (the first reason wins) and stops the helper.
+// die ends the session (the first reason wins) and stops the helper. The
+// uploader forgets the session before anyone waiting sees done.
 func (s *putSession) die(err error) {
 	s.mu.Lock()
 	if s.err != nil {
@@ -343,8 +375,12 @@ func (s *putSession) die(err error) {
 	}
 	s.err = err
 	s.waiting = nil
-	close(s.done)
+	onDeath := s.onDeath
 	s.mu.Unlock()
+	if onDeath != nil {
+		onDeath(err)
+	}
+	close(s.done)
 	s.kill()
 	s.in.CloseWithError(io.ErrClosedPipe)
 }
@@ -446,6 +482,7 @@ func (c *Client) putHelper(ctx context.Context, s *putSession, p putPlan, o PutO
 		}
 		return fail(&helperStopped{host: c.label, cause: s.deathErr()})
 	}
+	var readerErr error // the caller's reader failed
 	start := time.Now().UnixNano()
 	timer := time.NewTimer(c.opTimeout)
 	defer timer.Stop()
@@ -457,16 +494,20 @@ func (c *Client) putHelper(ctx context.Context, s *putSession, p putPlan, o PutO
 			switch {
 			case err == nil:
 			case errors.As(err, &re):
-				// Abandoned cleanly; its reply will be dropped.
+				// The request was abandoned; its reply comes once the
+				// helper has removed what it wrote.
 				if errors.Is(err, errAbandoned) {
 					return fail(context.Canceled)
 				}
-				return fail(re.err)
+				readerErr = re.err
 			default:
 				s.die(fmt.Errorf("sending an upload: %w", err))
 				return stopped()
 			}
 		case rep := <-reply:
+			if readerErr != nil {
+				return fail(readerErr)
+			}
 			return c.helperResult(p, o, rep)
 		case <-s.done:
 			return stopped()
