@@ -52,9 +52,12 @@
 // # Conflicts
 //
 // Every dirty file remembers what its next upload may find on the server
-// (its base: an expect, a set of versions, or nothing). Before an upload
-// replaces a file, and before a rename replaces one, the server's current
-// version is compared with it; when the server's file changed in between,
+// (its base: an expect, a set of versions, or nothing). An upload hands it
+// to conn.Put (PutOptions.Accept) with the conflict copy's name, and the
+// server's current version is compared with it where the file lands, just
+// before the rename (by the upload helper on the server, or by conn over
+// SFTP); before a rename replaces a file the cache compares it itself.
+// When the server's file changed in between,
 // the local content is put next to it as NAME.conflict-HOST-YYYYmmdd-HHMMSS
 // and the server's version stays under the original name. Nothing is
 // overwritten silently. The expectation is a set because the mount's own
