@@ -30,6 +30,9 @@ type dirRemote struct {
 	mu      sync.Mutex
 	putErr  error         // returned by PutAtomic when set
 	putGate chan struct{} // when set, PutAtomic waits for it
+	// landThenFail: the next Put lands, then fails as if the answer was
+	// lost with the link, and later puts wait for putGate (set to it).
+	landThenFail chan struct{}
 }
 
 var _ conn.Remote = (*dirRemote)(nil)
@@ -140,7 +143,11 @@ func (r *dirRemote) PutAtomic(ctx context.Context, p string, src io.Reader, mode
 	gate, perr := r.putGate, r.putErr
 	r.mu.Unlock()
 	if gate != nil {
-		<-gate
+		select {
+		case <-gate:
+		case <-ctx.Done():
+			return conn.FileInfo{}, ctx.Err()
+		}
 	}
 	if perr != nil {
 		return conn.FileInfo{}, perr
@@ -171,6 +178,16 @@ func (r *dirRemote) Put(ctx context.Context, p string, src io.Reader, o conn.Put
 		fi, err := r.PutAtomic(ctx, p, src, o.Mode, o.Mtime)
 		return conn.PutResult{Info: fi, Path: p}, err
 	}
+	r.mu.Lock()
+	gate := r.putGate
+	r.mu.Unlock()
+	if gate != nil {
+		select {
+		case <-gate:
+		case <-ctx.Done():
+			return conn.PutResult{}, ctx.Err()
+		}
+	}
 	// Like the real client: the data first, then a look at the path just
 	// before the rename, so a check made meanwhile sees the server before
 	// the rename.
@@ -196,6 +213,13 @@ func (r *dirRemote) Put(ctx context.Context, p string, src io.Reader, o conn.Put
 	if err != nil {
 		return conn.PutResult{}, err
 	}
+	r.mu.Lock()
+	if gate := r.landThenFail; gate != nil {
+		r.landThenFail, r.putGate = nil, gate
+		r.mu.Unlock()
+		return conn.PutResult{}, fmt.Errorf("put %s: answer lost: %w", p, conn.ErrOffline)
+	}
+	r.mu.Unlock()
 	res.Info = fi
 	return res, nil
 }

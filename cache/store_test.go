@@ -305,6 +305,39 @@ func TestConflictKeepsBothVersions(t *testing.T) {
 	}
 }
 
+// An upload that landed on the server but whose answer was lost (the
+// mount was killed, the link dropped) is no conflict for the retry, even
+// after a restart and a newer local edit.
+func TestUnansweredUploadIsNoConflict(t *testing.T) {
+	e := newEnv(t)
+	e.server("f.py", "v0")
+	e.mustRead("f.py")
+	gate := make(chan struct{})
+	e.remote.mu.Lock()
+	e.remote.landThenFail = gate
+	e.remote.mu.Unlock()
+	e.mustWrite("f.py", "v1 local")
+	deadline := time.Now().Add(5 * time.Second)
+	for e.serverContent("f.py") != "v1 local" {
+		if time.Now().After(deadline) {
+			t.Fatal("the first attempt did not land")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	e.reopen() // the answer was lost; the journal still holds the upload
+	waitInflight(t, e.s, 1)
+	e.mustWrite("f.py", "v2, a newer local edit")
+	close(gate)
+	e.flush()
+	if st := e.s.Status(); len(st.Conflicts) != 0 {
+		t.Fatalf("the retry called its own landed upload a conflict: %+v", st.Conflicts)
+	}
+	if got := e.serverContent("f.py"); got != "v2, a newer local edit" {
+		t.Fatalf("server has %q", got)
+	}
+	noTempFiles(t, e.remote.root)
+}
+
 func TestJournalSurvivesCrashAndKeepsOrder(t *testing.T) {
 	e := newEnv(t)
 	e.remote.mu.Lock()

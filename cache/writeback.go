@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -214,6 +215,21 @@ func (s *Store) applyPut(ctx context.Context, o *op) error {
 	if st, err := f.Stat(); err == nil {
 		size = st.Size()
 	}
+	// Remember what this attempt sends before sending it (durably, for a
+	// replay after a crash): it may land even if the answer never comes.
+	sending := Version{Size: size, Mtime: mtime.Unix()}
+	if !slices.Contains(o.Tried, sending) {
+		o.Tried = append(o.Tried, sending)
+		if o.Seq != 0 {
+			if err := s.db.Update(func(tx *bolt.Tx) error {
+				return tx.Bucket(bucketJournal).Put(u64key(o.Seq), encodeOp(o))
+			}); err != nil {
+				s.mu.Unlock()
+				return fmt.Errorf("journal: %w", err)
+			}
+		}
+	}
+	tried := slices.Clone(o.Tried)
 	s.mu.Unlock()
 
 	// What the server may hold at the path and still be replaced is
@@ -222,7 +238,7 @@ func (s *Store) applyPut(ctx context.Context, o *op) error {
 	// file removed on the server meanwhile is recreated: nothing there to
 	// conflict with.
 	accept := &conn.PutAccept{Absent: true, Link: base.Link}
-	for _, v := range base.Versions {
+	for _, v := range base.union(expect{Versions: tried}).Versions {
 		accept.Versions = append(accept.Versions, conn.FileVersion{Size: v.Size, Mtime: v.Mtime})
 	}
 	copyPath := s.conflictCandidate(o.Path)
