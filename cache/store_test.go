@@ -338,6 +338,49 @@ func TestUnansweredUploadIsNoConflict(t *testing.T) {
 	noTempFiles(t, e.remote.root)
 }
 
+// A crash right after an upload was delivered: the next mount knows the
+// server has it (the journal entry and the new server version reach disk
+// together), so a later edit is no conflict.
+func TestDeliveryAndItsEffectSurviveACrash(t *testing.T) {
+	e := newEnv(t)
+	e.server("f.py", "v0")
+	e.mustRead("f.py")
+	e.mustWrite("f.py", "v1 local")
+	e.flush()
+	// What is on disk now is what a mount after a crash finds.
+	crashed := t.TempDir()
+	if err := filepath.WalkDir(e.dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(e.dir, p)
+		if d.IsDir() {
+			return os.MkdirAll(filepath.Join(crashed, rel), 0o755)
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(crashed, rel), b, 0o600)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	e.s.Close()
+	e.dir = crashed
+	e.open()
+	if st := e.s.Status(); st.Pending != 0 {
+		t.Fatalf("%d changes pending after the crash, want 0", st.Pending)
+	}
+	e.mustWrite("f.py", "v2, the next edit")
+	e.flush()
+	if st := e.s.Status(); len(st.Conflicts) != 0 {
+		t.Fatalf("the next edit found a conflict with its own delivered upload: %+v", st.Conflicts)
+	}
+	if got := e.serverContent("f.py"); got != "v2, the next edit" {
+		t.Fatalf("server has %q", got)
+	}
+}
+
 func TestJournalSurvivesCrashAndKeepsOrder(t *testing.T) {
 	e := newEnv(t)
 	e.remote.mu.Lock()

@@ -129,9 +129,10 @@ func (s *Store) completeLocked(o *op) {
 	if len(s.recentDone) > recentDoneMax {
 		s.recentDone = append(s.recentDone[:0:0], s.recentDone[len(s.recentDone)-recentDoneMax/2:]...)
 	}
-	if err := s.db.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketJournal).Delete(u64key(o.Seq))
-	}); err != nil {
+	// The entries the delivery changed (a put's new server version, a
+	// conflict copy) go to disk with the removal of the operation: a crash
+	// in between would leave an edit with no upload and a stale base.
+	if err := s.commitSomeLocked(0, []uint64{o.Seq}); err != nil {
 		s.log.Error("remove delivered op from journal", "op", o.String(), "err", err)
 	}
 	s.cond.Broadcast()
