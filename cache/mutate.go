@@ -483,7 +483,11 @@ func (s *Store) SetAttr(ctx context.Context, ino Ino, mode *fs.FileMode, size *i
 		e.mtime = s.nowSec()
 		e.gen++
 		if !s.hasUnstartedPut(ino, p) {
-			ops = append(ops, &op{Kind: opPut, Path: p, Ino: ino})
+			// open(O_TRUNC) arrives as this truncate, then the open, the
+			// writes and the close: wait a moment, so that the upload
+			// carries what the close leaves (one upload, not an empty file
+			// and then the content one round trip later).
+			ops = append(ops, &op{Kind: opPut, Path: p, Ino: ino, notBefore: time.Now().Add(truncateSettle)})
 		}
 	}
 	if mode != nil {

@@ -381,6 +381,42 @@ func TestDeliveryAndItsEffectSurviveACrash(t *testing.T) {
 	}
 }
 
+// open(O_TRUNC) without atomic truncation reaches the store as a truncate,
+// then the open, the write and the close: that is one upload, of the new
+// content, not an empty file first.
+func TestTruncateThenWriteIsOneUpload(t *testing.T) {
+	e := newEnv(t)
+	e.server("f.py", "v0 on the server")
+	e.mustRead("f.py")
+	a := e.mustLookup("f.py")
+	// A settle time no slow test machine outlasts between the calls below.
+	defer func(d time.Duration) { truncateSettle = d }(truncateSettle)
+	truncateSettle = 500 * time.Millisecond
+	before := e.remote.puts.Load()
+	zero := int64(0)
+	if _, err := e.s.SetAttr(context.Background(), a.Ino, nil, &zero, nil); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(20 * time.Millisecond) // as between the kernel's truncate and its open
+	h, err := e.s.Open(context.Background(), a.Ino, os.O_WRONLY)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.WriteAt([]byte("v1 saved"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Release(); err != nil {
+		t.Fatal(err)
+	}
+	e.flush()
+	if got := e.serverContent("f.py"); got != "v1 saved" {
+		t.Fatalf("server has %q", got)
+	}
+	if n := e.remote.puts.Load() - before; n != 1 {
+		t.Errorf("%d uploads for one save, want 1", n)
+	}
+}
+
 func TestJournalSurvivesCrashAndKeepsOrder(t *testing.T) {
 	e := newEnv(t)
 	e.remote.mu.Lock()

@@ -29,8 +29,27 @@ func (s *Store) writer() {
 	defer s.mu.Unlock()
 	for !s.closed {
 		s.dispatchLocked(&running)
-		s.waitLocked(200 * time.Millisecond)
+		s.waitLocked(s.nextDispatchLocked(200 * time.Millisecond))
 	}
+}
+
+// truncateSettle delays the upload a truncate queues (see SetAttr). A
+// variable for tests.
+var truncateSettle = 20 * time.Millisecond
+
+// nextDispatchLocked is how long the writer may sleep: at most d, less
+// when a waiting operation becomes due sooner. Caller holds mu.
+func (s *Store) nextDispatchLocked(d time.Duration) time.Duration {
+	now := time.Now()
+	for i, o := range s.pending {
+		if i >= dispatchWindow {
+			break
+		}
+		if !o.inflight && o.notBefore.After(now) {
+			d = min(d, o.notBefore.Sub(now)+time.Millisecond)
+		}
+	}
+	return d
 }
 
 // dispatchWindow bounds how far into the journal the writer looks for
