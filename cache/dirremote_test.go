@@ -25,6 +25,7 @@ type dirRemote struct {
 	root     string
 	offline  atomic.Bool
 	puts     atomic.Int64
+	renames  atomic.Int64
 	readDirs atomic.Int64
 
 	mu      sync.Mutex
@@ -276,6 +277,7 @@ func (r *dirRemote) Rename(ctx context.Context, a, b string) error {
 	if err := r.check(); err != nil {
 		return err
 	}
+	r.renames.Add(1)
 	return os.Rename(r.p(a), r.p(b))
 }
 

@@ -487,7 +487,7 @@ func (s *Store) SetAttr(ctx context.Context, ino Ino, mode *fs.FileMode, size *i
 			// writes and the close: wait a moment, so that the upload
 			// carries what the close leaves (one upload, not an empty file
 			// and then the content one round trip later).
-			ops = append(ops, &op{Kind: opPut, Path: p, Ino: ino, notBefore: time.Now().Add(truncateSettle)})
+			ops = append(ops, &op{Kind: opPut, Path: p, Ino: ino, notBefore: time.Now().Add(settleDelay)})
 		}
 	}
 	if mode != nil {

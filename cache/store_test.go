@@ -390,8 +390,8 @@ func TestTruncateThenWriteIsOneUpload(t *testing.T) {
 	e.mustRead("f.py")
 	a := e.mustLookup("f.py")
 	// A settle time no slow test machine outlasts between the calls below.
-	defer func(d time.Duration) { truncateSettle = d }(truncateSettle)
-	truncateSettle = 500 * time.Millisecond
+	defer func(d time.Duration) { settleDelay = d }(settleDelay)
+	settleDelay = 500 * time.Millisecond
 	before := e.remote.puts.Load()
 	zero := int64(0)
 	if _, err := e.s.SetAttr(context.Background(), a.Ino, nil, &zero, nil); err != nil {
@@ -414,6 +414,49 @@ func TestTruncateThenWriteIsOneUpload(t *testing.T) {
 	}
 	if n := e.remote.puts.Load() - before; n != 1 {
 		t.Errorf("%d uploads for one save, want 1", n)
+	}
+}
+
+// A "safe save" (new temporary file, write, fsync, close, rename over the
+// file) is one upload to the final name: the server never sees the
+// temporary name.
+func TestSafeSaveIsOneUpload(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.server("f.py", "v0 on the server")
+	e.mustRead("f.py")
+	defer func(d time.Duration) { settleDelay = d }(settleDelay)
+	settleDelay = 500 * time.Millisecond
+	before := e.remote.puts.Load()
+	a, h, err := e.s.Create(ctx, RootIno, ".f.py.swp", 0o644, os.O_RDWR, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.WriteAt([]byte("v1 saved safely"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.s.Fsync(a.Ino); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(20 * time.Millisecond) // as between the editor's fsync and close
+	if err := h.Release(); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.s.Rename(ctx, RootIno, ".f.py.swp", RootIno, "f.py"); err != nil {
+		t.Fatal(err)
+	}
+	e.flush()
+	if got := e.serverContent("f.py"); got != "v1 saved safely" {
+		t.Fatalf("server has %q", got)
+	}
+	if n := e.remote.puts.Load() - before; n != 1 {
+		t.Errorf("%d uploads for one save, want 1", n)
+	}
+	if n := e.remote.renames.Load(); n != 0 {
+		t.Errorf("the temporary name reached the server (%d renames there)", n)
+	}
+	if st := e.s.Status(); len(st.Conflicts) != 0 {
+		t.Errorf("conflicts: %+v", st.Conflicts)
 	}
 }
 

@@ -33,9 +33,13 @@ func (s *Store) writer() {
 	}
 }
 
-// truncateSettle delays the upload a truncate queues (see SetAttr). A
-// variable for tests.
-var truncateSettle = 20 * time.Millisecond
+// settleDelay delays an upload queued by a step an editor's save usually
+// follows at once: a truncate (open(O_TRUNC)) before the writes and the
+// close, an fsync before the close, the close of a new file before its
+// rename over the file it replaces. What follows within it joins the same
+// upload, so a save is one upload of its final content to its final name.
+// A variable for tests.
+var settleDelay = 20 * time.Millisecond
 
 // nextDispatchLocked is how long the writer may sleep: at most d, less
 // when a waiting operation becomes due sooner. Caller holds mu.
