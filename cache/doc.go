@@ -24,6 +24,11 @@
 //     returns. The writer applies it to the server with up to
 //     Options.Uploads operations in flight; an operation waits for every
 //     earlier one on a related path (same path, ancestor or descendant).
+//     An upload queued by a truncate, by an fsync of a file still open, or
+//     by the close of a new file starts 20ms later (settleDelay), so the
+//     rest of an editor's save joins it: one upload of the final content
+//     to the final name. A put records the versions it sent (op.Tried),
+//     before sending, so its retry accepts finding one of them.
 //   - Filling the mirror ahead of use: Preload (the whole tree's metadata in
 //     one streamed listing), Prefetch (small files in bulk), and
 //     ApplyRemoteChanges (the server's change feed).
