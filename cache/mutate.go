@@ -307,8 +307,11 @@ func (s *Store) Rename(ctx context.Context, oldDir Ino, oldName string, newDir I
 	// original) becomes one upload of the final name, checked against the
 	// version of the file it replaces.
 	// Only when the file never went to the server under any name: an
-	// earlier upload (even one in flight) would leave it at the old name.
-	if src.mode.IsRegular() && !src.onServer && s.putsPending(src.ino) == 1 {
+	// earlier upload (even one in flight) would leave it at the old name;
+	// and when its upload expects nothing at the old name: one that
+	// replaces a file there (it was renamed over it before) must stay, or
+	// that file would be left on the server.
+	if src.mode.IsRegular() && !src.onServer && s.putsPending(src.ino) == 1 && len(src.base.Versions) == 0 && !src.base.Link {
 		if o := s.lastOpTouching(oldPath, newPath); o != nil && o.Kind == opPut && o.Ino == src.ino && o.Path == oldPath && !o.inflight {
 			s.retargetPut(o, newPath)
 			src.base = expect{Absent: true}

@@ -460,6 +460,46 @@ func TestSafeSaveIsOneUpload(t *testing.T) {
 	}
 }
 
+// A new file renamed over a file whose upload is in flight, then renamed
+// again, before its own upload started: the replaced file must not stay on
+// the server under the middle name.
+func TestRenameChainOverAnUploadInFlight(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	if _, err := e.s.Mkdir(ctx, RootIno, "dir", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	e.flush()
+	gate := make(chan struct{})
+	e.remote.mu.Lock()
+	e.remote.putGate = gate
+	e.remote.mu.Unlock()
+	defer func(d time.Duration) { settleDelay = d }(settleDelay)
+	settleDelay = 0
+	e.mustWrite("a", "first file")
+	waitInflight(t, e.s, 1)
+	settleDelay = 500 * time.Millisecond // d's upload has not started when it is renamed
+	e.mustWrite("d", "second file, the one that must survive")
+	if err := e.s.Rename(ctx, RootIno, "d", RootIno, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.s.Rename(ctx, RootIno, "a", e.mustLookup("dir").Ino, "c"); err != nil {
+		t.Fatal(err)
+	}
+	close(gate)
+	e.flush()
+	if _, err := os.Lstat(e.remote.p("a")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the replaced file stayed on the server as a: %v", err)
+	}
+	if got := e.serverContent("dir/c"); got != "second file, the one that must survive" {
+		t.Errorf("server dir/c = %q", got)
+	}
+	if st := e.s.Status(); len(st.Conflicts) != 0 {
+		t.Errorf("conflicts: %+v", st.Conflicts)
+	}
+	noTempFiles(t, e.remote.root)
+}
+
 func TestJournalSurvivesCrashAndKeepsOrder(t *testing.T) {
 	e := newEnv(t)
 	e.remote.mu.Lock()
