@@ -36,6 +36,18 @@ func helperClient(t *testing.T, srv *sshdtest.Server, root string) *Client {
 	return c
 }
 
+// putProcMark is in the command line of this test process's upload
+// helpers, and of no other process (e2e tests may run alongside).
+func putProcMark(t *testing.T) string {
+	t.Helper()
+	helperBinary(t)
+	lh, err := findLocalHelper()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return filepath.Join(watchHelperDir, "remotefs-helper-"+lh.hash) + " " + PutHelperCommand
+}
+
 // The whole Remote suite with uploads through the helper.
 func TestHelperRemoteSuite(t *testing.T) {
 	srv := sshdtest.Start(t)
@@ -157,7 +169,7 @@ func TestPutAccept(t *testing.T) {
 				if helperPuts < 8 {
 					t.Errorf("%d uploads through the helper, want every one", helperPuts)
 				}
-				if len(procsMentioning(PutHelperCommand)) == 0 {
+				if len(procsMentioning(putProcMark(t))) == 0 {
 					t.Errorf("no %s process on the server", PutHelperCommand)
 				}
 			} else if helperPuts != 0 {
@@ -165,7 +177,7 @@ func TestPutAccept(t *testing.T) {
 			}
 		})
 	}
-	noProcsLeft(t, PutHelperCommand)
+	noProcsLeft(t, putProcMark(t))
 }
 
 // A full disk fails the upload with ENOSPC in both ways, saying so, and
@@ -268,7 +280,7 @@ func newGatedReader(first, rest []byte) *gatedReader {
 // (ErrOffline) while the connection stays up; the retry, with the same
 // temporary name, lands and leaves nothing behind.
 func TestPutHelperDiesMidUpload(t *testing.T) {
-	noProcsLeft(t, PutHelperCommand) // earlier tests' helpers
+	noProcsLeft(t, putProcMark(t)) // earlier tests' helpers
 	srv := sshdtest.Start(t)
 	root := filepath.Join(srv.Dir, "dies")
 	os.Mkdir(root, 0o755)
@@ -295,7 +307,7 @@ func TestPutHelperDiesMidUpload(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	killed := 0
-	for _, p := range procsMentioning(PutHelperCommand) {
+	for _, p := range procsMentioning(putProcMark(t)) {
 		var pid int
 		fmt.Sscanf(p, "%d:", &pid)
 		if proc, err := os.FindProcess(pid); err == nil && proc.Kill() == nil {
@@ -374,5 +386,5 @@ func TestPutHelperCancel(t *testing.T) {
 	// The abandoned request was answered before the next one.
 	noTempFiles(t, root)
 	c.Close()
-	noProcsLeft(t, PutHelperCommand)
+	noProcsLeft(t, putProcMark(t))
 }
