@@ -145,24 +145,13 @@ func (u *uploader) session() *putSession {
 	return best
 }
 
-// lifeContext is canceled when the connection ends.
-func (c *Client) lifeContext() (context.Context, context.CancelFunc) {
-	ctx, cancel := context.WithCancel(context.Background())
-	go func() {
-		select {
-		case <-c.done:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-	return ctx, cancel
-}
-
 // install finds out whether the helper can run, installs it and starts
 // the first session.
 func (u *uploader) install() {
-	ctx, cancel := u.c.lifeContext()
-	defer cancel()
+	// Every step returns when the connection dies. No ctx of its own: a
+	// canceled Exec sends SIGKILL to the server's process group, which on
+	// a connection being closed would kill shell startup scripts midway.
+	ctx := context.Background()
 	exe, err := func() (string, error) {
 		if _, err := findLocalHelper(); err != nil {
 			return "", err
@@ -194,8 +183,7 @@ func (u *uploader) install() {
 
 // addSession starts one more session.
 func (u *uploader) addSession(exe string) {
-	ctx, cancel := u.c.lifeContext()
-	defer cancel()
+	ctx := context.Background() // see install
 	s, err := u.c.startPutSession(ctx, exe)
 	u.mu.Lock()
 	defer u.mu.Unlock()
@@ -381,7 +369,13 @@ func (s *putSession) die(err error) {
 		onDeath(err)
 	}
 	close(s.done)
-	s.kill()
+	if s.c.Err() == nil {
+		// Stop the helper. When the connection is going away its end
+		// stops it (stdin EOF); a signal now could reach the server while
+		// the login shell still runs its startup files and kill them
+		// midway.
+		s.kill()
+	}
 	s.in.CloseWithError(io.ErrClosedPipe)
 }
 
