@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"sync"
 	"syscall"
+	"time"
 )
 
 // Handle is an open file. Reads and writes go to the local content file;
@@ -427,7 +428,13 @@ func (h *Handle) Flush() error {
 	s.touchContentLocked(e)
 	p := s.pathOf(e)
 	if e.content == contentDirty && !s.hasUnstartedPut(h.ino, p) {
-		return s.enqueueLocked(&op{Kind: opPut, Path: p, Ino: h.ino})
+		o := &op{Kind: opPut, Path: p, Ino: h.ino}
+		if !e.onServer {
+			// A new file: often an editor's temporary, renamed over the
+			// file it replaces right after this close.
+			o.notBefore = time.Now().Add(settleDelay)
+		}
+		return s.enqueueLocked(o)
 	}
 	return s.commitLocked()
 }
@@ -455,7 +462,11 @@ func (s *Store) Fsync(ino Ino) error {
 	}
 	p := s.pathOf(e)
 	if e.content == contentDirty && !s.hasUnstartedPut(ino, p) {
-		return s.enqueueLocked(&op{Kind: opPut, Path: p, Ino: ino})
+		o := &op{Kind: opPut, Path: p, Ino: ino}
+		if e.writers > 0 {
+			o.notBefore = time.Now().Add(settleDelay) // the close usually follows
+		}
+		return s.enqueueLocked(o)
 	}
 	return s.commitLocked()
 }

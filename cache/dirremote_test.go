@@ -25,11 +25,15 @@ type dirRemote struct {
 	root     string
 	offline  atomic.Bool
 	puts     atomic.Int64
+	renames  atomic.Int64
 	readDirs atomic.Int64
 
 	mu      sync.Mutex
 	putErr  error         // returned by PutAtomic when set
 	putGate chan struct{} // when set, PutAtomic waits for it
+	// landThenFail: the next Put lands, then fails as if the answer was
+	// lost with the link, and later puts wait for putGate (set to it).
+	landThenFail chan struct{}
 }
 
 var _ conn.Remote = (*dirRemote)(nil)
@@ -140,7 +144,11 @@ func (r *dirRemote) PutAtomic(ctx context.Context, p string, src io.Reader, mode
 	gate, perr := r.putGate, r.putErr
 	r.mu.Unlock()
 	if gate != nil {
-		<-gate
+		select {
+		case <-gate:
+		case <-ctx.Done():
+			return conn.FileInfo{}, ctx.Err()
+		}
 	}
 	if perr != nil {
 		return conn.FileInfo{}, perr
@@ -166,24 +174,78 @@ func (r *dirRemote) PutAtomic(ctx context.Context, p string, src io.Reader, mode
 	return r.Lstat(ctx, p)
 }
 
-func (r *dirRemote) Put(ctx context.Context, p string, src io.Reader, o conn.PutOptions) (conn.FileInfo, string, error) {
-	dest := p
-	if o.Dest != nil {
-		// The real client writes first, then asks; the test remote does the
-		// same, so a check made in parallel sees the server before the rename.
-		var buf strings.Builder
-		if _, err := io.Copy(&buf, src); err != nil {
-			return conn.FileInfo{}, "", err
-		}
-		d, err := o.Dest()
-		if err != nil {
-			return conn.FileInfo{}, "", err
-		}
-		dest = d
-		src = strings.NewReader(buf.String())
+func (r *dirRemote) Put(ctx context.Context, p string, src io.Reader, o conn.PutOptions) (conn.PutResult, error) {
+	if o.Accept == nil {
+		fi, err := r.PutAtomic(ctx, p, src, o.Mode, o.Mtime)
+		return conn.PutResult{Info: fi, Path: p}, err
 	}
-	fi, err := r.PutAtomic(ctx, dest, src, o.Mode, o.Mtime)
-	return fi, dest, err
+	r.mu.Lock()
+	gate := r.putGate
+	r.mu.Unlock()
+	if gate != nil {
+		select {
+		case <-gate:
+		case <-ctx.Done():
+			return conn.PutResult{}, ctx.Err()
+		}
+	}
+	// Like the real client: the data first, then a look at the path just
+	// before the rename, so a check made meanwhile sees the server before
+	// the rename.
+	var buf strings.Builder
+	if _, err := io.Copy(&buf, src); err != nil {
+		return conn.PutResult{}, err
+	}
+	if err := r.check(); err != nil {
+		return conn.PutResult{}, err
+	}
+	res := conn.PutResult{Path: p}
+	cur, err := r.Lstat(ctx, p)
+	switch {
+	case err == nil:
+		res.Found = &cur
+	case !errors.Is(err, fs.ErrNotExist):
+		return conn.PutResult{}, err
+	}
+	if !putAccepts(o, res.Found, int64(buf.Len())) {
+		res.Path, res.Conflict = o.ConflictPath, true
+	}
+	fi, err := r.PutAtomic(ctx, res.Path, strings.NewReader(buf.String()), o.Mode, o.Mtime)
+	if err != nil {
+		return conn.PutResult{}, err
+	}
+	r.mu.Lock()
+	if gate := r.landThenFail; gate != nil {
+		r.landThenFail, r.putGate = nil, gate
+		r.mu.Unlock()
+		return conn.PutResult{}, fmt.Errorf("put %s: answer lost: %w", p, conn.ErrOffline)
+	}
+	r.mu.Unlock()
+	res.Info = fi
+	return res, nil
+}
+
+// putAccepts is conn.PutAccept's rule: what may be replaced.
+func putAccepts(o conn.PutOptions, cur *conn.FileInfo, size int64) bool {
+	a := o.Accept
+	switch {
+	case cur == nil:
+		return a.Absent
+	case cur.Mode.IsDir():
+		return false
+	case cur.Mode&fs.ModeSymlink != 0:
+		return a.Link
+	}
+	v := conn.FileVersion{Size: cur.Size, Mtime: cur.Mtime.Unix()}
+	if v == (conn.FileVersion{Size: size, Mtime: o.Mtime.Unix()}) {
+		return true
+	}
+	for _, w := range a.Versions {
+		if w == v {
+			return true
+		}
+	}
+	return false
 }
 
 func (r *dirRemote) Mkdir(ctx context.Context, p string, mode fs.FileMode) error {
@@ -215,6 +277,7 @@ func (r *dirRemote) Rename(ctx context.Context, a, b string) error {
 	if err := r.check(); err != nil {
 		return err
 	}
+	r.renames.Add(1)
 	return os.Rename(r.p(a), r.p(b))
 }
 

@@ -24,6 +24,11 @@
 //     returns. The writer applies it to the server with up to
 //     Options.Uploads operations in flight; an operation waits for every
 //     earlier one on a related path (same path, ancestor or descendant).
+//     An upload queued by a truncate, by an fsync of a file still open, or
+//     by the close of a new file starts 20ms later (settleDelay), so the
+//     rest of an editor's save joins it: one upload of the final content
+//     to the final name. A put records the versions it sent (op.Tried),
+//     before sending, so its retry accepts finding one of them.
 //   - Filling the mirror ahead of use: Preload (the whole tree's metadata in
 //     one streamed listing), Prefetch (small files in bulk), and
 //     ApplyRemoteChanges (the server's change feed).
@@ -52,9 +57,12 @@
 // # Conflicts
 //
 // Every dirty file remembers what its next upload may find on the server
-// (its base: an expect, a set of versions, or nothing). Before an upload
-// replaces a file, and before a rename replaces one, the server's current
-// version is compared with it; when the server's file changed in between,
+// (its base: an expect, a set of versions, or nothing). An upload hands it
+// to conn.Put (PutOptions.Accept) with the conflict copy's name, and the
+// server's current version is compared with it where the file lands, just
+// before the rename (by the upload helper on the server, or by conn over
+// SFTP); before a rename replaces a file the cache compares it itself.
+// When the server's file changed in between,
 // the local content is put next to it as NAME.conflict-HOST-YYYYmmdd-HHMMSS
 // and the server's version stays under the original name. Nothing is
 // overwritten silently. The expectation is a set because the mount's own

@@ -39,6 +39,11 @@ type op struct {
 	DestExpect *expect `json:"db,omitempty"`
 	// At is when the change was made (unix ns), for status.
 	At int64 `json:"at,omitempty"`
+	// Tried (puts): the versions earlier attempts sent. Such an attempt may
+	// have landed without the mount learning it (the server finishes an
+	// upload it has received even when the mount dies or the link drops
+	// before the answer), so a retry accepts finding one of them.
+	Tried []Version `json:"tr,omitempty"`
 
 	// writer state, guarded by Store.mu, not persisted
 	inflight  bool      // being applied now

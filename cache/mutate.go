@@ -307,8 +307,11 @@ func (s *Store) Rename(ctx context.Context, oldDir Ino, oldName string, newDir I
 	// original) becomes one upload of the final name, checked against the
 	// version of the file it replaces.
 	// Only when the file never went to the server under any name: an
-	// earlier upload (even one in flight) would leave it at the old name.
-	if src.mode.IsRegular() && !src.onServer && s.putsPending(src.ino) == 1 {
+	// earlier upload (even one in flight) would leave it at the old name;
+	// and when its upload expects nothing at the old name: one that
+	// replaces a file there (it was renamed over it before) must stay, or
+	// that file would be left on the server.
+	if src.mode.IsRegular() && !src.onServer && s.putsPending(src.ino) == 1 && len(src.base.Versions) == 0 && !src.base.Link {
 		if o := s.lastOpTouching(oldPath, newPath); o != nil && o.Kind == opPut && o.Ino == src.ino && o.Path == oldPath && !o.inflight {
 			s.retargetPut(o, newPath)
 			src.base = expect{Absent: true}
@@ -483,7 +486,11 @@ func (s *Store) SetAttr(ctx context.Context, ino Ino, mode *fs.FileMode, size *i
 		e.mtime = s.nowSec()
 		e.gen++
 		if !s.hasUnstartedPut(ino, p) {
-			ops = append(ops, &op{Kind: opPut, Path: p, Ino: ino})
+			// open(O_TRUNC) arrives as this truncate, then the open, the
+			// writes and the close: wait a moment, so that the upload
+			// carries what the close leaves (one upload, not an empty file
+			// and then the content one round trip later).
+			ops = append(ops, &op{Kind: opPut, Path: p, Ino: ino, notBefore: time.Now().Add(settleDelay)})
 		}
 	}
 	if mode != nil {

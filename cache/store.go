@@ -427,7 +427,7 @@ func (s *Store) persistLoop() {
 				s.mu.Lock()
 				more = len(s.dirtyIno) > persistChunk
 				if len(s.dirtyIno)+len(s.deletedIno) > 0 {
-					if err := s.commitSomeLocked(persistChunk); err != nil {
+					if err := s.commitSomeLocked(persistChunk, nil); err != nil {
 						s.log.Error("persist metadata", "err", err)
 						more = false
 					}
@@ -444,14 +444,15 @@ const persistChunk = 10000
 // commitLocked writes changed entries and the given new journal operations
 // in one transaction (fsynced by bbolt). Caller holds mu.
 func (s *Store) commitLocked(newOps ...*op) error {
-	return s.commitSomeLocked(0, newOps...)
+	return s.commitSomeLocked(0, nil, newOps...)
 }
 
 // commitSomeLocked is commitLocked writing at most max changed entries
 // (0: all); the rest stay marked for the next commit. Only for what was
 // learned from the server: a user's change commits everything with it.
-// Caller holds mu.
-func (s *Store) commitSomeLocked(max int, newOps ...*op) error {
+// It also removes the journal operations numbered done (delivered), in the
+// same transaction as what their delivery changed. Caller holds mu.
+func (s *Store) commitSomeLocked(max int, done []uint64, newOps ...*op) error {
 	var some []Ino
 	if max > 0 && len(s.dirtyIno) > max {
 		some = make([]Ino, 0, max)
@@ -490,6 +491,11 @@ func (s *Store) commitSomeLocked(max int, newOps ...*op) error {
 			}
 		}
 		jb := tx.Bucket(bucketJournal)
+		for _, seq := range done {
+			if err := jb.Delete(u64key(seq)); err != nil {
+				return err
+			}
+		}
 		for _, o := range newOps {
 			if err := jb.Put(u64key(o.Seq), encodeOp(o)); err != nil {
 				return err
@@ -626,8 +632,19 @@ func sanitizeLabel(s string) string {
 
 // conflictName is where a local version goes when the server's changed:
 // NAME.conflict-HOST-YYYYmmdd-HHMMSS, with -2, -3... when that name was
-// already used.
+// already used. The name is reserved.
 func (s *Store) conflictName(p string) string {
+	candidate := s.conflictCandidate(p)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.reserveConflictNameLocked(candidate)
+	return candidate
+}
+
+// conflictCandidate is the name conflictName would give now, without
+// reserving it (an upload names its conflict copy before it knows whether
+// there is a conflict).
+func (s *Store) conflictCandidate(p string) string {
 	dir, base := path.Split(p)
 	name := dir + base + ".conflict-" + s.opts.ConflictLabel + "-" + s.now().Format("20060102-150405")
 	s.mu.Lock()
@@ -640,9 +657,14 @@ func (s *Store) conflictName(p string) string {
 		}
 		candidate = fmt.Sprintf("%s-%d", name, i)
 	}
+	return candidate
+}
+
+// reserveConflictNameLocked marks a conflict copy's name used. Caller
+// holds mu.
+func (s *Store) reserveConflictNameLocked(name string) {
 	if s.usedConflictNames == nil {
 		s.usedConflictNames = map[string]bool{}
 	}
-	s.usedConflictNames[candidate] = true
-	return candidate
+	s.usedConflictNames[name] = true
 }

@@ -305,6 +305,201 @@ func TestConflictKeepsBothVersions(t *testing.T) {
 	}
 }
 
+// An upload that landed on the server but whose answer was lost (the
+// mount was killed, the link dropped) is no conflict for the retry, even
+// after a restart and a newer local edit.
+func TestUnansweredUploadIsNoConflict(t *testing.T) {
+	e := newEnv(t)
+	e.server("f.py", "v0")
+	e.mustRead("f.py")
+	gate := make(chan struct{})
+	e.remote.mu.Lock()
+	e.remote.landThenFail = gate
+	e.remote.mu.Unlock()
+	e.mustWrite("f.py", "v1 local")
+	deadline := time.Now().Add(5 * time.Second)
+	for e.serverContent("f.py") != "v1 local" {
+		if time.Now().After(deadline) {
+			t.Fatal("the first attempt did not land")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	e.reopen() // the answer was lost; the journal still holds the upload
+	waitInflight(t, e.s, 1)
+	e.mustWrite("f.py", "v2, a newer local edit")
+	close(gate)
+	e.flush()
+	if st := e.s.Status(); len(st.Conflicts) != 0 {
+		t.Fatalf("the retry called its own landed upload a conflict: %+v", st.Conflicts)
+	}
+	if got := e.serverContent("f.py"); got != "v2, a newer local edit" {
+		t.Fatalf("server has %q", got)
+	}
+	noTempFiles(t, e.remote.root)
+}
+
+// A crash right after an upload was delivered: the next mount knows the
+// server has it (the journal entry and the new server version reach disk
+// together), so a later edit is no conflict.
+func TestDeliveryAndItsEffectSurviveACrash(t *testing.T) {
+	e := newEnv(t)
+	e.server("f.py", "v0")
+	e.mustRead("f.py")
+	e.mustWrite("f.py", "v1 local")
+	e.flush()
+	// What is on disk now is what a mount after a crash finds.
+	crashed := t.TempDir()
+	if err := filepath.WalkDir(e.dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(e.dir, p)
+		if d.IsDir() {
+			return os.MkdirAll(filepath.Join(crashed, rel), 0o755)
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(crashed, rel), b, 0o600)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	e.s.Close()
+	e.dir = crashed
+	e.open()
+	if st := e.s.Status(); st.Pending != 0 {
+		t.Fatalf("%d changes pending after the crash, want 0", st.Pending)
+	}
+	e.mustWrite("f.py", "v2, the next edit")
+	e.flush()
+	if st := e.s.Status(); len(st.Conflicts) != 0 {
+		t.Fatalf("the next edit found a conflict with its own delivered upload: %+v", st.Conflicts)
+	}
+	if got := e.serverContent("f.py"); got != "v2, the next edit" {
+		t.Fatalf("server has %q", got)
+	}
+}
+
+// open(O_TRUNC) without atomic truncation reaches the store as a truncate,
+// then the open, the write and the close: that is one upload, of the new
+// content, not an empty file first.
+func TestTruncateThenWriteIsOneUpload(t *testing.T) {
+	e := newEnv(t)
+	e.server("f.py", "v0 on the server")
+	e.mustRead("f.py")
+	a := e.mustLookup("f.py")
+	// A settle time no slow test machine outlasts between the calls below.
+	defer func(d time.Duration) { settleDelay = d }(settleDelay)
+	settleDelay = 500 * time.Millisecond
+	before := e.remote.puts.Load()
+	zero := int64(0)
+	if _, err := e.s.SetAttr(context.Background(), a.Ino, nil, &zero, nil); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(20 * time.Millisecond) // as between the kernel's truncate and its open
+	h, err := e.s.Open(context.Background(), a.Ino, os.O_WRONLY)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.WriteAt([]byte("v1 saved"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Release(); err != nil {
+		t.Fatal(err)
+	}
+	e.flush()
+	if got := e.serverContent("f.py"); got != "v1 saved" {
+		t.Fatalf("server has %q", got)
+	}
+	if n := e.remote.puts.Load() - before; n != 1 {
+		t.Errorf("%d uploads for one save, want 1", n)
+	}
+}
+
+// A "safe save" (new temporary file, write, fsync, close, rename over the
+// file) is one upload to the final name: the server never sees the
+// temporary name.
+func TestSafeSaveIsOneUpload(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.server("f.py", "v0 on the server")
+	e.mustRead("f.py")
+	defer func(d time.Duration) { settleDelay = d }(settleDelay)
+	settleDelay = 500 * time.Millisecond
+	before := e.remote.puts.Load()
+	a, h, err := e.s.Create(ctx, RootIno, ".f.py.swp", 0o644, os.O_RDWR, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.WriteAt([]byte("v1 saved safely"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.s.Fsync(a.Ino); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(20 * time.Millisecond) // as between the editor's fsync and close
+	if err := h.Release(); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.s.Rename(ctx, RootIno, ".f.py.swp", RootIno, "f.py"); err != nil {
+		t.Fatal(err)
+	}
+	e.flush()
+	if got := e.serverContent("f.py"); got != "v1 saved safely" {
+		t.Fatalf("server has %q", got)
+	}
+	if n := e.remote.puts.Load() - before; n != 1 {
+		t.Errorf("%d uploads for one save, want 1", n)
+	}
+	if n := e.remote.renames.Load(); n != 0 {
+		t.Errorf("the temporary name reached the server (%d renames there)", n)
+	}
+	if st := e.s.Status(); len(st.Conflicts) != 0 {
+		t.Errorf("conflicts: %+v", st.Conflicts)
+	}
+}
+
+// A new file renamed over a file whose upload is in flight, then renamed
+// again, before its own upload started: the replaced file must not stay on
+// the server under the middle name.
+func TestRenameChainOverAnUploadInFlight(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	if _, err := e.s.Mkdir(ctx, RootIno, "dir", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	e.flush()
+	gate := make(chan struct{})
+	e.remote.mu.Lock()
+	e.remote.putGate = gate
+	e.remote.mu.Unlock()
+	defer func(d time.Duration) { settleDelay = d }(settleDelay)
+	settleDelay = 0
+	e.mustWrite("a", "first file")
+	waitInflight(t, e.s, 1)
+	settleDelay = 500 * time.Millisecond // d's upload has not started when it is renamed
+	e.mustWrite("d", "second file, the one that must survive")
+	if err := e.s.Rename(ctx, RootIno, "d", RootIno, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.s.Rename(ctx, RootIno, "a", e.mustLookup("dir").Ino, "c"); err != nil {
+		t.Fatal(err)
+	}
+	close(gate)
+	e.flush()
+	if _, err := os.Lstat(e.remote.p("a")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the replaced file stayed on the server as a: %v", err)
+	}
+	if got := e.serverContent("dir/c"); got != "second file, the one that must survive" {
+		t.Errorf("server dir/c = %q", got)
+	}
+	if st := e.s.Status(); len(st.Conflicts) != 0 {
+		t.Errorf("conflicts: %+v", st.Conflicts)
+	}
+	noTempFiles(t, e.remote.root)
+}
+
 func TestJournalSurvivesCrashAndKeepsOrder(t *testing.T) {
 	e := newEnv(t)
 	e.remote.mu.Lock()

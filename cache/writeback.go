@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -28,8 +29,31 @@ func (s *Store) writer() {
 	defer s.mu.Unlock()
 	for !s.closed {
 		s.dispatchLocked(&running)
-		s.waitLocked(200 * time.Millisecond)
+		s.waitLocked(s.nextDispatchLocked(200 * time.Millisecond))
 	}
+}
+
+// settleDelay delays an upload queued by a step an editor's save usually
+// follows at once: a truncate (open(O_TRUNC)) before the writes and the
+// close, an fsync before the close, the close of a new file before its
+// rename over the file it replaces. What follows within it joins the same
+// upload, so a save is one upload of its final content to its final name.
+// A variable for tests.
+var settleDelay = 20 * time.Millisecond
+
+// nextDispatchLocked is how long the writer may sleep: at most d, less
+// when a waiting operation becomes due sooner. Caller holds mu.
+func (s *Store) nextDispatchLocked(d time.Duration) time.Duration {
+	now := time.Now()
+	for i, o := range s.pending {
+		if i >= dispatchWindow {
+			break
+		}
+		if !o.inflight && o.notBefore.After(now) {
+			d = min(d, o.notBefore.Sub(now)+time.Millisecond)
+		}
+	}
+	return d
 }
 
 // dispatchWindow bounds how far into the journal the writer looks for
@@ -128,9 +152,10 @@ func (s *Store) completeLocked(o *op) {
 	if len(s.recentDone) > recentDoneMax {
 		s.recentDone = append(s.recentDone[:0:0], s.recentDone[len(s.recentDone)-recentDoneMax/2:]...)
 	}
-	if err := s.db.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketJournal).Delete(u64key(o.Seq))
-	}); err != nil {
+	// The entries the delivery changed (a put's new server version, a
+	// conflict copy) go to disk with the removal of the operation: a crash
+	// in between would leave an edit with no upload and a stale base.
+	if err := s.commitSomeLocked(0, []uint64{o.Seq}); err != nil {
 		s.log.Error("remove delivered op from journal", "op", o.String(), "err", err)
 	}
 	s.cond.Broadcast()
@@ -214,48 +239,47 @@ func (s *Store) applyPut(ctx context.Context, o *op) error {
 	if st, err := f.Stat(); err == nil {
 		size = st.Size()
 	}
-	s.mu.Unlock()
-
-	// The conflict check runs alongside the upload; its answer is needed
-	// only when the uploaded data is about to be renamed into place.
-	type statResult struct {
-		fi  conn.FileInfo
-		err error
-	}
-	statc := make(chan statResult, 1)
-	go func() {
-		fi, err := s.remote.Lstat(ctx, o.Path)
-		statc <- statResult{fi, err}
-	}()
-	var (
-		cur      conn.FileInfo
-		conflict bool
-	)
-	decide := func() (string, error) {
-		r := <-statc
-		if r.err != nil && !errors.Is(r.err, fs.ErrNotExist) {
-			return "", r.err
-		}
-		if r.err == nil {
-			cur = r.fi
-			v := versionOf(cur)
-			alreadyThere := v == Version{Size: size, Mtime: mtime.Unix()}
-			conflict = (!alreadyThere && !base.allowsInfo(cur)) || cur.Mode.IsDir()
-			if conflict {
-				s.log.Info("upload found the server's file changed", "path", o.Path, "server", v, "expected", base, "local_size", size, "local_mtime", mtime.Unix(), "seq", o.Seq)
+	// Remember what this attempt sends before sending it (durably, for a
+	// replay after a crash): it may land even if the answer never comes.
+	sending := Version{Size: size, Mtime: mtime.Unix()}
+	if !slices.Contains(o.Tried, sending) {
+		o.Tried = append(o.Tried, sending)
+		if o.Seq != 0 {
+			if err := s.db.Update(func(tx *bolt.Tx) error {
+				return tx.Bucket(bucketJournal).Put(u64key(o.Seq), encodeOp(o))
+			}); err != nil {
+				s.mu.Unlock()
+				return fmt.Errorf("journal: %w", err)
 			}
 		}
-		if conflict {
-			return s.conflictName(o.Path), nil
-		}
-		return o.Path, nil
 	}
+	tried := slices.Clone(o.Tried)
+	s.mu.Unlock()
+
+	// What the server may hold at the path and still be replaced is
+	// checked where the file lands, just before the rename; anything else
+	// keeps the server's file and puts the local version next to it. A
+	// file removed on the server meanwhile is recreated: nothing there to
+	// conflict with.
+	accept := &conn.PutAccept{Absent: true, Link: base.Link}
+	for _, v := range base.union(expect{Versions: tried}).Versions {
+		accept.Versions = append(accept.Versions, conn.FileVersion{Size: v.Size, Mtime: v.Mtime})
+	}
+	copyPath := s.conflictCandidate(o.Path)
 	// The temporary name is fixed per journal operation, so a retry after a
 	// lost link or a crash overwrites the leftover of the failed attempt.
 	tmpName := conn.TempNameAt(path.Base(o.Path), time.Unix(0, o.At), uint32(o.Seq*2654435761)^uint32(o.At))
-	fi, target, err := s.remote.Put(ctx, o.Path, f, conn.PutOptions{Mode: mode, Mtime: mtime, Dest: decide, TempName: tmpName})
+	res, err := s.remote.Put(ctx, o.Path, f, conn.PutOptions{Mode: mode, Mtime: mtime, Accept: accept, ConflictPath: copyPath, TempName: tmpName})
 	if err != nil {
 		return err
+	}
+	fi, conflict := res.Info, res.Conflict
+	var cur conn.FileInfo
+	if res.Found != nil {
+		cur = *res.Found
+	}
+	if conflict {
+		s.log.Info("upload found the server's file changed", "path", o.Path, "server", versionOf(cur), "expected", base, "local_size", size, "local_mtime", mtime.Unix(), "seq", o.Seq)
 	}
 
 	s.mu.Lock()
@@ -265,7 +289,8 @@ func (s *Store) applyPut(ctx context.Context, o *op) error {
 	}
 	e = s.entries[o.Ino]
 	if conflict {
-		s.recordConflictLocked(o.Path, target, e, fi, cur, gen)
+		s.reserveConflictNameLocked(res.Path)
+		s.recordConflictLocked(o.Path, res.Path, e, fi, cur, gen)
 		return nil
 	}
 	if e == nil {

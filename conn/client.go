@@ -22,6 +22,8 @@ import (
 
 	"github.com/pkg/sftp"
 	"golang.org/x/crypto/ssh"
+
+	"remotefs/internal/putproto"
 )
 
 // Client is one live SSH+SFTP connection serving one remote root. It is
@@ -42,6 +44,7 @@ type Client struct {
 	hardlink    bool
 	statvfs     bool
 	fsync       bool
+	uploads     *uploader
 
 	// lastRecv is when bytes last came from the sftp server (UnixNano);
 	// any reply counts as progress for every pending operation.
@@ -99,13 +102,15 @@ func (r *recvCounter) Read(p []byte) (int, error) {
 }
 
 func newClientShell(label string, opts Options, transport []io.Closer) *Client {
-	return &Client{
+	c := &Client{
 		label:     label,
 		transport: transport,
 		opTimeout: opts.OpTimeout,
 		log:       opts.Logger,
 		done:      make(chan struct{}),
 	}
+	c.uploads = newUploader(c, opts.UploadHelper)
+	return c
 }
 
 // NewClientPipe makes a Client that speaks SFTP over an existing byte
@@ -735,35 +740,130 @@ func chmodBits(mode fs.FileMode) fs.FileMode {
 
 // PutAtomic implements Remote: Put to path itself.
 func (c *Client) PutAtomic(ctx context.Context, rel string, r io.Reader, mode fs.FileMode, mtime time.Time) (FileInfo, error) {
-	fi, _, err := c.Put(ctx, rel, r, PutOptions{Mode: mode, Mtime: mtime})
-	return fi, err
+	res, err := c.Put(ctx, rel, r, PutOptions{Mode: mode, Mtime: mtime})
+	return res.Info, err
 }
 
-// Put implements Remote. The round trips are overlapped where SFTP
-// allows: open; chmod alongside the writes; fsync alongside setting the
-// mtime; then close alongside the rename. The returned attributes are the
-// ones just set (no extra stat).
-func (c *Client) Put(ctx context.Context, rel string, r io.Reader, o PutOptions) (FileInfo, string, error) {
+// putPlan is one upload, resolved: absolute paths and the request the
+// upload helper would get.
+type putPlan struct {
+	rel      string
+	abs      string
+	dir      string
+	conflict string // absolute; "" without Accept
+	req      putproto.Request
+}
+
+// planPut checks Put's arguments.
+func (c *Client) planPut(rel string, o PutOptions) (putPlan, error) {
 	abs, err := c.abs("put", rel)
 	if err != nil {
-		return FileInfo{}, "", err
+		return putPlan{}, err
 	}
 	if abs == c.root {
-		return FileInfo{}, "", &fs.PathError{Op: "put", Path: rel, Err: syscall.EISDIR}
+		return putPlan{}, &fs.PathError{Op: "put", Path: rel, Err: syscall.EISDIR}
 	}
-	dir := path.Dir(abs)
-	tmpName, openFlags := TempName(path.Base(abs)), os.O_WRONLY|os.O_CREATE|os.O_EXCL
+	p := putPlan{rel: rel, abs: abs, dir: path.Dir(abs)}
+	tmpName := o.TempName
+	if tmpName == "" {
+		tmpName = TempName(path.Base(abs))
+	}
+	if !IsTempName(tmpName) || !putproto.ValidBase(tmpName) {
+		return putPlan{}, &fs.PathError{Op: "put", Path: rel, Err: fmt.Errorf("%w: temporary name %q", fs.ErrInvalid, tmpName)}
+	}
+	p.req = putproto.Request{Dest: abs, Temp: tmpName, Mode: uint32(chmodBits(o.Mode)), Mtime: o.Mtime.Unix()}
+	if o.Accept != nil {
+		if o.ConflictPath == "" {
+			return putPlan{}, &fs.PathError{Op: "put", Path: rel, Err: fmt.Errorf("%w: Accept without a ConflictPath", fs.ErrInvalid)}
+		}
+		ca, err := c.abs("put", o.ConflictPath)
+		if err != nil {
+			return putPlan{}, err
+		}
+		if path.Dir(ca) != p.dir || ca == abs {
+			return putPlan{}, &fs.PathError{Op: "put", Path: rel, Err: fmt.Errorf("%w: conflict path %q is not another name in the same folder", fs.ErrInvalid, o.ConflictPath)}
+		}
+		p.conflict = ca
+		p.req.Check, p.req.Conflict = true, path.Base(ca)
+		p.req.Absent, p.req.Link = o.Accept.Absent, o.Accept.Link
+		for _, v := range o.Accept.Versions {
+			p.req.Versions = append(p.req.Versions, putproto.Version{Size: v.Size, Mtime: v.Mtime})
+		}
+	}
+	return p, nil
+}
+
+// result is what Put returns once the file is at dest (absolute) with n
+// bytes, having found found at the path.
+func (p putPlan) result(o PutOptions, dest string, n int64, found *FileInfo) PutResult {
+	res := PutResult{
+		Info: FileInfo{Name: path.Base(dest), Mode: chmodBits(o.Mode), Size: n, Mtime: time.Unix(o.Mtime.Unix(), 0)},
+		Path: p.rel, Conflict: dest != p.abs,
+	}
+	if res.Conflict {
+		res.Path = o.ConflictPath
+	}
+	if o.Accept != nil {
+		res.Found = found
+	}
+	return res
+}
+
+// Put implements Remote. Through the upload helper when it runs on the
+// server (upload.go): one round trip plus the transfer. Otherwise over
+// SFTP, the round trips overlapped where SFTP allows: open; chmod
+// alongside the writes; fsync alongside setting the mtime (and the check
+// of the path alongside all that); then close alongside the rename.
+func (c *Client) Put(ctx context.Context, rel string, r io.Reader, o PutOptions) (PutResult, error) {
+	p, err := c.planPut(rel, o)
+	if err != nil {
+		return PutResult{}, err
+	}
+	if s := c.uploads.session(); s != nil {
+		res, used, err := c.putHelper(ctx, s, p, o, r)
+		if used {
+			return res, err
+		}
+	}
+	return c.putSFTP(ctx, p, o, r)
+}
+
+// putSFTP is Put over plain SFTP.
+func (c *Client) putSFTP(ctx context.Context, p putPlan, o PutOptions, r io.Reader) (PutResult, error) {
+	openFlags := os.O_WRONLY | os.O_CREATE | os.O_EXCL
 	if o.TempName != "" {
 		// The caller's own name, the same on every retry: a retry after a
 		// lost link overwrites what the failed attempt left.
-		tmpName, openFlags = o.TempName, os.O_WRONLY|os.O_CREATE|os.O_TRUNC
+		openFlags = os.O_WRONLY | os.O_CREATE | os.O_TRUNC
 	}
-	tmp := path.Join(dir, tmpName)
-	var (
-		info    FileInfo
-		destRel = rel
-	)
-	err = c.do(ctx, "put", rel, func(pr *progress) (err error) {
+	dir, tmp := p.dir, path.Join(p.dir, p.req.Temp)
+	var res PutResult
+	err := c.do(ctx, "put", p.rel, func(pr *progress) (err error) {
+		// What is at the path, asked alongside the upload; needed only
+		// when the data is about to be renamed into place.
+		type statResult struct {
+			found *FileInfo
+			err   error
+		}
+		var statc chan statResult
+		if p.req.Check {
+			statc = make(chan statResult, 1)
+			go func() {
+				fi, err := c.sftp.Lstat(p.abs)
+				if err != nil {
+					if code, ok := statusCode(err); errors.Is(err, fs.ErrNotExist) || (ok && (code == fxNoSuchFile || code == fxNoSuchPath)) {
+						err = nil
+					}
+					statc <- statResult{nil, err}
+					return
+				}
+				info := toFileInfo(path.Base(p.abs), fi)
+				if fi.Mode()&fs.ModeSymlink != 0 {
+					info.Target, _ = c.sftp.ReadLink(p.abs)
+				}
+				statc <- statResult{&info, nil}
+			}()
+		}
 		f, err := c.sftp.OpenFile(tmp, openFlags)
 		if err != nil {
 			return c.explainFailure(dir, err)
@@ -805,19 +905,21 @@ func (c *Client) Put(ctx context.Context, rel string, r io.Reader, o PutOptions)
 		if terr != nil {
 			return c.explainFailure(dir, terr)
 		}
-		if o.Dest != nil {
-			d, derr := o.Dest()
-			if derr != nil {
-				return derr
+		dest := p.abs
+		var found *FileInfo
+		if statc != nil {
+			st := <-statc
+			if st.err != nil {
+				return st.err
 			}
-			if path.Dir(d) != path.Dir(rel) && !(path.Dir(d) == "." && path.Dir(rel) == ".") {
-				return fmt.Errorf("put destination %q is not in the folder of %q", d, rel)
+			found = st.found
+			var cur *putproto.Current
+			if found != nil {
+				cur = &putproto.Current{Mode: found.Mode, Size: found.Size, Mtime: found.Mtime.Unix()}
 			}
-			destRel = d
-		}
-		dest, err := c.abs("put", destRel)
-		if err != nil {
-			return err
+			if !putproto.Accepts(p.req, cur, n) {
+				dest = p.conflict
+			}
 		}
 		// Close and rename go out together: renaming an open file is fine,
 		// and the data is already durable.
@@ -842,13 +944,13 @@ func (c *Client) Put(ctx context.Context, rel string, r io.Reader, o PutOptions)
 		if cerr != nil {
 			return cerr
 		}
-		info = FileInfo{Name: path.Base(dest), Mode: chmodBits(o.Mode), Size: n, Mtime: time.Unix(o.Mtime.Unix(), 0)}
+		res = p.result(o, dest, n, found)
 		return nil
 	})
 	if err != nil {
-		return FileInfo{}, "", err
+		return PutResult{}, err
 	}
-	return info, destRel, nil
+	return res, nil
 }
 
 // exists lstats p; errors count as "does not exist".

@@ -45,6 +45,10 @@ type Options struct {
 	KeepaliveInterval time.Duration
 	KeepaliveCountMax int
 
+	// UploadHelper picks how Put sends files: UploadAuto (the default),
+	// UploadEager or UploadSFTP; see upload.go.
+	UploadHelper string
+
 	// Logger receives warnings (ignored config settings, unusable keys)
 	// and debug detail. Default slog.Default().
 	Logger *slog.Logger
@@ -185,6 +189,9 @@ func Dial(ctx context.Context, spec Spec, opts Options) (*Client, error) {
 		return nil, err
 	}
 	log.Debug("connected", "root", c.root, "via", len(hops)-1)
+	if opts.UploadHelper == UploadEager {
+		c.uploads.start()
+	}
 	return c, nil
 }
 

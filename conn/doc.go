@@ -22,13 +22,16 @@
 //     escape the root, errors mapped to io/fs sentinels, ErrNotEmpty,
 //     ErrUnsupported and syscall errnos (OpenSSH answers a bare "Failure"
 //     for EEXIST, ENOTEMPTY and friends; a look at the path tells them
-//     apart), atomic uploads (PutAtomic), OpenSSH extensions
+//     apart), atomic uploads (PutAtomic, and Put with a check of what it
+//     replaces made where the file lands), OpenSSH extensions
 //     (posix-rename, hardlink, statvfs, fsync), and Exec / Start for
 //     server-side commands.
 //   - Server-side helpers over exec, each with a plain-SFTP fallback in the
 //     caller: WalkTree (the whole tree's metadata in one streamed GNU find,
 //     tree.go), FetchFiles (many small files in one tar stream, tar.go),
-//     Watch (the change feed, watch.go), and the remote end of
+//     Watch (the change feed, watch.go), Put through the upload helper
+//     (one round trip per upload instead of four, with its own fallback
+//     to SFTP inside Put; upload.go), and the remote end of
 //     `remotefs run` (exec.go).
 //   - Liveness: keepalive, operation deadlines, and reconnection
 //     (Manager).
@@ -65,6 +68,12 @@
 //     after a connection that lasted 30s.
 //   - Exec has no operation deadline (helpers such as watchers run long);
 //     only ctx ends it (the command gets SIGKILL).
+//   - An upload through the helper keeps OpTimeout like an SFTP call: data
+//     accepted by the channel and the helper's reply count as progress.
+//     The helper session itself lives as long as the connection (the
+//     helper exits at stdin EOF, like sftp-server); when it dies, uploads
+//     in flight fail with an error wrapping ErrOffline and later ones use
+//     SFTP for 30s before the helper is started again.
 //
 // # Concurrency, and how it could hang (and why it does not)
 //

@@ -327,10 +327,10 @@ func (m *Manager) PutAtomic(ctx context.Context, path string, r io.Reader, mode 
 }
 
 // Put implements Remote.
-func (m *Manager) Put(ctx context.Context, path string, r io.Reader, o PutOptions) (FileInfo, string, error) {
+func (m *Manager) Put(ctx context.Context, path string, r io.Reader, o PutOptions) (PutResult, error) {
 	c, err := m.current("put", path)
 	if err != nil {
-		return FileInfo{}, "", err
+		return PutResult{}, err
 	}
 	return c.Put(ctx, path, r, o)
 }

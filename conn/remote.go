@@ -38,11 +38,12 @@ type Remote interface {
 	// failure the temporary file is removed. It returns the attributes of
 	// the new file.
 	PutAtomic(ctx context.Context, path string, r io.Reader, mode fs.FileMode, mtime time.Time) (FileInfo, error)
-	// Put is PutAtomic with a choice of final name made at the last
-	// moment (PutOptions.Dest), after the data is durable on the server.
-	// It returns the attributes of the new file and the path it was
-	// renamed to.
-	Put(ctx context.Context, path string, r io.Reader, o PutOptions) (FileInfo, string, error)
+	// Put is PutAtomic with a check made on the server just before the
+	// rename, after the data is durable there (PutOptions.Accept): when
+	// path holds something not accepted, the file goes to
+	// PutOptions.ConflictPath instead and path is left alone. It reports
+	// where the file went and what it found at path.
+	Put(ctx context.Context, path string, r io.Reader, o PutOptions) (PutResult, error)
 	// Mkdir creates one directory.
 	Mkdir(ctx context.Context, path string, mode fs.FileMode) error
 	// Remove removes a file or symlink; Rmdir an empty directory.
@@ -68,15 +69,45 @@ type Remote interface {
 type PutOptions struct {
 	Mode  fs.FileMode
 	Mtime time.Time // set on the new file (whole seconds)
-	// Dest, when set, is called once the data is written and durable, and
-	// returns where the temporary file is renamed to: a path in the same
-	// folder as Put's path (that path itself, or another name). An error
-	// abandons the upload (the temporary file is removed).
-	Dest func() (string, error)
+	// Accept, when set, is what Put's path may hold and still be replaced;
+	// anything else (and always a directory) makes Put rename the new file
+	// to ConflictPath instead. Without it the path is replaced whatever it
+	// holds (a directory there is an error).
+	Accept *PutAccept
+	// ConflictPath is where the file goes when Accept refuses what is at
+	// the path: a path in the same folder. Required with Accept.
+	ConflictPath string
 	// TempName, when set, is the temporary file's base name (see
 	// TempNameAt), replacing any file of that name; otherwise a fresh
 	// random name is used.
 	TempName string
+}
+
+// PutAccept is what an upload may find at its path and replace. Besides
+// these, a regular file of exactly the uploaded size and mtime is always
+// accepted (an earlier attempt of the same upload that landed).
+type PutAccept struct {
+	Absent   bool          // nothing there
+	Link     bool          // a symlink
+	Versions []FileVersion // a regular file of one of these versions
+}
+
+// FileVersion is a regular file's size and mtime in whole seconds.
+type FileVersion struct {
+	Size  int64
+	Mtime int64
+}
+
+// PutResult is where Put left the file and what it found.
+type PutResult struct {
+	// Info: the new file's attributes (the ones just set; no extra stat).
+	Info FileInfo
+	// Path: Put's path, or PutOptions.ConflictPath when Conflict.
+	Path     string
+	Conflict bool
+	// Found is what was at Put's path just before the rename (nil:
+	// nothing); only reported when PutOptions.Accept was set.
+	Found *FileInfo
 }
 
 // FileInfo is what the server says about one file. Mtime has the server's

@@ -98,7 +98,7 @@ func TestOfflineIsReadOnlyMirror(t *testing.T) {
 	w.writeServer("proj/run.sh", "#!/bin/sh\necho hi\n", 0o755)
 	w.writeServer("proj/README.md", "# readme\n", 0o644)
 	os.Symlink("src/main.py", w.s("proj/main-link"))
-	w.writeServer("notseen/big.dat", strings.Repeat("z", 100000), 0o644)
+	w.writeServer("notseen/big.dat", strings.Repeat("z", 300000), 0o644) // not prefetched (over 256 KiB)
 
 	w.mount()
 	online := snapshot(t, w.m("proj"))

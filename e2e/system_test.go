@@ -330,7 +330,8 @@ func TestCacheCommands(t *testing.T) {
 	for i, name := range []string{"data/a.bin", "data/sub/b.bin", "data/sub/c.txt"} {
 		w.writeServer(name, strings.Repeat(strconv.Itoa(i), 50000+i), 0o644)
 	}
-	w.writeServer("other/unpinned.txt", "never read\n", 0o644)
+	// Larger than what the mount prefetches by itself (256 KiB).
+	w.writeServer("other/unpinned.txt", strings.Repeat("never read\n", 30000), 0o644)
 
 	if out := w.must(binary, "cache", "list"); !strings.Contains(out, "no caches") {
 		t.Errorf("cache list before any mount: %q", out)

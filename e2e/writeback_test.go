@@ -51,6 +51,8 @@ func TestSaveDoesNotWaitForTheServer(t *testing.T) {
 	if _, err := os.ReadFile(w.m("proj/main.py")); err != nil {
 		t.Fatal(err)
 	}
+	// The mount starts the upload helper on the server right away.
+	eventually(t, 20*time.Second, "uploads through the server-side helper", func() bool { return w.status().Uploads == "helper" })
 	p.SetLatency(300 * time.Millisecond)
 	const rtt = 600 * time.Millisecond
 	for i := 1; i <= 5; i++ {
@@ -68,7 +70,13 @@ func TestSaveDoesNotWaitForTheServer(t *testing.T) {
 			b, _ := os.ReadFile(w.s("proj/main.py"))
 			return string(b) == content
 		})
-		t.Logf("save %d: close returned after %v; on the server %v after close", i, took.Round(time.Microsecond), time.Since(saved).Round(time.Millisecond))
+		onServer := time.Since(saved)
+		t.Logf("save %d: close returned after %v; on the server %v after close", i, took.Round(time.Microsecond), onServer.Round(time.Millisecond))
+		// One round trip plus the transfer (a few bytes), plus this test's
+		// 50ms polling: within two round trips. Plain SFTP takes four.
+		if onServer > 2*rtt {
+			t.Errorf("save %d reached the server %v after close: more than two round trips (%v)", i, onServer.Round(time.Millisecond), 2*rtt)
+		}
 	}
 	eventually(t, 10*time.Second, "nothing pending", func() bool { return w.status().Pending == 0 })
 }

@@ -198,6 +198,9 @@ func cmdStatus(ctx context.Context, args []string) error {
 		if s.Watch != "" {
 			fmt.Printf("%s: server changes: %s\n", s.Mountpoint, s.Watch)
 		}
+		if s.Uploads != "" {
+			fmt.Printf("%s: uploads: %s\n", s.Mountpoint, s.Uploads)
+		}
 		if s.Notify != "" {
 			fmt.Printf("%s: inotify events for server changes: %s\n", s.Mountpoint, s.Notify)
 		}

@@ -114,6 +114,8 @@ func run(ctx context.Context, args []string) error {
 		return cmdWatch(ctx, rest)
 	case echoCommand:
 		return cmdEcho(ctx, rest)
+	case putCommand:
+		return cmdPut(ctx, rest)
 	}
 	fmt.Fprint(os.Stderr, topUsage)
 	return usagef("unknown command %q", cmd)

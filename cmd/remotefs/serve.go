@@ -50,7 +50,9 @@ func serveMount(ctx context.Context, cfg *mountConfig, ready func(error), warn f
 			ConfigFile:     cfg.SSHConfig,
 			ConnectTimeout: cfg.ConnTimeout,
 			OpTimeout:      cfg.OpTimeout,
-			Logger:         log,
+			// Saves should take the helper's one round trip from the first.
+			UploadHelper: conn.UploadEager,
+			Logger:       log,
 		}, func(st conn.State, err error) {
 			if st == conn.Online {
 				// Back online: catch up with what changed on the server
@@ -375,6 +377,7 @@ func (d *daemon) status() *control.Status {
 	} else {
 		s, since, err := d.mgr.State()
 		out.State, out.Since = s.String(), since
+		out.Uploads = d.mgr.Uploads()
 		if err != nil && s != conn.Online {
 			out.LastError = err.Error()
 		}

@@ -59,7 +59,8 @@ type Status struct {
 	OldestPending *time.Time `json:"oldest_pending,omitempty"`
 	UploadError   string     `json:"upload_error,omitempty"`
 	Conflicts     []Conflict `json:"conflicts"`
-	Watch         string     `json:"watch"` // change feed in use: helper, inotifywait, poll, off, or starting
+	Watch         string     `json:"watch"`             // change feed in use: helper, inotifywait, poll, off, or starting
+	Uploads       string     `json:"uploads,omitempty"` // how files are sent: helper, sftp, "starting helper"; empty offline
 	// Notify: whether server changes are raised as inotify events on the
 	// mount ("on", or "off" with the reason).
 	Notify        string `json:"notify"`

@@ -72,8 +72,9 @@ type Server struct {
 	Dir string
 	// RemoteHome is where the sftp server starts (sftp-server -d): what a
 	// relative remote path is relative to. It is a fresh directory, so tests
-	// never touch the real home. Exec'd commands still start in the real
-	// home of User.
+	// never touch the real home. It is also $HOME of exec'd commands (so the
+	// user's shell startup files are not run and helpers are installed
+	// there), which still start in the real home of User.
 	RemoteHome string
 
 	LogFile    string
@@ -312,10 +313,11 @@ ClientAliveInterval 0
 PrintMotd no
 PrintLastLog no
 Subsystem sftp %s -d %s
+SetEnv HOME=%s
 LogLevel %s
 %s
 `, s.Port, s.HostKeyFile, filepath.Join(filepath.Dir(s.SSHDConfig), "sshd.pid"), s.AuthorizedKeysFile,
-		findSFTPServer(sshd), s.RemoteHome, level, opts.ExtraConfig)
+		findSFTPServer(sshd), s.RemoteHome, s.RemoteHome, level, opts.ExtraConfig)
 	if err := os.WriteFile(s.SSHDConfig, []byte(cfg), 0o600); err != nil {
 		return err
 	}

@@ -1,0 +1,390 @@
+package conn
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"remotefs/internal/sshdtest"
+)
+
+// helperClient dials root with the upload helper started at connect and
+// waits until uploads go through it.
+func helperClient(t *testing.T, srv *sshdtest.Server, root string) *Client {
+	t.Helper()
+	helperBinary(t)
+	o := srvOpts(srv)
+	o.UploadHelper = UploadEager
+	c := mustDial(t, "testbox:"+root, o)
+	deadline := time.Now().Add(20 * time.Second)
+	for c.Uploads() != UploadsHelper {
+		if time.Now().After(deadline) {
+			t.Fatalf("uploads still %q after 20s", c.Uploads())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return c
+}
+
+// putProcMark is in the command line of this test process's upload
+// helpers, and of no other process (e2e tests may run alongside).
+func putProcMark(t *testing.T) string {
+	t.Helper()
+	helperBinary(t)
+	lh, err := findLocalHelper()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return filepath.Join(watchHelperDir, "remotefs-helper-"+lh.hash) + " " + PutHelperCommand
+}
+
+// The whole Remote suite with uploads through the helper.
+func TestHelperRemoteSuite(t *testing.T) {
+	srv := sshdtest.Start(t)
+	n := 0
+	var clients []*Client
+	runRemoteSuite(t, func(t *testing.T) (Remote, string) {
+		n++
+		dir := filepath.Join(srv.Dir, fmt.Sprint("case", n))
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		c := helperClient(t, srv, dir)
+		clients = append(clients, c)
+		return c, dir
+	})
+	var puts int64
+	for _, c := range clients {
+		puts += c.uploads.helperPuts.Load()
+	}
+	if puts == 0 {
+		t.Fatal("no upload of the suite went through the helper")
+	}
+	t.Logf("%d uploads through the helper", puts)
+}
+
+// Put's check of what the path holds, through the helper and over SFTP.
+func TestPutAccept(t *testing.T) {
+	srv := sshdtest.Start(t)
+	for _, mode := range []string{UploadsHelper, UploadsSFTP} {
+		t.Run(mode, func(t *testing.T) {
+			ctx := context.Background()
+			root := filepath.Join(srv.Dir, "accept-"+mode)
+			os.Mkdir(root, 0o755)
+			var c *Client
+			if mode == UploadsHelper {
+				c = helperClient(t, srv, root)
+			} else {
+				o := srvOpts(srv)
+				o.UploadHelper = UploadSFTP
+				c = mustDial(t, "testbox:"+root, o)
+			}
+			mtime := time.Unix(1700000000, 0)
+			old := time.Unix(1600000000, 0)
+			put := func(content string, a *PutAccept, tmp string) PutResult {
+				t.Helper()
+				res, err := c.Put(ctx, "f.txt", strings.NewReader(content), PutOptions{Mode: 0o640, Mtime: mtime, Accept: a, ConflictPath: "f.txt.conflict", TempName: tmp})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return res
+			}
+			// Nothing there, nothing there accepted.
+			res := put("one", &PutAccept{Absent: true}, "")
+			if res.Conflict || res.Path != "f.txt" || res.Found != nil || res.Info.Size != 3 || res.Info.Mode != 0o640 || !res.Info.Mtime.Equal(mtime) {
+				t.Fatalf("new file: %+v", res)
+			}
+			// The server's file changed: expected v(old), finds something else.
+			writeLocal(t, root, "f.txt", "server's", 0o644)
+			os.Chtimes(filepath.Join(root, "f.txt"), old, old)
+			want := []FileVersion{{Size: 3, Mtime: mtime.Unix()}}
+			res = put("mine", &PutAccept{Versions: want}, "")
+			if !res.Conflict || res.Path != "f.txt.conflict" || res.Info.Name != "f.txt.conflict" || res.Found == nil ||
+				res.Found.Size != 8 || !res.Found.Mtime.Equal(old) || !res.Found.Mode.IsRegular() {
+				t.Fatalf("conflict: %+v found %+v", res, res.Found)
+			}
+			if b, _ := os.ReadFile(filepath.Join(root, "f.txt")); string(b) != "server's" {
+				t.Errorf("the server's file was replaced: %q", b)
+			}
+			if b, _ := os.ReadFile(filepath.Join(root, "f.txt.conflict")); string(b) != "mine" {
+				t.Errorf("conflict copy holds %q", b)
+			}
+			if st, _ := os.Stat(filepath.Join(root, "f.txt.conflict")); st.Mode() != 0o640 || !st.ModTime().Equal(mtime) {
+				t.Errorf("conflict copy mode %v mtime %v", st.Mode(), st.ModTime())
+			}
+			// The expected version: replaced, and a retry of the same upload
+			// finds its own result acceptable.
+			res = put("fresh", &PutAccept{Versions: []FileVersion{{Size: 8, Mtime: old.Unix()}}}, TempNameAt("f.txt", mtime, 7))
+			if res.Conflict || res.Found == nil || res.Found.Size != 8 {
+				t.Fatalf("expected version: %+v", res)
+			}
+			res = put("fresh", &PutAccept{Versions: []FileVersion{{Size: 8, Mtime: old.Unix()}}}, TempNameAt("f.txt", mtime, 7))
+			if res.Conflict {
+				t.Fatalf("retry of a landed upload: %+v", res)
+			}
+			// A symlink only when accepted.
+			os.Remove(filepath.Join(root, "f.txt"))
+			os.Symlink("target", filepath.Join(root, "f.txt"))
+			res = put("x", &PutAccept{Versions: want}, "")
+			if !res.Conflict || res.Found == nil || res.Found.Mode&fs.ModeSymlink == 0 || res.Found.Target != "target" {
+				t.Fatalf("symlink not accepted: %+v found %+v", res, res.Found)
+			}
+			res = put("y", &PutAccept{Link: true}, "")
+			if res.Conflict {
+				t.Fatalf("symlink accepted: %+v", res)
+			}
+			// A directory: always a conflict.
+			os.Remove(filepath.Join(root, "f.txt"))
+			os.Mkdir(filepath.Join(root, "f.txt"), 0o755)
+			res = put("z", &PutAccept{Absent: true, Link: true, Versions: want}, "")
+			if !res.Conflict || res.Found == nil || !res.Found.Mode.IsDir() {
+				t.Fatalf("directory: %+v", res)
+			}
+			// Without Accept: a directory in the way is an error.
+			_, err := c.Put(ctx, "f.txt", strings.NewReader("d"), PutOptions{Mode: 0o644, Mtime: mtime})
+			if err == nil {
+				t.Fatal("plain put over a directory succeeded")
+			}
+			t.Logf("plain put over a directory: %v", err)
+			noTempFiles(t, root)
+			// Bad options.
+			if _, err := c.Put(ctx, "f.txt", strings.NewReader("d"), PutOptions{Accept: &PutAccept{}}); !errors.Is(err, fs.ErrInvalid) {
+				t.Errorf("Accept without ConflictPath: %v", err)
+			}
+			if _, err := c.Put(ctx, "f.txt", strings.NewReader("d"), PutOptions{Accept: &PutAccept{}, ConflictPath: "sub/f"}); !errors.Is(err, fs.ErrInvalid) {
+				t.Errorf("ConflictPath in another folder: %v", err)
+			}
+			helperPuts := c.uploads.helperPuts.Load()
+			if mode == UploadsHelper {
+				if helperPuts < 8 {
+					t.Errorf("%d uploads through the helper, want every one", helperPuts)
+				}
+				if len(procsMentioning(putProcMark(t))) == 0 {
+					t.Errorf("no %s process on the server", PutHelperCommand)
+				}
+			} else if helperPuts != 0 {
+				t.Errorf("%d uploads through the helper in SFTP mode", helperPuts)
+			}
+		})
+	}
+	noProcsLeft(t, putProcMark(t))
+}
+
+// A full disk fails the upload with ENOSPC in both ways, saying so, and
+// leaves no temporary file.
+func TestPutDiskFull(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount a tmpfs")
+	}
+	srv := sshdtest.Start(t)
+	for _, mode := range []string{UploadsHelper, UploadsSFTP} {
+		t.Run(mode, func(t *testing.T) {
+			root := filepath.Join(srv.Dir, "full-"+mode)
+			os.Mkdir(root, 0o755)
+			if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", root).CombinedOutput(); err != nil {
+				t.Skipf("cannot mount a tmpfs: %v: %s", err, out)
+			}
+			t.Cleanup(func() { exec.Command("umount", "-l", root).Run() })
+			os.Chmod(root, 0o777)
+			var c *Client
+			if mode == UploadsHelper {
+				c = helperClient(t, srv, root)
+			} else {
+				o := srvOpts(srv)
+				o.UploadHelper = UploadSFTP
+				c = mustDial(t, "testbox:"+root, o)
+			}
+			_, err := c.Put(context.Background(), "big", bytes.NewReader(make([]byte, 1<<20)), PutOptions{Mode: 0o644, Mtime: time.Now(), TempName: TempNameAt("big", time.Now(), 1)})
+			if !errors.Is(err, syscall.ENOSPC) || !strings.Contains(err.Error(), "no space left on the server's disk") {
+				t.Fatalf("put on a full disk: %v", err)
+			}
+			var pe *fs.PathError
+			if !errors.As(err, &pe) || pe.Path != "big" {
+				t.Errorf("error %v does not name the path", err)
+			}
+			t.Logf("%v", err)
+			if c.Err() != nil {
+				t.Errorf("the connection died: %v", c.Err())
+			}
+			noTempFiles(t, root)
+		})
+	}
+}
+
+// Without a helper binary, Put uses SFTP.
+func TestPutHelperFallback(t *testing.T) {
+	helperBinary(t)
+	saved := watchHelper.Load()
+	SetWatchHelper(nil)
+	defer watchHelper.Store(saved)
+	srv := sshdtest.Start(t)
+	root := filepath.Join(srv.Dir, "fallback")
+	os.Mkdir(root, 0o755)
+	o := srvOpts(srv)
+	o.UploadHelper = UploadEager
+	c := mustDial(t, "testbox:"+root, o)
+	deadline := time.Now().Add(10 * time.Second)
+	for c.Uploads() != UploadsSFTP {
+		if time.Now().After(deadline) {
+			t.Fatalf("uploads %q, want sftp", c.Uploads())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	res, err := c.Put(context.Background(), "x", strings.NewReader("hello"), PutOptions{Mode: 0o644, Mtime: time.Unix(1e9, 0), Accept: &PutAccept{Absent: true}, ConflictPath: "x.c"})
+	if err != nil || res.Conflict {
+		t.Fatalf("put: %+v, %v", res, err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(root, "x")); string(b) != "hello" {
+		t.Errorf("server has %q", b)
+	}
+	if n := c.uploads.helperPuts.Load(); n != 0 {
+		t.Errorf("%d uploads through a helper that cannot run", n)
+	}
+}
+
+// gatedReader gives first, then blocks until gate is closed, then gives rest.
+type gatedReader struct {
+	first, rest io.Reader
+	reached     chan struct{}
+	gate        chan struct{}
+	once        bool
+}
+
+func (g *gatedReader) Read(p []byte) (int, error) {
+	if n, err := g.first.Read(p); n > 0 || err != io.EOF {
+		return n, err
+	}
+	if !g.once {
+		g.once = true
+		close(g.reached)
+		<-g.gate
+	}
+	return g.rest.Read(p)
+}
+
+func newGatedReader(first, rest []byte) *gatedReader {
+	return &gatedReader{first: bytes.NewReader(first), rest: bytes.NewReader(rest), reached: make(chan struct{}), gate: make(chan struct{})}
+}
+
+// The helper dying during an upload fails it with a retryable error
+// (ErrOffline) while the connection stays up; the retry, with the same
+// temporary name, lands and leaves nothing behind.
+func TestPutHelperDiesMidUpload(t *testing.T) {
+	noProcsLeft(t, putProcMark(t)) // earlier tests' helpers
+	srv := sshdtest.Start(t)
+	root := filepath.Join(srv.Dir, "dies")
+	os.Mkdir(root, 0o755)
+	c := helperClient(t, srv, root)
+	data := randomBytes(3 << 20)
+	r := newGatedReader(data[:1<<20], data[1<<20:])
+	tmp := TempNameAt("f", time.Now(), 42)
+	mtime := time.Unix(1700000000, 0)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.Put(context.Background(), "f", r, PutOptions{Mode: 0o644, Mtime: mtime, TempName: tmp})
+		errc <- err
+	}()
+	<-r.reached
+	// The first MiB is on its way: kill the helper.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, err := os.Stat(filepath.Join(root, tmp)); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the helper made no temporary file")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	killed := 0
+	for _, p := range procsMentioning(putProcMark(t)) {
+		var pid int
+		fmt.Sscanf(p, "%d:", &pid)
+		if proc, err := os.FindProcess(pid); err == nil && proc.Kill() == nil {
+			killed++
+		}
+	}
+	close(r.gate)
+	if killed == 0 {
+		t.Fatal("no helper to kill")
+	}
+	var err error
+	select {
+	case err = <-errc:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Put still running 10s after its helper was killed")
+	}
+	if !errors.Is(err, ErrOffline) || !strings.Contains(err.Error(), "upload helper") {
+		t.Fatalf("Put after the helper died: %v, want a retryable error wrapping ErrOffline", err)
+	}
+	t.Logf("%v", err)
+	if c.Err() != nil {
+		t.Fatalf("the connection died with the helper: %v", c.Err())
+	}
+	if _, err := os.Stat(filepath.Join(root, "f")); err == nil {
+		t.Fatal("a partial file landed")
+	}
+	// The retry (SFTP for a while now) overwrites the leftover.
+	if c.Uploads() != UploadsSFTP {
+		t.Errorf("uploads %q right after the helper died, want sftp", c.Uploads())
+	}
+	if _, err := c.Put(context.Background(), "f", bytes.NewReader(data), PutOptions{Mode: 0o644, Mtime: mtime, TempName: tmp}); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(root, "f")); !bytes.Equal(b, data) {
+		t.Fatal("content differs after the retry")
+	}
+	noTempFiles(t, root)
+}
+
+// A canceled upload returns at once; the session stays usable and the
+// helper removes what it wrote.
+func TestPutHelperCancel(t *testing.T) {
+	srv := sshdtest.Start(t)
+	root := filepath.Join(srv.Dir, "cancel")
+	os.Mkdir(root, 0o755)
+	c := helperClient(t, srv, root)
+	r := newGatedReader(randomBytes(100000), randomBytes(100000))
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.Put(ctx, "f", r, PutOptions{Mode: 0o644, Mtime: time.Now()})
+		errc <- err
+	}()
+	<-r.reached
+	cancel()
+	// Put waits for a read already inside the caller's reader.
+	time.AfterFunc(100*time.Millisecond, func() { close(r.gate) })
+	select {
+	case err := <-errc:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("canceled Put: %v", err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("canceled Put did not return")
+	}
+	before := c.uploads.helperPuts.Load()
+	if _, err := c.Put(context.Background(), "g", strings.NewReader("after"), PutOptions{Mode: 0o644, Mtime: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if c.uploads.helperPuts.Load() != before+1 {
+		t.Errorf("the upload after a cancel did not go through the helper")
+	}
+	if _, err := os.Stat(filepath.Join(root, "f")); err == nil {
+		t.Error("the canceled upload landed")
+	}
+	// The abandoned request was answered before the next one.
+	noTempFiles(t, root)
+	c.Close()
+	noProcsLeft(t, putProcMark(t))
+}
