@@ -234,6 +234,10 @@ func cmdRun(ctx context.Context, args []string) error {
 							restore = undo
 						}
 					}
+					if req.Terminal != nil {
+						// The command's output flows from now on.
+						c.Send(control.RunEvent{Ready: true})
+					}
 					// The window may have changed while the writes were flushed.
 					if t := req.Terminal; t != nil {
 						if rows, cols := terminalSize(); rows != t.Rows || cols != t.Cols {

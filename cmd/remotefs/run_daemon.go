@@ -141,8 +141,16 @@ wait:
 	}
 	defer stdin.Stop()
 	opts := conn.ExecOptions{Stdin: stdin, Stdout: files[1], Stderr: files[2]}
+	// On a pseudo-terminal, output waits until the client has put its
+	// terminal in raw mode (RunEvent.Ready), or 2s.
+	outputGate := newGate()
+	defer outputGate.open()
 	if t := rr.Terminal; t != nil {
 		opts.PTY = &conn.PTY{Term: t.Term, Rows: t.Rows, Cols: t.Cols}
+		opts.Stdout = gatedWriter{outputGate, files[1]}
+		defer time.AfterFunc(2*time.Second, outputGate.open).Stop()
+	} else {
+		outputGate.open()
 	}
 	// Interrupts while the session opens end the start (ctx).
 	startc, startDone := make(chan struct{}), make(chan struct{})
@@ -201,6 +209,9 @@ wait:
 			d.log.Info("run: exited", "code", r.st.Code, "signal", r.st.Signal, "took", time.Since(started).Round(time.Millisecond))
 			return control.RunReply(control.RunStatus{Started: true, Exited: true, ExitCode: r.st.Code, Signal: r.st.Signal})
 		case ev := <-events:
+			if ev.Ready {
+				outputGate.open()
+			}
 			if ev.Resize != nil && opts.PTY != nil {
 				proc.Resize(ev.Resize.Rows, ev.Resize.Cols)
 			}
@@ -210,6 +221,7 @@ wait:
 		case <-gone:
 			// The CLI died or gave up: nobody sees the output any more.
 			gone = nil
+			outputGate.open()
 			d.log.Info("run: the client went away; killing the command", "dir", dir)
 			stdin.Stop()
 			proc.Kill()
@@ -347,4 +359,25 @@ func (r *stopReader) closeWakeLocked() {
 		unix.Close(r.wakeR)
 		r.wakeR = -1
 	}
+}
+
+// gate is closed until open is called (any number of times).
+type gate struct {
+	once sync.Once
+	ch   chan struct{}
+}
+
+func newGate() *gate { return &gate{ch: make(chan struct{})} }
+
+func (g *gate) open() { g.once.Do(func() { close(g.ch) }) }
+
+// gatedWriter holds writes until its gate opens.
+type gatedWriter struct {
+	g *gate
+	w io.Writer
+}
+
+func (w gatedWriter) Write(p []byte) (int, error) {
+	<-w.g.ch
+	return w.w.Write(p)
 }

@@ -52,6 +52,10 @@ type RunEvent struct {
 	// Signal is a signal to forward ("INT", "TERM", "HUP", "QUIT").
 	// Before the command has started it cancels the run.
 	Signal string `json:"signal,omitempty"`
+	// Ready: the client has set up its terminal (raw mode) after Started;
+	// on a pseudo-terminal the command's output waits for it, so none of
+	// it is written through the terminal's cooked-mode processing.
+	Ready bool `json:"ready,omitempty"`
 }
 
 // RunStatus travels in Reply.Extra of run replies.
