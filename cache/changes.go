@@ -84,6 +84,7 @@ func (e Event) String() string {
 // changes (and their echoes cost no invalidation). Changes under a folder
 // the mount never listed are ignored: it will be listed when first used.
 func (s *Store) ApplyRemoteChanges(ctx context.Context, changes []RemoteChange) {
+	reported := s.now() // every change in the batch happened before this
 	paths := map[string]RemoteChange{}
 	for _, c := range changes {
 		if c.Overflow {
@@ -140,7 +141,7 @@ func (s *Store) ApplyRemoteChanges(ctx context.Context, changes []RemoteChange) 
 			go func(c RemoteChange) {
 				defer wg.Done()
 				defer func() { <-sem }()
-				s.applyRemoteChange(ctx, c)
+				s.applyRemoteChange(ctx, c, reported)
 			}(paths[p])
 		}
 		wg.Wait()
@@ -148,7 +149,7 @@ func (s *Store) ApplyRemoteChanges(ctx context.Context, changes []RemoteChange) 
 	}
 }
 
-func (s *Store) applyRemoteChange(ctx context.Context, c RemoteChange) {
+func (s *Store) applyRemoteChange(ctx context.Context, c RemoteChange, reported time.Time) {
 	if c.Path == "" {
 		if err := s.listDir(ctx, RootIno); err != nil {
 			s.log.Debug("relist root after change", "err", err)
@@ -192,6 +193,14 @@ func (s *Store) applyRemoteChange(ctx context.Context, c RemoteChange) {
 		}
 	default:
 		fi.Name = name
+		if cur != nil && cur.checked.Before(reported) && s.rewrittenInPlace(c.Path, cur, fi) {
+			// A version is (size, whole seconds): a rewrite of the same
+			// size within the second of the last one looks unchanged.
+			// The feed says it changed, and it was not the mount's own
+			// upload: drop the content all the same.
+			s.dropContent(cur)
+			s.notifyLocked(Invalidation{Ino: cur.ino, Event: EventModified, Attr: cur.attr()})
+		}
 		e := s.upsertChildLocked(d, fi, s.now())
 		// A new folder is listed at once (its files may already be there);
 		// a known one again if it was listed and its entries changed.
@@ -259,6 +268,20 @@ func (s *Store) applyRemoteRename(ctx context.Context, from, to string) {
 		Event: EventRenamed, Attr: src.attr(), ToDir: dstDir.ino, ToName: toName, Replaced: replaced})
 	s.applyServerAttrs(src, fi)
 	src.checked = s.now()
+}
+
+// ownEchoWindow: a feed report about a path the mount itself changed this
+// recently is taken for the echo of that change.
+const ownEchoWindow = 10 * time.Second
+
+// rewrittenInPlace reports whether a feed report about the file e, which
+// the server still describes with e's version and mode, means its content
+// changed anyway: it was not the mount's own recent change coming back
+// (the caller also checks that e was not confirmed with the server after
+// the report was made). Caller holds mu.
+func (s *Store) rewrittenInPlace(p string, e *entry, fi conn.FileInfo) bool {
+	return e.mode.IsRegular() && fi.Mode == e.mode && e.onServer && !e.localOwned() &&
+		versionOf(fi) == e.remote && !s.deliveredWithin(p, ownEchoWindow)
 }
 
 // notifyRemovedLocked reports that c, a child of d, is about to be

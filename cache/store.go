@@ -553,6 +553,7 @@ func childPath(dir, name string) string {
 type doneOp struct {
 	n     uint64 // value of Store.applied after it
 	paths []string
+	at    time.Time
 }
 
 const recentDoneMax = 4096
@@ -569,6 +570,20 @@ func (s *Store) changedSince(p string, since uint64) bool {
 		return true // too old to tell: assume it did
 	}
 	for i := len(s.recentDone) - 1; i >= 0 && s.recentDone[i].n > since; i-- {
+		for _, q := range s.recentDone[i].paths {
+			if related(p, q) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// deliveredWithin reports whether a journal operation delivered in the
+// last d touched p (or an ancestor or descendant). Caller holds mu.
+func (s *Store) deliveredWithin(p string, d time.Duration) bool {
+	since := s.now().Add(-d)
+	for i := len(s.recentDone) - 1; i >= 0 && s.recentDone[i].at.After(since); i-- {
 		for _, q := range s.recentDone[i].paths {
 			if related(p, q) {
 				return true

@@ -148,7 +148,7 @@ func (s *Store) completeLocked(o *op) {
 		}
 	}
 	s.applied++
-	s.recentDone = append(s.recentDone, doneOp{n: s.applied, paths: o.paths()})
+	s.recentDone = append(s.recentDone, doneOp{n: s.applied, paths: o.paths(), at: s.now()})
 	if len(s.recentDone) > recentDoneMax {
 		s.recentDone = append(s.recentDone[:0:0], s.recentDone[len(s.recentDone)-recentDoneMax/2:]...)
 	}
