@@ -52,7 +52,13 @@
 //     for that path).
 //   - A version is the server's (size, mtime in whole seconds). Uploads set
 //     the server file's mtime to the local one, so the version after an
-//     upload is the one the mount already shows.
+//     upload is the one the mount already shows. A rewrite that keeps the
+//     size within the same second keeps the version too: when the change
+//     feed reports such a file, its content is dropped anyway, unless the
+//     mount delivered a change to that path in the last 10 s (its own
+//     upload coming back) or confirmed the file after the report.
+//   - Server changes to what the mount showed carry an Event in their
+//     Invalidation, which the FUSE layer replays for inotify watchers.
 //
 // # Conflicts
 //
