@@ -104,10 +104,15 @@ func (s *Store) ApplyRemoteChanges(ctx context.Context, changes []RemoteChange) 
 	// Renames first, in the order they happened: the moved entry (and a
 	// folder's cached subtree) keeps its Ino, so open files, the kernel's
 	// nodes and cached content follow it. What they cannot move is left
-	// to the path checks below (a removal and a creation).
+	// to the path checks below (a removal and a creation). A moved entry
+	// needs no second check: the rename's stat of its new path is as
+	// recent as that check's would be. (The old path is still checked: the
+	// batch may hold a new file made there since.)
 	for _, c := range changes {
 		if c.From != "" && !strings.HasPrefix(path.Base(c.From), conn.TempPrefix) {
-			s.applyRemoteRename(ctx, c.From, c.Path)
+			if s.applyRemoteRename(ctx, c.From, c.Path) && !paths[c.Path].Dir {
+				delete(paths, c.Path)
+			}
 		}
 	}
 	// Parents before children, so a new folder's entry exists before its
@@ -218,23 +223,23 @@ func (s *Store) applyRemoteChange(ctx context.Context, c RemoteChange, reported 
 
 // applyRemoteRename moves the entry at from to to, as the server did,
 // when the server's to is what the mount knew at from (same type) and
-// neither path has local changes in flight.
-func (s *Store) applyRemoteRename(ctx context.Context, from, to string) {
+// neither path has local changes in flight. It reports whether it did.
+func (s *Store) applyRemoteRename(ctx context.Context, from, to string) bool {
 	s.mu.Lock()
 	since := s.applied
 	s.mu.Unlock()
 	fi, err := s.remote.Lstat(ctx, to)
 	if err != nil {
-		return // the path checks sort it out
+		return false // the path checks sort it out
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	srcDir, src, err := s.lookupPathLocked(from)
 	if err != nil || src == nil || srcDir == nil || src.localOwned() || s.keepLocal(from, since) || s.keepLocal(to, since) {
-		return
+		return false
 	}
 	if src.mode.Type() != fi.Mode.Type() || (src.isDir() && (to == from || strings.HasPrefix(to, from+"/"))) {
-		return
+		return false
 	}
 	toDirPath := path.Dir(to)
 	if toDirPath == "." {
@@ -242,13 +247,13 @@ func (s *Store) applyRemoteRename(ctx context.Context, from, to string) {
 	}
 	_, dstDir, err := s.lookupPathLocked(toDirPath)
 	if err != nil || dstDir == nil || !dstDir.isDir() || !dstDir.listed {
-		return
+		return false
 	}
 	toName := path.Base(to)
 	var replaced Attr
 	if cur := s.entries[dstDir.children[toName]]; cur != nil {
 		if cur.localOwned() || cur.isDir() {
-			return
+			return false
 		}
 		replaced = cur.attr()
 		s.removeSubtree(cur)
@@ -268,6 +273,7 @@ func (s *Store) applyRemoteRename(ctx context.Context, from, to string) {
 		Event: EventRenamed, Attr: src.attr(), ToDir: dstDir.ino, ToName: toName, Replaced: replaced})
 	s.applyServerAttrs(src, fi)
 	src.checked = s.now()
+	return true
 }
 
 // ownEchoWindow: a feed report about a path the mount itself changed this
