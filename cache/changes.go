@@ -238,7 +238,19 @@ func (s *Store) applyRemoteRename(ctx context.Context, from, to string) bool {
 	if err != nil || src == nil || srcDir == nil || src.localOwned() || s.keepLocal(from, since) || s.keepLocal(to, since) {
 		return false
 	}
+	// The mount's own rename coming back, or a name the mount has reused
+	// since: the entry now at from is not the file the server moved, and
+	// moving it (and replaying the move in the kernel) would show one
+	// file's content under the other's name. The path checks reconcile.
+	if s.deliveredWithin(from, ownEchoWindow) || s.deliveredWithin(to, ownEchoWindow) {
+		return false
+	}
 	if src.mode.Type() != fi.Mode.Type() || (src.isDir() && (to == from || strings.HasPrefix(to, from+"/"))) {
+		return false
+	}
+	// A server rename keeps size and mtime: a file whose version differs
+	// from what the mount knew at from is another file.
+	if src.mode.IsRegular() && (!src.onServer || versionOf(fi) != src.remote) {
 		return false
 	}
 	toDirPath := path.Dir(to)

@@ -1461,3 +1461,51 @@ func TestSameVersionRewriteFromFeed(t *testing.T) {
 		t.Errorf("own upload's content state %v, want clean", content)
 	}
 }
+
+// TestOwnRenameEchoAfterNameReused: the mount renames a file into another
+// folder and writes a new file under the old name; the feed's report of
+// the first rename arrives afterwards. The new file must stay where it is
+// (moving it would show its content under the renamed file's name) and
+// no rename event may be raised for the kernel to replay.
+func TestOwnRenameEchoAfterNameReused(t *testing.T) {
+	rec := &invRecorder{}
+	e := newEnv(t)
+	e.s.Close()
+	s, err := Open(Options{Dir: t.TempDir(), Remote: e.remote, OnInvalidate: rec.add, ConflictLabel: "laptop"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	e.s = s
+	e.server("a/x.py", "the first file")
+	e.server("b/keep.txt", "k")
+	ax, b := e.mustLookup("a/x.py"), e.mustLookup("b")
+	a := e.mustLookup("a")
+	e.mustLookup("b/keep.txt")
+	if err := s.Rename(context.Background(), a.Ino, "x.py", b.Ino, "x.py"); err != nil {
+		t.Fatal(err)
+	}
+	e.mustWrite("a/x.py", "a new file under the old name, longer")
+	e.flush()
+	drainInvalidations(t, s, rec.all)
+	rec.take()
+
+	s.ApplyRemoteChanges(context.Background(), []RemoteChange{
+		{Path: "a/x.py", Gone: true}, {Path: "b/x.py", From: "a/x.py"}, {Path: "a/x.py"},
+	})
+	drainInvalidations(t, s, rec.all)
+	for _, inv := range rec.take() {
+		if inv.Event == EventRenamed {
+			t.Errorf("the mount's own rename raised a rename event: %+v", inv)
+		}
+	}
+	if got := e.mustRead("b/x.py"); got != "the first file" {
+		t.Errorf("b/x.py reads %q, want the renamed file", got)
+	}
+	if got := e.mustLookup("b/x.py"); got.Ino != ax.Ino {
+		t.Errorf("b/x.py has ino %d, want the renamed file's %d", got.Ino, ax.Ino)
+	}
+	if got := e.mustRead("a/x.py"); got != "a new file under the old name, longer" {
+		t.Errorf("a/x.py reads %q", got)
+	}
+}
