@@ -33,6 +33,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pkg/sftp"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -44,6 +45,16 @@ type Options struct {
 	LogLevel string
 	// ExtraConfig is appended to sshd_config.
 	ExtraConfig string
+	// LoginShellDelay, when positive, makes the account's shell take that
+	// long to start, as the conda or pyenv set-up in ~/.bashrc does on many
+	// GPU boxes and clusters: RemoteHome gets a .bashrc that sleeps and a
+	// .profile that sources it (as Debian's does). sshd runs every exec
+	// request as `$SHELL -c command`, and bash started by sshd reads
+	// ~/.bashrc, so every exec channel pays the delay. The SFTP subsystem
+	// is then served by internal-sftp, which runs inside sshd without a
+	// shell, so it does not pay it (an external sftp-server is started
+	// through the shell too). Needs bash as the user's login shell (checked).
+	LoginShellDelay time.Duration
 }
 
 // Server is a running sshd and the client-side files that reach it.
@@ -202,6 +213,11 @@ func StartServer(dir string, opts Options) (*Server, error) {
 			return nil, err
 		}
 	}
+	if opts.LoginShellDelay > 0 {
+		if err := writeSlowShellFiles(u, s.RemoteHome, opts.LoginShellDelay); err != nil {
+			return nil, err
+		}
+	}
 
 	hostPub, err := writeKey(s.HostKeyFile, "sshdtest host key")
 	if err != nil {
@@ -253,6 +269,39 @@ func StartServer(dir string, opts Options) (*Server, error) {
 	}
 }
 
+// writeSlowShellFiles gives home a .bashrc that sleeps for delay, in the
+// way of a slow conda/pyenv init, and a .profile that sources it.
+func writeSlowShellFiles(u *user.User, home string, delay time.Duration) error {
+	shell, err := loginShell(u.Username)
+	if err != nil {
+		return err
+	}
+	if filepath.Base(shell) != "bash" {
+		return fmt.Errorf("LoginShellDelay needs bash as the login shell of %s (it reads ~/.bashrc when sshd runs a command); the shell is %s", u.Username, shell)
+	}
+	rc := fmt.Sprintf("# written by remotefs internal/sshdtest: a shell start-up as slow as a\n# conda/pyenv init. Runs for every command sshd starts (bash -c).\nsleep %.3f\n", delay.Seconds())
+	profile := "# written by remotefs internal/sshdtest\nif [ -n \"$BASH_VERSION\" ] && [ -f \"$HOME/.bashrc\" ]; then . \"$HOME/.bashrc\"; fi\n"
+	if err := os.WriteFile(filepath.Join(home, ".bashrc"), []byte(rc), 0o644); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(home, ".profile"), []byte(profile), 0o644)
+}
+
+// loginShell reads the user's shell from /etc/passwd.
+func loginShell(name string) (string, error) {
+	data, err := os.ReadFile("/etc/passwd")
+	if err != nil {
+		return "", err
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Split(line, ":")
+		if len(f) >= 7 && f[0] == name {
+			return f[6], nil
+		}
+	}
+	return "", fmt.Errorf("user %s not in /etc/passwd", name)
+}
+
 func freePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -291,6 +340,10 @@ func (s *Server) writeConfigs(sshd string, opts Options) error {
 	if level == "" {
 		level = "DEBUG1"
 	}
+	sftp := findSFTPServer(sshd)
+	if opts.LoginShellDelay > 0 {
+		sftp = "internal-sftp"
+	}
 	cfg := fmt.Sprintf(`# written by remotefs internal/sshdtest
 Port %d
 ListenAddress 127.0.0.1
@@ -317,7 +370,7 @@ SetEnv HOME=%s
 LogLevel %s
 %s
 `, s.Port, s.HostKeyFile, filepath.Join(filepath.Dir(s.SSHDConfig), "sshd.pid"), s.AuthorizedKeysFile,
-		findSFTPServer(sshd), s.RemoteHome, s.RemoteHome, level, opts.ExtraConfig)
+		sftp, s.RemoteHome, s.RemoteHome, level, opts.ExtraConfig)
 	if err := os.WriteFile(s.SSHDConfig, []byte(cfg), 0o600); err != nil {
 		return err
 	}
@@ -538,4 +591,46 @@ func (s *Server) Command(args ...string) *exec.Cmd {
 	cmd := exec.Command("ssh", append([]string{"-F", s.ConfigFile, "-o", "BatchMode=yes", Alias}, args...)...)
 	cmd.Env = s.Env()
 	return cmd
+}
+
+// StartTimes measures, on one fresh SSH connection made directly to the
+// server, how long an exec channel takes to run `true` (the login shell's
+// start-up included) and how long the SFTP subsystem takes to answer its
+// init. They show what LoginShellDelay costs each kind of channel.
+func (s *Server) StartTimes() (execTime, sftpTime time.Duration, err error) {
+	cfg := &ssh.ClientConfig{
+		User:            s.User,
+		Auth:            []ssh.AuthMethod{ssh.PublicKeys(s.UserKey)},
+		HostKeyCallback: ssh.FixedHostKey(s.HostKey),
+		Timeout:         10 * time.Second,
+	}
+	c, err := ssh.Dial("tcp", s.Addr, cfg)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer c.Close()
+	// Bound the whole measurement: a hung server closes the connection.
+	timer := time.AfterFunc(time.Minute, func() { c.Close() })
+	defer timer.Stop()
+
+	sess, err := c.NewSession()
+	if err != nil {
+		return 0, 0, err
+	}
+	t0 := time.Now()
+	err = sess.Run("true")
+	execTime = time.Since(t0)
+	sess.Close()
+	if err != nil {
+		return execTime, 0, fmt.Errorf("exec true: %w", err)
+	}
+
+	t0 = time.Now()
+	sc, err := sftp.NewClient(c)
+	sftpTime = time.Since(t0)
+	if err != nil {
+		return execTime, sftpTime, fmt.Errorf("sftp: %w", err)
+	}
+	sc.Close()
+	return execTime, sftpTime, nil
 }

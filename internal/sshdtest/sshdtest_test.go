@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // The generated files work with the real OpenSSH client: the config,
@@ -73,5 +74,41 @@ func TestStopKillsEverything(t *testing.T) {
 			st, _ := os.ReadFile(filepath.Join("/proc", itoa(k), "stat"))
 			t.Errorf("process %d still alive after Stop: %s", k, st)
 		}
+	}
+}
+
+// With LoginShellDelay every exec channel pays the slow shell start-up and
+// the SFTP subsystem does not; without it neither does.
+func TestLoginShellDelay(t *testing.T) {
+	const delay = 700 * time.Millisecond
+	slow := StartWith(t, Options{LoginShellDelay: delay})
+	execT, sftpT, err := slow.StartTimes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("slow shell: exec %v, sftp %v", execT, sftpT)
+	if execT < delay {
+		t.Errorf("exec took %v, less than the shell delay %v: ~/.bashrc was not run", execT, delay)
+	}
+	if sftpT >= delay/2 {
+		t.Errorf("sftp subsystem took %v to start: it should not run the slow shell", sftpT)
+	}
+	// The real OpenSSH client's commands pay it too, and still work.
+	t0 := time.Now()
+	if out, err := slow.Command("echo", "ok").CombinedOutput(); err != nil || strings.TrimSpace(string(out)) != "ok" {
+		t.Fatalf("ssh echo ok: %v: %q", err, out)
+	}
+	if d := time.Since(t0); d < delay {
+		t.Errorf("ssh echo took %v, less than the shell delay", d)
+	}
+
+	fast := Start(t)
+	execT, sftpT, err = fast.StartTimes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("default shell: exec %v, sftp %v", execT, sftpT)
+	if execT >= delay/2 || sftpT >= delay/2 {
+		t.Errorf("without LoginShellDelay: exec %v, sftp %v", execT, sftpT)
 	}
 }
