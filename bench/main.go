@@ -12,11 +12,22 @@
 // entries, git status output, grep hits, bytes read) and, after each save,
 // measures how long the new content takes to appear on the server.
 //
+// With -repo 3k or -repo 30k the project is a realistic repository instead
+// of the small synthetic one (realrepo.go): a long-tailed file size
+// distribution, deep folders, 100+ MB of packed git history, __pycache__
+// and node_modules folders, binary assets; and the steps include a first
+// `git status` on a fresh mount, a checkout-like bulk write, a
+// formatter-like rewrite of every .py file and a read at a bandwidth cap.
+// -slow-login 1s gives the server account a login shell that takes a
+// second to start, as conda or pyenv init in ~/.bashrc does: every exec
+// channel pays it, the SFTP subsystem (internal-sftp) does not.
+//
 // Usage:
 //
 //	go run ./bench [-rtt 50ms] [-bandwidth 0] [-files 600] [-bigfile 256MiB]
-//	               [-saves 20] [-only remotefs,sshfs,local]
-//	               [-steps walk,git,grep,save,safesave,bigread]
+//	               [-repo small|3k|30k] [-history 128MiB] [-seed 1] [-slow-login 0]
+//	               [-bulk 500] [-cap 20MB] [-saves 20] [-only remotefs,sshfs,local]
+//	               [-steps walk,git,grep,freshgit,bulk,format,save,safesave,bigread,capread]
 //	               [-quick] [-out FILE.md] [-step-timeout 10m] [-keep] [-bin PATH]
 //	go run ./bench -hold [-only remotefs] [-rtt ...]   # mount and wait, for manual tests
 //
@@ -42,7 +53,13 @@ import (
 type config struct {
 	rtt         time.Duration
 	bandwidth   int64 // bytes per second each way; 0 = unlimited
-	files       int
+	files       int   // small: files of the project; realistic: tracked files
+	repo        string
+	shape       realShape // -repo 3k/30k with -files, -history, -seed applied
+	seed        uint64
+	slowLogin   time.Duration
+	bulk        int   // files of the bulk step
+	capRate     int64 // bandwidth of the capread step
 	bigfile     int64
 	saves       int
 	only        []string // systems, in run order
@@ -58,7 +75,10 @@ type config struct {
 
 var (
 	allSystems = []string{"remotefs", "sshfs", "local"}
-	allSteps   = []string{"walk", "git", "grep", "save", "safesave", "bigread"}
+	allSteps   = []string{"walk", "git", "grep", "freshgit", "bulk", "format", "save", "safesave", "bigread", "capread"}
+	// smallSteps are the default steps of the small project (the README's
+	// table); the realistic repositories run all of them.
+	smallSteps = []string{"walk", "git", "grep", "save", "safesave", "bigread"}
 )
 
 func parseFlags(args []string) (*config, error) {
@@ -66,12 +86,18 @@ func parseFlags(args []string) (*config, error) {
 	fl := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fl.DurationVar(&cfg.rtt, "rtt", 50*time.Millisecond, "round-trip time added between client and sshd (the proxy delays each direction by rtt/2)")
 	bw := fl.String("bandwidth", "0", "bandwidth limit each way, e.g. 10MB, 100mbit, 2MiB (per second); 0 = unlimited")
-	fl.IntVar(&cfg.files, "files", 600, "files in the generated Python project")
+	fl.IntVar(&cfg.files, "files", 600, "files in the generated Python project (-repo small), or tracked files of the realistic repository (default 3000 for -repo 3k, 15000 for -repo 30k)")
+	fl.StringVar(&cfg.repo, "repo", "small", "project: small (synthetic 600-file Python project), 3k (realistic repository, 3,000 tracked files, about 5,500 with cache folders) or 30k (30,000 files, 15,000 tracked)")
+	hist := fl.String("history", "", "packed git history of the realistic repository (default 128MiB for -repo 3k, 160MiB for 30k; 8MiB with -quick)")
+	seed := fl.Uint64("seed", 1, "seed of the realistic repository (the same seed makes the same repository)")
+	fl.DurationVar(&cfg.slowLogin, "slow-login", 0, "make the server account's login shell take this long to start (a ~/.bashrc that sleeps, as conda/pyenv init): every exec channel pays it, the SFTP subsystem does not; e.g. 1s")
+	fl.IntVar(&cfg.bulk, "bulk", 500, "files the bulk step extracts (tar -x) into the mount and deletes (rm -rf)")
+	capRate := fl.String("cap", "20MB", "bandwidth cap of the capread step (the read at a capped link), per second")
 	big := fl.String("bigfile", "256MiB", "size of the big file read sequentially")
 	fl.IntVar(&cfg.saves, "saves", 20, "editor saves per save step")
 	only := fl.String("only", strings.Join(allSystems, ","), "systems to measure (comma list of remotefs,sshfs,local)")
-	steps := fl.String("steps", strings.Join(allSteps, ","), "steps to run (comma list of "+strings.Join(allSteps, ",")+")")
-	fl.BoolVar(&cfg.quick, "quick", false, "smoke run: 60 files, 4 MiB big file, 5 saves, rtt 10ms (explicit flags win)")
+	steps := fl.String("steps", "", "steps to run (comma list of "+strings.Join(allSteps, ",")+"); default "+strings.Join(smallSteps, ",")+" for -repo small, all for the realistic repositories")
+	fl.BoolVar(&cfg.quick, "quick", false, "smoke run: 60 files (a tenth of a realistic repository's), 8 MiB of history, 4 MiB big file, 5 saves, 100 bulk files, rtt 10ms (explicit flags win)")
 	fl.StringVar(&cfg.out, "out", "", "also write the report as Markdown to this file")
 	fl.DurationVar(&cfg.stepTimeout, "step-timeout", 10*time.Minute, "a step taking longer is reported as \"timeout\" and the system's mount is abandoned")
 	fl.BoolVar(&cfg.keep, "keep", false, "keep the work directory (server tree, caches, logs) at the end")
@@ -89,7 +115,7 @@ func parseFlags(args []string) (*config, error) {
 		if !set["rtt"] {
 			cfg.rtt = 10 * time.Millisecond
 		}
-		if !set["files"] {
+		if !set["files"] && cfg.repo == "small" {
 			cfg.files = 60
 		}
 		if !set["bigfile"] {
@@ -97,6 +123,43 @@ func parseFlags(args []string) (*config, error) {
 		}
 		if !set["saves"] {
 			cfg.saves = 5
+		}
+		if !set["bulk"] {
+			cfg.bulk = 100
+		}
+		if !set["history"] {
+			*hist = "8MiB"
+		}
+	}
+	cfg.seed = *seed
+	if cfg.repo != "small" {
+		shape, ok := realPresets[cfg.repo]
+		if !ok {
+			return nil, fmt.Errorf("-repo: unknown %q (small, 3k or 30k)", cfg.repo)
+		}
+		switch {
+		case set["files"]:
+			shape = shape.scaled(cfg.files)
+		case cfg.quick:
+			shape = shape.scaled(shape.tracked / 10)
+		}
+		if *hist != "" {
+			h, err := parseSize(*hist)
+			if err != nil || h < 1<<20 {
+				return nil, fmt.Errorf("-history: want a size of at least 1MiB, got %q", *hist)
+			}
+			shape.history = h
+		}
+		shape.seed = cfg.seed
+		cfg.shape = shape
+		cfg.files = shape.tracked
+	} else if set["history"] {
+		return nil, errors.New("-history applies to -repo 3k or 30k")
+	}
+	if *steps == "" {
+		*steps = strings.Join(smallSteps, ",")
+		if cfg.repo != "small" {
+			*steps = strings.Join(allSteps, ",")
 		}
 	}
 	var err error
@@ -108,6 +171,15 @@ func parseFlags(args []string) (*config, error) {
 	}
 	if cfg.bigfile <= 0 {
 		return nil, errors.New("-bigfile must be positive")
+	}
+	if cfg.capRate, err = parseRate(*capRate); err != nil || cfg.capRate <= 0 {
+		return nil, fmt.Errorf("-cap: want a positive rate, got %q", *capRate)
+	}
+	if cfg.bulk < 1 {
+		return nil, errors.New("-bulk must be at least 1")
+	}
+	if cfg.slowLogin < 0 {
+		return nil, errors.New("-slow-login must not be negative")
 	}
 	if cfg.files < 20 {
 		return nil, errors.New("-files must be at least 20")

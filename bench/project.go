@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -24,7 +25,24 @@ type project struct {
 	grepWord string
 	grepHits int // lines of .py files that contain grepWord
 	bytes    int64
-	content  map[string][]byte
+	content  map[string][]byte // .py files of the realistic repository
+	real     *realRepo         // the realistic repository; nil for the small project
+}
+
+// create writes the project under root for the first time.
+func (p *project) create(ctx context.Context, root string, gitEnv []string, logf func(string, ...any)) error {
+	if p.real != nil {
+		return p.real.write(ctx, root, gitEnv, logf)
+	}
+	return p.write(root, gitEnv)
+}
+
+// reset puts the project back as created, before the next system's run.
+func (p *project) reset(ctx context.Context, root string, gitEnv []string) error {
+	if p.real != nil {
+		return p.real.restore(ctx, root, gitEnv)
+	}
+	return p.write(root, gitEnv)
 }
 
 type genFile struct {
@@ -298,18 +316,15 @@ func (p *project) write(root string, gitEnv []string) error {
 // starts with its own offset, so a read can be checked cheaply.
 const stampBlock = 4096
 
-func writeBigFile(file string, size int64) error {
+func writeBigFile(file string, size int64, key byte) error {
 	if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
 		return err
-	}
-	if fi, err := os.Stat(file); err == nil && fi.Size() == size {
-		return nil
 	}
 	f, err := os.Create(file)
 	if err != nil {
 		return err
 	}
-	r := rand.NewChaCha8([32]byte{'r', 'e', 'm', 'o', 't', 'e', 'f', 's'})
+	r := rand.NewChaCha8([32]byte{'r', 'e', 'm', 'o', 't', 'e', 'f', 's', key})
 	buf := make([]byte, 1<<20)
 	for off := int64(0); off < size; {
 		n := int(min(int64(len(buf)), size-off))

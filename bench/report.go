@@ -26,7 +26,8 @@ const (
 type cell struct {
 	kind cellKind
 	d    time.Duration // total, or median for saves
-	mbps float64       // bigread
+	rate float64       // rate rows (bigread, bulk): the value in unit
+	unit string        // "MB/s", "files/s"; "" for a duration
 	note string        // detail: counts, spread, error message
 }
 
@@ -34,8 +35,8 @@ func (c cell) logString() string {
 	switch c.kind {
 	case cellOK:
 		s := fmtDur(c.d)
-		if c.mbps > 0 {
-			s = fmtRate(c.mbps)
+		if c.unit != "" {
+			s = fmtRate(c.rate, c.unit)
 		}
 		if c.note != "" {
 			s += "  (" + c.note + ")"
@@ -50,8 +51,8 @@ func (c cell) logString() string {
 func cellText(c cell, row string) string {
 	switch c.kind {
 	case cellOK:
-		if row == "bigread" || c.mbps > 0 {
-			return fmtRate(c.mbps)
+		if c.unit != "" {
+			return fmtRate(c.rate, c.unit)
 		}
 		return fmtDur(c.d)
 	case cellError:
@@ -82,15 +83,21 @@ type report struct {
 func newReport(cfg *config) *report {
 	r := &report{cfg: cfg, cells: map[string]map[string]cell{}, labels: map[string]string{}}
 	r.labels = map[string]string{
-		"mount":    "mount",
-		"walk":     "walk: lstat every entry",
-		"git":      "git status",
-		"grep":     "grep -r over the .py files",
-		"save":     fmt.Sprintf("save (in place), median of %d", cfg.saves),
-		"savevis":  "save: close to on-server, median",
-		"safesave": fmt.Sprintf("safe-save (tmp+fsync+rename), median of %d", cfg.saves),
-		"safevis":  "safe-save: close to on-server, median",
-		"bigread":  "bigread " + fmtSize(cfg.bigfile) + ", MB/s",
+		"mount":     "mount",
+		"walk":      "walk: lstat every entry",
+		"git":       "git status",
+		"grep":      "grep -r over the .py files",
+		"save":      fmt.Sprintf("save (in place), median of %d", cfg.saves),
+		"savevis":   "save: close to on-server, median",
+		"safesave":  fmt.Sprintf("safe-save (tmp+fsync+rename), median of %d", cfg.saves),
+		"safevis":   "safe-save: close to on-server, median",
+		"bigread":   "bigread " + fmtSize(cfg.bigfile) + ", MB/s",
+		"freshgit":  "git status, first on a fresh mount (warm: remount, cache kept)",
+		"bulk":      fmt.Sprintf("bulk write: tar -x %d files, files/s", cfg.bulk),
+		"bulkrm":    fmt.Sprintf("bulk delete: rm -rf the %d files, files/s", cfg.bulk),
+		"format":    "format: read + rewrite every .py",
+		"formatgit": "git status after the rewrite",
+		"capread":   fmt.Sprintf("read %s at a %s cap, MB/s", fmtSize(cfg.bigfile), fmtRate(float64(cfg.capRate)/1e6, "MB/s")),
 	}
 	return r
 }
@@ -179,8 +186,8 @@ func (r *report) failed() bool {
 	return false
 }
 
-// describe fills the header: machine, software, link, workload.
-func (r *report) describe(b *bench, entries, objects int) {
+// describe fills the header: machine, software, link, server, workload.
+func (r *report) describe(b *bench, entries, objects int, gst gitStats, execT, sftpT time.Duration) {
 	cfg := r.cfg
 	cpu, mem, kernel := machineInfo()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -205,17 +212,27 @@ func (r *report) describe(b *bench, entries, objects int) {
 		bw = fmt.Sprintf("%s/s each way (%.0f Mbit/s)", fmtSize(cfg.bandwidth), float64(cfg.bandwidth)*8/1e6)
 	}
 	p := b.proj
+	login := fmt.Sprintf("server login shell: instant (exec channel runs `true` in %s, SFTP subsystem answers in %s)", fmtDur(execT), fmtDur(sftpT))
+	if cfg.slowLogin > 0 {
+		login = fmt.Sprintf("server login shell: slow, ~/.bashrc sleeps %v as a conda/pyenv init does (exec channel runs `true` in %s; SFTP subsystem, internal-sftp, answers in %s)", cfg.slowLogin, fmtDur(execT), fmtDur(sftpT))
+	}
+	proj := fmt.Sprintf("project: %d files (%d .py) in %d folders, %s, one git commit (%d loose objects); %d entries with .git",
+		len(p.files), len(p.pyFiles), len(p.dirs), fmtSize(p.bytes), objects, entries)
+	if p.real != nil {
+		proj = p.real.describe(gst, len(p.pyFiles)) + fmt.Sprintf("; %d entries with .git", entries)
+	}
 	r.header = []string{
 		"date: " + time.Now().UTC().Format("2006-01-02 15:04 UTC"),
 		fmt.Sprintf("machine: %s, %d cores, %s, %s", cpu, runtime.NumCPU(), mem, kernel),
 		fmt.Sprintf("software: %s %s/%s; remotefs %s; %s; %s", runtime.Version(), runtime.GOOS, runtime.GOARCH, rfVersion, sshfsVersion, firstLine("ssh", "-V")),
 		fmt.Sprintf("link: OpenSSH sshd on loopback behind a latency proxy, rtt %v (%v each way), bandwidth %s", cfg.rtt, cfg.rtt/2, bw),
-		fmt.Sprintf("project: %d files (%d .py) in %d folders, %s, one git commit (%d loose objects); %d entries with .git",
-			len(p.files), len(p.pyFiles), len(p.dirs), fmtSize(p.bytes), objects, entries),
+		login,
+		proj,
 		fmt.Sprintf("big file: %s of incompressible data; saves: %d per step", fmtSize(cfg.bigfile), cfg.saves),
 	}
 	r.labels["walk"] = fmt.Sprintf("walk: lstat all %d entries", entries)
 	r.labels["grep"] = fmt.Sprintf("grep -r over %d .py files", len(p.pyFiles))
+	r.labels["format"] = fmt.Sprintf("format: read + rewrite all %d .py files", len(p.pyFiles))
 }
 
 var columns = []struct{ key, title string }{
@@ -256,11 +273,11 @@ func (r *report) ratio(row, pass string) string {
 		return "—"
 	}
 	var x float64
-	if row == "bigread" {
-		if ss.mbps <= 0 {
+	if rf.unit != "" {
+		if ss.rate <= 0 {
 			return "—"
 		}
-		x = rf.mbps / ss.mbps
+		x = rf.rate / ss.rate
 	} else {
 		if rf.d <= 0 {
 			return "—"
@@ -335,6 +352,9 @@ func (r *report) render() string {
 		sb.WriteString("Cold: fresh mount, empty remotefs cache; the mount time is counted in the first step. Warm: the same steps again on the same mount.\n")
 		sb.WriteString("Ratio: how many times faster remotefs is than sshfs (sshfs time / remotefs time; for bigread remotefs MB/s / sshfs MB/s); below 1 means remotefs is slower.\n")
 		sb.WriteString("Local: the same steps on the server directory itself (second pass). Saves: time from open to close; \"close to on-server\": from close until the server file holds the new content. sshfs runs with its default options.\n")
+		if r.cfg.repo != "small" {
+			sb.WriteString("Fresh-mount git status: a second mount made for the step with an empty cache (warm: mounted again with the cache of the first). Bulk: tar -x of an archive into the project, then rm -rf, in files per second of the command's run time. Format: every tracked .py read and written back with trailing whitespace stripped. Capped read: another big file, with the link limited to the cap.\n")
+		}
 	}
 
 	var details, errs []string
@@ -398,14 +418,14 @@ func fmtDur(d time.Duration) string {
 	return fmt.Sprintf("%.2f ms", s*1e3)
 }
 
-func fmtRate(mbps float64) string {
+func fmtRate(v float64, unit string) string {
 	switch {
-	case mbps >= 100:
-		return fmt.Sprintf("%.0f MB/s", mbps)
-	case mbps >= 10:
-		return fmt.Sprintf("%.1f MB/s", mbps)
+	case v >= 100:
+		return fmt.Sprintf("%.0f %s", v, unit)
+	case v >= 10:
+		return fmt.Sprintf("%.1f %s", v, unit)
 	}
-	return fmt.Sprintf("%.2f MB/s", mbps)
+	return fmt.Sprintf("%.2f %s", v, unit)
 }
 
 func fmtSize(n int64) string {

@@ -19,9 +19,10 @@ import (
 )
 
 const (
-	projDir = "proj"
-	bigPath = "big/big.bin"
-	alias   = "benchbox"
+	projDir   = "proj"
+	bigPath   = "big/big.bin"
+	cappedBig = "big/capped.bin" // read by the capread step: uncached when it starts
+	alias     = "benchbox"
 )
 
 var errCanceled = errors.New("canceled")
@@ -39,6 +40,7 @@ type bench struct {
 	alias  string
 	proj   *project
 	gitEnv []string
+	bulk   *bulkSet // the bulk step's archive
 }
 
 func (b *bench) logf(format string, args ...any) {
@@ -133,9 +135,11 @@ func (b *bench) removeWork() {
 		return
 	}
 	for _, sys := range allSystems {
-		if mnt := filepath.Join(b.work, "mnt-"+sys); mounted(mnt) {
-			b.rep.notef("NOT removing %s: %s is still mounted", b.work, mnt)
-			return
+		for _, mnt := range []string{filepath.Join(b.work, "mnt-"+sys), filepath.Join(b.work, "mnt-"+sys+freshSuffix)} {
+			if mounted(mnt) {
+				b.rep.notef("NOT removing %s: %s is still mounted", b.work, mnt)
+				return
+			}
 		}
 	}
 	os.RemoveAll(b.work)
@@ -164,11 +168,18 @@ func (b *bench) setup(ctx context.Context) error {
 		return err
 	}
 	b.logf("starting sshd and the latency proxy (rtt %v)", cfg.rtt)
-	b.srv, err = sshdtest.StartServer(filepath.Join(b.work, "sshd"), sshdtest.Options{LogLevel: "INFO"})
+	b.srv, err = sshdtest.StartServer(filepath.Join(b.work, "sshd"), sshdtest.Options{LogLevel: "INFO", LoginShellDelay: cfg.slowLogin})
 	if err != nil {
 		return fmt.Errorf("starting sshd: %v", err)
 	}
 	b.cl.add(b.srv.Stop)
+	execT, sftpT, err := b.srv.StartTimes()
+	if err != nil {
+		return fmt.Errorf("measuring the server's start-up times: %v", err)
+	}
+	if cfg.slowLogin > 0 && execT < cfg.slowLogin {
+		return fmt.Errorf("-slow-login %v: an exec channel took only %v: the account's ~/.bashrc was not run", cfg.slowLogin, execT)
+	}
 	b.proxy, err = netproxy.New("127.0.0.1:0", b.srv.Addr)
 	if err != nil {
 		return err
@@ -189,14 +200,32 @@ func (b *bench) setup(ctx context.Context) error {
 		"GIT_COMMITTER_NAME=Bench", "GIT_COMMITTER_EMAIL=bench@example.com",
 		"GIT_AUTHOR_DATE=2026-01-01T00:00:00Z", "GIT_COMMITTER_DATE=2026-01-01T00:00:00Z")
 
-	b.logf("generating the project (%d files) and the big file (%s)", cfg.files, fmtSize(cfg.bigfile))
-	b.proj = generateProject(cfg.files)
-	if err := b.proj.write(filepath.Join(b.srv.Dir, projDir), b.gitEnv); err != nil {
+	t0 := time.Now()
+	if cfg.repo == "small" {
+		b.logf("generating the project (%d files) and the big file (%s)", cfg.files, fmtSize(cfg.bigfile))
+		b.proj = generateProject(cfg.files)
+	} else {
+		b.logf("generating the realistic repository (-repo %s: %d tracked files, %s of history, seed %d) and the big file (%s)",
+			cfg.repo, cfg.shape.tracked, fmtSize(cfg.shape.history), cfg.seed, fmtSize(cfg.bigfile))
+		b.proj = generateRealProject(cfg.shape)
+	}
+	if err := b.proj.create(ctx, filepath.Join(b.srv.Dir, projDir), b.gitEnv, b.logf); err != nil {
 		return fmt.Errorf("generating the project: %v", err)
 	}
-	if err := writeBigFile(filepath.Join(b.srv.Dir, bigPath), cfg.bigfile); err != nil {
+	if err := writeBigFile(filepath.Join(b.srv.Dir, bigPath), cfg.bigfile, 0); err != nil {
 		return fmt.Errorf("writing the big file: %v", err)
 	}
+	if slices.Contains(cfg.steps, "capread") {
+		if err := writeBigFile(filepath.Join(b.srv.Dir, cappedBig), cfg.bigfile, 1); err != nil {
+			return fmt.Errorf("writing the big file: %v", err)
+		}
+	}
+	if slices.Contains(cfg.steps, "bulk") {
+		if b.bulk, err = makeBulkSet(filepath.Join(b.work, "bulk.tar"), cfg.bulk, cfg.seed); err != nil {
+			return fmt.Errorf("making the bulk step's archive: %v", err)
+		}
+	}
+	b.logf("project ready in %s", fmtDur(time.Since(t0)))
 	entries, err := walkTree(ctx, filepath.Join(b.srv.Dir, projDir))
 	if err != nil {
 		return err
@@ -207,7 +236,13 @@ func (b *bench) setup(ctx context.Context) error {
 			objects++
 		}
 	}
-	b.rep.describe(b, len(entries), objects)
+	var gst gitStats
+	if b.proj.real != nil {
+		if gst, err = readGitStats(ctx, filepath.Join(b.srv.Dir, projDir), b.gitEnv); err != nil {
+			return err
+		}
+	}
+	b.rep.describe(b, len(entries), objects, gst, execT, sftpT)
 	return nil
 }
 
@@ -286,12 +321,12 @@ func (b *bench) runSystem(ctx context.Context, sys string) {
 	}
 
 	b.logf("%s: regenerating the project on the server", sys)
-	if err := b.proj.write(filepath.Join(b.srv.Dir, projDir), b.gitEnv); err != nil {
+	if err := b.proj.reset(ctx, filepath.Join(b.srv.Dir, projDir), b.gitEnv); err != nil {
 		rep.markAll(sys, cell{kind: cellError, note: "regenerating the project: " + err.Error()})
 		return
 	}
 
-	m := b.newMountPoint(sys)
+	m := b.newMountPoint(sys, "")
 	defer b.finishSystem(ctx, sys, m)
 
 	st := &sysState{modified: map[string]bool{}}
@@ -369,20 +404,26 @@ func (b *bench) runSystem(ctx context.Context, sys string) {
 	}
 }
 
-func (b *bench) newMountPoint(sys string) *mountPoint {
+// freshSuffix names the second mount of a system, made by the freshgit
+// step (its own mount point, cache and state).
+const freshSuffix = "-fresh"
+
+// newMountPoint describes a mount of sys; suffix "" is the system's main
+// mount, freshSuffix the freshgit step's.
+func (b *bench) newMountPoint(sys, suffix string) *mountPoint {
 	m := &mountPoint{b: b, name: sys, root: b.srv.Dir, connID: -1}
 	if sys != "local" {
 		m.remote = true
-		m.dir = filepath.Join(b.work, "mnt-"+sys)
+		m.dir = filepath.Join(b.work, "mnt-"+sys+suffix)
 		m.root = m.dir
 		os.MkdirAll(m.dir, 0o755)
-		base := filepath.Join(b.work, sys)
+		base := filepath.Join(b.work, sys+suffix)
 		m.env = append(b.srv.Env(),
 			"XDG_CACHE_HOME="+filepath.Join(base, "cache"),
 			"XDG_RUNTIME_DIR="+filepath.Join(base, "run"),
 			"XDG_STATE_HOME="+filepath.Join(base, "state"))
 		os.MkdirAll(filepath.Join(base, "run"), 0o700)
-		m.logFile = filepath.Join(b.work, sys+".log")
+		m.logFile = filepath.Join(b.work, sys+suffix+".log")
 	}
 	return m
 }
@@ -392,25 +433,7 @@ func (b *bench) newMountPoint(sys string) *mountPoint {
 func (b *bench) finishSystem(ctx context.Context, sys string, m *mountPoint) {
 	rep := b.rep
 	if m.dir != "" && mounted(m.dir) && sys == "remotefs" && ctx.Err() == nil {
-		t0 := time.Now()
-		if _, err := runCmd(ctx, 2*time.Minute, m.env, "", b.bin, "flush", m.dir); err != nil {
-			rep.problemf("remotefs flush at the end of the run: %v", err)
-		} else {
-			rep.notef("remotefs flush at the end of the run took %s", fmtDur(time.Since(t0)))
-		}
-		if s, err := m.remotefsStatus(ctx); err != nil {
-			rep.notef("remotefs: %v", err)
-		} else {
-			rep.notef("remotefs after the run: state %s, pending %d (%s), conflicts %d, cache %s, %d cached entries%s%s",
-				s.State, s.Pending, fmtSize(s.PendingBytes), len(s.Conflicts), fmtSize(s.CacheBytes), s.CachedEntries,
-				ifNotEmpty(", last error: ", s.LastError), ifNotEmpty(", upload error: ", s.UploadError))
-			if len(s.Conflicts) > 0 {
-				rep.problemf("remotefs reported %d conflict(s) although nothing but the mount changed the server (see the daemon log)", len(s.Conflicts))
-			}
-			if s.UploadError != "" || s.Pending > 0 {
-				rep.problemf("remotefs: %d write(s) still pending at the end of the run%s", s.Pending, ifNotEmpty(", upload error: ", s.UploadError))
-			}
-		}
+		b.checkRemotefs(ctx, sys, m)
 	}
 	m.release()
 	if m.releaseNote != "" {
@@ -430,10 +453,37 @@ func (b *bench) finishSystem(ctx context.Context, sys string, m *mountPoint) {
 			rep.problemf("%s left %d stray file(s) on the server after unmount: %s", sys, len(stray), clip(strings.Join(stray, ", "), 500))
 		}
 	}
-	if strings.Contains(m.releaseNote, "STILL MOUNTED") || strings.Contains(m.releaseNote, "needed") || strings.Contains(m.releaseNote, "had to kill") || strings.Contains(m.releaseNote, "unmount failed") {
+	if releaseFailed(m.releaseNote) {
 		rep.problemf("%s did not unmount cleanly: %s", sys, m.releaseNote)
 	}
 	b.logf("%s: done (%s)", sys, m.releaseNote)
+}
+
+// checkRemotefs flushes a remotefs mount and reads its status: nothing
+// may be pending, and there may be no conflicts, since nothing but the
+// benchmark's own mounts changed the server.
+func (b *bench) checkRemotefs(ctx context.Context, what string, m *mountPoint) {
+	rep := b.rep
+	t0 := time.Now()
+	if _, err := runCmd(ctx, 2*time.Minute, m.env, "", b.bin, "flush", m.dir); err != nil {
+		rep.problemf("%s: remotefs flush at the end of the run: %v", what, err)
+	} else {
+		rep.notef("%s: remotefs flush at the end of the run took %s", what, fmtDur(time.Since(t0)))
+	}
+	s, err := m.remotefsStatus(ctx)
+	if err != nil {
+		rep.notef("%s: %v", what, err)
+		return
+	}
+	rep.notef("%s after the run: state %s, pending %d (%s), conflicts %d, cache %s, %d cached entries%s%s", what,
+		s.State, s.Pending, fmtSize(s.PendingBytes), len(s.Conflicts), fmtSize(s.CacheBytes), s.CachedEntries,
+		ifNotEmpty(", last error: ", s.LastError), ifNotEmpty(", upload error: ", s.UploadError))
+	if len(s.Conflicts) > 0 {
+		rep.problemf("%s reported %d conflict(s) although nothing but the benchmark's mounts changed the server (see the daemon log)", what, len(s.Conflicts))
+	}
+	if s.UploadError != "" || s.Pending > 0 {
+		rep.problemf("%s: %d write(s) still pending at the end of the run%s", what, s.Pending, ifNotEmpty(", upload error: ", s.UploadError))
+	}
 }
 
 func ifNotEmpty(prefix, s string) string {
@@ -452,6 +502,10 @@ func stepRows(step string) []string {
 		return []string{"save", "savevis"}
 	case "safesave":
 		return []string{"safesave", "safevis"}
+	case "bulk":
+		return []string{"bulk", "bulkrm"}
+	case "format":
+		return []string{"format", "formatgit"}
 	}
 	return []string{step}
 }
@@ -542,7 +596,7 @@ func execCommand(ctx context.Context, name string, args ...string) *exec.Cmd {
 // hold mounts the first selected system and waits until ctx ends.
 func (b *bench) hold(ctx context.Context) error {
 	sys := b.cfg.only[0]
-	m := b.newMountPoint(sys)
+	m := b.newMountPoint(sys, "")
 	defer m.release()
 	if _, err := m.mount(ctx); err != nil {
 		return fmt.Errorf("mount %s: %v", sys, err)

@@ -27,6 +27,14 @@ func (b *bench) runStep(ctx context.Context, m *mountPoint, st *sysState, step, 
 		return b.stepSave(ctx, m, st, pass, true)
 	case "bigread":
 		return b.stepBigRead(ctx, m)
+	case "freshgit":
+		return b.stepFreshGit(ctx, m, st, pass)
+	case "bulk":
+		return b.stepBulk(ctx, m, pass)
+	case "format":
+		return b.stepFormat(ctx, m, st)
+	case "capread":
+		return b.stepCapRead(ctx, m, pass)
 	}
 	return map[string]cell{step: {kind: cellError, note: "unknown step"}}
 }
@@ -135,12 +143,17 @@ func (b *bench) stepWalk(ctx context.Context, m *mountPoint) map[string]cell {
 }
 
 func (b *bench) stepGit(ctx context.Context, m *mountPoint, st *sysState) map[string]cell {
-	dir := filepath.Join(m.root, projDir)
+	return map[string]cell{"git": b.gitStatus(ctx, filepath.Join(m.root, projDir), st)}
+}
+
+// gitStatus runs `git status --porcelain` in dir and checks it lists
+// exactly the files the benchmark modified.
+func (b *bench) gitStatus(ctx context.Context, dir string, st *sysState) cell {
 	t0 := time.Now()
 	out, err := runCmdSplit(ctx, b.gitEnv, dir, "git", "status", "--porcelain")
 	d := time.Since(t0)
 	if err != nil {
-		return map[string]cell{"git": errCell("git status: %v", err)}
+		return errCell("git status: %v", err)
 	}
 	var want []string
 	for p := range st.modified {
@@ -166,10 +179,10 @@ func (b *bench) stepGit(ctx context.Context, m *mountPoint, st *sysState) map[st
 				missing = append(missing, strings.TrimSpace(l))
 			}
 		}
-		return map[string]cell{"git": {kind: cellError, d: d, note: fmt.Sprintf("git status --porcelain: %d lines, expected %d; unexpected: [%s]; missing: [%s]",
-			len(got), len(want), clip(strings.Join(extra, ", "), 400), clip(strings.Join(missing, ", "), 400))}}
+		return cell{kind: cellError, d: d, note: fmt.Sprintf("git status --porcelain: %d lines, expected %d; unexpected: [%s]; missing: [%s]",
+			len(got), len(want), clip(strings.Join(extra, ", "), 400), clip(strings.Join(missing, ", "), 400))}
 	}
-	return map[string]cell{"git": {kind: cellOK, d: d, note: fmt.Sprintf("%d modified", len(got))}}
+	return cell{kind: cellOK, d: d, note: fmt.Sprintf("%d modified", len(got))}
 }
 
 func (b *bench) stepGrep(ctx context.Context, m *mountPoint) map[string]cell {
@@ -320,14 +333,19 @@ func waitOnServer(ctx context.Context, file string, want []byte, closed time.Tim
 }
 
 func (b *bench) stepBigRead(ctx context.Context, m *mountPoint) map[string]cell {
+	return map[string]cell{"bigread": b.readBig(ctx, m, bigPath)}
+}
+
+// readBig reads a big file sequentially through m and checks every block.
+func (b *bench) readBig(ctx context.Context, m *mountPoint, rel string) cell {
 	t0 := time.Now()
-	n, err := readBigFile(filepath.Join(m.root, bigPath), b.cfg.bigfile, func() bool { return ctx.Err() != nil })
+	n, err := readBigFile(filepath.Join(m.root, rel), b.cfg.bigfile, func() bool { return ctx.Err() != nil })
 	d := time.Since(t0)
 	if err != nil {
-		return map[string]cell{"bigread": errCell("reading the big file: %v (after %s)", err, fmtSize(n))}
+		return errCell("reading %s: %v (after %s)", rel, err, fmtSize(n))
 	}
 	mbps := float64(n) / 1e6 / d.Seconds()
-	return map[string]cell{"bigread": {kind: cellOK, d: d, mbps: mbps, note: fmt.Sprintf("%s in %s", fmtSize(n), fmtDur(d))}}
+	return cell{kind: cellOK, d: d, rate: mbps, unit: "MB/s", note: fmt.Sprintf("%s in %s", fmtSize(n), fmtDur(d))}
 }
 
 func median(ds []time.Duration) time.Duration {
