@@ -100,13 +100,37 @@ type goneFile struct {
 	binaryData bool
 }
 
+// cacheFile is an untracked file of a cache folder; its content is made
+// when written.
+type cacheFile struct {
+	path string
+	size int
+	seed uint64
+	pyc  bool
+}
+
+func (c cacheFile) data() []byte {
+	if c.pyc {
+		return pycBytes(c.seed, c.size)
+	}
+	b := jsText(c.seed, c.size)
+	switch n := c.size - len(b); { // pad to the planned size
+	case n >= 3:
+		b = append(append(b, "//"...), bytes.Repeat([]byte{' '}, n-3)...)
+		b = append(b, '\n')
+	case n > 0:
+		b = append(b, bytes.Repeat([]byte{'\n'}, n)...)
+	}
+	return b
+}
+
 // realRepo is the generated repository: its tracked files, its history and
 // its untracked cache folders.
 type realRepo struct {
 	shape     realShape
 	files     []*rfile // sorted by path
 	gone      []goneFile
-	caches    []genFile // untracked, ignored files (relative paths)
+	caches    []cacheFile // untracked, ignored files, sorted by path
 	cacheDirs struct {
 		pycache, nodeModules int // folders named __pycache__ / node_modules
 	}
@@ -379,7 +403,7 @@ func generateRealRepo(shape realShape) *realRepo {
 	return g
 }
 
-func cachePaths(fs []genFile) []string {
+func cachePaths(fs []cacheFile) []string {
 	var out []string
 	for _, f := range fs {
 		out = append(out, path.Dir(f.path))
@@ -438,7 +462,7 @@ func (g *realRepo) planCaches(r *rand.Rand) {
 					break
 				}
 				name := strings.TrimSuffix(path.Base(f.path), ".py") + "." + v + ".pyc"
-				g.caches = append(g.caches, genFile{path: d + "/__pycache__/" + name, data: pycBytes(f.seed, f.size)})
+				g.caches = append(g.caches, cacheFile{path: d + "/__pycache__/" + name, size: 16 + f.size*3/5, seed: f.seed ^ uint64(len(v))<<40 ^ uint64(n), pyc: true})
 				n++
 				dirUsed = true
 			}
@@ -468,7 +492,7 @@ func (g *realRepo) planCaches(r *rand.Rand) {
 			if strings.HasPrefix(f, "dist/") && r.IntN(8) == 0 {
 				size = logUniform(r, 60_000, 400_000)
 			}
-			g.caches = append(g.caches, genFile{path: dir + "/" + f, data: jsText(uint64(n)^g.shape.seed<<32, size)})
+			g.caches = append(g.caches, cacheFile{path: dir + "/" + f, size: size, seed: uint64(n) ^ g.shape.seed<<32})
 			n++
 		}
 		if depth < 3 && r.IntN(4) == 0 {
@@ -492,9 +516,9 @@ func (g *realRepo) planCaches(r *rand.Rand) {
 }
 
 // pycBytes is a compiled-module look-alike: a header and binary bytes.
-func pycBytes(seed uint64, srcSize int) []byte {
+func pycBytes(seed uint64, size int) []byte {
 	r := fileRand(seed, -7)
-	b := make([]byte, 16+srcSize*3/5)
+	b := make([]byte, size)
 	copy(b, []byte{0xa7, 0x0d, 0x0d, 0x0a})
 	for i := 16; i < len(b); i++ {
 		b[i] = byte(r.Uint32())
@@ -610,9 +634,9 @@ func fill(r *rand.Rand, size int, line func([]byte, *rand.Rand) []byte) []byte {
 		b = line(b, r)
 	}
 	if i := bytes.LastIndexByte(b[:size], '\n'); i > 0 {
-		b = b[:i+1]
+		return b[:i+1]
 	}
-	return b
+	return b[:size]
 }
 
 func jsText(seed uint64, size int) []byte {
@@ -874,7 +898,7 @@ func (g *realRepo) write(ctx context.Context, root string, gitEnv []string, logf
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 			return err
 		}
-		if err := os.WriteFile(p, f.data, 0o644); err != nil {
+		if err := os.WriteFile(p, f.data(), 0o644); err != nil {
 			return err
 		}
 	}
@@ -918,13 +942,12 @@ func (g *realRepo) restore(ctx context.Context, root string, gitEnv []string) er
 
 // gitStats is what the header says about the repository on disk.
 type gitStats struct {
-	commits     int
-	packs       int
-	packBytes   int64
-	looseObjs   int
-	looseBytes  int64
-	headCommit  string
-	trackedSize int64
+	commits    int
+	packs      int
+	packBytes  int64
+	looseObjs  int
+	looseBytes int64
+	headCommit string
 }
 
 func readGitStats(ctx context.Context, root string, gitEnv []string) (gitStats, error) {
@@ -980,7 +1003,7 @@ func (g *realRepo) describe(st gitStats, pyFiles int) string {
 	}
 	var cacheBytes int64
 	for _, f := range g.caches {
-		cacheBytes += int64(len(f.data))
+		cacheBytes += int64(f.size)
 	}
 	return fmt.Sprintf("project: realistic %s (seed %d): %d tracked files (%d .py) in %d folders, %s; sizes: %d%% 1-20 KB, median %s, 90th percentile %s, %d files of 100 KB-2 MB, %d large binary assets (%s); "+
 		"%d untracked files in cache folders (%s): %d in %d __pycache__ folders, %d under web/node_modules (%d node_modules folders); deepest path %d levels; "+

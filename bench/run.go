@@ -191,14 +191,7 @@ func (b *bench) setup(ctx context.Context) error {
 		return err
 	}
 
-	gitHome := filepath.Join(b.work, "githome")
-	os.MkdirAll(gitHome, 0o755)
-	b.gitEnv = append(cleanEnv("HOME", "SSH_AUTH_SOCK", "GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "LC_ALL", "LANG"),
-		"HOME="+gitHome, "LC_ALL=C", "GIT_CONFIG_NOSYSTEM=1", "GIT_TERMINAL_PROMPT=0",
-		"GIT_CONFIG_COUNT=1", "GIT_CONFIG_KEY_0=safe.directory", "GIT_CONFIG_VALUE_0=*",
-		"GIT_AUTHOR_NAME=Bench", "GIT_AUTHOR_EMAIL=bench@example.com",
-		"GIT_COMMITTER_NAME=Bench", "GIT_COMMITTER_EMAIL=bench@example.com",
-		"GIT_AUTHOR_DATE=2026-01-01T00:00:00Z", "GIT_COMMITTER_DATE=2026-01-01T00:00:00Z")
+	b.gitEnv = benchGitEnv(filepath.Join(b.work, "githome"))
 
 	t0 := time.Now()
 	if cfg.repo == "small" {
@@ -265,6 +258,19 @@ func (b *bench) addProxyHost() error {
 	fmt.Fprintf(cfg, "\nHost %s\n  HostName 127.0.0.1\n  Port %s\n  User %s\n  IdentityFile %s\n  IdentitiesOnly yes\n  IdentityAgent none\n  UserKnownHostsFile %s\n  GlobalKnownHostsFile /dev/null\n  StrictHostKeyChecking yes\n",
 		b.alias, port, b.srv.User, b.srv.UserKeyFile, b.srv.KnownHostsFile)
 	return cfg.Close()
+}
+
+// benchGitEnv is the environment git runs in: its own empty HOME (created)
+// and fixed identities and dates, so nothing of the user's configuration
+// changes what it does or makes.
+func benchGitEnv(home string) []string {
+	os.MkdirAll(home, 0o755)
+	return append(cleanEnv("HOME", "SSH_AUTH_SOCK", "GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "LC_ALL", "LANG"),
+		"HOME="+home, "LC_ALL=C", "GIT_CONFIG_NOSYSTEM=1", "GIT_TERMINAL_PROMPT=0",
+		"GIT_CONFIG_COUNT=1", "GIT_CONFIG_KEY_0=safe.directory", "GIT_CONFIG_VALUE_0=*",
+		"GIT_AUTHOR_NAME=Bench", "GIT_AUTHOR_EMAIL=bench@example.com",
+		"GIT_COMMITTER_NAME=Bench", "GIT_COMMITTER_EMAIL=bench@example.com",
+		"GIT_AUTHOR_DATE=2026-01-01T00:00:00Z", "GIT_COMMITTER_DATE=2026-01-01T00:00:00Z")
 }
 
 // cleanEnv is os.Environ without the named variables.

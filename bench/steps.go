@@ -27,8 +27,8 @@ func (b *bench) runStep(ctx context.Context, m *mountPoint, st *sysState, step, 
 		return b.stepSave(ctx, m, st, pass, true)
 	case "bigread":
 		return b.stepBigRead(ctx, m)
-	case "freshgit":
-		return b.stepFreshGit(ctx, m, st, pass)
+	case "freshgit", "remountgit":
+		return b.stepFreshGit(ctx, m, st, step, pass)
 	case "bulk":
 		return b.stepBulk(ctx, m, pass)
 	case "format":
