@@ -1007,7 +1007,7 @@ func (g *realRepo) describe(st gitStats, pyFiles int) string {
 	}
 	return fmt.Sprintf("project: realistic %s (seed %d): %d tracked files (%d .py) in %d folders, %s; sizes: %d%% 1-20 KB, median %s, 90th percentile %s, %d files of 100 KB-2 MB, %d large binary assets (%s); "+
 		"%d untracked files in cache folders (%s): %d in %d __pycache__ folders, %d under web/node_modules (%d node_modules folders); deepest path %d levels; "+
-		"git: %d commits, history %s in %d pack(s) + %d loose objects (%s)",
+		"git: %d commits, history %s in %d pack(s) + %d loose objects (%s), index written by git on the server",
 		g.shape.name, g.shape.seed, len(g.files), pyFiles, len(g.dirs), fmtSize(total),
 		in1to20*100/max(1, len(sizes)), fmtSize(int64(sizes[len(sizes)/2])), fmtSize(int64(sizes[len(sizes)*9/10])), g.tail, g.assets, fmtSize(g.assetByte),
 		len(g.caches), fmtSize(cacheBytes), g.countCaches("__pycache__"), g.cacheDirs.pycache, g.countCaches("node_modules"), g.cacheDirs.nodeModules, g.maxDepth,
