@@ -218,6 +218,30 @@ func TestParseHelpers(t *testing.T) {
 	if err != nil || cfg.files != 100 || cfg.rtt != 10*time.Millisecond || cfg.saves != 5 {
 		t.Errorf("-quick -files 100: %+v, %v", cfg, err)
 	}
+	// The realistic repositories: presets, -quick scaling, explicit flags,
+	// and their default steps.
+	if cfg, err := parseFlags(nil); err != nil || !slices.Equal(cfg.steps, smallSteps) || cfg.repo != "small" {
+		t.Errorf("defaults: %+v, %v", cfg, err)
+	}
+	cfg, err = parseFlags([]string{"-repo", "30k", "-slow-login", "1s"})
+	if err != nil || cfg.shape.tracked != 15000 || cfg.shape.history != 160<<20 || !slices.Equal(cfg.steps, allSteps) ||
+		cfg.slowLogin != time.Second || cfg.bulk != 500 || cfg.capRate != 20e6 {
+		t.Errorf("-repo 30k -slow-login 1s: %+v, %v", cfg, err)
+	}
+	cfg, err = parseFlags([]string{"-repo", "3k", "-quick", "-seed", "9"})
+	if err != nil || cfg.shape.tracked != 300 || cfg.shape.history != 8<<20 || cfg.shape.seed != 9 || cfg.bulk != 100 {
+		t.Errorf("-repo 3k -quick: %+v, %v", cfg, err)
+	}
+	cfg, err = parseFlags([]string{"-repo", "3k", "-quick", "-files", "1000", "-history", "40MiB", "-steps", "bulk,walk"})
+	if err != nil || cfg.shape.tracked != 1000 || cfg.shape.history != 40<<20 || !slices.Equal(cfg.steps, []string{"walk", "bulk"}) {
+		t.Errorf("-repo 3k -quick -files 1000 -history 40MiB: %+v, %v", cfg, err)
+	}
+	for _, bad := range [][]string{{"-repo", "5k"}, {"-history", "10MiB"}, {"-repo", "3k", "-history", "1k"}, {"-cap", "0"}, {"-slow-login", "-1s"}, {"-bulk", "0"}} {
+		if _, err := parseFlags(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+
 	// The project is deterministic and shaped as promised.
 	p1, p2 := generateProject(600), generateProject(600)
 	if len(p1.files) != 600 || len(p1.dirs) != 40 {

@@ -354,7 +354,7 @@ func (r *report) render() string {
 		sb.WriteString("\n")
 		sb.WriteString("Cold: fresh mount, empty remotefs cache; the mount time is counted in the first step. Warm: the same steps again on the same mount.\n")
 		sb.WriteString("Ratio: how many times faster remotefs is than sshfs (sshfs time / remotefs time; for bigread remotefs MB/s / sshfs MB/s); below 1 means remotefs is slower.\n")
-		sb.WriteString("Local: the same steps on the server directory itself (second pass). Saves: time from open to close; \"close to on-server\": from close until the server file holds the new content. sshfs runs with its default options.\n")
+		sb.WriteString("Local: the same steps on the server directory itself (second pass; the first pass for a first git status). Saves: time from open to close; \"close to on-server\": from close until the server file holds the new content. sshfs runs with its default options.\n")
 		if r.cfg.repo != "small" {
 			sb.WriteString("Fresh mount / remount git status: a second mount made for the step, with an empty cache / with the cache the previous second mount left (in the warm pass the server has changed since: format, saves); the main mount stays up. Bulk: tar -x of an archive into the project, then rm -rf, in files per second of the command's run time. Format: every tracked .py read and written back with trailing whitespace stripped. Capped read: another big file, with the link limited to the cap.\n")
 		}

@@ -205,10 +205,13 @@ func (bs *bulkSet) missing(dir string) (bool, string) {
 }
 
 // waitFor polls done until it holds and returns how long that took, or an
-// error with done's last word after max.
-func waitFor(ctx context.Context, max time.Duration, done func() (bool, string)) (time.Duration, error) {
+// error with done's last word after limit. It sleeps at least as long as a
+// poll took, so that checking thousands of files does not take the CPU
+// from the system being measured.
+func waitFor(ctx context.Context, limit time.Duration, done func() (bool, string)) (time.Duration, error) {
 	t0 := time.Now()
 	for {
+		p0 := time.Now()
 		ok, why := done()
 		if ok {
 			return time.Since(t0), nil
@@ -216,10 +219,10 @@ func waitFor(ctx context.Context, max time.Duration, done func() (bool, string))
 		if ctx.Err() != nil {
 			return 0, errCanceled
 		}
-		if time.Since(t0) > max {
-			return 0, fmt.Errorf("after %v: %s", max, why)
+		if time.Since(t0) > limit {
+			return 0, fmt.Errorf("after %v: %s", limit, why)
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(max(20*time.Millisecond, time.Since(p0)))
 	}
 }
 
