@@ -37,6 +37,7 @@ type Client struct {
 	root        string
 	sftp        *sftp.Client
 	ssh         *ssh.Client // nil when not over ssh (NewClientPipe)
+	target      *Target     // what Dial resolved; nil for NewClientPipe
 	transport   []io.Closer // closed in order when the connection dies
 	opTimeout   time.Duration
 	log         *slog.Logger

@@ -18,8 +18,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/kevinburke/ssh_config"
 )
 
 // Target is one host resolved the way `ssh HOST` resolves it: every value
@@ -54,6 +52,20 @@ type Target struct {
 	// StrictHostKeyChecking is the configured value, informational only:
 	// remotefs always behaves as "yes".
 	StrictHostKeyChecking string
+
+	// ProxyCommand is the command whose stdin and stdout carry the
+	// connection (tokens expanded; run with $SHELL -c "exec ..."), "" for
+	// none. On a ProxyJump chain only the first hop may have one.
+	ProxyCommand string
+	// CertificateFiles are the certificates (CertificateFile) offered with
+	// the matching private keys, from the files or the agent.
+	CertificateFiles []string
+	// Canonical is set when the configuration was read a second time for
+	// the canonical host name (CanonicalizeHostname, Match final).
+	Canonical bool
+	// LocalForwards, RemoteForwards and DynamicForwards are the forwards
+	// the host entry asks for (ssh_config LocalForward ...).
+	LocalForwards, RemoteForwards, DynamicForwards []Forward
 
 	// ProxyJump lists the hops to go through, first dialed first; each hop
 	// is itself resolved through ssh_config. Empty for a direct connection.
@@ -90,11 +102,6 @@ const (
 	defaultSystemConfig = "/etc/ssh/ssh_config"
 	maxIncludeDepth     = 16 // OpenSSH's READCONF_MAX_DEPTH
 	maxJumpDepth        = 8
-
-	// Markers the preprocessor writes in place of lines the ssh_config
-	// library would handle differently from ssh (see preprocessConfig).
-	markerInclude   = "RemotefsInclude"
-	markerMatchHost = "RemotefsMatchHost"
 )
 
 // Resolve resolves spec.Host through the ssh configuration (see
@@ -114,20 +121,41 @@ type sshConfig struct {
 	home   string
 	local  localInfo
 	logger *slog.Logger
+	// runExec runs a Match exec command and reports whether it exited 0;
+	// lookupHost resolves names for CanonicalizeHostname. Options can
+	// replace both (tests, the fuzz target).
+	runExec    func(cmd string) (bool, error)
+	lookupHost func(name string) bool
 }
 
 type localInfo struct {
 	user, host, uid string
 }
 
+// configFile is one parsed ssh_config file: its keyword lines in order.
 type configFile struct {
-	name     string
-	cfg      *ssh_config.Config
-	includes [][]*configFile // indexed by the number in a markerInclude line
+	name  string
+	lines []configEntry
+}
+
+// configEntry is one "Keyword value" line.
+type configEntry struct {
+	key      string   // lower-cased keyword
+	args     []string // the value split into words, quotes removed
+	raw      string   // the value as written, without a trailing comment
+	line     int
+	includes []*configFile // for Include: the files it names, parsed
 }
 
 func loadSSHConfig(opts Options) (*sshConfig, error) {
-	c := &sshConfig{home: opts.Home, logger: opts.Logger, local: currentLocal()}
+	c := &sshConfig{home: opts.Home, logger: opts.Logger, local: currentLocal(),
+		runExec: opts.matchExec, lookupHost: opts.lookupHost}
+	if c.runExec == nil {
+		c.runExec = runMatchExec
+	}
+	if c.lookupHost == nil {
+		c.lookupHost = lookupHostName
+	}
 	var names []string
 	switch {
 	case opts.ConfigFile != "":
@@ -160,6 +188,13 @@ func isSystemConfig(name string) bool {
 	return strings.HasPrefix(filepath.Clean(name), "/etc/ssh/")
 }
 
+var configLine = regexp.MustCompile(`^\s*([A-Za-z][A-Za-z0-9]*)(\s*=\s*|\s+|$)(.*)$`)
+
+// parseFile reads one file into keyword lines. Include is resolved here,
+// the way ssh does (~ and relative names against Options.Home, or /etc/ssh
+// for the system file; globs expanded and sorted; missing files skipped);
+// whether an Include applies is decided when the configuration is
+// evaluated for a host.
 func (c *sshConfig) parseFile(name string, system bool, depth int) (*configFile, error) {
 	if depth > maxIncludeDepth {
 		return nil, fmt.Errorf("%w: %s: Include nested too deeply (a loop?)", ErrConfig, name)
@@ -172,87 +207,47 @@ func (c *sshConfig) parseFile(name string, system bool, depth int) (*configFile,
 		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
 	}
 	f := &configFile{name: name}
-	text, includes, err := c.preprocessConfig(name, data, system)
-	if err != nil {
-		return nil, err
-	}
-	for _, files := range includes {
-		var parsed []*configFile
-		for _, inc := range files {
-			sub, err := c.parseFile(inc, system, depth+1)
-			if errors.Is(err, os.ErrNotExist) {
-				continue
-			}
-			if err != nil {
-				return nil, err
-			}
-			parsed = append(parsed, sub)
-		}
-		f.includes = append(f.includes, parsed)
-	}
-	f.cfg, err = ssh_config.DecodeBytes(text)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrConfig, name, err)
-	}
-	return f, nil
-}
-
-var configLine = regexp.MustCompile(`^(\s*)([A-Za-z][A-Za-z0-9]*)(\s*=\s*|\s+)(.*)$`)
-
-// preprocessConfig rewrites the lines that github.com/kevinburke/ssh_config
-// would interpret differently from ssh, before handing the text to it:
-//
-//   - Include: the library resolves relative names against the home
-//     directory from the password database and reads the files itself. We
-//     replace the line by a marker and parse the files ourselves, so ~ and
-//     relative names use Options.Home and nested files get the same
-//     treatment. The returned slice holds, per marker, the files the
-//     Include names (globs expanded, sorted, as ssh does).
-//   - Match: the library rejects every criterion except "all" and "host",
-//     failing the whole file (a common "Match exec" would make every host
-//     unresolvable). "Match all" becomes "Host *"; "Match host" and "Match
-//     originalhost" become a Host block (the first tagged so it is matched
-//     against HostName, as ssh does); any other Match block is kept but can
-//     never match, and a warning is logged.
-func (c *sshConfig) preprocessConfig(name string, data []byte, system bool) ([]byte, [][]string, error) {
-	var out bytes.Buffer
-	var includes [][]string
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	sc.Buffer(make([]byte, 64*1024), 1024*1024)
 	lineNo := 0
 	for sc.Scan() {
 		lineNo++
-		line := strings.TrimSuffix(sc.Text(), "\r")
-		m := configLine.FindStringSubmatch(line)
-		if m == nil {
-			out.WriteString(line + "\n")
+		line := strings.TrimSpace(strings.TrimSuffix(sc.Text(), "\r"))
+		if line == "" || line[0] == '#' {
 			continue
 		}
-		indent, key, args := m[1], strings.ToLower(m[2]), splitArgs(m[4])
-		switch key {
-		case "include":
-			var files []string
-			for _, pat := range args {
+		m := configLine.FindStringSubmatch(line)
+		if m == nil {
+			return nil, fmt.Errorf("%w: %s:%d: cannot parse %q", ErrConfig, name, lineNo, line)
+		}
+		e := configEntry{key: strings.ToLower(m[1]), raw: stripComment(m[3]), line: lineNo}
+		e.args = splitArgs(e.raw)
+		if e.key == "include" {
+			for _, pat := range e.args {
 				pat = c.includePath(pat, system)
 				matches, err := filepath.Glob(pat)
 				if err != nil {
-					return nil, nil, fmt.Errorf("%w: %s:%d: Include %q: %v", ErrConfig, name, lineNo, pat, err)
+					return nil, fmt.Errorf("%w: %s:%d: Include %q: %v", ErrConfig, name, lineNo, pat, err)
 				}
 				sort.Strings(matches)
-				files = append(files, matches...)
+				for _, inc := range matches {
+					sub, err := c.parseFile(inc, system, depth+1)
+					if errors.Is(err, os.ErrNotExist) {
+						continue
+					}
+					if err != nil {
+						return nil, err
+					}
+					e.includes = append(e.includes, sub)
+				}
 			}
-			fmt.Fprintf(&out, "%s%s %d\n", indent, markerInclude, len(includes))
-			includes = append(includes, files)
-		case "match":
-			out.WriteString(c.rewriteMatch(name, lineNo, args) + "\n")
-		default:
-			out.WriteString(line + "\n")
 		}
+		f.lines = append(f.lines, e)
 	}
 	if err := sc.Err(); err != nil {
-		return nil, nil, fmt.Errorf("%w: %s: %v", ErrConfig, name, err)
+		return nil, fmt.Errorf("%w: %s: %v", ErrConfig, name, err)
 	}
-	return out.Bytes(), includes, nil
+	return f, nil
 }
 
 func (c *sshConfig) includePath(p string, system bool) string {
@@ -268,25 +263,6 @@ func (c *sshConfig) includePath(p string, system bool) string {
 	default:
 		return filepath.Join(c.home, ".ssh", p)
 	}
-}
-
-func (c *sshConfig) rewriteMatch(name string, lineNo int, args []string) string {
-	never := "Host !*" // a pattern nothing matches
-	if len(args) == 1 && strings.EqualFold(args[0], "all") {
-		return "Host *"
-	}
-	if len(args) == 2 {
-		pats := strings.ReplaceAll(args[1], ",", " ")
-		switch strings.ToLower(args[0]) {
-		case "host":
-			return "Host " + pats + "\n" + markerMatchHost + " yes"
-		case "originalhost":
-			return "Host " + pats
-		}
-	}
-	warnOnce(c.logger, "ssh config: Match block ignored: criteria not supported by remotefs",
-		"file", name, "line", lineNo, "match", strings.Join(args, " "))
-	return never
 }
 
 // splitArgs splits a config value into words the way ssh does: on blanks,
@@ -319,82 +295,24 @@ func splitArgs(s string) []string {
 	return args
 }
 
-// rawValue returns the value of kv as written (with quotes), without the
-// trailing comment.
-func rawValue(kv *ssh_config.KV) string {
-	s := strings.TrimSpace(kv.String())
-	if kv.Comment != "" {
-		s = strings.TrimSpace(strings.TrimSuffix(s, "#"+kv.Comment))
-	}
-	s = strings.TrimSpace(s[len(kv.Key):])
-	s = strings.TrimSpace(strings.TrimPrefix(s, "="))
-	return s
-}
-
-// lookup returns the values of key for a host, in file order: ssh uses the
-// first for most keys and all of them for keys like IdentityFile. hostname
-// is what "Match host" blocks are matched against.
-func (c *sshConfig) lookup(alias, hostname, key string, all bool) []string {
-	var out []string
-	for _, f := range c.files {
-		if f.collect(alias, hostname, key, all, &out) {
-			break
+// stripComment cuts a value at the first unquoted '#' that starts a word
+// (what splitArgs stops at) and trims it.
+func stripComment(s string) string {
+	quoted, wordStart := false, true
+	for i, r := range s {
+		switch {
+		case r == '"':
+			quoted = !quoted
+			wordStart = false
+		case !quoted && (r == ' ' || r == '\t'):
+			wordStart = true
+		case !quoted && r == '#' && wordStart:
+			return strings.TrimSpace(s[:i])
+		default:
+			wordStart = false
 		}
 	}
-	return out
-}
-
-// collect appends the values of key to out and reports whether to stop
-// (the first value was found and all is false).
-func (f *configFile) collect(alias, hostname, key string, all bool, out *[]string) bool {
-	for _, h := range f.cfg.Hosts {
-		name := alias
-		if len(h.Nodes) > 0 {
-			if kv, ok := h.Nodes[0].(*ssh_config.KV); ok && kv.Key == markerMatchHost {
-				name = hostname
-			}
-		}
-		if !h.Matches(name) {
-			continue
-		}
-		for _, n := range h.Nodes {
-			kv, ok := n.(*ssh_config.KV)
-			if !ok {
-				continue
-			}
-			if kv.Key == markerInclude {
-				i, _ := strconv.Atoi(kv.Value)
-				if i < len(f.includes) {
-					for _, sub := range f.includes[i] {
-						if sub.collect(alias, hostname, key, all, out) {
-							return true
-						}
-					}
-				}
-				continue
-			}
-			if strings.EqualFold(kv.Key, key) {
-				*out = append(*out, rawValue(kv))
-				if !all {
-					return true
-				}
-			}
-		}
-	}
-	return false
-}
-
-// first returns the first value for key, unquoted when it is one word.
-func (c *sshConfig) first(alias, hostname, key string) (string, bool) {
-	v := c.lookup(alias, hostname, key, false)
-	if len(v) == 0 {
-		return "", false
-	}
-	args := splitArgs(v[0])
-	if len(args) == 1 {
-		return args[0], true
-	}
-	return v[0], true
+	return strings.TrimSpace(s)
 }
 
 // resolve resolves one host. label is the host as written (with user),
@@ -417,17 +335,14 @@ func (c *sshConfig) resolve(label, userOverride, host string, port, depth int) (
 		return fmt.Errorf("%w: %s for %s: %q: %v", ErrConfig, key, label, val, err)
 	}
 
-	// HostName first: "Match host" blocks are matched against it.
-	t.HostName = alias
-	if v, ok := c.first(alias, alias, "HostName"); ok {
-		hn, err := expandTokens(v, map[byte]string{'h': alias})
-		if err != nil {
-			return nil, bad("HostName", v, err)
-		}
-		t.HostName = hn
+	e, err := c.evaluateFor(alias, userOverride, port)
+	if err != nil {
+		return nil, err
 	}
-	get := func(key string) (string, bool) { return c.first(alias, t.HostName, key) }
-	getAll := func(key string) []string { return c.lookup(alias, t.HostName, key, true) }
+	t.HostName, _ = e.value("hostname")
+	t.Canonical = e.final
+	get := func(key string) (string, bool) { return e.value(strings.ToLower(key)) }
+	getAll := func(key string) []string { return e.vals[strings.ToLower(key)] }
 
 	if v, ok := get("Port"); ok {
 		p, err := strconv.Atoi(v)
@@ -554,8 +469,31 @@ func (c *sshConfig) resolve(label, userOverride, host string, port, depth int) (
 	}
 
 	jump, hasJump := get("ProxyJump")
-	if pc, ok := get("ProxyCommand"); ok && pc != "none" && !(hasJump && c.firstIsJump(alias, t.HostName)) {
-		return nil, fmt.Errorf("%w: %s uses ProxyCommand, which remotefs does not run; use ProxyJump instead", ErrConfig, label)
+	if pc, ok := get("ProxyCommand"); ok && pc != "none" {
+		// ssh expands %h %n %p %r and %% here; the shell does the rest.
+		cmd, err := expandTokens(getAll("ProxyCommand")[0], map[byte]string{
+			'h': t.HostName, 'n': alias, 'p': strconv.Itoa(t.Port), 'r': t.User})
+		if err != nil {
+			return nil, bad("ProxyCommand", pc, err)
+		}
+		t.ProxyCommand = cmd
+		if v, ok := get("ProxyUseFdpass"); ok {
+			if b, _ := parseYesNo(v); b {
+				return nil, fmt.Errorf("%w: %s sets ProxyUseFdpass, which the built-in ssh client does not support; use --ssh=openssh", ErrConfig, label)
+			}
+		}
+	}
+	for _, v := range getAll("CertificateFile") {
+		for _, arg := range splitArgs(v) {
+			p, err := c.expandPath(arg, tokens)
+			if err != nil {
+				return nil, bad("CertificateFile", arg, err)
+			}
+			t.CertificateFiles = appendUnique(t.CertificateFiles, p)
+		}
+	}
+	if err := c.resolveForwards(t, get, getAll, tokens); err != nil {
+		return nil, err
 	}
 	if hasJump && jump != "none" {
 		hops, err := c.resolveJumps(label, jump, depth)
@@ -565,22 +503,6 @@ func (c *sshConfig) resolve(label, userOverride, host string, port, depth int) (
 		t.ProxyJump = hops
 	}
 	return t, nil
-}
-
-// firstIsJump reports whether ProxyJump appears before ProxyCommand for the
-// host (ssh uses whichever comes first).
-func (c *sshConfig) firstIsJump(alias, hostname string) bool {
-	for _, f := range c.files {
-		var out []string
-		if f.collect(alias, hostname, "ProxyJump", false, &out) {
-			return true
-		}
-		out = nil
-		if f.collect(alias, hostname, "ProxyCommand", false, &out) {
-			return false
-		}
-	}
-	return false
 }
 
 // resolveJumps resolves a ProxyJump value: comma-separated
@@ -601,7 +523,10 @@ func (c *sshConfig) resolveJumps(label, value string, depth int) ([]*Target, err
 		}
 		if i == 0 {
 			hops = append(hops, hop.ProxyJump...)
+		} else {
+			hop.ProxyCommand = "" // reached through the previous hop
 		}
+		hop.LocalForwards, hop.RemoteForwards, hop.DynamicForwards = nil, nil, nil
 		hop.ProxyJump = nil
 		hops = append(hops, hop)
 	}

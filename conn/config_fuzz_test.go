@@ -15,6 +15,8 @@ func FuzzResolve(f *testing.F) {
 	f.Add("Include conf.d/*.conf\nHost *\n  ProxyJump bastion,carol@mid:2201\n", "alice@h:")
 	f.Add("Match host x\n  Port 1\nHost x\n  HostName %h.example\n  ProxyJump x\n", "x:/srv")
 	f.Add("Host a\n ProxyJump b\nHost b\n ProxyJump a\n", "a:")
+	f.Add("Match exec \"test -f %d/x\" user !root,bob\n  Port 2\nCanonicalizeHostname yes\nCanonicalDomains a.example b.example\nMatch canonical final host *.b.example\n  User c\n", "bob@h:")
+	f.Add("Host x\n  ProxyCommand nc %h %p\n  LocalForward 8080 localhost:80\n  DynamicForward [::1]:1080\n  CertificateFile %d/c\n", "x:")
 	f.Fuzz(func(t *testing.T, config, specText string) {
 		if len(config) > 4096 {
 			return
@@ -29,7 +31,12 @@ func FuzzResolve(f *testing.F) {
 		if err := os.WriteFile(cfg, []byte(config), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		tg, err := Resolve(spec, Options{Home: home, SystemConfigFile: "none"})
+		// Match exec and CanonicalizeHostname must neither run fuzzed
+		// commands nor ask DNS: both are decided here.
+		opts := Options{Home: home, SystemConfigFile: "none", Logger: quietLogger,
+			matchExec:  func(cmd string) (bool, error) { return len(cmd)%2 == 0, nil },
+			lookupHost: func(name string) bool { return len(name)%3 == 0 }}
+		tg, err := Resolve(spec, opts)
 		if err != nil {
 			return
 		}

@@ -181,30 +181,6 @@ Host *
 	}
 }
 
-func TestResolveMatch(t *testing.T) {
-	var logBuf bytes.Buffer
-	opts := configHome(t, map[string]string{".ssh/config": `
-Host short
-  HostName long.example.com
-Match exec "true"
-  User fromExec
-Match host long.example.com
-  Port 2200
-Match originalhost short
-  User fromOriginal
-Match all
-  IdentityFile ~/.ssh/all
-`})
-	opts.Logger = slog.New(slog.NewTextHandler(&logBuf, nil))
-	tg := resolve(t, opts, "short:")
-	if tg.User != "fromOriginal" || tg.Port != 2200 || len(tg.IdentityFiles) != 1 {
-		t.Errorf("got %+v", tg)
-	}
-	if !strings.Contains(logBuf.String(), "Match block ignored") {
-		t.Errorf("no warning about Match exec: %s", logBuf.String())
-	}
-}
-
 func TestResolveStrictHostKeyCheckingNoIsIgnored(t *testing.T) {
 	var logBuf bytes.Buffer
 	opts := configHome(t, map[string]string{".ssh/config": "Host *\n  StrictHostKeyChecking no\n"})
@@ -263,7 +239,11 @@ Host loop
 	if len(tg.ProxyJump) != 1 || tg.ProxyJump[0].Addr() != "[2001:db8::7]:2222" || tg.ProxyJump[0].User != "dave" {
 		t.Errorf("uri: %+v", tg.ProxyJump)
 	}
-	for _, h := range []string{"cmd", "loop"} {
+	tg = resolve(t, opts, "bob@cmd:")
+	if tg.ProxyCommand != "nc cmd 22" || len(tg.ProxyJump) != 0 {
+		t.Errorf("cmd: %+v", tg)
+	}
+	for _, h := range []string{"loop"} {
 		s, _ := ParseSpec(h + ":")
 		if _, err := Resolve(s, opts); !errors.Is(err, ErrConfig) {
 			t.Errorf("%s: %v", h, err)

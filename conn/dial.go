@@ -49,6 +49,15 @@ type Options struct {
 	// UploadEager or UploadSFTP; see upload.go.
 	UploadHelper string
 
+	// Forwards opens the host entry's LocalForward, RemoteForward and
+	// DynamicForward while a Manager is connected (see forward.go).
+	Forwards bool
+
+	// matchExec and lookupHost replace running Match exec commands and
+	// resolving names for CanonicalizeHostname (tests).
+	matchExec  func(cmd string) (bool, error)
+	lookupHost func(name string) bool
+
 	// Logger receives warnings (ignored config settings, unusable keys)
 	// and debug detail. Default slog.Default().
 	Logger *slog.Logger
@@ -171,7 +180,7 @@ func Dial(ctx context.Context, spec Spec, opts Options) (*Client, error) {
 		transport[i] = c
 	}
 	c := newClientShell(spec.Host, opts, transport)
-	c.ssh = final
+	c.ssh, c.target = final, target
 	if err := c.startSFTPSession(ctx, target.Label); err != nil {
 		closeChain()
 		return nil, err
@@ -324,10 +333,16 @@ func dialHop(ctx context.Context, t *Target, via *ssh.Client, viaLabel string, o
 
 	var nc net.Conn
 	var err error
-	if via == nil {
+	switch {
+	case via == nil && t.ProxyCommand != "":
+		nc, err = startProxyCommand(t.ProxyCommand, t.Label, opts.Logger)
+		if err != nil {
+			return nil, err
+		}
+	case via == nil:
 		d := net.Dialer{KeepAlive: 30 * time.Second}
 		nc, err = d.DialContext(ctx, "tcp", t.Addr())
-	} else {
+	default:
 		nc, err = via.DialContext(ctx, "tcp", t.Addr())
 	}
 	if err != nil {

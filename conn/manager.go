@@ -67,6 +67,8 @@ type Manager struct {
 	lastErr  error     // guarded by mu
 	redialer bool      // guarded by mu: the redial loop is running
 	closed   bool      // guarded by mu
+
+	forwards *forwarder // set at construction when Options.Forwards; nil otherwise
 }
 
 var _ Remote = (*Manager)(nil)
@@ -77,8 +79,12 @@ var _ Remote = (*Manager)(nil)
 // not block for long and must not call Connect, StartOffline or Close.
 func NewManager(spec Spec, opts Options, onState func(State, error)) *Manager {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Manager{spec: spec, opts: opts.withDefaults(), onState: onState,
+	m := &Manager{spec: spec, opts: opts.withDefaults(), onState: onState,
 		ctx: ctx, cancel: cancel, state: Offline, since: time.Now()}
+	if m.opts.Forwards {
+		m.forwards = newForwarder(m.opts.Logger.With("host", spec.Host))
+	}
+	return m
 }
 
 // Connect dials synchronously and returns Dial's error. On success the
@@ -207,6 +213,9 @@ func (m *Manager) setState(s State, c *Client, err error) error {
 		m.lastErr = err
 	}
 	m.mu.Unlock()
+	if m.forwards != nil {
+		m.forwards.setClient(c)
+	}
 	if m.onState != nil && (changed || err != nil) {
 		m.onState(s, err)
 	}
@@ -228,6 +237,15 @@ func (m *Manager) Client() *Client {
 	return m.client
 }
 
+// Forwards lists the port forwards and their state (nil when
+// Options.Forwards is off or the host has none).
+func (m *Manager) Forwards() []ForwardStatus {
+	if m.forwards == nil {
+		return nil
+	}
+	return m.forwards.status()
+}
+
 // Spec is what the Manager connects to.
 func (m *Manager) Spec() Spec { return m.spec }
 
@@ -245,6 +263,9 @@ func (m *Manager) Close() error {
 	m.state, m.since = Offline, time.Now()
 	m.mu.Unlock()
 	m.cancel()
+	if m.forwards != nil {
+		m.forwards.close()
+	}
 	if c != nil {
 		c.Close()
 	}

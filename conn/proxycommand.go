@@ -1,0 +1,123 @@
+package conn
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// ProxyCommand, as ssh runs it: `$SHELL -c "exec COMMAND"` ($SHELL, else
+// /bin/sh) with the tokens already expanded, the ssh protocol on its stdin
+// and stdout, its stderr logged line by line. The command gets its own
+// process group; when the connection closes (or dies) the group gets
+// SIGHUP, as ssh sends, and SIGKILL a second later if it has not exited,
+// so nothing it started outlives the connection. A command that exits
+// closes its stdout: the connection dies like any lost link and the
+// Manager redials, which runs the command again.
+
+// proxyConn is a net.Conn over a ProxyCommand's stdin and stdout.
+type proxyConn struct {
+	cmd    *exec.Cmd
+	r, w   *os.File // our ends: read from its stdout, write to its stdin
+	exited chan struct{}
+	once   sync.Once
+}
+
+var _ net.Conn = (*proxyConn)(nil)
+
+// startProxyCommand starts command for host (label, for the log).
+func startProxyCommand(command, label string, log *slog.Logger) (*proxyConn, error) {
+	inR, inW, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		inR.Close()
+		inW.Close()
+		return nil, err
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		inR.Close()
+		inW.Close()
+		outR.Close()
+		outW.Close()
+		return nil, err
+	}
+	cmd := exec.Command(userShell(), "-c", "exec "+command)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = inR, outW, errW
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	err = cmd.Start()
+	inR.Close()
+	outW.Close()
+	errW.Close()
+	if err != nil {
+		inW.Close()
+		outR.Close()
+		errR.Close()
+		return nil, fmt.Errorf("cannot run ProxyCommand for %s: %v", label, err)
+	}
+	p := &proxyConn{cmd: cmd, r: outR, w: inW, exited: make(chan struct{})}
+	go func() {
+		sc := bufio.NewScanner(errR)
+		for sc.Scan() {
+			log.Info("ProxyCommand", "host", label, "stderr", sc.Text())
+		}
+		errR.Close()
+	}()
+	go func() {
+		err := cmd.Wait()
+		log.Debug("ProxyCommand exited", "host", label, "status", err)
+		close(p.exited)
+		p.Close() // a child it left holding the pipe must not keep the link half alive
+	}()
+	return p, nil
+}
+
+func (p *proxyConn) Read(b []byte) (int, error)  { return p.r.Read(b) }
+func (p *proxyConn) Write(b []byte) (int, error) { return p.w.Write(b) }
+
+// Close closes the pipes and ends the command's process group: SIGHUP,
+// then SIGKILL after a second. It does not wait.
+func (p *proxyConn) Close() error {
+	p.once.Do(func() {
+		p.w.Close()
+		p.r.Close()
+		pgid := p.cmd.Process.Pid
+		select {
+		case <-p.exited:
+			return
+		default:
+		}
+		syscall.Kill(-pgid, syscall.SIGHUP)
+		go func() {
+			select {
+			case <-p.exited:
+			case <-time.After(time.Second):
+				syscall.Kill(-pgid, syscall.SIGKILL)
+			}
+		}()
+	})
+	return nil
+}
+
+// proxyAddr stands for the far end of a ProxyCommand. knownhosts wants a
+// *net.TCPAddr; the host key is looked up by name, never by this address.
+var proxyAddr = &net.TCPAddr{}
+
+func (p *proxyConn) LocalAddr() net.Addr  { return proxyAddr }
+func (p *proxyConn) RemoteAddr() net.Addr { return proxyAddr }
+
+func (p *proxyConn) SetDeadline(t time.Time) error {
+	return errors.Join(p.r.SetReadDeadline(t), p.w.SetWriteDeadline(t))
+}
+func (p *proxyConn) SetReadDeadline(t time.Time) error  { return p.r.SetReadDeadline(t) }
+func (p *proxyConn) SetWriteDeadline(t time.Time) error { return p.w.SetWriteDeadline(t) }
