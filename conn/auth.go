@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -98,6 +99,47 @@ func newAuthenticator(t *Target, home string, log *slog.Logger) (*authenticator,
 		}
 		return nil
 	}
+
+	// Certificates first (as ssh offers them with their key): <key>-cert.pub
+	// beside each identity file, and every CertificateFile, each paired
+	// with its private key from the file or the agent.
+	certFiles := append([]string(nil), t.CertificateFiles...)
+	for _, id := range ids {
+		certFiles = appendUnique(certFiles, id.file+"-cert.pub")
+	}
+	for _, f := range certFiles {
+		cert, err := readCertificate(f)
+		if err != nil {
+			if !errors.Is(err, os.ErrNotExist) || slices.Contains(t.CertificateFiles, f) {
+				warnOnce(log, "certificate file not usable", "host", t.Label, "file", f, "err", err)
+			}
+			continue
+		}
+		var key ssh.Signer
+		for _, id := range ids {
+			if id.pub != nil && bytes.Equal(id.pub.Marshal(), cert.Key.Marshal()) {
+				key = id.signer
+				if s := inAgent(id.pub); s != nil {
+					key = s
+				}
+			}
+		}
+		if key == nil && !t.IdentitiesOnly {
+			key = inAgent(cert.Key)
+		}
+		if key == nil {
+			warnOnce(log, "certificate skipped: its private key is neither in an identity file nor in the agent", "host", t.Label, "file", f)
+			continue
+		}
+		cs, err := ssh.NewCertSigner(cert, key)
+		if err != nil {
+			warnOnce(log, "certificate not usable", "file", f, "err", err)
+			continue
+		}
+		a.signers = append(a.signers, cs)
+		a.tried = append(a.tried, "certificate "+a.short(f))
+	}
+
 	fromAgent := map[string]bool{}
 	if t.IdentitiesOnly {
 		for _, id := range ids {
@@ -105,6 +147,13 @@ func newAuthenticator(t *Target, home string, log *slog.Logger) (*authenticator,
 				a.signers = append(a.signers, s)
 				a.tried = append(a.tried, "agent key for "+a.short(id.file))
 				fromAgent[id.file] = true
+			}
+			// Certificates the agent holds for this key.
+			for _, s := range agentSigners {
+				if c, ok := s.PublicKey().(*ssh.Certificate); ok && id.pub != nil && bytes.Equal(c.Key.Marshal(), id.pub.Marshal()) {
+					a.signers = append(a.signers, s)
+					a.tried = append(a.tried, "agent certificate for "+a.short(id.file))
+				}
 			}
 		}
 	} else if len(agentSigners) > 0 {
@@ -207,4 +256,21 @@ func (e *AuthError) Unwrap() []error {
 		errs = append(errs, ErrKeyPassphrase)
 	}
 	return errs
+}
+
+// readCertificate reads an OpenSSH certificate (a -cert.pub file).
+func readCertificate(file string) (*ssh.Certificate, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	pub, _, _, _, err := ssh.ParseAuthorizedKey(data)
+	if err != nil {
+		return nil, err
+	}
+	cert, ok := pub.(*ssh.Certificate)
+	if !ok {
+		return nil, fmt.Errorf("%s is a %s public key, not a certificate", file, pub.Type())
+	}
+	return cert, nil
 }

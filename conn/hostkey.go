@@ -160,6 +160,16 @@ func (h *hostKeyChecker) check(_ string, remote net.Addr, key ssh.PublicKey) err
 			return nil
 		}
 	}
+	if _, isCert := key.(*ssh.Certificate); isCert && h.portlessName() != "" {
+		// A host certificate: knownhosts matches @cert-authority patterns
+		// together with the port, so "@cert-authority * KEY" or
+		// "*.example.com" would never cover [host]:2222. ssh matches the
+		// pattern against the name alone: so do we (the certificate must
+		// still name the host as a principal).
+		if h.cb(h.portlessName(), remote, key) == nil {
+			return nil
+		}
+	}
 	e := &HostKeyError{Host: h.t.Label, Addr: h.lastAddr, Name: knownhosts.Normalize(h.name),
 		Files: h.files, Key: key, SSHCommand: h.sshHint}
 	var ke *knownhosts.KeyError

@@ -32,6 +32,7 @@ declare -A probe=(
   [sshfs]=sshfs
   [make]=make
   [gcc]=gcc # go test -race links with cgo
+  [netcat-openbsd]=/bin/nc.openbsd # ProxyCommand tests (nc %h %p)
 )
 
 installed() {

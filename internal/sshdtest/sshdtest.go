@@ -55,6 +55,14 @@ type Options struct {
 	// shell, so it does not pay it (an external sftp-server is started
 	// through the shell too). Needs bash as the user's login shell (checked).
 	LoginShellDelay time.Duration
+	// UserCA makes a user certificate authority (UserCAFile) that sshd
+	// trusts (TrustedUserCAKeys): keys it signs (SignUserKey) log in
+	// without being in authorized_keys.
+	UserCA bool
+	// HostCert makes a host certificate authority (HostCAPub) and has
+	// sshd present its host key signed by it (HostCertificate), with the
+	// principals 127.0.0.1 and localhost.
+	HostCert bool
 }
 
 // Server is a running sshd and the client-side files that reach it.
@@ -87,6 +95,12 @@ type Server struct {
 	// user's shell startup files are not run and helpers are installed
 	// there), which still start in the real home of User.
 	RemoteHome string
+
+	// UserCAFile is the user CA's private key (Options.UserCA), HostCAPub
+	// the host CA's public key in authorized_keys format
+	// (Options.HostCert); "" otherwise.
+	UserCAFile string
+	HostCAPub  string
 
 	LogFile    string
 	SSHDConfig string
@@ -237,6 +251,10 @@ func StartServer(dir string, opts Options) (*Server, error) {
 		return nil, err
 	}
 	if err := os.WriteFile(s.AuthorizedKeysFile, ssh.MarshalAuthorizedKey(userPub), 0o600); err != nil {
+		return nil, err
+	}
+
+	if err := s.makeAuthorities(dir, &opts); err != nil {
 		return nil, err
 	}
 
@@ -633,4 +651,57 @@ func (s *Server) StartTimes() (execTime, sftpTime time.Duration, err error) {
 	}
 	sc.Close()
 	return execTime, sftpTime, nil
+}
+
+// makeAuthorities makes the certificate authorities opts asks for (with
+// ssh-keygen, as a real CA would) and adds their sshd_config lines to
+// opts.ExtraConfig.
+func (s *Server) makeAuthorities(dir string, opts *Options) error {
+	if opts.UserCA {
+		s.UserCAFile = filepath.Join(dir, "user_ca")
+		if _, err := writeKey(s.UserCAFile, "sshdtest user CA"); err != nil {
+			return err
+		}
+		opts.ExtraConfig += "\nTrustedUserCAKeys " + s.UserCAFile + ".pub\n"
+	}
+	if opts.HostCert {
+		ca := filepath.Join(dir, "host_ca")
+		pub, err := writeKey(ca, "sshdtest host CA")
+		if err != nil {
+			return err
+		}
+		s.HostCAPub = strings.TrimSpace(string(ssh.MarshalAuthorizedKey(pub)))
+		if err := sshKeygen("-s", ca, "-h", "-I", "sshdtest-host", "-n", "127.0.0.1,localhost", s.HostKeyFile+".pub"); err != nil {
+			return err
+		}
+		opts.ExtraConfig += "\nHostCertificate " + s.HostKeyFile + "-cert.pub\n"
+	}
+	return nil
+}
+
+// SignUserKey signs the public key pubFile (a .pub file) with the user CA
+// for the principal User, writing the certificate beside it as
+// <key>-cert.pub (ssh-keygen's name), and returns that file.
+func (s *Server) SignUserKey(pubFile string) (string, error) {
+	if s.UserCAFile == "" {
+		return "", errors.New("sshdtest: no user CA (Options.UserCA)")
+	}
+	if err := sshKeygen("-s", s.UserCAFile, "-I", "sshdtest-user", "-n", s.User, "-V", "-5m:+1h", pubFile); err != nil {
+		return "", err
+	}
+	return strings.TrimSuffix(pubFile, ".pub") + "-cert.pub", nil
+}
+
+// NewUserKey writes a fresh ed25519 key pair (file, file.pub) that sshd
+// does not accept by itself.
+func NewUserKey(file string) (ssh.PublicKey, error) {
+	return writeKey(file, "sshdtest extra key")
+}
+
+func sshKeygen(args ...string) error {
+	out, err := exec.Command("ssh-keygen", append([]string{"-q"}, args...)...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("ssh-keygen %s: %v: %s", strings.Join(args, " "), err, out)
+	}
+	return nil
 }
