@@ -51,6 +51,7 @@ type HostConfig struct {
 	AllowOther     *bool   `toml:"allow_other"`
 	NoExec         *bool   `toml:"noexec"`
 	NoNotify       *bool   `toml:"no_notify"`
+	Forwards       *bool   `toml:"forwards"`
 	// Ignore: glob patterns (path.Match syntax, matched against each path
 	// relative to the remote root and against its base name) of things the
 	// mount does not fetch ahead of use: folders matching a base-name
@@ -74,6 +75,10 @@ type configKey struct {
 	get  func(*HostConfig) any
 }
 
+// invertedKeys are the bool keys that set their flag to the opposite
+// value (forwards = false is --no-forwards).
+var invertedKeys = map[string]bool{"forwards": true}
+
 var configKeys = []configKey{
 	{"cache_dir", "cache-dir", "path", `cache directory of this remote (only in a [host."NAME"] section; default $XDG_CACHE_HOME/remotefs/HOST-PATH-HASH)`, func(h *HostConfig) any { return h.CacheDir }},
 	{"cache_size", "cache-size", "size", `limit for cached file contents, e.g. "20G", "500M", "unlimited" (default "10G")`, func(h *HostConfig) any { return h.CacheSize }},
@@ -89,6 +94,7 @@ var configKeys = []configKey{
 	{"allow_other", "allow-other", "bool", `let other users access the mount (needs user_allow_other in /etc/fuse.conf)`, func(h *HostConfig) any { return h.AllowOther }},
 	{"noexec", "noexec", "bool", `programs on the mount cannot be executed (enforced when mounted by root)`, func(h *HostConfig) any { return h.NoExec }},
 	{"no_notify", "no-notify", "bool", `do not raise inotify events on the mount for changes made on the server`, func(h *HostConfig) any { return h.NoNotify }},
+	{"forwards", "no-forwards", "bool", `open the LocalForward, RemoteForward and DynamicForward of the host's ssh_config entry while mounted (default true; false is --no-forwards)`, func(h *HostConfig) any { return h.Forwards }},
 	{"ignore", "", "patterns", `glob patterns (path.Match syntax) of things not fetched ahead of use: matching folders are not listed at mount or watched inside, matching files not prefetched; all stay visible, e.g. ["*.pyc", "__pycache__", ".venv"]`, func(h *HostConfig) any { return h.Ignore }},
 	{"server_folders", "", "folders", `folders that programs on the server write to: only small files prefetched (64 KiB each, 16 MiB in all), re-checked on every open when no watcher is live; a name matches at any depth, a name with "/" is relative to the remote root (default ["results", "runs", "wandb", "notebooks", "outputs", "checkpoints"])`, func(h *HostConfig) any { return h.ServerFolders }},
 }
@@ -341,6 +347,7 @@ func (c *Config) section(spec conn.Spec) (HostConfig, string) {
 	over(&merged.AllowOther, h.AllowOther)
 	over(&merged.NoExec, h.NoExec)
 	over(&merged.NoNotify, h.NoNotify)
+	over(&merged.Forwards, h.Forwards)
 	over(&merged.Ignore, h.Ignore)
 	over(&merged.ServerFolders, h.ServerFolders)
 	return merged, name
@@ -386,7 +393,7 @@ func applyConfig(c *Config, fl *flag.FlagSet, spec conn.Spec, mc *mountConfig) e
 			if v == nil {
 				continue
 			}
-			val = fmt.Sprint(*v)
+			val = fmt.Sprint(*v != invertedKeys[k.name])
 		default:
 			continue
 		}

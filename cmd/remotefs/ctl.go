@@ -137,7 +137,7 @@ func cmdStatus(ctx context.Context, args []string) error {
 		*help = true
 	}
 	if *help {
-		fmt.Print("Usage: remotefs status [--json] [MOUNTPOINT]\n\nShows each remotefs mount of this user (or the one at MOUNTPOINT): online,\noffline or reconnecting and since when, pending writes, conflicts, cache size.\n\nExamples:\n  remotefs status\n  remotefs status --json ~/remote\n\nFlags:\n")
+		fmt.Print("Usage: remotefs status [--json] [MOUNTPOINT]\n\nShows each remotefs mount of this user (or the one at MOUNTPOINT): online,\noffline or reconnecting and since when, pending writes, conflicts, cache size,\nport forwards.\n\nExamples:\n  remotefs status\n  remotefs status --json ~/remote\n\nFlags:\n")
 		fl.SetOutput(os.Stdout)
 		fl.PrintDefaults()
 		return nil
@@ -203,6 +203,20 @@ func cmdStatus(ctx context.Context, args []string) error {
 		}
 		if s.Notify != "" {
 			fmt.Printf("%s: inotify events for server changes: %s\n", s.Mountpoint, s.Notify)
+		}
+		for _, f := range s.Forwards {
+			line := f.Listen + " -> " + f.Target
+			if f.Kind == "dynamic" {
+				line = f.Listen + " (SOCKS5)"
+			}
+			if f.Kind == "remote" {
+				line += " (remote)"
+			}
+			line += ": " + f.State
+			if f.Error != "" {
+				line += ": " + f.Error
+			}
+			fmt.Printf("%s: forward %s\n", s.Mountpoint, line)
 		}
 		if s.UploadError != "" {
 			fmt.Printf("%s: upload failing (retrying): %s\n", s.Mountpoint, s.UploadError)

@@ -107,6 +107,8 @@ func helpConfig() string {
 		}[k.kind]
 		if k.flag == "F" {
 			typ += ", flag -F"
+		} else if invertedKeys[k.name] {
+			typ += ", false is flag --" + k.flag
 		} else if k.flag != "" {
 			typ += ", flag --" + k.flag
 		}

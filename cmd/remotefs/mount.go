@@ -40,6 +40,7 @@ type mountConfig struct {
 	CacheSize    int64  // --cache-size; 0: the cache's default, <0: no limit
 	Watch        string // --watch: auto, helper, inotifywait, poll, off
 	NoNotify     bool   // --no-notify: do not raise inotify events for server changes
+	NoForwards   bool   // --no-forwards: do not open the ssh_config entry's port forwards
 	PollInterval time.Duration
 	ConfigFile   string // --config, or "" for the default file
 	// From the config file only (see config.go); the mount wires them.
@@ -90,6 +91,7 @@ func parseMountFlags(args []string) (*mountConfig, error) {
 	fl.DurationVar(&cfg.ConnTimeout, "connect-timeout", 10*time.Second, "dial timeout (ssh_config ConnectTimeout wins)")
 	fl.StringVar(&cfg.Watch, "watch", "auto", "how to learn about changes made on the server: auto (a helper on the server when its OS and CPU match this binary's, else inotifywait, else polling), helper, inotifywait, poll, or off")
 	fl.BoolVar(&cfg.NoNotify, "no-notify", false, "do not raise inotify events on the mount for changes made on the server (see remotefs help notify)")
+	fl.BoolVar(&cfg.NoForwards, "no-forwards", false, "do not open the LocalForward, RemoteForward and DynamicForward of the host's ssh_config entry (see remotefs help ssh)")
 	fl.DurationVar(&cfg.PollInterval, "poll-interval", 2*time.Second, "how often the poll watcher looks for server changes")
 	fl.Var(sizeFlag{&cfg.CacheSize}, "cache-size", "most file content to keep cached, e.g. 10G, 500M (least recently used clean files are evicted; unsent changes never are) (default 10G)")
 	fl.BoolVar(&cfg.AllowOther, "allow-other", false, "let other users access the mount (needs user_allow_other in /etc/fuse.conf)")
@@ -394,6 +396,9 @@ func cmdDaemon(ctx context.Context, args []string) error {
 	cfg, err := parseMountFlags(args)
 	var ready *os.File
 	if fd, perr := strconv.Atoi(os.Getenv("REMOTEFS_READY_FD")); perr == nil {
+		// Not inherited by what the daemon runs (a ProxyCommand, Match
+		// exec): a child holding it would keep `remotefs mount` waiting.
+		syscall.CloseOnExec(fd)
 		ready = os.NewFile(uintptr(fd), "ready")
 		os.Unsetenv("REMOTEFS_READY_FD")
 	}

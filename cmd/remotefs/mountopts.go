@@ -60,6 +60,7 @@ var mountOptions = map[string]mountOption{
 	"allow_other":     {flag: "allow-other", help: "let other users access the mount"},
 	"noexec":          {flag: "noexec", help: "programs on the mount cannot be executed (enforced when mounted by root)"},
 	"no_notify":       {flag: "no-notify", help: "no inotify events on the mount for changes made on the server"},
+	"no_forwards":     {flag: "no-forwards", help: "do not open the ssh_config entry's LocalForward/RemoteForward/DynamicForward"},
 	"cache_dir":       {flag: "cache-dir", value: true, help: "cache directory"},
 	"cache_size":      {flag: "cache-size", value: true, help: "limit for cached file contents (e.g. 20G)"},
 	"config":          {flag: "config", value: true, help: "config file"},

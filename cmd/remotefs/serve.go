@@ -52,6 +52,7 @@ func serveMount(ctx context.Context, cfg *mountConfig, ready func(error), warn f
 			OpTimeout:      cfg.OpTimeout,
 			// Saves should take the helper's one round trip from the first.
 			UploadHelper: conn.UploadEager,
+			Forwards:     !cfg.NoForwards,
 			Logger:       log,
 		}, func(st conn.State, err error) {
 			if st == conn.Online {
@@ -378,6 +379,9 @@ func (d *daemon) status() *control.Status {
 		s, since, err := d.mgr.State()
 		out.State, out.Since = s.String(), since
 		out.Uploads = d.mgr.Uploads()
+		for _, f := range d.mgr.Forwards() {
+			out.Forwards = append(out.Forwards, control.Forward{Kind: f.Kind, Listen: f.Listen, Target: f.Target, State: f.State, Error: f.Err})
+		}
 		if err != nil && s != conn.Online {
 			out.LastError = err.Error()
 		}

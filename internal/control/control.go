@@ -67,6 +67,19 @@ type Status struct {
 	CacheDir      string `json:"cache_dir"`
 	CacheBytes    int64  `json:"cache_bytes"`
 	CachedEntries int    `json:"cached_entries"`
+
+	// Forwards: the ssh_config port forwards and their state (absent when
+	// there are none or --no-forwards).
+	Forwards []Forward `json:"forwards,omitempty"`
+}
+
+// Forward is one port forward of the mount's ssh connection.
+type Forward struct {
+	Kind   string `json:"kind"`             // local, remote or dynamic
+	Listen string `json:"listen"`           // address listened on (on the server for remote)
+	Target string `json:"target,omitempty"` // where connections go; "" for dynamic (SOCKS5)
+	State  string `json:"state"`            // active, waiting for connection, opening, failed
+	Error  string `json:"error,omitempty"`  // why it failed
 }
 
 // Conflict is one file whose local version was kept as a copy.

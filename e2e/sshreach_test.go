@@ -1,0 +1,249 @@
+package e2e
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"remotefs/internal/control"
+)
+
+// echoServer listens on loopback and echoes every line back, prefixed so
+// the test knows it is this server answering.
+func echoServer(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				sc := bufio.NewScanner(c)
+				for sc.Scan() {
+					fmt.Fprintf(c, "echo: %s\n", sc.Text())
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// echoVia sends one line through a connection made by dial and returns the
+// answer (or the error); it never waits more than 5s.
+func echoVia(dial func() (net.Conn, error), line string) (string, error) {
+	c, err := dial()
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := fmt.Fprintf(c, "%s\n", line); err != nil {
+		return "", err
+	}
+	s, err := bufio.NewReader(c).ReadString('\n')
+	return strings.TrimSuffix(s, "\n"), err
+}
+
+func tcpDialer(addr string) func() (net.Conn, error) {
+	return func() (net.Conn, error) { return net.DialTimeout("tcp", addr, 2*time.Second) }
+}
+
+// socksDialer connects to target through a SOCKS5 proxy at proxy (CONNECT
+// by domain name, no authentication), written out by hand.
+func socksDialer(proxy, target string) func() (net.Conn, error) {
+	return func() (net.Conn, error) {
+		c, err := net.DialTimeout("tcp", proxy, 2*time.Second)
+		if err != nil {
+			return nil, err
+		}
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		host, portStr, _ := net.SplitHostPort(target)
+		port, _ := strconv.Atoi(portStr)
+		req := []byte{5, 1, 0, 5, 1, 0, 3, byte(len(host))}
+		req = append(req, host...)
+		req = append(req, byte(port>>8), byte(port))
+		if _, err := c.Write(req); err != nil {
+			c.Close()
+			return nil, err
+		}
+		var reply [2 + 10]byte
+		if _, err := io.ReadFull(c, reply[:]); err != nil {
+			c.Close()
+			return nil, err
+		}
+		if reply[0] != 5 || reply[1] != 0 || reply[3] != 0 {
+			c.Close()
+			return nil, fmt.Errorf("SOCKS reply % x", reply)
+		}
+		c.SetDeadline(time.Time{})
+		return c, nil
+	}
+}
+
+func forwardState(st control.Status, listen string) string {
+	for _, f := range st.Forwards {
+		if f.Listen == listen {
+			return f.State
+		}
+	}
+	return "absent"
+}
+
+// The host entry's LocalForward, DynamicForward and RemoteForward are
+// open while mounted (through the mount's ssh connection, as sshd's log
+// shows), a port already taken is a warning and not a failed mount,
+// status lists them, they answer again after the link was blackholed and
+// came back, they close at unmount, and --no-forwards leaves them off.
+func TestForwardsAcrossReconnect(t *testing.T) {
+	w := newCheckedWorld(t)
+	echo := echoServer(t)
+	local, dynamic, remote := freePort(t), freePort(t), freePort(t)
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	localAddr := fmt.Sprintf("127.0.0.1:%d", local)
+	dynAddr := fmt.Sprintf("127.0.0.1:%d", dynamic)
+	remoteAddr := fmt.Sprintf("127.0.0.1:%d", remote)
+	p := w.viaProxyWith(fmt.Sprintf(`ServerAliveInterval 1
+ServerAliveCountMax 2
+LocalForward %d %s
+LocalForward %s %s
+DynamicForward %d
+RemoteForward %s %s`, local, echo, busy.Addr(), echo, dynamic, remoteAddr, echo))
+
+	before := strings.Count(w.srv.Log(), "server_request_direct_tcpip")
+	w.mount()
+	check := func(when string) {
+		t.Helper()
+		eventually(t, 20*time.Second, "forwards active "+when, func() bool {
+			st := w.status()
+			return forwardState(st, localAddr) == "active" && forwardState(st, remoteAddr) == "active"
+		})
+		for name, dial := range map[string]func() (net.Conn, error){
+			"LocalForward":   tcpDialer(localAddr),
+			"DynamicForward": socksDialer(dynAddr, echo),
+			"RemoteForward":  tcpDialer(remoteAddr),
+		} {
+			got, err := echoVia(dial, "hello "+when)
+			if err != nil || got != "echo: hello "+when {
+				t.Fatalf("%s %s: %q, %v", name, when, got, err)
+			}
+		}
+	}
+	check("while mounted")
+	if n := strings.Count(w.srv.Log(), "server_request_direct_tcpip") - before; n < 2 {
+		t.Errorf("sshd saw %d direct-tcpip requests; the forwards did not go through ssh", n)
+	}
+	st := w.status()
+	if s := forwardState(st, busy.Addr().String()); s != "failed" {
+		t.Errorf("forward on a busy port: %q (status %+v)", s, st.Forwards)
+	}
+	text := w.must(binary, "status", w.mnt)
+	if !strings.Contains(text, "forward "+localAddr+" -> "+echo+": active") || !strings.Contains(text, "(SOCKS5)") {
+		t.Errorf("status does not list the forwards:\n%s", text)
+	}
+
+	// Link dead: offline; the local port stays ours and refuses at once.
+	p.Blackhole(true)
+	eventually(t, 30*time.Second, "offline", func() bool { return w.status().State == "offline" })
+	if s := forwardState(w.status(), localAddr); s != "waiting for connection" {
+		t.Errorf("forward while offline: %q", s)
+	}
+	start := time.Now()
+	if got, err := echoVia(tcpDialer(localAddr), "offline"); err == nil {
+		t.Errorf("forward answered while offline: %q", got)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("a forwarded connection while offline took %v to fail", d)
+	}
+
+	p.Blackhole(false)
+	p.ResetAll()
+	eventually(t, 60*time.Second, "online again", func() bool { return w.status().State == "online" })
+	check("after the reconnect")
+
+	w.unmount()
+	if _, err := echoVia(tcpDialer(localAddr), "after unmount"); err == nil {
+		t.Error("LocalForward still answers after unmount")
+	}
+
+	w.mount("--no-forwards")
+	if st := w.status(); len(st.Forwards) != 0 {
+		t.Errorf("--no-forwards: %+v", st.Forwards)
+	}
+	if _, err := echoVia(tcpDialer(localAddr), "no forwards"); err == nil {
+		t.Error("LocalForward answers with --no-forwards")
+	}
+}
+
+// A mount whose host is reached through a ProxyCommand (nc): served,
+// written back, and the command ends with the mount.
+func TestMountThroughProxyCommand(t *testing.T) {
+	if _, err := exec.LookPath("nc"); err != nil {
+		t.Skip("nc not installed (apt-get install netcat-openbsd)")
+	}
+	w := newWorld(t)
+	w.writeServer("hello.txt", "through a proxy command\n", 0o644)
+	cfg, err := os.OpenFile(w.srv.ConfigFile, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Host testbox (first in the file) has the port, user and keys; these
+	// entries only add how to get there.
+	fmt.Fprintf(cfg, "\nHost viaNC\n  HostName 127.0.0.1\n  ProxyCommand nc %%h %d\n", w.srv.Port)
+	fmt.Fprintf(cfg, "  User %s\n  IdentityFile %s\n  IdentitiesOnly yes\n  IdentityAgent none\n  UserKnownHostsFile %s\n  HostKeyAlias testbox-key\n",
+		w.srv.User, w.srv.UserKeyFile, w.srv.KnownHostsFile)
+	cfg.Close()
+	kh, _ := os.OpenFile(w.srv.KnownHostsFile, os.O_APPEND|os.O_WRONLY, 0)
+	fmt.Fprintf(kh, "testbox-key %s\n", w.srv.HostKeyPub)
+	kh.Close()
+
+	w.alias = "viaNC"
+	w.mount()
+	b, err := os.ReadFile(w.m("hello.txt"))
+	if err != nil || string(b) != "through a proxy command\n" {
+		t.Fatalf("read through nc: %q %v", b, err)
+	}
+	if err := os.WriteFile(w.m("new.txt"), []byte("written\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	w.must(binary, "flush", w.mnt)
+	if b, err := os.ReadFile(w.s("new.txt")); err != nil || string(b) != "written\n" {
+		t.Fatalf("server copy: %q %v", b, err)
+	}
+	out, _ := exec.Command("pgrep", "-f", fmt.Sprintf("^nc 127.0.0.1 %d$", w.srv.Port)).Output()
+	if len(strings.Fields(string(out))) != 1 {
+		t.Errorf("want one nc process while mounted, pgrep says %q", out)
+	}
+	w.unmount()
+	eventually(t, 10*time.Second, "nc to exit after unmount", func() bool {
+		out, _ := exec.Command("pgrep", "-f", fmt.Sprintf("^nc 127.0.0.1 %d$", w.srv.Port)).Output()
+		return len(strings.TrimSpace(string(out))) == 0
+	})
+}
