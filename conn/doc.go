@@ -6,18 +6,30 @@
 //   - Naming: ParseSpec reads HOST:PATH (scp syntax).
 //   - Resolving a host the way `ssh HOST` does (Resolve, Target): the
 //     user's ~/.ssh/config (or Options.ConfigFile, like ssh -F) and
-//     /etc/ssh/ssh_config, with Host patterns, Include, Match all/host/
-//     originalhost, tokens (%h %p %r %u %d ...), ~ and ${ENV}; HostName,
-//     User, Port, IdentityFile, IdentitiesOnly, IdentityAgent,
-//     UserKnownHostsFile, GlobalKnownHostsFile, HostKeyAlias, ProxyJump,
+//     /etc/ssh/ssh_config, parsed and evaluated here in ssh's order (see
+//     match.go): Host patterns, Include, Match all/host/originalhost/user/
+//     localuser/exec/canonical/final, CanonicalizeHostname with
+//     CanonicalDomains/CanonicalizeMaxDots/CanonicalizeFallbackLocal and
+//     the final pass, tokens (%h %p %r %u %d ...), ~ and ${ENV}; HostName,
+//     User, Port, IdentityFile, CertificateFile, IdentitiesOnly,
+//     IdentityAgent, UserKnownHostsFile, GlobalKnownHostsFile,
+//     HostKeyAlias, ProxyJump, ProxyCommand, the forwards, GatewayPorts,
 //     ConnectTimeout, ServerAliveInterval/CountMax.
-//   - Dialing (Dial): TCP, or through each ProxyJump hop in turn; the ssh
-//     handshake with the host key verified against known_hosts (never
-//     trusted silently: StrictHostKeyChecking no/accept-new is ignored with
-//     a warning), host key algorithms ordered by what known_hosts holds for
-//     the host; public key authentication with the agent's keys and the
-//     identity files; the SFTP session; the remote root (relative to the
-//     remote home unless absolute) checked to be a directory.
+//   - Dialing (Dial): TCP, a ProxyCommand (proxycommand.go), or through
+//     each ProxyJump hop in turn (the first hop may itself use a
+//     ProxyCommand); the ssh handshake with the host key verified against
+//     known_hosts, host certificates against its @cert-authority lines
+//     (never trusted silently: StrictHostKeyChecking no/accept-new is
+//     ignored with a warning), host key algorithms ordered by what
+//     known_hosts holds for the host; public key authentication with the
+//     agent's keys and certificates, the identity files, and the
+//     certificates of CertificateFile and <key>-cert.pub, each paired with
+//     its key from a file or the agent; the SFTP session; the remote root
+//     (relative to the remote home unless absolute) checked to be a
+//     directory.
+//   - Port forwards (forward.go): a Manager made with Options.Forwards
+//     opens the host entry's LocalForward/RemoteForward/DynamicForward over
+//     each connection it makes, and lists them (Manager.Forwards).
 //   - The Remote implementation (Client): root-relative paths that cannot
 //     escape the root, errors mapped to io/fs sentinels, ErrNotEmpty,
 //     ErrUnsupported and syscall errnos (OpenSSH answers a bare "Failure"
@@ -112,11 +124,16 @@
 //
 // # Not supported
 //
-// ProxyCommand (Dial says so; use ProxyJump), Match criteria other than
-// all/host/originalhost (the block is ignored with a warning), certificates
-// as user identities (CertificateFile), password and keyboard-interactive
-// authentication, writing to known_hosts, CheckHostIP. Relative
-// IdentityFile and UserKnownHostsFile names are taken relative to the home
-// directory, and Options.Home (default $HOME, unlike ssh, which reads the
-// password database) is what ~ means everywhere, Include included.
+// Password and keyboard-interactive authentication, GSSAPI, PKCS11Provider,
+// FIDO keys without an agent, ProxyUseFdpass (Resolve says so), Match
+// localnetwork/tagged/command/version/sessiontype (the block never
+// applies, with a warning), CanonicalizePermittedCNAMEs (CNAMEs are not
+// followed), Unix-socket forwards and remote SOCKS forwards (skipped with
+// a warning), writing to known_hosts, CheckHostIP. Match exec commands
+// get 30s (ssh waits forever). A @cert-authority pattern is matched
+// against the host name alone as well as [host]:port (the knownhosts
+// package would match "*" only on port 22). Relative IdentityFile and
+// UserKnownHostsFile names are taken relative to the home directory, and
+// Options.Home (default $HOME, unlike ssh, which reads the password
+// database) is what ~ means everywhere, Include included.
 package conn

@@ -184,3 +184,25 @@ func TestHelpConfigListsEveryKey(t *testing.T) {
 		t.Errorf("the example in remotefs help config does not parse: %v\n%s", err, sample)
 	}
 }
+
+// forwards = false is --no-forwards; forwards = true in a host section
+// turns them back on over [defaults]; the command line wins.
+func TestConfigForwardsKey(t *testing.T) {
+	mnt := t.TempDir()
+	conf := writeConfig(t, "[defaults]\nforwards = false\n[host.\"lab\"]\nforwards = true\n")
+	for _, tc := range []struct {
+		args []string
+		want bool // NoForwards
+	}{
+		{[]string{"box:p", mnt}, true},
+		{[]string{"lab:p", mnt}, false},
+		{[]string{"--no-forwards", "lab:p", mnt}, true},
+		{[]string{"lab:p", mnt, "-o", "no_forwards"}, true},
+		{[]string{"--no-forwards=false", "box:p", mnt}, false},
+	} {
+		cfg, err := parseMountFlags(append([]string{"--config", conf}, tc.args...))
+		if err != nil || cfg.NoForwards != tc.want {
+			t.Errorf("%q: NoForwards %v, want %v (%v)", tc.args, cfg != nil && cfg.NoForwards, tc.want, err)
+		}
+	}
+}

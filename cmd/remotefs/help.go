@@ -218,30 +218,57 @@ file given with -F FILE / -o ssh_config=FILE, like ssh -F), then
 /etc/ssh/ssh_config. HOST in HOST:PATH is an alias from those files or
 [user@]hostname; [user@][IPv6]:path for IPv6 addresses.
 
-Honoured ssh_config keywords:
-  Host, Match all / host / originalhost, Include
+Honoured ssh_config keywords (evaluated in ssh's order: first value wins,
+Match criteria see the values obtained so far):
+  Host, Include, Match all / host / originalhost / user / localuser /
+    exec / canonical / final (exec runs in $SHELL with the % tokens)
+  CanonicalizeHostname (yes, always), CanonicalDomains,
+    CanonicalizeMaxDots, CanonicalizeFallbackLocal
   HostName, User, Port
   IdentityFile, IdentitiesOnly, IdentityAgent (a path, SSH_AUTH_SOCK, none)
-  UserKnownHostsFile, GlobalKnownHostsFile, HostKeyAlias
-  ProxyJump (any number of hops)
-  ConnectTimeout, ServerAliveInterval, ServerAliveCountMax
+  CertificateFile, and KEY-cert.pub beside each identity file
+  UserKnownHostsFile, GlobalKnownHostsFile, HostKeyAlias, and
+    @cert-authority lines for host certificates
+  ProxyJump (any number of hops), ProxyCommand (run as ssh runs it:
+    $SHELL -c "exec COMMAND", tokens %h %p %r %n %%, its stderr in the
+    mount's log; ProxyJump and ProxyCommand: the first one set wins)
+  LocalForward, RemoteForward, DynamicForward (see Forwards below)
+  ConnectTimeout, ServerAliveInterval, ServerAliveCountMax, GatewayPorts
   Tokens (%h %p %r %u %d %% ...), ~ and ${ENV} in paths
 
-Authentication: public keys only, from ssh-agent (SSH_AUTH_SOCK) and the
-identity files (~/.ssh/id_ed25519, id_ecdsa, id_rsa by default). A key with
-a passphrase must be loaded in the agent (ssh-add); remotefs never
-prompts.
+Authentication: public keys and certificates, from ssh-agent
+(SSH_AUTH_SOCK) and the identity files (~/.ssh/id_ed25519, id_ecdsa,
+id_rsa by default); certificates are offered with their key, whether
+the key is in a file or in the agent. A key with a passphrase must be
+loaded in the agent (ssh-add).
 
 Host keys are checked against known_hosts (~/.ssh/known_hosts,
-/etc/ssh/ssh_known_hosts). An unknown or changed host key is refused:
-connect once with "ssh HOST" to verify and record it.
-StrictHostKeyChecking no/accept-new is ignored (with a warning).
+/etc/ssh/ssh_known_hosts), host certificates against its
+@cert-authority lines (a pattern there also covers the host on another
+port). An unknown or changed host key is refused: connect once with
+"ssh HOST" to verify and record it. StrictHostKeyChecking no/accept-new is
+ignored (with a warning).
 
-Not supported: ProxyCommand (use ProxyJump), Match exec/user/localuser
-and other criteria (the block is ignored with a warning), certificates
-(CertificateFile), password and keyboard-interactive logins, writing to
-known_hosts, CheckHostIP. Relative IdentityFile and UserKnownHostsFile
-names are relative to the home directory.
+A ProxyCommand that exits is a lost link like any other: the mount goes
+offline and the reconnect runs the command again. The command (and what
+it started) gets SIGHUP when the connection closes.
+
+Forwards: the LocalForward, RemoteForward and DynamicForward (SOCKS5) of
+the host's entry are opened over the mount's connection while it is
+mounted, and reopened after every reconnect. Local ports stay bound while
+offline (a connection then is closed at once). A port already in use is a
+warning, not a failed mount. "remotefs status" lists them. --no-forwards
+(-o no_forwards, or forwards = false in the config file) leaves them off.
+Unix-socket forwards and remote SOCKS (RemoteForward with one argument)
+are skipped with a warning.
+
+Not supported by the built-in client (a clear error names the option and
+the host): GSSAPI/Kerberos, PKCS11Provider, a FIDO key without an agent,
+ProxyUseFdpass; use --ssh=openssh. Not at all: writing to known_hosts,
+CheckHostIP, CanonicalizePermittedCNAMEs (CNAMEs are not followed),
+Match localnetwork / tagged / command / version / sessiontype (the block
+never applies, with a warning). Relative IdentityFile and
+UserKnownHostsFile names are relative to the home directory.
 
 Examples:
   # ~/.ssh/config
@@ -250,6 +277,9 @@ Examples:
     User alice
     ProxyJump bastion.example.org
     IdentityFile ~/.ssh/id_ed25519
+    LocalForward 9999 localhost:8888
+  Host i-*
+    ProxyCommand sh -c "aws ssm start-session --target %h --document-name AWS-StartSSHSession --parameters portNumber=%p"
 
   remotefs mount gpu-box:projects ~/remote
   remotefs mount -F ~/.ssh/work_config gpu-box:projects ~/remote

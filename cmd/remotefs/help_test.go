@@ -51,7 +51,7 @@ func TestHelpTopics(t *testing.T) {
 	ctx := context.Background()
 	want := map[string][]string{
 		"fstab":  {"mount -t fuse.remotefs", "fuse.remotefs", "_netdev", "allow_other", "cache_dir=VALUE", "make install"},
-		"ssh":    {"ProxyJump", "IdentityFile", "known_hosts", "ProxyCommand"},
+		"ssh":    {"ProxyJump", "IdentityFile", "known_hosts", "ProxyCommand", "CertificateFile", "Match", "LocalForward", "--no-forwards"},
 		"cache":  {"remotefs cache clear", "meta.db", "pinned", "remote.json"},
 		"config": {"[defaults]", `[host."gpu-box"]`, "server_folders", "ignore", "no_notify"},
 		"notify": {"IN_MODIFY", "IN_MOVED_FROM", "--no-notify", "never sent to the server"},
