@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/user"
 	"path"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -332,13 +333,15 @@ func dialHop(ctx context.Context, t *Target, via *ssh.Client, viaLabel string, o
 	defer cancel()
 
 	var nc net.Conn
+	var proxy *proxyConn
 	var err error
 	switch {
 	case via == nil && t.ProxyCommand != "":
-		nc, err = startProxyCommand(t.ProxyCommand, t.Label, opts.Logger)
+		proxy, err = startProxyCommand(t.ProxyCommand, t.Label, opts.Logger)
 		if err != nil {
 			return nil, err
 		}
+		nc, viaLabel = proxy, "ProxyCommand "+strconv.Quote(t.ProxyCommand)
 	case via == nil:
 		d := net.Dialer{KeepAlive: 30 * time.Second}
 		nc, err = d.DialContext(ctx, "tcp", t.Addr())
@@ -397,6 +400,9 @@ func dialHop(ctx context.Context, t *Target, via *ssh.Client, viaLabel string, o
 		return nil, fmt.Errorf("connecting to %s: %w", t.Label, ctx.Err())
 	}
 	if r.err != nil {
+		if proxy != nil {
+			r.err = proxy.explain(r.err)
+		}
 		return nil, classifyHandshakeError(t, viaLabel, r.err, hk, auth, opts.ConnectTimeout)
 	}
 	return ssh.NewClient(r.c, r.chans, r.reqs), nil

@@ -28,6 +28,11 @@ type proxyConn struct {
 	r, w   *os.File // our ends: read from its stdout, write to its stdin
 	exited chan struct{}
 	once   sync.Once
+
+	stderrDone chan struct{} // closed when the command's stderr is at EOF
+
+	mu      sync.Mutex
+	lastErr string // guarded by mu: the last line the command wrote to stderr
 }
 
 var _ net.Conn = (*proxyConn)(nil)
@@ -65,13 +70,17 @@ func startProxyCommand(command, label string, log *slog.Logger) (*proxyConn, err
 		errR.Close()
 		return nil, fmt.Errorf("cannot run ProxyCommand for %s: %v", label, err)
 	}
-	p := &proxyConn{cmd: cmd, r: outR, w: inW, exited: make(chan struct{})}
+	p := &proxyConn{cmd: cmd, r: outR, w: inW, exited: make(chan struct{}), stderrDone: make(chan struct{})}
 	go func() {
 		sc := bufio.NewScanner(errR)
 		for sc.Scan() {
 			log.Info("ProxyCommand", "host", label, "stderr", sc.Text())
+			p.mu.Lock()
+			p.lastErr = sc.Text()
+			p.mu.Unlock()
 		}
 		errR.Close()
+		close(p.stderrDone)
 	}()
 	go func() {
 		err := cmd.Wait()
@@ -80,6 +89,22 @@ func startProxyCommand(command, label string, log *slog.Logger) (*proxyConn, err
 		p.Close() // a child it left holding the pipe must not keep the link half alive
 	}()
 	return p, nil
+}
+
+// explain adds what the command said last to a handshake error: when a
+// ProxyCommand fails, its own message is the useful part.
+func (p *proxyConn) explain(err error) error {
+	select { // a command that failed has usually exited: read all it said
+	case <-p.stderrDone:
+	case <-time.After(200 * time.Millisecond):
+	}
+	p.mu.Lock()
+	last := p.lastErr
+	p.mu.Unlock()
+	if last == "" {
+		return err
+	}
+	return fmt.Errorf("%w (ProxyCommand: %s)", err, last)
 }
 
 func (p *proxyConn) Read(b []byte) (int, error)  { return p.r.Read(b) }

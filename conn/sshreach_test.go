@@ -96,6 +96,14 @@ func TestDialProxyCommandNC(t *testing.T) {
 	}
 }
 
+// A ProxyCommand that fails: the error is a lost link (try again later)
+// and carries what the command said.
+func TestDialProxyCommandFails(t *testing.T) {
+	_, opts := ncServer(t, `sh -c 'echo "bastion: no route to %h" >&2; exit 1'`)
+	_, err := dialSpec(t, "viaNC:", opts)
+	wantDialError(t, err, ErrOffline, "viaNC", "ProxyCommand", "bastion: no route to 127.0.0.1")
+}
+
 // A Manager runs the ProxyCommand again after it exits.
 func TestManagerRedialsProxyCommand(t *testing.T) {
 	srv, opts := ncServer(t, "nc %h %p")
