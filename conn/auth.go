@@ -150,7 +150,7 @@ func newAuthenticator(t *Target, home string, log *slog.Logger) (*authenticator,
 			}
 			// Certificates the agent holds for this key.
 			for _, s := range agentSigners {
-				if c, ok := s.PublicKey().(*ssh.Certificate); ok && id.pub != nil && bytes.Equal(c.Key.Marshal(), id.pub.Marshal()) {
+				if c := asCertificate(s.PublicKey()); c != nil && id.pub != nil && bytes.Equal(c.Key.Marshal(), id.pub.Marshal()) {
 					a.signers = append(a.signers, s)
 					a.tried = append(a.tried, "agent certificate for "+a.short(id.file))
 				}
@@ -273,4 +273,21 @@ func readCertificate(file string) (*ssh.Certificate, error) {
 		return nil, fmt.Errorf("%s is a %s public key, not a certificate", file, pub.Type())
 	}
 	return cert, nil
+}
+
+// asCertificate returns pub as a certificate, or nil. The agent's keys
+// come as *agent.Key: their wire form says what they are.
+func asCertificate(pub ssh.PublicKey) *ssh.Certificate {
+	if c, ok := pub.(*ssh.Certificate); ok {
+		return c
+	}
+	if !strings.Contains(pub.Type(), "-cert-") {
+		return nil
+	}
+	parsed, err := ssh.ParsePublicKey(pub.Marshal())
+	if err != nil {
+		return nil
+	}
+	c, _ := parsed.(*ssh.Certificate)
+	return c
 }

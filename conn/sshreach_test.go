@@ -167,6 +167,9 @@ Host agent
   IdentityFile ~/.ssh/nothing-here
   IdentitiesOnly no
   IdentityAgent ~/agent.sock
+Host agentpub
+  IdentityFile ~/.ssh/pubonly
+  IdentityAgent ~/agent.sock
 Host *
   HostName 127.0.0.1
   Port {{PORT}}
@@ -203,11 +206,17 @@ Host *
 	sock := startSSHAgent(t, filepath.Join(opts.Home, "agent.sock"))
 	sshAdd(t, sock, key)
 	mustDial(t, "agent:", opts)
+	// IdentitiesOnly with only the public half of the key on disk: the
+	// agent's key and its certificate for it are offered.
+	copyFile(t, key+".pub", filepath.Join(opts.Home, ".ssh", "pubonly.pub"))
+	mustDial(t, "agentpub:", opts)
 	// The agent with the bare key only is refused.
 	sshAdd(t, sock, "-D")
 	os.Remove(certFile)
 	sshAdd(t, sock, key)
 	_, err = dialSpec(t, "agent:", opts)
+	wantDialError(t, err, ErrAuth)
+	_, err = dialSpec(t, "agentpub:", opts)
 	wantDialError(t, err, ErrAuth)
 }
 
