@@ -138,7 +138,14 @@ DynamicForward %d
 RemoteForward %s %s`, local, echo, busy.Addr(), echo, dynamic, remoteAddr, echo))
 
 	before := strings.Count(w.srv.Log(), "server_request_direct_tcpip")
-	w.mount()
+	// The busy port is a warning from remotefs mount, not a failure.
+	r := w.run(binary, "mount", w.spec(), w.mnt)
+	if r.code != 0 || !mounted(w.mnt) {
+		t.Fatalf("mount with a busy forward port: exit %d: %s", r.code, r.stderr)
+	}
+	if !strings.Contains(r.stderr, "LocalForward "+busy.Addr().String()) || !strings.Contains(r.stderr, "address already in use") {
+		t.Errorf("no warning about the busy port: %q", r.stderr)
+	}
 	check := func(when string) {
 		t.Helper()
 		eventually(t, 20*time.Second, "forwards active "+when, func() bool {

@@ -80,6 +80,11 @@ func serveMount(ctx context.Context, cfg *mountConfig, ready func(error), warn f
 			warn(fmt.Sprintf("%v; mounting offline (read-only) from the cache and reconnecting in the background", err))
 			mgr.StartOffline()
 		}
+		for _, f := range mgr.Forwards() {
+			if f.State == "failed" {
+				warn(fmt.Sprintf("%s not opened: %s (the mount goes on without it)", f.Forward, f.Err))
+			}
+		}
 	} else if !hasCache {
 		return fmt.Errorf("--offline: there is no cache of %s yet (mount it online once first)", cfg.Spec)
 	}
