@@ -96,6 +96,28 @@ func TestDialProxyCommandNC(t *testing.T) {
 	}
 }
 
+// A ProxyJump whose first hop is itself reached through a ProxyCommand,
+// as ssh -J would reach it.
+func TestDialProxyJumpOverProxyCommand(t *testing.T) {
+	srv, opts := ncServer(t, "nc %h %p")
+	f, err := os.OpenFile(filepath.Join(opts.Home, ".ssh", "config"), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(f, "\nHost inner\n  HostName 127.0.0.1\n  Port %d\n  ProxyJump viaNC\n", srv.Port)
+	f.Close()
+	// (User and keys for inner come from ncServer's "Host *".)
+	before := strings.Count(srv.Log(), "server_request_direct_tcpip")
+	c := mustDial(t, "inner:"+srv.Dir, opts)
+	if _, err := c.ReadDir(context.Background(), ""); err != nil {
+		t.Fatal(err)
+	}
+	ncPid(t, srv.Port) // the first hop runs through nc
+	if n := strings.Count(srv.Log(), "server_request_direct_tcpip") - before; n != 1 {
+		t.Errorf("sshd saw %d forwarding requests, want 1 (the jump)", n)
+	}
+}
+
 // A ProxyCommand that fails: the error is a lost link (try again later)
 // and carries what the command said.
 func TestDialProxyCommandFails(t *testing.T) {
