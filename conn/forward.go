@@ -196,20 +196,43 @@ func (f *forwarder) setClient(c *Client) {
 		return
 	}
 	f.client = c.ssh
-	if !f.started && c.target != nil {
-		f.started = true
-		t := c.target
-		for _, list := range [][]Forward{t.LocalForwards, t.DynamicForwards, t.RemoteForwards} {
-			for _, fw := range list {
-				f.entries = append(f.entries, &forwardEntry{Forward: fw})
-			}
-		}
+	if c.target != nil {
+		f.startLocked(c.target)
 	}
 	for _, e := range f.entries {
 		if e.Kind == "remote" {
 			go f.listenRemote(e, c.ssh)
 		} else if e.ln == nil {
 			f.listenLocal(e)
+		}
+	}
+}
+
+// start takes the forwards from t and binds the local ones, without a
+// connection yet (a Manager that starts offline): the ports are ours and
+// status lists them. Only the first call (or first connection) counts.
+func (f *forwarder) start(t *Target) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed || f.started {
+		return
+	}
+	f.startLocked(t)
+	for _, e := range f.entries {
+		if e.Kind != "remote" {
+			f.listenLocal(e)
+		}
+	}
+}
+
+func (f *forwarder) startLocked(t *Target) {
+	if f.started {
+		return
+	}
+	f.started = true
+	for _, list := range [][]Forward{t.LocalForwards, t.DynamicForwards, t.RemoteForwards} {
+		for _, fw := range list {
+			f.entries = append(f.entries, &forwardEntry{Forward: fw})
 		}
 	}
 }

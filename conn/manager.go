@@ -125,6 +125,13 @@ func (m *Manager) Connect(ctx context.Context) error {
 // StartOffline puts the Manager in the background-redial mode without
 // waiting: it reports Offline (or Connecting) until a dial succeeds.
 func (m *Manager) StartOffline() {
+	if m.forwards != nil {
+		// The forwards' local ports are held from now on, so they are
+		// there (and listed) while the server is out of reach.
+		if t, err := Resolve(m.spec, m.opts); err == nil {
+			m.forwards.start(t)
+		}
+	}
 	m.startLoop(nil)
 }
 
