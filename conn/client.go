@@ -38,6 +38,7 @@ type Client struct {
 	sftp        *sftp.Client
 	ssh         *ssh.Client // nil when not over ssh (NewClientPipe)
 	target      *Target     // what Dial resolved; nil for NewClientPipe
+	links       forwardLink // carries port forwards; nil when the connection cannot
 	transport   []io.Closer // closed in order when the connection dies
 	opTimeout   time.Duration
 	log         *slog.Logger

@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/user"
 	"path"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -181,7 +180,7 @@ func Dial(ctx context.Context, spec Spec, opts Options) (*Client, error) {
 		transport[i] = c
 	}
 	c := newClientShell(spec.Host, opts, transport)
-	c.ssh, c.target = final, target
+	c.ssh = final
 	if err := c.startSFTPSession(ctx, target.Label); err != nil {
 		closeChain()
 		return nil, err
@@ -198,6 +197,7 @@ func Dial(ctx context.Context, spec Spec, opts Options) (*Client, error) {
 		c.Close()
 		return nil, err
 	}
+	c.target, c.links = target, final
 	log.Debug("connected", "root", c.root, "via", len(hops)-1)
 	if opts.UploadHelper == UploadEager {
 		c.uploads.start()
@@ -333,19 +333,17 @@ func dialHop(ctx context.Context, t *Target, via *ssh.Client, viaLabel string, o
 	defer cancel()
 
 	var nc net.Conn
-	var proxy *proxyConn
 	var err error
-	switch {
-	case via == nil && t.ProxyCommand != "":
-		proxy, err = startProxyCommand(t.ProxyCommand, t.Label, opts.Logger)
-		if err != nil {
-			return nil, err
-		}
-		nc, viaLabel = proxy, "ProxyCommand "+strconv.Quote(t.ProxyCommand)
-	case via == nil:
+	proxy, err := startHopProxy(t, via, opts.Logger)
+	if err != nil {
+		return nil, err
+	}
+	if proxy != nil {
+		nc, viaLabel = proxy, proxy.viaLabel()
+	} else if via == nil {
 		d := net.Dialer{KeepAlive: 30 * time.Second}
 		nc, err = d.DialContext(ctx, "tcp", t.Addr())
-	default:
+	} else {
 		nc, err = via.DialContext(ctx, "tcp", t.Addr())
 	}
 	if err != nil {

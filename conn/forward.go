@@ -163,12 +163,22 @@ func splitForwardAddr(s string, hostOptional bool) (host, port string, err error
 // direct-tcpip channel, or the local connect of a remote forward).
 const forwardDialTimeout = 20 * time.Second
 
+// forwardLink is what a connection offers for forwards: a channel to an
+// address seen from the server (direct-tcpip), and a listener on the
+// server (tcpip-forward). *ssh.Client is one.
+type forwardLink interface {
+	DialContext(ctx context.Context, network, addr string) (net.Conn, error)
+	Listen(network, addr string) (net.Listener, error)
+}
+
+var _ forwardLink = (*ssh.Client)(nil)
+
 // forwarder runs a Manager's forwards.
 type forwarder struct {
 	log *slog.Logger
 
 	mu      sync.Mutex
-	client  *ssh.Client     // guarded by mu; nil while offline
+	client  forwardLink     // guarded by mu; nil while offline
 	entries []*forwardEntry // guarded by mu; set at the first connection
 	started bool            // guarded by mu
 	closed  bool            // guarded by mu
@@ -178,7 +188,7 @@ type forwardEntry struct {
 	Forward
 	ln     net.Listener // guarded by forwarder.mu: local listener, or the server's for remote
 	err    error        // guarded by forwarder.mu: why it is not active
-	client *ssh.Client  // guarded by forwarder.mu: for remote, the connection ln belongs to
+	client forwardLink  // guarded by forwarder.mu: for remote, the connection ln belongs to
 }
 
 func newForwarder(log *slog.Logger) *forwarder { return &forwarder{log: log} }
@@ -191,17 +201,17 @@ func (f *forwarder) setClient(c *Client) {
 	if f.closed {
 		return
 	}
-	if c == nil || c.ssh == nil {
+	if c == nil || c.links == nil {
 		f.client = nil
 		return
 	}
-	f.client = c.ssh
+	f.client = c.links
 	if c.target != nil {
 		f.startLocked(c.target)
 	}
 	for _, e := range f.entries {
 		if e.Kind == "remote" {
-			go f.listenRemote(e, c.ssh)
+			go f.listenRemote(e, c.links)
 		} else if e.ln == nil {
 			f.listenLocal(e)
 		}
@@ -263,7 +273,7 @@ func (f *forwarder) acceptLoop(e *forwardEntry, ln net.Listener) {
 	}
 }
 
-func (f *forwarder) current() *ssh.Client {
+func (f *forwarder) current() forwardLink {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.client
@@ -307,7 +317,7 @@ func (f *forwarder) serveLocal(e *forwardEntry, nc net.Conn) {
 
 // listenRemote asks the server for a remote forward on client and serves
 // it until that connection ends.
-func (f *forwarder) listenRemote(e *forwardEntry, client *ssh.Client) {
+func (f *forwarder) listenRemote(e *forwardEntry, client forwardLink) {
 	ln, err := client.Listen("tcp", e.Listen)
 	f.mu.Lock()
 	if f.closed || f.client != client {

@@ -8,9 +8,12 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/crypto/ssh"
 )
 
 // ProxyCommand, as ssh runs it: `$SHELL -c "exec COMMAND"` ($SHELL, else
@@ -24,10 +27,11 @@ import (
 
 // proxyConn is a net.Conn over a ProxyCommand's stdin and stdout.
 type proxyConn struct {
-	cmd    *exec.Cmd
-	r, w   *os.File // our ends: read from its stdout, write to its stdin
-	exited chan struct{}
-	once   sync.Once
+	cmd     *exec.Cmd
+	command string
+	r, w    *os.File // our ends: read from its stdout, write to its stdin
+	exited  chan struct{}
+	once    sync.Once
 
 	stderrDone chan struct{} // closed when the command's stderr is at EOF
 
@@ -36,6 +40,16 @@ type proxyConn struct {
 }
 
 var _ net.Conn = (*proxyConn)(nil)
+
+// startHopProxy starts t's ProxyCommand when the hop is reached through
+// one (it has one and is not reached through a previous hop); nil
+// otherwise.
+func startHopProxy(t *Target, via *ssh.Client, log *slog.Logger) (*proxyConn, error) {
+	if t.ProxyCommand == "" || via != nil {
+		return nil, nil
+	}
+	return startProxyCommand(t.ProxyCommand, t.Label, log)
+}
 
 // startProxyCommand starts command for host (label, for the log).
 func startProxyCommand(command, label string, log *slog.Logger) (*proxyConn, error) {
@@ -70,7 +84,7 @@ func startProxyCommand(command, label string, log *slog.Logger) (*proxyConn, err
 		errR.Close()
 		return nil, fmt.Errorf("cannot run ProxyCommand for %s: %v", label, err)
 	}
-	p := &proxyConn{cmd: cmd, r: outR, w: inW, exited: make(chan struct{}), stderrDone: make(chan struct{})}
+	p := &proxyConn{cmd: cmd, command: command, r: outR, w: inW, exited: make(chan struct{}), stderrDone: make(chan struct{})}
 	go func() {
 		sc := bufio.NewScanner(errR)
 		for sc.Scan() {
@@ -106,6 +120,9 @@ func (p *proxyConn) explain(err error) error {
 	}
 	return fmt.Errorf("%w (ProxyCommand: %s)", err, last)
 }
+
+// viaLabel names the command in dial errors.
+func (p *proxyConn) viaLabel() string { return "ProxyCommand " + strconv.Quote(p.command) }
 
 func (p *proxyConn) Read(b []byte) (int, error)  { return p.r.Read(b) }
 func (p *proxyConn) Write(b []byte) (int, error) { return p.w.Write(b) }
