@@ -181,7 +181,10 @@ type forwarder struct {
 	client  forwardLink     // guarded by mu; nil while offline
 	entries []*forwardEntry // guarded by mu; set at the first connection
 	started bool            // guarded by mu
-	closed  bool            // guarded by mu
+	// unsupported: the current connection cannot carry forwards (an ssh
+	// implementation without them). Guarded by mu.
+	unsupported bool
+	closed      bool // guarded by mu
 }
 
 type forwardEntry struct {
@@ -201,6 +204,7 @@ func (f *forwarder) setClient(c *Client) {
 	if f.closed {
 		return
 	}
+	f.unsupported = c != nil && c.links == nil
 	if c == nil || c.links == nil {
 		f.client = nil
 		return
@@ -368,6 +372,8 @@ func (f *forwarder) status() []ForwardStatus {
 	for _, e := range f.entries {
 		s := ForwardStatus{Forward: e.Forward}
 		switch {
+		case f.unsupported:
+			s.State = "not available over this connection"
 		case e.err != nil:
 			s.State, s.Err = "failed", e.err.Error()
 		case f.client == nil:
