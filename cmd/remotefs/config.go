@@ -94,7 +94,7 @@ var configKeys = []configKey{
 	{"allow_other", "allow-other", "bool", `let other users access the mount (needs user_allow_other in /etc/fuse.conf)`, func(h *HostConfig) any { return h.AllowOther }},
 	{"noexec", "noexec", "bool", `programs on the mount cannot be executed (enforced when mounted by root)`, func(h *HostConfig) any { return h.NoExec }},
 	{"no_notify", "no-notify", "bool", `do not raise inotify events on the mount for changes made on the server`, func(h *HostConfig) any { return h.NoNotify }},
-	{"forwards", "no-forwards", "bool", `open the LocalForward, RemoteForward and DynamicForward of the host's ssh_config entry while mounted (default true; false is --no-forwards)`, func(h *HostConfig) any { return h.Forwards }},
+	{"forwards", "no-forwards", "bool", `open the LocalForward, RemoteForward and DynamicForward of the host's ssh_config entry while mounted (default true)`, func(h *HostConfig) any { return h.Forwards }},
 	{"ignore", "", "patterns", `glob patterns (path.Match syntax) of things not fetched ahead of use: matching folders are not listed at mount or watched inside, matching files not prefetched; all stay visible, e.g. ["*.pyc", "__pycache__", ".venv"]`, func(h *HostConfig) any { return h.Ignore }},
 	{"server_folders", "", "folders", `folders that programs on the server write to: only small files prefetched (64 KiB each, 16 MiB in all), re-checked on every open when no watcher is live; a name matches at any depth, a name with "/" is relative to the remote root (default ["results", "runs", "wandb", "notebooks", "outputs", "checkpoints"])`, func(h *HostConfig) any { return h.ServerFolders }},
 }
