@@ -342,3 +342,18 @@ func ncPid(t *testing.T, port int) int {
 	}
 	return found
 }
+
+// The whole Remote suite over a ProxyCommand connection: the bytes go
+// through the command's pipes, large transfers included.
+func TestProxyCommandRemoteSuite(t *testing.T) {
+	srv, opts := ncServer(t, "nc %h %p")
+	n := 0
+	runRemoteSuite(t, func(t *testing.T) (Remote, string) {
+		n++
+		dir := filepath.Join(srv.Dir, fmt.Sprint("case", n))
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return mustDial(t, "viaNC:"+dir, opts), dir
+	})
+}

@@ -257,7 +257,8 @@ Forwards: the LocalForward, RemoteForward and DynamicForward (SOCKS5) of
 the host's entry are opened over the mount's connection while it is
 mounted, and reopened after every reconnect. Local ports stay bound while
 offline (a connection then is closed at once). A port already in use is a
-warning, not a failed mount. "remotefs status" lists them. --no-forwards
+warning, not a failed mount (ExitOnForwardFailure is not followed).
+"remotefs status" lists them. --no-forwards
 (-o no_forwards, or forwards = false in the config file) leaves them off.
 Unix-socket forwards and remote SOCKS (RemoteForward with one argument)
 are skipped with a warning.
