@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"remotefs/internal/control"
+	"remotefs/internal/sshdtest"
 )
 
 // echoServer listens on loopback and echoes every line back, prefixed so
@@ -209,48 +210,63 @@ RemoteForward %s %s`, local, echo, busy.Addr(), echo, dynamic, remoteAddr, echo)
 	}
 }
 
-// A mount whose host is reached through a ProxyCommand (nc): served,
-// written back, and the command ends with the mount.
+// A mount whose host is reached through a ProxyCommand: nc, and the real
+// OpenSSH client's "ssh -W" through a second sshd. Served, written back,
+// and the command ends with the mount.
 func TestMountThroughProxyCommand(t *testing.T) {
-	if _, err := exec.LookPath("nc"); err != nil {
-		t.Skip("nc not installed (apt-get install netcat-openbsd)")
-	}
-	w := newWorld(t)
-	w.writeServer("hello.txt", "through a proxy command\n", 0o644)
-	cfg, err := os.OpenFile(w.srv.ConfigFile, os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Host testbox (first in the file) has the port, user and keys; these
-	// entries only add how to get there.
-	fmt.Fprintf(cfg, "\nHost viaNC\n  HostName 127.0.0.1\n  ProxyCommand nc %%h %d\n", w.srv.Port)
-	fmt.Fprintf(cfg, "  User %s\n  IdentityFile %s\n  IdentitiesOnly yes\n  IdentityAgent none\n  UserKnownHostsFile %s\n  HostKeyAlias testbox-key\n",
-		w.srv.User, w.srv.UserKeyFile, w.srv.KnownHostsFile)
-	cfg.Close()
-	kh, _ := os.OpenFile(w.srv.KnownHostsFile, os.O_APPEND|os.O_WRONLY, 0)
-	fmt.Fprintf(kh, "testbox-key %s\n", w.srv.HostKeyPub)
-	kh.Close()
+	for _, via := range []string{"nc", "ssh -W"} {
+		t.Run(strings.ReplaceAll(via, " ", ""), func(t *testing.T) {
+			if _, err := exec.LookPath(strings.Fields(via)[0]); err != nil {
+				t.Skipf("%s not installed (apt-get install netcat-openbsd openssh-client)", via)
+			}
+			w := newWorld(t)
+			command := fmt.Sprintf("nc %%h %d", w.srv.Port)
+			pattern := fmt.Sprintf("^nc 127.0.0.1 %d$", w.srv.Port)
+			var bastionLog func() string
+			if via == "ssh -W" {
+				bastion := sshdtest.Start(t)
+				bastionLog = bastion.Log
+				command = fmt.Sprintf("ssh -F %s -o BatchMode=yes -W %%h:%d %s", bastion.ConfigFile, w.srv.Port, sshdtest.Alias)
+				pattern = fmt.Sprintf("^ssh -F %s .*-W 127.0.0.1:%d", bastion.ConfigFile, w.srv.Port)
+			}
+			proxyProcs := func() int {
+				out, _ := exec.Command("pgrep", "-f", pattern).Output()
+				return len(strings.Fields(string(out)))
+			}
+			w.writeServer("hello.txt", "through a proxy command\n", 0o644)
+			cfg, err := os.OpenFile(w.srv.ConfigFile, os.O_APPEND|os.O_WRONLY, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fmt.Fprintf(cfg, "\nHost viaproxy\n  HostName 127.0.0.1\n  ProxyCommand %s\n", command)
+			fmt.Fprintf(cfg, "  User %s\n  IdentityFile %s\n  IdentitiesOnly yes\n  IdentityAgent none\n  UserKnownHostsFile %s\n  HostKeyAlias testbox-key\n",
+				w.srv.User, w.srv.UserKeyFile, w.srv.KnownHostsFile)
+			cfg.Close()
+			kh, _ := os.OpenFile(w.srv.KnownHostsFile, os.O_APPEND|os.O_WRONLY, 0)
+			fmt.Fprintf(kh, "testbox-key %s\n", w.srv.HostKeyPub)
+			kh.Close()
 
-	w.alias = "viaNC"
-	w.mount()
-	b, err := os.ReadFile(w.m("hello.txt"))
-	if err != nil || string(b) != "through a proxy command\n" {
-		t.Fatalf("read through nc: %q %v", b, err)
+			w.alias = "viaproxy"
+			w.mount()
+			b, err := os.ReadFile(w.m("hello.txt"))
+			if err != nil || string(b) != "through a proxy command\n" {
+				t.Fatalf("read through %s: %q %v", via, b, err)
+			}
+			if err := os.WriteFile(w.m("new.txt"), []byte("written\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			w.must(binary, "flush", w.mnt)
+			if b, err := os.ReadFile(w.s("new.txt")); err != nil || string(b) != "written\n" {
+				t.Fatalf("server copy: %q %v", b, err)
+			}
+			if n := proxyProcs(); n != 1 {
+				t.Errorf("want one %s process while mounted, found %d", via, n)
+			}
+			if bastionLog != nil && !strings.Contains(bastionLog(), "server_request_direct_tcpip") {
+				t.Error("the bastion saw no forwarding request")
+			}
+			w.unmount()
+			eventually(t, 10*time.Second, via+" to exit after unmount", func() bool { return proxyProcs() == 0 })
+		})
 	}
-	if err := os.WriteFile(w.m("new.txt"), []byte("written\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	w.must(binary, "flush", w.mnt)
-	if b, err := os.ReadFile(w.s("new.txt")); err != nil || string(b) != "written\n" {
-		t.Fatalf("server copy: %q %v", b, err)
-	}
-	out, _ := exec.Command("pgrep", "-f", fmt.Sprintf("^nc 127.0.0.1 %d$", w.srv.Port)).Output()
-	if len(strings.Fields(string(out))) != 1 {
-		t.Errorf("want one nc process while mounted, pgrep says %q", out)
-	}
-	w.unmount()
-	eventually(t, 10*time.Second, "nc to exit after unmount", func() bool {
-		out, _ := exec.Command("pgrep", "-f", fmt.Sprintf("^nc 127.0.0.1 %d$", w.srv.Port)).Output()
-		return len(strings.TrimSpace(string(out))) == 0
-	})
 }
