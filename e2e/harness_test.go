@@ -69,8 +69,14 @@ type world struct {
 
 func newWorld(t *testing.T) *world {
 	t.Helper()
+	return newWorldWith(t, sshdtest.Options{})
+}
+
+// newWorldWith is newWorld with a server started with opts.
+func newWorldWith(t *testing.T, opts sshdtest.Options) *world {
+	t.Helper()
 	requireFUSE(t)
-	srv := sshdtest.Start(t)
+	srv := sshdtest.StartWith(t, opts)
 	base := t.TempDir()
 	w := &world{t: t, srv: srv, mnt: filepath.Join(base, "mnt"), root: srv.Dir, xdg: base, alias: sshdtest.Alias}
 	if err := os.Mkdir(w.mnt, 0o755); err != nil {

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -269,4 +270,75 @@ func TestMountThroughProxyCommand(t *testing.T) {
 			eventually(t, 10*time.Second, via+" to exit after unmount", func() bool { return proxyProcs() == 0 })
 		})
 	}
+}
+
+// A mount that logs in with a user certificate (sshd trusts only the CA;
+// the key is in no authorized_keys) and knows the server only by its host
+// certificate (known_hosts has just an @cert-authority line): first with
+// the certificate beside the key, then with key and certificate held by
+// a real ssh-agent.
+func TestMountWithCertificates(t *testing.T) {
+	w := newWorldWith(t, sshdtest.Options{UserCA: true, HostCert: true})
+	w.writeServer("hello.txt", "certified\n", 0o644)
+	dir := t.TempDir()
+	key := filepath.Join(dir, "ck")
+	if _, err := sshdtest.NewUserKey(key); err != nil {
+		t.Fatal(err)
+	}
+	certFile, err := w.srv.SignUserKey(key + ".pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	known := filepath.Join(dir, "known_hosts")
+	if err := os.WriteFile(known, []byte("@cert-authority * "+w.srv.HostCAPub+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "agent.sock")
+	cfg, err := os.OpenFile(w.srv.ConfigFile, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(cfg, `
+Host certfile
+  IdentityFile %s
+  IdentitiesOnly yes
+  IdentityAgent none
+Host certagent
+  IdentityFile %s/none
+  IdentityAgent %s
+Host cert*
+  HostName 127.0.0.1
+  Port %d
+  User %s
+  UserKnownHostsFile %s
+  GlobalKnownHostsFile /dev/null
+`, key, dir, sock, w.srv.Port, w.srv.User, known)
+	cfg.Close()
+
+	check := func(alias string) {
+		t.Helper()
+		w.alias = alias
+		w.mount()
+		if b, err := os.ReadFile(w.m("hello.txt")); err != nil || string(b) != "certified\n" {
+			t.Fatalf("%s: read %q %v", alias, b, err)
+		}
+		w.unmount()
+	}
+	check("certfile")
+
+	agent := exec.Command("ssh-agent", "-D", "-a", sock)
+	if err := agent.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { agent.Process.Kill(); agent.Wait() }()
+	eventually(t, 10*time.Second, "ssh-agent socket", func() bool { _, err := os.Stat(sock); return err == nil })
+	add := exec.Command("ssh-add", key) // adds ck-cert.pub with it
+	add.Env = append(os.Environ(), "SSH_AUTH_SOCK="+sock)
+	if out, err := add.CombinedOutput(); err != nil {
+		t.Fatalf("ssh-add: %v %s", err, out)
+	}
+	// Only the agent has the key now.
+	os.Remove(key)
+	os.Remove(certFile)
+	check("certagent")
 }

@@ -43,7 +43,7 @@ installed() {
 }
 
 missing=()
-for pkg in fuse3 openssh-server openssh-sftp-server openssh-client git python3 inotify-tools sshfs make gcc; do
+for pkg in fuse3 openssh-server openssh-sftp-server openssh-client git python3 inotify-tools sshfs make gcc netcat-openbsd; do
   installed "${probe[$pkg]}" || missing+=("$pkg")
 done
 
