@@ -8,7 +8,8 @@
 //     user's ~/.ssh/config (or Options.ConfigFile, like ssh -F) and
 //     /etc/ssh/ssh_config, parsed and evaluated here in ssh's order (see
 //     match.go): Host patterns, Include, Match all/host/originalhost/user/
-//     localuser/exec/canonical/final, CanonicalizeHostname with
+//     localuser/exec/canonical/final/tagged/localnetwork/command/
+//     sessiontype, CanonicalizeHostname with
 //     CanonicalDomains/CanonicalizeMaxDots/CanonicalizeFallbackLocal and
 //     the final pass, tokens (%h %p %r %u %d ...), ~ and ${ENV}; HostName,
 //     User, Port, IdentityFile, CertificateFile, IdentitiesOnly,
@@ -126,8 +127,9 @@
 //
 // Password and keyboard-interactive authentication, GSSAPI, PKCS11Provider,
 // FIDO keys without an agent, ProxyUseFdpass (Resolve says so), Match
-// localnetwork/tagged/command/version/sessiontype (the block never
-// applies, with a warning), CanonicalizePermittedCNAMEs (CNAMEs are not
+// version (the block never applies, with a warning; Match command and
+// sessiontype see the sftp subsystem, "sftp" and "subsystem", as for
+// sshfs), CanonicalizePermittedCNAMEs (CNAMEs are not
 // followed), Unix-socket forwards and remote SOCKS forwards (skipped with
 // a warning), writing to known_hosts, CheckHostIP. Match exec commands
 // get 30s (ssh waits forever). A @cert-authority pattern is matched

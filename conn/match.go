@@ -202,13 +202,23 @@ func (e *configEval) match(file string, l configEntry) (bool, error) {
 			if err != nil {
 				return false, bad("exec %q: %v", cmd, err)
 			}
-		case "localnetwork", "tagged", "command", "version", "sessiontype":
-			// Criteria about things remotefs does not have (a tag, a
-			// command line, a session type) or does not check (local
-			// networks): the block never applies, as for a plain
-			// connection with none of them set.
-			warnOnce(e.c.logger, "ssh config: Match criterion not supported by remotefs; the block is ignored",
-				"file", file, "line", l.line, "criterion", crit)
+		case "tagged":
+			// The Tag keyword so far; remotefs has no -P, so "" without one.
+			tag, _ := e.value("tag")
+			ok = matchPatternList(tag, arg)
+		case "command":
+			// What `ssh -s HOST sftp` (sshfs) would match: the session is
+			// the sftp subsystem.
+			ok = matchPatternList("sftp", arg)
+		case "sessiontype":
+			ok = matchPatternList("subsystem", arg)
+		case "localnetwork":
+			ok = onLocalNetwork(arg)
+		case "version":
+			// Matched against ssh's own version, which remotefs has not:
+			// the block never applies.
+			warnOnce(e.c.logger, "ssh config: Match version not supported by remotefs; the block is ignored",
+				"file", file, "line", l.line)
 			ok = negate // so that the result below is false
 		default:
 			return false, bad("unsupported criterion %q", crit)
@@ -423,4 +433,31 @@ func (c *sshConfig) evaluateFor(alias, user string, port int) (*configEval, erro
 		}
 	}
 	return e, nil
+}
+
+// onLocalNetwork is Match localnetwork: some address of a local interface
+// is in one of the comma-separated CIDR blocks.
+func onLocalNetwork(list string) bool {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return false
+	}
+	var nets []*net.IPNet
+	for _, c := range strings.Split(list, ",") {
+		if _, n, err := net.ParseCIDR(strings.TrimSpace(c)); err == nil {
+			nets = append(nets, n)
+		}
+	}
+	for _, a := range addrs {
+		ipn, ok := a.(*net.IPNet)
+		if !ok {
+			continue
+		}
+		for _, n := range nets {
+			if n.Contains(ipn.IP) {
+				return true
+			}
+		}
+	}
+	return false
 }

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // Match criteria see the values obtained so far, in file order; exec runs
@@ -85,12 +86,39 @@ func TestResolveMatchErrors(t *testing.T) {
 			t.Errorf("%q: %v", tc.config, err)
 		}
 	}
-	// A criterion about things remotefs has not (tagged, localnetwork):
-	// the block never applies, with a warning.
-	opts := configHome(t, map[string]string{".ssh/config": "Match tagged foo\n  Port 1\nMatch !tagged foo\n  Port 3\n"})
+	// Match version is about ssh's own version: the block never applies,
+	// with a warning.
+	opts := configHome(t, map[string]string{".ssh/config": "Match version OpenSSH*\n  Port 1\nMatch !version foo\n  Port 3\n"})
 	opts.Logger = slog.New(slog.NewTextHandler(&logBuf, nil))
 	if tg := resolve(t, opts, "x:"); tg.Port != 22 || !strings.Contains(logBuf.String(), "not supported") {
-		t.Errorf("tagged: %+v %s", tg, logBuf.String())
+		t.Errorf("version: %+v %s", tg, logBuf.String())
+	}
+}
+
+// Match tagged (the Tag keyword so far), command and sessiontype (an sftp
+// subsystem, as for sshfs) and localnetwork (this machine's interfaces).
+func TestResolveMatchSessionCriteria(t *testing.T) {
+	opts := configHome(t, map[string]string{".ssh/config": `
+Host work
+  Tag corp
+Match tagged corp
+  User tagged
+Match !tagged ?*
+  User untagged
+Match command sftp sessiontype subsystem
+  Port 2222
+Match sessiontype shell
+  Port 1
+Match localnetwork 127.0.0.0/8,::1/128
+  ConnectTimeout 3
+Match localnetwork 240.0.0.0/8
+  ServerAliveInterval 99
+`})
+	if tg := resolve(t, opts, "work:"); tg.User != "tagged" || tg.Port != 2222 || tg.ConnectTimeout != 3*time.Second || tg.ServerAliveInterval != 0 {
+		t.Errorf("work: %+v", tg)
+	}
+	if tg := resolve(t, opts, "other:"); tg.User != "untagged" {
+		t.Errorf("other: %+v", tg)
 	}
 }
 

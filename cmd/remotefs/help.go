@@ -221,7 +221,9 @@ file given with -F FILE / -o ssh_config=FILE, like ssh -F), then
 Honoured ssh_config keywords (evaluated in ssh's order: first value wins,
 Match criteria see the values obtained so far):
   Host, Include, Match all / host / originalhost / user / localuser /
-    exec / canonical / final (exec runs in $SHELL with the % tokens)
+    exec / canonical / final / tagged (Tag) / localnetwork / command and
+    sessiontype (seen as "sftp" and "subsystem", like sshfs); exec runs
+    in $SHELL with the % tokens
   CanonicalizeHostname (yes, always), CanonicalDomains,
     CanonicalizeMaxDots, CanonicalizeFallbackLocal
   HostName, User, Port
@@ -267,8 +269,7 @@ Not supported by the built-in client (a clear error names the option and
 the host): GSSAPI/Kerberos, PKCS11Provider, a FIDO key without an agent,
 ProxyUseFdpass; use --ssh=openssh. Not at all: writing to known_hosts,
 CheckHostIP, CanonicalizePermittedCNAMEs (CNAMEs are not followed),
-Match localnetwork / tagged / command / version / sessiontype (the block
-never applies, with a warning). Relative IdentityFile and
+Match version (the block never applies, with a warning). Relative IdentityFile and
 UserKnownHostsFile names are relative to the home directory.
 
 Examples:
