@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/golang-lru/v2/simplelru"
@@ -66,6 +67,9 @@ type Options struct {
 	// CacheSize bounds the content kept on disk; least recently used clean
 	// content is evicted beyond it. Default 10 GiB; negative: no limit.
 	CacheSize int64
+	// RemoteRoot is the remote root's path on the server, counted in the
+	// server's path length limit (limits.go).
+	RemoteRoot string
 	// Uploads is how many journal operations on unrelated paths are applied
 	// to the server at once. Default 8.
 	Uploads int
@@ -127,6 +131,8 @@ type Store struct {
 	invalidations    []Invalidation
 	invalidateSignal chan struct{}
 	recentBytes      int64 // sum of recent's sizes
+
+	nameMax atomic.Uint64 // the server's name limit; 0: not known yet (limits.go)
 }
 
 type fetchCall struct {

@@ -36,6 +36,9 @@ func (s *Store) Lookup(ctx context.Context, dir Ino, name string) (Attr, error) 
 	if d == nil {
 		return Attr{}, ErrStale
 	}
+	if err := s.nameErr(s.pathOf(d), name); err != nil {
+		return Attr{}, err
+	}
 	c := s.entries[d.children[name]]
 	if c == nil {
 		return Attr{}, fs.ErrNotExist
@@ -67,6 +70,7 @@ func (s *Store) ReadDir(ctx context.Context, dir Ino) ([]DirEntry, error) {
 // ensureListed makes sure dir's listing is known: listed from the server
 // the first time, refreshed in the background when older than DirTTL.
 func (s *Store) ensureListed(ctx context.Context, dir Ino) error {
+	s.learnLimits(ctx)
 	s.mu.Lock()
 	d := s.entries[dir]
 	if d == nil {
@@ -381,6 +385,9 @@ func (s *Store) childLocked(dir Ino, name string) (*entry, *entry, error) {
 	if !d.isDir() {
 		return nil, nil, ErrNotDir
 	}
+	if err := s.nameErr(s.pathOf(d), name); err != nil {
+		return nil, nil, err
+	}
 	return d, s.entries[d.children[name]], nil
 }
 
@@ -425,6 +432,9 @@ func (s *Store) StatFS(ctx context.Context) (conn.StatFS, error) {
 	if s.online() {
 		st, err := s.remote.StatFS(ctx, "")
 		if err == nil {
+			if st.NameMax > 0 {
+				s.nameMax.Store(st.NameMax)
+			}
 			return st, nil
 		}
 	}

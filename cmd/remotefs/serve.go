@@ -92,7 +92,7 @@ func serveMount(ctx context.Context, cfg *mountConfig, ready func(error), warn f
 	opts := cache.Options{
 		Dir: cfg.CacheDir, ReadOnly: cfg.Offline || cfg.ReadOnly,
 		AttrTTL: cfg.AttrTTL, DirTTL: cfg.DirTTL, CacheSize: cfg.CacheSize, Logger: log,
-		ServerFolders: cfg.serverFolders(),
+		ServerFolders: cfg.serverFolders(), RemoteRoot: cfg.Spec.Path,
 	}
 	if mgr != nil {
 		opts.Remote = mgr
