@@ -302,6 +302,13 @@ func (r *dirRemote) Chmod(ctx context.Context, p string, mode fs.FileMode) error
 	return os.Chmod(r.p(p), mode)
 }
 
+func (r *dirRemote) Chown(ctx context.Context, p string, uid, gid uint32) error {
+	if err := r.check(); err != nil {
+		return err
+	}
+	return os.Chown(r.p(p), int(uid), int(gid))
+}
+
 func (r *dirRemote) Chtimes(ctx context.Context, p string, a, m time.Time) error {
 	if err := r.check(); err != nil {
 		return err

@@ -70,6 +70,10 @@ type Attr struct {
 	Size   int64
 	Mtime  time.Time
 	Target string // symlink target
+	// Uid, Gid: the server's numeric owner and group, when HasOwner
+	// (LocalOwner maps them to what the mount shows).
+	Uid, Gid uint32
+	HasOwner bool
 }
 
 // DirEntry is one name in a directory listing.
@@ -97,6 +101,9 @@ type entry struct {
 	size   int64
 	mtime  time.Time
 	target string
+	// the server's owner and group, when hasOwner (owners.go)
+	uid, gid uint32
+	hasOwner bool
 
 	// directories
 	listed   bool           // children is the complete listing
@@ -145,23 +152,25 @@ func (e *entry) expectedOnServer() expect {
 }
 
 func (e *entry) attr() Attr {
-	return Attr{Ino: e.ino, Mode: e.mode, Size: e.size, Mtime: e.mtime, Target: e.target}
+	return Attr{Ino: e.ino, Mode: e.mode, Size: e.size, Mtime: e.mtime, Target: e.target,
+		Uid: e.uid, Gid: e.gid, HasOwner: e.hasOwner}
 }
 
 // record is the persisted form of an entry.
 type record struct {
-	Parent   uint64  `json:"p"`
-	Name     string  `json:"n"`
-	Mode     uint32  `json:"m"`
-	Size     int64   `json:"s"`
-	MtimeNs  int64   `json:"t"`
-	Target   string  `json:"l,omitempty"`
-	Listed   bool    `json:"d,omitempty"`
-	OnServer bool    `json:"o,omitempty"`
-	Remote   Version `json:"r"`
-	Content  uint8   `json:"c,omitempty"`
-	Base     expect  `json:"b"`
-	Blocks   []byte  `json:"bm,omitempty"`
+	Parent   uint64     `json:"p"`
+	Name     string     `json:"n"`
+	Mode     uint32     `json:"m"`
+	Size     int64      `json:"s"`
+	MtimeNs  int64      `json:"t"`
+	Target   string     `json:"l,omitempty"`
+	Listed   bool       `json:"d,omitempty"`
+	OnServer bool       `json:"o,omitempty"`
+	Remote   Version    `json:"r"`
+	Content  uint8      `json:"c,omitempty"`
+	Base     expect     `json:"b"`
+	Blocks   []byte     `json:"bm,omitempty"`
+	Owner    *[2]uint32 `json:"ow,omitempty"` // uid, gid
 }
 
 func (e *entry) record() []byte {
@@ -170,6 +179,9 @@ func (e *entry) record() []byte {
 		MtimeNs: e.mtime.UnixNano(), Target: e.target, Listed: e.listed,
 		OnServer: e.onServer, Remote: e.remote, Content: uint8(e.content),
 		Base: e.base, Blocks: e.blocks,
+	}
+	if e.hasOwner {
+		r.Owner = &[2]uint32{e.uid, e.gid}
 	}
 	b, _ := json.Marshal(r)
 	return b
@@ -185,6 +197,9 @@ func entryFromRecord(ino Ino, b []byte) (*entry, error) {
 		size: r.Size, mtime: time.Unix(0, r.MtimeNs), target: r.Target, listed: r.Listed,
 		onServer: r.OnServer, remote: r.Remote, content: contentState(r.Content),
 		base: r.Base, blocks: r.Blocks,
+	}
+	if r.Owner != nil {
+		e.uid, e.gid, e.hasOwner = r.Owner[0], r.Owner[1], true
 	}
 	return e, nil
 }

@@ -21,6 +21,7 @@ const (
 	opChmod   opKind = "chmod"   // Path, Mode
 	opUtimes  opKind = "utimes"  // Path, MtimeNs
 	opLink    opKind = "link"    // hard link Path -> new name Path2
+	opChown   opKind = "chown"   // Path, Owner
 )
 
 // op is one journal record: a change the user made that the server has not
@@ -34,6 +35,7 @@ type op struct {
 	Mode    fs.FileMode `json:"m,omitempty"`
 	MtimeNs int64       `json:"t,omitempty"`
 	Target  string      `json:"l,omitempty"`
+	Owner   *[2]uint32  `json:"ow,omitempty"` // chown: server uid, gid
 	// DestExpect: for a rename over an existing file, what the server was
 	// expected to have there when the local rename replaced it (nil: no check).
 	DestExpect *expect `json:"db,omitempty"`
@@ -83,6 +85,10 @@ func decodeOp(b []byte) (*op, error) {
 	}
 	switch o.Kind {
 	case opPut, opMkdir, opRemove, opRmdir, opChmod, opUtimes:
+	case opChown:
+		if o.Owner == nil {
+			return nil, fmt.Errorf("journal record: chown without owner")
+		}
 	case opRename, opLink:
 		if o.Path2 == "" {
 			return nil, fmt.Errorf("journal record: %s without destination", o.Kind)

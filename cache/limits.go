@@ -21,6 +21,7 @@ const (
 
 // learnLimits asks the server for its name limit, once.
 func (s *Store) learnLimits(ctx context.Context) {
+	s.learnOwner()
 	if s.nameMax.Load() != 0 || !s.online() {
 		return
 	}

@@ -70,6 +70,8 @@ type Options struct {
 	// RemoteRoot is the remote root's path on the server, counted in the
 	// server's path length limit (limits.go).
 	RemoteRoot string
+	// Owners maps the server's numeric owners to local ones (owners.go).
+	Owners Owners
 	// Uploads is how many journal operations on unrelated paths are applied
 	// to the server at once. Default 8.
 	Uploads int
@@ -132,7 +134,8 @@ type Store struct {
 	invalidateSignal chan struct{}
 	recentBytes      int64 // sum of recent's sizes
 
-	nameMax atomic.Uint64 // the server's name limit; 0: not known yet (limits.go)
+	nameMax     atomic.Uint64 // the server's name limit; 0: not known yet (limits.go)
+	remoteOwner atomic.Uint64 // the login user's uid<<32|gid|1<<63; 0: not known (owners.go)
 }
 
 type fetchCall struct {
@@ -255,6 +258,7 @@ func (s *Store) load() error {
 		if v := st.Get(keyNextSeq); len(v) == 8 {
 			s.nextSeq = be64(v)
 		}
+		s.loadOwner(st)
 		eb := tx.Bucket(bucketEntries)
 		var bad [][]byte
 		err := eb.ForEach(func(k, v []byte) error {

@@ -305,6 +305,9 @@ func (s *Store) applyServerAttrs(e *entry, fi conn.FileInfo) {
 	e.mode = fi.Mode
 	e.size = fi.Size
 	e.mtime = fi.Mtime
+	if fi.HasOwner {
+		e.uid, e.gid, e.hasOwner = fi.Uid, fi.Gid, true
+	}
 	e.remote = v
 	e.onServer = true
 	s.dirtyIno[e.ino] = true

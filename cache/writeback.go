@@ -190,6 +190,8 @@ func (s *Store) apply(ctx context.Context, o *op) error {
 		return err
 	case opChmod:
 		return ignoreNotExist(r.Chmod(ctx, o.Path, o.Mode))
+	case opChown:
+		return ignoreNotExist(r.Chown(ctx, o.Path, o.Owner[0], o.Owner[1]))
 	case opUtimes:
 		t := time.Unix(0, o.MtimeNs)
 		return ignoreNotExist(r.Chtimes(ctx, o.Path, t, t))

@@ -47,6 +47,9 @@ type Client struct {
 	statvfs     bool
 	fsync       bool
 	uploads     *uploader
+	// the login user's ids (Owner), set with root
+	ownerUID, ownerGID uint32
+	ownerOK            bool
 
 	// lastRecv is when bytes last came from the sftp server (UnixNano);
 	// any reply counts as progress for every pending operation.
@@ -538,7 +541,11 @@ func (c *Client) mapErr(op, rel string, err error) error {
 }
 
 func toFileInfo(name string, fi os.FileInfo) FileInfo {
-	return FileInfo{Name: name, Mode: fi.Mode(), Size: fi.Size(), Mtime: fi.ModTime()}
+	out := FileInfo{Name: name, Mode: fi.Mode(), Size: fi.Size(), Mtime: fi.ModTime()}
+	if st, ok := fi.Sys().(*sftp.FileStat); ok {
+		out.Uid, out.Gid, out.HasOwner = st.UID, st.GID, true
+	}
+	return out
 }
 
 // Lstat implements Remote.
@@ -1125,6 +1132,23 @@ func (c *Client) Chmod(ctx context.Context, rel string, mode fs.FileMode) error 
 		return err
 	}
 	return c.do(ctx, "chmod", rel, func(*progress) error { return c.sftp.Chmod(abs, chmodBits(mode)) })
+}
+
+// Chown implements Remote.
+func (c *Client) Chown(ctx context.Context, rel string, uid, gid uint32) error {
+	abs, err := c.abs("chown", rel)
+	if err != nil {
+		return err
+	}
+	return c.do(ctx, "chown", rel, func(*progress) error { return c.sftp.Chown(abs, int(uid), int(gid)) })
+}
+
+// Owner implements OwnerReporter: the owner and group of the folder the
+// SFTP server starts in (the login user's home, or sftp-server -d), read
+// when the connection was made. SFTP has no "who am I"; a home owned by
+// someone else (a chroot) is corrected with the uid_map setting.
+func (c *Client) Owner() (uid, gid uint32, ok bool) {
+	return c.ownerUID, c.ownerGID, c.ownerOK
 }
 
 // Chtimes implements Remote.

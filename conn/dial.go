@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/pkg/sftp"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -276,8 +277,23 @@ func (c *Client) setRoot(ctx context.Context, p string) error {
 	abs = path.Clean(abs)
 	var info os.FileInfo
 	err := c.run(ctx, func(*progress) error {
+		// The start folder's owner is taken as the login user (Owner):
+		// asked alongside the root, so it costs no extra round trip.
+		home := make(chan os.FileInfo, 1)
+		go func() {
+			fi, err := c.sftp.Stat(".")
+			if err != nil {
+				fi = nil
+			}
+			home <- fi
+		}()
 		var err error
 		info, err = c.sftp.Stat(abs)
+		if fi := <-home; fi != nil {
+			if st, ok := fi.Sys().(*sftp.FileStat); ok {
+				c.ownerUID, c.ownerGID, c.ownerOK = st.UID, st.GID, true
+			}
+		}
 		return err
 	})
 	if err != nil {

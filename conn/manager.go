@@ -426,6 +426,26 @@ func (m *Manager) Chmod(ctx context.Context, path string, mode fs.FileMode) erro
 	return c.Chmod(ctx, path, mode)
 }
 
+// Chown implements Remote.
+func (m *Manager) Chown(ctx context.Context, path string, uid, gid uint32) error {
+	c, err := m.current("chown", path)
+	if err != nil {
+		return err
+	}
+	return c.Chown(ctx, path, uid, gid)
+}
+
+// Owner implements OwnerReporter for the current connection.
+func (m *Manager) Owner() (uid, gid uint32, ok bool) {
+	m.mu.Lock()
+	c := m.client
+	m.mu.Unlock()
+	if c == nil {
+		return 0, 0, false
+	}
+	return c.Owner()
+}
+
 // Chtimes implements Remote.
 func (m *Manager) Chtimes(ctx context.Context, path string, atime, mtime time.Time) error {
 	c, err := m.current("chtimes", path)

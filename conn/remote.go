@@ -58,11 +58,22 @@ type Remote interface {
 	// not offered.
 	Link(ctx context.Context, oldpath, newpath string) error
 	Chmod(ctx context.Context, path string, mode fs.FileMode) error
+	// Chown sets the numeric owner and group of path (following a final
+	// symlink, as SFTP's setstat does).
+	Chown(ctx context.Context, path string, uid, gid uint32) error
 	Chtimes(ctx context.Context, path string, atime, mtime time.Time) error
 	Truncate(ctx context.Context, path string, size int64) error
 	// StatFS reports the filesystem holding path (statvfs@openssh.com);
 	// ErrUnsupported when not offered.
 	StatFS(ctx context.Context, path string) (StatFS, error)
+}
+
+// OwnerReporter is implemented by remotes that know the numeric user and
+// group the connection logged in as on the server.
+type OwnerReporter interface {
+	// Owner reports the login user's uid and gid; ok is false while not
+	// known (not connected).
+	Owner() (uid, gid uint32, ok bool)
 }
 
 // PutOptions configure Put.
@@ -118,6 +129,10 @@ type FileInfo struct {
 	Size   int64
 	Mtime  time.Time
 	Target string // symlink target when known (ReadDir may leave it empty)
+	// Uid and Gid: the numeric owner and group on the server, when
+	// HasOwner (a listing or stat; not the result of an upload).
+	Uid, Gid uint32
+	HasOwner bool
 }
 
 // StatFS mirrors statvfs(3).

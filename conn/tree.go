@@ -65,8 +65,9 @@ func (m *Manager) WalkTree(ctx context.Context, prune []string, yield func(strin
 	return c.WalkTree(ctx, prune, yield)
 }
 
-// findCommand lists root with GNU find: type, mode, size, mtime, path and
-// symlink target per entry, each field ended by NUL. A first record "V"
+// findCommand lists root with GNU find: type, mode, size, mtime, path,
+// symlink target, owner and group (numeric) per entry, each field ended by
+// NUL. A first record "V"
 // proves the output comes from a find that understands -printf.
 func findCommand(root string, prune []string) string {
 	var b strings.Builder
@@ -82,9 +83,9 @@ func findCommand(root string, prune []string) string {
 			b.WriteString("-name ")
 			b.WriteString(shellQuote(p))
 		}
-		b.WriteString(" \\) -printf '%y\\0%m\\0%s\\0%T@\\0%P\\0%l\\0' -prune \\) -o")
+		b.WriteString(" \\) -printf '%y\\0%m\\0%s\\0%T@\\0%P\\0%l\\0%U\\0%G\\0' -prune \\) -o")
 	}
-	b.WriteString(" -printf '%y\\0%m\\0%s\\0%T@\\0%P\\0%l\\0'")
+	b.WriteString(" -printf '%y\\0%m\\0%s\\0%T@\\0%P\\0%l\\0%U\\0%G\\0'")
 	return b.String()
 }
 
@@ -92,10 +93,13 @@ func shellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
+// findFields is the number of fields in a find record.
+const findFields = 8
+
 // parseFindStream reads find records and yields them.
 func parseFindStream(r io.Reader, yield func(string, FileInfo) error) error {
 	br := bufio.NewReaderSize(r, 256*1024)
-	var fields [6]string
+	var fields [findFields]string
 	for {
 		for i := range fields {
 			f, err := br.ReadString(0)
@@ -121,7 +125,7 @@ func parseFindStream(r io.Reader, yield func(string, FileInfo) error) error {
 }
 
 // parseFindRecord turns one record's fields into a FileInfo.
-func parseFindRecord(f [6]string) (string, FileInfo, error) {
+func parseFindRecord(f [findFields]string) (string, FileInfo, error) {
 	bad := func(what string) (string, FileInfo, error) {
 		return "", FileInfo{}, fmt.Errorf("%w: bad %s in record %q", ErrNoTreeWalk, what, strings.Join(f[:], "|"))
 	}
@@ -179,6 +183,12 @@ func parseFindRecord(f [6]string) (string, FileInfo, error) {
 	if typ == fs.ModeSymlink {
 		fi.Target = f[5]
 	}
+	uid, uerr := strconv.ParseUint(f[6], 10, 32)
+	gid, gerr := strconv.ParseUint(f[7], 10, 32)
+	if uerr != nil || gerr != nil {
+		return bad("owner")
+	}
+	fi.Uid, fi.Gid, fi.HasOwner = uint32(uid), uint32(gid), true
 	return p, fi, nil
 }
 

@@ -3,6 +3,7 @@ package conn
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -27,6 +28,7 @@ func TestWalkTreeMatchesSFTP(t *testing.T) {
 	os.Chmod(filepath.Join(root, "setuid"), 0o4755)
 	os.Symlink("a/b/deep.py", filepath.Join(root, "link"))
 	os.Mkdir(filepath.Join(root, "emptydir"), 0o700)
+	os.Lchown(filepath.Join(root, "a/x y.txt"), 1234, 567) // owners are compared too (as root)
 
 	c := mustDial(t, "testbox:"+root, srvOpts(srv))
 	ctx := context.Background()
@@ -72,7 +74,8 @@ func TestWalkTreeMatchesSFTP(t *testing.T) {
 			t.Errorf("missing %q", p)
 			continue
 		}
-		if g.Mode != w.Mode || g.Size != w.Size || !g.Mtime.Equal(w.Mtime) || g.Target != w.Target || g.Name != w.Name {
+		if g.Mode != w.Mode || g.Size != w.Size || !g.Mtime.Equal(w.Mtime) || g.Target != w.Target || g.Name != w.Name ||
+			g.Uid != w.Uid || g.Gid != w.Gid || !g.HasOwner || !w.HasOwner {
 			t.Errorf("%q: bulk %+v, sftp %+v", p, g, w)
 		}
 	}
@@ -88,29 +91,30 @@ func TestWalkTreeMatchesSFTP(t *testing.T) {
 
 func TestParseFindStream(t *testing.T) {
 	rec := func(f ...string) string { return strings.Join(f, "\x00") + "\x00" }
-	in := rec("d", "755", "4096", "1700000000.5", "src", "") +
-		rec("f", "644", "12", "1700000001.0000000000", "src/a b.py", "") +
-		rec("l", "777", "4", "1700000002", "src/ln", "a b.py") +
-		rec("f", "4755", "0", "1700000003.1", "setuid", "")
+	in := rec("d", "755", "4096", "1700000000.5", "src", "", "1000", "1000") +
+		rec("f", "644", "12", "1700000001.0000000000", "src/a b.py", "", "0", "0") +
+		rec("l", "777", "4", "1700000002", "src/ln", "a b.py", "1001", "50") +
+		rec("f", "4755", "0", "1700000003.1", "setuid", "", "1000", "1000")
 	var got []string
 	err := parseFindStream(strings.NewReader(in), func(p string, fi FileInfo) error {
-		got = append(got, p+" "+fi.Mode.String()+" "+fi.Target)
+		got = append(got, fmt.Sprintf("%s %s %s %d:%d", p, fi.Mode, fi.Target, fi.Uid, fi.Gid))
 		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"src drwxr-xr-x ", "src/a b.py -rw-r--r-- ", "src/ln Lrwxrwxrwx a b.py", "setuid urwxr-xr-x "}
+	want := []string{"src drwxr-xr-x  1000:1000", "src/a b.py -rw-r--r--  0:0", "src/ln Lrwxrwxrwx a b.py 1001:50", "setuid urwxr-xr-x  1000:1000"}
 	sort.Strings(got)
 	sort.Strings(want)
 	if strings.Join(got, "|") != strings.Join(want, "|") {
 		t.Fatalf("got %q\nwant %q", got, want)
 	}
 	for _, bad := range []string{
-		rec("f", "644", "1", "1", "../escape", ""),
-		rec("f", "999", "1", "1", "x", ""),
-		rec("q", "644", "1", "1", "x", ""),
-		rec("f", "644", "-1", "1", "x", ""),
+		rec("f", "644", "1", "1", "../escape", "", "0", "0"),
+		rec("f", "999", "1", "1", "x", "", "0", "0"),
+		rec("q", "644", "1", "1", "x", "", "0", "0"),
+		rec("f", "644", "-1", "1", "x", "", "0", "0"),
+		rec("f", "644", "1", "1", "x", "", "me", "0"),
 		"f\x00644\x001\x00",
 	} {
 		if err := parseFindStream(strings.NewReader(bad), func(string, FileInfo) error { return nil }); err == nil {

@@ -24,7 +24,6 @@ import (
 	"errors"
 	iofs "io/fs"
 	"log/slog"
-	"os"
 	"sync"
 	"syscall"
 	"time"
@@ -52,10 +51,9 @@ type Options struct {
 // FS is the mounted filesystem.
 type FS struct {
 	// set at construction
-	store    *cache.Store
-	uid, gid uint32
-	opts     Options
-	log      *slog.Logger
+	store *cache.Store
+	opts  Options
+	log   *slog.Logger
 
 	srv serverRef // set once serving starts
 
@@ -77,8 +75,7 @@ func New(store *cache.Store, opts Options) *FS {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &FS{
-		store: store, uid: uint32(os.Getuid()), gid: uint32(os.Getgid()),
-		opts: opts, log: opts.Logger, nodes: map[cache.Ino]*node{},
+		store: store, opts: opts, log: opts.Logger, nodes: map[cache.Ino]*node{},
 	}
 }
 
@@ -142,7 +139,7 @@ func (f *FS) fillAttr(a cache.Attr, out *fuse.Attr) {
 	if a.Mode.IsDir() {
 		out.Nlink = 2
 	}
-	out.Uid, out.Gid = f.uid, f.gid
+	out.Uid, out.Gid = f.store.LocalOwner(a)
 	out.BlockSize = 64 * 1024
 }
 

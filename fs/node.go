@@ -245,9 +245,20 @@ func (n *node) Setattr(ctx context.Context, req *fuse.SetattrRequest, resp *fuse
 		attr cache.Attr
 		err  error
 	)
+	if req.Valid.Uid() || req.Valid.Gid() {
+		var uid, gid *uint32
+		if req.Valid.Uid() {
+			uid = &req.Uid
+		}
+		if req.Valid.Gid() {
+			gid = &req.Gid
+		}
+		if attr, err = n.fs.store.Chown(ctx, n.ino, uid, gid); err != nil {
+			return n.fs.errno(err)
+		}
+	}
 	if mode == nil && size == nil && mtime == nil {
-		// chown, atime only: accepted and ignored (files are shown as
-		// owned by the local user; atime is not kept).
+		// atime only: accepted and ignored (atime is not kept).
 		attr, err = n.fs.store.GetAttr(n.ino)
 	} else {
 		attr, err = n.fs.store.SetAttr(ctx, n.ino, mode, size, mtime)

@@ -15,6 +15,7 @@ import (
 	"path"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -64,13 +65,17 @@ type HostConfig struct {
 	// re-checked on every open. A name matches a folder of that name at
 	// any depth; a name with "/" is a path relative to the remote root.
 	ServerFolders *[]string `toml:"server_folders"`
+	// UIDMap and GIDMap: "REMOTE:LOCAL" numeric id pairs: files the
+	// server says REMOTE owns are shown as LOCAL's.
+	UIDMap *[]string `toml:"uid_map"`
+	GIDMap *[]string `toml:"gid_map"`
 }
 
 // configKey describes one key of a section.
 type configKey struct {
 	name string
 	flag string // the `remotefs mount` flag it is the default of ("" = none)
-	kind string // "duration", "size", "path", "bool", "patterns", "folders"
+	kind string // "duration", "size", "path", "bool", "patterns", "folders", "idmap"
 	help string
 	get  func(*HostConfig) any
 }
@@ -97,6 +102,8 @@ var configKeys = []configKey{
 	{"forwards", "no-forwards", "bool", `open the LocalForward, RemoteForward and DynamicForward of the host's ssh_config entry while mounted (default true)`, func(h *HostConfig) any { return h.Forwards }},
 	{"ignore", "", "patterns", `glob patterns (path.Match syntax) of things not fetched ahead of use: matching folders are not listed at mount or watched inside, matching files not prefetched; all stay visible, e.g. ["*.pyc", "__pycache__", ".venv"]`, func(h *HostConfig) any { return h.Ignore }},
 	{"server_folders", "", "folders", `folders that programs on the server write to: only small files prefetched (64 KiB each, 16 MiB in all), re-checked on every open when no watcher is live; a name matches at any depth, a name with "/" is relative to the remote root (default ["results", "runs", "wandb", "notebooks", "outputs", "checkpoints"])`, func(h *HostConfig) any { return h.ServerFolders }},
+	{"uid_map", "", "idmap", `server user ids shown as other local ones, as "REMOTE:LOCAL" pairs, e.g. ["1001:1000"]; without it the login user's files show as the mounting user's, root's as root's, and any other owner as the same number`, func(h *HostConfig) any { return h.UIDMap }},
+	{"gid_map", "", "idmap", `server group ids shown as other local ones, as "REMOTE:LOCAL" pairs (like uid_map)`, func(h *HostConfig) any { return h.GIDMap }},
 }
 
 // defaultConfigPath is $XDG_CONFIG_HOME/remotefs/config.toml.
@@ -203,6 +210,10 @@ func checkConfigValue(k configKey, v any) error {
 				if _, err := path.Match(p, ""); err != nil || p == "" {
 					return fmt.Errorf("invalid pattern %q", p)
 				}
+			case "idmap":
+				if _, _, err := parseIDPair(p); err != nil {
+					return err
+				}
 			case "folders":
 				c := path.Clean(p)
 				if p == "" || path.IsAbs(p) || c == "." || c == ".." || strings.HasPrefix(c, "../") {
@@ -239,7 +250,7 @@ func configDecodeError(file string, err error) error {
 				switch k.kind {
 				case "bool":
 					want = "true or false"
-				case "patterns", "folders":
+				case "patterns", "folders", "idmap":
 					want = `a list of strings, e.g. ["a", "b"]`
 				case "duration":
 					want = `a string such as "2s"`
@@ -350,6 +361,8 @@ func (c *Config) section(spec conn.Spec) (HostConfig, string) {
 	over(&merged.Forwards, h.Forwards)
 	over(&merged.Ignore, h.Ignore)
 	over(&merged.ServerFolders, h.ServerFolders)
+	over(&merged.UIDMap, h.UIDMap)
+	over(&merged.GIDMap, h.GIDMap)
 	return merged, name
 }
 
@@ -409,5 +422,31 @@ func applyConfig(c *Config, fl *flag.FlagSet, spec conn.Spec, mc *mountConfig) e
 			mc.ServerFolders = append(mc.ServerFolders, path.Clean(f))
 		}
 	}
+	mc.UIDMap, mc.GIDMap = idMap(sec.UIDMap), idMap(sec.GIDMap)
 	return nil
+}
+
+// parseIDPair parses "REMOTE:LOCAL" (numeric ids).
+func parseIDPair(s string) (remote, local uint32, err error) {
+	r, l, ok := strings.Cut(s, ":")
+	rv, rerr := strconv.ParseUint(r, 10, 32)
+	lv, lerr := strconv.ParseUint(l, 10, 32)
+	if !ok || rerr != nil || lerr != nil {
+		return 0, 0, fmt.Errorf("%q: want \"REMOTE:LOCAL\" numeric ids, e.g. \"1001:1000\"", s)
+	}
+	return uint32(rv), uint32(lv), nil
+}
+
+// idMap turns checked "REMOTE:LOCAL" pairs into a map (nil: none).
+func idMap(pairs *[]string) map[uint32]uint32 {
+	if pairs == nil {
+		return nil
+	}
+	m := map[uint32]uint32{}
+	for _, p := range *pairs {
+		if r, l, err := parseIDPair(p); err == nil {
+			m[r] = l
+		}
+	}
+	return m
 }

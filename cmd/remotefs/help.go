@@ -103,7 +103,7 @@ func helpConfig() string {
 	for _, k := range configKeys {
 		typ := map[string]string{
 			"duration": "duration", "size": "size", "path": "path", "bool": "true/false",
-			"patterns": "list", "folders": "list",
+			"patterns": "list", "folders": "list", "idmap": "list",
 		}[k.kind]
 		if k.flag == "F" {
 			typ += ", flag -F"

@@ -93,6 +93,8 @@ func serveMount(ctx context.Context, cfg *mountConfig, ready func(error), warn f
 		Dir: cfg.CacheDir, ReadOnly: cfg.Offline || cfg.ReadOnly,
 		AttrTTL: cfg.AttrTTL, DirTTL: cfg.DirTTL, CacheSize: cfg.CacheSize, Logger: log,
 		ServerFolders: cfg.serverFolders(), RemoteRoot: cfg.Spec.Path,
+		Owners: cache.Owners{LocalUID: uint32(os.Getuid()), LocalGID: uint32(os.Getgid()),
+			UIDMap: cfg.UIDMap, GIDMap: cfg.GIDMap},
 	}
 	if mgr != nil {
 		opts.Remote = mgr
@@ -118,9 +120,9 @@ func serveMount(ctx context.Context, cfg *mountConfig, ready func(error), warn f
 		fuse.Subtype("remotefs"),
 		fuse.MaxReadahead(1 << 20),
 		fuse.AsyncRead(),
-		// Files appear owned by the local user; let the kernel apply their
-		// modes so a read-only file is refused at once, not by the server
-		// long after the write was accepted.
+		// Files appear with their owners on the server (cache/owners.go);
+		// the kernel applies owners and modes, so what the server would
+		// refuse is refused at once, not long after the write was accepted.
 		fuse.DefaultPermissions(),
 	}
 	if cfg.Offline || cfg.ReadOnly {
