@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -65,6 +66,8 @@ type world struct {
 	xdg   string
 	env   []string
 	alias string // ssh_config alias the mount uses
+	// cred: the local user commands run as (nil: the test's own).
+	cred *syscall.Credential
 }
 
 func newWorld(t *testing.T) *world {
@@ -76,8 +79,12 @@ func newWorld(t *testing.T) *world {
 func newWorldWith(t *testing.T, opts sshdtest.Options) *world {
 	t.Helper()
 	requireFUSE(t)
-	srv := sshdtest.StartWith(t, opts)
-	base := t.TempDir()
+	return newWorldAt(t, sshdtest.StartWith(t, opts), t.TempDir())
+}
+
+// newWorldAt is newWorld with a given server and base folder.
+func newWorldAt(t *testing.T, srv *sshdtest.Server, base string) *world {
+	t.Helper()
 	w := &world{t: t, srv: srv, mnt: filepath.Join(base, "mnt"), root: srv.Dir, xdg: base, alias: sshdtest.Alias}
 	if err := os.Mkdir(w.mnt, 0o755); err != nil {
 		t.Fatal(err)
@@ -140,6 +147,9 @@ func (w *world) runIn(dir, name string, args ...string) result {
 	cmd := exec.Command(name, args...)
 	cmd.Env = w.env
 	cmd.Dir = dir
+	if w.cred != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: w.cred}
+	}
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	done := make(chan error, 1)

@@ -63,6 +63,11 @@ type Options struct {
 	// sshd present its host key signed by it (HostCertificate), with the
 	// principals 127.0.0.1 and localhost.
 	HostCert bool
+	// LoginUser, when sshd runs as root, is the account that logs in
+	// instead of root (an existing, unlocked account): the served Dir and
+	// RemoteHome are given to it, and the server's files made readable
+	// to it. Ignored when not root.
+	LoginUser string
 }
 
 // Server is a running sshd and the client-side files that reach it.
@@ -203,6 +208,11 @@ func StartServer(dir string, opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	if opts.LoginUser != "" && os.Geteuid() == 0 {
+		if u, err = user.Lookup(opts.LoginUser); err != nil {
+			return nil, err
+		}
+	}
 	s := &Server{
 		User:               u.Username,
 		sshdPath:           sshd,
@@ -258,6 +268,23 @@ func StartServer(dir string, opts Options) (*Server, error) {
 		return nil, err
 	}
 
+	if u.Uid != "0" && os.Geteuid() == 0 {
+		// Another account logs in: it reads its authorized keys, owns the
+		// served folder and the remote home.
+		uid, _ := strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
+		if err := os.Chmod(dir, 0o755); err != nil {
+			return nil, err
+		}
+		if err := os.Chmod(s.AuthorizedKeysFile, 0o644); err != nil {
+			return nil, err
+		}
+		for _, d := range []string{s.Dir, s.RemoteHome} {
+			if err := os.Chown(d, uid, gid); err != nil {
+				return nil, err
+			}
+		}
+	}
 	if os.Geteuid() == 0 {
 		// sshd running as root insists on its privilege separation directory.
 		if err := os.MkdirAll("/run/sshd", 0o755); err != nil {

@@ -1,0 +1,273 @@
+package e2e
+
+// Tests with real, separate accounts: a non-root local user mounts, a
+// non-root account logs in on the server, and a third account owns files
+// there. They need root to create the accounts and are skipped otherwise
+// (unless REMOTEFS_REQUIRE_USERS=1, as in CI, which runs as root).
+
+import (
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+
+	"remotefs/internal/sshdtest"
+)
+
+// The accounts: the local user who mounts, the server login, and another
+// server user. rfs-local is also in rfs-shared (as is rfs-remote) and in
+// rfs-localonly (which the server login is not in).
+const (
+	localUser  = "rfs-local"
+	remoteUser = "rfs-remote"
+	otherUser  = "rfs-other"
+	sharedGrp  = "rfs-shared"
+	localGrp   = "rfs-localonly"
+)
+
+type account struct{ uid, gid int }
+
+var accountsOnce sync.Once
+var accountsErr string
+
+// ensureAccounts creates the test accounts once per machine (they stay).
+func ensureAccounts(t *testing.T) map[string]account {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		if os.Getenv("REMOTEFS_REQUIRE_USERS") == "1" {
+			t.Fatal("multi-user tests need root (REMOTEFS_REQUIRE_USERS=1)")
+		}
+		t.Skip("multi-user tests need root to create accounts")
+	}
+	accountsOnce.Do(func() {
+		run := func(name string, args ...string) {
+			if accountsErr != "" {
+				return
+			}
+			if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
+				accountsErr = name + " " + strings.Join(args, " ") + ": " + err.Error() + ": " + string(out)
+			}
+		}
+		for _, g := range []string{sharedGrp, localGrp} {
+			if _, err := user.LookupGroup(g); err != nil {
+				run("groupadd", "--system", g)
+			}
+		}
+		for _, u := range []struct{ name, groups string }{
+			{localUser, sharedGrp + "," + localGrp}, {remoteUser, sharedGrp}, {otherUser, ""}} {
+			if _, err := user.Lookup(u.name); err != nil {
+				args := []string{"--system", "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/bin/sh", "--user-group"}
+				if u.groups != "" {
+					args = append(args, "--groups", u.groups)
+				}
+				run("useradd", append(args, u.name)...)
+			}
+			// An unlocked password field ("*": no password), or sshd
+			// refuses the key login of a locked account.
+			run("usermod", "-p", "*", u.name)
+		}
+	})
+	if accountsErr != "" {
+		t.Fatalf("creating test accounts: %s", accountsErr)
+	}
+	// fusermount3 opens /dev/fuse as the calling user: distributions ship
+	// it as 0666 (udev); some containers make it root's only.
+	if fi, err := os.Stat("/dev/fuse"); err == nil && fi.Mode().Perm()&0o006 != 0o006 {
+		t.Logf("making /dev/fuse usable by non-root users (mode 0666, as udev sets it)")
+		if err := os.Chmod("/dev/fuse", 0o666); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out := map[string]account{}
+	for _, n := range []string{localUser, remoteUser, otherUser} {
+		u, err := user.Lookup(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		uid, _ := strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
+		out[n] = account{uid, gid}
+	}
+	for _, n := range []string{sharedGrp, localGrp} {
+		g, err := user.LookupGroup(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gid, _ := strconv.Atoi(g.Gid)
+		out[n] = account{-1, gid}
+	}
+	return out
+}
+
+// newUsersWorld is a world whose sshd login is rfs-remote and whose
+// commands (mount, status, programs on the mount) run as rfs-local.
+func newUsersWorld(t *testing.T) (*world, map[string]account) {
+	t.Helper()
+	requireFUSE(t)
+	acc := ensureAccounts(t)
+	srv := sshdtest.StartWith(t, sshdtest.Options{LoginUser: remoteUser})
+	base, err := os.MkdirTemp("", "remotefs-users-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(base) })
+	w := newWorldAt(t, srv, base)
+	local := acc[localUser]
+	w.cred = &syscall.Credential{Uid: uint32(local.uid), Gid: uint32(local.gid)}
+	// Supplementary groups, as a login of rfs-local has them.
+	for _, g := range []string{sharedGrp, localGrp} {
+		w.cred.Groups = append(w.cred.Groups, uint32(acc[g].gid))
+	}
+	// The local user's files: its ssh config and key, the mountpoint,
+	// the XDG folders; and the way to the remotefs binary.
+	for _, d := range []string{filepath.Join(base, "cache"), filepath.Join(base, "state")} {
+		os.MkdirAll(d, 0o700)
+	}
+	for _, d := range []string{base, srv.Home} {
+		filepath.Walk(d, func(p string, _ os.FileInfo, err error) error {
+			if err == nil {
+				os.Lchown(p, local.uid, local.gid)
+			}
+			return nil
+		})
+	}
+	os.Chmod(base, 0o755)
+	os.Chmod(filepath.Dir(binary), 0o755)
+	os.Chmod(filepath.Dir(srv.Home), 0o755)
+	return w, acc
+}
+
+// writeServerAs creates a file on the server owned by acc.
+func (w *world) writeServerAs(rel, content string, mode os.FileMode, acc account) {
+	w.t.Helper()
+	w.writeServer(rel, content, mode)
+	if err := os.Chown(w.s(rel), acc.uid, acc.gid); err != nil {
+		w.t.Fatal(err)
+	}
+}
+
+// statOnMount returns "uid gid mode" of a path on the mount, as the local
+// user sees it (the mount is not open to other users, root included).
+func (w *world) statOnMount(rel string) string {
+	w.t.Helper()
+	return strings.TrimSpace(w.must("stat", "-c", "%u %g %a", w.m(rel)))
+}
+
+func serverOwner(t *testing.T, p string) (uid, gid int, content string) {
+	t.Helper()
+	fi, err := os.Lstat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := fi.Sys().(*syscall.Stat_t)
+	b, _ := os.ReadFile(p)
+	return int(st.Uid), int(st.Gid), string(b)
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }
+
+// A shared folder on a lab's server: a file another account owns, mode
+// 644, in a folder the login user may write. Its owner shows as that
+// account's number, the login user's files as the local user's, root's as
+// root's; saving the other account's file through the mount fails with
+// EACCES, as on the server, and the server's file keeps its content and
+// owner. The login user's own file saves normally.
+func TestOtherOwnersFileRefusedLikeOnServer(t *testing.T) {
+	w, acc := newUsersWorld(t)
+	rem, oth, loc := acc[remoteUser], acc[otherUser], acc[localUser]
+	if err := os.MkdirAll(w.s("shared"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	os.Chown(w.s("shared"), rem.uid, rem.gid)
+	w.writeServerAs("shared/theirs.txt", "theirs\n", 0o644, oth)
+	w.writeServerAs("shared/mine.txt", "mine\n", 0o644, rem)
+	w.writeServerAs("shared/roots.txt", "root\n", 0o644, account{0, 0})
+	w.mount()
+
+	want := map[string]string{
+		"shared/theirs.txt": itoa(oth.uid) + " " + itoa(oth.gid) + " 644",
+		"shared/mine.txt":   itoa(loc.uid) + " " + itoa(loc.gid) + " 644",
+		"shared/roots.txt":  "0 0 644",
+		"shared":            itoa(loc.uid) + " " + itoa(loc.gid) + " 755",
+	}
+	for p, wnt := range want {
+		if got := w.statOnMount(p); got != wnt {
+			t.Errorf("%s on the mount: uid gid mode %q, want %q", p, got, wnt)
+		}
+	}
+	// ls -l tells the truth too.
+	ls := w.must("ls", "-ln", w.m("shared"))
+	for _, line := range strings.Split(ls, "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 9 && f[8] == "theirs.txt" && (f[2] != itoa(oth.uid) || f[3] != itoa(oth.gid)) {
+			t.Errorf("ls -ln shows theirs.txt as %s:%s, want %d:%d\n%s", f[2], f[3], oth.uid, oth.gid, ls)
+		}
+	}
+
+	// An editor's save in place (open O_TRUNC): refused as on the server.
+	r := w.run("sh", "-c", "printf 'overwritten\\n' > "+w.m("shared/theirs.txt"))
+	if r.code == 0 || !strings.Contains(r.stderr, "Permission denied") {
+		t.Errorf("saving another account's 644 file through the mount: exit %d, stderr %q; want Permission denied", r.code, r.stderr)
+	}
+	r = w.run("sh", "-c", "printf 'overwritten\\n' > "+w.m("shared/roots.txt"))
+	if r.code == 0 {
+		t.Errorf("saving root's 644 file through the mount succeeded")
+	}
+	// The login user's own file saves normally.
+	w.must("sh", "-c", "printf 'mine, edited\\n' > "+w.m("shared/mine.txt"))
+	w.must(binary, "flush", w.mnt)
+	if st := w.status(); st.Pending != 0 || st.UploadError != "" {
+		t.Errorf("status after the refused saves: %d pending, error %q", st.Pending, st.UploadError)
+	}
+	if uid, gid, c := serverOwner(t, w.s("shared/theirs.txt")); uid != oth.uid || gid != oth.gid || c != "theirs\n" {
+		t.Errorf("server's theirs.txt: owner %d:%d content %q; want %d:%d %q", uid, gid, c, oth.uid, oth.gid, "theirs\n")
+	}
+	if uid, _, c := serverOwner(t, w.s("shared/roots.txt")); uid != 0 || c != "root\n" {
+		t.Errorf("server's roots.txt: owner %d content %q", uid, c)
+	}
+	if uid, _, c := serverOwner(t, w.s("shared/mine.txt")); uid != rem.uid || c != "mine, edited\n" {
+		t.Errorf("server's mine.txt: owner %d content %q; want %d and the edit", uid, c, rem.uid)
+	}
+	w.unmount()
+}
+
+// chown and chgrp through the mount are made on the server: a group the
+// login user is in there is set; one it is not in is refused with the
+// server's EPERM (the kernel allowed it: the local user is in that group);
+// giving a file away is refused locally.
+func TestChownReachesServer(t *testing.T) {
+	w, acc := newUsersWorld(t)
+	rem, oth := acc[remoteUser], acc[otherUser]
+	w.writeServerAs("f.txt", "x\n", 0o644, rem)
+	w.writeServerAs("g.txt", "y\n", 0o644, rem)
+	w.mount()
+
+	w.must("chgrp", sharedGrp, w.m("f.txt"))
+	if _, gid, _ := serverOwner(t, w.s("f.txt")); gid != acc[sharedGrp].gid {
+		t.Errorf("after chgrp %s on the mount, the server's group is %d, want %d", sharedGrp, gid, acc[sharedGrp].gid)
+	}
+	if got, want := w.statOnMount("f.txt"), itoa(acc[localUser].uid)+" "+itoa(acc[sharedGrp].gid)+" 644"; got != want {
+		t.Errorf("after chgrp the mount shows %q, want %q", got, want)
+	}
+	r := w.run("chgrp", localGrp, w.m("g.txt"))
+	if r.code == 0 || !strings.Contains(r.stderr, "not permitted") {
+		t.Errorf("chgrp to a group the server login is not in: exit %d %q; want Operation not permitted", r.code, r.stderr)
+	}
+	r = w.run("chown", otherUser, w.m("g.txt"))
+	if r.code == 0 || !strings.Contains(r.stderr, "not permitted") {
+		t.Errorf("chown to another account: exit %d %q; want Operation not permitted", r.code, r.stderr)
+	}
+	if uid, gid, _ := serverOwner(t, w.s("g.txt")); uid != rem.uid || gid != rem.gid {
+		t.Errorf("refused chgrp/chown changed the server's g.txt to %d:%d", uid, gid)
+	}
+	_ = oth
+	if st := w.status(); st.Pending != 0 {
+		t.Errorf("%d changes pending after chown/chgrp; want none", st.Pending)
+	}
+	w.unmount()
+}
