@@ -928,6 +928,10 @@ func (c *Client) putSFTP(ctx context.Context, p putPlan, o PutOptions, r io.Read
 			}
 			if !putproto.Accepts(p.req, cur, n) {
 				dest = p.conflict
+			} else if found != nil && found.Mode.IsRegular() && !(found.Size == n && found.Mtime.Unix() == o.Mtime.Unix()) {
+				if err := c.mayReplace(p, *found); err != nil {
+					return err
+				}
 			}
 		}
 		// Close and rename go out together: renaming an open file is fine,
@@ -960,6 +964,38 @@ func (c *Client) putSFTP(ctx context.Context, p putPlan, o PutOptions, r io.Read
 		return PutResult{}, err
 	}
 	return res, nil
+}
+
+// mayReplace refuses, with EACCES, to replace a file the login user may
+// not write: a write would be refused, and a rename in a writable folder
+// would not be (the upload helper makes the same check on the server).
+// The login user's own file is judged by its mode; another user's by
+// opening it for writing (without truncating it). Over plain SFTP a
+// replace of another user's file that the login may write still gives it
+// to the login user (the helper writes such a file in place instead).
+func (c *Client) mayReplace(p putPlan, found FileInfo) error {
+	denied := &fs.PathError{Op: "write", Path: p.rel, Err: syscall.EACCES}
+	switch {
+	case !c.ownerOK || c.ownerUID == 0 || !found.HasOwner:
+		return nil
+	case found.Uid == c.ownerUID:
+		if found.Mode&0o200 == 0 {
+			return denied
+		}
+		return nil
+	}
+	f, err := c.sftp.OpenFile(p.abs, os.O_WRONLY)
+	if err != nil {
+		if errors.Is(err, fs.ErrPermission) {
+			return denied
+		}
+		if code, ok := statusCode(err); ok && code == fxPermissionDenied {
+			return denied
+		}
+		return nil // gone meanwhile, or another failure: the rename decides
+	}
+	f.Close()
+	return nil
 }
 
 // exists lstats p; errors count as "does not exist".

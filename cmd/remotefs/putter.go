@@ -8,6 +8,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -144,12 +145,161 @@ func putOne(req putproto.Request, data *putproto.DataReader) putproto.Reply {
 	if req.Check && !putproto.Accepts(req, found, n) {
 		rep.Status = putproto.StatusLandedConflict
 		target = filepath.Join(dir, req.Conflict)
+	} else if rep.Found && cur.Mode().IsRegular() {
+		done, err := replaceLikeWrite(tmp, req, cur, n)
+		if err != nil {
+			return failed(err)
+		}
+		if done {
+			landed = true
+			os.Remove(tmp)
+			return rep
+		}
 	}
 	if err := os.Rename(tmp, target); err != nil {
 		return failed(err)
 	}
 	landed = true
 	return rep
+}
+
+// replaceLikeWrite prepares replacing the regular file cur at req.Dest
+// with tmp (n bytes) so that it keeps what a write in place keeps:
+//
+//   - a file the login user may not write is refused with EACCES, as a
+//     write would be (unless it already is exactly this upload: an
+//     earlier attempt that landed; then done is true);
+//   - tmp gets the file's group and its extended attributes (POSIX ACLs
+//     are extended attributes too);
+//   - a file with more than one hard link, one owned by another user
+//     (a rename would give it to the login user), or one whose group or
+//     attributes cannot be copied is written in place instead: its
+//     content replaced through its own inode (done is true). That write
+//     is not atomic: a reader may see it half done, as with any program
+//     that writes in place.
+func replaceLikeWrite(tmp string, req putproto.Request, cur fs.FileInfo, n int64) (done bool, err error) {
+	st, ok := cur.Sys().(*syscall.Stat_t)
+	if !ok {
+		return false, nil
+	}
+	sameUpload := cur.Size() == n && cur.ModTime().Unix() == req.Mtime
+	if err := unix.Faccessat(unix.AT_FDCWD, req.Dest, unix.W_OK, unix.AT_EACCESS); err != nil {
+		if sameUpload {
+			return true, nil
+		}
+		return false, &fs.PathError{Op: "write", Path: req.Dest, Err: err}
+	}
+	if st.Nlink > 1 || int(st.Uid) != os.Geteuid() || !copyFileAttrs(tmp, req.Dest, st, fs.FileMode(req.Mode)) {
+		return true, writeInPlace(tmp, req)
+	}
+	return false, nil
+}
+
+// copyFileAttrs gives tmp the group and extended attributes of dest, then
+// the mode asked for (a chgrp may clear setuid bits); false when something
+// could not be copied.
+func copyFileAttrs(tmp, dest string, st *syscall.Stat_t, mode fs.FileMode) bool {
+	var tst unix.Stat_t
+	if err := unix.Lstat(tmp, &tst); err != nil {
+		return false
+	}
+	if tst.Gid != st.Gid {
+		if err := os.Lchown(tmp, -1, int(st.Gid)); err != nil {
+			return false
+		}
+	}
+	names, err := listXattrs(dest)
+	if err != nil {
+		return false
+	}
+	for _, name := range names {
+		val, err := getXattr(dest, name)
+		if err != nil {
+			return false
+		}
+		if err := unix.Lsetxattr(tmp, name, val, 0); err != nil {
+			return false
+		}
+	}
+	if len(names) == 0 && tst.Gid == st.Gid {
+		return true
+	}
+	return os.Chmod(tmp, mode&(fs.ModePerm|fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky)) == nil
+}
+
+func listXattrs(p string) ([]string, error) {
+	sz, err := unix.Llistxattr(p, nil)
+	if err != nil || sz == 0 {
+		if errors.Is(err, unix.ENOTSUP) {
+			err = nil
+		}
+		return nil, err
+	}
+	buf := make([]byte, sz)
+	sz, err = unix.Llistxattr(p, buf)
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, b := range bytes.Split(buf[:sz], []byte{0}) {
+		if len(b) > 0 {
+			names = append(names, string(b))
+		}
+	}
+	return names, nil
+}
+
+func getXattr(p, name string) ([]byte, error) {
+	sz, err := unix.Lgetxattr(p, name, nil)
+	if err != nil {
+		return nil, err
+	}
+	buf := make([]byte, sz)
+	sz, err = unix.Lgetxattr(p, name, buf)
+	if err != nil {
+		return nil, err
+	}
+	return buf[:sz], nil
+}
+
+// writeInPlace copies tmp's content over req.Dest through its own inode,
+// sets the mtime (and the mode, where the login user owns the file) and
+// fsyncs it.
+func writeInPlace(tmp string, req putproto.Request) error {
+	src, err := os.Open(tmp)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	dst, err := os.OpenFile(req.Dest, os.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	n, err := io.Copy(dst, src)
+	if err == nil {
+		err = dst.Truncate(n)
+	}
+	if err == nil {
+		// Only the owner may set times: a file of another user that the
+		// login may write keeps the time of the write.
+		tv := []unix.Timeval{{Sec: req.Mtime}, {Sec: req.Mtime}}
+		if terr := unix.Futimes(int(dst.Fd()), tv); terr != nil && terr != unix.EPERM {
+			err = terr
+		}
+	}
+	if err == nil {
+		if fi, serr := dst.Stat(); serr == nil && int(fi.Sys().(*syscall.Stat_t).Uid) == os.Geteuid() {
+			dst.Chmod(fs.FileMode(req.Mode) & (fs.ModePerm | fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky))
+		}
+		err = dst.Sync()
+	}
+	if cerr := dst.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("write %s in place: %w", req.Dest, err)
+	}
+	return nil
 }
 
 // readErr remembers the error of the reader, to tell it from the writer's.

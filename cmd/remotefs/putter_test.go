@@ -328,3 +328,64 @@ func encodeRaw(t *testing.T, magic, dest, temp, conflict string) []byte {
 	b.Write([]byte{0, 0, 0})                // flags, no versions
 	return b.Bytes()
 }
+
+// A replace keeps what a write in place keeps: the group and extended
+// attributes (ACLs are some) of the file it replaces, and a file with
+// other hard links is written through its inode, so the other names see
+// the new content.
+func TestPutterKeepsWhatAWriteKeeps(t *testing.T) {
+	dir := t.TempDir()
+	const mtime = 1700000000
+	plain := filepath.Join(dir, "plain.txt")
+	linked := filepath.Join(dir, "linked.txt")
+	other := filepath.Join(dir, "other-name.txt")
+	os.WriteFile(plain, []byte("old\n"), 0o644)
+	os.WriteFile(linked, []byte("old\n"), 0o644)
+	if err := os.Link(linked, other); err != nil {
+		t.Fatal(err)
+	}
+	xattr := true
+	if err := syscall.Setxattr(plain, "user.remotefs-test", []byte("kept"), 0); err != nil {
+		t.Logf("no user extended attributes here (%v): not checked", err)
+		xattr = false
+	}
+	wantGid := os.Getgid()
+	if os.Geteuid() == 0 {
+		wantGid = 4321 // root can give it any group
+		os.Lchown(plain, -1, wantGid)
+	}
+	put := func(dest, temp string) putproto.Request {
+		return putproto.Request{Dest: dest, Temp: conn.TempPrefix + temp, Mode: 0o644, Mtime: mtime}
+	}
+	reps, err := servePuts(t, encodePuts(t,
+		putItem{req: put(plain, "p"), data: []byte("new plain\n")},
+		putItem{req: put(linked, "l"), data: []byte("new linked\n")},
+	))
+	if err != nil || len(reps) != 2 || reps[0].Status != putproto.StatusLanded || reps[1].Status != putproto.StatusLanded {
+		t.Fatalf("replies %+v, err %v", reps, err)
+	}
+	wantFile(t, plain, "new plain\n", 0o644, mtime)
+	var st syscall.Stat_t
+	syscall.Lstat(plain, &st)
+	if int(st.Gid) != wantGid {
+		t.Errorf("replaced file's group %d, want the old file's %d", st.Gid, wantGid)
+	}
+	if xattr {
+		buf := make([]byte, 64)
+		n, err := syscall.Getxattr(plain, "user.remotefs-test", buf)
+		if err != nil || string(buf[:n]) != "kept" {
+			t.Errorf("extended attribute after the replace: %q, %v", buf[:max(n, 0)], err)
+		}
+	}
+	wantFile(t, linked, "new linked\n", 0o644, mtime)
+	wantFile(t, other, "new linked\n", 0o644, mtime)
+	var a, b syscall.Stat_t
+	syscall.Lstat(linked, &a)
+	syscall.Lstat(other, &b)
+	if a.Ino != b.Ino || a.Nlink != 2 {
+		t.Errorf("hard link broken by the upload: inodes %d and %d, nlink %d", a.Ino, b.Ino, a.Nlink)
+	}
+	if left := tempFilesIn(t, dir); len(left) > 0 {
+		t.Errorf("temporary files left: %v", left)
+	}
+}
