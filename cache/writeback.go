@@ -123,6 +123,13 @@ func (s *Store) runOp(o *op) {
 		o.notBefore = time.Now().Add(200 * time.Millisecond)
 		return
 	}
+	if permanentRefusal(o, err) {
+		s.setAsideLocked(o, err)
+		if s.pendingIndexLocked(o) < 0 {
+			return
+		}
+		// Could not be set aside (local disk): retried like any failure.
+	}
 	o.attempts++
 	backoff := 500 * time.Millisecond << min(o.attempts-1, 6) // up to 32s
 	o.notBefore = time.Now().Add(backoff)
@@ -133,13 +140,22 @@ func (s *Store) runOp(o *op) {
 	s.log.Warn("upload failed; will retry", "op", o.String(), "err", err, "attempt", o.attempts, "retry_in", backoff)
 }
 
-// completeLocked removes a delivered op from the journal. Caller holds mu.
-func (s *Store) completeLocked(o *op) {
+// pendingIndexLocked is o's place in the journal, -1 when not there.
+// Caller holds mu.
+func (s *Store) pendingIndexLocked(o *op) int {
 	for i, p := range s.pending {
 		if p == o {
-			s.pending = append(s.pending[:i], s.pending[i+1:]...)
-			break
+			return i
 		}
+	}
+	return -1
+}
+
+// removeOpLocked takes o out of the in-memory journal (the caller commits
+// its removal from meta.db). Caller holds mu.
+func (s *Store) removeOpLocked(o *op) {
+	if i := s.pendingIndexLocked(o); i >= 0 {
+		s.pending = append(s.pending[:i], s.pending[i+1:]...)
 	}
 	for _, p := range o.paths() {
 		s.pendingPath[p]--
@@ -147,6 +163,11 @@ func (s *Store) completeLocked(o *op) {
 			delete(s.pendingPath, p)
 		}
 	}
+}
+
+// completeLocked removes a delivered op from the journal. Caller holds mu.
+func (s *Store) completeLocked(o *op) {
+	s.removeOpLocked(o)
 	s.applied++
 	s.recentDone = append(s.recentDone, doneOp{n: s.applied, paths: o.paths(), at: s.now()})
 	if len(s.recentDone) > recentDoneMax {
@@ -445,6 +466,9 @@ func (s *Store) Flush(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if len(s.pending) == 0 {
+		if us := s.Undelivered(); len(us) > 0 {
+			return undeliveredError(us)
+		}
 		return nil
 	}
 	last := s.pending[len(s.pending)-1].Seq
@@ -470,6 +494,9 @@ func (s *Store) Flush(ctx context.Context) error {
 		}
 		s.cond.Broadcast() // let the writer look again
 		s.waitLocked(time.Second)
+	}
+	if us := s.Undelivered(); len(us) > 0 {
+		return undeliveredError(us)
 	}
 	return nil
 }
@@ -504,8 +531,10 @@ type Status struct {
 	OldestPending *time.Time `json:"oldest_pending,omitempty"`
 	LastError     string     `json:"last_error,omitempty"`
 	Conflicts     []Conflict `json:"conflicts"`
-	CacheBytes    int64      `json:"cache_bytes"`
-	Entries       int        `json:"entries"`
+	// Undelivered: changes the server refused for good, set aside.
+	Undelivered []Undelivered `json:"undelivered,omitempty"`
+	CacheBytes  int64         `json:"cache_bytes"`
+	Entries     int           `json:"entries"`
 }
 
 // Status reports pending uploads, conflicts and cache usage.
@@ -531,6 +560,7 @@ func (s *Store) Status() Status {
 	if s.writerErr != nil {
 		st.LastError = s.writerErr.Error()
 	}
+	st.Undelivered = s.Undelivered()
 	for _, o := range s.pending {
 		if o.At != 0 {
 			t := time.Unix(0, o.At)

@@ -15,6 +15,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"remotefs/internal/sshdtest"
 )
@@ -270,4 +271,156 @@ func TestChownReachesServer(t *testing.T) {
 		t.Errorf("%d changes pending after chown/chgrp; want none", st.Pending)
 	}
 	w.unmount()
+}
+
+// An undeliverable save: the server's copy is made read-only to the login
+// user after the local check (the file is open for writing on the mount),
+// then the save completes. Nothing is lost and nothing is silent: the
+// upload leaves the journal (no retry forever, later saves arrive), its
+// content is kept in the cache folder, status and flush name the file,
+// the reason and where the content is, flush and unmount exit non-zero,
+// and `remotefs cache rescue` puts the content back where the user says.
+func TestUndeliverableSaveIsSetAsideAndRescued(t *testing.T) {
+	w, acc := newUsersWorld(t)
+	rem := acc[remoteUser]
+	os.MkdirAll(w.s("proj"), 0o755)
+	os.Chown(w.s("proj"), rem.uid, rem.gid)
+	w.writeServerAs("proj/report.txt", "v1\n", 0o644, rem)
+	w.writeServerAs("proj/other.txt", "o1\n", 0o644, rem)
+	w.mount()
+
+	sync := filepath.Join(w.xdg, "sync")
+	os.Mkdir(sync, 0o777)
+	os.Chmod(sync, 0o777)
+	script := `
+import os, sys, time
+p, sync = sys.argv[1], sys.argv[2]
+fd = os.open(p, os.O_WRONLY | os.O_TRUNC)
+open(os.path.join(sync, "opened"), "w").close()
+while not os.path.exists(os.path.join(sync, "go")):
+    time.sleep(0.02)
+os.write(fd, b"v2 precious\n")
+os.close(fd)
+`
+	py := systemPython(t)
+	done := make(chan result, 1)
+	go func() { done <- w.run(py, "-c", script, w.m("proj/report.txt"), sync) }()
+	eventually(t, 20*time.Second, "the file open for writing on the mount", func() bool {
+		_, err := os.Stat(filepath.Join(sync, "opened"))
+		return err == nil
+	})
+	// Now the server takes write permission away.
+	if err := os.Chmod(w.s("proj/report.txt"), 0o444); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(sync, "go"), nil, 0o644)
+	if r := <-done; r.code != 0 {
+		t.Fatalf("the save on the mount failed: %d %s", r.code, r.stderr)
+	}
+
+	// A later save to another file still arrives.
+	w.must("sh", "-c", "printf 'o2\\n' > "+w.m("proj/other.txt"))
+	r := w.run(binary, "flush", w.mnt)
+	if r.code == 0 {
+		t.Errorf("flush exited 0 with an undeliverable save")
+	}
+	for _, want := range []string{"proj/report.txt", "permission denied", filepath.Join(UndeliveredDirName(w), "")} {
+		if !strings.Contains(strings.ToLower(r.stderr), strings.ToLower(want)) {
+			t.Errorf("flush's message does not say %q:\n%s", want, r.stderr)
+		}
+	}
+	if b, _ := os.ReadFile(w.s("proj/other.txt")); string(b) != "o2\n" {
+		t.Errorf("the later save to other.txt did not arrive: %q", b)
+	}
+	st := w.status()
+	if st.Pending != 0 || st.UploadError != "" {
+		t.Errorf("status: %d pending, upload error %q; want the refused save out of the journal", st.Pending, st.UploadError)
+	}
+	if len(st.Undelivered) != 1 {
+		t.Fatalf("status lists %d undelivered changes, want 1: %+v", len(st.Undelivered), st.Undelivered)
+	}
+	u := st.Undelivered[0]
+	if u.Path != "proj/report.txt" || !strings.Contains(strings.ToLower(u.Reason), "permission denied") || u.Kept == "" {
+		t.Errorf("undelivered entry %+v", u)
+	}
+	if b, err := os.ReadFile(u.Kept); err != nil || string(b) != "v2 precious\n" {
+		t.Errorf("kept content at %s: %q, %v", u.Kept, b, err)
+	}
+	human := w.must(binary, "status", w.mnt)
+	if !strings.Contains(human, "NOT DELIVERED") || !strings.Contains(human, "proj/report.txt") || !strings.Contains(human, u.Kept) {
+		t.Errorf("remotefs status does not name the undelivered save:\n%s", human)
+	}
+	// The server's file is untouched, and the mount shows it again.
+	if _, _, c := serverOwner(t, w.s("proj/report.txt")); c != "v1\n" {
+		t.Errorf("server's report.txt now %q", c)
+	}
+	eventually(t, 10*time.Second, "the mount to show the server's report.txt again", func() bool {
+		r := w.run("cat", w.m("proj/report.txt"))
+		return r.code == 0 && r.stdout == "v1\n"
+	})
+	// Nothing retries: a few seconds later the journal is still empty and
+	// the daemon logged the refusal once.
+	time.Sleep(2 * time.Second)
+	if st := w.status(); st.Pending != 0 {
+		t.Errorf("%d changes pending later", st.Pending)
+	}
+	if n := strings.Count(w.daemonLog(), "will retry"); n != 0 {
+		t.Errorf("the daemon retried %d times", n)
+	}
+
+	r = w.run(binary, "unmount", w.mnt)
+	if r.code == 0 || !strings.Contains(r.stderr, "proj/report.txt") {
+		t.Errorf("unmount: exit %d, stderr %q; want non-zero naming the file", r.code, r.stderr)
+	}
+	if mounted(w.mnt) {
+		t.Errorf("unmount with only undeliverable changes left should still unmount")
+	}
+	// Rescue, unmounted, by the remote's name.
+	dest := filepath.Join(w.xdg, "rescued")
+	out := w.must(binary, "cache", "rescue", w.spec())
+	if !strings.Contains(out, "proj/report.txt") {
+		t.Errorf("cache rescue (list) does not name the file:\n%s", out)
+	}
+	out = w.must(binary, "cache", "rescue", w.spec(), dest)
+	if b, err := os.ReadFile(filepath.Join(dest, "proj/report.txt")); err != nil || string(b) != "v2 precious\n" {
+		t.Errorf("rescued content %q, %v (output %s)", b, err, out)
+	}
+	if out := w.must(binary, "cache", "rescue", w.spec()); !strings.Contains(out, "nothing was set aside") {
+		t.Errorf("after the rescue, still listed:\n%s", out)
+	}
+	// With nothing left aside, a new mount flushes and unmounts cleanly.
+	w.mount()
+	w.must(binary, "flush", w.mnt)
+	w.unmount()
+}
+
+// UndeliveredDirName is the undelivered folder of w's cache (one cache).
+func UndeliveredDirName(w *world) string {
+	dirs, _ := filepath.Glob(filepath.Join(w.xdg, "cache", "remotefs", "*", "undelivered"))
+	if len(dirs) != 1 {
+		w.t.Fatalf("undelivered folders in the cache: %v", dirs)
+	}
+	return dirs[0]
+}
+
+// daemonLog is the mount daemon's log so far.
+func (w *world) daemonLog() string {
+	logs, _ := filepath.Glob(filepath.Join(w.xdg, "state", "remotefs", "*.log"))
+	var b strings.Builder
+	for _, l := range logs {
+		c, _ := os.ReadFile(l)
+		b.Write(c)
+	}
+	return b.String()
+}
+
+// systemPython is a python3 every account can run (not a per-user shim).
+func systemPython(t *testing.T) string {
+	for _, p := range []string{"/usr/bin/python3", "/usr/local/bin/python3"} {
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	t.Skip("no system python3")
+	return ""
 }

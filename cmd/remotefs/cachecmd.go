@@ -95,6 +95,8 @@ const cacheUsage = `Usage:
   remotefs cache pin PATH...                fetch a folder or file of a mount into the
                                             cache and keep it there (for offline work)
   remotefs cache unpin PATH...              stop keeping it
+  remotefs cache rescue MOUNT|REMOTE [DEST] changes the server refused for good: list
+                                            them, or copy their content into DEST
 
 Each remote has its own cache directory under $XDG_CACHE_HOME/remotefs/
 (default ~/.cache/remotefs/), or the --cache-dir it was mounted with. See
@@ -109,7 +111,7 @@ Examples:
 func cmdCache(ctx context.Context, args []string) error {
 	if len(args) == 0 {
 		fmt.Fprint(os.Stderr, cacheUsage)
-		return usagef("cache: need a subcommand: list, clear, pin or unpin")
+		return usagef("cache: need a subcommand: list, clear, pin, unpin or rescue")
 	}
 	switch args[0] {
 	case "list", "ls":
@@ -120,6 +122,8 @@ func cmdCache(ctx context.Context, args []string) error {
 		return cmdCachePin(ctx, args[1:], true)
 	case "unpin":
 		return cmdCachePin(ctx, args[1:], false)
+	case "rescue":
+		return cmdCacheRescue(ctx, args[1:])
 	case "help", "--help", "-h":
 		fmt.Print(cacheUsage)
 		return nil
@@ -729,4 +733,146 @@ func writePinned(dir string, list []string) error {
 		return fmt.Errorf("record pinned folders: %w", err)
 	}
 	return nil
+}
+
+const cacheRescueUsage = `Usage: remotefs cache rescue [--keep] MOUNTPOINT|HOST:PATH|DIR|NAME [DEST_FOLDER]
+
+Changes the server refused for good (permission denied, a name its disk
+will not take, a read-only filesystem) are not retried forever: they are
+set aside, and the content of each file is kept in the cache directory
+(undelivered/). remotefs status and flush name them.
+
+Without DEST_FOLDER: lists them (file, operation, the server's reason, when,
+where the content is). With DEST_FOLDER: copies each kept file to
+DEST_FOLDER/PATH (PATH as on the remote, folders made as needed; an existing
+file is never overwritten: the copy gets a .rescued-N suffix), then forgets
+what was set aside (--keep: keep it too). Works mounted or not.
+
+Examples:
+  remotefs cache rescue ~/remote
+  remotefs cache rescue ~/remote ~/rescued
+  remotefs cache rescue gpu-box:projects /tmp/rescued
+
+Flags:
+`
+
+func cmdCacheRescue(ctx context.Context, args []string) error {
+	fl := flag.NewFlagSet("cache rescue", flag.ContinueOnError)
+	keep := fl.Bool("keep", false, "keep the set-aside changes after copying them")
+	if done, err := subFlags("cache rescue", cacheRescueUsage, fl, args); done || err != nil {
+		return err
+	}
+	if fl.NArg() < 1 || fl.NArg() > 2 {
+		return usagef("cache rescue: need a mount or cache, and optionally a DEST_FOLDER (see remotefs cache rescue --help)")
+	}
+	dir, err := rescueCacheDir(ctx, fl.Arg(0))
+	if err != nil {
+		return err
+	}
+	us, err := cache.ReadUndelivered(dir)
+	if err != nil {
+		return err
+	}
+	if len(us) == 0 {
+		fmt.Println("nothing was set aside: every change reached the server")
+		return nil
+	}
+	if fl.NArg() == 1 {
+		for _, u := range us {
+			kept := "(nothing to keep)"
+			if u.Kept != "" {
+				kept = u.Kept
+			}
+			fmt.Printf("%s  %s\n    refused: %s\n    at %s; content: %s\n", u.Path, u.Op, u.Reason, u.At.Local().Format("2006-01-02 15:04:05"), kept)
+		}
+		return nil
+	}
+	dest, err := filepath.Abs(fl.Arg(1))
+	if err != nil {
+		return err
+	}
+	var failed error
+	for _, u := range us {
+		if u.Kept != "" {
+			to, err := rescueOne(u, dest)
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "remotefs: %s: %v\n", u.Path, err)
+				failed = errSilent
+				continue
+			}
+			fmt.Printf("%s -> %s\n", u.Path, to)
+		} else {
+			fmt.Printf("%s: %s had no content to keep (forgotten)\n", u.Path, u.Op)
+		}
+		if !*keep {
+			if u.Kept != "" {
+				os.Remove(u.Kept)
+			}
+			os.Remove(u.Record)
+		}
+	}
+	return failed
+}
+
+// rescueCacheDir finds the cache directory of a mountpoint, or of what
+// resolveCacheArg accepts.
+func rescueCacheDir(ctx context.Context, arg string) (string, error) {
+	if abs, err := filepath.Abs(arg); err == nil {
+		if fi, err := os.Stat(abs); err == nil && fi.IsDir() {
+			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			r, err := control.Call(cctx, abs, control.Request{Cmd: "status"}, nil)
+			cancel()
+			if err == nil && r.Status != nil && r.Status.CacheDir != "" {
+				return r.Status.CacheDir, nil
+			}
+		}
+	}
+	dir, _, err := resolveCacheArg(arg)
+	return dir, err
+}
+
+// rescueOne copies u's kept content to dest/u.Path, never over an existing
+// file, and returns where it went.
+func rescueOne(u cache.Undelivered, dest string) (string, error) {
+	rel := filepath.FromSlash(u.Path)
+	if !filepath.IsLocal(rel) {
+		return "", fmt.Errorf("refusing the recorded path %q", u.Path)
+	}
+	to := filepath.Join(dest, rel)
+	if err := os.MkdirAll(filepath.Dir(to), 0o755); err != nil {
+		return "", err
+	}
+	in, err := os.Open(u.Kept)
+	if err != nil {
+		return "", err
+	}
+	defer in.Close()
+	var out *os.File
+	for i := 0; ; i++ {
+		name := to
+		if i > 0 {
+			name = fmt.Sprintf("%s.rescued-%d", to, i)
+		}
+		out, err = os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+		if errors.Is(err, fs.ErrExist) && i < 1000 {
+			continue
+		}
+		if err != nil {
+			return "", err
+		}
+		to = name
+		break
+	}
+	_, err = io.Copy(out, in)
+	if err == nil {
+		err = out.Sync()
+	}
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(to)
+		return "", err
+	}
+	return to, nil
 }

@@ -76,12 +76,13 @@ func cmdUnmount(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	// Wait for the daemon to finish so the caller can rely on it being gone
+	// (also when it unmounted but reports changes it could not deliver).
+	if reply.Status != nil && (reply.Error == "" || reply.Unmounted) {
+		waitExit(reply.Status.PID, 15*time.Second)
+	}
 	if reply.Error != "" {
 		return errors.New(reply.Error)
-	}
-	// Wait for the daemon to finish so the caller can rely on it being gone.
-	if reply.Status != nil {
-		waitExit(reply.Status.PID, 15*time.Second)
 	}
 	return nil
 }
@@ -220,6 +221,14 @@ func cmdStatus(ctx context.Context, args []string) error {
 		}
 		if s.UploadError != "" {
 			fmt.Printf("%s: upload failing (retrying): %s\n", s.Mountpoint, s.UploadError)
+		}
+		for _, u := range s.Undelivered {
+			kept := "nothing to keep"
+			if u.Kept != "" {
+				kept = "content kept in " + u.Kept
+			}
+			fmt.Printf("%s: NOT DELIVERED (the server refused it): %s: %s; %s (remotefs cache rescue %s DEST_FOLDER)\n",
+				s.Mountpoint, u.Op, u.Reason, kept, s.Mountpoint)
 		}
 		for _, c := range s.Conflicts {
 			fmt.Printf("%s: conflict at %s: the server's %s changed while you edited it; your version is %s\n",

@@ -380,6 +380,9 @@ func (d *daemon) status() *control.Status {
 	for _, c := range st.Conflicts {
 		out.Conflicts = append(out.Conflicts, control.Conflict{Path: c.Path, CopyPath: c.CopyPath, At: c.At})
 	}
+	for _, u := range st.Undelivered {
+		out.Undelivered = append(out.Undelivered, control.Undelivered{Path: u.Path, Op: u.Op, Reason: u.Reason, At: u.At, Kept: u.Kept})
+	}
 	if d.mgr == nil {
 		out.State, out.Since = "offline", d.started
 	} else {
@@ -408,8 +411,13 @@ func (d *daemon) handle(ctx context.Context, req control.Request, progress func(
 	case "run":
 		return d.runCommand(ctx, req, progress)
 	case "unmount":
+		var undelivered error
 		if !req.Force {
-			if err := d.flush(ctx, progress); err != nil {
+			if err := d.flush(ctx, progress); errors.Is(err, cache.ErrUndelivered) {
+				// Everything else is delivered; what the server refused
+				// is safe in the cache folder, mounted or not.
+				undelivered = err
+			} else if err != nil {
 				return control.Reply{Error: err.Error() + " (not unmounted; use --force to unmount anyway: pending writes stay in the journal for the next mount)", Status: d.status()}
 			}
 		}
@@ -423,6 +431,9 @@ func (d *daemon) handle(ctx context.Context, req control.Request, progress func(
 				d.startEchoes()
 			}
 			return control.Reply{Error: fmt.Sprintf("unmount %s: %v", d.cfg.Mountpoint, err), Status: st}
+		}
+		if undelivered != nil {
+			return control.Reply{Error: undelivered.Error() + " (unmounted)", Unmounted: true, Status: st}
 		}
 		return control.Reply{Status: st}
 	}

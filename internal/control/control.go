@@ -38,11 +38,13 @@ type Request struct {
 // Reply is one line from the daemon. Progress lines have Progress set;
 // the last line has Done set.
 type Reply struct {
-	Done     bool            `json:"done,omitempty"`
-	Error    string          `json:"error,omitempty"`
-	Progress string          `json:"progress,omitempty"`
-	Status   *Status         `json:"status,omitempty"`
-	Extra    json.RawMessage `json:"extra,omitempty"`
+	Done  bool   `json:"done,omitempty"`
+	Error string `json:"error,omitempty"`
+	// Unmounted: an unmount that reports Error but did unmount.
+	Unmounted bool            `json:"unmounted,omitempty"`
+	Progress  string          `json:"progress,omitempty"`
+	Status    *Status         `json:"status,omitempty"`
+	Extra     json.RawMessage `json:"extra,omitempty"`
 }
 
 // Status describes one mount; the JSON field names are stable.
@@ -59,8 +61,11 @@ type Status struct {
 	OldestPending *time.Time `json:"oldest_pending,omitempty"`
 	UploadError   string     `json:"upload_error,omitempty"`
 	Conflicts     []Conflict `json:"conflicts"`
-	Watch         string     `json:"watch"`             // change feed in use: helper, inotifywait, poll, off, or starting
-	Uploads       string     `json:"uploads,omitempty"` // how files are sent: helper, sftp, "starting helper"; empty offline
+	// Undelivered: changes the server refused for good, set aside with
+	// their content (see remotefs cache rescue).
+	Undelivered []Undelivered `json:"undelivered,omitempty"`
+	Watch       string        `json:"watch"`             // change feed in use: helper, inotifywait, poll, off, or starting
+	Uploads     string        `json:"uploads,omitempty"` // how files are sent: helper, sftp, "starting helper"; empty offline
 	// Notify: whether server changes are raised as inotify events on the
 	// mount ("on", or "off" with the reason).
 	Notify        string `json:"notify"`
@@ -87,6 +92,15 @@ type Conflict struct {
 	Path     string    `json:"path"`
 	CopyPath string    `json:"copy"`
 	At       time.Time `json:"at"`
+}
+
+// Undelivered is one change the server refused for good.
+type Undelivered struct {
+	Path   string    `json:"path"`
+	Op     string    `json:"op"`
+	Reason string    `json:"reason"`
+	At     time.Time `json:"at"`
+	Kept   string    `json:"kept,omitempty"` // the file holding its content
 }
 
 // RuntimeDir is where sockets live: $XDG_RUNTIME_DIR/remotefs, or
