@@ -76,6 +76,17 @@
 // upload is in flight may find either version; an upload in flight tells
 // the expectations that depend on it what it actually left (watchUploads).
 //
+// # What the server will refuse
+//
+// Nothing is accepted that the server will certainly refuse: names and
+// paths longer than its limits fail at once with ENAMETOOLONG (limits.go),
+// and entries carry the server's owner and group, which the mount shows
+// mapped to local ids (LocalOwner, owners.go) so the kernel's permission
+// checks refuse what the server would. A journal operation the server
+// still refuses for good (a permission changed after the check) is set
+// aside, its content kept in undelivered/ in the cache directory, instead
+// of being retried forever (undelivered.go); Status and Flush report it.
+//
 // # Offline
 //
 // When the Remote reports ErrOffline the store serves what it has, read-only:

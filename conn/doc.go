@@ -38,7 +38,12 @@
 //     apart), atomic uploads (PutAtomic, and Put with a check of what it
 //     replaces made where the file lands), OpenSSH extensions
 //     (posix-rename, hardlink, statvfs, fsync), and Exec / Start for
-//     server-side commands.
+//     server-side commands. FileInfo carries the numeric owner and group;
+//     Chown sets them; Owner (OwnerReporter) is the login user's uid and
+//     gid, read with the root at dial (the owner of the folder SFTP starts
+//     in). An upload never replaces a file the login user may not write
+//     (EACCES): the helper checks with access(2), SFTP by owner and mode
+//     or by opening the file for writing.
 //   - Server-side helpers over exec, each with a plain-SFTP fallback in the
 //     caller: WalkTree (the whole tree's metadata in one streamed GNU find,
 //     tree.go), FetchFiles (many small files in one tar stream, tar.go),

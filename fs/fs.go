@@ -13,6 +13,10 @@
 // helper process so inotify watchers see them (echo.go): requests from
 // that helper are answered from the cache alone and never change it.
 //
+// Owners are the server's, mapped to local ids by the cache
+// (Store.LocalOwner); the mount uses default_permissions, so the kernel
+// refuses what the server would. chown/chgrp go to Store.Chown.
+//
 // Locking: FS.mu guards only the node table and is never held while
 // calling into the cache. The kernel caches entries and attributes for
 // EntryValid/AttrValid; answers come from the cache's memory, so expiry

@@ -299,6 +299,9 @@ the one given with --cache-dir or cache_dir in the config file. It holds:
   content/     contents of the files that were read or written
   remote.json  which remote it mirrors, when it was created and last used
   pinned       folders kept for offline work (remotefs cache pin)
+  undelivered/ changes the server refused for good, set aside: each as
+               SEQ-NAME (the file's content) and SEQ-NAME.json (its path,
+               the operation, the server's reason, when)
 
 It survives unmounts and reboots: a later mount, or an offline one
 (--offline), starts from it. File contents are dropped, least recently
@@ -309,4 +312,19 @@ use a cache directory.
 A change written through the mount stays in the journal until the server
 has it, across unmounts, crashes and reboots; remotefs cache clear refuses
 to delete a cache that still holds such changes.
+
+A change the server refuses for good (permission denied, a name too long
+or invalid for its disk, a read-only filesystem, a folder gone from under
+an upload) is not retried forever: it is set aside in undelivered/, the
+mount shows the server's version again, remotefs status prints NOT
+DELIVERED with the file, the reason and where its content is, and flush
+and unmount exit non-zero saying so. A full disk or quota is retried.
+
+  remotefs cache rescue MOUNTPOINT|HOST:PATH|DIR          list them
+  remotefs cache rescue MOUNTPOINT|HOST:PATH|DIR DEST     copy each kept file to
+                                                          DEST/PATH, then forget it
+  remotefs cache rescue --keep ... DEST                   copy, and keep it too
+
+rescue never overwrites a file in DEST (it adds .rescued-N) and works
+mounted or not.
 `
