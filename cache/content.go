@@ -180,6 +180,9 @@ func (s *Store) release(ino Ino, writable bool) {
 	if writable && e.writers > 0 {
 		e.writers--
 	}
+	if e.setAside && e.writers == 0 && e.content == contentDirty && !s.hasPendingPut(ino) {
+		s.dropSetAsideLocked(e) // undelivered.go
+	}
 	s.purgeOrphanLocked(e)
 }
 

@@ -34,6 +34,8 @@ type dirRemote struct {
 	// landThenFail: the next Put lands, then fails as if the answer was
 	// lost with the link, and later puts wait for putGate (set to it).
 	landThenFail chan struct{}
+	// refuse: paths whose uploads the server refuses with this error.
+	refuse map[string]error
 }
 
 var _ conn.Remote = (*dirRemote)(nil)
@@ -198,6 +200,12 @@ func (r *dirRemote) Put(ctx context.Context, p string, src io.Reader, o conn.Put
 	}
 	if err := r.check(); err != nil {
 		return conn.PutResult{}, err
+	}
+	r.mu.Lock()
+	refused := r.refuse[p]
+	r.mu.Unlock()
+	if refused != nil {
+		return conn.PutResult{}, &fs.PathError{Op: "put", Path: p, Err: refused}
 	}
 	res := conn.PutResult{Path: p}
 	cur, err := r.Lstat(ctx, p)

@@ -122,7 +122,10 @@ type entry struct {
 	gen      uint64 // bumped by every local content change
 	blocks   []byte // contentPartial: bitmap of the 1 MiB blocks present
 	writers  int    // open writable handles (not persisted)
-	opens    int    // open handles of any kind (not persisted)
+	// setAside: an upload of it was set aside while it was open for
+	// writing; its content is dropped at the last close (not persisted).
+	setAside bool
+	opens    int // open handles of any kind (not persisted)
 }
 
 // localOwned reports whether the local state of a file must not be replaced

@@ -52,6 +52,7 @@ var ErrUndelivered = errors.New("changes the server refused were set aside")
 
 // Undelivered is one change the server refused for good.
 type Undelivered struct {
+	Seq    uint64    `json:"seq"`            // the journal operation's number: later is higher
 	Path   string    `json:"path"`           // the file or folder, relative to the remote root
 	Op     string    `json:"op"`             // what the change was, e.g. "put a/b.txt"
 	Reason string    `json:"reason"`         // the server's refusal
@@ -94,7 +95,7 @@ func permanentRefusal(o *op, err error) bool {
 func (s *Store) setAsideLocked(o *op, err error) {
 	dir := filepath.Join(s.opts.Dir, UndeliveredDir)
 	name := strconv.FormatUint(o.Seq, 10) + "-" + sanitizeKeptName(path.Base(o.Path))
-	u := Undelivered{Path: o.Path, Op: o.String(), Reason: refusalText(err), At: s.now().UTC().Truncate(time.Second),
+	u := Undelivered{Seq: o.Seq, Path: o.Path, Op: o.String(), Reason: refusalText(o, err), At: s.now().UTC().Truncate(time.Second),
 		Record: filepath.Join(dir, name+".json")}
 	if o.Kind == opPut && o.Path2 == "" {
 		if e := s.entries[o.Ino]; e != nil && e.content == contentDirty {
@@ -139,15 +140,37 @@ func (s *Store) setAsideLocked(o *op, err error) {
 // again: the file's local content (kept aside) is dropped, and the folders
 // are listed anew on their next use. Caller holds mu.
 func (s *Store) showServerStateLocked(o *op) {
-	if e := s.entries[o.Ino]; o.Kind == opPut && e != nil && e.content == contentDirty && e.writers == 0 {
-		os.Remove(s.contentPath(e.ino))
-		e.content, e.blocks, e.base = contentNone, nil, expect{}
-		e.remote, e.checked = Version{}, time.Time{}
-		s.forgetContentLocked(e.ino)
-		s.dirtyIno[e.ino] = true
-		s.notifyLocked(Invalidation{Ino: e.ino})
+	if e := s.entries[o.Ino]; o.Kind == opPut && e != nil && e.content == contentDirty {
+		if e.writers == 0 {
+			s.dropSetAsideLocked(e)
+		} else {
+			// Still open for writing: dropped at the last close, unless
+			// that close queues another upload (set aside in its turn).
+			e.setAside = true
+		}
 	}
-	for _, p := range o.paths() {
+	s.relistParentsLocked(o.paths())
+}
+
+// dropSetAsideLocked forgets the local content of a file whose upload was
+// set aside (it is kept in undelivered/), so the server's version shows.
+// Caller holds mu.
+func (s *Store) dropSetAsideLocked(e *entry) {
+	os.Remove(s.contentPath(e.ino))
+	e.content, e.blocks, e.base, e.setAside = contentNone, nil, expect{}, false
+	e.remote, e.checked = Version{}, time.Time{}
+	s.forgetContentLocked(e.ino)
+	s.dirtyIno[e.ino] = true
+	s.notifyLocked(Invalidation{Ino: e.ino})
+	if p := s.pathOf(e); p != "" {
+		s.relistParentsLocked([]string{p})
+	}
+}
+
+// relistParentsLocked makes the folders of paths be listed anew on their
+// next use. Caller holds mu.
+func (s *Store) relistParentsLocked(paths []string) {
+	for _, p := range paths {
 		parent := path.Dir(p)
 		if parent == "." {
 			parent = ""
@@ -162,13 +185,13 @@ func (s *Store) showServerStateLocked(o *op) {
 	}
 }
 
-// refusalText is the server's reason, without the operation's own words.
-func refusalText(err error) string {
-	var en syscall.Errno
-	if errors.As(err, &en) {
-		return fmt.Sprintf("%s (%v)", en.Error(), err)
+// refusalText is the server's reason, without repeating the operation.
+func refusalText(o *op, err error) string {
+	msg := err.Error()
+	for _, prefix := range []string{o.String() + ": ", string(o.Kind) + " " + o.Path + ": "} {
+		msg = strings.TrimPrefix(msg, prefix)
 	}
-	return err.Error()
+	return msg
 }
 
 // sanitizeKeptName keeps a file name usable in the cache folder.
@@ -209,7 +232,7 @@ func writeFileDurably(p string, data []byte) error {
 }
 
 // ReadUndelivered lists the changes set aside in the cache directory dir,
-// oldest first. It needs no open Store (remotefs cache rescue uses it while
+// in the order they were made. It needs no open Store (remotefs cache rescue uses it while
 // the cache is mounted or not).
 func ReadUndelivered(dir string) ([]Undelivered, error) {
 	d := filepath.Join(dir, UndeliveredDir)
@@ -240,9 +263,7 @@ func ReadUndelivered(dir string) ([]Undelivered, error) {
 		}
 		out = append(out, u)
 	}
-	sort.Slice(out, func(i, j int) bool {
-		return out[i].At.Before(out[j].At) || (out[i].At.Equal(out[j].At) && out[i].Record < out[j].Record)
-	})
+	sort.Slice(out, func(i, j int) bool { return out[i].Seq < out[j].Seq })
 	return out, nil
 }
 
