@@ -283,7 +283,8 @@ func (s *Store) applyServerAttrs(e *entry, fi conn.FileInfo) {
 	if e.localOwned() {
 		return
 	}
-	if e.onServer && (v != e.remote || e.mode != fi.Mode) {
+	ownerChanged := fi.HasOwner && e.hasOwner && (fi.Uid != e.uid || fi.Gid != e.gid)
+	if e.onServer && (v != e.remote || e.mode != fi.Mode || ownerChanged) {
 		inv := Invalidation{Ino: e.ino}
 		switch {
 		case e.mode.IsRegular() && fi.Mode.IsRegular() && v != e.remote:
@@ -292,7 +293,7 @@ func (s *Store) applyServerAttrs(e *entry, fi conn.FileInfo) {
 			inv.Event = EventAttrib
 		}
 		if inv.Event != EventNone {
-			inv.Attr = Attr{Ino: e.ino, Mode: fi.Mode, Size: fi.Size, Mtime: fi.Mtime}
+			inv.Attr = Attr{Ino: e.ino, Mode: fi.Mode, Size: fi.Size, Mtime: fi.Mtime, Uid: fi.Uid, Gid: fi.Gid, HasOwner: fi.HasOwner}
 		}
 		s.notifyLocked(inv)
 	}

@@ -6,6 +6,7 @@ package e2e
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"syscall"
@@ -68,5 +69,64 @@ func TestNameTooLongRefusedAtOnce(t *testing.T) {
 	if b, err := os.ReadFile(w.s("dir/a.txt")); err != nil || string(b) != "hello\n" {
 		t.Errorf("a.txt on the server: %q, %v", b, err)
 	}
+	w.unmount()
+}
+
+// A path longer than the server's limit (4096 bytes with the remote root)
+// is refused at once too, at the folder where it would pass it; every
+// folder accepted before reaches the server.
+func TestPathTooLongRefusedAtOnce(t *testing.T) {
+	w := newWorld(t)
+	w.mount()
+	fd, err := syscall.Open(w.mnt, syscall.O_RDONLY|syscall.O_DIRECTORY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := len(w.root) // the server path so far
+	refusedAt := -1
+	for level := 0; level < 30; level++ {
+		name := fmt.Sprintf("%03d-%s", level, strings.Repeat("d", 196))
+		err := syscall.Mkdirat(fd, name, 0o755)
+		if total+1+len(name) >= 4096 {
+			if !errors.Is(err, syscall.ENAMETOOLONG) {
+				t.Fatalf("mkdir making a %d-byte server path: %v, want ENAMETOOLONG", total+1+len(name), err)
+			}
+			refusedAt = level
+			break
+		}
+		if err != nil {
+			t.Fatalf("mkdir at level %d (%d-byte server path): %v", level, total+1+len(name), err)
+		}
+		nfd, err := syscall.Openat(fd, name, syscall.O_RDONLY|syscall.O_DIRECTORY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		syscall.Close(fd)
+		fd = nfd
+		total += 1 + len(name)
+	}
+	syscall.Close(fd)
+	if refusedAt < 0 {
+		t.Fatal("never reached the path limit")
+	}
+	w.must(binary, "flush", w.mnt)
+	if st := w.status(); st.Pending != 0 || len(st.Undelivered) != 0 {
+		t.Errorf("status: %d pending, undelivered %+v", st.Pending, st.Undelivered)
+	}
+	// The server has every accepted level (walked with relative names).
+	sfd, err := syscall.Open(w.root, syscall.O_RDONLY|syscall.O_DIRECTORY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for level := 0; level < refusedAt; level++ {
+		name := fmt.Sprintf("%03d-%s", level, strings.Repeat("d", 196))
+		nfd, err := syscall.Openat(sfd, name, syscall.O_RDONLY|syscall.O_DIRECTORY, 0)
+		if err != nil {
+			t.Fatalf("server lacks level %d: %v", level, err)
+		}
+		syscall.Close(sfd)
+		sfd = nfd
+	}
+	syscall.Close(sfd)
 	w.unmount()
 }

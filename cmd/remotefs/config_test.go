@@ -144,6 +144,8 @@ func TestConfigErrorsNameFileAndLine(t *testing.T) {
 		{"[defaults]\ncache_dir = \"/x\"\n", 2, `cache_dir belongs in a [host."NAME"] section`},
 		{"[host.\"a\"]\nserver_folders = [\"../up\"]\n", 2, "relative to the remote root"},
 		{"[host.\"a\"]\nignore = [\"[\"]\n", 2, `invalid pattern "["`},
+		{"[defaults]\nuid_map = [\"1001=1000\"]\n", 2, `want "REMOTE:LOCAL" numeric ids`},
+		{"[defaults]\ngid_map = [\"a:1\"]\n", 2, `want "REMOTE:LOCAL" numeric ids`},
 		{"[defaults]\nattr_ttl = \n", 2, "toml"},
 		{"[defaults]\n[defaults]\n", 2, ""},
 	} {
@@ -204,5 +206,19 @@ func TestConfigForwardsKey(t *testing.T) {
 		if err != nil || cfg.NoForwards != tc.want {
 			t.Errorf("%q: NoForwards %v, want %v (%v)", tc.args, cfg != nil && cfg.NoForwards, tc.want, err)
 		}
+	}
+}
+
+func TestConfigIDMaps(t *testing.T) {
+	home := isolateEnv(t)
+	os.MkdirAll(filepath.Join(home, "config", "remotefs"), 0o700)
+	os.WriteFile(filepath.Join(home, "config", "remotefs", "config.toml"),
+		[]byte("[defaults]\nuid_map = [\"1001:1000\", \"0:65534\"]\n[host.\"gpu\"]\ngid_map = [\"2000:100\"]\n"), 0o600)
+	cfg, err := parseMountFlags([]string{"gpu:proj", t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(cfg.UIDMap, map[uint32]uint32{1001: 1000, 0: 65534}) || !reflect.DeepEqual(cfg.GIDMap, map[uint32]uint32{2000: 100}) {
+		t.Errorf("uid_map %v gid_map %v", cfg.UIDMap, cfg.GIDMap)
 	}
 }
