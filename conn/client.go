@@ -932,6 +932,11 @@ func (c *Client) putSFTP(ctx context.Context, p putPlan, o PutOptions, r io.Read
 				if err := c.mayReplace(p, *found); err != nil {
 					return err
 				}
+				if found.HasOwner && c.ownerOK && found.Uid == c.ownerUID && found.Gid != c.ownerGID {
+					// Keep the file's group, as a write would (best
+					// effort: a group the login is not in is lost).
+					c.sftp.Chown(tmp, int(c.ownerUID), int(found.Gid))
+				}
 			}
 		}
 		// Close and rename go out together: renaming an open file is fine,

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // Names longer than the server's limit (255 bytes on the loopback server's
@@ -128,5 +129,65 @@ func TestPathTooLongRefusedAtOnce(t *testing.T) {
 		sfd = nfd
 	}
 	syscall.Close(sfd)
+	w.unmount()
+}
+
+// waitHelperUploads waits until uploads go through the helper on the
+// server (the first ones of a mount may use SFTP while it starts).
+func (w *world) waitHelperUploads() {
+	w.t.Helper()
+	eventually(w.t, 20*time.Second, "uploads through the helper", func() bool { return w.status().Uploads == "helper" })
+}
+
+// A save through the mount keeps what a write in place keeps on the
+// server: a file with another hard link is written through its inode (the
+// other name sees the save), and a replaced file keeps its group and
+// extended attributes.
+func TestSaveKeepsLinksGroupAndAttributes(t *testing.T) {
+	w := newWorld(t)
+	w.writeServer("linked.txt", "old\n", 0o644)
+	if err := os.Link(w.s("linked.txt"), w.s("other-name.txt")); err != nil {
+		t.Fatal(err)
+	}
+	w.writeServer("attrs.txt", "old\n", 0o640)
+	xattr := syscall.Setxattr(w.s("attrs.txt"), "user.remotefs-test", []byte("kept"), 0) == nil
+	os.Chown(w.s("attrs.txt"), -1, 4321) // as root: a group of its own
+	w.mount()
+	w.waitHelperUploads()
+
+	if err := os.WriteFile(w.m("linked.txt"), []byte("new through the mount\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(w.m("attrs.txt"), []byte("new\n"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	w.must(binary, "flush", w.mnt)
+	if b, _ := os.ReadFile(w.s("other-name.txt")); string(b) != "new through the mount\n" {
+		t.Errorf("the other hard link on the server holds %q", b)
+	}
+	var a, b syscall.Stat_t
+	syscall.Lstat(w.s("linked.txt"), &a)
+	syscall.Lstat(w.s("other-name.txt"), &b)
+	if a.Ino != b.Ino || a.Nlink != 2 {
+		t.Errorf("the save broke the hard link: inodes %d, %d; nlink %d", a.Ino, b.Ino, a.Nlink)
+	}
+	var st syscall.Stat_t
+	syscall.Lstat(w.s("attrs.txt"), &st)
+	if os.Geteuid() == 0 && st.Gid != 4321 {
+		t.Errorf("replaced file's group %d, want 4321", st.Gid)
+	}
+	if st.Mode&0o777 != 0o640 {
+		t.Errorf("replaced file's mode %o", st.Mode&0o777)
+	}
+	if xattr {
+		buf := make([]byte, 16)
+		n, err := syscall.Getxattr(w.s("attrs.txt"), "user.remotefs-test", buf)
+		if err != nil || string(buf[:n]) != "kept" {
+			t.Errorf("extended attribute after the save: %v", err)
+		}
+	}
+	if c, _ := os.ReadFile(w.s("attrs.txt")); string(c) != "new\n" {
+		t.Errorf("attrs.txt on the server: %q", c)
+	}
 	w.unmount()
 }

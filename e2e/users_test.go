@@ -424,3 +424,23 @@ func systemPython(t *testing.T) string {
 	t.Skip("no system python3")
 	return ""
 }
+
+// A file of another account that the login may write through a shared
+// group is saved in place: it keeps its owner and group on the server
+// (a replace would give it to the login user).
+func TestSharedGroupFileKeepsOwner(t *testing.T) {
+	w, acc := newUsersWorld(t)
+	rem, oth, shared := acc[remoteUser], acc[otherUser], acc[sharedGrp]
+	os.MkdirAll(w.s("lab"), 0o755)
+	os.Chown(w.s("lab"), rem.uid, rem.gid)
+	w.writeServerAs("lab/notes.txt", "theirs\n", 0o664, account{oth.uid, shared.gid})
+	w.mount()
+	w.waitHelperUploads()
+	w.must("sh", "-c", "printf 'edited by the login user\\n' > "+w.m("lab/notes.txt"))
+	w.must(binary, "flush", w.mnt)
+	uid, gid, c := serverOwner(t, w.s("lab/notes.txt"))
+	if c != "edited by the login user\n" || uid != oth.uid || gid != shared.gid {
+		t.Errorf("server's notes.txt: %q owned by %d:%d; want the edit, owned by %d:%d", c, uid, gid, oth.uid, shared.gid)
+	}
+	w.unmount()
+}
