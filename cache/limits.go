@@ -36,9 +36,8 @@ func (s *Store) learnLimits(ctx context.Context) {
 	}
 }
 
-// nameErr reports ENAMETOOLONG when name, in the folder at dirPath, is
-// longer than the server takes.
-func (s *Store) nameErr(dirPath, name string) error {
+// nameErr reports ENAMETOOLONG when name is longer than the server takes.
+func (s *Store) nameErr(name string) error {
 	max := s.nameMax.Load()
 	if max == 0 {
 		max = defaultNameMax
@@ -46,7 +45,16 @@ func (s *Store) nameErr(dirPath, name string) error {
 	if uint64(len(name)) > max {
 		return syscall.ENAMETOOLONG
 	}
-	if len(s.opts.RemoteRoot)+1+len(dirPath)+1+len(name) >= pathMax {
+	return nil
+}
+
+// pathErr is nameErr, and ENAMETOOLONG too when name in folder d would
+// make a path longer than the server takes. Caller holds mu.
+func (s *Store) pathErr(d *entry, name string) error {
+	if err := s.nameErr(name); err != nil {
+		return err
+	}
+	if len(s.opts.RemoteRoot)+1+len(s.pathOf(d))+1+len(name) >= pathMax {
 		return syscall.ENAMETOOLONG
 	}
 	return nil

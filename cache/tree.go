@@ -36,7 +36,7 @@ func (s *Store) Lookup(ctx context.Context, dir Ino, name string) (Attr, error) 
 	if d == nil {
 		return Attr{}, ErrStale
 	}
-	if err := s.nameErr(s.pathOf(d), name); err != nil {
+	if err := s.nameErr(name); err != nil {
 		return Attr{}, err
 	}
 	c := s.entries[d.children[name]]
@@ -389,7 +389,7 @@ func (s *Store) childLocked(dir Ino, name string) (*entry, *entry, error) {
 	if !d.isDir() {
 		return nil, nil, ErrNotDir
 	}
-	if err := s.nameErr(s.pathOf(d), name); err != nil {
+	if err := s.pathErr(d, name); err != nil {
 		return nil, nil, err
 	}
 	return d, s.entries[d.children[name]], nil
