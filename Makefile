@@ -40,6 +40,7 @@ deps:
 test: deps
 	$(GO) vet ./...
 	REMOTEFS_REQUIRE_SSHD=1 REMOTEFS_REQUIRE_FUSE=1 \
+		REMOTEFS_REQUIRE_USERS=$(if $(filter 0,$(shell id -u)),1,) \
 		$(GO) test -race -count=1 -timeout 15m ./...
 
 stress: deps

@@ -3,7 +3,7 @@ package e2e
 // Tests with real, separate accounts: a non-root local user mounts, a
 // non-root account logs in on the server, and a third account owns files
 // there. They need root to create the accounts and are skipped otherwise
-// (unless REMOTEFS_REQUIRE_USERS=1, as in CI, which runs as root).
+// (unless REMOTEFS_REQUIRE_USERS=1, which make test sets when run as root).
 
 import (
 	"os"
