@@ -192,7 +192,7 @@ func (s *Store) applyRemoteChange(ctx context.Context, c RemoteChange, reported 
 	relist := Ino(0)
 	switch {
 	case gone:
-		if cur != nil && !cur.localOwned() {
+		if cur != nil && !s.hasLocalWorkLocked(cur) {
 			s.notifyRemovedLocked(d, cur)
 			s.removeSubtree(cur)
 		}

@@ -40,6 +40,21 @@ type dirRemote struct {
 
 var _ conn.Remote = (*dirRemote)(nil)
 
+// refused is the error the server gives op on p, if it refuses it.
+func (r *dirRemote) refused(op, p string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := r.refuse[p]; err != nil {
+		return &fs.PathError{Op: op, Path: p, Err: err}
+	}
+	return nil
+}
+
+// Owner implements conn.OwnerReporter: the test process's ids.
+func (r *dirRemote) Owner() (uid, gid uint32, ok bool) {
+	return uint32(os.Getuid()), uint32(os.Getgid()), true
+}
+
 func (r *dirRemote) p(rel string) string { return filepath.Join(r.root, filepath.FromSlash(rel)) }
 
 func (r *dirRemote) check() error {
@@ -201,11 +216,8 @@ func (r *dirRemote) Put(ctx context.Context, p string, src io.Reader, o conn.Put
 	if err := r.check(); err != nil {
 		return conn.PutResult{}, err
 	}
-	r.mu.Lock()
-	refused := r.refuse[p]
-	r.mu.Unlock()
-	if refused != nil {
-		return conn.PutResult{}, &fs.PathError{Op: "put", Path: p, Err: refused}
+	if err := r.refused("put", p); err != nil {
+		return conn.PutResult{}, err
 	}
 	res := conn.PutResult{Path: p}
 	cur, err := r.Lstat(ctx, p)
@@ -258,6 +270,9 @@ func putAccepts(o conn.PutOptions, cur *conn.FileInfo, size int64) bool {
 
 func (r *dirRemote) Mkdir(ctx context.Context, p string, mode fs.FileMode) error {
 	if err := r.check(); err != nil {
+		return err
+	}
+	if err := r.refused("mkdir", p); err != nil {
 		return err
 	}
 	return os.Mkdir(r.p(p), mode)

@@ -177,7 +177,7 @@ func (s *Store) listDirNow(ctx context.Context, dir Ino) error {
 		s.mergeListing(dir, p, infos, since)
 	} else if errors.Is(err, fs.ErrNotExist) {
 		// The directory is gone on the server.
-		if d := s.entries[dir]; d != nil && dir != RootIno && !s.keepLocal(p, since) && s.pathOf(d) == p {
+		if d := s.entries[dir]; d != nil && dir != RootIno && !s.keepLocal(p, since) && s.pathOf(d) == p && !s.hasLocalWorkLocked(d) {
 			s.removeSubtree(d)
 		}
 	}
@@ -227,7 +227,7 @@ func (s *Store) mergeListing(dir Ino, p string, infos []conn.FileInfo, since uin
 			delete(d.children, name)
 			continue
 		}
-		if s.keepLocal(childPath(p, name), since) || c.localOwned() {
+		if s.keepLocal(childPath(p, name), since) || s.hasLocalWorkLocked(c) {
 			continue
 		}
 		s.notifyRemovedLocked(d, c)
@@ -352,6 +352,22 @@ func (s *Store) removeSubtree(e *entry) {
 	}
 	s.forgetContentLocked(e.ino)
 	delete(s.entries, e.ino)
+}
+
+// hasLocalWorkLocked reports whether e or anything under it holds local
+// changes not yet queued or delivered (localOwned): such a subtree is not
+// dropped because the server does not have it; the changes reach the
+// server, or are set aside (undelivered.go), first. Caller holds mu.
+func (s *Store) hasLocalWorkLocked(e *entry) bool {
+	if e.localOwned() {
+		return true
+	}
+	for _, ino := range e.children {
+		if c := s.entries[ino]; c != nil && c.parent == e.ino && s.hasLocalWorkLocked(c) {
+			return true
+		}
+	}
+	return false
 }
 
 // orphanParent is the parent of entries that were removed while open.

@@ -167,21 +167,24 @@ func (s *Store) dropSetAsideLocked(e *entry) {
 	}
 }
 
-// relistParentsLocked makes the folders of paths be listed anew on their
-// next use. Caller holds mu.
+// relistParentsLocked makes the folders holding paths, and their
+// ancestors (one of them may be a folder the server refused to create,
+// kept while changes inside it were pending), be listed anew on their next
+// use. Caller holds mu.
 func (s *Store) relistParentsLocked(paths []string) {
 	for _, p := range paths {
-		parent := path.Dir(p)
-		if parent == "." {
-			parent = ""
+		for child := p; child != ""; {
+			parent := path.Dir(child)
+			if parent == "." {
+				parent = ""
+			}
+			if _, d, err := s.lookupPathLocked(parent); err == nil && d != nil && d.isDir() {
+				d.listed = false
+				s.dirtyIno[d.ino] = true
+				s.notifyLocked(Invalidation{Dir: d.ino, Name: path.Base(child)})
+			}
+			child = parent
 		}
-		_, d, err := s.lookupPathLocked(parent)
-		if err != nil || d == nil || !d.isDir() {
-			continue
-		}
-		d.listed = false
-		s.dirtyIno[d.ino] = true
-		s.notifyLocked(Invalidation{Dir: d.ino, Name: path.Base(p)})
 	}
 }
 

@@ -112,3 +112,84 @@ func TestUndeliveredSavesAgainstReference(t *testing.T) {
 		})
 	}
 }
+
+// A refused mkdir is set aside without content, the folder disappears
+// from the mount, and an upload into it is set aside with its content
+// (the folder is not on the server); both are named by Flush.
+func TestRefusedMkdirSetAside(t *testing.T) {
+	e := newEnv(t)
+	e.remote.mu.Lock()
+	e.remote.refuse = map[string]error{"locked": syscall.EACCES}
+	e.remote.mu.Unlock()
+	a, err := e.s.Mkdir(context.Background(), RootIno, "locked", 0o755)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, h, err := e.s.Create(context.Background(), a.Ino, "inside.txt", 0o644, os.O_RDWR, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.WriteAt([]byte("precious"), 0)
+	h.Release()
+	e.mustWrite("free.txt", "delivered")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err = e.s.Flush(ctx)
+	if !errors.Is(err, ErrUndelivered) {
+		t.Fatalf("flush: %v", err)
+	}
+	us := e.s.Undelivered()
+	if len(us) != 2 || us[0].Path != "locked" || us[0].Kept != "" || us[1].Path != "locked/inside.txt" || us[1].Kept == "" {
+		t.Fatalf("undelivered: %+v", us)
+	}
+	if b, _ := os.ReadFile(us[1].Kept); string(b) != "precious" {
+		t.Errorf("kept content %q", b)
+	}
+	if e.serverContent("free.txt") != "delivered" {
+		t.Errorf("free.txt not delivered")
+	}
+	if _, err := e.lookup("locked"); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the refused folder still shows on the mount: %v", err)
+	}
+	if st := e.s.Status(); st.Pending != 0 {
+		t.Errorf("%d pending", st.Pending)
+	}
+}
+
+// chown of a file whose creation is still in the journal goes through the
+// journal, after it.
+func TestChownQueuedAfterCreate(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to give a file another group")
+	}
+	e := newEnv(t)
+	e.s.Close()
+	s, err := Open(Options{Dir: e.dir, Remote: e.remote, Now: e.clock.Now, ConflictLabel: "laptop",
+		Owners: Owners{LocalUID: 0, LocalGID: 0}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.s = s
+	t.Cleanup(func() { s.Close() })
+	e.remote.putGate = make(chan struct{}) // hold the upload
+	a, h, err := s.Create(context.Background(), RootIno, "new.txt", 0o644, os.O_RDWR, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.WriteAt([]byte("x"), 0)
+	h.Release()
+	gid := uint32(4321)
+	got, err := s.Chown(context.Background(), a.Ino, nil, &gid)
+	if err != nil || got.Gid != 4321 {
+		t.Fatalf("chown: %+v %v", got, err)
+	}
+	close(e.remote.putGate)
+	e.flush()
+	fi, err := os.Stat(e.remote.p("new.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := fi.Sys().(*syscall.Stat_t).Gid; g != 4321 {
+		t.Errorf("server group %d, want 4321", g)
+	}
+}
