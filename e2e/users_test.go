@@ -295,7 +295,7 @@ func TestUndeliverableSaveIsSetAsideAndRescued(t *testing.T) {
 	script := `
 import os, sys, time
 p, sync = sys.argv[1], sys.argv[2]
-fd = os.open(p, os.O_WRONLY | os.O_TRUNC)
+fd = os.open(p, os.O_WRONLY)  # no O_TRUNC: a truncate would be uploaded at once
 open(os.path.join(sync, "opened"), "w").close()
 while not os.path.exists(os.path.join(sync, "go")):
     time.sleep(0.02)
@@ -375,6 +375,13 @@ os.close(fd)
 	if mounted(w.mnt) {
 		t.Errorf("unmount with only undeliverable changes left should still unmount")
 	}
+	// The kept content is not thrown away with the cache.
+	if r := w.run(binary, "cache", "clear", w.spec()); r.code == 0 || !strings.Contains(r.stderr, "rescue") {
+		t.Errorf("cache clear with a change set aside: exit %d, %q; want a refusal naming rescue", r.code, r.stderr)
+	}
+	if _, err := os.Stat(u.Kept); err != nil {
+		t.Fatalf("kept content gone: %v", err)
+	}
 	// Rescue, unmounted, by the remote's name.
 	dest := filepath.Join(w.xdg, "rescued")
 	out := w.must(binary, "cache", "rescue", w.spec())
@@ -388,10 +395,12 @@ os.close(fd)
 	if out := w.must(binary, "cache", "rescue", w.spec()); !strings.Contains(out, "nothing was set aside") {
 		t.Errorf("after the rescue, still listed:\n%s", out)
 	}
-	// With nothing left aside, a new mount flushes and unmounts cleanly.
+	// With nothing left aside, a new mount flushes and unmounts cleanly,
+	// and the cache can be cleared.
 	w.mount()
 	w.must(binary, "flush", w.mnt)
 	w.unmount()
+	w.must(binary, "cache", "clear", w.spec())
 }
 
 // UndeliveredDirName is the undelivered folder of w's cache (one cache).

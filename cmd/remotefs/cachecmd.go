@@ -507,6 +507,9 @@ func clearCache(ctx context.Context, arg string) error {
 			return fmt.Errorf("%s holds %d change(s) not yet on the server; %s", what, pending, hint)
 		}
 	}
+	if us, _ := cache.ReadUndelivered(dir); len(us) > 0 {
+		return fmt.Errorf("%s holds %d change(s) the server refused, kept aside; take them back first (remotefs cache rescue %s DEST_FOLDER), then clear it", what, len(us), arg)
+	}
 	size := diskUsage(dir)
 	if err := os.RemoveAll(dir); err != nil {
 		return fmt.Errorf("clear %s: %v", dir, err)
