@@ -27,6 +27,10 @@ func (s *Store) GetAttr(ino Ino) (Attr, error) {
 // Lookup finds name in directory dir, listing the directory from the server
 // first if it was never listed.
 func (s *Store) Lookup(ctx context.Context, dir Ino, name string) (Attr, error) {
+	s.learnLimits(ctx)
+	if err := s.nameErr(name); err != nil {
+		return Attr{}, err
+	}
 	if err := s.ensureListed(ctx, dir); err != nil {
 		return Attr{}, err
 	}
@@ -35,9 +39,6 @@ func (s *Store) Lookup(ctx context.Context, dir Ino, name string) (Attr, error) 
 	d := s.entries[dir]
 	if d == nil {
 		return Attr{}, ErrStale
-	}
-	if err := s.nameErr(name); err != nil {
-		return Attr{}, err
 	}
 	c := s.entries[d.children[name]]
 	if c == nil {
