@@ -122,10 +122,11 @@ type entry struct {
 	gen      uint64 // bumped by every local content change
 	blocks   []byte // contentPartial: bitmap of the 1 MiB blocks present
 	writers  int    // open writable handles (not persisted)
+	opens    int    // open handles of any kind (not persisted)
+
 	// setAside: an upload of it was set aside while it was open for
 	// writing; its content is dropped at the last close (not persisted).
 	setAside bool
-	opens    int // open handles of any kind (not persisted)
 }
 
 // localOwned reports whether the local state of a file must not be replaced
@@ -161,19 +162,21 @@ func (e *entry) attr() Attr {
 
 // record is the persisted form of an entry.
 type record struct {
-	Parent   uint64     `json:"p"`
-	Name     string     `json:"n"`
-	Mode     uint32     `json:"m"`
-	Size     int64      `json:"s"`
-	MtimeNs  int64      `json:"t"`
-	Target   string     `json:"l,omitempty"`
-	Listed   bool       `json:"d,omitempty"`
-	OnServer bool       `json:"o,omitempty"`
-	Remote   Version    `json:"r"`
-	Content  uint8      `json:"c,omitempty"`
-	Base     expect     `json:"b"`
-	Blocks   []byte     `json:"bm,omitempty"`
-	Owner    *[2]uint32 `json:"ow,omitempty"` // uid, gid
+	Parent   uint64  `json:"p"`
+	Name     string  `json:"n"`
+	Mode     uint32  `json:"m"`
+	Size     int64   `json:"s"`
+	MtimeNs  int64   `json:"t"`
+	Target   string  `json:"l,omitempty"`
+	Listed   bool    `json:"d,omitempty"`
+	OnServer bool    `json:"o,omitempty"`
+	Remote   Version `json:"r"`
+	Content  uint8   `json:"c,omitempty"`
+	Base     expect  `json:"b"`
+	Blocks   []byte  `json:"bm,omitempty"`
+	HasOwner bool    `json:"ho,omitempty"` // Uid, Gid are the server's
+	Uid      uint32  `json:"u,omitempty"`
+	Gid      uint32  `json:"g,omitempty"`
 }
 
 func (e *entry) record() []byte {
@@ -183,9 +186,7 @@ func (e *entry) record() []byte {
 		OnServer: e.onServer, Remote: e.remote, Content: uint8(e.content),
 		Base: e.base, Blocks: e.blocks,
 	}
-	if e.hasOwner {
-		r.Owner = &[2]uint32{e.uid, e.gid}
-	}
+	r.HasOwner, r.Uid, r.Gid = e.hasOwner, e.uid, e.gid
 	b, _ := json.Marshal(r)
 	return b
 }
@@ -201,9 +202,7 @@ func entryFromRecord(ino Ino, b []byte) (*entry, error) {
 		onServer: r.OnServer, remote: r.Remote, content: contentState(r.Content),
 		base: r.Base, blocks: r.Blocks,
 	}
-	if r.Owner != nil {
-		e.uid, e.gid, e.hasOwner = r.Owner[0], r.Owner[1], true
-	}
+	e.uid, e.gid, e.hasOwner = r.Uid, r.Gid, r.HasOwner
 	return e, nil
 }
 

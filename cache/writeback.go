@@ -531,10 +531,11 @@ type Status struct {
 	OldestPending *time.Time `json:"oldest_pending,omitempty"`
 	LastError     string     `json:"last_error,omitempty"`
 	Conflicts     []Conflict `json:"conflicts"`
+	CacheBytes    int64      `json:"cache_bytes"`
+	Entries       int        `json:"entries"`
+
 	// Undelivered: changes the server refused for good, set aside.
 	Undelivered []Undelivered `json:"undelivered,omitempty"`
-	CacheBytes  int64         `json:"cache_bytes"`
-	Entries     int           `json:"entries"`
 }
 
 // Status reports pending uploads, conflicts and cache usage.

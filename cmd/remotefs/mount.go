@@ -44,10 +44,11 @@ type mountConfig struct {
 	PollInterval time.Duration
 	ConfigFile   string // --config, or "" for the default file
 	// From the config file only (see config.go); the mount wires them.
-	Ignore        []string          // glob patterns the mount leaves out
-	ServerFolders []string          // folders the server's programs write to
-	UIDMap        map[uint32]uint32 // server uid -> local uid (config uid_map)
-	GIDMap        map[uint32]uint32 // server gid -> local gid (config gid_map)
+	Ignore        []string // glob patterns the mount leaves out
+	ServerFolders []string // folders the server's programs write to
+
+	UIDMap map[uint32]uint32 // server uid -> local uid (config uid_map)
+	GIDMap map[uint32]uint32 // server gid -> local gid (config gid_map)
 }
 
 const mountUsage = `Usage: remotefs mount [flags] HOST:PATH MOUNTPOINT

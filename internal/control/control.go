@@ -38,13 +38,14 @@ type Request struct {
 // Reply is one line from the daemon. Progress lines have Progress set;
 // the last line has Done set.
 type Reply struct {
-	Done  bool   `json:"done,omitempty"`
-	Error string `json:"error,omitempty"`
+	Done     bool            `json:"done,omitempty"`
+	Error    string          `json:"error,omitempty"`
+	Progress string          `json:"progress,omitempty"`
+	Status   *Status         `json:"status,omitempty"`
+	Extra    json.RawMessage `json:"extra,omitempty"`
+
 	// Unmounted: an unmount that reports Error but did unmount.
-	Unmounted bool            `json:"unmounted,omitempty"`
-	Progress  string          `json:"progress,omitempty"`
-	Status    *Status         `json:"status,omitempty"`
-	Extra     json.RawMessage `json:"extra,omitempty"`
+	Unmounted bool `json:"unmounted,omitempty"`
 }
 
 // Status describes one mount; the JSON field names are stable.
@@ -61,11 +62,8 @@ type Status struct {
 	OldestPending *time.Time `json:"oldest_pending,omitempty"`
 	UploadError   string     `json:"upload_error,omitempty"`
 	Conflicts     []Conflict `json:"conflicts"`
-	// Undelivered: changes the server refused for good, set aside with
-	// their content (see remotefs cache rescue).
-	Undelivered []Undelivered `json:"undelivered,omitempty"`
-	Watch       string        `json:"watch"`             // change feed in use: helper, inotifywait, poll, off, or starting
-	Uploads     string        `json:"uploads,omitempty"` // how files are sent: helper, sftp, "starting helper"; empty offline
+	Watch         string     `json:"watch"`             // change feed in use: helper, inotifywait, poll, off, or starting
+	Uploads       string     `json:"uploads,omitempty"` // how files are sent: helper, sftp, "starting helper"; empty offline
 	// Notify: whether server changes are raised as inotify events on the
 	// mount ("on", or "off" with the reason).
 	Notify        string `json:"notify"`
@@ -76,6 +74,10 @@ type Status struct {
 	// Forwards: the ssh_config port forwards and their state (absent when
 	// there are none or --no-forwards).
 	Forwards []Forward `json:"forwards,omitempty"`
+
+	// Undelivered: changes the server refused for good, set aside with
+	// their content (see remotefs cache rescue).
+	Undelivered []Undelivered `json:"undelivered,omitempty"`
 }
 
 // Forward is one port forward of the mount's ssh connection.
