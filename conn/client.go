@@ -47,9 +47,9 @@ type Client struct {
 	statvfs     bool
 	fsync       bool
 	uploads     *uploader
-	// the login user's ids (Owner), set with root
-	ownerUID, ownerGID uint32
-	ownerOK            bool
+	// the login user's ids (Owner): uid<<32 | gid | 1<<63, 0 unknown;
+	// set with the root, corrected by the upload helper's greeting
+	owner atomic.Uint64
 
 	// lastRecv is when bytes last came from the sftp server (UnixNano);
 	// any reply counts as progress for every pending operation.
@@ -932,10 +932,10 @@ func (c *Client) putSFTP(ctx context.Context, p putPlan, o PutOptions, r io.Read
 				if err := c.mayReplace(p, *found); err != nil {
 					return err
 				}
-				if found.HasOwner && c.ownerOK && found.Uid == c.ownerUID && found.Gid != c.ownerGID {
+				if ouid, ogid, ok := c.Owner(); ok && found.HasOwner && found.Uid == ouid && found.Gid != ogid {
 					// Keep the file's group, as a write would (best
 					// effort: a group the login is not in is lost).
-					c.sftp.Chown(tmp, int(c.ownerUID), int(found.Gid))
+					c.sftp.Chown(tmp, int(ouid), int(found.Gid))
 				}
 			}
 		}
@@ -980,10 +980,11 @@ func (c *Client) putSFTP(ctx context.Context, p putPlan, o PutOptions, r io.Read
 // to the login user (the helper writes such a file in place instead).
 func (c *Client) mayReplace(p putPlan, found FileInfo) error {
 	denied := &fs.PathError{Op: "write", Path: p.rel, Err: syscall.EACCES}
+	ouid, _, ok := c.Owner()
 	switch {
-	case !c.ownerOK || c.ownerUID == 0 || !found.HasOwner:
+	case !ok || ouid == 0 || !found.HasOwner:
 		return nil
-	case found.Uid == c.ownerUID:
+	case found.Uid == ouid:
 		if found.Mode&0o200 == 0 {
 			return denied
 		}
@@ -1184,12 +1185,22 @@ func (c *Client) Chown(ctx context.Context, rel string, uid, gid uint32) error {
 	return c.do(ctx, "chown", rel, func(*progress) error { return c.sftp.Chown(abs, int(uid), int(gid)) })
 }
 
-// Owner implements OwnerReporter: the owner and group of the folder the
-// SFTP server starts in (the login user's home, or sftp-server -d), read
-// when the connection was made. SFTP has no "who am I"; a home owned by
-// someone else (a chroot) is corrected with the uid_map setting.
+// Owner implements OwnerReporter: the ids the upload helper runs as, once
+// it has greeted (exact); before that, or without the helper, the owner
+// and group of the folder the SFTP server starts in (the login user's
+// home, or sftp-server -d), read when the connection was made: SFTP has no
+// "who am I". A home owned by someone else (a chroot) without the helper is
+// corrected with the uid_map setting.
 func (c *Client) Owner() (uid, gid uint32, ok bool) {
-	return c.ownerUID, c.ownerGID, c.ownerOK
+	v := c.owner.Load()
+	return uint32(v>>32) &^ (1 << 31), uint32(v), v != 0
+}
+
+// setOwner records the login user's ids (uids above 2^31 are not kept).
+func (c *Client) setOwner(uid, gid uint32) {
+	if uid < 1<<31 {
+		c.owner.Store(uint64(uid)<<32 | uint64(gid) | 1<<63)
+	}
 }
 
 // Chtimes implements Remote.

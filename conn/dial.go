@@ -291,7 +291,7 @@ func (c *Client) setRoot(ctx context.Context, p string) error {
 		info, err = c.sftp.Stat(abs)
 		if fi := <-home; fi != nil {
 			if st, ok := fi.Sys().(*sftp.FileStat); ok {
-				c.ownerUID, c.ownerGID, c.ownerOK = st.UID, st.GID, true
+				c.setOwner(st.UID, st.GID)
 			}
 		}
 		return err

@@ -40,8 +40,8 @@
 //     (posix-rename, hardlink, statvfs, fsync), and Exec / Start for
 //     server-side commands. FileInfo carries the numeric owner and group;
 //     Chown sets them; Owner (OwnerReporter) is the login user's uid and
-//     gid, read with the root at dial (the owner of the folder SFTP starts
-//     in). An upload never replaces a file the login user may not write
+//     gid (the upload helper's, or the owner of the folder SFTP starts in,
+//     read with the root at dial). An upload never replaces a file the login user may not write
 //     (EACCES): the helper checks with access(2), SFTP by owner and mode
 //     or by opening the file for writing.
 //   - Server-side helpers over exec, each with a plain-SFTP fallback in the

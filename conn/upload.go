@@ -319,10 +319,11 @@ func (c *Client) startPutSession(ctx context.Context, exe string) (*putSession, 
 
 	hello := make(chan error, 1)
 	go func() {
-		b := make([]byte, len(putproto.Hello))
-		_, err := io.ReadFull(s.r, b)
-		if err == nil && string(b) != putproto.Hello {
-			err = fmt.Errorf("unexpected greeting %q", b)
+		uid, gid, err := putproto.ReadHello(s.r)
+		if err == nil {
+			// The helper runs as the login user: its ids are exact,
+			// where the start folder's owner was a guess.
+			c.setOwner(uid, gid)
 		}
 		hello <- err
 	}()

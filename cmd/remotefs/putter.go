@@ -47,7 +47,7 @@ func cmdPut(ctx context.Context, args []string) error {
 func runPutter(ctx context.Context, in io.Reader, out io.Writer) error {
 	br := bufio.NewReaderSize(in, 256*1024)
 	bw := bufio.NewWriterSize(out, 4096)
-	bw.WriteString(putproto.Hello)
+	putproto.WriteHello(bw, uint32(os.Getuid()), uint32(os.Getgid()))
 	if err := bw.Flush(); err != nil {
 		return err
 	}

@@ -53,9 +53,8 @@ func servePuts(t *testing.T, input []byte) ([]putproto.Reply, error) {
 	var out bytes.Buffer
 	err := runPutter(context.Background(), bytes.NewReader(input), &out)
 	br := bufio.NewReader(&out)
-	hello := make([]byte, len(putproto.Hello))
-	if _, rerr := io.ReadFull(br, hello); rerr != nil || string(hello) != putproto.Hello {
-		t.Fatalf("greeting %q, %v", hello, rerr)
+	if uid, gid, rerr := putproto.ReadHello(br); rerr != nil || uid != uint32(os.Getuid()) || gid != uint32(os.Getgid()) {
+		t.Fatalf("greeting: ids %d:%d, %v", uid, gid, rerr)
 	}
 	var reps []putproto.Reply
 	for {

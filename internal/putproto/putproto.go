@@ -7,6 +7,8 @@
 // binary's hash), so the format has no negotiation: the helper writes Hello
 // when it starts, and a mount that reads anything else stops using it.
 //
+// The helper first writes Hello and the uid and gid it runs as.
+//
 // All integers are big-endian. A string is a uint16 length and its bytes.
 //
 //	request: 'P' dest:string temp:string conflict:string mode:uint32
@@ -35,8 +37,30 @@ import (
 	"strings"
 )
 
-// Hello is the first thing the helper writes.
-const Hello = "remotefs-put 1\n"
+// Hello is the first thing the helper writes, followed by its identity:
+// the uid and gid it runs as (uint32 each), which are the login user's.
+const Hello = "remotefs-put 2\n"
+
+// WriteHello writes Hello and the helper's identity.
+func WriteHello(w *bufio.Writer, uid, gid uint32) error {
+	w.WriteString(Hello)
+	w.Write(u32(uid))
+	_, err := w.Write(u32(gid))
+	return err
+}
+
+// ReadHello reads Hello and the identity after it.
+func ReadHello(r io.Reader) (uid, gid uint32, err error) {
+	b := make([]byte, len(Hello)+8)
+	if _, err := io.ReadFull(r, b); err != nil {
+		return 0, 0, err
+	}
+	if string(b[:len(Hello)]) != Hello {
+		return 0, 0, fmt.Errorf("%w: unexpected greeting %q", ErrMalformed, b)
+	}
+	id := b[len(Hello):]
+	return binary.BigEndian.Uint32(id), binary.BigEndian.Uint32(id[4:]), nil
+}
 
 const (
 	reqMagic   = 'P'
