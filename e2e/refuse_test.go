@@ -5,6 +5,7 @@ package e2e
 // server will refuse).
 
 import (
+	bin "encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -151,6 +152,13 @@ func TestSaveKeepsLinksGroupAndAttributes(t *testing.T) {
 	}
 	w.writeServer("attrs.txt", "old\n", 0o640)
 	xattr := syscall.Setxattr(w.s("attrs.txt"), "user.remotefs-test", []byte("kept"), 0) == nil
+	// A POSIX ACL naming uid 4242 (mask r--, so the mode stays 640) (an extended attribute in the
+	// kernel's binary form: version 2, then tag, perm, id per entry).
+	acl := posixACL([][3]uint32{{0x01, 6, 0xffffffff}, {0x02, 6, 4242}, {0x04, 4, 0xffffffff}, {0x10, 4, 0xffffffff}, {0x20, 0, 0xffffffff}})
+	hasACL := syscall.Setxattr(w.s("attrs.txt"), "system.posix_acl_access", acl, 0) == nil
+	if !hasACL {
+		t.Logf("no POSIX ACLs on this filesystem: not checked")
+	}
 	os.Chown(w.s("attrs.txt"), -1, 4321) // as root: a group of its own
 	w.mount()
 	w.waitHelperUploads()
@@ -186,8 +194,26 @@ func TestSaveKeepsLinksGroupAndAttributes(t *testing.T) {
 			t.Errorf("extended attribute after the save: %v", err)
 		}
 	}
+	if hasACL {
+		buf := make([]byte, 256)
+		n, err := syscall.Getxattr(w.s("attrs.txt"), "system.posix_acl_access", buf)
+		if err != nil || string(buf[:n]) != string(acl) {
+			t.Errorf("POSIX ACL after the save: %x, %v; want %x", buf[:max(n, 0)], err, acl)
+		}
+	}
 	if c, _ := os.ReadFile(w.s("attrs.txt")); string(c) != "new\n" {
 		t.Errorf("attrs.txt on the server: %q", c)
 	}
 	w.unmount()
+}
+
+// posixACL encodes ACL entries (tag, perm, id) as system.posix_acl_access.
+func posixACL(entries [][3]uint32) []byte {
+	b := bin.LittleEndian.AppendUint32(nil, 2)
+	for _, e := range entries {
+		b = bin.LittleEndian.AppendUint16(b, uint16(e[0]))
+		b = bin.LittleEndian.AppendUint16(b, uint16(e[1]))
+		b = bin.LittleEndian.AppendUint32(b, e[2])
+	}
+	return b
 }
