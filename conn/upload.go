@@ -592,7 +592,13 @@ func (c *Client) helperResult(p putPlan, o PutOptions, rep putproto.Reply) (PutR
 		found = &FileInfo{Name: path.Base(p.abs), Mode: fs.FileMode(rep.FoundMode), Size: rep.FoundSize,
 			Mtime: time.Unix(rep.FoundMtime, 0), Target: rep.FoundTarget}
 	}
-	return p.result(o, dest, rep.Size, found), true, nil
+	res := p.result(o, dest, rep.Size, found)
+	if rep.Mtime != 0 {
+		// A file written in place keeps the time of the write where
+		// only its owner could set another.
+		res.Info.Mtime = time.Unix(rep.Mtime, 0)
+	}
+	return res, true, nil
 }
 
 // helperError is the error for a failed upload: its errno as the kind (so

@@ -451,5 +451,18 @@ func TestSharedGroupFileKeepsOwner(t *testing.T) {
 	if c != "edited by the login user\n" || uid != oth.uid || gid != shared.gid {
 		t.Errorf("server's notes.txt: %q owned by %d:%d; want the edit, owned by %d:%d", c, uid, gid, oth.uid, shared.gid)
 	}
+	// Only its owner may set its mtime: the mount records the time the
+	// write left, so a second save is no conflict.
+	w.must("sh", "-c", "printf 'second edit\n' > "+w.m("lab/notes.txt"))
+	w.must(binary, "flush", w.mnt)
+	if _, _, c := serverOwner(t, w.s("lab/notes.txt")); c != "second edit\n" {
+		t.Errorf("second save: server has %q", c)
+	}
+	if st := w.status(); len(st.Conflicts) != 0 {
+		t.Errorf("the second save made a conflict copy: %+v", st.Conflicts)
+	}
+	if ents, _ := os.ReadDir(w.s("lab")); len(ents) != 1 {
+		t.Errorf("lab on the server holds %d names, want notes.txt only", len(ents))
+	}
 	w.unmount()
 }

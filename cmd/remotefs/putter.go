@@ -123,7 +123,7 @@ func putOne(req putproto.Request, data *putproto.DataReader) putproto.Reply {
 		return failed(err)
 	}
 
-	rep := putproto.Reply{Status: putproto.StatusLanded, Size: n}
+	rep := putproto.Reply{Status: putproto.StatusLanded, Size: n, Mtime: req.Mtime}
 	target := req.Dest
 	cur, err := os.Lstat(req.Dest)
 	switch {
@@ -146,13 +146,14 @@ func putOne(req putproto.Request, data *putproto.DataReader) putproto.Reply {
 		rep.Status = putproto.StatusLandedConflict
 		target = filepath.Join(dir, req.Conflict)
 	} else if rep.Found && cur.Mode().IsRegular() {
-		done, err := replaceLikeWrite(tmp, req, cur, n)
+		done, mtime, err := replaceLikeWrite(tmp, req, cur, n)
 		if err != nil {
 			return failed(err)
 		}
 		if done {
 			landed = true
 			os.Remove(tmp)
+			rep.Mtime = mtime
 			return rep
 		}
 	}
@@ -176,23 +177,24 @@ func putOne(req putproto.Request, data *putproto.DataReader) putproto.Reply {
 //     attributes cannot be copied is written in place instead: its
 //     content replaced through its own inode (done is true). That write
 //     is not atomic: a reader may see it half done, as with any program
-//     that writes in place.
-func replaceLikeWrite(tmp string, req putproto.Request, cur fs.FileInfo, n int64) (done bool, err error) {
+//     that writes in place. mtime is the file's mtime after it.
+func replaceLikeWrite(tmp string, req putproto.Request, cur fs.FileInfo, n int64) (done bool, mtime int64, err error) {
 	st, ok := cur.Sys().(*syscall.Stat_t)
 	if !ok {
-		return false, nil
+		return false, 0, nil
 	}
 	sameUpload := cur.Size() == n && cur.ModTime().Unix() == req.Mtime
 	if err := unix.Faccessat(unix.AT_FDCWD, req.Dest, unix.W_OK, unix.AT_EACCESS); err != nil {
 		if sameUpload {
-			return true, nil
+			return true, req.Mtime, nil
 		}
-		return false, &fs.PathError{Op: "write", Path: req.Dest, Err: err}
+		return false, 0, &fs.PathError{Op: "write", Path: req.Dest, Err: err}
 	}
 	if st.Nlink > 1 || int(st.Uid) != os.Geteuid() || !copyFileAttrs(tmp, req.Dest, st, fs.FileMode(req.Mode)) {
-		return true, writeInPlace(tmp, req)
+		mtime, err := writeInPlace(tmp, req)
+		return true, mtime, err
 	}
-	return false, nil
+	return false, 0, nil
 }
 
 // copyFileAttrs gives tmp the group and extended attributes of dest, then
@@ -264,17 +266,19 @@ func getXattr(p, name string) ([]byte, error) {
 
 // writeInPlace copies tmp's content over req.Dest through its own inode,
 // sets the mtime (and the mode, where the login user owns the file) and
-// fsyncs it.
-func writeInPlace(tmp string, req putproto.Request) error {
+// fsyncs it. It returns the file's mtime: the one asked for, or the time
+// of the write where only the owner may set it.
+func writeInPlace(tmp string, req putproto.Request) (int64, error) {
 	src, err := os.Open(tmp)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer src.Close()
 	dst, err := os.OpenFile(req.Dest, os.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return err
+		return 0, err
 	}
+	mtime := req.Mtime
 	n, err := io.Copy(dst, src)
 	if err == nil {
 		err = dst.Truncate(n)
@@ -283,7 +287,11 @@ func writeInPlace(tmp string, req putproto.Request) error {
 		// Only the owner may set times: a file of another user that the
 		// login may write keeps the time of the write.
 		tv := []unix.Timeval{{Sec: req.Mtime}, {Sec: req.Mtime}}
-		if terr := unix.Futimes(int(dst.Fd()), tv); terr != nil && terr != unix.EPERM {
+		if terr := unix.Futimes(int(dst.Fd()), tv); terr == unix.EPERM {
+			if fi, serr := dst.Stat(); serr == nil {
+				mtime = fi.ModTime().Unix()
+			}
+		} else if terr != nil {
 			err = terr
 		}
 	}
@@ -297,9 +305,9 @@ func writeInPlace(tmp string, req putproto.Request) error {
 		err = cerr
 	}
 	if err != nil {
-		return fmt.Errorf("write %s in place: %w", req.Dest, err)
+		return 0, fmt.Errorf("write %s in place: %w", req.Dest, err)
 	}
-	return nil
+	return mtime, nil
 }
 
 // readErr remembers the error of the reader, to tell it from the writer's.

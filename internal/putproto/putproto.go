@@ -16,7 +16,7 @@
 //	         data
 //	data:    (len:uint32 bytes)* 0:uint32    -- or AbortChunk instead of 0
 //	reply:   'R' status:uint8, then
-//	           Landed/LandedConflict: size:int64 found:uint8
+//	           Landed/LandedConflict: size:int64 mtime:int64 found:uint8
 //	                                   [mode:uint32 size:int64 mtime:int64 target:string]
 //	           Failed:                errno:uint32 message:string
 //
@@ -121,9 +121,11 @@ type Request struct {
 // Reply answers one Request.
 type Reply struct {
 	Status byte
-	// Landed, LandedConflict: bytes written; what was at Dest just before
-	// the rename (Found false: nothing).
+	// Landed, LandedConflict: bytes written, the landed file's mtime
+	// (Request.Mtime, unless a file written in place could not take it);
+	// what was at Dest just before the rename (Found false: nothing).
 	Size        int64
+	Mtime       int64
 	Found       bool
 	FoundMode   uint32 // io/fs.FileMode
 	FoundSize   int64
@@ -398,6 +400,7 @@ func WriteReply(w *bufio.Writer, r Reply) error {
 	switch r.Status {
 	case StatusLanded, StatusLandedConflict:
 		w.Write(i64(r.Size))
+		w.Write(i64(r.Mtime))
 		if !r.Found {
 			return w.WriteByte(0)
 		}
@@ -437,6 +440,7 @@ func ReadReply(br *bufio.Reader) (Reply, error) {
 	switch p.Status {
 	case StatusLanded, StatusLandedConflict:
 		p.Size = r.i64()
+		p.Mtime = r.i64()
 		switch r.u8() {
 		case 0:
 		case 1:

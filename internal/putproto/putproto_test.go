@@ -62,7 +62,7 @@ func TestRequestRoundTrip(t *testing.T) {
 
 func TestReplyRoundTrip(t *testing.T) {
 	for _, r := range []Reply{
-		{Status: StatusLanded, Size: 10},
+		{Status: StatusLanded, Size: 10, Mtime: 1700000000},
 		{Status: StatusLandedConflict, Size: 3, Found: true, FoundMode: uint32(fs.ModeSymlink | 0o777), FoundSize: 6, FoundMtime: 99, FoundTarget: "elsewhere"},
 		{Status: StatusFailed, Errno: 28, Message: "write /x: no space left on device"},
 	} {
@@ -200,4 +200,18 @@ func FuzzReply(f *testing.F) {
 			t.Fatalf("re-encoded %q, input %q", out.Bytes(), in)
 		}
 	})
+}
+
+func TestHelloCarriesIdentity(t *testing.T) {
+	var b bytes.Buffer
+	w := bufio.NewWriter(&b)
+	WriteHello(w, 1001, 50)
+	w.Flush()
+	uid, gid, err := ReadHello(&b)
+	if err != nil || uid != 1001 || gid != 50 {
+		t.Errorf("ReadHello = %d, %d, %v", uid, gid, err)
+	}
+	if _, _, err := ReadHello(bytes.NewReader([]byte("remotefs-put 1\n\x00\x00\x00\x00\x00\x00\x00\x00"))); err == nil {
+		t.Error("an older greeting was accepted")
+	}
 }
