@@ -1327,3 +1327,29 @@ func (c *Client) Exec(ctx context.Context, cmd string, stdin io.Reader, stdout, 
 	}
 	return -1, fmt.Errorf("exec on %s: %w", c.label, err)
 }
+
+// probe checks that the connection still answers: a keepalive request
+// that gets no reply within d closes it (after a network change the old
+// TCP connection may be dead without a reset, which the periodic
+// keepalive would notice only after ServerAliveInterval*CountMax).
+func (c *Client) probe(d time.Duration) {
+	if c.ssh == nil {
+		return
+	}
+	replied := make(chan error, 1)
+	go func() {
+		_, _, err := c.ssh.SendRequest("keepalive@openssh.com", true, nil)
+		replied <- err
+	}()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case err := <-replied:
+		if err != nil {
+			c.die(fmt.Errorf("keepalive after a network change failed: %w", err))
+		}
+	case <-t.C:
+		c.die(fmt.Errorf("no reply to a keepalive within %v after the network changed", d))
+	case <-c.done:
+	}
+}

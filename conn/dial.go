@@ -46,6 +46,10 @@ type Options struct {
 	KeepaliveInterval time.Duration
 	KeepaliveCountMax int
 
+	// RedialMin and RedialMax bound the Manager's backoff between timed
+	// redials (it doubles from min to max). Defaults 1s and 30s.
+	RedialMin, RedialMax time.Duration
+
 	// UploadHelper picks how Put sends files: UploadAuto (the default),
 	// UploadEager or UploadSFTP; see upload.go.
 	UploadHelper string
@@ -92,6 +96,12 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
+	}
+	if o.RedialMin <= 0 {
+		o.RedialMin = minRedialDelay
+	}
+	if o.RedialMax < o.RedialMin {
+		o.RedialMax = max(maxRedialDelay, o.RedialMin)
 	}
 	return o
 }

@@ -37,13 +37,30 @@ const (
 	maxRedialDelay = 30 * time.Second
 	// stableAfter: a connection that lived this long resets the backoff.
 	stableAfter = 30 * time.Second
+	// redialEvery: the least time between two dials started by Redial (an
+	// access that needs the server, a network change), so a storm of
+	// accesses makes one dial, not a storm of them.
+	redialEvery = 250 * time.Millisecond
+	// dialStuckAfter: a dial in flight this long may be stuck on a link
+	// that was dead when it started (its packets lost); Redial then starts
+	// another beside it.
+	dialStuckAfter = time.Second
+	// maxDials: dials in flight at once; starting one more abandons the
+	// oldest.
+	maxDials = 3
+	// probeTimeout: after a network change, a live connection that does
+	// not answer a keepalive within this is taken for dead.
+	probeTimeout = 3 * time.Second
 )
 
 // Manager keeps a Client connected: after the first Connect (or
 // StartOffline) it redials in the background whenever the connection dies,
-// with exponential backoff (1s to 30s, jittered). It implements Remote by
-// delegating to the current Client; while there is none every call fails
-// at once with an error wrapping ErrOffline.
+// with exponential backoff (1s to 30s, jittered), and at once when Redial
+// is called (an access that needs the server) or the machine's network
+// changes (a new address or route, see netwatch_linux.go). It implements
+// Remote by delegating to the current Client; while there is none every
+// call fails at once with an error wrapping ErrOffline (and asks for a
+// redial).
 //
 // Lock order: notifyMu before mu. mu is never held across network I/O or
 // the onState callback.
@@ -55,6 +72,9 @@ type Manager struct {
 	ctx     context.Context // canceled by Close
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup // background goroutines
+	// kick asks the loop for a redial now (Redial); netChange says the
+	// machine's network changed. Both hold at most one signal.
+	kick, netChange chan struct{}
 
 	// notifyMu serialises state changes with their onState call, so the
 	// callback sees them in order.
@@ -80,7 +100,8 @@ var _ Remote = (*Manager)(nil)
 func NewManager(spec Spec, opts Options, onState func(State, error)) *Manager {
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &Manager{spec: spec, opts: opts.withDefaults(), onState: onState,
-		ctx: ctx, cancel: cancel, state: Offline, since: time.Now()}
+		ctx: ctx, cancel: cancel, state: Offline, since: time.Now(),
+		kick: make(chan struct{}, 1), netChange: make(chan struct{}, 1)}
 	if m.opts.Forwards {
 		m.forwards = newForwarder(m.opts.Logger.With("host", spec.Host))
 	}
@@ -135,6 +156,17 @@ func (m *Manager) StartOffline() {
 	m.startLoop(nil)
 }
 
+// Redial asks for a dial now, when there is no connection: something
+// needs the server. It never blocks. Calls closer together than
+// redialEvery make one dial, and a dial already in flight is not doubled
+// unless it has been waiting for more than dialStuckAfter.
+func (m *Manager) Redial() {
+	select {
+	case m.kick <- struct{}{}:
+	default:
+	}
+}
+
 // startLoop starts the background loop unless it runs already. c is the
 // client just connected, or nil to begin by dialing.
 func (m *Manager) startLoop(c *Client) {
@@ -144,53 +176,187 @@ func (m *Manager) startLoop(c *Client) {
 		return
 	}
 	m.redialer = true
-	m.wg.Add(1)
+	m.wg.Add(2)
 	m.mu.Unlock()
 	go m.loop(c)
+	go func() {
+		defer m.wg.Done()
+		err := watchNetwork(m.ctx, func() {
+			select {
+			case m.netChange <- struct{}{}:
+			default:
+			}
+		})
+		if err != nil && m.ctx.Err() == nil {
+			m.opts.Logger.Debug("not watching the network for changes", "err", err)
+		}
+	}()
 }
 
-// loop waits for the current client to die, then redials with backoff,
-// until Close.
+// dialing is one dial in flight.
+type dialing struct {
+	start  time.Time
+	cancel context.CancelFunc
+}
+
+type dialResult struct {
+	c   *Client
+	err error
+	d   *dialing
+}
+
+// loop keeps the connection: it waits for the current client to die, then
+// redials with backoff, or at once on Redial and network changes, with up
+// to maxDials dials in flight (one stuck on a dead link must not hold the
+// next back), until Close.
 func (m *Manager) loop(c *Client) {
 	defer m.wg.Done()
-	delay := minRedialDelay
+	minDelay, maxDelay := m.opts.RedialMin, m.opts.RedialMax
+	delay := minDelay
 	connectedAt := time.Now()
-	for {
-		if c != nil {
-			select {
-			case <-c.Done():
-				m.setState(Offline, nil, c.Err())
-				if time.Since(connectedAt) >= stableAfter {
-					delay = minRedialDelay
-				}
-			case <-m.ctx.Done():
-				return
-			}
+	results := make(chan dialResult)
+	var dials []*dialing // in flight, oldest first
+	var lastKick time.Time
+	netPending := false // a network change waits for the timer
+	var timer *time.Timer
+	var timerC <-chan time.Time
+	stopTimer := func() {
+		if timer != nil {
+			timer.Stop()
 		}
-		// Wait, then dial.
-		wait := jitter(delay)
-		delay = min(delay*2, maxRedialDelay)
+		timer, timerC = nil, nil
+	}
+	// backoff schedules the next timed dial and lengthens the delay.
+	backoff := func() {
+		stopTimer()
+		timer = time.NewTimer(jitter(delay))
+		timerC = timer.C
+		delay = min(delay*2, maxDelay)
+	}
+	defer func() {
+		stopTimer()
+		for _, d := range dials {
+			d.cancel()
+		}
+	}()
+	startDial := func() bool {
+		if len(dials) >= maxDials {
+			dials[0].cancel() // its result is ignored
+			dials = dials[1:]
+		}
+		ctx, cancel := context.WithCancel(m.ctx)
+		d := &dialing{start: time.Now(), cancel: cancel}
+		dials = append(dials, d)
+		if m.setState(Connecting, nil, nil) != nil {
+			return false
+		}
+		go func() {
+			nc, err := Dial(ctx, m.spec, m.opts)
+			select {
+			case results <- dialResult{nc, err, d}:
+			case <-m.ctx.Done():
+				if nc != nil {
+					nc.Close()
+				}
+			}
+		}()
+		return true
+	}
+	var done <-chan struct{}
+	if c != nil {
+		done = c.Done()
+	} else {
+		backoff()
+	}
+	for {
 		select {
-		case <-time.After(wait):
 		case <-m.ctx.Done():
 			return
-		}
-		if m.setState(Connecting, nil, nil) != nil {
-			return
-		}
-		nc, err := Dial(m.ctx, m.spec, m.opts)
-		if err != nil {
-			if m.setState(Offline, nil, err) != nil {
+		case <-done:
+			if m.setState(Offline, nil, c.Err()) != nil {
 				return
 			}
-			c = nil
-			continue
+			if time.Since(connectedAt) >= stableAfter {
+				delay = minDelay
+			}
+			c, done = nil, nil
+			backoff()
+		case <-timerC:
+			timer, timerC = nil, nil
+			if c == nil && (len(dials) == 0 || netPending) {
+				netPending = false
+				lastKick = time.Now()
+				if !startDial() {
+					return
+				}
+			}
+		case <-m.kick:
+			if c != nil || time.Since(lastKick) < redialEvery {
+				continue
+			}
+			if len(dials) > 0 && time.Since(dials[len(dials)-1].start) < dialStuckAfter {
+				continue
+			}
+			lastKick = time.Now()
+			if !startDial() {
+				return
+			}
+		case <-m.netChange:
+			if c != nil {
+				// The connection may have died with the old network:
+				// check it now rather than after the keepalive bound.
+				go c.probe(probeTimeout)
+				continue
+			}
+			if wait := redialEvery - time.Since(lastKick); wait > 0 {
+				// Changes come in bursts (address, then routes): dial
+				// once the burst has settled a little.
+				netPending = true
+				stopTimer()
+				timer = time.NewTimer(wait)
+				timerC = timer.C
+				continue
+			}
+			m.opts.Logger.Info("network changed; reconnecting now", "host", m.spec.Host)
+			lastKick = time.Now()
+			if !startDial() {
+				return
+			}
+		case r := <-results:
+			current := false
+			for i, d := range dials {
+				if d == r.d {
+					dials = append(dials[:i], dials[i+1:]...)
+					current = true
+					break
+				}
+			}
+			r.d.cancel()
+			if r.err == nil {
+				if c != nil || !current {
+					r.c.Close()
+					continue
+				}
+				if m.setState(Online, r.c, nil) != nil {
+					r.c.Close()
+					return
+				}
+				c, done, connectedAt = r.c, r.c.Done(), time.Now()
+				stopTimer()
+				for _, d := range dials {
+					d.cancel()
+				}
+				dials = nil
+				continue
+			}
+			if c != nil || !current || len(dials) > 0 {
+				continue // another dial may still succeed
+			}
+			if m.setState(Offline, nil, r.err) != nil {
+				return
+			}
+			backoff()
 		}
-		if m.setState(Online, nc, nil) != nil {
-			nc.Close()
-			return
-		}
-		c, connectedAt = nc, time.Now()
 	}
 }
 
@@ -289,6 +455,9 @@ func (m *Manager) current(op, path string) (*Client, error) {
 		return c, nil
 	}
 	var err error
+	if !closed {
+		m.Redial() // something needs the server: try now, not at the next backoff
+	}
 	switch {
 	case closed:
 		err = errManagerClosed

@@ -878,3 +878,63 @@ func TestManagerCloseWhileBusy(t *testing.T) {
 		t.Fatalf("state after Close %v", s)
 	}
 }
+
+// With a long backoff, the Manager comes back when something needs the
+// server (a call while offline asks for a redial), not when the timer
+// fires; a storm of such calls makes few dials.
+func TestManagerRedialsOnAccess(t *testing.T) {
+	srv := sshdtest.Start(t)
+	spec, _ := ParseSpec("testbox:" + srv.Dir)
+	opts := srvOpts(srv)
+	opts.RedialMin, opts.RedialMax = time.Minute, time.Minute
+	states := make(chan State, 1024)
+	var mu sync.Mutex
+	connecting := 0
+	m := NewManager(spec, opts, func(s State, err error) {
+		if s == Connecting {
+			mu.Lock()
+			connecting++
+			mu.Unlock()
+		}
+		states <- s
+	})
+	defer m.Close()
+	if err := m.Connect(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	srv.Stop()
+	waitState(t, states, Offline, 10*time.Second)
+	// A storm of calls while the server is down: every one fails at once.
+	mu.Lock()
+	connecting = 0
+	mu.Unlock()
+	stormStart := time.Now()
+	for time.Since(stormStart) < time.Second {
+		if _, err := m.Lstat(context.Background(), ""); !errors.Is(err, ErrOffline) {
+			t.Fatalf("Lstat with the server down: %v", err)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	mu.Lock()
+	dials := connecting
+	mu.Unlock()
+	t.Logf("a second of calls while the server is down started %d dials", dials)
+	if dials > 6 {
+		t.Errorf("a second of calls while the server is down started %d dials, want at most a few", dials)
+	}
+	if err := srv.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	back := time.Now()
+	for {
+		_, err := m.Lstat(context.Background(), "")
+		if err == nil {
+			break
+		}
+		if time.Since(back) > 5*time.Second {
+			t.Fatalf("still offline %v after the server came back (backoff 1m): %v", time.Since(back), err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("online %v after the server came back, with a 1m backoff", time.Since(back).Round(time.Millisecond))
+}
