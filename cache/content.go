@@ -106,6 +106,9 @@ func (s *Store) Open(ctx context.Context, ino Ino, flags int) (*Handle, error) {
 		if !writable && s.openByRanges(ino) {
 			// Large file: blocks are fetched as they are read.
 		} else if err := s.ensureContent(ctx, ino); err != nil {
+			if writable && errors.Is(err, ErrOffline) {
+				err = fmt.Errorf("%s: %w (its content is not cached: offline it can be replaced whole, not changed in place)", p, err)
+			}
 			return nil, err
 		}
 		// Count the open before opening the file, so eviction or a
@@ -275,7 +278,7 @@ func (s *Store) ensureContent(ctx context.Context, ino Ino) error {
 		}
 		if !s.online() {
 			s.mu.Unlock()
-			return ErrOffline
+			return s.errOffline()
 		}
 		call := &fetchCall{done: make(chan struct{})}
 		s.fetching[ino] = call

@@ -112,6 +112,10 @@ type entry struct {
 	// announce: a folder the server created while the mount showed its
 	// parent; its first listing raises events (not persisted).
 	announce bool
+	// confirmed: the connection epoch (Store.connEpoch) in which the
+	// folder was last listed from the server (not persisted: zero after
+	// a restart, so every cached listing starts unconfirmed).
+	confirmed uint64
 
 	// files
 	onServer bool      // the server has this path, as far as we know

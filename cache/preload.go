@@ -96,7 +96,7 @@ func (s *Store) preloadBulk(ctx context.Context, tw conn.TreeWalker, prune []str
 	}
 	stack := []*frame{{path: ""}}
 	s.mu.Lock()
-	since := s.applied
+	since, epoch := s.applied, s.connEpoch
 	// A folder whose listing is streaming is "being listed": a readdir of
 	// it meanwhile waits for the stream instead of listing it again (a
 	// huge folder would be held twice).
@@ -105,7 +105,7 @@ func (s *Store) preloadBulk(ctx context.Context, tw conn.TreeWalker, prune []str
 	complete := func(f *frame) {
 		s.mu.Lock()
 		if _, d, err := s.lookupPathLocked(f.path); err == nil && d != nil && d.isDir() {
-			s.mergeListing(d.ino, f.path, f.infos, since)
+			s.mergeListing(d.ino, f.path, f.infos, since, epoch)
 		}
 		s.releaseListingLocked(f, nil)
 		s.mu.Unlock()

@@ -42,13 +42,22 @@ var (
 type Options struct {
 	// Dir holds meta.db and content/. Created with mode 0700.
 	Dir string
-	// Remote is the server. It may be nil only when ReadOnly is set and the
-	// cache was filled by an earlier mount.
+	// Remote is the server. It may be nil only when the cache was filled
+	// by an earlier mount (remotefs mount --offline).
 	Remote conn.Remote
 	// Online reports whether the Remote is usable now. Nil means always.
 	Online func() bool
-	// ReadOnly refuses every change (remotefs mount --offline).
+	// Redial is called (it must not block) when something needs the
+	// server while it is offline: a good moment to try to reconnect.
+	Redial func()
+	// ReadOnly refuses every change (remotefs mount --read-only, and
+	// --offline without OfflineEdits).
 	ReadOnly bool
+	// OfflineEdits accepts changes into the journal while the server is
+	// unreachable even before the first connection (a mount started
+	// offline). Without it such a mount is read-only until Connected is
+	// called; once connected, changes are accepted offline either way.
+	OfflineEdits bool
 	// AttrTTL: how long a file's attributes are trusted before open
 	// re-checks them with the server (close-to-open). Default 1s.
 	AttrTTL time.Duration
@@ -133,6 +142,19 @@ type Store struct {
 	invalidations    []Invalidation
 	invalidateSignal chan struct{}
 	recentBytes      int64 // sum of recent's sizes
+	// connEpoch counts the connections to the server (Connected); a
+	// folder whose entry.confirmed is not the current one has not been
+	// listed in this connection, so its names are the cache's guess.
+	connEpoch uint64
+	// everConnected: this Store was online once, so it accepts changes
+	// while offline (a live mount that lost its server).
+	everConnected bool
+	// waiting: since when the journal has been waiting for an unreachable
+	// server (zero: it is not), and the delivered-ops counter then; for
+	// the log lines about changes made offline (noteOfflineLocked).
+	waitingSince     time.Time
+	waitingApplied   uint64
+	waitingConflicts int
 
 	nameMax     atomic.Uint64 // the server's name limit; 0: not known yet (limits.go)
 	remoteOwner atomic.Uint64 // the login user's uid<<32|gid|1<<63; 0: not known (owners.go)
@@ -624,11 +646,44 @@ func (s *Store) protected(p string) bool {
 
 func (s *Store) online() bool { return s.remote != nil && s.opts.Online() }
 
+// writable says whether changes are accepted now: always while online,
+// and offline too once the mount has been connected (or with
+// OfflineEdits); they wait in the journal until the server is back.
 func (s *Store) writable() error {
-	if s.opts.ReadOnly || !s.online() {
+	if s.opts.ReadOnly {
+		return ErrReadOnly
+	}
+	if s.online() || s.opts.OfflineEdits {
+		return nil
+	}
+	s.mu.Lock()
+	ok := s.everConnected
+	s.mu.Unlock()
+	if !ok {
 		return ErrReadOnly
 	}
 	return nil
+}
+
+// errOffline is what an access that needs the server gets while it is
+// offline; it also asks for a redial (Options.Redial).
+func (s *Store) errOffline() error {
+	if s.opts.Redial != nil && s.remote != nil {
+		s.opts.Redial()
+	}
+	return ErrOffline
+}
+
+// Connected tells the Store that a connection to the server was just
+// made (at mount or after a reconnect): from now on it accepts changes
+// while offline, and every folder's names count as unconfirmed until the
+// folder is listed in this connection (see Lookup).
+func (s *Store) Connected() {
+	s.mu.Lock()
+	s.everConnected = true
+	s.connEpoch++
+	s.mu.Unlock()
+	s.cond.Broadcast()
 }
 
 func (s *Store) nowSec() time.Time { return s.now().Truncate(time.Second) }

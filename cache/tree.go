@@ -34,17 +34,65 @@ func (s *Store) Lookup(ctx context.Context, dir Ino, name string) (Attr, error) 
 	if err := s.ensureListed(ctx, dir); err != nil {
 		return Attr{}, err
 	}
+	for confirmed := false; ; confirmed = true {
+		s.mu.Lock()
+		d := s.entries[dir]
+		if d == nil {
+			s.mu.Unlock()
+			return Attr{}, ErrStale
+		}
+		c := s.entries[d.children[name]]
+		if c != nil {
+			s.mu.Unlock()
+			return c.attr(), nil
+		}
+		unsure := !confirmed && s.unconfirmedLocked(d)
+		s.mu.Unlock()
+		if !unsure {
+			return Attr{}, fs.ErrNotExist
+		}
+		// The cache's names for this folder come from an earlier mount or
+		// connection: the server may have this name by now.
+		s.confirmName(ctx, dir, name)
+	}
+}
+
+// unconfirmedLocked reports whether d's cached listing has not been
+// confirmed in this connection while the server is reachable: a name it
+// lacks may exist on the server. Caller holds mu.
+func (s *Store) unconfirmedLocked(d *entry) bool {
+	return d.listed && d.confirmed != s.connEpoch && s.online()
+}
+
+// confirmName asks the server about a name its cached folder lacks: it
+// lists the folder now (which confirms every name in it for this
+// connection), or, when that is not possible (local changes pending under
+// it), looks up the one name. Errors leave the cache as it was.
+func (s *Store) confirmName(ctx context.Context, dir Ino, name string) {
+	if err := s.listDirNow(ctx, dir); err != nil {
+		return
+	}
+	s.mu.Lock()
+	d := s.entries[dir]
+	if d == nil || !s.unconfirmedLocked(d) || d.children[name] != 0 {
+		s.mu.Unlock()
+		return
+	}
+	p := childPath(s.pathOf(d), name)
+	since := s.applied
+	s.mu.Unlock()
+	fi, err := s.remote.Lstat(ctx, p)
+	if err != nil {
+		return
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	d := s.entries[dir]
-	if d == nil {
-		return Attr{}, ErrStale
+	d = s.entries[dir]
+	if d == nil || d.children[name] != 0 || childPath(s.pathOf(d), name) != p || s.keepLocal(p, since) {
+		return
 	}
-	c := s.entries[d.children[name]]
-	if c == nil {
-		return Attr{}, fs.ErrNotExist
-	}
-	return c.attr(), nil
+	fi.Name = name
+	s.upsertChildLocked(d, fi, s.now())
 }
 
 // ReadDir returns the entries of dir sorted by name.
@@ -94,7 +142,7 @@ func (s *Store) ensureListed(ctx context.Context, dir Ino) error {
 	}
 	s.mu.Unlock()
 	if !s.online() {
-		return ErrOffline
+		return s.errOffline()
 	}
 	return s.listDir(ctx, dir)
 }
@@ -162,7 +210,7 @@ func (s *Store) listDirNow(ctx context.Context, dir Ino) error {
 	call := &fetchCall{done: make(chan struct{})}
 	prev := s.listing[dir] // a stream we stopped waiting for
 	s.listing[dir] = call
-	since := s.applied
+	since, epoch := s.applied, s.connEpoch
 	s.mu.Unlock()
 
 	infos, err := s.remote.ReadDir(ctx, p)
@@ -175,7 +223,7 @@ func (s *Store) listDirNow(ctx context.Context, dir Ino) error {
 		}
 	}
 	if err == nil {
-		s.mergeListing(dir, p, infos, since)
+		s.mergeListing(dir, p, infos, since, epoch)
 	} else if errors.Is(err, fs.ErrNotExist) {
 		// The directory is gone on the server.
 		if d := s.entries[dir]; d != nil && dir != RootIno && !s.keepLocal(p, since) && s.pathOf(d) == p && !s.hasLocalWorkLocked(d) {
@@ -189,8 +237,9 @@ func (s *Store) listDirNow(ctx context.Context, dir Ino) error {
 }
 
 // mergeListing applies a listing of dir (path p) from the server, asked
-// for when the delivered-operations counter read since. Caller holds mu.
-func (s *Store) mergeListing(dir Ino, p string, infos []conn.FileInfo, since uint64) {
+// for when the delivered-operations counter read since, in connection
+// epoch. Caller holds mu.
+func (s *Store) mergeListing(dir Ino, p string, infos []conn.FileInfo, since, epoch uint64) {
 	d := s.entries[dir]
 	if d == nil || s.pathOf(d) != p {
 		return // moved or removed while we listed it
@@ -237,6 +286,7 @@ func (s *Store) mergeListing(dir Ino, p string, infos []conn.FileInfo, since uin
 	d.listed = true
 	d.announce = false
 	d.listedAt = now
+	d.confirmed = epoch
 	s.dirtyIno[dir] = true
 }
 
@@ -433,7 +483,7 @@ func (s *Store) Readlink(ctx context.Context, ino Ino) (string, error) {
 	p := s.pathOf(e)
 	s.mu.Unlock()
 	if !s.online() {
-		return "", ErrOffline
+		return "", s.errOffline()
 	}
 	t, err := s.remote.ReadLink(ctx, p)
 	if err != nil {

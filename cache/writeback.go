@@ -62,6 +62,7 @@ const dispatchWindow = 512
 
 // dispatchLocked starts every runnable operation. Caller holds mu.
 func (s *Store) dispatchLocked(running *sync.WaitGroup) {
+	s.noteOfflineLocked()
 	if s.opts.ReadOnly || !s.online() {
 		return
 	}
@@ -179,6 +180,7 @@ func (s *Store) completeLocked(o *op) {
 	if err := s.commitSomeLocked(0, []uint64{o.Seq}); err != nil {
 		s.log.Error("remove delivered op from journal", "op", o.String(), "err", err)
 	}
+	s.noteOfflineLocked()
 	s.cond.Broadcast()
 }
 
@@ -479,6 +481,7 @@ func (s *Store) Flush(ctx context.Context) error {
 	})
 	defer stop()
 	s.writerErr, s.writerErrOp = nil, nil
+	var offlineAt time.Time
 	for s.pendingUpToLocked(last) > 0 {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -487,7 +490,17 @@ func (s *Store) Flush(ctx context.Context) error {
 			return fmt.Errorf("%d changes pending and the mount is read-only (offline); they are kept and delivered on a later online mount", len(s.pending))
 		}
 		if !s.online() {
-			return fmt.Errorf("%d changes pending: %w; they are kept and delivered when it is back", len(s.pending), ErrOffline)
+			// Asking for the server is a reason to try it now: wait a
+			// moment for that redial before giving up.
+			if offlineAt.IsZero() {
+				offlineAt = time.Now()
+				s.errOffline()
+			}
+			if time.Since(offlineAt) > flushRedialWait {
+				return fmt.Errorf("%d changes pending: %w; they are kept and delivered when it is back", len(s.pending), ErrOffline)
+			}
+			s.waitLocked(100 * time.Millisecond)
+			continue
 		}
 		if s.writerErr != nil {
 			return fmt.Errorf("%d changes pending; %w", len(s.pending), s.writerErr)
@@ -500,6 +513,10 @@ func (s *Store) Flush(ctx context.Context) error {
 	}
 	return nil
 }
+
+// flushRedialWait: how long Flush waits for the redial it asked for when
+// it finds the server offline.
+const flushRedialWait = 1500 * time.Millisecond
 
 // pendingUpToLocked counts pending operations with Seq <= last. Caller holds mu.
 func (s *Store) pendingUpToLocked(last uint64) int {

@@ -47,6 +47,7 @@ type HostConfig struct {
 	OpTimeout      *string `toml:"op_timeout"`
 	ConnectTimeout *string `toml:"connect_timeout"`
 	Offline        *bool   `toml:"offline"`
+	OfflineEdits   *bool   `toml:"offline_edits"`
 	ReadOnly       *bool   `toml:"read_only"`
 	Debug          *bool   `toml:"debug"`
 	AllowOther     *bool   `toml:"allow_other"`
@@ -93,7 +94,8 @@ var configKeys = []configKey{
 	{"kernel_ttl", "kernel-ttl", "duration", `how long the kernel caches names and attributes (default "1s")`, func(h *HostConfig) any { return h.KernelTTL }},
 	{"op_timeout", "op-timeout", "duration", `longest a server operation may take before the link counts as dead (default "10s")`, func(h *HostConfig) any { return h.OpTimeout }},
 	{"connect_timeout", "connect-timeout", "duration", `dial timeout; ssh_config ConnectTimeout wins (default "10s")`, func(h *HostConfig) any { return h.ConnectTimeout }},
-	{"offline", "offline", "bool", `serve the cache only, read-only, without contacting the server`, func(h *HostConfig) any { return h.Offline }},
+	{"offline", "offline", "bool", `serve the cache only, without contacting the server (read-only unless offline_edits)`, func(h *HostConfig) any { return h.Offline }},
+	{"offline_edits", "offline-edits", "bool", `accept changes also when the mount starts without its server (--offline, or unreachable); they are delivered on the first connection, by this mount or a later one`, func(h *HostConfig) any { return h.OfflineEdits }},
 	{"read_only", "read-only", "bool", `mount read-only (online)`, func(h *HostConfig) any { return h.ReadOnly }},
 	{"debug", "debug", "bool", `log every operation`, func(h *HostConfig) any { return h.Debug }},
 	{"allow_other", "allow-other", "bool", `let other users access the mount (needs user_allow_other in /etc/fuse.conf)`, func(h *HostConfig) any { return h.AllowOther }},
@@ -353,6 +355,7 @@ func (c *Config) section(spec conn.Spec) (HostConfig, string) {
 	over(&merged.OpTimeout, h.OpTimeout)
 	over(&merged.ConnectTimeout, h.ConnectTimeout)
 	over(&merged.Offline, h.Offline)
+	over(&merged.OfflineEdits, h.OfflineEdits)
 	over(&merged.ReadOnly, h.ReadOnly)
 	over(&merged.Debug, h.Debug)
 	over(&merged.AllowOther, h.AllowOther)

@@ -196,6 +196,9 @@ func cmdStatus(ctx context.Context, args []string) error {
 		if s.LastError != "" {
 			fmt.Printf("%s: connection: %s\n", s.Mountpoint, s.LastError)
 		}
+		if line := offlineLine(s); line != "" {
+			fmt.Printf("%s: %s\n", s.Mountpoint, line)
+		}
 		if s.Watch != "" {
 			fmt.Printf("%s: server changes: %s\n", s.Mountpoint, s.Watch)
 		}
@@ -261,4 +264,28 @@ func (p *progress) done() {
 	if p.shown {
 		fmt.Fprint(os.Stderr, "\r\033[K")
 	}
+}
+
+// offlineLine says, for a mount without its server, since when, what waits
+// for it and whether changes are accepted meanwhile ("" when online).
+func offlineLine(s *control.Status) string {
+	if s.State == "online" {
+		return ""
+	}
+	line := fmt.Sprintf("offline since %s", s.Since.Local().Format("2006-01-02 15:04:05"))
+	if s.Pending > 0 {
+		line += fmt.Sprintf("; %d change(s) (%s) wait to be delivered", s.Pending, humanBytes(s.PendingBytes))
+		if s.OldestPending != nil {
+			line += ", the oldest from " + s.OldestPending.Local().Format("2006-01-02 15:04:05")
+		}
+	}
+	switch {
+	case s.ReadOnly:
+		line += "; read-only"
+	case s.OfflineEdits:
+		line += "; changes are accepted and delivered when the server is back"
+	default:
+		line += "; read-only until the server is reached (--offline-edits accepts changes before)"
+	}
+	return line
 }

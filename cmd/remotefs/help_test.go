@@ -33,7 +33,7 @@ func TestEveryCommandHelpHasExamples(t *testing.T) {
 		{"status", "--help"}, {"cache", "--help"}, {"cache", "list", "--help"},
 		{"cache", "clear", "--help"}, {"cache", "pin", "--help"}, {"cache", "unpin", "--help"},
 		{"help"}, {"--help"}, {"help", "mount"}, {"help", "version"},
-		{"help", "config"}, {"help", "fstab"}, {"help", "ssh"}, {"help", "cache"},
+		{"help", "config"}, {"help", "fstab"}, {"help", "ssh"}, {"help", "cache"}, {"help", "offline"},
 	} {
 		out, err := captureStdout(t, func() error { return run(ctx, args) })
 		if err != nil {
@@ -50,11 +50,12 @@ func TestHelpTopics(t *testing.T) {
 	isolateEnv(t)
 	ctx := context.Background()
 	want := map[string][]string{
-		"fstab":  {"mount -t fuse.remotefs", "fuse.remotefs", "_netdev", "allow_other", "cache_dir=VALUE", "make install"},
-		"ssh":    {"ProxyJump", "IdentityFile", "known_hosts", "ProxyCommand", "CertificateFile", "Match", "LocalForward", "--no-forwards"},
-		"cache":  {"remotefs cache clear", "meta.db", "pinned", "remote.json"},
-		"config": {"[defaults]", `[host."gpu-box"]`, "server_folders", "ignore", "no_notify"},
-		"notify": {"IN_MODIFY", "IN_MOVED_FROM", "--no-notify", "never sent to the server"},
+		"fstab":   {"mount -t fuse.remotefs", "fuse.remotefs", "_netdev", "allow_other", "cache_dir=VALUE", "make install"},
+		"ssh":     {"ProxyJump", "IdentityFile", "known_hosts", "ProxyCommand", "CertificateFile", "Match", "LocalForward", "--no-forwards"},
+		"cache":   {"remotefs cache clear", "meta.db", "pinned", "remote.json"},
+		"config":  {"[defaults]", `[host."gpu-box"]`, "server_folders", "ignore", "no_notify"},
+		"notify":  {"IN_MODIFY", "IN_MOVED_FROM", "--no-notify", "never sent to the server"},
+		"offline": {"--offline-edits", "offline_edits", "ENETDOWN", "conflict", "remotefs status", "read-only"},
 	}
 	for topic, subs := range want {
 		out, err := captureStdout(t, func() error { return run(ctx, []string{"help", topic}) })
@@ -68,7 +69,7 @@ func TestHelpTopics(t *testing.T) {
 		}
 	}
 	err := run(ctx, []string{"help", "nosuch"})
-	if _, ok := err.(usageError); !ok || !strings.Contains(err.Error(), "config, fstab, notify, ssh") {
+	if _, ok := err.(usageError); !ok || !strings.Contains(err.Error(), "config, fstab, notify, offline, ssh") {
 		t.Errorf("help nosuch: %v", err)
 	}
 }

@@ -60,7 +60,8 @@ Usage:
                                                 matching the current one (after a flush)
   remotefs cache list|clear|pin ...             manage the local caches
   remotefs help [COMMAND|TOPIC]                 help on a command, or on a topic:
-                                                config, fstab, ssh, cache, notify
+                                                config, fstab, ssh, cache, notify,
+                                                offline
   remotefs version                              print the version
   remotefs HOST:PATH MOUNTPOINT [-o OPTS]       mount(8) form (remotefs help fstab)
 

@@ -26,6 +26,7 @@ type mountConfig struct {
 	Mountpoint   string // absolute, symlinks resolved
 	Foreground   bool
 	Offline      bool
+	OfflineEdits bool // --offline-edits: accept changes even when started without the server
 	Debug        bool
 	CacheDir     string
 	SSHConfig    string
@@ -63,6 +64,7 @@ Examples:
   remotefs mount gpu-box:projects ~/remote        # ~/projects on gpu-box
   remotefs mount alice@10.0.0.5:/srv/code ~/code   # absolute remote path
   remotefs mount --offline gpu-box:projects ~/remote   # from the cache only
+  remotefs mount --offline-edits gpu-box:projects ~/remote  # edit even if it starts offline
   remotefs gpu-box:projects ~/remote -o ro,attr_ttl=5s  # mount(8) form
 
 Every flag also has an -o form (-o cache_dir=/x,offline), as used by
@@ -83,7 +85,8 @@ func parseMountFlags(args []string) (*mountConfig, error) {
 	fl.SetOutput(io.Discard)
 	fl.BoolVar(&cfg.Foreground, "foreground", false, "stay attached and log to stderr")
 	fl.BoolVar(&cfg.Foreground, "f", false, "short for --foreground")
-	fl.BoolVar(&cfg.Offline, "offline", false, "serve the cache only, read-only, without contacting the server")
+	fl.BoolVar(&cfg.Offline, "offline", false, "serve the cache only, without contacting the server (read-only unless --offline-edits)")
+	fl.BoolVar(&cfg.OfflineEdits, "offline-edits", false, "accept changes also when the mount starts without its server (--offline, or unreachable): they wait in the journal and are delivered on the first connection, by this mount or a later one (see remotefs help offline)")
 	fl.BoolVar(&cfg.Debug, "debug", false, "log every operation")
 	fl.StringVar(&cfg.CacheDir, "cache-dir", "", "cache directory (default $XDG_CACHE_HOME/remotefs/REMOTE)")
 	fl.StringVar(&cfg.SSHConfig, "F", "", "ssh_config file (default ~/.ssh/config)")

@@ -55,7 +55,8 @@ var mountOptions = map[string]mountOption{
 	// remotefs's own, one per flag of `remotefs mount`.
 	"foreground":      {flag: "foreground", help: "stay attached, log to stderr (mount(8) then does not return)"},
 	"debug":           {flag: "debug", help: "log every operation"},
-	"offline":         {flag: "offline", help: "serve the cache only, read-only"},
+	"offline":         {flag: "offline", help: "serve the cache only (read-only unless offline_edits)"},
+	"offline_edits":   {flag: "offline-edits", help: "accept changes also when started without the server; delivered on the first connection"},
 	"read_only":       {flag: "read-only", help: "mount read-only (online)"},
 	"allow_other":     {flag: "allow-other", help: "let other users access the mount"},
 	"noexec":          {flag: "noexec", help: "programs on the mount cannot be executed (enforced when mounted by root)"},

@@ -44,9 +44,10 @@ func serveMount(ctx context.Context, cfg *mountConfig, ready func(error), warn f
 
 	hasCache := fileExists(filepath.Join(cfg.CacheDir, "meta.db"))
 	var onReconnect atomic.Value // func(), set once the cache is open
+	var storeRef atomic.Pointer[cache.Store]
 	var mgr *conn.Manager
 	if !cfg.Offline {
-		mgr = conn.NewManager(cfg.Spec, conn.Options{
+		copts := conn.Options{
 			ConfigFile:     cfg.SSHConfig,
 			ConnectTimeout: cfg.ConnTimeout,
 			OpTimeout:      cfg.OpTimeout,
@@ -54,10 +55,21 @@ func serveMount(ctx context.Context, cfg *mountConfig, ready func(error), warn f
 			UploadHelper: conn.UploadEager,
 			Forwards:     !cfg.NoForwards,
 			Logger:       log,
-		}, func(st conn.State, err error) {
+		}
+		if d, err := time.ParseDuration(os.Getenv("REMOTEFS_TEST_REDIAL_BACKOFF")); err == nil && d > 0 {
+			// For tests: a fixed, long backoff shows that reconnecting
+			// does not wait for it.
+			copts.RedialMin, copts.RedialMax = d, d
+		}
+		mgr = conn.NewManager(cfg.Spec, copts, func(st conn.State, err error) {
 			if st == conn.Online {
-				// Back online: catch up with what changed on the server
-				// meanwhile (the first connection is handled below).
+				// Back online: names cached before are unconfirmed until
+				// listed again, and the tree is caught up with what
+				// changed on the server meanwhile (the first connection
+				// is handled below).
+				if s := storeRef.Load(); s != nil {
+					s.Connected()
+				}
 				if f, _ := onReconnect.Load().(func()); f != nil {
 					go f()
 				}
@@ -76,8 +88,12 @@ func serveMount(ctx context.Context, cfg *mountConfig, ready func(error), warn f
 			if !hasCache {
 				return fmt.Errorf("%v, and there is no cache of %s to show offline", err, cfg.Spec)
 			}
-			log.Warn("server unreachable; starting offline from the cache and reconnecting in the background", "err", err)
-			warn(fmt.Sprintf("%v; mounting offline (read-only) from the cache and reconnecting in the background", err))
+			how := "read-only until it connects; --offline-edits accepts changes"
+			if cfg.OfflineEdits {
+				how = "changes are kept and delivered when it connects"
+			}
+			log.Warn("server unreachable; starting offline from the cache and reconnecting in the background", "err", err, "offline_edits", cfg.OfflineEdits)
+			warn(fmt.Sprintf("%v; mounting offline from the cache (%s) and reconnecting in the background", err, how))
 			mgr.StartOffline()
 		}
 		for _, f := range mgr.Forwards() {
@@ -90,7 +106,7 @@ func serveMount(ctx context.Context, cfg *mountConfig, ready func(error), warn f
 	}
 
 	opts := cache.Options{
-		Dir: cfg.CacheDir, ReadOnly: cfg.Offline || cfg.ReadOnly,
+		Dir: cfg.CacheDir, ReadOnly: cfg.readOnly(), OfflineEdits: cfg.OfflineEdits,
 		AttrTTL: cfg.AttrTTL, DirTTL: cfg.DirTTL, CacheSize: cfg.CacheSize, Logger: log,
 		ServerFolders: cfg.serverFolders(), RemoteRoot: cfg.Spec.Path,
 		Owners: cache.Owners{LocalUID: uint32(os.Getuid()), LocalGID: uint32(os.Getgid()),
@@ -99,6 +115,7 @@ func serveMount(ctx context.Context, cfg *mountConfig, ready func(error), warn f
 	if mgr != nil {
 		opts.Remote = mgr
 		opts.Online = func() bool { st, _, _ := mgr.State(); return st == conn.Online }
+		opts.Redial = mgr.Redial
 	}
 	var fsysRef atomic.Pointer[rfs.FS]
 	opts.OnInvalidate = func(inv cache.Invalidation) {
@@ -111,6 +128,12 @@ func serveMount(ctx context.Context, cfg *mountConfig, ready func(error), warn f
 		return err
 	}
 	defer store.Close()
+	storeRef.Store(store)
+	if mgr != nil {
+		if st, _, _ := mgr.State(); st == conn.Online {
+			store.Connected()
+		}
+	}
 	if err := writeCacheInfo(cfg); err != nil {
 		log.Warn("could not record the remote in the cache directory", "err", err)
 	}
@@ -125,7 +148,7 @@ func serveMount(ctx context.Context, cfg *mountConfig, ready func(error), warn f
 		// refuse is refused at once, not long after the write was accepted.
 		fuse.DefaultPermissions(),
 	}
-	if cfg.Offline || cfg.ReadOnly {
+	if cfg.readOnly() {
 		mopts = append(mopts, fuse.ReadOnly())
 	}
 	if cfg.AllowOther {
@@ -251,6 +274,12 @@ func serveMount(ctx context.Context, cfg *mountConfig, ready func(error), warn f
 	return nil
 }
 
+// readOnly: the mount refuses every change (--read-only, and --offline
+// without --offline-edits).
+func (cfg *mountConfig) readOnly() bool {
+	return cfg.ReadOnly || (cfg.Offline && !cfg.OfflineEdits)
+}
+
 // preloadPrune names folders whose contents the mount-time listing skips
 // (listed on first use instead): dependency and cache folders with many
 // files that editors and git rarely look into.
@@ -373,7 +402,7 @@ func (d *daemon) status() *control.Status {
 	st := d.store.Status()
 	out := &control.Status{
 		Mountpoint: d.cfg.Mountpoint, Remote: d.cfg.Spec.String(), PID: os.Getpid(),
-		ReadOnly: d.cfg.Offline || d.cfg.ReadOnly, Pending: st.Pending, PendingBytes: st.PendingBytes, OldestPending: st.OldestPending,
+		ReadOnly: d.cfg.readOnly(), OfflineEdits: !d.cfg.readOnly() && (d.cfg.OfflineEdits || d.store.AcceptsOfflineEdits()), Pending: st.Pending, PendingBytes: st.PendingBytes, OldestPending: st.OldestPending,
 		UploadError: st.LastError, CacheDir: d.cfg.CacheDir, CacheBytes: st.CacheBytes,
 		CachedEntries: st.Entries, Conflicts: []control.Conflict{}, Watch: d.watchState(), Notify: d.notify,
 	}

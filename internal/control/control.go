@@ -50,13 +50,16 @@ type Reply struct {
 
 // Status describes one mount; the JSON field names are stable.
 type Status struct {
-	Mountpoint    string     `json:"mountpoint"`
-	Remote        string     `json:"remote"`
-	State         string     `json:"state"`
-	Since         time.Time  `json:"since"`
-	LastError     string     `json:"last_error,omitempty"`
-	PID           int        `json:"pid"`
-	ReadOnly      bool       `json:"read_only"`
+	Mountpoint string    `json:"mountpoint"`
+	Remote     string    `json:"remote"`
+	State      string    `json:"state"`
+	Since      time.Time `json:"since"`
+	LastError  string    `json:"last_error,omitempty"`
+	PID        int       `json:"pid"`
+	ReadOnly   bool      `json:"read_only"`
+	// OfflineEdits: changes are accepted while the server is unreachable
+	// (they wait in the journal: Pending, PendingBytes, OldestPending).
+	OfflineEdits  bool       `json:"offline_edits"`
 	Pending       int        `json:"pending"`
 	PendingBytes  int64      `json:"pending_bytes"`
 	OldestPending *time.Time `json:"oldest_pending,omitempty"`

@@ -1,0 +1,41 @@
+package cache
+
+import "time"
+
+// Offline edits. While the server cannot be reached, a mount that has
+// been connected (or was started with Options.OfflineEdits) keeps
+// accepting changes: they go into the journal as they do online and are
+// delivered, with the usual conflict checks, when the server is back.
+// What needs content the cache does not have (modifying a file in place
+// whose content was never fetched, a hard link to one) fails with
+// ErrOffline; replacing such a file whole (open with O_TRUNC, or a new
+// file renamed over it) works.
+
+// noteOfflineLocked logs when the journal starts waiting for an
+// unreachable server, and when what waited has been delivered. Called by
+// the writer on every pass and after every delivery. Caller holds mu.
+func (s *Store) noteOfflineLocked() {
+	online := s.online() && !s.opts.ReadOnly
+	switch {
+	case !online && s.waitingSince.IsZero() && len(s.pending) > 0:
+		s.waitingSince, s.waitingApplied, s.waitingConflicts = s.now(), s.applied, len(s.conflicts)
+		s.log.Warn("server unreachable: changes wait in the journal and are delivered when it is back",
+			"pending", len(s.pending))
+	case online && !s.waitingSince.IsZero() && len(s.pending) == 0:
+		s.log.Info("delivered the changes made while the server was unreachable",
+			"operations", s.applied-s.waitingApplied, "waited", s.now().Sub(s.waitingSince).Round(time.Second).String(),
+			"conflicts", len(s.conflicts)-s.waitingConflicts)
+		s.waitingSince = time.Time{}
+	}
+}
+
+// AcceptsOfflineEdits reports whether changes are accepted while the
+// server is unreachable (see writable).
+func (s *Store) AcceptsOfflineEdits() bool {
+	if s.opts.ReadOnly {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.opts.OfflineEdits || s.everConnected
+}
