@@ -47,7 +47,11 @@ func (s *Store) Lookup(ctx context.Context, dir Ino, name string) (Attr, error) 
 			return c.attr(), nil
 		}
 		unsure := !confirmed && s.unconfirmedLocked(d)
+		offlineGuess := !unsure && d.listed && d.confirmed != s.connEpoch && !s.online()
 		s.mu.Unlock()
+		if offlineGuess {
+			s.errOffline() // the server could say more: try to reach it
+		}
 		if !unsure {
 			return Attr{}, fs.ErrNotExist
 		}

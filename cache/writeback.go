@@ -516,7 +516,7 @@ func (s *Store) Flush(ctx context.Context) error {
 
 // flushRedialWait: how long Flush waits for the redial it asked for when
 // it finds the server offline.
-const flushRedialWait = 1500 * time.Millisecond
+const flushRedialWait = time.Second
 
 // pendingUpToLocked counts pending operations with Seq <= last. Caller holds mu.
 func (s *Store) pendingUpToLocked(last uint64) int {

@@ -59,8 +59,8 @@ const (
 // is called (an access that needs the server) or the machine's network
 // changes (a new address or route, see netwatch_linux.go). It implements
 // Remote by delegating to the current Client; while there is none every
-// call fails at once with an error wrapping ErrOffline (and asks for a
-// redial).
+// call fails at once with an error wrapping ErrOffline (the caller decides
+// whether that call was worth a Redial: background work should not dial).
 //
 // Lock order: notifyMu before mu. mu is never held across network I/O or
 // the onState callback.
@@ -455,9 +455,6 @@ func (m *Manager) current(op, path string) (*Client, error) {
 		return c, nil
 	}
 	var err error
-	if !closed {
-		m.Redial() // something needs the server: try now, not at the next backoff
-	}
 	switch {
 	case closed:
 		err = errManagerClosed

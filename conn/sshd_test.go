@@ -880,8 +880,8 @@ func TestManagerCloseWhileBusy(t *testing.T) {
 }
 
 // With a long backoff, the Manager comes back when something needs the
-// server (a call while offline asks for a redial), not when the timer
-// fires; a storm of such calls makes few dials.
+// server (Redial, called for each access while offline), not when the
+// timer fires; a storm of such calls makes few dials.
 func TestManagerRedialsOnAccess(t *testing.T) {
 	srv := sshdtest.Start(t)
 	spec, _ := ParseSpec("testbox:" + srv.Dir)
@@ -913,6 +913,7 @@ func TestManagerRedialsOnAccess(t *testing.T) {
 		if _, err := m.Lstat(context.Background(), ""); !errors.Is(err, ErrOffline) {
 			t.Fatalf("Lstat with the server down: %v", err)
 		}
+		m.Redial()
 		time.Sleep(time.Millisecond)
 	}
 	mu.Lock()
@@ -931,6 +932,7 @@ func TestManagerRedialsOnAccess(t *testing.T) {
 		if err == nil {
 			break
 		}
+		m.Redial()
 		if time.Since(back) > 5*time.Second {
 			t.Fatalf("still offline %v after the server came back (backoff 1m): %v", time.Since(back), err)
 		}

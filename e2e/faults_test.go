@@ -253,9 +253,9 @@ func TestKill9DuringWriteback(t *testing.T) {
 
 // TestBlackholeOffline cuts the link silently (packets vanish, no reset):
 // the mount must notice and go offline within ~20s, answer every syscall
-// within a bound meanwhile (cached data read-only, changes EROFS,
-// uncached content ENETDOWN at once), and come back online by itself when
-// the link returns.
+// within a bound meanwhile (cached data as it was, changes accepted into
+// the journal, uncached content ENETDOWN at once), come back online by
+// itself when the link returns, and deliver the changes made offline.
 func TestBlackholeOffline(t *testing.T) {
 	w := newCheckedWorld(t)
 	p := w.viaProxy()
@@ -414,7 +414,8 @@ func TestBlackholeOffline(t *testing.T) {
 		return "ok", err
 	}, "ok")
 	orNetDown("ls other (never opened)", func() (string, error) { return listing("other") }, "never.txt")
-	check("write to docs/a.txt", syscall.EROFS, func() error {
+	// Changes keep going into the journal: a lost link never fails a save.
+	check("append to docs/a.txt", 0, func() error {
 		f, err := os.OpenFile(w.m("docs/a.txt"), os.O_WRONLY|os.O_APPEND, 0)
 		if err != nil {
 			return err
@@ -425,17 +426,29 @@ func TestBlackholeOffline(t *testing.T) {
 		}
 		return err
 	})
-	check("create docs/new.txt", syscall.EROFS, func() error {
+	check("create docs/new.txt", 0, func() error {
 		return os.WriteFile(w.m("docs/new.txt"), []byte("x"), 0o644)
 	})
-	check("rm docs/a.txt", syscall.EROFS, func() error { return os.Remove(w.m("docs/a.txt")) })
-	check("mv docs/a.txt docs/z.txt", syscall.EROFS, func() error {
-		return os.Rename(w.m("docs/a.txt"), w.m("docs/z.txt"))
+	check("rm docs/mine.txt", 0, func() error { return os.Remove(w.m("docs/mine.txt")) })
+	check("mv docs/new.txt docs/z.txt", 0, func() error {
+		return os.Rename(w.m("docs/new.txt"), w.m("docs/z.txt"))
 	})
-	check("mkdir docs/newdir", syscall.EROFS, func() error { return os.Mkdir(w.m("docs/newdir"), 0o755) })
-	check("chmod docs/a.txt", syscall.EROFS, func() error { return os.Chmod(w.m("docs/a.txt"), 0o600) })
-	check("truncate docs/a.txt", syscall.EROFS, func() error { return os.Truncate(w.m("docs/a.txt"), 0) })
-	check("ln -s", syscall.EROFS, func() error { return os.Symlink("a.txt", w.m("docs/link")) })
+	check("mkdir docs/newdir", 0, func() error { return os.Mkdir(w.m("docs/newdir"), 0o755) })
+	check("chmod docs/sub/c.txt", 0, func() error { return os.Chmod(w.m("docs/sub/c.txt"), 0o600) })
+	check("truncate docs/b.txt", 0, func() error { return os.Truncate(w.m("docs/b.txt"), 6) })
+	files["docs/b.txt"] = "bravo\n" // the mount shows it so from now on
+	check("ln -s", 0, func() error { return os.Symlink("a.txt", w.m("docs/link")) })
+	// Content never fetched cannot be changed in place.
+	check("append to big-uncached.bin (content not cached)", syscall.ENETDOWN, func() error {
+		f, err := os.OpenFile(w.m("big-uncached.bin"), os.O_WRONLY|os.O_APPEND, 0)
+		if err == nil {
+			f.Close()
+		}
+		return err
+	})
+	if st := w.status(); st.Pending == 0 || st.OldestPending == nil || !st.OfflineEdits {
+		t.Errorf("offline with changes made: status pending %d, oldest %v, offline_edits %v", st.Pending, st.OldestPending, st.OfflineEdits)
+	}
 	check("remotefs status", 0, func() error {
 		r := w.run(binary, "status", "--json", w.mnt)
 		if r.code != 0 {
@@ -443,15 +456,18 @@ func TestBlackholeOffline(t *testing.T) {
 		}
 		return nil
 	})
-	check("remotefs flush (nothing pending)", 0, func() error {
+	check("remotefs flush (changes pending, server offline)", 0, func() error {
 		r := w.run(binary, "flush", w.mnt)
-		if r.code != 0 {
-			return fmt.Errorf("exit %d: %s", r.code, strings.TrimSpace(r.stderr))
+		if r.code == 0 || !strings.Contains(r.stderr, "unreachable") {
+			return fmt.Errorf("exit %d: %s; want a failure saying the server is offline", r.code, strings.TrimSpace(r.stderr))
 		}
 		return nil
 	})
-	// The cached content is unchanged.
+	// The server is untouched during the outage.
 	for name, c := range files {
+		if name == "docs/b.txt" {
+			c = strings.Repeat("bravo\n", 5000)
+		}
 		if name == "uncached.txt" || strings.HasPrefix(name, "other/") || name == "big-uncached.bin" {
 			continue
 		}
@@ -499,7 +515,7 @@ func TestBlackholeOffline(t *testing.T) {
 	// With the change feed live the read needs no server call at all, so
 	// the dead link is noticed by the keepalive instead.
 	eventually(t, 30*time.Second, "offline after the second cut", func() bool { return w.status().State == "offline" })
-	check("create after the second cut", syscall.EROFS, func() error {
+	check("create after the second cut", 0, func() error {
 		return os.WriteFile(w.m("docs/new2.txt"), []byte("x"), 0o644)
 	})
 	p.Blackhole(false)
@@ -517,8 +533,28 @@ func TestBlackholeOffline(t *testing.T) {
 	if b, err := os.ReadFile(w.s("docs/after.txt")); err != nil || string(b) != "after the outage\n" {
 		t.Errorf("docs/after.txt on the server: %q, %v", b, err)
 	}
-	if b, err := os.ReadFile(w.s("docs/a-renamed.txt")); err != nil || string(b) != files["docs/a.txt"] {
+	if b, err := os.ReadFile(w.s("docs/a-renamed.txt")); err != nil || string(b) != files["docs/a.txt"]+"more\n" {
 		t.Errorf("docs/a-renamed.txt on the server: %q, %v", b, err)
+	}
+	// What was changed offline reached the server.
+	for name, want := range map[string]string{"docs/z.txt": "x", "docs/b.txt": "bravo\n", "docs/new2.txt": "x"} {
+		if b, err := os.ReadFile(w.s(name)); err != nil || string(b) != want {
+			t.Errorf("%s on the server: %q, %v; want %q", name, b, err, want)
+		}
+	}
+	for _, gone := range []string{"docs/mine.txt", "docs/new.txt"} {
+		if _, err := os.Lstat(w.s(gone)); err == nil {
+			t.Errorf("%s is still on the server", gone)
+		}
+	}
+	if fi, err := os.Stat(w.s("docs/newdir")); err != nil || !fi.IsDir() {
+		t.Errorf("docs/newdir on the server: %v", err)
+	}
+	if fi, err := os.Stat(w.s("docs/sub/c.txt")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("docs/sub/c.txt on the server: %v, %v; want mode 600", fi, err)
+	}
+	if tgt, err := os.Readlink(w.s("docs/link")); err != nil || tgt != "a.txt" {
+		t.Errorf("docs/link on the server: %q, %v", tgt, err)
 	}
 	if b, err := os.ReadFile(w.m("uncached.txt")); err != nil || string(b) != files["uncached.txt"] {
 		t.Errorf("uncached.txt after reconnecting: %q, %v", b, err)

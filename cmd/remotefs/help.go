@@ -37,7 +37,7 @@ rebooting), a mount that has been connected keeps working from its cache:
     ("Network is down"), as reading it does. A folder never listed
     cannot be listed (ENETDOWN).
   - remotefs status shows "offline since ...", how many changes and
-    bytes wait and since when; remotefs flush waits 1.5 s for a
+    bytes wait and since when; remotefs flush waits 1 s for a
     reconnect, then says the server is offline. The log says when the
     server became unreachable with changes waiting, and when they have
     all been delivered.
