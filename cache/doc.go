@@ -89,10 +89,35 @@
 //
 // # Offline
 //
-// When the Remote reports ErrOffline the store serves what it has, read-only:
-// every mutating call fails with ErrReadOnly at once, reads of content that
-// is not cached fail with ErrOffline. The journal keeps what was accepted
-// before the link died and replays it once the Remote is back.
+// When the Remote reports ErrOffline the store serves what it has, and a
+// store that has been connected (Connected) keeps accepting changes: they
+// go into the journal exactly as online and are replayed once the Remote
+// is back, with the conflict rules above (each put carries the version
+// its edit started from). Changes need what they change to be cached: a
+// folder never listed cannot be changed in (ErrOffline), and a file whose
+// content is not cached cannot be modified in place or hard-linked
+// (ErrOffline, ENETDOWN for the user) but can be replaced whole (O_TRUNC,
+// or a new file renamed over it). A store never connected is read-only
+// (ErrReadOnly) unless Options.OfflineEdits; Options.ReadOnly always is.
+// Reads of content that is not cached fail with ErrOffline at once.
+// Every access that needed the server while it was offline (a fetch, a
+// listing, a name to confirm, Flush) calls Options.Redial, so the
+// connection layer can redial at once; Flush waits 1s for it. The writer
+// logs when changes start waiting for an unreachable server and when all
+// of them have been delivered (offline.go).
+//
+// # Starting truthfully
+//
+// Listings persist across mounts, so a mount starts from them; but each
+// connection (Connected bumps an epoch) starts with every folder
+// unconfirmed. Names a folder has are served at once; a name it lacks is
+// asked of the server (the folder is listed, or the one name looked up
+// when local changes are pending under it) before Lookup answers
+// ErrNotExist, until the folder has been listed in this connection (by
+// that, the bulk listing or a refresh). Names the server dropped
+// meanwhile go when the listing arrives, with EventRemoved; a cached file
+// deleted meanwhile is never served: its first open re-checks it (its
+// confirmation time is not persisted).
 //
 // # Concurrency and deadlock
 //

@@ -46,6 +46,10 @@ type op struct {
 	// upload it has received even when the mount dies or the link drops
 	// before the answer), so a retry accepts finding one of them.
 	Tried []Version `json:"tr,omitempty"`
+	// Temps (puts): the temporary names on the server earlier attempts
+	// wrote to. An attempt cut off by a lost link leaves its temporary
+	// there; once the put is done (or no longer needed) they are removed.
+	Temps []string `json:"tp,omitempty"`
 
 	// writer state, guarded by Store.mu, not persisted
 	inflight  bool      // being applied now

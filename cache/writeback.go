@@ -250,7 +250,9 @@ func (s *Store) applyPut(ctx context.Context, o *op) error {
 	if e == nil || e.orphan() || e.content != contentDirty {
 		// Deleted or replaced (a later journal operation removes or
 		// replaces it on the server too), or already delivered.
+		temps := slices.Clone(o.Temps)
 		s.mu.Unlock()
+		s.removeTemps(ctx, temps, "")
 		return nil
 	}
 	gen, mode, mtime := e.gen, e.mode.Perm(), e.mtime
@@ -267,8 +269,17 @@ func (s *Store) applyPut(ctx context.Context, o *op) error {
 	// Remember what this attempt sends before sending it (durably, for a
 	// replay after a crash): it may land even if the answer never comes.
 	sending := Version{Size: size, Mtime: mtime.Unix()}
-	if !slices.Contains(o.Tried, sending) {
-		o.Tried = append(o.Tried, sending)
+	// The temporary name is fixed per journal operation, so a retry after a
+	// lost link or a crash overwrites the leftover of the failed attempt.
+	tmpName := conn.TempNameAt(path.Base(o.Path), time.Unix(0, o.At), uint32(o.Seq*2654435761)^uint32(o.At))
+	tmpPath := path.Join(path.Dir(o.Path), tmpName)
+	if !slices.Contains(o.Tried, sending) || !slices.Contains(o.Temps, tmpPath) {
+		if !slices.Contains(o.Tried, sending) {
+			o.Tried = append(o.Tried, sending)
+		}
+		if !slices.Contains(o.Temps, tmpPath) {
+			o.Temps = append(o.Temps, tmpPath)
+		}
 		if o.Seq != 0 {
 			if err := s.db.Update(func(tx *bolt.Tx) error {
 				return tx.Bucket(bucketJournal).Put(u64key(o.Seq), encodeOp(o))
@@ -278,7 +289,7 @@ func (s *Store) applyPut(ctx context.Context, o *op) error {
 			}
 		}
 	}
-	tried := slices.Clone(o.Tried)
+	tried, temps := slices.Clone(o.Tried), slices.Clone(o.Temps)
 	s.mu.Unlock()
 
 	// What the server may hold at the path and still be replaced is
@@ -291,13 +302,11 @@ func (s *Store) applyPut(ctx context.Context, o *op) error {
 		accept.Versions = append(accept.Versions, conn.FileVersion{Size: v.Size, Mtime: v.Mtime})
 	}
 	copyPath := s.conflictCandidate(o.Path)
-	// The temporary name is fixed per journal operation, so a retry after a
-	// lost link or a crash overwrites the leftover of the failed attempt.
-	tmpName := conn.TempNameAt(path.Base(o.Path), time.Unix(0, o.At), uint32(o.Seq*2654435761)^uint32(o.At))
 	res, err := s.remote.Put(ctx, o.Path, f, conn.PutOptions{Mode: mode, Mtime: mtime, Accept: accept, ConflictPath: copyPath, TempName: tmpName})
 	if err != nil {
 		return err
 	}
+	s.removeTemps(ctx, temps, tmpPath) // this attempt's was renamed into place
 	fi, conflict := res.Info, res.Conflict
 	var cur conn.FileInfo
 	if res.Found != nil {
@@ -332,6 +341,18 @@ func (s *Store) applyPut(ctx context.Context, o *op) error {
 	}
 	s.dirtyIno[e.ino] = true
 	return nil
+}
+
+// removeTemps deletes, best effort, the temporary files that earlier
+// attempts of a put may have left on the server (a lost link cut them
+// off; a later attempt under another name, or no attempt, followed),
+// except keep. What stays is removed by a listing once it is an hour old.
+func (s *Store) removeTemps(ctx context.Context, temps []string, keep string) {
+	for _, t := range temps {
+		if t != keep {
+			s.remote.Remove(ctx, t)
+		}
+	}
 }
 
 // recordConflictLocked updates the local tree after the local version of

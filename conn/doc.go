@@ -82,8 +82,14 @@
 //     a keepalive@openssh.com request is kept outstanding; when no reply
 //     has come for interval*count the connection is closed. This is what
 //     notices an idle link whose packets vanish without a TCP reset.
-//   - Manager redials 1s, 2s, 4s ... 30s apart (±20%), the delay reset
-//     after a connection that lasted 30s.
+//   - Manager redials 1s, 2s, 4s ... 30s apart (±20%; Options.RedialMin
+//     and RedialMax), the delay reset after a connection that lasted 30s;
+//     and at once on Redial (the caller's access needed the server: at
+//     most one dial per 250ms, a second one beside a dial stuck for over
+//     1s, at most 3 in flight) and on a network change (Linux rtnetlink:
+//     an address, route or link added or removed, netwatch_linux.go),
+//     which also makes a live connection answer a keepalive within 3s or
+//     be taken for dead.
 //   - Exec has no operation deadline (helpers such as watchers run long);
 //     only ctx ends it (the command gets SIGKILL).
 //   - An upload through the helper keeps OpTimeout like an SFTP call: data

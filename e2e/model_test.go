@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"remotefs/internal/netproxy"
 )
 
 // TestModel is a seeded, randomised model test: every operation is applied
@@ -22,7 +24,9 @@ import (
 // agree on every result and errno. The whole trees (type, permission bits,
 // content, symlink target) are compared periodically and after every flush
 // and remount; after every flush the server's folder must equal the
-// reference too.
+// reference too. Now and then the link is cut for a few operations (an
+// outage): they work offline, into the journal, across remounts too, and
+// must reach the server once it is back.
 //
 // Knobs (environment):
 //
@@ -33,6 +37,9 @@ import (
 //	REMOTEFS_MODEL_LATENCY=10ms  one-way latency to the server (else the seed
 //	                           picks 0, 2ms or 10ms; with latency, uploads are
 //	                           still in flight while later operations happen)
+//	REMOTEFS_MODEL_OUTAGES=0   no outages (by default the link is cut now and
+//	                           then for a few operations, which then work
+//	                           offline: see model.startOutage)
 //	REMOTEFS_MODEL_SKIP=hread,rename  leave operation kinds out (to get past a
 //	                           known bug and look for the next one)
 //	REMOTEFS_DEBUG_MOUNT=--debug  extra mount flags
@@ -99,13 +106,21 @@ func TestModel(t *testing.T) {
 		}
 		latency = d
 	}
-	if latency > 0 {
-		p := w.viaProxy()
-		p.SetLatency(latency)
-	}
+	// Every run reaches the server through the proxy, which also cuts the
+	// link now and then (outages: see model.startOutage).
+	p := w.viaProxyWith("ConnectTimeout 3")
+	p.SetLatency(latency)
 	t.Logf("one-way latency to the server: %v", latency)
+	outages := os.Getenv("REMOTEFS_MODEL_OUTAGES") != "0"
+	if outages {
+		// A remount during an outage starts without the server.
+		mountFlags = append(mountFlags, "--offline-edits")
+	}
 
-	m := &model{t: t, w: w, rng: rng, ref: t.TempDir(), flags: mountFlags, skip: map[string]bool{}}
+	m := &model{t: t, w: w, p: p, rng: rng, ref: t.TempDir(), flags: mountFlags, skip: map[string]bool{}}
+	if !outages {
+		m.skip["outage"] = true
+	}
 	if v := os.Getenv("REMOTEFS_MODEL_SKIP"); v != "" {
 		for _, k := range strings.Split(v, ",") {
 			m.skip[strings.TrimSpace(k)] = true
@@ -135,6 +150,7 @@ func TestModel(t *testing.T) {
 	}
 	if !t.Failed() {
 		m.closeHandles()
+		m.endOutage()
 		m.flushAndCompare("final")
 	}
 	if !t.Failed() {
@@ -151,7 +167,7 @@ func TestModel(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("%d operations, %d flushes, %d remounts in %v (seed %d)", m.done, m.flushes, m.remounts, time.Since(start).Round(time.Millisecond), seed)
+	t.Logf("%d operations (%d made offline, in %d outages), %d flushes, %d remounts in %v (seed %d)", m.done, m.offlineOps, m.outages, m.flushes, m.remounts, time.Since(start).Round(time.Millisecond), seed)
 }
 
 const nSlots = 2 // file handles the model keeps open across operations
@@ -174,6 +190,7 @@ func (s *side) closeAll() {
 type model struct {
 	t     *testing.T
 	w     *world
+	p     *netproxy.Proxy // the link to the server
 	rng   *rand.Rand
 	ref   string
 	sides [2]*side
@@ -184,6 +201,12 @@ type model struct {
 	done     int
 	flushes  int
 	remounts int
+
+	// outageLeft: operations still to run before the current outage
+	// ends (0: the link is up).
+	outageLeft int
+	outages    int
+	offlineOps int
 }
 
 var modelNames = []string{"a", "b", "c", "d"}
@@ -358,7 +381,7 @@ func (m *model) gen() *mop {
 		{6, "unlink"}, {8, "mkdir"}, {5, "rmdir"}, {4, "symlink"}, {5, "chmod"},
 		{8, "read"}, {5, "stat"}, {4, "readdir"},
 		{3, "hopen"}, {4, "hwrite"}, {2, "hread"}, {1, "htrunc"}, {3, "hclose"},
-		{2, "flush"}, {1, "remount"},
+		{2, "flush"}, {1, "remount"}, {2, "outage"},
 	}
 	total := 0
 	for i, c := range choices {
@@ -457,14 +480,41 @@ func (m *model) step(i int) {
 	o := m.gen()
 	m.log = append(m.log, fmt.Sprintf("%4d %s", i, o))
 	m.done++
+	if m.outageLeft > 0 {
+		m.offlineOps++
+		m.log[len(m.log)-1] += "  (offline)"
+		if m.outageLeft--; m.outageLeft == 0 {
+			defer m.endOutage()
+		}
+	}
 	switch o.kind {
+	case "outage":
+		m.startOutage()
+		return
 	case "flush":
+		m.endOutage()
 		m.flushAndCompare(fmt.Sprintf("flush at op %d", i))
 		return
 	case "remount":
 		m.closeHandles()
 		m.remounts++
-		m.w.unmount()
+		if m.outageLeft > 0 {
+			// The changes made offline stay in the journal; the new
+			// mount starts without the server and accepts more.
+			m.w.must(binary, "unmount", "--force", m.w.mnt)
+		} else {
+			// Right after an outage the mount may still be reconnecting:
+			// unmount waits for the delivery, or says the server is
+			// unreachable.
+			r := m.w.run(binary, "unmount", m.w.mnt)
+			for start := time.Now(); r.code != 0 && strings.Contains(r.stderr, "unreachable") && time.Since(start) < 30*time.Second; {
+				time.Sleep(100 * time.Millisecond)
+				r = m.w.run(binary, "unmount", m.w.mnt)
+			}
+			if r.code != 0 || mounted(m.w.mnt) {
+				m.t.Fatalf("unmount for a remount at op %d: exit %d: %s", i, r.code, r.stderr)
+			}
+		}
 		m.w.mount(m.flags...)
 		m.compareTrees(fmt.Sprintf("remount at op %d", i))
 		return
@@ -486,6 +536,35 @@ func (m *model) step(i int) {
 	}
 }
 
+// startOutage cuts the link for the next few operations: connections are
+// reset (so the mount is offline at once) and new ones either refused or
+// blackholed (dials hang). Operations go on against the cache and the
+// journal; what they change is delivered after the outage.
+func (m *model) startOutage() {
+	if m.outageLeft > 0 {
+		return
+	}
+	m.outages++
+	m.outageLeft = 3 + m.rng.IntN(20)
+	if m.rng.IntN(2) == 0 {
+		m.p.Blackhole(true)
+	} else if err := m.p.Refuse(true); err != nil {
+		m.t.Fatal(err)
+	}
+	m.p.ResetAll()
+	eventually(m.t, 10*time.Second, "the mount to notice the outage", func() bool { return m.w.status().State != "online" })
+}
+
+// endOutage brings the link back (the mount reconnects when something
+// needs the server: the next flush does).
+func (m *model) endOutage() {
+	m.outageLeft = 0
+	m.p.Blackhole(false)
+	if err := m.p.Refuse(false); err != nil {
+		m.t.Fatal(err)
+	}
+}
+
 func (m *model) closeHandles() {
 	for _, s := range m.sides {
 		for k, fd := range s.fds {
@@ -504,6 +583,11 @@ func (m *model) flushAndCompare(what string) {
 	m.closeHandles()
 	m.flushes++
 	r := m.w.run(binary, "flush", m.w.mnt)
+	for start := time.Now(); r.code != 0 && strings.Contains(r.stderr, "unreachable") && time.Since(start) < 30*time.Second; {
+		// Still reconnecting after an outage.
+		time.Sleep(100 * time.Millisecond)
+		r = m.w.run(binary, "flush", m.w.mnt)
+	}
 	if r.code != 0 {
 		m.t.Errorf("%s: remotefs flush exited %d: %s", what, r.code, strings.TrimSpace(r.stderr))
 		return
