@@ -204,14 +204,19 @@ func (s *Store) remove(ctx context.Context, dir Ino, name string, isDir bool) er
 		return ErrNotEmpty
 	}
 	p := s.pathOf(c)
-	kind := opRemove
+	o := &op{Kind: opRemove, Path: p}
 	if isDir {
-		kind = opRmdir
+		o.Kind = opRmdir
+	} else if c.mode.IsRegular() && !s.online() {
+		// Deleted offline: the server's file may be changed by someone
+		// else before this reaches it; such a file is kept (applyRemove).
+		x := s.expectedOnServerLocked(c)
+		o.DestExpect = &x
 	}
 	s.removeSubtree(c)
 	d.mtime = s.nowSec()
 	s.dirtyIno[d.ino] = true
-	return s.enqueueLocked(&op{Kind: kind, Path: p})
+	return s.enqueueLocked(o)
 }
 
 // Rename moves oldName in oldDir to newName in newDir, replacing a file or
@@ -283,7 +288,7 @@ func (s *Store) Rename(ctx context.Context, oldDir Ino, oldName string, newDir I
 		}
 		switch {
 		case dst.mode.IsRegular():
-			x := dst.expectedOnServer()
+			x := s.expectedOnServerLocked(dst)
 			destExpect = &x
 			dstIno = dst.ino
 		case dst.isLink():
@@ -350,6 +355,20 @@ func (s *Store) Rename(ctx context.Context, oldDir Ino, oldName string, newDir I
 		})
 	}
 	return s.enqueueLocked(o)
+}
+
+// expectedOnServerLocked is what the server may hold at e's path: what
+// e.expectedOnServer says, plus what earlier attempts of its pending
+// uploads sent (an attempt cut off by a lost link may have landed without
+// the mount learning it). Caller holds mu.
+func (s *Store) expectedOnServerLocked(e *entry) expect {
+	x := e.expectedOnServer()
+	for _, o := range s.pending {
+		if o.Kind == opPut && o.Ino == e.ino && len(o.Tried) > 0 {
+			x = x.union(expect{Versions: o.Tried})
+		}
+	}
+	return x
 }
 
 // watchUploads arranges for f to learn the version each pending upload of

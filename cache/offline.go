@@ -1,6 +1,11 @@
 package cache
 
-import "time"
+import (
+	"context"
+	"errors"
+	"io/fs"
+	"time"
+)
 
 // Offline edits. While the server cannot be reached, a mount that has
 // been connected (or was started with Options.OfflineEdits) keeps
@@ -38,4 +43,42 @@ func (s *Store) AcceptsOfflineEdits() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.opts.OfflineEdits || s.everConnected
+}
+
+// applyOfflineRemove delivers a file deletion made offline (o.DestExpect:
+// what the server had when it was deleted here). A file the server
+// changed since is not deleted, since that would lose someone else's
+// edit: it is moved aside as a conflict copy (NAME.conflict-HOST-TIME),
+// which frees the name for what the journal does next there, and
+// recorded as a conflict.
+func (s *Store) applyOfflineRemove(ctx context.Context, o *op) error {
+	cur, err := s.remote.Lstat(ctx, o.Path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if o.DestExpect.allowsInfo(cur) {
+		return ignoreNotExist(s.remote.Remove(ctx, o.Path))
+	}
+	dest := s.conflictName(o.Path)
+	if err := s.remote.Rename(ctx, o.Path, dest); err != nil {
+		return ignoreNotExist(err)
+	}
+	s.log.Warn("conflict: a file deleted here while offline was changed on the server meanwhile; the server's version is kept as a copy",
+		"path", o.Path, "copy", dest, "server", versionOf(cur), "expected", *o.DestExpect)
+	s.mu.Lock()
+	s.conflicts = append(s.conflicts, Conflict{Path: o.Path, CopyPath: dest, At: s.now()})
+	s.mu.Unlock()
+	go func() {
+		// Show the copy (the feed may not report the mount's own rename).
+		select {
+		case <-s.stop:
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+		s.ApplyRemoteChanges(context.Background(), []RemoteChange{{Path: dest}})
+	}()
+	return nil
 }

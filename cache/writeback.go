@@ -200,6 +200,9 @@ func (s *Store) apply(ctx context.Context, o *op) error {
 		}
 		return err
 	case opRemove:
+		if o.DestExpect != nil {
+			return s.applyOfflineRemove(ctx, o)
+		}
 		return ignoreNotExist(r.Remove(ctx, o.Path))
 	case opRmdir:
 		return ignoreNotExist(r.Rmdir(ctx, o.Path))

@@ -85,6 +85,7 @@ type Manager struct {
 	state    State     // guarded by mu
 	since    time.Time // guarded by mu
 	lastErr  error     // guarded by mu
+	downAt   time.Time // guarded by mu: when it was last Online (zero while Online)
 	redialer bool      // guarded by mu: the redial loop is running
 	closed   bool      // guarded by mu
 
@@ -378,6 +379,11 @@ func (m *Manager) setState(s State, c *Client, err error) error {
 		return errManagerClosed
 	}
 	changed := m.state != s
+	if changed && m.state == Online {
+		m.downAt = time.Now()
+	} else if s == Online {
+		m.downAt = time.Time{}
+	}
 	m.state, m.client = s, c
 	if changed {
 		m.since = time.Now()
@@ -401,6 +407,14 @@ func (m *Manager) State() (State, time.Time, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.state, m.since, m.lastErr
+}
+
+// OfflineSince is when the Manager was last Online, while it is not
+// (offline and connecting alike); zero while Online or when it never was.
+func (m *Manager) OfflineSince() time.Time {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.downAt
 }
 
 // Client returns the current client, or nil when not Online.

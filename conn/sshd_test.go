@@ -902,8 +902,15 @@ func TestManagerRedialsOnAccess(t *testing.T) {
 	if err := m.Connect(context.Background()); err != nil {
 		t.Fatal(err)
 	}
+	if !m.OfflineSince().IsZero() {
+		t.Errorf("OfflineSince while online: %v", m.OfflineSince())
+	}
+	lost := time.Now()
 	srv.Stop()
 	waitState(t, states, Offline, 10*time.Second)
+	if since := m.OfflineSince(); since.Before(lost) || since.After(time.Now()) {
+		t.Errorf("OfflineSince %v, want the moment the connection was lost (after %v)", since, lost)
+	}
 	// A storm of calls while the server is down: every one fails at once.
 	mu.Lock()
 	connecting = 0
@@ -939,4 +946,7 @@ func TestManagerRedialsOnAccess(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Logf("online %v after the server came back, with a 1m backoff", time.Since(back).Round(time.Millisecond))
+	if !m.OfflineSince().IsZero() {
+		t.Errorf("OfflineSince once online again: %v", m.OfflineSince())
+	}
 }

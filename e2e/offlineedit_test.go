@@ -126,7 +126,7 @@ func TestOfflineSaves(t *testing.T) {
 	}
 	st := w.status()
 	t.Logf("offline: state %s since %v, %d changes (%d bytes) pending, oldest %v", st.State, st.Since.Format(time.TimeOnly), st.Pending, st.PendingBytes, st.OldestPending)
-	if st.Pending == 0 || st.PendingBytes == 0 || st.OldestPending == nil || !st.OfflineEdits {
+	if st.Pending == 0 || st.PendingBytes == 0 || st.OldestPending == nil || !st.OfflineEdits || st.OfflineSince == nil || st.OfflineSince.After(*st.OldestPending) {
 		t.Errorf("status while offline with saves waiting: %+v", st)
 	}
 	out := w.must(binary, "status", w.mnt)
@@ -212,18 +212,25 @@ func TestOfflineSaves(t *testing.T) {
 	if copies, _ := filepath.Glob(w.s("proj/*.conflict-*")); len(copies) > 0 {
 		t.Errorf("conflict copies where nothing changed on the server: %v", copies)
 	}
+	if _, err := os.Lstat(w.s("proj/notes.txt~")); err == nil {
+		t.Errorf("the backup-style save left proj/notes.txt~ on the server")
+	}
 	noTempFiles(t, w.root)
 	w.unmount()
 }
 
 // TestOfflineEditConflict: a file changed on the server during the outage
 // and edited offline ends as the server's version under its name and the
-// offline edit as a conflict copy, with status reporting it.
+// offline edit as a conflict copy, with status reporting it. A file
+// deleted offline that the server changed meanwhile is not lost: its
+// server version is kept as a conflict copy.
 func TestOfflineEditConflict(t *testing.T) {
 	requireCommand(t, "python3")
 	w := newCheckedWorld(t)
 	p := w.viaProxyWith(fastKeepalive)
 	w.writeServer("notes/doc.txt", "version 1\n", 0o644)
+	w.writeServer("notes/other.txt", "other, version 1\n", 0o644)
+	w.writeServer("notes/unchanged.txt", "nobody changes this\n", 0o644)
 	w.mount()
 	if b, err := os.ReadFile(w.m("notes/doc.txt")); err != nil || string(b) != "version 1\n" {
 		t.Fatalf("read: %q, %v", b, err)
@@ -235,6 +242,17 @@ func TestOfflineEditConflict(t *testing.T) {
 	}
 	local := "version 2, edited offline\n"
 	w.editorSave("rename", "notes/doc.txt", local)
+	// Deleted offline: one file the server changes meanwhile (the
+	// server's edit must survive), one it does not.
+	for _, f := range []string{"notes/other.txt", "notes/unchanged.txt"} {
+		if err := os.Remove(w.m(f)); err != nil {
+			t.Fatalf("rm %s offline: %v", f, err)
+		}
+	}
+	otherServer := "other, version 2, edited on the server after the local delete\n"
+	if err := os.WriteFile(w.s("notes/other.txt"), []byte(otherServer), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	p.Blackhole(false)
 	w.flushUntilDelivered(30 * time.Second)
 
@@ -255,6 +273,9 @@ func TestOfflineEditConflict(t *testing.T) {
 			found = true
 		}
 	}
+	if len(st.Conflicts) != 2 {
+		t.Errorf("status lists %d conflicts, want 2 (doc.txt edited, other.txt deleted): %+v", len(st.Conflicts), st.Conflicts)
+	}
 	if !found {
 		t.Errorf("status does not report the conflict on notes/doc.txt: %+v", st.Conflicts)
 	}
@@ -268,6 +289,22 @@ func TestOfflineEditConflict(t *testing.T) {
 	if b, err := os.ReadFile(w.m("notes/" + filepath.Base(copies[0]))); err != nil || string(b) != local {
 		t.Errorf("the conflict copy on the mount: %q, %v", b, err)
 	}
+	others, _ := filepath.Glob(w.s("notes/other.txt.conflict-*"))
+	if len(others) != 1 {
+		t.Fatalf("a file deleted offline and changed on the server meanwhile: want its server version kept as one conflict copy, have %v", others)
+	}
+	if b, err := os.ReadFile(others[0]); err != nil || string(b) != otherServer {
+		t.Errorf("%s on the server: %q, %v; want the server's edit", filepath.Base(others[0]), b, err)
+	}
+	for _, gone := range []string{"notes/other.txt", "notes/unchanged.txt"} {
+		if _, err := os.Lstat(w.s(gone)); err == nil {
+			t.Errorf("%s, deleted offline, is still on the server", gone)
+		}
+	}
+	eventually(t, 5*time.Second, "the kept copy of notes/other.txt to show on the mount", func() bool {
+		b, err := os.ReadFile(w.m("notes/" + filepath.Base(others[0])))
+		return err == nil && string(b) == otherServer
+	})
 	w.unmount()
 }
 

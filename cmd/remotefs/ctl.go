@@ -234,7 +234,7 @@ func cmdStatus(ctx context.Context, args []string) error {
 				s.Mountpoint, u.Op, u.Reason, kept, s.Mountpoint)
 		}
 		for _, c := range s.Conflicts {
-			fmt.Printf("%s: conflict at %s: the server's %s changed while you edited it; your version is %s\n",
+			fmt.Printf("%s: conflict at %s: %s changed on the server while you changed it here; both are kept, the other version as %s\n",
 				s.Mountpoint, c.At.Local().Format("15:04:05"), c.Path, c.CopyPath)
 		}
 	}
@@ -272,7 +272,11 @@ func offlineLine(s *control.Status) string {
 	if s.State == "online" {
 		return ""
 	}
-	line := fmt.Sprintf("offline since %s", s.Since.Local().Format("2006-01-02 15:04:05"))
+	since := s.Since
+	if s.OfflineSince != nil {
+		since = *s.OfflineSince // "connecting" since the last dial, offline since this
+	}
+	line := fmt.Sprintf("offline since %s", since.Local().Format("2006-01-02 15:04:05"))
 	if s.Pending > 0 {
 		line += fmt.Sprintf("; %d change(s) (%s) wait to be delivered", s.Pending, humanBytes(s.PendingBytes))
 		if s.OldestPending != nil {

@@ -417,6 +417,9 @@ func (d *daemon) status() *control.Status {
 	} else {
 		s, since, err := d.mgr.State()
 		out.State, out.Since = s.String(), since
+		if t := d.mgr.OfflineSince(); !t.IsZero() {
+			out.OfflineSince = &t
+		}
 		out.Uploads = d.mgr.Uploads()
 		for _, f := range d.mgr.Forwards() {
 			out.Forwards = append(out.Forwards, control.Forward{Kind: f.Kind, Listen: f.Listen, Target: f.Target, State: f.State, Error: f.Err})

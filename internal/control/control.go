@@ -50,16 +50,13 @@ type Reply struct {
 
 // Status describes one mount; the JSON field names are stable.
 type Status struct {
-	Mountpoint string    `json:"mountpoint"`
-	Remote     string    `json:"remote"`
-	State      string    `json:"state"`
-	Since      time.Time `json:"since"`
-	LastError  string    `json:"last_error,omitempty"`
-	PID        int       `json:"pid"`
-	ReadOnly   bool      `json:"read_only"`
-	// OfflineEdits: changes are accepted while the server is unreachable
-	// (they wait in the journal: Pending, PendingBytes, OldestPending).
-	OfflineEdits  bool       `json:"offline_edits"`
+	Mountpoint    string     `json:"mountpoint"`
+	Remote        string     `json:"remote"`
+	State         string     `json:"state"`
+	Since         time.Time  `json:"since"`
+	LastError     string     `json:"last_error,omitempty"`
+	PID           int        `json:"pid"`
+	ReadOnly      bool       `json:"read_only"`
 	Pending       int        `json:"pending"`
 	PendingBytes  int64      `json:"pending_bytes"`
 	OldestPending *time.Time `json:"oldest_pending,omitempty"`
@@ -81,6 +78,14 @@ type Status struct {
 	// Undelivered: changes the server refused for good, set aside with
 	// their content (see remotefs cache rescue).
 	Undelivered []Undelivered `json:"undelivered,omitempty"`
+
+	// OfflineSince: when the mount lost its server, while it is not
+	// online (it may be "connecting" meanwhile); absent when online or
+	// when it has never been online.
+	OfflineSince *time.Time `json:"offline_since,omitempty"`
+	// OfflineEdits: changes are accepted while the server is unreachable
+	// (they wait in the journal: Pending, PendingBytes, OldestPending).
+	OfflineEdits bool `json:"offline_edits"`
 }
 
 // Forward is one port forward of the mount's ssh connection.
