@@ -97,7 +97,13 @@
 // folder never listed cannot be changed in (ErrOffline), and a file whose
 // content is not cached cannot be modified in place or hard-linked
 // (ErrOffline, ENETDOWN for the user) but can be replaced whole (O_TRUNC,
-// or a new file renamed over it). A store never connected is read-only
+// or a new file renamed over it). A file deleted offline carries what the
+// server had (op.DestExpect): if someone changed it on the server
+// meanwhile, the deletion moves the server's version aside as a conflict
+// copy instead of losing it (applyOfflineRemove). An upload cut off by the
+// lost link may have landed: its versions (op.Tried) count as expected
+// wherever the file is replaced, and its temporary names (op.Temps) are
+// removed once the upload is done or no longer needed. A store never connected is read-only
 // (ErrReadOnly) unless Options.OfflineEdits; Options.ReadOnly always is.
 // Reads of content that is not cached fail with ErrOffline at once.
 // Every access that needed the server while it was offline (a fetch, a

@@ -3,6 +3,7 @@ package cache
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"strings"
@@ -144,6 +145,25 @@ func TestLookupConfirmsUnknownNames(t *testing.T) {
 		t.Fatalf("lookup after a reconnect of a name the server made meanwhile: %v", err)
 	}
 	if _, err := e.lookup("d/c"); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("lookup of a name nowhere: %v", err)
+	}
+}
+
+// In a huge folder the one name is looked up rather than the folder
+// listed again.
+func TestLookupConfirmsInHugeFolder(t *testing.T) {
+	e := newEnv(t)
+	for i := 0; i <= confirmListMax; i++ {
+		e.server(fmt.Sprintf("big/f%05d", i), "")
+	}
+	e.s.Connected()
+	e.mustLookup("big/f00000")
+	e.server("big/new", "new")
+	e.s.Connected()
+	if _, err := e.lookup("big/new"); err != nil {
+		t.Fatalf("lookup after a reconnect of a name the server made meanwhile, huge folder: %v", err)
+	}
+	if _, err := e.lookup("big/nothing"); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("lookup of a name nowhere: %v", err)
 	}
 }

@@ -61,6 +61,10 @@ func (s *Store) Lookup(ctx context.Context, dir Ino, name string) (Attr, error) 
 	}
 }
 
+// confirmListMax: a folder with more cached names than this is not listed
+// to confirm one name; the name is looked up instead.
+const confirmListMax = 2000
+
 // unconfirmedLocked reports whether d's cached listing has not been
 // confirmed in this connection while the server is reachable: a name it
 // lacks may exist on the server. Caller holds mu.
@@ -70,11 +74,17 @@ func (s *Store) unconfirmedLocked(d *entry) bool {
 
 // confirmName asks the server about a name its cached folder lacks: it
 // lists the folder now (which confirms every name in it for this
-// connection), or, when that is not possible (local changes pending under
-// it), looks up the one name. Errors leave the cache as it was.
+// connection), or, for a huge folder (the bulk listing brings it soon) or
+// when listing is not possible (local changes pending under it), looks up
+// the one name. Errors leave the cache as it was.
 func (s *Store) confirmName(ctx context.Context, dir Ino, name string) {
-	if err := s.listDirNow(ctx, dir); err != nil {
-		return
+	s.mu.Lock()
+	huge := s.entries[dir] != nil && len(s.entries[dir].children) > confirmListMax
+	s.mu.Unlock()
+	if !huge {
+		if err := s.listDirNow(ctx, dir); err != nil {
+			return
+		}
 	}
 	s.mu.Lock()
 	d := s.entries[dir]
