@@ -195,6 +195,11 @@ func (s *Store) apply(ctx context.Context, o *op) error {
 		err := r.Mkdir(ctx, o.Path, o.Mode)
 		if errors.Is(err, fs.ErrExist) {
 			if fi, serr := r.Lstat(ctx, o.Path); serr == nil && fi.Mode.IsDir() {
+				// Made by an earlier attempt, which the lost link may have
+				// cut off before it set the mode.
+				if fi.Mode.Perm() != o.Mode.Perm() {
+					return r.Chmod(ctx, o.Path, o.Mode)
+				}
 				return nil
 			}
 		}
