@@ -136,6 +136,8 @@ func (s *Store) retryWhenBack(ctx context.Context, f func() error) error {
 			if err := f(); !errors.Is(err, ErrOffline) {
 				return err
 			}
+		} else {
+			s.errOffline() // ask for a redial (rate-limited below)
 		}
 	}
 	return ErrOffline
@@ -174,7 +176,7 @@ func (s *Store) fetchBlocks(ctx context.Context, ino Ino, first, last int) error
 	}
 	if len(runs) > 0 && !s.online() {
 		s.mu.Unlock()
-		return ErrOffline
+		return s.errOffline()
 	}
 	p, gen := s.pathOf(e), e.gen
 	calls := make([]*fetchCall, len(runs))
