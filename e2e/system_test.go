@@ -292,7 +292,7 @@ func TestStatusHelpAndLogs(t *testing.T) {
 		t.Errorf("--version: %q", out)
 	}
 	r := w.run(binary, "help", "nosuch")
-	if r.code != 2 || !strings.Contains(r.stderr, "config, fstab, notify, ssh") {
+	if r.code != 2 || !strings.Contains(r.stderr, "config, fstab, notify, offline, ssh") {
 		t.Errorf("help nosuch: exit %d, %q", r.code, r.stderr)
 	}
 	r = w.run(binary, "cache", "frobnicate")

@@ -53,6 +53,10 @@ func TestSaveDoesNotWaitForTheServer(t *testing.T) {
 	}
 	// The mount starts the upload helper on the server right away.
 	eventually(t, 20*time.Second, "uploads through the server-side helper", func() bool { return w.status().Uploads == "helper" })
+	// And the change feed: without it an open re-checks a file whose
+	// attributes are older than --attr-ttl (close-to-open), which is one
+	// round trip (the kernel opens before it truncates).
+	eventually(t, 20*time.Second, "the change feed", func() bool { return w.status().Watch == "helper" })
 	p.SetLatency(300 * time.Millisecond)
 	const rtt = 600 * time.Millisecond
 	for i := 1; i <= 5; i++ {
