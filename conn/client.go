@@ -1329,9 +1329,10 @@ func (c *Client) Exec(ctx context.Context, cmd string, stdin io.Reader, stdout, 
 }
 
 // probe checks that the connection still answers: a keepalive request
-// that gets no reply within d closes it (after a network change the old
-// TCP connection may be dead without a reset, which the periodic
-// keepalive would notice only after ServerAliveInterval*CountMax).
+// that gets no reply within d, while nothing else arrives from the sftp
+// server either, closes it (after a network change the old TCP
+// connection may be dead without a reset, which the periodic keepalive
+// would notice only after ServerAliveInterval*CountMax).
 func (c *Client) probe(d time.Duration) {
 	if c.ssh == nil {
 		return
@@ -1341,6 +1342,7 @@ func (c *Client) probe(d time.Duration) {
 		_, _, err := c.ssh.SendRequest("keepalive@openssh.com", true, nil)
 		replied <- err
 	}()
+	start := time.Now().UnixNano()
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
@@ -1349,6 +1351,9 @@ func (c *Client) probe(d time.Duration) {
 			c.die(fmt.Errorf("keepalive after a network change failed: %w", err))
 		}
 	case <-t.C:
+		if c.lastRecv.Load() > start {
+			return // answers are arriving: slow (a busy link), not dead
+		}
 		c.die(fmt.Errorf("no reply to a keepalive within %v after the network changed", d))
 	case <-c.done:
 	}

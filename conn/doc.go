@@ -88,8 +88,8 @@
 //     most one dial per 250ms, a second one beside a dial stuck for over
 //     1s, at most 3 in flight) and on a network change (Linux rtnetlink:
 //     an address, route or link added or removed, netwatch_linux.go),
-//     which also makes a live connection answer a keepalive within 3s or
-//     be taken for dead.
+//     which also makes a live connection answer a keepalive within 5s
+//     (or receive something else meanwhile) or be taken for dead.
 //   - Exec has no operation deadline (helpers such as watchers run long);
 //     only ctx ends it (the command gets SIGKILL).
 //   - An upload through the helper keeps OpTimeout like an SFTP call: data

@@ -49,8 +49,9 @@ const (
 	// oldest.
 	maxDials = 3
 	// probeTimeout: after a network change, a live connection that does
-	// not answer a keepalive within this is taken for dead.
-	probeTimeout = 3 * time.Second
+	// not answer a keepalive within this (and receives nothing else) is
+	// taken for dead.
+	probeTimeout = 5 * time.Second
 )
 
 // Manager keeps a Client connected: after the first Connect (or

@@ -459,3 +459,34 @@ func TestStartTruthfully(t *testing.T) {
 	}
 	w.unmount()
 }
+
+// TestNetworkChangeProbesConnection: when the machine's network changes,
+// a connection that died silently with the old network is found dead
+// within the probe's 5 s, not after the keepalive bound (5 s x 3).
+func TestNetworkChangeProbesConnection(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("adding an address to lo needs root")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Skip("no ip command")
+	}
+	w := newCheckedWorld(t)
+	p := w.viaProxy() // default keepalive: 5 s x 3
+	w.mount()
+	p.Blackhole(true)
+	addr := "127.0.0.214/32"
+	changed := time.Now()
+	if out, err := exec.Command("ip", "addr", "add", addr, "dev", "lo").CombinedOutput(); err != nil {
+		t.Skipf("ip addr add: %v: %s", err, out)
+	}
+	defer exec.Command("ip", "addr", "del", addr, "dev", "lo").Run()
+	eventually(t, 12*time.Second, "the dead connection to be noticed after the network change", func() bool { return w.status().State != "online" })
+	took := time.Since(changed)
+	t.Logf("MEASURED: offline %v after the network changed (keepalive bound 15 s)", took.Round(time.Millisecond))
+	if took > 9*time.Second {
+		t.Errorf("the dead connection was noticed %v after the network change; the probe allows 5 s", took.Round(time.Millisecond))
+	}
+	p.Blackhole(false)
+	w.flushUntilDelivered(30 * time.Second)
+	w.unmount()
+}
