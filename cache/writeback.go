@@ -194,7 +194,11 @@ func (s *Store) apply(ctx context.Context, o *op) error {
 	case opMkdir:
 		err := r.Mkdir(ctx, o.Path, o.Mode)
 		if errors.Is(err, fs.ErrExist) {
-			if fi, serr := r.Lstat(ctx, o.Path); serr == nil && fi.Mode.IsDir() {
+			fi, serr := r.Lstat(ctx, o.Path)
+			if errors.Is(serr, conn.ErrOffline) {
+				return serr // cannot tell yet: the link dropped
+			}
+			if serr == nil && fi.Mode.IsDir() {
 				// Made by an earlier attempt, which the lost link may have
 				// cut off before it set the mode.
 				if fi.Mode.Perm() != o.Mode.Perm() {
@@ -214,7 +218,11 @@ func (s *Store) apply(ctx context.Context, o *op) error {
 	case opSymlink:
 		err := r.Symlink(ctx, o.Target, o.Path)
 		if errors.Is(err, fs.ErrExist) {
-			if t, rerr := r.ReadLink(ctx, o.Path); rerr == nil && t == o.Target {
+			t, rerr := r.ReadLink(ctx, o.Path)
+			if errors.Is(rerr, conn.ErrOffline) {
+				return rerr // cannot tell yet: the link dropped
+			}
+			if rerr == nil && t == o.Target {
 				return nil
 			}
 		}
