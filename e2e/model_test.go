@@ -481,7 +481,8 @@ func (m *model) step(i int) {
 	o := m.gen()
 	m.log = append(m.log, fmt.Sprintf("%4d %s", i, o))
 	m.done++
-	if m.outageLeft > 0 {
+	offline := m.outageLeft > 0 // the link comes back after this operation at the earliest
+	if offline {
 		m.offlineOps++
 		m.log[len(m.log)-1] += "  (offline)"
 		if m.outageLeft--; m.outageLeft == 0 {
@@ -499,7 +500,7 @@ func (m *model) step(i int) {
 	case "remount":
 		m.closeHandles()
 		m.remounts++
-		if m.outageLeft > 0 {
+		if offline {
 			// The changes made offline stay in the journal; the new
 			// mount starts without the server and accepts more.
 			m.w.must(binary, "unmount", "--force", m.w.mnt)
