@@ -550,6 +550,10 @@ func (m *model) startOutage() {
 	}
 	m.outages++
 	m.outageLeft = 3 + m.rng.IntN(20)
+	// Offline, a folder never listed cannot be listed (ENETDOWN; the
+	// reference would say what is in it): walk the tree first, as a user
+	// who has looked at the project has.
+	m.compareTrees("before an outage")
 	if m.rng.IntN(2) == 0 {
 		m.p.Blackhole(true)
 	} else if err := m.p.Refuse(true); err != nil {
