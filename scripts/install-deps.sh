@@ -33,6 +33,7 @@ declare -A probe=(
   [make]=make
   [gcc]=gcc # go test -race links with cgo
   [netcat-openbsd]=/bin/nc.openbsd # ProxyCommand tests (nc %h %p)
+  [iproute2]=ip # network-change tests add an address
 )
 
 installed() {
@@ -43,7 +44,7 @@ installed() {
 }
 
 missing=()
-for pkg in fuse3 openssh-server openssh-sftp-server openssh-client git python3 inotify-tools sshfs make gcc netcat-openbsd; do
+for pkg in fuse3 openssh-server openssh-sftp-server openssh-client git python3 inotify-tools sshfs make gcc netcat-openbsd iproute2; do
   installed "${probe[$pkg]}" || missing+=("$pkg")
 done
 
