@@ -27,10 +27,11 @@ type authenticator struct {
 	signers   []ssh.Signer
 	tried     []string // what is offered, for messages
 	locked    []string // encrypted identity files we could not use
+	gaps      []string // what the configuration asks that we cannot do
 }
 
 func newAuthenticator(t *Target, home string, log *slog.Logger) (*authenticator, error) {
-	a := &authenticator{t: t, home: home}
+	a := &authenticator{t: t, home: home, gaps: append([]string(nil), t.BuiltinGaps...)}
 
 	var agentSigners []ssh.Signer
 	if t.IdentityAgent != "" {
@@ -50,6 +51,7 @@ func newAuthenticator(t *Target, home string, log *slog.Logger) (*authenticator,
 		pub    ssh.PublicKey
 		signer ssh.Signer
 		locked bool
+		sk     bool // a FIDO key: usable only through the agent
 	}
 	var ids []identity
 	for _, f := range t.IdentityFiles {
@@ -75,6 +77,9 @@ func newAuthenticator(t *Target, home string, log *slog.Logger) (*authenticator,
 				}
 			default:
 				warnOnce(log, "identity file not usable", "file", f, "err", err)
+			}
+			if id.pub != nil && isSecurityKeyType(id.pub.Type()) {
+				id.sk = true
 			}
 		case errors.Is(err, os.ErrNotExist):
 			if t.IdentityFilesConfigured && id.pub == nil {
@@ -168,6 +173,8 @@ func newAuthenticator(t *Target, home string, log *slog.Logger) (*authenticator,
 	for _, id := range ids {
 		switch {
 		case fromAgent[id.file]:
+		case id.sk:
+			a.gaps = append(a.gaps, "the FIDO key "+a.short(id.file)+" (not in ssh-agent)")
 		case id.signer != nil:
 			a.signers = append(a.signers, id.signer)
 			a.tried = append(a.tried, a.short(id.file))
@@ -209,6 +216,7 @@ func (a *authenticator) failure(t *Target, err error) error {
 		}
 		e.NoKeys = "no ssh-agent key, and none of " + strings.Join(files, ", ") + " is a usable key"
 	}
+	e.Unsupported = gapsHint(t.Label, a.gaps)
 	if a.agentErr != nil {
 		e.AgentProblem = fmt.Sprintf("ssh-agent at %s not usable: %v", t.IdentityAgent, a.agentErr)
 	}
@@ -224,7 +232,8 @@ type AuthError struct {
 	Locked       []string // identity files skipped: encrypted and not in the agent
 	NoKeys       string   // why nothing was offered, when nothing was
 	AgentProblem string
-	Err          error // the ssh library's error
+	Unsupported  string // what the configuration asks that the built-in client cannot do
+	Err          error  // the ssh library's error
 }
 
 func (e *AuthError) Error() string {
@@ -246,6 +255,9 @@ func (e *AuthError) Error() string {
 	}
 	if e.AgentProblem != "" {
 		b.WriteString("; " + e.AgentProblem)
+	}
+	if e.Unsupported != "" {
+		b.WriteString("; " + e.Unsupported)
 	}
 	return b.String()
 }

@@ -21,7 +21,6 @@ import (
 	"time"
 
 	"github.com/pkg/sftp"
-	"golang.org/x/crypto/ssh"
 
 	"remotefs/internal/putproto"
 )
@@ -36,10 +35,11 @@ type Client struct {
 	label       string
 	root        string
 	sftp        *sftp.Client
-	ssh         *ssh.Client // nil when not over ssh (NewClientPipe)
-	target      *Target     // what Dial resolved; nil for NewClientPipe
-	links       forwardLink // carries port forwards; nil when the connection cannot
-	transport   []io.Closer // closed in order when the connection dies
+	ssh         transport    // nil when not over ssh (NewClientPipe)
+	ping        func() error // one round trip to the server (keepalive, probe); nil without ssh
+	target      *Target      // what Dial resolved; nil for NewClientPipe
+	links       forwardLink  // carries port forwards; nil when the connection cannot
+	transport   []io.Closer  // closed in order when the connection dies
 	opTimeout   time.Duration
 	log         *slog.Logger
 	posixRename bool
@@ -218,7 +218,7 @@ func (c *Client) closeTransport() {
 // keepalive sends keepalive@openssh.com every interval and kills the
 // connection when no reply has come for interval*countMax: the only way
 // to notice a link where packets vanish without a TCP reset.
-func (c *Client) keepalive(interval time.Duration, countMax int) {
+func (c *Client) keepalive(send func() error, interval time.Duration, countMax int) {
 	limit := interval * time.Duration(countMax)
 	ticker := time.NewTicker(interval)
 	defer ticker.Stop()
@@ -247,11 +247,7 @@ func (c *Client) keepalive(interval time.Duration, countMax int) {
 				continue
 			}
 			pending, sentAt = true, now
-			go func() {
-				// OpenSSH answers with a failure (unknown request): that is a reply.
-				_, _, err := c.ssh.SendRequest("keepalive@openssh.com", true, nil)
-				replies <- err
-			}()
+			go func() { replies <- send() }()
 		}
 	}
 }
@@ -1257,16 +1253,16 @@ func (c *Client) Exec(ctx context.Context, cmd string, stdin io.Reader, stdout, 
 	if c.ssh == nil {
 		return -1, fmt.Errorf("exec on %s: %w", c.label, ErrUnsupported)
 	}
-	var sess *ssh.Session
+	var sess session
 	err := c.run(ctx, func(pr *progress) error {
-		s, err := c.ssh.NewSession()
+		s, err := c.ssh.newSession()
 		if err != nil {
 			return err
 		}
 		pr.ioMu.Lock()
 		defer pr.ioMu.Unlock()
 		if pr.abandoned.Load() {
-			s.Close()
+			s.close()
 			return errAbandoned
 		}
 		sess = s
@@ -1279,48 +1275,51 @@ func (c *Client) Exec(ctx context.Context, cmd string, stdin io.Reader, stdout, 
 		}
 		return -1, fmt.Errorf("exec on %s: %w", c.label, err)
 	}
-	defer sess.Close()
-	// x/crypto keeps copying stdin on its own goroutine, even after the
+	defer sess.close()
+	// The session keeps copying stdin on its own goroutine, even after the
 	// command ends: stop it without waiting for a Read that may block.
 	in, out := &progress{}, &progress{}
 	defer in.abandonNoWait()
+	var sin io.Reader
+	var sout, serr io.Writer
 	if stdin != nil {
-		sess.Stdin = guardedReader{in, stdin}
+		sin = guardedReader{in, stdin}
 	}
 	if stdout != nil {
-		sess.Stdout = guardedWriter{out, stdout}
+		sout = guardedWriter{out, stdout}
 	}
 	if stderr != nil {
-		sess.Stderr = guardedWriter{out, stderr}
+		serr = guardedWriter{out, stderr}
 	}
-	if err := sess.Start(cmd); err != nil {
+	sess.setIO(sin, sout, serr)
+	if err := sess.start(cmd); err != nil {
 		return -1, fmt.Errorf("exec on %s: %w", c.label, err)
 	}
-	waitc := make(chan error, 1)
-	go func() { waitc <- sess.Wait() }()
+	waitc := make(chan waited, 1)
+	go func() {
+		st, err := sess.wait()
+		waitc <- waited{st, err}
+	}()
+	var w waited
 	select {
-	case err = <-waitc:
+	case w = <-waitc:
 	case <-ctx.Done():
-		sess.Signal(ssh.SIGKILL)
-		sess.Close()
+		sess.signal("KILL")
+		sess.close()
 		out.abandon()
 		return -1, fmt.Errorf("exec on %s: %w", c.label, ctx.Err())
 	case <-c.done:
 		out.abandon()
 		return -1, fmt.Errorf("exec on %s: %w", c.label, c.Err())
 	}
-	var exitErr *ssh.ExitError
-	var missing *ssh.ExitMissingError
-	switch {
-	case err == nil:
-		return 0, nil
-	case errors.As(err, &exitErr):
-		if exitErr.Signal() != "" {
-			return -1, fmt.Errorf("exec on %s: command killed by signal %s", c.label, exitErr.Signal())
-		}
-		return exitErr.ExitStatus(), nil
-	case errors.As(err, &missing):
+	switch err = w.err; {
+	case err != nil:
+	case w.st.missing:
 		return -1, fmt.Errorf("exec on %s: command ended without an exit status", c.label)
+	case w.st.signal != "":
+		return -1, fmt.Errorf("exec on %s: command killed by signal %s", c.label, w.st.signal)
+	default:
+		return w.st.code, nil
 	}
 	if c.Err() != nil {
 		return -1, fmt.Errorf("exec on %s: %w", c.label, c.Err())
@@ -1334,14 +1333,11 @@ func (c *Client) Exec(ctx context.Context, cmd string, stdin io.Reader, stdout, 
 // connection may be dead without a reset, which the periodic keepalive
 // would notice only after ServerAliveInterval*CountMax).
 func (c *Client) probe(d time.Duration) {
-	if c.ssh == nil {
+	if c.ping == nil {
 		return
 	}
 	replied := make(chan error, 1)
-	go func() {
-		_, _, err := c.ssh.SendRequest("keepalive@openssh.com", true, nil)
-		replied <- err
-	}()
+	go func() { replied <- c.ping() }()
 	start := time.Now().UnixNano()
 	t := time.NewTimer(d)
 	defer t.Stop()

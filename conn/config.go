@@ -66,6 +66,9 @@ type Target struct {
 	// LocalForwards, RemoteForwards and DynamicForwards are the forwards
 	// the host entry asks for (ssh_config LocalForward ...).
 	LocalForwards, RemoteForwards, DynamicForwards []Forward
+	// BuiltinGaps: settings the built-in client cannot honour (GSSAPI,
+	// PKCS#11, ...), named when authentication fails (unsupported.go).
+	BuiltinGaps []string
 
 	// ProxyJump lists the hops to go through, first dialed first; each hop
 	// is itself resolved through ssh_config. Empty for a direct connection.
@@ -467,6 +470,8 @@ func (c *sshConfig) resolve(label, userOverride, host string, port, depth int) (
 		}
 		t.ServerAliveCountMax = n
 	}
+
+	t.BuiltinGaps = builtinGaps(get)
 
 	jump, hasJump := get("ProxyJump")
 	if pc, ok := get("ProxyCommand"); ok && pc != "none" {

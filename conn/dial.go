@@ -50,6 +50,23 @@ type Options struct {
 	// redials (it doubles from min to max). Defaults 1s and 30s.
 	RedialMin, RedialMax time.Duration
 
+	// Login answers the server's questions for keyboard-interactive and
+	// password authentication (see prompt.go). nil: a server that asks
+	// makes Dial fail with ErrLoginNeeded.
+	Login LoginFunc
+
+	// SSH picks the ssh implementation: SSHBuiltin ("" too) or SSHOpenSSH,
+	// the user's own ssh program (SSHProgram, default "ssh"; openssh.go).
+	SSH        string
+	SSHProgram string
+	// AskpassProgram is run by ssh (as SSH_ASKPASS) to ask questions with
+	// --ssh=openssh: a program that calls RunAskpass. Empty: ssh runs in
+	// batch mode and cannot ask.
+	AskpassProgram string
+	// RuntimeDir holds private sockets (ssh ControlPath, askpass).
+	// Default $TMPDIR/remotefs-UID.
+	RuntimeDir string
+
 	// UploadHelper picks how Put sends files: UploadAuto (the default),
 	// UploadEager or UploadSFTP; see upload.go.
 	UploadHelper string
@@ -154,6 +171,9 @@ var (
 // naming the host and what to do.
 func Dial(ctx context.Context, spec Spec, opts Options) (*Client, error) {
 	opts = opts.withDefaults()
+	if opts.SSH == SSHOpenSSH {
+		return dialOpenSSH(ctx, spec, opts)
+	}
 	target, err := Resolve(spec, opts)
 	if err != nil {
 		return nil, err
@@ -191,8 +211,8 @@ func Dial(ctx context.Context, spec Spec, opts Options) (*Client, error) {
 		transport[i] = c
 	}
 	c := newClientShell(spec.Host, opts, transport)
-	c.ssh = final
-	if err := c.startSFTPSession(ctx, target.Label); err != nil {
+	c.ssh = sshTransport{final}
+	if err := c.startSFTPSession(ctx, final, target.Label); err != nil {
 		closeChain()
 		return nil, err
 	}
@@ -202,7 +222,8 @@ func Dial(ctx context.Context, spec Spec, opts Options) (*Client, error) {
 			c.die(fmt.Errorf("ssh connection ended: %w", orEOF(err)))
 		}()
 	}
-	go c.keepalive(opts.KeepaliveInterval, opts.KeepaliveCountMax)
+	c.ping = sshTransport{final}.keepalive
+	go c.keepalive(c.ping, opts.KeepaliveInterval, opts.KeepaliveCountMax)
 
 	if err := c.setRoot(ctx, spec.Path); err != nil {
 		c.Close()
@@ -223,12 +244,12 @@ func orEOF(err error) error {
 	return err
 }
 
-// startSFTPSession opens the sftp subsystem on c.ssh within OpTimeout.
-func (c *Client) startSFTPSession(ctx context.Context, label string) error {
+// startSFTPSession opens the sftp subsystem on sc within OpTimeout.
+func (c *Client) startSFTPSession(ctx context.Context, sc *ssh.Client, label string) error {
 	errc := make(chan error, 1)
 	go func() {
 		errc <- func() error {
-			sess, err := c.ssh.NewSession()
+			sess, err := sc.NewSession()
 			if err != nil {
 				return err
 			}
@@ -355,8 +376,13 @@ func (e *RemotePathError) Unwrap() []error { return []error{ErrRemotePath, e.Err
 
 // dialHop makes one authenticated ssh connection, directly or through via.
 func dialHop(ctx context.Context, t *Target, via *ssh.Client, viaLabel string, opts Options, log *slog.Logger) (*ssh.Client, error) {
-	ctx, cancel := context.WithTimeout(ctx, opts.ConnectTimeout)
-	defer cancel()
+	outer := ctx
+	// The connect timeout bounds the network, not a person typing an
+	// answer: it is suspended while Options.Login runs.
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	deadline := time.AfterFunc(opts.ConnectTimeout, func() { cancel(context.DeadlineExceeded) })
+	defer deadline.Stop()
 
 	var nc net.Conn
 	var err error
@@ -364,14 +390,16 @@ func dialHop(ctx context.Context, t *Target, via *ssh.Client, viaLabel string, o
 	if err != nil {
 		return nil, err
 	}
+	tcpCtx, tcpCancel := context.WithTimeout(outer, opts.ConnectTimeout)
 	if proxy != nil {
 		nc, viaLabel = proxy, proxy.viaLabel()
 	} else if via == nil {
 		d := net.Dialer{KeepAlive: 30 * time.Second}
-		nc, err = d.DialContext(ctx, "tcp", t.Addr())
+		nc, err = d.DialContext(tcpCtx, "tcp", t.Addr())
 	} else {
-		nc, err = via.DialContext(ctx, "tcp", t.Addr())
+		nc, err = via.DialContext(tcpCtx, "tcp", t.Addr())
 	}
+	tcpCancel()
 	if err != nil {
 		return nil, &DialError{Host: t.Label, Addr: t.Addr(), Via: viaLabel, Timeout: opts.ConnectTimeout, Err: err}
 	}
@@ -387,10 +415,17 @@ func dialHop(ctx context.Context, t *Target, via *ssh.Client, viaLabel string, o
 		return nil, err
 	}
 	defer auth.close()
+	ia := &interactiveAuth{ctx: outer, t: t, login: opts.Login, waiting: func(on bool) {
+		if on {
+			deadline.Stop()
+		} else {
+			deadline.Reset(opts.ConnectTimeout)
+		}
+	}}
 
 	cfg := &ssh.ClientConfig{
 		User:              t.User,
-		Auth:              auth.methods(),
+		Auth:              append(auth.methods(), ia.methods()...),
 		HostKeyCallback:   hk.check,
 		HostKeyAlgorithms: hk.algorithms(),
 		ClientVersion:     "SSH-2.0-remotefs",
@@ -417,13 +452,22 @@ func dialHop(ctx context.Context, t *Target, via *ssh.Client, viaLabel string, o
 	case <-ctx.Done():
 		nc.Close() // unblocks the handshake
 		<-ch
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		if errors.Is(context.Cause(ctx), context.DeadlineExceeded) {
 			return nil, &DialError{Host: t.Label, Addr: t.Addr(), Via: viaLabel, Timeout: opts.ConnectTimeout,
 				Handshake: true, Err: context.DeadlineExceeded}
 		}
-		return nil, fmt.Errorf("connecting to %s: %w", t.Label, ctx.Err())
+		return nil, fmt.Errorf("connecting to %s: %w", t.Label, outer.Err())
 	}
 	if r.err != nil {
+		if errors.Is(r.err, ErrLoginNeeded) {
+			return nil, errors.Unwrap(r.err) // the message names the host
+		}
+		if errors.Is(r.err, context.Canceled) {
+			return nil, fmt.Errorf("login to %s: %w", t.Label, errors.Unwrap(r.err))
+		}
+		if ia.asked {
+			auth.tried = append(auth.tried, "keyboard-interactive/password")
+		}
 		if proxy != nil {
 			r.err = proxy.explain(r.err)
 		}

@@ -53,6 +53,16 @@
 //     `remotefs run` (exec.go).
 //   - Liveness: keepalive, operation deadlines, and reconnection
 //     (Manager).
+//   - Interactive logins (prompt.go): keyboard-interactive and password
+//     authentication answered by Options.Login, exactly the server's
+//     prompts; without it Dial fails with ErrLoginNeeded and Manager waits
+//     in LoginNeeded for Manager.Login instead of redialing.
+//   - Two ssh implementations behind one small transport interface
+//     (transport.go: sessions that run commands): the built-in
+//     x/crypto/ssh client, and the user's own ssh program (Options.SSH =
+//     SSHOpenSSH, openssh.go): SFTP over `ssh -s HOST sftp`, commands as
+//     multiplexed `ssh HOST CMD` processes, liveness from ssh's
+//     ServerAlive options, prompts through SSH_ASKPASS (RunAskpass).
 //
 // It holds no cache and no policy about offline writes: that is cache's.
 //
@@ -61,14 +71,18 @@
 // Every Dial error is one line that names the host and says what to do.
 // errors.Is tells the kinds apart: ErrOffline (DNS, refused, timeout, link
 // lost: may work later), ErrHostKeyUnknown, ErrHostKeyChanged, ErrAuth
-// (and ErrKeyPassphrase), ErrRemotePath, ErrConfig, ErrSpec. Remote
+// (and ErrKeyPassphrase), ErrLoginNeeded (the server asks questions and
+// Options.Login cannot answer), ErrRemotePath, ErrConfig, ErrSpec. With
+// SSHOpenSSH the kinds come from what ssh says (its last line is the
+// message). Remote
 // methods return *fs.PathError with the root-relative path; the server's
 // own text stays in the message.
 //
 // # Timeouts
 //
 //   - ConnectTimeout (ssh_config ConnectTimeout, default 10s) bounds the
-//     TCP connect plus the ssh handshake of each hop.
+//     TCP connect plus the ssh handshake of each hop; it is suspended while
+//     Options.Login waits for a person to answer.
 //   - OpTimeout (default 20s) bounds each remote operation: it fails when
 //     the server has sent nothing for that long while the operation waits
 //     (time spent in the caller's reader or writer does not count), so a
@@ -136,8 +150,9 @@
 //
 // # Not supported
 //
-// Password and keyboard-interactive authentication, GSSAPI, PKCS11Provider,
-// FIDO keys without an agent, ProxyUseFdpass (Resolve says so), Match
+// GSSAPI, PKCS11Provider, FIDO keys without an agent (an authentication
+// failure names them with the host and points to SSHOpenSSH, which leaves
+// them to ssh: unsupported.go), ProxyUseFdpass (Resolve says so), Match
 // version (the block never applies, with a warning; Match command and
 // sessiontype see the sftp subsystem, "sftp" and "subsystem", as for
 // sshfs), CanonicalizePermittedCNAMEs (CNAMEs are not

@@ -10,8 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
-
-	"golang.org/x/crypto/ssh"
 )
 
 // This file runs user commands on the server over the connection's ssh
@@ -118,10 +116,10 @@ type ExitStatus struct {
 type Process struct {
 	// Set at construction.
 	c       *Client
-	sess    *ssh.Session
-	waitErr chan error // the session's Wait result
-	in, out *progress  // guard the caller's stdin and stdout/stderr
-	pidf    *pidFilter // nil on a PTY
+	sess    session
+	waitErr chan waited // the session's wait result
+	in, out *progress   // guard the caller's stdin and stdout/stderr
+	pidf    *pidFilter  // nil on a PTY
 
 	// pgid is the command's remote process group (its pid: sshd makes the
 	// command a session leader), once the pid line arrived; 0 before.
@@ -146,7 +144,7 @@ func (c *Client) Start(ctx context.Context, cmd string, opts ExecOptions) (*Proc
 	if c.ssh == nil {
 		return nil, fmt.Errorf("exec on %s: %w", c.label, ErrUnsupported)
 	}
-	p := &Process{c: c, waitErr: make(chan error, 1), in: &progress{}, out: &progress{}}
+	p := &Process{c: c, waitErr: make(chan waited, 1), in: &progress{}, out: &progress{}}
 	if opts.PTY == nil {
 		var tok [8]byte
 		rand.Read(tok[:])
@@ -160,7 +158,7 @@ func (c *Client) Start(ctx context.Context, cmd string, opts ExecOptions) (*Proc
 		cmd = fmt.Sprintf("printf '%s%%s\\n' \"$$\" >&2; %s", marker, cmd)
 	}
 	err := c.run(ctx, func(pr *progress) error {
-		s, err := c.ssh.NewSession()
+		s, err := c.ssh.newSession()
 		if err != nil {
 			return err
 		}
@@ -169,23 +167,25 @@ func (c *Client) Start(ctx context.Context, cmd string, opts ExecOptions) (*Proc
 			if rows <= 0 || cols <= 0 {
 				rows, cols = 24, 80
 			}
-			modes := ssh.TerminalModes{ssh.TTY_OP_ISPEED: 38400, ssh.TTY_OP_OSPEED: 38400}
-			if err := s.RequestPty(t.Term, rows, cols, modes); err != nil {
-				s.Close()
+			if err := s.requestPty(t.Term, rows, cols); err != nil {
+				s.close()
 				return fmt.Errorf("pseudo-terminal refused: %w", err)
 			}
 		}
+		var sin io.Reader
+		var sout, serr io.Writer
 		if opts.Stdin != nil {
-			s.Stdin = guardedReader{p.in, opts.Stdin}
+			sin = guardedReader{p.in, opts.Stdin}
 		}
 		if opts.Stdout != nil {
-			s.Stdout = guardedWriter{p.out, opts.Stdout}
+			sout = guardedWriter{p.out, opts.Stdout}
 		}
 		if opts.Stderr != nil {
-			s.Stderr = guardedWriter{p.out, opts.Stderr}
+			serr = guardedWriter{p.out, opts.Stderr}
 		}
-		if err := s.Start(cmd); err != nil {
-			s.Close()
+		s.setIO(sin, sout, serr)
+		if err := s.start(cmd); err != nil {
+			s.close()
 			return err
 		}
 		pr.ioMu.Lock()
@@ -194,12 +194,15 @@ func (c *Client) Start(ctx context.Context, cmd string, opts ExecOptions) (*Proc
 			// Start gave up (ctx, deadline): nobody will Wait.
 			p.in.abandonNoWait()
 			p.out.abandonNoWait()
-			s.Signal(ssh.SIGKILL)
-			s.Close()
+			s.signal("KILL")
+			s.close()
 			return errAbandoned
 		}
 		p.sess = s
-		go func() { p.waitErr <- s.Wait() }()
+		go func() {
+			st, err := s.wait()
+			p.waitErr <- waited{st, err}
+		}()
 		return nil
 	})
 	if err != nil {
@@ -223,7 +226,7 @@ func (m *Manager) Start(ctx context.Context, cmd string, opts ExecOptions) (*Pro
 
 // Resize tells the command's pseudo-terminal its new window size.
 func (p *Process) Resize(rows, cols int) error {
-	return p.sess.WindowChange(rows, cols)
+	return p.sess.windowChange(rows, cols)
 }
 
 // Signal sends a signal ("INT", "TERM", "HUP", ...; SIG prefix optional)
@@ -248,7 +251,7 @@ func (p *Process) Signal(name string) error {
 		}
 		return nil
 	}
-	return p.sess.Signal(ssh.Signal(name))
+	return p.sess.signal(name)
 }
 
 // Kill kills the command (its process group without a PTY) and closes the
@@ -258,8 +261,8 @@ func (p *Process) Kill() {
 	if p.pgid.Load() > 0 {
 		p.Signal("KILL")
 	}
-	p.sess.Signal(ssh.SIGKILL)
-	p.sess.Close()
+	p.sess.signal("KILL")
+	p.sess.close()
 }
 
 // Wait waits for the command to end and returns its exit status; the error
@@ -268,13 +271,13 @@ func (p *Process) Kill() {
 // Stdin, Stdout and Stderr are not used again.
 func (p *Process) Wait() (ExitStatus, error) {
 	c := p.c
-	defer p.sess.Close()
-	// x/crypto keeps reading stdin on its own goroutine after the command
-	// ends: stop it without waiting for a Read that may block.
+	defer p.sess.close()
+	// The session keeps reading stdin on its own goroutine after the
+	// command ends: stop it without waiting for a Read that may block.
 	defer p.in.abandonNoWait()
-	var err error
+	var w waited
 	select {
-	case err = <-p.waitErr:
+	case w = <-p.waitErr:
 		if p.pidf != nil {
 			p.pidf.flush()
 		}
@@ -282,27 +285,29 @@ func (p *Process) Wait() (ExitStatus, error) {
 		p.out.abandon()
 		return ExitStatus{}, fmt.Errorf("exec on %s: %w", c.label, c.Err())
 	}
-	var exitErr *ssh.ExitError
-	var missing *ssh.ExitMissingError
 	switch {
-	case err == nil:
-		return ExitStatus{}, nil
-	case errors.As(err, &exitErr):
-		st := ExitStatus{Code: exitErr.ExitStatus(), Signal: exitErr.Signal()}
-		if st.Signal != "" && st.Code == 128 {
-			st.Code = 128 + signalNumber(st.Signal)
-		}
-		return st, nil
-	case errors.As(err, &missing):
+	case w.err == nil && w.st.missing:
 		if cerr := c.Err(); cerr != nil {
 			return ExitStatus{}, fmt.Errorf("exec on %s: %w", c.label, cerr)
 		}
 		return ExitStatus{}, fmt.Errorf("exec on %s: the command ended without an exit status", c.label)
+	case w.err == nil:
+		st := ExitStatus{Code: w.st.code, Signal: w.st.signal}
+		if st.Signal != "" && (st.Code == 128 || st.Code == 0) {
+			st.Code = 128 + signalNumber(st.Signal)
+		}
+		return st, nil
 	}
 	if cerr := c.Err(); cerr != nil {
 		return ExitStatus{}, fmt.Errorf("exec on %s: %w", c.label, cerr)
 	}
-	return ExitStatus{}, fmt.Errorf("exec on %s: %w", c.label, err)
+	return ExitStatus{}, fmt.Errorf("exec on %s: %w", c.label, w.err)
+}
+
+// waited is a session's wait result.
+type waited struct {
+	st  sessionExit
+	err error
 }
 
 // signalNumber is the Linux number of the signals x/crypto does not know

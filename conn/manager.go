@@ -18,6 +18,10 @@ const (
 	Offline State = iota
 	Connecting
 	Online
+	// LoginNeeded: the server asks for a password or other answers
+	// (keyboard-interactive) and nobody is there to answer. The Manager
+	// does not redial by itself; Login does, with someone to ask.
+	LoginNeeded
 )
 
 func (s State) String() string {
@@ -28,6 +32,8 @@ func (s State) String() string {
 		return "connecting"
 	case Online:
 		return "online"
+	case LoginNeeded:
+		return "login needed"
 	}
 	return fmt.Sprintf("State(%d)", int(s))
 }
@@ -88,7 +94,11 @@ type Manager struct {
 	lastErr  error     // guarded by mu
 	downAt   time.Time // guarded by mu: when it was last Online (zero while Online)
 	redialer bool      // guarded by mu: the redial loop is running
-	closed   bool      // guarded by mu
+	// relogin hands the loop a client connected by Login while it waits in
+	// LoginNeeded.
+	relogin chan *Client
+	loginMu sync.Mutex // held by Login: one at a time
+	closed  bool       // guarded by mu
 
 	forwards *forwarder // set at construction when Options.Forwards; nil otherwise
 }
@@ -103,8 +113,9 @@ func NewManager(spec Spec, opts Options, onState func(State, error)) *Manager {
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &Manager{spec: spec, opts: opts.withDefaults(), onState: onState,
 		ctx: ctx, cancel: cancel, state: Offline, since: time.Now(),
-		kick: make(chan struct{}, 1), netChange: make(chan struct{}, 1)}
-	if m.opts.Forwards {
+		kick: make(chan struct{}, 1), netChange: make(chan struct{}, 1), relogin: make(chan *Client)}
+	if m.opts.Forwards && m.opts.SSH != SSHOpenSSH {
+		// (With the user's ssh, ssh opens the forwards itself.)
 		m.forwards = newForwarder(m.opts.Logger.With("host", spec.Host))
 	}
 	return m
@@ -264,6 +275,9 @@ func (m *Manager) loop(c *Client) {
 		}()
 		return true
 	}
+	// loginWait: a dial was asked for answers nobody could give; no dial
+	// starts by itself until Login hands over a connection (relogin).
+	loginWait := false
 	var done <-chan struct{}
 	if c != nil {
 		done = c.Done()
@@ -274,6 +288,22 @@ func (m *Manager) loop(c *Client) {
 		select {
 		case <-m.ctx.Done():
 			return
+		case nc := <-m.relogin:
+			if c != nil {
+				nc.Close()
+				continue
+			}
+			if m.setState(Online, nc, nil) != nil {
+				nc.Close()
+				return
+			}
+			c, done, connectedAt = nc, nc.Done(), time.Now()
+			loginWait, delay = false, minDelay
+			stopTimer()
+			for _, d := range dials {
+				d.cancel()
+			}
+			dials = nil
 		case <-done:
 			if m.setState(Offline, nil, c.Err()) != nil {
 				return
@@ -293,7 +323,7 @@ func (m *Manager) loop(c *Client) {
 				}
 			}
 		case <-m.kick:
-			if c != nil || time.Since(lastKick) < redialEvery {
+			if c != nil || loginWait || time.Since(lastKick) < redialEvery {
 				continue
 			}
 			if len(dials) > 0 && time.Since(dials[len(dials)-1].start) < dialStuckAfter {
@@ -304,6 +334,9 @@ func (m *Manager) loop(c *Client) {
 				return
 			}
 		case <-m.netChange:
+			if loginWait {
+				continue
+			}
 			if c != nil {
 				// The connection may have died with the old network:
 				// check it now rather than after the keepalive bound.
@@ -354,11 +387,59 @@ func (m *Manager) loop(c *Client) {
 			if c != nil || !current || len(dials) > 0 {
 				continue // another dial may still succeed
 			}
+			if errors.Is(r.err, ErrLoginNeeded) {
+				// Redialing would only be asked again: wait for Login.
+				if m.setState(LoginNeeded, nil, r.err) != nil {
+					return
+				}
+				loginWait = true
+				stopTimer()
+				continue
+			}
 			if m.setState(Offline, nil, r.err) != nil {
 				return
 			}
 			backoff()
 		}
+	}
+}
+
+// Login dials with login answering the server's questions, when the
+// Manager waits in LoginNeeded, and on success hands the connection to the
+// background loop (the Manager goes Online as after any reconnect). It
+// returns Dial's error; on failure the Manager stays in LoginNeeded.
+func (m *Manager) Login(ctx context.Context, login LoginFunc) error {
+	if !m.loginMu.TryLock() {
+		return fmt.Errorf("a login to %s is already in progress", m.spec.Host)
+	}
+	defer m.loginMu.Unlock()
+	if st, _, _ := m.State(); st != LoginNeeded {
+		return fmt.Errorf("%s needs no login now (%s)", m.spec.Host, st)
+	}
+	opts := m.opts
+	opts.Login = login
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go func() {
+		select {
+		case <-m.ctx.Done():
+			stop()
+		case <-ctx.Done():
+		}
+	}()
+	c, err := Dial(ctx, m.spec, opts)
+	if err != nil {
+		return err
+	}
+	select {
+	case m.relogin <- c:
+		return nil
+	case <-m.ctx.Done():
+		c.Close()
+		return errManagerClosed
+	case <-ctx.Done():
+		c.Close()
+		return ctx.Err()
 	}
 }
 

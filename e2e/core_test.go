@@ -114,7 +114,10 @@ func noTempFiles(t *testing.T, root string) {
 // reference folder and on the mount, then checks that the server holds
 // exactly what the reference holds, and that git saw the same thing.
 func TestDeveloperDay(t *testing.T) {
-	w := newWorld(t)
+	forEachSSH(t, func(t *testing.T, _ string, setup func(*world) *world) { developerDay(t, setup(newWorld(t))) })
+}
+
+func developerDay(t *testing.T, w *world) {
 	saveScript, _ := filepath.Abs("testdata/editor_save.py")
 	workload, _ := filepath.Abs("testdata/workload.sh")
 	w.env = append(w.env, "SAVE="+saveScript)

@@ -68,6 +68,33 @@ type world struct {
 	alias string // ssh_config alias the mount uses
 	// cred: the local user commands run as (nil: the test's own).
 	cred *syscall.Credential
+	// sshFlags are given to every mount (--ssh=openssh in the openssh
+	// runs of the core tests).
+	sshFlags []string
+}
+
+// sshModes are the ssh implementations the core tests run over.
+var sshModes = []string{"builtin", "openssh"}
+
+// forEachSSH runs test once per ssh implementation, as subtests; the
+// world it is given mounts with that implementation.
+func forEachSSH(t *testing.T, test func(t *testing.T, mode string, setup func(*world) *world)) {
+	for _, mode := range sshModes {
+		t.Run(mode, func(t *testing.T) {
+			if mode == "openssh" {
+				if _, err := exec.LookPath("ssh"); err != nil {
+					t.Skip("no ssh program")
+				}
+			}
+			test(t, mode, func(w *world) *world {
+				w.sshFlags = nil
+				if mode != "builtin" {
+					w.sshFlags = []string{"--ssh=" + mode}
+				}
+				return w
+			})
+		})
+	}
 }
 
 func newWorld(t *testing.T) *world {
@@ -100,6 +127,11 @@ func newWorldAt(t *testing.T, srv *sshdtest.Server, base string) *world {
 		"GORACE=atexit_sleep_ms=0", // the race-built binary would wait 1s at every exit
 	)
 	os.MkdirAll(filepath.Join(base, "run"), 0o700)
+	if mode := os.Getenv("REMOTEFS_E2E_SSH"); mode != "" && mode != "builtin" {
+		// The whole suite over another ssh implementation:
+		// REMOTEFS_E2E_SSH=openssh go test ./e2e/
+		w.sshFlags = []string{"--ssh=" + mode}
+	}
 	t.Cleanup(w.cleanup)
 	return w
 }
@@ -196,11 +228,14 @@ func (w *world) spec() string { return w.alias + ":" + w.root }
 
 func (w *world) mount(extra ...string) {
 	w.t.Helper()
-	args := append([]string{"mount"}, extra...)
+	args := append(append([]string{"mount"}, w.sshFlags...), extra...)
 	args = append(args, w.spec(), w.mnt)
 	w.must(binary, args...)
 	if !mounted(w.mnt) {
 		w.t.Fatalf("remotefs mount returned 0 but %s is not mounted", w.mnt)
+	}
+	if len(w.sshFlags) > 0 && !strings.Contains(w.srv.Log(), "remote software version OpenSSH") {
+		w.t.Fatalf("mounted with %v, but sshd saw no OpenSSH client", w.sshFlags)
 	}
 }
 

@@ -74,8 +74,14 @@ func TestModel(t *testing.T) {
 		}
 	}
 	t.Logf("TestModel: seed %d, %d operations (rerun with REMOTEFS_SEED=%d)", seed, nops, seed)
+	// The same operations over each ssh implementation: the user's ssh
+	// carries every byte with --ssh=openssh.
+	forEachSSH(t, func(t *testing.T, _ string, setup func(*world) *world) {
+		modelRun(t, setup(newCheckedWorld(t)), seed, nops)
+	})
+}
 
-	w := newCheckedWorld(t)
+func modelRun(t *testing.T, w *world, seed uint64, nops int) {
 	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
 
 	// The cache's timing rules must not change what the mount shows, so

@@ -105,9 +105,14 @@ type wantEvent struct{ events, path string }
 // the matching events within 2 s, while nothing of it goes back to the
 // server.
 func TestServerChangesRaiseInotifyEvents(t *testing.T) {
+	forEachSSH(t, func(t *testing.T, _ string, setup func(*world) *world) {
+		serverChangesRaiseInotifyEvents(t, setup(newWorld(t)))
+	})
+}
+
+func serverChangesRaiseInotifyEvents(t *testing.T, w *world) {
 	requireCommand(t, "inotifywait")
 	requireCommand(t, "python3")
-	w := newWorld(t)
 	w.writeServer("proj/main.py", "print(1)\n", 0o644)
 	w.writeServer("proj/old.txt", "old\n", 0o644)
 	w.writeServer("proj/name.txt", "name\n", 0o644)

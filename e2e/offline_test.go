@@ -92,7 +92,12 @@ func wantErrno(t *testing.T, what string, err error, want syscall.Errno) {
 // comes back by itself. Then it mounts from the cache alone, and with the
 // server down: both read-only (without --offline-edits).
 func TestOfflineIsReadOnlyMirror(t *testing.T) {
-	w := newWorld(t)
+	forEachSSH(t, func(t *testing.T, _ string, setup func(*world) *world) {
+		offlineIsReadOnlyMirror(t, setup(newWorld(t)))
+	})
+}
+
+func offlineIsReadOnlyMirror(t *testing.T, w *world) {
 	p := w.viaProxyWith("ServerAliveInterval 1\nServerAliveCountMax 3\nConnectTimeout 3")
 	w.writeServer("proj/src/main.py", "print('main')\n", 0o644)
 	w.writeServer("proj/src/lib/util.py", "def f(): pass\n", 0o644)

@@ -60,7 +60,10 @@ func (w *world) serverPath(rel string) string {
 // folder matching the working directory, exit statuses, stdin, separate
 // stdout and stderr, quoting.
 func TestRun(t *testing.T) {
-	w := newWorld(t)
+	forEachSSH(t, func(t *testing.T, _ string, setup func(*world) *world) { testRun(t, setup(newWorld(t))) })
+}
+
+func testRun(t *testing.T, w *world) {
 	p := w.viaProxy()
 	w.mount()
 	// With 20 ms each way an upload takes a while: the run must wait for it.
@@ -307,7 +310,10 @@ func TestRunRefuses(t *testing.T) {
 // of its own, of the same size, following resizes; ^C reaches it; the
 // local terminal is restored, and nothing typed afterwards is taken.
 func TestRunTerminal(t *testing.T) {
-	w := newWorld(t)
+	forEachSSH(t, func(t *testing.T, _ string, setup func(*world) *world) { testRunTerminal(t, setup(newWorld(t))) })
+}
+
+func testRunTerminal(t *testing.T, w *world) {
 	w.mount()
 	env := append(w.env, "TERM=xterm-256color")
 

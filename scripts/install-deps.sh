@@ -34,17 +34,19 @@ declare -A probe=(
   [gcc]=gcc # go test -race links with cgo
   [netcat-openbsd]=/bin/nc.openbsd # ProxyCommand tests (nc %h %p)
   [iproute2]=ip # network-change tests add an address
+  [libpam-oath]=pam_oath.so # e2e: a password + one-time-code login (sshd with PAM)
 )
 
 installed() {
   case "$1" in
     /*) [ -x "$1" ] ;;
+    pam_*.so) compgen -G "/lib/*/security/$1" >/dev/null || [ -e "/usr/lib/security/$1" ] ;;
     *) command -v "$1" >/dev/null 2>&1 ;;
   esac
 }
 
 missing=()
-for pkg in fuse3 openssh-server openssh-sftp-server openssh-client git python3 inotify-tools sshfs make gcc netcat-openbsd iproute2; do
+for pkg in fuse3 openssh-server openssh-sftp-server openssh-client git python3 inotify-tools sshfs make gcc netcat-openbsd iproute2 libpam-oath; do
   installed "${probe[$pkg]}" || missing+=("$pkg")
 done
 

@@ -54,6 +54,7 @@ type HostConfig struct {
 	NoExec         *bool   `toml:"noexec"`
 	NoNotify       *bool   `toml:"no_notify"`
 	Forwards       *bool   `toml:"forwards"`
+	SSH            *string `toml:"ssh"`
 	// Ignore: glob patterns (path.Match syntax, matched against each path
 	// relative to the remote root and against its base name) of things the
 	// mount does not fetch ahead of use: folders matching a base-name
@@ -102,6 +103,7 @@ var configKeys = []configKey{
 	{"noexec", "noexec", "bool", `programs on the mount cannot be executed (enforced when mounted by root)`, func(h *HostConfig) any { return h.NoExec }},
 	{"no_notify", "no-notify", "bool", `do not raise inotify events on the mount for changes made on the server`, func(h *HostConfig) any { return h.NoNotify }},
 	{"forwards", "no-forwards", "bool", `open the LocalForward, RemoteForward and DynamicForward of the host's ssh_config entry while mounted (default true)`, func(h *HostConfig) any { return h.Forwards }},
+	{"ssh", "ssh", "ssh", `which ssh makes the connection: "builtin" (remotefs's own client) or "openssh" (your ssh program, for what the built-in client cannot do: see remotefs help ssh) (default "builtin")`, func(h *HostConfig) any { return h.SSH }},
 	{"ignore", "", "patterns", `glob patterns (path.Match syntax) of things not fetched ahead of use: matching folders are not listed at mount or watched inside, matching files not prefetched; all stay visible, e.g. ["*.pyc", "__pycache__", ".venv"]`, func(h *HostConfig) any { return h.Ignore }},
 	{"server_folders", "", "folders", `folders that programs on the server write to: only small files prefetched (64 KiB each, 16 MiB in all), re-checked on every open when no watcher is live; a name matches at any depth, a name with "/" is relative to the remote root (default ["results", "runs", "wandb", "notebooks", "outputs", "checkpoints"])`, func(h *HostConfig) any { return h.ServerFolders }},
 	{"uid_map", "", "idmap", `server user ids shown as other local ones, as "REMOTE:LOCAL" pairs, e.g. ["1001:1000"]; without it the login user's files show as the mounting user's, root's as root's, and any other owner as the same number`, func(h *HostConfig) any { return h.UIDMap }},
@@ -201,6 +203,8 @@ func checkConfigValue(k configKey, v any) error {
 			if *v == "" {
 				return errors.New("empty path")
 			}
+		case "ssh":
+			return sshFlag{new(string)}.Set(*v)
 		}
 	case *[]string:
 		if v == nil {
@@ -362,6 +366,7 @@ func (c *Config) section(spec conn.Spec) (HostConfig, string) {
 	over(&merged.NoExec, h.NoExec)
 	over(&merged.NoNotify, h.NoNotify)
 	over(&merged.Forwards, h.Forwards)
+	over(&merged.SSH, h.SSH)
 	over(&merged.Ignore, h.Ignore)
 	over(&merged.ServerFolders, h.ServerFolders)
 	over(&merged.UIDMap, h.UIDMap)

@@ -15,6 +15,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"remotefs/conn"
 	"remotefs/internal/control"
 )
 
@@ -198,6 +199,9 @@ func cmdStatus(ctx context.Context, args []string) error {
 		}
 		if line := offlineLine(s); line != "" {
 			fmt.Printf("%s: %s\n", s.Mountpoint, line)
+		}
+		if s.State == conn.LoginNeeded.String() {
+			fmt.Printf("%s: the server asks for a password or code again: run remotefs login %s\n", s.Mountpoint, s.Mountpoint)
 		}
 		if s.Watch != "" {
 			fmt.Printf("%s: server changes: %s\n", s.Mountpoint, s.Watch)

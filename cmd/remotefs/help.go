@@ -120,7 +120,7 @@ func cmdHelp(ctx context.Context, args []string) error {
 		return usagef("help: one command or topic at a time (topics: %s)", strings.Join(topicNames(), ", "))
 	}
 	switch args[0] {
-	case "mount", "unmount", "umount", "flush", "status":
+	case "mount", "unmount", "umount", "flush", "status", "login":
 		return run(ctx, []string{args[0], "--help"})
 	case "version":
 		fmt.Print("Usage: remotefs version\n\nPrints the version of remotefs (also: remotefs --version).\n\nExample:\n  remotefs version\n")
@@ -136,7 +136,7 @@ func cmdHelp(ctx context.Context, args []string) error {
 		fmt.Print(page())
 		return nil
 	}
-	return usagef("help: no command or topic %q (commands: mount, unmount, flush, status, cache, version; topics: %s)", args[0], strings.Join(topicNames(), ", "))
+	return usagef("help: no command or topic %q (commands: mount, unmount, flush, status, login, cache, version; topics: %s)", args[0], strings.Join(topicNames(), ", "))
 }
 
 func topicNames() []string {
@@ -155,7 +155,7 @@ func helpConfig() string {
 	for _, k := range configKeys {
 		typ := map[string]string{
 			"duration": "duration", "size": "size", "path": "path", "bool": "true/false",
-			"patterns": "list", "folders": "list", "idmap": "list",
+			"patterns": "list", "folders": "list", "idmap": "list", "ssh": `"builtin" or "openssh"`,
 		}[k.kind]
 		if k.flag == "F" {
 			typ += ", flag -F"
@@ -255,7 +255,10 @@ remotefs takes HOME, USER and XDG_RUNTIME_DIR from the password database
 and /run/user/UID, so the user's ~/.ssh/config, cache and logs are used.
 The ssh key must be usable without a prompt: an agent (SSH_AUTH_SOCK, or
 IdentityAgent in ~/.ssh/config) or a key without passphrase. A boot-time
-mount as root has no agent.
+mount as root has no agent. A server that asks for a password or a code
+(keyboard-interactive) can be mounted from fstab only by "mount DIR" on a
+terminal, which asks; without one the mount fails at once, and a mount
+that is up and asked again on a reconnect waits for remotefs login DIR.
 
 ` + mountOptionsHelp() + `
 Unknown options are refused with an error naming them.
@@ -296,6 +299,18 @@ id_rsa by default); certificates are offered with their key, whether
 the key is in a file or in the agent. A key with a passphrase must be
 loaded in the agent (ssh-add).
 
+Passwords and one-time codes (keyboard-interactive and password logins,
+e.g. a university cluster asking "Password:" then a Duo or TOTP code):
+remotefs mount asks the server's prompts, exactly as sent, on the terminal
+(answers to secret prompts are not shown) before it goes to the
+background. The answers go to the server and nowhere else: not to disk,
+logs, arguments or the environment, and they are not kept. When a later
+reconnect is asked again, the mount stays up serving its cache (read-only,
+as offline), remotefs status says "login needed", and
+  remotefs login MOUNTPOINT
+asks on the terminal again and resumes. A mount without a terminal
+(/etc/fstab at boot, systemd) that is asked fails at once and says so.
+
 Host keys are checked against known_hosts (~/.ssh/known_hosts,
 /etc/ssh/ssh_known_hosts), host certificates against its
 @cert-authority lines (a pattern there also covers the host on another
@@ -317,12 +332,35 @@ warning, not a failed mount (ExitOnForwardFailure is not followed).
 Unix-socket forwards and remote SOCKS (RemoteForward with one argument)
 are skipped with a warning.
 
-Not supported by the built-in client (a clear error names the option and
-the host): GSSAPI/Kerberos, PKCS11Provider, a FIDO key without an agent,
-ProxyUseFdpass; use --ssh=openssh. Not at all: writing to known_hosts,
-CheckHostIP, CanonicalizePermittedCNAMEs (CNAMEs are not followed),
-Match version (the block never applies, with a warning). Relative IdentityFile and
-UserKnownHostsFile names are relative to the home directory.
+Not supported by the built-in client: GSSAPI/Kerberos, PKCS11Provider, a
+FIDO key without an agent, ProxyUseFdpass (when a login fails, the error
+names such settings of the host and points to --ssh=openssh). Not at
+all: writing to known_hosts, CheckHostIP, CanonicalizePermittedCNAMEs
+(CNAMEs are not followed), Match version (the block never applies, with a
+warning). Relative IdentityFile and UserKnownHostsFile names are relative
+to the home directory.
+
+--ssh=openssh (-o ssh=openssh, or ssh = "openssh" in the config file) makes
+remotefs use your own ssh program for the connection, as sshfs does:
+everything ssh does works (ProxyCommand, Kerberos, PKCS#11 and FIDO keys,
+certificates, every Match), with the same features on top. The SFTP
+stream is "ssh -s HOST sftp" and every helper command (listing, change
+feed, uploads, prefetch, remotefs run) is an "ssh HOST COMMAND" process
+sharing one login: the SFTP process is a ControlMaster on a private socket
+in the runtime directory, unless your configuration sets a ControlPath
+(then yours is used, ControlPersist included). ServerAliveInterval and
+ServerAliveCountMax (default 5s x 3) are passed to ssh, which ends a dead
+link the same way (behind a master of yours, started with your settings,
+remotefs also pings through SFTP at that rate). Prompts (passwords,
+codes, host key confirmations) come to your terminal through SSH_ASKPASS,
+as above. Forwards are ssh's own then: the master opens the host's
+LocalForward, RemoteForward and DynamicForward as "ssh HOST" would
+(--no-forwards passes ClearAllForwardings), and remotefs status does not
+list them. ssh reads ~/.ssh/config itself (remotefs passes
+-F $HOME/.ssh/config when HOME is not your home in the password
+database). A command that remotefs run starts is reported killed by a
+signal as 128+N through a wrapping shell on the server (ssh itself
+reports no signals).
 
 Examples:
   # ~/.ssh/config

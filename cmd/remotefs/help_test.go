@@ -30,7 +30,7 @@ func TestEveryCommandHelpHasExamples(t *testing.T) {
 	ctx := context.Background()
 	for _, args := range [][]string{
 		{"mount", "--help"}, {"mount", "-h"}, {"unmount", "--help"}, {"flush", "--help"},
-		{"status", "--help"}, {"cache", "--help"}, {"cache", "list", "--help"},
+		{"status", "--help"}, {"login", "--help"}, {"help", "login"}, {"cache", "--help"}, {"cache", "list", "--help"},
 		{"cache", "clear", "--help"}, {"cache", "pin", "--help"}, {"cache", "unpin", "--help"},
 		{"help"}, {"--help"}, {"help", "mount"}, {"help", "version"},
 		{"help", "config"}, {"help", "fstab"}, {"help", "ssh"}, {"help", "cache"}, {"help", "offline"},
@@ -50,10 +50,10 @@ func TestHelpTopics(t *testing.T) {
 	isolateEnv(t)
 	ctx := context.Background()
 	want := map[string][]string{
-		"fstab":   {"mount -t fuse.remotefs", "fuse.remotefs", "_netdev", "allow_other", "cache_dir=VALUE", "make install"},
-		"ssh":     {"ProxyJump", "IdentityFile", "known_hosts", "ProxyCommand", "CertificateFile", "Match", "LocalForward", "--no-forwards"},
+		"fstab":   {"mount -t fuse.remotefs", "fuse.remotefs", "_netdev", "allow_other", "cache_dir=VALUE", "make install", "ssh=VALUE", "remotefs login"},
+		"ssh":     {"ProxyJump", "IdentityFile", "known_hosts", "ProxyCommand", "CertificateFile", "Match", "LocalForward", "--no-forwards", "remotefs login MOUNTPOINT", "--ssh=openssh", "ControlMaster", "SSH_ASKPASS"},
 		"cache":   {"remotefs cache clear", "meta.db", "pinned", "remote.json"},
-		"config":  {"[defaults]", `[host."gpu-box"]`, "server_folders", "ignore", "no_notify"},
+		"config":  {"[defaults]", `[host."gpu-box"]`, "server_folders", "ignore", "no_notify", `"openssh"`},
 		"notify":  {"IN_MODIFY", "IN_MOVED_FROM", "--no-notify", "never sent to the server"},
 		"offline": {"--offline-edits", "offline_edits", "ENETDOWN", "conflict", "remotefs status", "read-only"},
 	}

@@ -10,9 +10,15 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+
+	"remotefs/conn"
 )
 
 func main() {
+	if os.Getenv(conn.AskpassEnv) != "" {
+		// ssh runs this binary as SSH_ASKPASS (--ssh=openssh; login.go).
+		os.Exit(cmdAskpass(os.Args[1:]))
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:])
 	stop()
@@ -32,9 +38,18 @@ func main() {
 		if !errors.Is(err, errSilent) {
 			fmt.Fprintf(os.Stderr, "remotefs: %v\n", err)
 		}
+		if errors.Is(err, conn.ErrLoginNeeded) {
+			// The server asks for a password and there is no terminal:
+			// retrying will not help (the systemd unit does not).
+			os.Exit(exitLoginNeeded)
+		}
 		os.Exit(1)
 	}
 }
+
+// exitLoginNeeded: a mount failed because the server asks for a password
+// or code and there was no terminal to ask on.
+const exitLoginNeeded = 3
 
 // usageError is a mistake in the command line (exit status 2).
 type usageError struct{ msg string }
@@ -56,6 +71,8 @@ Usage:
   remotefs unmount [--force] MOUNTPOINT         deliver pending writes, then unmount
   remotefs flush MOUNTPOINT                     wait until every write is on the server
   remotefs status [--json] [MOUNTPOINT]         show mounts, pending writes, conflicts
+  remotefs login MOUNTPOINT                     answer the server's password/code prompts
+                                                again when status says "login needed"
   remotefs run [--] COMMAND [ARGS...]           run COMMAND on the server, in the folder
                                                 matching the current one (after a flush)
   remotefs cache list|clear|pin ...             manage the local caches
@@ -102,6 +119,8 @@ func run(ctx context.Context, args []string) error {
 		return cmdStatus(ctx, rest)
 	case "run":
 		return cmdRun(ctx, rest)
+	case "login":
+		return cmdLogin(ctx, rest)
 	case "cache":
 		return cmdCache(ctx, rest)
 	case "version", "--version", "-V":

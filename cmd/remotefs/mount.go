@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -44,6 +45,7 @@ type mountConfig struct {
 	NoForwards   bool   // --no-forwards: do not open the ssh_config entry's port forwards
 	PollInterval time.Duration
 	ConfigFile   string // --config, or "" for the default file
+	SSH          string // --ssh: conn.SSHBuiltin or conn.SSHOpenSSH
 	// From the config file only (see config.go); the mount wires them.
 	Ignore        []string // glob patterns the mount leaves out
 	ServerFolders []string // folders the server's programs write to
@@ -58,7 +60,10 @@ Mounts PATH of the SSH server HOST on MOUNTPOINT and returns once the mount
 is live; a background process keeps serving it (--foreground keeps it
 attached). HOST is resolved like "ssh HOST" does: ~/.ssh/config, ssh-agent,
 identity files, known_hosts (an unknown host key is refused: connect once
-with ssh to verify and record it).
+with ssh to verify and record it). A server that asks for a password or a
+one-time code is answered on this terminal before mount returns
+(remotefs help ssh); --ssh=openssh uses your own ssh program instead of
+the built-in client.
 
 Examples:
   remotefs mount gpu-box:projects ~/remote        # ~/projects on gpu-box
@@ -103,6 +108,8 @@ func parseMountFlags(args []string) (*mountConfig, error) {
 	fl.BoolVar(&cfg.AllowOther, "allow-other", false, "let other users access the mount (needs user_allow_other in /etc/fuse.conf)")
 	fl.BoolVar(&cfg.ReadOnly, "read-only", false, "mount read-only: online, but refuse every change (-o ro)")
 	fl.BoolVar(&cfg.NoExec, "noexec", false, "programs on the mount cannot be executed (enforced when mounted by root)")
+	cfg.SSH = conn.SSHBuiltin
+	fl.Var(sshFlag{&cfg.SSH}, "ssh", `which ssh makes the connection: builtin (remotefs's own client) or openssh (your ssh program, as sshfs does: for ProxyCommand, GSSAPI, PKCS#11 and FIDO keys; see remotefs help ssh)`)
 	fl.StringVar(&cfg.ConfigFile, "config", "", "config file (default $XDG_CONFIG_HOME/remotefs/config.toml)")
 	help := fl.Bool("help", false, "show this help")
 	if err := fl.Parse(reorderFlags(fl, args)); err != nil {
@@ -308,7 +315,13 @@ func cmdMount(ctx context.Context, args []string) error {
 			defer close(stop)
 			go enforceNoExecWhenMounted(cfg.Mountpoint, stop)
 		}
-		return serveMount(ctx, cfg, nil, nil)
+		return serveMount(ctx, cfg, nil, nil, func(ctx context.Context, req conn.LoginRequest) ([]string, error) {
+			answers, err := askOnTerminal(ctx, req)
+			if errors.Is(err, errNoTerminal) {
+				return nil, noTerminalError(req)
+			}
+			return answers, err
+		})
 	}
 	if err := startDaemon(ctx, cfg, args); err != nil {
 		return err
@@ -342,10 +355,13 @@ func startDaemon(ctx context.Context, cfg *mountConfig, args []string) error {
 		return fmt.Errorf("log file: %w", err)
 	}
 	defer logFile.Close()
-	pr, pw, err := os.Pipe()
+	// A socket pair, not a pipe: the daemon also asks login questions over
+	// it (see login.go).
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return err
 	}
+	pr, pw := os.NewFile(uintptr(fds[0]), "ready"), os.NewFile(uintptr(fds[1]), "ready")
 	cmd := exec.Command(exe, append([]string{daemonCommand}, args...)...)
 	cmd.Stdin = nil
 	cmd.Stdout = logFile
@@ -360,18 +376,42 @@ func startDaemon(ctx context.Context, cfg *mountConfig, args []string) error {
 	pw.Close()
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
-	msg, _ := io.ReadAll(io.LimitReader(pr, 64*1024))
-	pr.Close()
-	text := strings.TrimSpace(string(msg))
-	// The daemon may send warnings before its verdict.
-	for strings.HasPrefix(text, "warning: ") {
-		line, rest, _ := strings.Cut(text, "\n")
-		fmt.Fprintln(os.Stderr, "remotefs: "+line)
-		text = strings.TrimSpace(rest)
+	// The daemon may send warnings and login questions before its verdict.
+	stop := context.AfterFunc(ctx, func() { pr.Close() })
+	defer stop()
+	rd := bufio.NewReader(io.LimitReader(pr, 1<<20))
+	var text string
+	noTerminal := false // asked to log in, and nobody could answer
+	for {
+		line, err := rd.ReadString('\n')
+		line = strings.TrimSpace(line)
+		if payload, ok := strings.CutPrefix(line, "login "); ok {
+			a := answerLogin(ctx, payload)
+			noTerminal = noTerminal || a.NoTerminal
+			b, _ := json.Marshal(a)
+			if _, err := fmt.Fprintf(pr, "%s\n", b); err != nil {
+				break
+			}
+			continue
+		}
+		if strings.HasPrefix(line, "warning: ") {
+			fmt.Fprintln(os.Stderr, "remotefs: "+line)
+			continue
+		}
+		if line != "" || err != nil {
+			text = line
+			break
+		}
 	}
+	pr.Close()
 	if text == "ok" {
 		go func() { <-exited }()
 		return nil
+	}
+	if text == "" && ctx.Err() != nil {
+		// Interrupted (Ctrl-C at a login prompt): the daemon, cut off from
+		// its terminal, gives up by itself.
+		return fmt.Errorf("mount of %s interrupted", cfg.Spec)
 	}
 	if text == "" {
 		select {
@@ -380,6 +420,9 @@ func startDaemon(ctx context.Context, cfg *mountConfig, args []string) error {
 		case <-time.After(2 * time.Second):
 			text = "background process did not report; see " + logPath
 		}
+	}
+	if noTerminal {
+		return loginNeededError(strings.TrimPrefix(text, "error: "))
 	}
 	return errors.New(strings.TrimPrefix(text, "error: "))
 }
@@ -408,17 +451,19 @@ func cmdDaemon(ctx context.Context, args []string) error {
 		ready = os.NewFile(uintptr(fd), "ready")
 		os.Unsetenv("REMOTEFS_READY_FD")
 	}
+	var relay *loginRelay
+	if ready != nil {
+		relay = newLoginRelay(ready)
+	}
 	report := func(err error) {
-		if ready == nil {
+		if relay == nil {
 			return
 		}
 		if err == nil {
-			fmt.Fprintln(ready, "ok")
+			relay.finish("ok")
 		} else {
-			fmt.Fprintln(ready, "error: "+err.Error())
+			relay.finish("error: " + err.Error())
 		}
-		ready.Close()
-		ready = nil
 	}
 	if err != nil || cfg == nil {
 		if err == nil {
@@ -428,14 +473,37 @@ func cmdDaemon(ctx context.Context, args []string) error {
 		return err
 	}
 	warn := func(msg string) {
-		if ready != nil {
-			fmt.Fprintln(ready, "warning: "+strings.ReplaceAll(msg, "\n", " "))
+		if relay != nil {
+			relay.line("warning: " + strings.ReplaceAll(msg, "\n", " "))
 		}
 		fmt.Fprintln(os.Stderr, "warning: "+msg)
 	}
-	err = serveMount(ctx, cfg, report, warn)
+	var login conn.LoginFunc
+	if relay != nil {
+		login = relay.ask
+	}
+	err = serveMount(ctx, cfg, report, warn, login)
 	report(err)
 	return err
+}
+
+// sshFlag is --ssh: builtin or openssh.
+type sshFlag struct{ p *string }
+
+func (f sshFlag) String() string {
+	if f.p == nil {
+		return ""
+	}
+	return *f.p
+}
+
+func (f sshFlag) Set(s string) error {
+	switch s {
+	case conn.SSHBuiltin, conn.SSHOpenSSH:
+		*f.p = s
+		return nil
+	}
+	return fmt.Errorf("invalid ssh %q: want builtin or openssh", s)
 }
 
 // sizeFlag parses sizes like 10G, 500M, 1.5GiB, 4096.

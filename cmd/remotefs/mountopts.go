@@ -72,6 +72,7 @@ var mountOptions = map[string]mountOption{
 	"kernel_ttl":      {flag: "kernel-ttl", value: true, help: "how long the kernel caches names and attributes"},
 	"op_timeout":      {flag: "op-timeout", value: true, help: "longest a server operation may take"},
 	"connect_timeout": {flag: "connect-timeout", value: true, help: "dial timeout"},
+	"ssh":             {flag: "ssh", value: true, help: "builtin or openssh: which ssh makes the connection"},
 
 	// Standard mount options.
 	"ro":                  {flag: "read-only", set: "true", help: "read-only mount (online)"},

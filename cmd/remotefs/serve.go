@@ -25,7 +25,12 @@ import (
 // serveMount connects, opens the cache, mounts, reports readiness through
 // ready (nil in --foreground) and serves until unmounted or signalled.
 // warn shows a message to the user who ran mount (nil: stderr).
-func serveMount(ctx context.Context, cfg *mountConfig, ready func(error), warn func(string)) error {
+//
+// login answers the server's questions at the first connection (a relay to
+// the CLI's terminal, or the terminal itself in --foreground); later
+// connections that need answers make the mount wait in "login needed" for
+// `remotefs login`.
+func serveMount(ctx context.Context, cfg *mountConfig, ready func(error), warn func(string), login conn.LoginFunc) error {
 	if os.Getenv("GOGC") == "" {
 		// The daemon's heap is mostly the metadata mirror, which lives as
 		// long as the mount: collect at 1.5x the live heap instead of 2x,
@@ -47,7 +52,17 @@ func serveMount(ctx context.Context, cfg *mountConfig, ready func(error), warn f
 	var storeRef atomic.Pointer[cache.Store]
 	var mgr *conn.Manager
 	if !cfg.Offline {
+		var firstDone atomic.Bool // the first connection attempt is over
 		copts := conn.Options{
+			Login: func(ctx context.Context, req conn.LoginRequest) ([]string, error) {
+				if firstDone.Load() || login == nil {
+					return nil, &conn.LoginNeededError{Host: hostOnly(req.Host), User: req.User, Prompt: firstPrompt(req)}
+				}
+				return login(ctx, req)
+			},
+			SSH:            cfg.SSH,
+			AskpassProgram: askpassProgram(),
+			RuntimeDir:     control.RuntimeDir(),
 			ConfigFile:     cfg.SSHConfig,
 			ConnectTimeout: cfg.ConnTimeout,
 			OpTimeout:      cfg.OpTimeout,
@@ -81,7 +96,9 @@ func serveMount(ctx context.Context, cfg *mountConfig, ready func(error), warn f
 			}
 		})
 		defer mgr.Close()
-		if err := mgr.Connect(ctx); err != nil {
+		err := mgr.Connect(ctx)
+		firstDone.Store(true)
+		if err != nil {
 			if !errors.Is(err, conn.ErrOffline) {
 				return err
 			}
@@ -442,6 +459,8 @@ func (d *daemon) handle(ctx context.Context, req control.Request, progress func(
 		return control.Reply{Status: d.status()}
 	case "run":
 		return d.runCommand(ctx, req, progress)
+	case "login":
+		return d.handleLogin(ctx, req)
 	case "unmount":
 		var undelivered error
 		if !req.Force {

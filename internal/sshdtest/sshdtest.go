@@ -68,6 +68,13 @@ type Options struct {
 	// RemoteHome are given to it, and the server's files made readable
 	// to it. Ignored when not root.
 	LoginUser string
+	// SSHD is the sshd program to run (default: FindSSHD). sshd uses its
+	// program name as its PAM service, so a copy under another name has
+	// its own /etc/pam.d file.
+	SSHD string
+	// UsePAM turns on PAM and keyboard-interactive authentication (sshd
+	// must run as root for PAM logins).
+	UsePAM bool
 }
 
 // Server is a running sshd and the client-side files that reach it.
@@ -199,6 +206,9 @@ func StartServer(dir string, opts Options) (*Server, error) {
 	sshd, err := FindSSHD()
 	if err != nil {
 		return nil, err
+	}
+	if opts.SSHD != "" {
+		sshd = opts.SSHD
 	}
 	dir, err = filepath.Abs(dir)
 	if err != nil {
@@ -389,16 +399,20 @@ func (s *Server) writeConfigs(sshd string, opts Options) error {
 	if opts.LoginShellDelay > 0 {
 		sftp = "internal-sftp"
 	}
+	pam := "no"
+	if opts.UsePAM {
+		pam = "yes"
+	}
 	cfg := fmt.Sprintf(`# written by remotefs internal/sshdtest
+UsePAM %s
+KbdInteractiveAuthentication %s
 Port %d
 ListenAddress 127.0.0.1
 HostKey %s
 PidFile %s
 AuthorizedKeysFile %s
 StrictModes no
-UsePAM no
 PasswordAuthentication no
-KbdInteractiveAuthentication no
 PubkeyAuthentication yes
 PermitRootLogin prohibit-password
 PermitUserRC no
@@ -414,7 +428,7 @@ Subsystem sftp %s -d %s
 SetEnv HOME=%s
 LogLevel %s
 %s
-`, s.Port, s.HostKeyFile, filepath.Join(filepath.Dir(s.SSHDConfig), "sshd.pid"), s.AuthorizedKeysFile,
+`, pam, pam, s.Port, s.HostKeyFile, filepath.Join(filepath.Dir(s.SSHDConfig), "sshd.pid"), s.AuthorizedKeysFile,
 		sftp, s.RemoteHome, s.RemoteHome, level, opts.ExtraConfig)
 	if err := os.WriteFile(s.SSHDConfig, []byte(cfg), 0o600); err != nil {
 		return err
