@@ -44,11 +44,20 @@ import (
 //   - Questions (passwords, one-time codes, host key confirmations) go
 //     through SSH_ASKPASS (Options.AskpassProgram, forced): each prompt
 //     reaches Options.Login over a private socket, and the answer goes back
-//     to ssh on the askpass program's stdout. Without Login the answer is
-//     refused and Dial fails with ErrLoginNeeded.
-//   - The exit status of a command killed by a signal is not reported by
-//     ssh (it exits 255); commands on a pseudo-terminal run under a local
-//     one that ssh puts in raw mode.
+//     to ssh on the askpass program's stdout; what ssh wrote on stderr
+//     just before (the server's message) comes with it. Without Login the
+//     answer is refused and Dial fails with ErrLoginNeeded. One try per
+//     login (NumberOfPasswordPrompts=1). Commands run in batch mode.
+//   - ssh reports no exit-signal (it exits 255), so every command runs
+//     under a wrapping shell that exits with the command's $? (128+N);
+//     commands on a pseudo-terminal run under a local one that ssh puts in
+//     raw mode after sending its modes to the server.
+//   - Forwards are ssh's: the master opens the host's LocalForward,
+//     RemoteForward and DynamicForward (unless Options.Forwards is off:
+//     ClearAllForwardings); the commands clear theirs. Manager then runs
+//     no forwarder of its own.
+//   - A RemoteCommand or RequestTTY of the host (for interactive use) is
+//     overridden.
 
 // SSH implementations for Options.SSH.
 const (
