@@ -305,8 +305,9 @@ remotefs mount asks the server's prompts, exactly as sent, on the terminal
 (answers to secret prompts are not shown) before it goes to the
 background. The answers go to the server and nowhere else: not to disk,
 logs, arguments or the environment, and they are not kept. When a later
-reconnect is asked again, the mount stays up serving its cache (read-only,
-as offline), remotefs status says "login needed", and
+reconnect is asked again, the mount stays up and works as offline (the
+cache is served, saves wait in the journal), remotefs status says
+"login needed", and
   remotefs login MOUNTPOINT
 asks on the terminal again and resumes. A mount without a terminal
 (/etc/fstab at boot, systemd) that is asked fails at once and says so.
