@@ -89,7 +89,7 @@ func (s *Store) Open(ctx context.Context, ino Ino, flags int) (*Handle, error) {
 		}
 		s.markDirtyLocked(e)
 		e.size = 0
-		e.mtime = s.nowSec()
+		s.touchLocked(e, true)
 		e.gen++
 		if err := s.commitLocked(); err != nil {
 			f.Close()
@@ -399,7 +399,7 @@ func (h *Handle) WriteAt(p []byte, off int64) (int, error) {
 		if end := off + int64(n); end > e.size {
 			e.size = end
 		}
-		e.mtime = s.nowSec()
+		s.touchLocked(e, true)
 		e.gen++
 		s.dirtyIno[h.ino] = true
 	}

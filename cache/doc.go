@@ -12,6 +12,9 @@
 //     kept in memory and persisted to a bbolt database (meta.db) in the cache
 //     directory, so a later mount, or an offline one, starts from it. An
 //     entry removed while open lives on, nameless, until its last close.
+//     A file with several names (hard links) is one entry with several
+//     names (links.go); FIFOs, sockets and device nodes are entries too,
+//     whose I/O the kernel serves itself.
 //   - Content: files under content/<ino>. A clean file's content matches the
 //     server version recorded in its entry; a dirty file's content is newer
 //     than the server and is never evicted or dropped; a partial file (16 MiB

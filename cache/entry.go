@@ -74,6 +74,19 @@ type Attr struct {
 	// (LocalOwner maps them to what the mount shows).
 	Uid, Gid uint32
 	HasOwner bool
+	// Atime and Ctime: as set through the mount or reported by the
+	// server; Ctime moves on every local change of the entry.
+	Atime, Ctime time.Time
+	// Nlink: the names the entry has (0 once removed while open); for a
+	// folder 2 + its subfolders.
+	Nlink uint32
+	Rdev  uint32 // device nodes
+}
+
+// linkName is one name of an entry that has more than one (a hard link).
+type linkName struct {
+	Parent Ino    `json:"p"`
+	Name   string `json:"n"`
 }
 
 // DirEntry is one name in a directory listing.
@@ -104,6 +117,21 @@ type entry struct {
 	// the server's owner and group, when hasOwner (owners.go)
 	uid, gid uint32
 	hasOwner bool
+	atime    time.Time
+	ctime    time.Time
+	rdev     uint32
+
+	// Hard links: the names besides (parent, name), which is the primary
+	// one that journal operations use. nlink is the link count the server
+	// reported for a folder (0: unknown); sino the server's inode number
+	// (bulk listing only), which tells the names of one file apart from
+	// copies.
+	links []linkName
+	nlink uint32
+	sino  uint64
+	// localOnly: a FIFO, socket or device node the server could not make;
+	// it lives in the mirror only.
+	localOnly bool
 
 	// directories
 	listed   bool           // children is the complete listing
@@ -160,27 +188,70 @@ func (e *entry) expectedOnServer() expect {
 }
 
 func (e *entry) attr() Attr {
-	return Attr{Ino: e.ino, Mode: e.mode, Size: e.size, Mtime: e.mtime, Target: e.target,
-		Uid: e.uid, Gid: e.gid, HasOwner: e.hasOwner}
+	a := Attr{Ino: e.ino, Mode: e.mode, Size: e.size, Mtime: e.mtime, Target: e.target,
+		Uid: e.uid, Gid: e.gid, HasOwner: e.hasOwner,
+		Atime: e.atime, Ctime: e.ctime, Rdev: e.rdev, Nlink: e.linkCount()}
+	if a.Atime.IsZero() {
+		a.Atime = e.mtime
+	}
+	if a.Ctime.Before(e.mtime) {
+		a.Ctime = e.mtime
+	}
+	return a
+}
+
+// linkCount is the link count of a file: its names on the mount (links
+// the server file has outside the mounted folder are not counted: the
+// server's count is only known at a bulk listing, and goes stale with
+// every link, unlink and upload); 0 once removed while open. Folders:
+// see Store.dirLinksLocked.
+func (e *entry) linkCount() uint32 {
+	switch {
+	case e.orphan():
+		return 0
+	case e.isDir():
+		return 2
+	}
+	return uint32(1 + len(e.links))
+}
+
+// hasName reports whether name in dir is one of e's names.
+func (e *entry) hasName(dir Ino, name string) bool {
+	if e.parent == dir && e.name == name {
+		return true
+	}
+	for _, l := range e.links {
+		if l.Parent == dir && l.Name == name {
+			return true
+		}
+	}
+	return false
 }
 
 // record is the persisted form of an entry.
 type record struct {
-	Parent   uint64  `json:"p"`
-	Name     string  `json:"n"`
-	Mode     uint32  `json:"m"`
-	Size     int64   `json:"s"`
-	MtimeNs  int64   `json:"t"`
-	Target   string  `json:"l,omitempty"`
-	Listed   bool    `json:"d,omitempty"`
-	OnServer bool    `json:"o,omitempty"`
-	Remote   Version `json:"r"`
-	Content  uint8   `json:"c,omitempty"`
-	Base     expect  `json:"b"`
-	Blocks   []byte  `json:"bm,omitempty"`
-	HasOwner bool    `json:"ho,omitempty"` // Uid, Gid are the server's
-	Uid      uint32  `json:"u,omitempty"`
-	Gid      uint32  `json:"g,omitempty"`
+	Parent   uint64     `json:"p"`
+	Name     string     `json:"n"`
+	Mode     uint32     `json:"m"`
+	Size     int64      `json:"s"`
+	MtimeNs  int64      `json:"t"`
+	Target   string     `json:"l,omitempty"`
+	Listed   bool       `json:"d,omitempty"`
+	OnServer bool       `json:"o,omitempty"`
+	Remote   Version    `json:"r"`
+	Content  uint8      `json:"c,omitempty"`
+	Base     expect     `json:"b"`
+	Blocks   []byte     `json:"bm,omitempty"`
+	HasOwner bool       `json:"ho,omitempty"` // Uid, Gid are the server's
+	Uid      uint32     `json:"u,omitempty"`
+	Gid      uint32     `json:"g,omitempty"`
+	AtimeNs  int64      `json:"at,omitempty"`
+	CtimeNs  int64      `json:"ct,omitempty"`
+	Rdev     uint32     `json:"rd,omitempty"`
+	Links    []linkName `json:"ln,omitempty"`
+	Nlink    uint32     `json:"nl,omitempty"`
+	Sino     uint64     `json:"si,omitempty"`
+	Local    bool       `json:"lo,omitempty"`
 }
 
 func (e *entry) record() []byte {
@@ -188,7 +259,14 @@ func (e *entry) record() []byte {
 		Parent: uint64(e.parent), Name: e.name, Mode: uint32(e.mode), Size: e.size,
 		MtimeNs: e.mtime.UnixNano(), Target: e.target, Listed: e.listed,
 		OnServer: e.onServer, Remote: e.remote, Content: uint8(e.content),
-		Base: e.base, Blocks: e.blocks,
+		Base: e.base, Blocks: e.blocks, Rdev: e.rdev, Links: e.links, Nlink: e.nlink, Sino: e.sino,
+		Local: e.localOnly,
+	}
+	if !e.atime.IsZero() {
+		r.AtimeNs = e.atime.UnixNano()
+	}
+	if !e.ctime.IsZero() {
+		r.CtimeNs = e.ctime.UnixNano()
 	}
 	r.HasOwner, r.Uid, r.Gid = e.hasOwner, e.uid, e.gid
 	b, _ := json.Marshal(r)
@@ -204,7 +282,14 @@ func entryFromRecord(ino Ino, b []byte) (*entry, error) {
 		ino: ino, parent: Ino(r.Parent), name: r.Name, mode: fs.FileMode(r.Mode),
 		size: r.Size, mtime: time.Unix(0, r.MtimeNs), target: r.Target, listed: r.Listed,
 		onServer: r.OnServer, remote: r.Remote, content: contentState(r.Content),
-		base: r.Base, blocks: r.Blocks,
+		base: r.Base, blocks: r.Blocks, rdev: r.Rdev, links: r.Links, nlink: r.Nlink, sino: r.Sino,
+		localOnly: r.Local,
+	}
+	if r.AtimeNs != 0 {
+		e.atime = time.Unix(0, r.AtimeNs)
+	}
+	if r.CtimeNs != 0 {
+		e.ctime = time.Unix(0, r.CtimeNs)
 	}
 	e.uid, e.gid, e.hasOwner = r.Uid, r.Gid, r.HasOwner
 	return e, nil

@@ -19,9 +19,11 @@ const (
 	opRename  opKind = "rename"  // Path -> Path2 (DestExpect: what Path2 is expected to hold)
 	opSymlink opKind = "symlink" // Path -> Target
 	opChmod   opKind = "chmod"   // Path, Mode
-	opUtimes  opKind = "utimes"  // Path, MtimeNs
+	opUtimes  opKind = "utimes"  // Path, MtimeNs, AtimeNs (0: same as mtime)
 	opLink    opKind = "link"    // hard link Path -> new name Path2
 	opChown   opKind = "chown"   // Path, Owner
+	opMknod   opKind = "mknod"   // FIFO, socket or device node Path: Mode (with type), Rdev
+	opRelink  opKind = "relink"  // after a put to Path: make Path2 a hard link of it again
 )
 
 // op is one journal record: a change the user made that the server has not
@@ -34,6 +36,8 @@ type op struct {
 	Ino     Ino         `json:"i,omitempty"`
 	Mode    fs.FileMode `json:"m,omitempty"`
 	MtimeNs int64       `json:"t,omitempty"`
+	AtimeNs int64       `json:"ta,omitempty"`
+	Rdev    uint32      `json:"rd,omitempty"`
 	Target  string      `json:"l,omitempty"`
 	Owner   *[2]uint32  `json:"ow,omitempty"` // chown: server uid, gid
 	// DestExpect: for a rename over an existing file, what the server was
@@ -59,7 +63,7 @@ type op struct {
 
 func (o *op) String() string {
 	switch o.Kind {
-	case opRename, opLink:
+	case opRename, opLink, opRelink:
 		return fmt.Sprintf("%s %s -> %s", o.Kind, o.Path, o.Path2)
 	case opSymlink:
 		return fmt.Sprintf("%s %s -> %s", o.Kind, o.Path, o.Target)
@@ -88,12 +92,12 @@ func decodeOp(b []byte) (*op, error) {
 		return nil, fmt.Errorf("journal record: %w", err)
 	}
 	switch o.Kind {
-	case opPut, opMkdir, opRemove, opRmdir, opChmod, opUtimes:
+	case opPut, opMkdir, opRemove, opRmdir, opChmod, opUtimes, opMknod:
 	case opChown:
 		if o.Owner == nil {
 			return nil, fmt.Errorf("journal record: chown without owner")
 		}
-	case opRename, opLink:
+	case opRename, opLink, opRelink:
 		if o.Path2 == "" {
 			return nil, fmt.Errorf("journal record: %s without destination", o.Kind)
 		}
@@ -125,5 +129,12 @@ func related(a, b string) bool {
 	if a == b || a == "" || b == "" {
 		return true
 	}
-	return strings.HasPrefix(b, a+"/") || strings.HasPrefix(a, b+"/")
+	return isUnder(b, a) || isUnder(a, b)
+}
+
+// isUnder reports whether p is below dir (dir + "/" + something), without
+// building dir + "/": the writer calls related for every pair of pending
+// operations, and paths can be 4 KiB long.
+func isUnder(p, dir string) bool {
+	return len(p) > len(dir) && p[len(dir)] == '/' && p[:len(dir)] == dir
 }

@@ -72,3 +72,18 @@ func TestBrokenStoreIsRebuilt(t *testing.T) {
 		t.Fatalf("damaged store not kept aside: %v", aside)
 	}
 }
+
+func TestRelatedPaths(t *testing.T) {
+	for _, c := range []struct {
+		a, b string
+		want bool
+	}{
+		{"a", "a", true}, {"", "x/y", true}, {"a", "a/b", true}, {"a/b", "a", true},
+		{"a", "ab", false}, {"ab", "a", false}, {"a/b", "a/c", false}, {"a/b", "a/bc/d", false},
+		{"a/bc", "a/b", false}, {"a/b/c", "a/b", true},
+	} {
+		if got := related(c.a, c.b); got != c.want {
+			t.Errorf("related(%q, %q) = %v, want %v", c.a, c.b, got, c.want)
+		}
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"slices"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -21,6 +22,15 @@ func (s *Store) newOp(o *op) *op {
 // every metadata change made so far, in one durable transaction. Caller
 // holds mu.
 func (s *Store) enqueueLocked(ops ...*op) error {
+	for i := 0; i < len(ops); i++ {
+		if o := ops[i]; o.Kind == opPut {
+			if e := s.entries[o.Ino]; e != nil && len(e.links) > 0 {
+				rl := s.relinkOpsLocked(e, o.Path)
+				ops = append(ops[:i+1:i+1], append(rl, ops[i+1:]...)...)
+				i += len(rl)
+			}
+		}
+	}
 	for _, o := range ops {
 		if o.Seq == 0 {
 			s.newOp(o)
@@ -77,7 +87,7 @@ func (s *Store) addChildLocked(d *entry, name string, mode fs.FileMode) *entry {
 		d.children = map[string]Ino{}
 	}
 	d.children[name] = e.ino
-	d.mtime = e.mtime
+	s.touchLocked(d, true)
 	s.dirtyIno[e.ino] = true
 	s.dirtyIno[d.ino] = true
 	return e
@@ -203,7 +213,7 @@ func (s *Store) remove(ctx context.Context, dir Ino, name string, isDir bool) er
 	if isDir && len(c.children) > 0 {
 		return ErrNotEmpty
 	}
-	p := s.pathOf(c)
+	p := childPath(s.pathOf(d), name)
 	o := &op{Kind: opRemove, Path: p}
 	if isDir {
 		o.Kind = opRmdir
@@ -213,9 +223,10 @@ func (s *Store) remove(ctx context.Context, dir Ino, name string, isDir bool) er
 		x := s.expectedOnServerLocked(c)
 		o.DestExpect = &x
 	}
-	s.removeSubtree(c)
-	d.mtime = s.nowSec()
-	s.dirtyIno[d.ino] = true
+	if !s.unlinkNameLocked(d, name, c) {
+		s.removeSubtree(c)
+	}
+	s.touchLocked(d, true)
 	return s.enqueueLocked(o)
 }
 
@@ -273,7 +284,7 @@ func (s *Store) Rename(ctx context.Context, oldDir Ino, oldName string, newDir I
 			}
 		}
 	}
-	oldPath := s.pathOf(src)
+	oldPath := childPath(s.pathOf(od), oldName)
 	newPath := childPath(s.pathOf(nd), newName)
 	var destExpect *expect
 	var dstIno Ino
@@ -295,18 +306,19 @@ func (s *Store) Rename(ctx context.Context, oldDir Ino, oldName string, newDir I
 			x := expect{Absent: !dst.onServer, Link: true}
 			destExpect = &x
 		}
-		s.removeSubtree(dst)
+		if !s.unlinkNameLocked(nd, newName, dst) {
+			s.removeSubtree(dst)
+		}
 	}
 	delete(od.children, oldName)
 	if nd.children == nil {
 		nd.children = map[string]Ino{}
 	}
 	nd.children[newName] = src.ino
-	src.parent = nd.ino
-	src.name = newName
-	now := s.nowSec()
-	od.mtime, nd.mtime = now, now
-	s.dirtyIno[od.ino], s.dirtyIno[nd.ino], s.dirtyIno[src.ino] = true, true, true
+	s.renameNameLocked(src, od.ino, oldName, nd.ino, newName)
+	s.touchLocked(od, true)
+	s.touchLocked(nd, true)
+	s.touchLocked(src, false)
 
 	// The editor pattern (write a new temp file, rename it over the
 	// original) becomes one upload of the final name, checked against the
@@ -345,6 +357,11 @@ func (s *Store) Rename(ctx context.Context, oldDir Ino, oldName string, newDir I
 	}
 	if destExpect != nil {
 		s.watchUploads(dstIno, func(v Version) {
+			if !slices.Contains(s.pending, o) {
+				// Delivered already; the replaced file lives on (a hard
+				// link) and keeps uploading: nothing to record.
+				return
+			}
 			x := o.DestExpect.union(expectVersion(v))
 			o.DestExpect = &x
 			s.rewriteOpLocked(o)
@@ -445,8 +462,10 @@ func (s *Store) retargetPut(o *op, newPath string) {
 	s.pendingPath[newPath]++
 }
 
-// SetAttr changes mode, size and/or mtime (nil fields are left alone).
-func (s *Store) SetAttr(ctx context.Context, ino Ino, mode *fs.FileMode, size *int64, mtime *time.Time) (Attr, error) {
+// SetAttr changes mode, size, atime and/or mtime (nil fields are left
+// alone). Times keep their nanoseconds here; the server keeps what SFTP
+// carries (whole seconds).
+func (s *Store) SetAttr(ctx context.Context, ino Ino, mode *fs.FileMode, size *int64, atime, mtime *time.Time) (Attr, error) {
 	if err := s.writable(); err != nil {
 		return Attr{}, err
 	}
@@ -484,9 +503,8 @@ func (s *Store) SetAttr(ctx context.Context, ino Ino, mode *fs.FileMode, size *i
 		if mode != nil {
 			e.mode = e.mode.Type() | mode.Perm()
 		}
-		if mtime != nil {
-			e.mtime = mtime.Truncate(time.Second)
-		}
+		setTimes(e, atime, mtime)
+		s.touchLocked(e, false)
 		return e.attr(), nil
 	}
 	var ops []*op
@@ -502,7 +520,7 @@ func (s *Store) SetAttr(ctx context.Context, ino Ino, mode *fs.FileMode, size *i
 			}
 		}
 		e.size = *size
-		e.mtime = s.nowSec()
+		s.touchLocked(e, true)
 		e.gen++
 		if !s.hasUnstartedPut(ino, p) {
 			// open(O_TRUNC) arrives as this truncate, then the open, the
@@ -516,15 +534,30 @@ func (s *Store) SetAttr(ctx context.Context, ino Ino, mode *fs.FileMode, size *i
 		e.mode = e.mode.Type() | mode.Perm()
 		ops = append(ops, &op{Kind: opChmod, Path: p, Mode: mode.Perm()})
 	}
-	if mtime != nil {
-		e.mtime = mtime.Truncate(time.Second)
-		ops = append(ops, &op{Kind: opUtimes, Path: p, MtimeNs: e.mtime.UnixNano()})
+	if atime != nil || mtime != nil {
+		setTimes(e, atime, mtime)
+		// SFTP v3 sets times through a symlink (OpenSSH's
+		// lsetstat@openssh.com is not in pkg/sftp): a symlink's own
+		// times stay on the mount, rather than change its target's.
+		if !e.isLink() {
+			ops = append(ops, &op{Kind: opUtimes, Path: p, MtimeNs: e.mtime.UnixNano(), AtimeNs: e.attr().Atime.UnixNano()})
+		}
 	}
-	s.dirtyIno[ino] = true
+	s.touchLocked(e, false)
 	if err := s.enqueueLocked(ops...); err != nil {
 		return Attr{}, err
 	}
-	return e.attr(), nil
+	return s.attrLocked(e), nil
+}
+
+// setTimes sets the times given (nil: left alone).
+func setTimes(e *entry, atime, mtime *time.Time) {
+	if atime != nil {
+		e.atime = *atime
+	}
+	if mtime != nil {
+		e.mtime = *mtime
+	}
 }
 
 // markDirtyLocked records that the local content is about to become newer
@@ -542,65 +575,90 @@ func (s *Store) markDirtyLocked(e *entry) {
 // hasUnstartedPut reports whether an upload of ino to p is queued and not
 // yet started, with nothing touching p after it. Caller holds mu.
 func (s *Store) hasUnstartedPut(ino Ino, p string) bool {
-	o := s.lastOpTouching(p)
-	return o != nil && o.Kind == opPut && o.Ino == ino && o.Path == p && !o.inflight
+	for i := len(s.pending) - 1; i >= 0; i-- {
+		o := s.pending[i]
+		if o.Kind == opRelink && o.Path == p && !o.inflight {
+			continue // follows the put it belongs to
+		}
+		for _, q := range o.paths() {
+			if related(p, q) {
+				return o.Kind == opPut && o.Ino == ino && o.Path == p && !o.inflight
+			}
+		}
+	}
+	return false
 }
 
-// Link makes newName in newDir a hard link to ino on the server. Locally the
-// new name is its own entry with a copy of the cached content: uploads
-// replace files atomically (a new file on the server), which ends the
-// sharing for the file that is edited, just as editors that save by
-// rename do.
+// Link makes newName in newDir another name of ino, as link(2): one
+// entry with two names (see links.go), and a hard link on the server
+// (hardlink@openssh.com; where the server cannot link, the journal makes
+// the new name a copy there).
 func (s *Store) Link(ctx context.Context, ino Ino, newDir Ino, newName string) (Attr, error) {
-	if err := s.writable(); err != nil {
+	d, err := s.lockFreeName(ctx, newDir, newName)
+	if err != nil {
 		return Attr{}, err
-	}
-	if err := s.ensureListed(ctx, newDir); err != nil {
-		return Attr{}, err
-	}
-	s.mu.Lock()
-	src := s.entries[ino]
-	if src != nil && src.mode.IsRegular() && src.content == contentNone && src.onServer {
-		s.mu.Unlock()
-		if err := s.ensureContent(ctx, ino); err != nil {
-			return Attr{}, err
-		}
-		s.mu.Lock()
-		src = s.entries[ino]
 	}
 	defer s.mu.Unlock()
-	if src == nil {
-		return Attr{}, ErrStale
+	src := s.entries[ino]
+	if src == nil || src.orphan() {
+		return Attr{}, fs.ErrNotExist
 	}
 	if src.isDir() {
 		return Attr{}, fs.ErrPermission
 	}
-	d, c, err := s.childLocked(newDir, newName)
-	if err != nil {
-		return Attr{}, err
-	}
-	if c != nil {
-		return Attr{}, fs.ErrExist
-	}
-	if src.mode.IsRegular() && src.content != contentNone {
-		if err := copyFile(s.contentPath(src.ino), s.contentPath(s.nextIno)); err != nil {
-			return Attr{}, err
-		}
-	}
-	e := s.addChildLocked(d, newName, src.mode)
-	e.size, e.mtime, e.target = src.size, src.mtime, src.target
-	e.content, e.onServer, e.remote = src.content, true, src.remote
-	e.base = src.base
 	srcPath := s.pathOf(src)
-	ops := []*op{{Kind: opLink, Path: srcPath, Path2: s.pathOf(e)}}
-	if e.content == contentDirty {
-		// The server's link shares the old content; upload the new one.
-		ops = append(ops, &op{Kind: opPut, Path: s.pathOf(e), Ino: e.ino})
-	}
+	d.children[newName] = src.ino
+	src.links = append(src.links, linkName{Parent: d.ino, Name: newName})
+	s.touchLocked(d, true)
+	s.touchLocked(src, false)
+	ops := []*op{{Kind: opLink, Path: srcPath, Path2: childPath(s.pathOf(d), newName)}}
 	if err := s.enqueueLocked(ops...); err != nil {
 		return Attr{}, err
 	}
+	return s.attrLocked(src), nil
+}
+
+// Mknod creates a FIFO, a Unix socket or a device node (mode's type) in
+// dir. The kernel serves such nodes itself (a FIFO's data and a socket's
+// connections never reach the filesystem); the server gets the node
+// through a command (conn.Mknoder). Where the server cannot make it, the
+// journal drops the operation and the node exists in the mirror only.
+func (s *Store) Mknod(ctx context.Context, dir Ino, name string, mode fs.FileMode, rdev uint32) (Attr, error) {
+	if mode.Type()&(fs.ModeNamedPipe|fs.ModeSocket|fs.ModeDevice) == 0 {
+		return Attr{}, fs.ErrInvalid
+	}
+	d, err := s.lockFreeName(ctx, dir, name)
+	if err != nil {
+		return Attr{}, err
+	}
+	defer s.mu.Unlock()
+	e := s.addChildLocked(d, name, mode.Type()|mode.Perm()|mode&(fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky))
+	e.rdev = rdev
+	if err := s.enqueueLocked(&op{Kind: opMknod, Path: s.pathOf(e), Mode: e.mode, Rdev: rdev}); err != nil {
+		return Attr{}, err
+	}
 	return e.attr(), nil
+}
+
+// lockFreeName checks that name can be created in dir and returns dir
+// with mu held; on error mu is not held.
+func (s *Store) lockFreeName(ctx context.Context, dir Ino, name string) (*entry, error) {
+	if err := s.writable(); err != nil {
+		return nil, err
+	}
+	if err := s.ensureListed(ctx, dir); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	d, c, err := s.childLocked(dir, name)
+	if err == nil && c != nil {
+		err = fs.ErrExist
+	}
+	if err != nil {
+		s.mu.Unlock()
+		return nil, err
+	}
+	return d, nil
 }
 
 func copyFile(from, to string) error {

@@ -111,6 +111,7 @@ type Store struct {
 	// cond is signalled when the journal changes or the writer's state does.
 	cond        *sync.Cond
 	entries     map[Ino]*entry
+	sinos       map[uint64]Ino // server inode -> entry, for files with several links
 	nextIno     Ino
 	nextSeq     uint64
 	pending     []*op          // journal, oldest first
@@ -246,7 +247,7 @@ func Open(opts Options) (*Store, error) {
 	s := &Store{
 		opts: opts, db: db, remote: opts.Remote, log: opts.Logger, now: opts.Now,
 		writerDone: make(chan struct{}), stop: make(chan struct{}),
-		entries: map[Ino]*entry{}, pendingPath: map[string]int{},
+		entries: map[Ino]*entry{}, sinos: map[uint64]Ino{}, pendingPath: map[string]int{},
 		dirtyIno: map[Ino]bool{}, deletedIno: map[Ino]bool{},
 		fetching: map[Ino]*fetchCall{}, listing: map[Ino]*fetchCall{},
 		blockFetch: map[Ino]map[int]*fetchCall{},
@@ -350,6 +351,17 @@ func (s *Store) load() error {
 			p.children = map[string]Ino{}
 		}
 		p.children[e.name] = e.ino
+		for _, l := range e.links {
+			if q := s.entries[l.Parent]; q != nil && q.isDir() {
+				if q.children == nil {
+					q.children = map[string]Ino{}
+				}
+				q.children[l.Name] = e.ino
+			}
+		}
+		if e.sino != 0 && e.nlink > 1 {
+			s.sinos[e.sino] = e.ino
+		}
 	}
 	for ino, e := range s.entries {
 		if ino != RootIno && !s.reachable(e) {

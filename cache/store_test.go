@@ -394,7 +394,7 @@ func TestTruncateThenWriteIsOneUpload(t *testing.T) {
 	settleDelay = 500 * time.Millisecond
 	before := e.remote.puts.Load()
 	zero := int64(0)
-	if _, err := e.s.SetAttr(context.Background(), a.Ino, nil, &zero, nil); err != nil {
+	if _, err := e.s.SetAttr(context.Background(), a.Ino, nil, &zero, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(20 * time.Millisecond) // as between the kernel's truncate and its open
@@ -981,7 +981,7 @@ func TestRemovedWhileOpen(t *testing.T) {
 	if _, err := h.WriteAt([]byte("abc"), 0); err != nil {
 		t.Fatalf("write after unlink: %v", err)
 	}
-	if _, err := e.s.SetAttr(ctx, a.Ino, nil, ptr(int64(5)), nil); err != nil {
+	if _, err := e.s.SetAttr(ctx, a.Ino, nil, ptr(int64(5)), nil, nil); err != nil {
 		t.Fatalf("ftruncate after unlink: %v", err)
 	}
 	if at, err := e.s.GetAttr(a.Ino); err != nil || at.Size != 5 {

@@ -21,7 +21,7 @@ func (s *Store) GetAttr(ino Ino) (Attr, error) {
 	if e == nil {
 		return Attr{}, ErrStale
 	}
-	return e.attr(), nil
+	return s.attrLocked(e), nil
 }
 
 // Lookup finds name in directory dir, listing the directory from the server
@@ -43,8 +43,9 @@ func (s *Store) Lookup(ctx context.Context, dir Ino, name string) (Attr, error) 
 		}
 		c := s.entries[d.children[name]]
 		if c != nil {
+			a := s.attrLocked(c)
 			s.mu.Unlock()
-			return c.attr(), nil
+			return a, nil
 		}
 		unsure := !confirmed && s.unconfirmedLocked(d)
 		offlineGuess := !unsure && d.listed && d.confirmed != s.connEpoch && !s.online()
@@ -291,7 +292,11 @@ func (s *Store) mergeListing(dir Ino, p string, infos []conn.FileInfo, since, ep
 			delete(d.children, name)
 			continue
 		}
-		if s.keepLocal(childPath(p, name), since) || s.hasLocalWorkLocked(c) {
+		if s.keepLocal(childPath(p, name), since) || s.hasLocalWorkLocked(c) || c.localOnly {
+			continue
+		}
+		if s.unlinkNameLocked(d, name, c) {
+			s.notifyLocked(Invalidation{Dir: d.ino, Name: name, Ino: c.ino})
 			continue
 		}
 		s.notifyRemovedLocked(d, c)
@@ -318,6 +323,16 @@ func (s *Store) upsertChildLocked(d *entry, fi conn.FileInfo, now time.Time) *en
 		c = nil
 	}
 	if c == nil {
+		if l := s.linkByServerInoLocked(d, fi); l != nil {
+			// Another name of a file the mirror has: a hard link.
+			l.links = append(l.links, linkName{Parent: d.ino, Name: fi.Name})
+			d.children[fi.Name] = l.ino
+			s.dirtyIno[d.ino] = true
+			s.applyServerAttrs(l, fi)
+			l.checked = now
+			s.notifyLocked(Invalidation{Dir: d.ino, Name: fi.Name, Ino: l.ino})
+			return l
+		}
 		c = &entry{ino: s.nextIno, parent: d.ino, name: fi.Name}
 		s.nextIno++
 		s.entries[c.ino] = c
@@ -345,6 +360,7 @@ func (s *Store) upsertChildLocked(d *entry, fi conn.FileInfo, now time.Time) *en
 // dropping cached content that no longer matches. Caller holds mu.
 func (s *Store) applyServerAttrs(e *entry, fi conn.FileInfo) {
 	v := versionOf(fi)
+	s.noteServerInoLocked(e, fi)
 	if e.localOwned() {
 		return
 	}
@@ -370,7 +386,7 @@ func (s *Store) applyServerAttrs(e *entry, fi conn.FileInfo) {
 	}
 	e.mode = fi.Mode
 	e.size = fi.Size
-	e.mtime = fi.Mtime
+	serverTimes(e, fi)
 	if fi.HasOwner {
 		e.uid, e.gid, e.hasOwner = fi.Uid, fi.Gid, true
 	}
@@ -394,14 +410,29 @@ func (s *Store) dropContent(e *entry) {
 // is kept only if a pending journal operation still needs it (the caller
 // checks protection first). Caller holds mu.
 func (s *Store) removeSubtree(e *entry) {
-	for _, ino := range e.children {
-		if c := s.entries[ino]; c != nil && c.parent == e.ino {
+	for name, ino := range e.children {
+		c := s.entries[ino]
+		switch {
+		case c == nil:
+		case s.unlinkNameLocked(e, name, c):
+			// a hard link: the file lives on under its other names
+		case c.parent == e.ino:
 			s.removeSubtree(c)
 		}
 	}
 	if p := s.entries[e.parent]; p != nil && p.children[e.name] == e.ino {
 		delete(p.children, e.name)
 		s.dirtyIno[p.ino] = true
+	}
+	for _, l := range e.links {
+		if p := s.entries[l.Parent]; p != nil && p.children[l.Name] == e.ino {
+			delete(p.children, l.Name)
+			s.dirtyIno[p.ino] = true
+		}
+	}
+	e.links = nil
+	if s.sinos[e.sino] == e.ino {
+		delete(s.sinos, e.sino)
 	}
 	delete(s.dirtyIno, e.ino)
 	s.deletedIno[e.ino] = true

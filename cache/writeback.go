@@ -107,6 +107,7 @@ func (s *Store) runOp(o *op) {
 		}
 	}()
 	err := s.apply(ctx, o)
+	s.log.Debug("journal op applied", "seq", o.Seq, "op", o.String(), "ino", o.Ino, "err", err)
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -191,6 +192,8 @@ func (s *Store) apply(ctx context.Context, o *op) error {
 	switch o.Kind {
 	case opPut:
 		return s.applyPut(ctx, o)
+	case opRelink:
+		return s.applyRelink(ctx, o)
 	case opMkdir:
 		err := r.Mkdir(ctx, o.Path, o.Mode)
 		if errors.Is(err, fs.ErrExist) {
@@ -232,10 +235,15 @@ func (s *Store) apply(ctx context.Context, o *op) error {
 	case opChown:
 		return ignoreNotExist(r.Chown(ctx, o.Path, o.Owner[0], o.Owner[1]))
 	case opUtimes:
-		t := time.Unix(0, o.MtimeNs)
-		return ignoreNotExist(r.Chtimes(ctx, o.Path, t, t))
+		m, a := time.Unix(0, o.MtimeNs), time.Unix(0, o.AtimeNs)
+		if o.AtimeNs == 0 {
+			a = m
+		}
+		return ignoreNotExist(r.Chtimes(ctx, o.Path, a, m))
 	case opRename:
 		return s.applyRename(ctx, o)
+	case opMknod:
+		return s.applyMknod(ctx, o)
 	case opLink:
 		err := r.Link(ctx, o.Path, o.Path2)
 		if errors.Is(err, fs.ErrExist) {
@@ -347,6 +355,7 @@ func (s *Store) applyPut(ctx context.Context, o *op) error {
 		return nil
 	}
 	v := versionOf(fi)
+	s.forgetServerInoLocked(e)
 	e.onServer = true
 	e.remote = v
 	e.base = expectVersion(v)
@@ -633,7 +642,10 @@ func (s *Store) applyLinkAsCopy(ctx context.Context, o *op) error {
 	s.mu.Lock()
 	_, e, err := s.lookupPathLocked(o.Path2)
 	var ino Ino
-	if err == nil && e != nil {
+	// Only a regular file is copied: a symlink or special node the link
+	// named is made by its own operations, and a name taken over since by
+	// something else is not this link's business.
+	if err == nil && e != nil && e.mode.IsRegular() {
 		ino = e.ino
 		s.markDirtyLocked(e)
 	}

@@ -540,6 +540,9 @@ func toFileInfo(name string, fi os.FileInfo) FileInfo {
 	out := FileInfo{Name: name, Mode: fi.Mode(), Size: fi.Size(), Mtime: fi.ModTime()}
 	if st, ok := fi.Sys().(*sftp.FileStat); ok {
 		out.Uid, out.Gid, out.HasOwner = st.UID, st.GID, true
+		if st.Atime != 0 {
+			out.Atime = time.Unix(int64(st.Atime), 0)
+		}
 	}
 	return out
 }

@@ -49,7 +49,8 @@
 //     tree.go), FetchFiles (many small files in one tar stream, tar.go),
 //     Watch (the change feed, watch.go), Put through the upload helper
 //     (one round trip per upload instead of four, with its own fallback
-//     to SFTP inside Put; upload.go), and the remote end of
+//     to SFTP inside Put; upload.go), Mknod (FIFOs, sockets and device
+//     nodes with mknod(1) or python3; mknod.go), and the remote end of
 //     `remotefs run` (exec.go).
 //   - Liveness: keepalive, operation deadlines, and reconnection
 //     (Manager).

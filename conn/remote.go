@@ -133,6 +133,26 @@ type FileInfo struct {
 	// HasOwner (a listing or stat; not the result of an upload).
 	Uid, Gid uint32
 	HasOwner bool
+	// Atime: last access, where the server reports it (SFTP attributes
+	// carry it in whole seconds; the bulk listing with nanoseconds).
+	Atime time.Time
+	// Ctime, Nlink and Ino come only from the bulk listing (GNU find):
+	// SFTP v3 attributes carry none of them. Zero when unknown. Ino is the
+	// server's inode number, which tells hard links apart from copies.
+	Ctime time.Time
+	Nlink uint32
+	Ino   uint64
+}
+
+// Mknoder is implemented by remotes that can create FIFOs, Unix sockets
+// and device nodes on the server (SFTP has no such request: it takes a
+// command on the server).
+type Mknoder interface {
+	// Mknod creates path as a node of mode's type (fs.ModeNamedPipe,
+	// fs.ModeSocket, fs.ModeDevice [|fs.ModeCharDevice]) with mode's
+	// permission bits; dev is the device number (Linux encoding) for
+	// device nodes. ErrUnsupported when the server has no way to do it.
+	Mknod(ctx context.Context, path string, mode fs.FileMode, dev uint32) error
 }
 
 // StatFS mirrors statvfs(3).

@@ -65,10 +65,13 @@ func (m *Manager) WalkTree(ctx context.Context, prune []string, yield func(strin
 	return c.WalkTree(ctx, prune, yield)
 }
 
-// findCommand lists root with GNU find: type, mode, size, mtime, path,
-// symlink target, owner and group (numeric) per entry, each field ended by
-// NUL. A first record "V"
-// proves the output comes from a find that understands -printf.
+// findFormat: type, mode, size, mtime, path, symlink target, owner and
+// group (numeric), link count, inode, atime, ctime (times with their
+// fraction).
+const findFormat = `'%y\0%m\0%s\0%T@\0%P\0%l\0%U\0%G\0%n\0%i\0%A@\0%C@\0'`
+
+// findCommand lists root with GNU find: findFormat per entry, each field
+// ended by NUL.
 func findCommand(root string, prune []string) string {
 	var b strings.Builder
 	b.WriteString("LC_ALL=C find ")
@@ -83,9 +86,9 @@ func findCommand(root string, prune []string) string {
 			b.WriteString("-name ")
 			b.WriteString(shellQuote(p))
 		}
-		b.WriteString(" \\) -printf '%y\\0%m\\0%s\\0%T@\\0%P\\0%l\\0%U\\0%G\\0' -prune \\) -o")
+		b.WriteString(" \\) -printf " + findFormat + " -prune \\) -o")
 	}
-	b.WriteString(" -printf '%y\\0%m\\0%s\\0%T@\\0%P\\0%l\\0%U\\0%G\\0'")
+	b.WriteString(" -printf " + findFormat)
 	return b.String()
 }
 
@@ -94,7 +97,7 @@ func shellQuote(s string) string {
 }
 
 // findFields is the number of fields in a find record.
-const findFields = 8
+const findFields = 12
 
 // parseFindStream reads find records and yields them.
 func parseFindStream(r io.Reader, yield func(string, FileInfo) error) error {
@@ -165,9 +168,8 @@ func parseFindRecord(f [findFields]string) (string, FileInfo, error) {
 	if err != nil || size < 0 {
 		return bad("size")
 	}
-	secStr, _, _ := strings.Cut(f[3], ".")
-	sec, err := strconv.ParseInt(secStr, 10, 64)
-	if err != nil {
+	mtime, ok := parseFindTime(f[3])
+	if !ok {
 		return bad("mtime")
 	}
 	p := f[4]
@@ -179,7 +181,7 @@ func parseFindRecord(f [findFields]string) (string, FileInfo, error) {
 			return bad("path")
 		}
 	}
-	fi := FileInfo{Name: p[strings.LastIndexByte(p, '/')+1:], Mode: mode, Size: size, Mtime: time.Unix(sec, 0)}
+	fi := FileInfo{Name: p[strings.LastIndexByte(p, '/')+1:], Mode: mode, Size: size, Mtime: mtime}
 	if typ == fs.ModeSymlink {
 		fi.Target = f[5]
 	}
@@ -189,7 +191,47 @@ func parseFindRecord(f [findFields]string) (string, FileInfo, error) {
 		return bad("owner")
 	}
 	fi.Uid, fi.Gid, fi.HasOwner = uint32(uid), uint32(gid), true
+	nlink, err := strconv.ParseUint(f[8], 10, 32)
+	if err != nil {
+		return bad("link count")
+	}
+	ino, err := strconv.ParseUint(f[9], 10, 64)
+	if err != nil {
+		return bad("inode")
+	}
+	fi.Nlink, fi.Ino = uint32(nlink), ino
+	if fi.Atime, ok = parseFindTime(f[10]); !ok {
+		return bad("atime")
+	}
+	if fi.Ctime, ok = parseFindTime(f[11]); !ok {
+		return bad("ctime")
+	}
 	return p, fi, nil
+}
+
+// parseFindTime reads find's %T@ form: seconds, a dot and up to nine
+// digits of fraction.
+func parseFindTime(s string) (time.Time, bool) {
+	secStr, frac, _ := strings.Cut(s, ".")
+	sec, err := strconv.ParseInt(secStr, 10, 64)
+	if err != nil {
+		return time.Time{}, false
+	}
+	var ns int64
+	if frac != "" {
+		if len(frac) > 9 {
+			frac = frac[:9]
+		}
+		n, err := strconv.ParseInt(frac, 10, 64)
+		if err != nil || n < 0 {
+			return time.Time{}, false
+		}
+		for i := len(frac); i < 9; i++ {
+			n *= 10
+		}
+		ns = n
+	}
+	return time.Unix(sec, ns), true
 }
 
 // limitedBuffer keeps the first max bytes written to it.

@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"remotefs/internal/sshdtest"
 )
@@ -74,8 +75,10 @@ func TestWalkTreeMatchesSFTP(t *testing.T) {
 			t.Errorf("missing %q", p)
 			continue
 		}
-		if g.Mode != w.Mode || g.Size != w.Size || !g.Mtime.Equal(w.Mtime) || g.Target != w.Target || g.Name != w.Name ||
-			g.Uid != w.Uid || g.Gid != w.Gid || !g.HasOwner || !w.HasOwner {
+		// SFTP has whole seconds; the bulk listing keeps the fraction,
+		// and adds link count and inode, which SFTP does not carry.
+		if g.Mode != w.Mode || g.Size != w.Size || g.Mtime.Unix() != w.Mtime.Unix() || g.Target != w.Target || g.Name != w.Name ||
+			g.Uid != w.Uid || g.Gid != w.Gid || !g.HasOwner || !w.HasOwner || g.Nlink == 0 || g.Ino == 0 {
 			t.Errorf("%q: bulk %+v, sftp %+v", p, g, w)
 		}
 	}
@@ -91,13 +94,20 @@ func TestWalkTreeMatchesSFTP(t *testing.T) {
 
 func TestParseFindStream(t *testing.T) {
 	rec := func(f ...string) string { return strings.Join(f, "\x00") + "\x00" }
-	in := rec("d", "755", "4096", "1700000000.5", "src", "", "1000", "1000") +
-		rec("f", "644", "12", "1700000001.0000000000", "src/a b.py", "", "0", "0") +
-		rec("l", "777", "4", "1700000002", "src/ln", "a b.py", "1001", "50") +
-		rec("f", "4755", "0", "1700000003.1", "setuid", "", "1000", "1000")
+	// type, mode, size, mtime, path, target, uid, gid, nlink, inode, atime, ctime
+	in := rec("d", "755", "4096", "1700000000.5", "src", "", "1000", "1000", "3", "11", "1700000000.5", "1700000000.5") +
+		rec("f", "644", "12", "1700000001.0000000000", "src/a b.py", "", "0", "0", "2", "12", "1700000001.25", "1700000009.123456789") +
+		rec("l", "777", "4", "1700000002", "src/ln", "a b.py", "1001", "50", "1", "13", "1700000002", "1700000002") +
+		rec("f", "4755", "0", "1700000003.1", "setuid", "", "1000", "1000", "2", "12", "1700000003", "1700000003")
 	var got []string
 	err := parseFindStream(strings.NewReader(in), func(p string, fi FileInfo) error {
 		got = append(got, fmt.Sprintf("%s %s %s %d:%d", p, fi.Mode, fi.Target, fi.Uid, fi.Gid))
+		if p == "src/a b.py" && (fi.Nlink != 2 || fi.Ino != 12 || fi.Atime != time.Unix(1700000001, 250000000) || fi.Ctime != time.Unix(1700000009, 123456789)) {
+			t.Errorf("%s: nlink %d ino %d atime %v ctime %v", p, fi.Nlink, fi.Ino, fi.Atime, fi.Ctime)
+		}
+		if p == "setuid" && fi.Mtime != time.Unix(1700000003, 100000000) {
+			t.Errorf("%s: mtime %v, want the fraction kept", p, fi.Mtime)
+		}
 		return nil
 	})
 	if err != nil {
@@ -110,11 +120,14 @@ func TestParseFindStream(t *testing.T) {
 		t.Fatalf("got %q\nwant %q", got, want)
 	}
 	for _, bad := range []string{
-		rec("f", "644", "1", "1", "../escape", "", "0", "0"),
-		rec("f", "999", "1", "1", "x", "", "0", "0"),
-		rec("q", "644", "1", "1", "x", "", "0", "0"),
-		rec("f", "644", "-1", "1", "x", "", "0", "0"),
-		rec("f", "644", "1", "1", "x", "", "me", "0"),
+		rec("f", "644", "1", "1", "../escape", "", "0", "0", "1", "1", "1", "1"),
+		rec("f", "999", "1", "1", "x", "", "0", "0", "1", "1", "1", "1"),
+		rec("q", "644", "1", "1", "x", "", "0", "0", "1", "1", "1", "1"),
+		rec("f", "644", "-1", "1", "x", "", "0", "0", "1", "1", "1", "1"),
+		rec("f", "644", "1", "1", "x", "", "me", "0", "1", "1", "1", "1"),
+		rec("f", "644", "1", "1", "x", "", "0", "0", "-1", "1", "1", "1"),
+		rec("f", "644", "1", "1", "x", "", "0", "0", "1", "1", "1", "x"),
+		rec("f", "644", "1", "1", "x", "", "0", "0"),
 		"f\x00644\x001\x00",
 	} {
 		if err := parseFindStream(strings.NewReader(bad), func(string, FileInfo) error { return nil }); err == nil {
@@ -124,8 +137,8 @@ func TestParseFindStream(t *testing.T) {
 }
 
 func FuzzParseFindStream(f *testing.F) {
-	f.Add([]byte("d\x00755\x004096\x001700000000.5\x00src\x00\x00"))
-	f.Add([]byte("l\x00777\x004\x001\x00a/b\x00../x\x00"))
+	f.Add([]byte("d\x00755\x004096\x001700000000.5\x00src\x00\x001000\x001000\x002\x0011\x001.5\x002\x00"))
+	f.Add([]byte("l\x00777\x004\x001\x00a/b\x00../x\x000\x000\x001\x0012\x001\x001\x00"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		parseFindStream(bytes.NewReader(data), func(p string, fi FileInfo) error {
 			if p == "" || strings.HasPrefix(p, "/") || strings.Contains("/"+p+"/", "/../") {

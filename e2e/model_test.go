@@ -386,7 +386,7 @@ func (m *model) gen() *mop {
 	choices := []choice{
 		{15, "create"}, {14, "write"}, {3, "append"}, {7, "truncate"}, {12, "rename"},
 		{6, "unlink"}, {8, "mkdir"}, {5, "rmdir"}, {4, "symlink"}, {5, "chmod"},
-		{8, "read"}, {5, "stat"}, {4, "readdir"},
+		{4, "link"}, {8, "read"}, {5, "stat"}, {4, "readdir"},
 		{3, "hopen"}, {4, "hwrite"}, {2, "hread"}, {1, "htrunc"}, {3, "hclose"},
 		{2, "flush"}, {1, "remount"}, {2, "outage"},
 	}
@@ -446,6 +446,8 @@ func (m *model) gen() *mop {
 	case "symlink":
 		o.p = m.randPath()
 		o.p2 = m.pick(linkTgts)
+	case "link":
+		o.p, o.p2 = m.randFile(), m.randPath()
 	case "chmod":
 		o.p = m.randPath()
 		if fi, err := os.Stat(filepath.Join(m.ref, o.p)); err == nil && fi.IsDir() {
@@ -685,6 +687,8 @@ func (o *mop) apply(s *side) string {
 		return errName(syscall.Mkdir(p, o.mode))
 	case "symlink":
 		return errName(syscall.Symlink(o.p2, p))
+	case "link":
+		return errName(syscall.Link(p, filepath.Join(s.root, o.p2)))
 	case "chmod":
 		return errName(syscall.Chmod(p, o.mode))
 	case "read":
@@ -705,7 +709,7 @@ func (o *mop) apply(s *side) string {
 		case fi.IsDir():
 			return fmt.Sprintf("dir %o", fi.Mode().Perm())
 		default:
-			return fmt.Sprintf("file %o size %d", fi.Mode().Perm(), fi.Size())
+			return fmt.Sprintf("file %o size %d nlink %d", fi.Mode().Perm(), fi.Size(), fi.Sys().(*syscall.Stat_t).Nlink)
 		}
 	case "readdir":
 		ents, err := os.ReadDir(p)

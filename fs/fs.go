@@ -137,12 +137,10 @@ func (f *FS) fillAttr(a cache.Attr, out *fuse.Attr) {
 	out.Inode = uint64(a.Ino)
 	out.Size = uint64(a.Size)
 	out.Blocks = (out.Size + 511) / 512
-	out.Mtime, out.Ctime, out.Atime = a.Mtime, a.Mtime, a.Mtime
+	out.Mtime, out.Ctime, out.Atime = a.Mtime, a.Ctime, a.Atime
 	out.Mode = a.Mode
-	out.Nlink = 1
-	if a.Mode.IsDir() {
-		out.Nlink = 2
-	}
+	out.Nlink = a.Nlink
+	out.Rdev = a.Rdev
 	out.Uid, out.Gid = f.store.LocalOwner(a)
 	out.BlockSize = 64 * 1024
 }

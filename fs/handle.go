@@ -39,14 +39,7 @@ func (h *handle) ReadDirAll(ctx context.Context) ([]fuse.Dirent, error) {
 	out = append(out, fuse.Dirent{Inode: uint64(h.h.Ino()), Name: ".", Type: fuse.DT_Dir},
 		fuse.Dirent{Name: "..", Type: fuse.DT_Dir})
 	for _, e := range ents {
-		d := fuse.Dirent{Inode: uint64(e.Ino), Name: e.Name, Type: fuse.DT_File}
-		switch {
-		case e.Mode.IsDir():
-			d.Type = fuse.DT_Dir
-		case e.Mode&iofs.ModeSymlink != 0:
-			d.Type = fuse.DT_Link
-		}
-		out = append(out, d)
+		out = append(out, fuse.Dirent{Inode: uint64(e.Ino), Name: e.Name, Type: direntType(e.Mode)})
 	}
 	return out, nil
 }
@@ -73,4 +66,23 @@ func (h *handle) Flush(ctx context.Context, req *fuse.FlushRequest) error {
 
 func (h *handle) Release(ctx context.Context, req *fuse.ReleaseRequest) error {
 	return h.fs.errno(h.h.Release())
+}
+
+// direntType is the d_type readdir reports for mode.
+func direntType(mode iofs.FileMode) fuse.DirentType {
+	switch {
+	case mode.IsDir():
+		return fuse.DT_Dir
+	case mode&iofs.ModeSymlink != 0:
+		return fuse.DT_Link
+	case mode&iofs.ModeNamedPipe != 0:
+		return fuse.DT_FIFO
+	case mode&iofs.ModeSocket != 0:
+		return fuse.DT_Socket
+	case mode&iofs.ModeCharDevice != 0:
+		return fuse.DT_Char
+	case mode&iofs.ModeDevice != 0:
+		return fuse.DT_Block
+	}
+	return fuse.DT_File
 }

@@ -42,7 +42,22 @@ var (
 	_ fs.NodeFsyncer         = (*node)(nil)
 	_ fs.NodeForgetter       = (*node)(nil)
 	_ fs.NodeLinker          = (*node)(nil)
+	_ fs.NodeMknoder         = (*node)(nil)
 )
+
+// Mknod makes a FIFO, a Unix socket (bind(2) comes here) or a device
+// node. The kernel has already refused a device node to a caller without
+// CAP_MKNOD.
+func (n *node) Mknod(ctx context.Context, req *fuse.MknodRequest) (fs.Node, error) {
+	if n.fs.isEcho(req.Header) {
+		return n.echoCreated(req.Name)
+	}
+	attr, err := n.fs.store.Mknod(ctx, n.ino, req.Name, req.Mode&^req.Umask, req.Rdev)
+	if err != nil {
+		return nil, n.fs.errno(err)
+	}
+	return n.fs.node(attr.Ino), nil
+}
 
 func (n *node) Link(ctx context.Context, req *fuse.LinkRequest, old fs.Node) (fs.Node, error) {
 	on, ok := old.(*node)
@@ -222,9 +237,9 @@ func (n *node) Setattr(ctx context.Context, req *fuse.SetattrRequest, resp *fuse
 		return nil
 	}
 	var (
-		mode  *iofs.FileMode
-		size  *int64
-		mtime *time.Time
+		mode         *iofs.FileMode
+		size         *int64
+		atime, mtime *time.Time
 	)
 	if req.Valid.Mode() {
 		m := req.Mode
@@ -240,6 +255,13 @@ func (n *node) Setattr(ctx context.Context, req *fuse.SetattrRequest, resp *fuse
 	} else if req.Valid.MtimeNow() {
 		t := time.Now()
 		mtime = &t
+	}
+	if req.Valid.Atime() {
+		t := req.Atime
+		atime = &t
+	} else if req.Valid.AtimeNow() {
+		t := time.Now()
+		atime = &t
 	}
 	var (
 		attr cache.Attr
@@ -257,11 +279,10 @@ func (n *node) Setattr(ctx context.Context, req *fuse.SetattrRequest, resp *fuse
 			return n.fs.errno(err)
 		}
 	}
-	if mode == nil && size == nil && mtime == nil {
-		// atime only: accepted and ignored (atime is not kept).
+	if mode == nil && size == nil && atime == nil && mtime == nil {
 		attr, err = n.fs.store.GetAttr(n.ino)
 	} else {
-		attr, err = n.fs.store.SetAttr(ctx, n.ino, mode, size, mtime)
+		attr, err = n.fs.store.SetAttr(ctx, n.ino, mode, size, atime, mtime)
 	}
 	if err != nil {
 		return n.fs.errno(err)

@@ -35,6 +35,12 @@ declare -A probe=(
   [netcat-openbsd]=/bin/nc.openbsd # ProxyCommand tests (nc %h %p)
   [iproute2]=ip # network-change tests add an address
   [libpam-oath]=pam_oath.so # e2e: a password + one-time-code login (sshd with PAM)
+  # the pjdfstest conformance suite (scripts/pjdfstest.sh) is built with
+  # autoreconf and run with prove
+  [autoconf]=autoreconf
+  [automake]=automake
+  [libtool]=libtoolize
+  [perl]=prove
 )
 
 installed() {
@@ -46,7 +52,7 @@ installed() {
 }
 
 missing=()
-for pkg in fuse3 openssh-server openssh-sftp-server openssh-client git python3 inotify-tools sshfs make gcc netcat-openbsd iproute2 libpam-oath; do
+for pkg in fuse3 openssh-server openssh-sftp-server openssh-client git python3 inotify-tools sshfs make gcc netcat-openbsd iproute2 libpam-oath autoconf automake libtool perl; do
   installed "${probe[$pkg]}" || missing+=("$pkg")
 done
 
