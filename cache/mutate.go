@@ -501,7 +501,7 @@ func (s *Store) SetAttr(ctx context.Context, ino Ino, mode *fs.FileMode, size *i
 			e.size = *size
 		}
 		if mode != nil {
-			e.mode = e.mode.Type() | mode.Perm()
+			e.mode = e.mode.Type() | modeBits(*mode)
 		}
 		setTimes(e, atime, mtime)
 		s.touchLocked(e, false)
@@ -531,8 +531,8 @@ func (s *Store) SetAttr(ctx context.Context, ino Ino, mode *fs.FileMode, size *i
 		}
 	}
 	if mode != nil {
-		e.mode = e.mode.Type() | mode.Perm()
-		ops = append(ops, &op{Kind: opChmod, Path: p, Mode: mode.Perm()})
+		e.mode = e.mode.Type() | modeBits(*mode)
+		ops = append(ops, &op{Kind: opChmod, Path: p, Mode: modeBits(*mode)})
 	}
 	if atime != nil || mtime != nil {
 		setTimes(e, atime, mtime)
@@ -548,6 +548,11 @@ func (s *Store) SetAttr(ctx context.Context, ino Ino, mode *fs.FileMode, size *i
 		return Attr{}, err
 	}
 	return s.attrLocked(e), nil
+}
+
+// modeBits is what chmod sets: permission bits, setuid, setgid, sticky.
+func modeBits(m fs.FileMode) fs.FileMode {
+	return m & (fs.ModePerm | fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky)
 }
 
 // setTimes sets the times given (nil: left alone).
@@ -632,7 +637,7 @@ func (s *Store) Mknod(ctx context.Context, dir Ino, name string, mode fs.FileMod
 		return Attr{}, err
 	}
 	defer s.mu.Unlock()
-	e := s.addChildLocked(d, name, mode.Type()|mode.Perm()|mode&(fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky))
+	e := s.addChildLocked(d, name, mode.Type()|modeBits(mode))
 	e.rdev = rdev
 	if err := s.enqueueLocked(&op{Kind: opMknod, Path: s.pathOf(e), Mode: e.mode, Rdev: rdev}); err != nil {
 		return Attr{}, err
