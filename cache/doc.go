@@ -22,7 +22,8 @@
 //     (ranges.go). Least recently used clean content is evicted beyond
 //     Options.CacheSize (evict.go).
 //   - The journal: an ordered log of the user's changes (put content, mkdir,
-//     remove, rmdir, rename, symlink, link, chmod, utimes), written to meta.db
+//     remove, rmdir, rename, symlink, link, relink, mknod, chmod, chown,
+//     utimes), written to meta.db
 //     in the same transaction as the metadata change, before the FUSE call
 //     returns. The writer applies it to the server with up to
 //     Options.Uploads operations in flight; an operation waits for every
