@@ -27,6 +27,9 @@ type dirRemote struct {
 	puts     atomic.Int64
 	renames  atomic.Int64
 	readDirs atomic.Int64
+	// dropOnRename: the next Rename finds the link gone (the remote goes
+	// offline and the rename is not done).
+	dropOnRename atomic.Bool
 
 	mu      sync.Mutex
 	putErr  error         // returned by PutAtomic when set
@@ -297,6 +300,9 @@ func (r *dirRemote) Rmdir(ctx context.Context, p string) error {
 }
 
 func (r *dirRemote) Rename(ctx context.Context, a, b string) error {
+	if r.dropOnRename.CompareAndSwap(true, false) {
+		r.offline.Store(true)
+	}
 	if err := r.check(); err != nil {
 		return err
 	}

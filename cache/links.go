@@ -231,7 +231,12 @@ func (s *Store) relinkOpsLocked(e *entry, p string) []*op {
 // relinkOpsLocked): link to a temporary name, renamed over the name, so
 // the name never goes missing.
 func (s *Store) applyRelink(ctx context.Context, o *op) error {
-	tmp := path.Join(path.Dir(o.Path2), conn.TempName(path.Base(o.Path2)))
+	// The temporary name is fixed per journal operation, so a retry after
+	// a lost link first removes what the cut-off attempt left.
+	tmp := path.Join(path.Dir(o.Path2), conn.TempNameAt(path.Base(o.Path2), time.Unix(0, o.At), uint32(o.Seq*2654435761)^uint32(o.At)^0x5eed))
+	if err := s.remote.Remove(ctx, tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
 	if err := s.remote.Link(ctx, o.Path, tmp); err != nil {
 		if errors.Is(err, conn.ErrUnsupported) || errors.Is(err, fs.ErrNotExist) {
 			// No hard links on this server (the names are copies), or

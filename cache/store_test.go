@@ -1509,3 +1509,35 @@ func TestOwnRenameEchoAfterNameReused(t *testing.T) {
 		t.Errorf("a/x.py reads %q", got)
 	}
 }
+
+// TestRelinkRetryLeavesNoTemporary: making a name a hard link again goes
+// through a temporary link renamed over the name; when the link drops
+// between the two, the retry removes what the first attempt left.
+func TestRelinkRetryLeavesNoTemporary(t *testing.T) {
+	e := newEnv(t)
+	e.server("d/a.txt", "shared content")
+	e.server("d/b.txt", "old copy")
+	e.mustLookup("d/a.txt")
+	o := &op{Kind: opRelink, Path: "d/a.txt", Path2: "d/b.txt", Seq: 7, At: time.Now().UnixNano()}
+	e.remote.dropOnRename.Store(true)
+	if err := e.s.applyRelink(context.Background(), o); !errors.Is(err, conn.ErrOffline) {
+		t.Fatalf("first attempt: %v, want the link to be gone", err)
+	}
+	e.remote.offline.Store(false)
+	if err := e.s.applyRelink(context.Background(), o); err != nil {
+		t.Fatalf("retry: %v", err)
+	}
+	ents, _ := os.ReadDir(e.remote.p("d"))
+	var names []string
+	for _, de := range ents {
+		names = append(names, de.Name())
+	}
+	if len(names) != 2 {
+		t.Errorf("server folder holds %v, want only a.txt and b.txt", names)
+	}
+	a, _ := os.Stat(e.remote.p("d/a.txt"))
+	b, _ := os.Stat(e.remote.p("d/b.txt"))
+	if a == nil || b == nil || !os.SameFile(a, b) {
+		t.Errorf("d/b.txt is not a hard link of d/a.txt")
+	}
+}
