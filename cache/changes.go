@@ -204,9 +204,16 @@ func (s *Store) applyRemoteChange(ctx context.Context, c RemoteChange, reported 
 			// The feed says it changed, and it was not the mount's own
 			// upload: drop the content all the same.
 			s.dropContent(cur)
+			cur.reported = s.now()
 			s.notifyLocked(Invalidation{Ino: cur.ino, Event: EventModified, Attr: cur.attr()})
 		}
+		changed := cur == nil || cur.remote != versionOf(fi) || cur.mode != fi.Mode
 		e := s.upsertChildLocked(d, fi, s.now())
+		if changed && e.mode.IsRegular() && !e.localOwned() {
+			// The server may still be writing it: until it settles its
+			// attributes are checked on open and not cached by the kernel.
+			e.reported = s.now()
+		}
 		// A new folder is listed at once (its files may already be there);
 		// a known one again if it was listed and its entries changed.
 		if e.isDir() && (cur != e || (c.Dir && (e.listed || e.announce))) {

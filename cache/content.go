@@ -18,13 +18,18 @@ type Handle struct {
 	// set at construction
 	s        *Store
 	ino      Ino
-	f        *os.File // nil for directories
+	dir      bool
 	writable bool
 
 	mu    sync.Mutex // guards wrote
 	wrote bool       // written since the last Flush
 
-	nextOff int64 // guarded by Store.mu: where a sequential read goes next
+	// guarded by Store.mu (f and epoch change only for read-only handles,
+	// which follow their file to a new version: versions.go)
+	f       *os.File   // the content file of epoch; nil for directories
+	epoch   uint64     // the content epoch f belongs to
+	old     []*os.File // files of earlier epochs, closed on Release
+	nextOff int64      // where a sequential read goes next
 }
 
 // Ino is the entry the handle was opened on.
@@ -55,16 +60,17 @@ func (s *Store) Open(ctx context.Context, ino Ino, flags int) (*Handle, error) {
 		}
 		s.countOpenLocked(e, false)
 		s.mu.Unlock()
-		return &Handle{s: s, ino: ino}, nil
+		return &Handle{s: s, ino: ino, dir: true}, nil
 	}
 	if !e.mode.IsRegular() {
 		s.mu.Unlock()
 		return nil, fs.ErrInvalid
 	}
 	// Close-to-open: re-check a file whose attributes are old, unless the
-	// change feed covers it, or the open replaces its content anyway (the
-	// upload's conflict check guards the server's version).
-	fed := s.feedCovers(e, e.checked)
+	// change feed covers it (and it is not being written right now), or
+	// the open replaces its content anyway (the upload's conflict check
+	// guards the server's version).
+	fed := s.feedCovers(e, e.checked) && !s.unsettled(e)
 	replacing := writable && flags&syscall.O_TRUNC != 0
 	recheck := e.content != contentDirty && e.onServer && !replacing && s.online() && !fed &&
 		(s.now().Sub(e.checked) > s.opts.AttrTTL || s.inServerFolder(e))
@@ -96,16 +102,14 @@ func (s *Store) Open(ctx context.Context, ino Ino, flags int) (*Handle, error) {
 			return nil, err
 		}
 		s.countOpenLocked(e, true)
-		return &Handle{s: s, ino: ino, f: f, writable: true, wrote: true}, nil
+		return &Handle{s: s, ino: ino, f: f, epoch: e.epoch, writable: true, wrote: true}, nil
 	}
 	mode := os.O_RDONLY
 	if writable {
 		mode = os.O_RDWR
 	}
 	for attempt := 0; ; attempt++ {
-		if !writable && s.openByRanges(ino) {
-			// Large file: blocks are fetched as they are read.
-		} else if err := s.ensureContent(ctx, ino); err != nil {
+		if err := s.prepareContent(ctx, ino, writable); err != nil {
 			if writable && errors.Is(err, ErrOffline) {
 				err = fmt.Errorf("%s: %w (its content is not cached: offline it can be replaced whole, not changed in place)", p, err)
 			}
@@ -120,10 +124,11 @@ func (s *Store) Open(ctx context.Context, ino Ino, flags int) (*Handle, error) {
 			return nil, ErrStale
 		}
 		s.countOpenLocked(e, writable)
+		epoch := e.epoch // before the open: the file opened is this one or newer
 		s.mu.Unlock()
 		f, err := os.OpenFile(s.contentPath(ino), mode, 0)
 		if err == nil {
-			return &Handle{s: s, ino: ino, f: f, writable: writable}, nil
+			return &Handle{s: s, ino: ino, f: f, epoch: epoch, writable: writable}, nil
 		}
 		s.release(ino, writable)
 		if !errors.Is(err, fs.ErrNotExist) {
@@ -134,6 +139,10 @@ func (s *Store) Open(ctx context.Context, ino Ino, flags int) (*Handle, error) {
 		}
 	}
 }
+
+// fetchTries: how often a whole-file download is tried while the file
+// keeps changing on the server during it.
+const fetchTries = 4
 
 // openByRanges reports whether a read-only open of ino can go ahead with
 // the file range-cached (see ranges.go), starting that when needed.
@@ -253,6 +262,7 @@ func (s *Store) ensureContent(ctx context.Context, ino Ino) error {
 			}
 			s.log.Warn("cached content is damaged; fetching it again", "path", s.pathOf(e))
 			e.content = contentNone
+			s.newEpochLocked(e)
 			s.dirtyIno[ino] = true
 		}
 		if e.content == contentPartial {
@@ -287,6 +297,15 @@ func (s *Store) ensureContent(ctx context.Context, ino Ino) error {
 		s.mu.Unlock()
 
 		call.err = s.fetch(ctx, ino, p, gen)
+		for try := 1; errors.Is(call.err, ErrChanged) && try < fetchTries; try++ {
+			// Being written on the server right now: a moment later it
+			// is usually one version again.
+			select {
+			case <-time.After(time.Duration(try) * 100 * time.Millisecond):
+			case <-ctx.Done():
+			}
+			call.err = s.fetch(ctx, ino, p, gen)
+		}
 
 		s.mu.Lock()
 		delete(s.fetching, ino)
@@ -330,9 +349,8 @@ func (s *Store) fetch(ctx context.Context, ino Ino, p string, gen uint64) error 
 		return nil // changed meanwhile; the caller looks again
 	}
 	if st, err := os.Stat(tmp); err != nil || st.Size() != fi.Size {
-		// The file changed on the server while we read it.
 		os.Remove(tmp)
-		return fmt.Errorf("%s changed on the server while it was read; try again", p)
+		return fmt.Errorf("%s: %w", p, ErrChanged)
 	}
 	if err := os.Rename(tmp, s.contentPath(ino)); err != nil {
 		os.Remove(tmp)
@@ -340,6 +358,7 @@ func (s *Store) fetch(ctx context.Context, ino Ino, p string, gen uint64) error 
 	}
 	s.applyServerAttrs(e, fi)
 	e.content, e.blocks = contentClean, nil
+	s.newEpochLocked(e)
 	e.checked = s.now()
 	s.dirtyIno[ino] = true
 	s.touchContentLocked(e)
@@ -352,23 +371,11 @@ func (h *Handle) ReadAt(p []byte, off int64) (int, error) {
 	return h.ReadAtContext(context.Background(), p, off)
 }
 
-// ReadAtContext reads content, fetching the blocks of a range-cached file
-// that are not on local disk yet.
-func (h *Handle) ReadAtContext(ctx context.Context, p []byte, off int64) (int, error) {
-	if h.f == nil {
-		return 0, ErrIsDir
-	}
-	if err := h.ensureRange(ctx, off, len(p)); err != nil {
-		return 0, err
-	}
-	return h.f.ReadAt(p, off)
-}
-
 // WriteAt writes to the cached content. The first write after the file was
 // clean durably marks it dirty before any data is written, so a crash never
 // leaves local changes that look like the server's version.
 func (h *Handle) WriteAt(p []byte, off int64) (int, error) {
-	if h.f == nil || !h.writable {
+	if !h.writable || h.f == nil {
 		return 0, syscall.EBADF
 	}
 	s := h.s
@@ -480,9 +487,16 @@ func (s *Store) Fsync(ino Ino) error {
 // Release closes the handle, flushing first if needed.
 func (h *Handle) Release() error {
 	var err error
-	if h.f != nil {
+	if !h.dir {
 		err = h.Flush()
-		if cerr := h.f.Close(); err == nil {
+		h.s.mu.Lock()
+		f, old := h.f, h.old
+		h.old = nil
+		h.s.mu.Unlock()
+		for _, o := range old {
+			o.Close()
+		}
+		if cerr := f.Close(); err == nil {
 			err = cerr
 		}
 	}

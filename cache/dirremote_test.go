@@ -125,16 +125,21 @@ func (r *dirRemote) ReadLink(ctx context.Context, p string) (string, error) {
 	return os.Readlink(r.p(p))
 }
 
-func (r *dirRemote) ReadAt(ctx context.Context, p string, b []byte, off int64) (int, error) {
+func (r *dirRemote) ReadAt(ctx context.Context, p string, b []byte, off int64) (int, conn.FileInfo, error) {
 	if err := r.check(); err != nil {
-		return 0, err
+		return 0, conn.FileInfo{}, err
 	}
 	f, err := os.Open(r.p(p))
 	if err != nil {
-		return 0, err
+		return 0, conn.FileInfo{}, err
 	}
 	defer f.Close()
-	return f.ReadAt(b, off)
+	n, err := f.ReadAt(b, off)
+	fi, serr := f.Stat()
+	if serr != nil {
+		return 0, conn.FileInfo{}, serr
+	}
+	return n, infoOf(filepath.Base(p), fi, ""), err
 }
 
 func (r *dirRemote) Fetch(ctx context.Context, p string, w io.Writer) (conn.FileInfo, error) {

@@ -81,6 +81,9 @@ type Attr struct {
 	// folder 2 + its subfolders.
 	Nlink uint32
 	Rdev  uint32 // device nodes
+	// Unsettled: the server changed this file moments ago and may still be
+	// writing it; these attributes must not be cached (versions.go).
+	Unsettled bool
 }
 
 // linkName is one name of an entry that has more than one (a hard link).
@@ -153,8 +156,14 @@ type entry struct {
 	base     expect // dirty: what the next upload expects on the server at its path
 	gen      uint64 // bumped by every local content change
 	blocks   []byte // contentPartial: bitmap of the 1 MiB blocks present
-	writers  int    // open writable handles (not persisted)
-	opens    int    // open handles of any kind (not persisted)
+	// epoch names the content file: a new one whenever the cached content
+	// is dropped or replaced (versions.go; not persisted).
+	epoch uint64
+	// reported: when the change feed last reported this file changed (not
+	// persisted); a file reported recently is still being written.
+	reported time.Time
+	writers  int // open writable handles (not persisted)
+	opens    int // open handles of any kind (not persisted)
 
 	// setAside: an upload of it was set aside while it was open for
 	// writing; its content is dropped at the last close (not persisted).

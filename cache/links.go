@@ -48,6 +48,7 @@ func (s *Store) attrLocked(e *entry) Attr {
 	if e.isDir() {
 		a.Nlink = s.dirLinksLocked(e)
 	}
+	a.Unsettled = s.unsettled(e) // versions.go
 	return a
 }
 

@@ -254,6 +254,7 @@ func (s *Store) storePrefetched(p string, fi conn.FileInfo, r io.Reader, since u
 		return -1, nil
 	}
 	e.content = contentClean
+	s.newEpochLocked(e)
 	e.checked = s.now()
 	s.dirtyIno[ino] = true
 	s.touchContentLocked(e)

@@ -65,7 +65,10 @@ func (e *entry) presentBytes() int64 {
 // startPartialLocked makes e a range-cached file with no block yet: a
 // sparse content file of the full size. Caller holds mu.
 func (s *Store) startPartialLocked(e *entry) error {
-	f, err := os.OpenFile(s.contentPath(e.ino), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	// A new file, never the old one truncated: a handle of an earlier
+	// epoch may still be reading that one.
+	os.Remove(s.contentPath(e.ino))
+	f, err := os.OpenFile(s.contentPath(e.ino), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return err
 	}
@@ -79,6 +82,7 @@ func (s *Store) startPartialLocked(e *entry) error {
 	}
 	e.content = contentPartial
 	e.blocks = nil
+	s.newEpochLocked(e)
 	s.dirtyIno[e.ino] = true
 	s.touchContentLocked(e)
 	return nil
@@ -145,7 +149,10 @@ func (s *Store) retryWhenBack(ctx context.Context, f func() error) error {
 
 // fetchBlocks downloads the missing blocks in [first, last], in runs of
 // contiguous blocks fetched in parallel; blocks another reader is already
-// fetching are waited for, not fetched twice.
+// fetching are waited for, not fetched twice. A run is kept only if the
+// server's file was still the version the blocks belong to when the run
+// was read (fetchRun); otherwise the new version replaces the cached one
+// and the caller, finding a new epoch, starts over.
 func (s *Store) fetchBlocks(ctx context.Context, ino Ino, first, last int) error {
 	type run struct{ from, to int }
 	var runs []run
@@ -178,7 +185,11 @@ func (s *Store) fetchBlocks(ctx context.Context, ino Ino, first, last int) error
 		s.mu.Unlock()
 		return s.errOffline()
 	}
-	p, gen := s.pathOf(e), e.gen
+	if len(runs) > 0 && e.orphan() {
+		s.mu.Unlock()
+		return fmt.Errorf("%w: the file was removed on the server while it was read", ErrChanged)
+	}
+	want := blockVersion{path: s.pathOf(e), epoch: e.epoch, version: e.remote, since: s.applied}
 	calls := make([]*fetchCall, len(runs))
 	for k, r := range runs {
 		calls[k] = &fetchCall{done: make(chan struct{})}
@@ -191,7 +202,7 @@ func (s *Store) fetchBlocks(ctx context.Context, ino Ino, first, last int) error
 	errs := make(chan error, len(runs))
 	for k, r := range runs {
 		go func() {
-			err := s.fetchRun(ctx, ino, p, gen, r.from, r.to)
+			err := s.fetchRun(ctx, ino, want, r.from, r.to)
 			s.mu.Lock()
 			for i := r.from; i <= r.to; i++ {
 				if s.blockFetch[ino] != nil && s.blockFetch[ino][i] == calls[k] {
@@ -226,11 +237,23 @@ func (s *Store) fetchBlocks(ctx context.Context, ino Ino, first, last int) error
 	return first_
 }
 
-// fetchRun reads blocks [from, to] from the server into the content file.
-func (s *Store) fetchRun(ctx context.Context, ino Ino, p string, gen uint64, from, to int) error {
+// blockVersion is what fetched blocks must belong to: the entry's content
+// epoch and the server version it caches, at path.
+type blockVersion struct {
+	path    string
+	epoch   uint64
+	version Version
+	since   uint64 // Store.applied when the fetch started (keepLocal)
+}
+
+// fetchRun reads blocks [from, to] from the server into the content file
+// of epoch want.epoch, if the server's file is still want.version once
+// they are read.
+func (s *Store) fetchRun(ctx context.Context, ino Ino, want blockVersion, from, to int) error {
+	p := want.path
 	off := int64(from) * blockSize
 	buf := make([]byte, int64(to-from+1)*blockSize)
-	n, err := s.remote.ReadAt(ctx, p, buf, off)
+	n, fi, err := s.remote.ReadAt(ctx, p, buf, off)
 	if err != nil && !errors.Is(err, io.EOF) {
 		if errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("%s vanished from the server: %w", p, err)
@@ -240,18 +263,29 @@ func (s *Store) fetchRun(ctx context.Context, ino Ino, p string, gen uint64, fro
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e := s.entries[ino]
-	if e == nil || e.content != contentPartial || e.gen != gen {
+	if e == nil || e.content != contentPartial || e.epoch != want.epoch {
 		return nil // replaced meanwhile; the reader looks again
 	}
-	want := min(int64(len(buf)), e.size-off)
-	if int64(n) < want {
-		return fmt.Errorf("%s is shorter on the server than listed (changed meanwhile?); try again", p)
+	if versionOf(fi) != want.version || fi.Mode != e.mode {
+		// The bytes may be another version's, or a mix: never kept. The
+		// server's current version replaces the cached one (new epoch).
+		if !fi.Mode.IsRegular() || s.pathOf(e) != p || e.localOwned() || s.keepLocal(p, want.since) {
+			return fmt.Errorf("%s: %w", p, ErrChanged)
+		}
+		fi.Name = e.name
+		s.applyServerAttrs(e, fi)
+		e.checked = s.now()
+		return nil // the reader asks again
+	}
+	need := min(int64(len(buf)), e.size-off)
+	if int64(n) < need {
+		return fmt.Errorf("%s: %w", p, ErrChanged)
 	}
 	f, err := os.OpenFile(s.contentPath(ino), os.O_WRONLY, 0)
 	if err != nil {
 		return err
 	}
-	_, err = f.WriteAt(buf[:want], off)
+	_, err = f.WriteAt(buf[:need], off)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}

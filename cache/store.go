@@ -34,6 +34,10 @@ var (
 	ErrNotDir = errors.New("not a directory")
 	// ErrStale: the entry no longer exists (removed meanwhile).
 	ErrStale = errors.New("stale entry")
+	// ErrChanged: the file kept changing on the server while it was read,
+	// so no one version of it could be returned (the FUSE layer reports
+	// ESTALE). Reading it again later works.
+	ErrChanged = conn.ErrChanged
 	// ErrInUse: another remotefs mount uses the same cache directory.
 	ErrInUse = errors.New("cache directory is in use by another remotefs mount")
 )
@@ -123,6 +127,7 @@ type Store struct {
 	deletedIno  map[Ino]bool   // entries to delete from meta.db
 	fetching    map[Ino]*fetchCall
 	blockFetch  map[Ino]map[int]*fetchCall // range-cached files: blocks being fetched
+	epochs      uint64                     // the last content epoch handed out (versions.go)
 	listing     map[Ino]*fetchCall
 	writerErr   error // last non-offline upload failure
 	writerErrOp *op   // the op that failed

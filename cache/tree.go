@@ -402,6 +402,7 @@ func (s *Store) dropContent(e *entry) {
 	os.Remove(s.contentPath(e.ino))
 	e.content = contentNone
 	e.blocks = nil
+	s.newEpochLocked(e)
 	s.dirtyIno[e.ino] = true
 	s.forgetContentLocked(e.ino)
 }

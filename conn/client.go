@@ -636,16 +636,17 @@ func (c *Client) ReadLink(ctx context.Context, rel string) (string, error) {
 
 // ReadAt implements Remote. The data goes through a buffer of the
 // Client's own, so p is never written after ReadAt returns.
-func (c *Client) ReadAt(ctx context.Context, rel string, p []byte, off int64) (int, error) {
+func (c *Client) ReadAt(ctx context.Context, rel string, p []byte, off int64) (int, FileInfo, error) {
 	abs, err := c.abs("read", rel)
 	if err != nil {
-		return 0, err
+		return 0, FileInfo{}, err
 	}
 	if off < 0 {
-		return 0, &fs.PathError{Op: "read", Path: rel, Err: fmt.Errorf("%w: negative offset", fs.ErrInvalid)}
+		return 0, FileInfo{}, &fs.PathError{Op: "read", Path: rel, Err: fmt.Errorf("%w: negative offset", fs.ErrInvalid)}
 	}
 	var n int
 	var eof bool
+	var info FileInfo
 	buf := make([]byte, len(p))
 	err = c.do(ctx, "read", rel, func(*progress) error {
 		f, err := c.sftp.Open(abs)
@@ -657,19 +658,31 @@ func (c *Client) ReadAt(ctx context.Context, rel string, p []byte, off int64) (i
 		if errors.Is(err, io.EOF) {
 			eof, err = true, nil
 		}
-		return err
+		if err != nil {
+			return err
+		}
+		// The server answers requests in order: this describes the file
+		// as it was after every byte above was read.
+		fi, err := f.Stat()
+		if err != nil {
+			return err
+		}
+		info = toFileInfo(path.Base(abs), fi)
+		return nil
 	})
 	if err != nil {
-		return 0, err
+		return 0, FileInfo{}, err
 	}
 	copy(p, buf[:n])
 	if eof {
-		return n, io.EOF
+		return n, info, io.EOF
 	}
-	return n, nil
+	return n, info, nil
 }
 
-// Fetch implements Remote.
+// Fetch implements Remote. The file is stat'ed on the open handle before
+// and after it is read: a different version, or a byte count that is not
+// the size, means it changed while it was read (ErrChanged).
 func (c *Client) Fetch(ctx context.Context, rel string, w io.Writer) (FileInfo, error) {
 	abs, err := c.abs("fetch", rel)
 	if err != nil {
@@ -687,13 +700,29 @@ func (c *Client) Fetch(ctx context.Context, rel string, w io.Writer) (FileInfo, 
 			return err
 		}
 		info = toFileInfo(path.Base(abs), fi)
-		_, err = f.WriteTo(guardedWriter{pr, w})
-		return err
+		n, err := f.WriteTo(guardedWriter{pr, w})
+		if err != nil {
+			return err
+		}
+		after, err := f.Stat()
+		if err != nil {
+			return err
+		}
+		if n != info.Size || !sameVersion(info, toFileInfo(info.Name, after)) {
+			return &fs.PathError{Op: "fetch", Path: rel, Err: ErrChanged}
+		}
+		return nil
 	})
 	if err != nil {
 		return FileInfo{}, err
 	}
 	return info, nil
+}
+
+// sameVersion reports whether a and b describe the same version of a file
+// (size and mtime in whole seconds, the resolution SFTP v3 has).
+func sameVersion(a, b FileInfo) bool {
+	return a.Size == b.Size && a.Mtime.Unix() == b.Mtime.Unix() && a.Mode == b.Mode
 }
 
 // closeAsync closes a read-only handle without waiting for the server's

@@ -265,7 +265,7 @@ func TestSlowTransferNotCut(t *testing.T) {
 		t.Fatal("content differs")
 	}
 	p := make([]byte, len(data))
-	if n, err := c.ReadAt(context.Background(), "f", p, 0); err != nil || n != len(p) {
+	if n, _, err := c.ReadAt(context.Background(), "f", p, 0); err != nil || n != len(p) {
 		t.Fatalf("ReadAt: %d %v", n, err)
 	}
 }

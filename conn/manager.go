@@ -590,10 +590,10 @@ func (m *Manager) ReadLink(ctx context.Context, path string) (string, error) {
 }
 
 // ReadAt implements Remote.
-func (m *Manager) ReadAt(ctx context.Context, path string, p []byte, off int64) (int, error) {
+func (m *Manager) ReadAt(ctx context.Context, path string, p []byte, off int64) (int, FileInfo, error) {
 	c, err := m.current("read", path)
 	if err != nil {
-		return 0, err
+		return 0, FileInfo{}, err
 	}
 	return c.ReadAt(ctx, path, p, off)
 }

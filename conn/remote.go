@@ -26,10 +26,13 @@ type Remote interface {
 	// ReadLink returns a symlink's target.
 	ReadLink(ctx context.Context, path string) (string, error)
 	// ReadAt reads len(p) bytes at off like io.ReaderAt (io.EOF at the end),
-	// keeping many requests in flight for large reads.
-	ReadAt(ctx context.Context, path string, p []byte, off int64) (int, error)
-	// Fetch streams the whole file into w and returns the attributes of the
-	// file as it was when the read started.
+	// keeping many requests in flight for large reads. It also returns the
+	// attributes of the file as it was just after the last byte was read,
+	// so the caller can tell which version the bytes belong to.
+	ReadAt(ctx context.Context, path string, p []byte, off int64) (int, FileInfo, error)
+	// Fetch streams the whole file into w and returns its attributes. It
+	// fails with ErrChanged when the file changed while it was read (the
+	// bytes would not be one version of it).
 	Fetch(ctx context.Context, path string, w io.Writer) (FileInfo, error)
 	// PutAtomic replaces path with size bytes read from r: it writes a
 	// temporary file in the same directory (name from TempName), fsyncs it
@@ -169,6 +172,8 @@ var (
 	ErrOffline = errors.New("server unreachable")
 	// ErrNotEmpty: rmdir of a non-empty directory.
 	ErrNotEmpty = errors.New("directory not empty")
+	// ErrChanged: the file changed on the server while it was read.
+	ErrChanged = errors.New("changed on the server while it was read")
 	// ErrUnsupported: the server lacks the extension the call needs.
 	ErrUnsupported = errors.New("not supported by the server")
 )

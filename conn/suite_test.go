@@ -116,19 +116,19 @@ func runRemoteSuite(t *testing.T, setup remoteSetup) {
 		data := randomBytes(3<<20 + 123)
 		writeLocalBytes(t, local, "big", data)
 		p := make([]byte, 1<<20)
-		n, err := r.ReadAt(ctx, "big", p, 5)
-		if err != nil || n != len(p) || !bytes.Equal(p, data[5:5+len(p)]) {
+		n, fi, err := r.ReadAt(ctx, "big", p, 5)
+		if err != nil || n != len(p) || !bytes.Equal(p, data[5:5+len(p)]) || fi.Size != int64(len(data)) {
 			t.Fatalf("ReadAt middle: n=%d err=%v equal=%v", n, err, bytes.Equal(p[:n], data[5:5+n]))
 		}
-		n, err = r.ReadAt(ctx, "big", p, int64(len(data)-100))
+		n, _, err = r.ReadAt(ctx, "big", p, int64(len(data)-100))
 		if n != 100 || err != io.EOF || !bytes.Equal(p[:n], data[len(data)-100:]) {
 			t.Fatalf("ReadAt end: n=%d err=%v", n, err)
 		}
-		n, err = r.ReadAt(ctx, "big", p, int64(len(data)+10))
+		n, _, err = r.ReadAt(ctx, "big", p, int64(len(data)+10))
 		if n != 0 || err != io.EOF {
 			t.Fatalf("ReadAt past end: n=%d err=%v", n, err)
 		}
-		_, err = r.ReadAt(ctx, "nope", p, 0)
+		_, _, err = r.ReadAt(ctx, "nope", p, 0)
 		wantPathErr(t, err, "nope", fs.ErrNotExist)
 	})
 

@@ -134,6 +134,9 @@ func (f *FS) validity() (attr, entry time.Duration) {
 
 func (f *FS) fillAttr(a cache.Attr, out *fuse.Attr) {
 	out.Valid, _ = f.validity()
+	if a.Unsettled {
+		out.Valid = 0 // being written on the server: ask again
+	}
 	out.Inode = uint64(a.Ino)
 	out.Size = uint64(a.Size)
 	out.Blocks = (out.Size + 511) / 512
@@ -173,6 +176,10 @@ func (f *FS) errno(err error) error {
 		return syscall.EINVAL
 	case errors.Is(err, conn.ErrUnsupported):
 		return syscall.ENOTSUP
+	case errors.Is(err, cache.ErrChanged):
+		// The file kept changing on the server while it was read: no
+		// one version of it to return.
+		return syscall.ESTALE
 	case errors.Is(err, cache.ErrOffline):
 		// Not cached and the server cannot be reached.
 		return syscall.ENETDOWN

@@ -18,10 +18,9 @@ type node struct {
 	fs  *FS
 	ino cache.Ino
 
-	mu         sync.Mutex // guards seenSize, seenMtime
-	seenSize   int64      // attributes at the last open: the kernel's page
-	seenMtime  time.Time  // cache holds this version of the content
-	seenOpened bool
+	mu         sync.Mutex // guards seenEpoch, seenOpened
+	seenEpoch  uint64     // content epoch at the last open: the kernel's
+	seenOpened bool       // page cache holds this version of the content
 
 	// ghost: an entry already gone from the mirror that an echo's lookup
 	// still sees (echo.go); its attributes are fixed.
@@ -111,6 +110,9 @@ func (n *node) Lookup(ctx context.Context, req *fuse.LookupRequest, resp *fuse.L
 		return nil, n.fs.errno(err)
 	}
 	_, resp.EntryValid = n.fs.validity()
+	if attr.Unsettled {
+		resp.EntryValid = 0
+	}
 	n.fs.fillAttr(attr, &resp.Attr)
 	return n.fs.node(attr.Ino), nil
 }
@@ -130,17 +132,17 @@ func (n *node) Open(ctx context.Context, req *fuse.OpenRequest, resp *fuse.OpenR
 		return nil, n.fs.errno(err)
 	}
 	if !req.Dir {
-		// Keep the kernel's page cache when the file is the version it
-		// cached at the last open (server changes are also invalidated
+		// Keep the kernel's page cache only when the content is the one
+		// it cached at the last open (the same epoch: nothing dropped or
+		// replaced since; server changes are also invalidated
 		// explicitly); warm reads then never leave the kernel.
-		if a, err := n.fs.store.GetAttr(n.ino); err == nil {
-			n.mu.Lock()
-			if n.seenOpened && a.Size == n.seenSize && a.Mtime.Equal(n.seenMtime) {
-				resp.Flags |= fuse.OpenKeepCache
-			}
-			n.seenOpened, n.seenSize, n.seenMtime = true, a.Size, a.Mtime
-			n.mu.Unlock()
+		epoch := h.Epoch()
+		n.mu.Lock()
+		if n.seenOpened && epoch == n.seenEpoch {
+			resp.Flags |= fuse.OpenKeepCache
 		}
+		n.seenOpened, n.seenEpoch = true, epoch
+		n.mu.Unlock()
 	}
 	return &handle{fs: n.fs, h: h, dir: req.Dir}, nil
 }

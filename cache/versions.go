@@ -1,0 +1,182 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"time"
+)
+
+// What a read returns (the rule of the package doc, enforced here).
+//
+// Every cached content file belongs to one epoch of its entry (entry.epoch,
+// a number never reused): the content is dropped or replaced only by
+// newEpochLocked, which also queues the invalidation of the kernel's pages
+// for the file. A handle remembers the epoch of the content file it reads
+// (Handle.epoch). servable is the one gate every read passes:
+//
+//   - same epoch, whole content (clean or dirty): the handle's file is
+//     served as it is;
+//   - same epoch, range-cached: only once the blocks the read covers are
+//     present in that epoch's file (a block is written there only when the
+//     server's file was still that epoch's version after it was read,
+//     fetchRun); a fetch abandoned because the version went away never
+//     leaves the read with the sparse file's holes;
+//   - another epoch (the server's version changed, or the cached content
+//     was replaced): a read-only handle moves to the entry's current
+//     content (fetching what it needs) and the read is served from it;
+//     after maxReadMoves moves in one read, it fails with ErrChanged.
+//
+// So one read returns bytes of one version. The kernel's page cache is
+// kept to the same rule by ordering: the epoch changes (under mu) before
+// the invalidation is queued, and the invalidation is delivered after
+// (invalidateLoop): a read the kernel issued before the invalidation
+// holds its pages locked, so the invalidation waits for it and drops what
+// it brought; a read issued after it passes servable and sees the new
+// epoch. fs also keeps the page cache across opens only while the epoch
+// is unchanged (Handle.Epoch).
+
+// maxReadMoves bounds how often one read follows the file to a new version
+// before giving up with ErrChanged (the server keeps rewriting it).
+const maxReadMoves = 4
+
+// unsettledFor: a file the change feed reported this recently may still be
+// being written on the server; see unsettled.
+const unsettledFor = 2 * time.Second
+
+// errMoved: the handle's content moved to another epoch; look again.
+var errMoved = errors.New("content moved to a new version")
+
+// newEpochLocked records that e's cached content was dropped or replaced:
+// handles reading an older epoch move on at their next read, and the
+// kernel is told to drop its pages of the file. Caller holds mu.
+func (s *Store) newEpochLocked(e *entry) {
+	s.epochs++
+	e.epoch = s.epochs
+	s.notifyLocked(Invalidation{Ino: e.ino})
+}
+
+// unsettled reports whether e is a file the change feed reported changed
+// moments ago: the server may still be writing it, so its attributes are
+// not cached by the kernel and an open checks them with the server.
+// Caller holds mu.
+func (s *Store) unsettled(e *entry) bool {
+	return !e.reported.IsZero() && s.now().Sub(e.reported) < unsettledFor
+}
+
+// Epoch is the epoch of the content this handle reads. The FUSE layer
+// keeps the kernel's page cache across opens only while it is unchanged.
+func (h *Handle) Epoch() uint64 {
+	h.s.mu.Lock()
+	defer h.s.mu.Unlock()
+	return h.epoch
+}
+
+// servable returns the file a read of n bytes at off may be served from,
+// fetching what is missing; errMoved means the content moved meanwhile
+// and the caller asks again.
+func (h *Handle) servable(ctx context.Context, off int64, n int) (*os.File, error) {
+	s := h.s
+	s.mu.Lock()
+	e := s.entries[h.ino]
+	if e == nil {
+		s.mu.Unlock()
+		return nil, ErrStale
+	}
+	f := h.f
+	if e.epoch != h.epoch && !h.writable {
+		s.mu.Unlock()
+		return nil, h.moveToCurrent(ctx)
+	}
+	if e.content != contentPartial || e.epoch != h.epoch || off >= e.size || e.hasBlocks(off, n) {
+		s.mu.Unlock()
+		return f, nil
+	}
+	s.mu.Unlock()
+	if err := h.ensureRange(ctx, off, n); err != nil {
+		return nil, err
+	}
+	return nil, errMoved // fetched: check again
+}
+
+// hasBlocks reports whether the blocks holding [off, off+n) (within the
+// file) are present. Caller holds mu.
+func (e *entry) hasBlocks(off int64, n int) bool {
+	end := min(off+int64(n), e.size)
+	for i := int(off / blockSize); int64(i)*blockSize < end; i++ {
+		if !e.hasBlock(i) {
+			return false
+		}
+	}
+	return true
+}
+
+// moveToCurrent points a read-only handle at its entry's current content,
+// fetching it first as an open would. It returns errMoved when it did.
+func (h *Handle) moveToCurrent(ctx context.Context) error {
+	s := h.s
+	s.mu.Lock()
+	e := s.entries[h.ino]
+	if e == nil || e.orphan() {
+		// Removed on the server: its current content is what this handle
+		// already had, or nothing.
+		s.mu.Unlock()
+		return fmt.Errorf("%w: the file was replaced on the server while it was read", ErrChanged)
+	}
+	s.mu.Unlock()
+	if err := s.prepareContent(ctx, h.ino, false); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	e = s.entries[h.ino]
+	if e == nil {
+		s.mu.Unlock()
+		return ErrStale
+	}
+	epoch := e.epoch // before the open: the file opened is this one or newer
+	s.mu.Unlock()
+	f, err := os.Open(s.contentPath(h.ino))
+	if errors.Is(err, fs.ErrNotExist) {
+		return errMoved // replaced again meanwhile
+	}
+	if err != nil {
+		return fmt.Errorf("open cached content: %w", err)
+	}
+	s.mu.Lock()
+	h.old = append(h.old, h.f) // a read in progress may still use it
+	h.f, h.epoch = f, epoch
+	h.nextOff = 0
+	s.mu.Unlock()
+	return errMoved
+}
+
+// prepareContent makes ino's content readable for an open: range-cached
+// for a large file opened read-only, otherwise downloaded whole.
+func (s *Store) prepareContent(ctx context.Context, ino Ino, writable bool) error {
+	if !writable && s.openByRanges(ino) {
+		return nil // large file: blocks are fetched as they are read
+	}
+	return s.ensureContent(ctx, ino)
+}
+
+// ReadAtContext reads content, fetching what is not on local disk yet;
+// every byte returned belongs to one version of the file (see servable).
+func (h *Handle) ReadAtContext(ctx context.Context, p []byte, off int64) (int, error) {
+	if h.dir {
+		return 0, ErrIsDir
+	}
+	for moves := 0; ; {
+		f, err := h.servable(ctx, off, len(p))
+		if err == nil {
+			return f.ReadAt(p, off)
+		}
+		if !errors.Is(err, errMoved) {
+			return 0, err
+		}
+		if moves++; moves > maxReadMoves {
+			return 0, fmt.Errorf("%w: it kept changing", ErrChanged)
+		}
+	}
+}
