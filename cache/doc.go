@@ -48,7 +48,8 @@
 //     its content dropped when size or mtime changed. While the change feed
 //     is live (SetChangeFeed) entries confirmed since it started are trusted
 //     instead, except under Options.ServerFolders, which are re-checked on
-//     every open.
+//     every open, and files the feed reported changed in the last 2 s
+//     (still being written, see "What a read returns").
 //   - What the server says never overwrites local changes that have not
 //     reached it (a path touched by a pending journal operation keeps its
 //     local state), nor ones delivered after the question was asked
@@ -63,6 +64,47 @@
 //     upload coming back) or confirmed the file after the report.
 //   - Server changes to what the mount showed carry an Event in their
 //     Invalidation, which the FUSE layer replays for inotify watchers.
+//
+// # What a read returns
+//
+// The rule: every byte a read returns was in the server's file at one
+// moment (or was written through the mount and not yet overwritten), and
+// one read never mixes two versions. When the version a read started on is
+// gone (the file grew, shrank, was replaced or rewritten meanwhile), the
+// read returns the new version's bytes or fails with ErrChanged (ESTALE);
+// never holes or zeros the server never had. It is enforced in one place,
+// Handle.servable (versions.go):
+//
+//   - Cached content belongs to a content epoch of its entry; dropping or
+//     replacing it starts a new epoch, and that queues the invalidation of
+//     the kernel's pages for the file, delivered after the change
+//     (invalidateLoop, outside every FUSE request). A read the kernel
+//     issued before the invalidation holds its pages locked, so the
+//     invalidation drops what it brings; a read issued after it sees the
+//     new epoch. The FUSE layer keeps the page cache across opens only
+//     while the epoch is unchanged.
+//   - A read-only handle whose epoch is gone moves to the current content
+//     (fetching it as an open would); it fails with ErrChanged when the
+//     file keeps changing under it.
+//   - A range-cached file's blocks are written to its epoch's file only
+//     when the server's file was still the cached version after they were
+//     read (conn.Remote.ReadAt returns the attributes of the file after
+//     the read): a block read from another version, or from a file being
+//     rewritten, replaces the cached version with the new one instead.
+//     Whole files are fetched with a stat before and after (ErrChanged
+//     when they differ, retried a few times).
+//   - A file the change feed reported changed in the last 2 s may still
+//     be being written: its attributes are not cached by the kernel and
+//     an open checks it with the server (a program that opens a file as
+//     soon as it appears reads the finished file, not the prefix the
+//     first report saw).
+//
+// The limit: a version is (size, mtime in whole seconds), so a rewrite of
+// the same size within the second of the bytes already cached cannot be
+// told from them by any stat; the change feed drops the content when it
+// reports such a rewrite, but blocks fetched in that second before the
+// report can mix the two (in the randomized test, writers start each
+// change in a new second).
 //
 // # Conflicts
 //
