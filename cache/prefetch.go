@@ -85,17 +85,32 @@ func (s *Store) Prefetch(ctx context.Context, o PrefetchOptions) (PrefetchStats,
 			batch = append(batch, c.path)
 		}
 		i = j
+		// Stored files become content only once tar has said which
+		// files changed while it read them (conn.ChangedWhileRead).
+		var got []prefetched
 		err := bf.FetchFiles(ctx, batch, func(p string, fi conn.FileInfo, r io.Reader) error {
-			n, err := s.storePrefetched(p, fi, r, since)
-			if err != nil {
-				return err
+			f, err := s.storePrefetched(p, fi, r, since)
+			if f != nil {
+				got = append(got, *f)
 			}
-			if n >= 0 {
+			return err
+		})
+		skip := map[string]bool{}
+		if changed := (*conn.ChangedWhileRead)(nil); errors.As(err, &changed) {
+			s.log.Info("files changed on the server while they were prefetched; they are fetched when opened", "files", len(changed.Paths))
+			for _, p := range changed.Paths {
+				skip[p] = true
+			}
+			err = nil
+		}
+		for _, f := range got {
+			if err != nil || skip[f.path] {
+				os.Remove(f.tmp)
+			} else if n := s.commitPrefetched(f); n >= 0 {
 				st.Files++
 				st.Bytes += n
 			}
-			return nil
-		})
+		}
 		if err != nil {
 			st.Took = time.Since(start)
 			if errors.Is(err, conn.ErrNoBulkFetch) {
@@ -209,11 +224,20 @@ func init() {
 	}
 }
 
-// storePrefetched writes one prefetched file into the cache if its entry
-// still wants it (same version as listed, nothing cached, no local
-// changes); otherwise it discards the data. It returns the bytes stored,
-// or -1 when skipped.
-func (s *Store) storePrefetched(p string, fi conn.FileInfo, r io.Reader, since uint64) (int64, error) {
+// prefetched is a file received by Prefetch, not yet made content.
+type prefetched struct {
+	path string
+	fi   conn.FileInfo
+	ino  Ino
+	gen  uint64
+	tmp  string
+	n    int64
+}
+
+// storePrefetched writes one prefetched file to a temporary file if its
+// entry still wants it (same version as listed, nothing cached, no local
+// changes); otherwise it discards the data and returns nil.
+func (s *Store) storePrefetched(p string, fi conn.FileInfo, r io.Reader, since uint64) (*prefetched, error) {
 	s.mu.Lock()
 	_, e, err := s.lookupPathLocked(p)
 	want := err == nil && e != nil && e.mode.IsRegular() && e.content == contentNone &&
@@ -226,13 +250,13 @@ func (s *Store) storePrefetched(p string, fi conn.FileInfo, r io.Reader, since u
 	s.mu.Unlock()
 	if !want {
 		_, err := io.Copy(io.Discard, r)
-		return -1, err
+		return nil, err
 	}
 	tmp := s.contentPath(ino) + ".part-" + strconv.FormatInt(time.Now().UnixNano(), 36)
 	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		io.Copy(io.Discard, r)
-		return -1, nil
+		return nil, nil
 	}
 	n, err := io.Copy(f, r)
 	if cerr := f.Close(); err == nil {
@@ -240,18 +264,25 @@ func (s *Store) storePrefetched(p string, fi conn.FileInfo, r io.Reader, since u
 	}
 	if err != nil || n != fi.Size {
 		os.Remove(tmp)
-		return -1, err
+		return nil, err
 	}
+	return &prefetched{path: p, fi: fi, ino: ino, gen: gen, tmp: tmp, n: n}, nil
+}
+
+// commitPrefetched makes a prefetched file the entry's content if the
+// entry still wants it. It returns the bytes stored, or -1 when skipped.
+func (s *Store) commitPrefetched(pf prefetched) int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e = s.entries[ino]
-	if e == nil || e.gen != gen || e.content != contentNone || s.pathOf(e) != p || versionOf(fi) != e.remote || s.fetching[ino] != nil {
-		os.Remove(tmp)
-		return -1, nil
+	ino, p, fi := pf.ino, pf.path, pf.fi
+	e := s.entries[ino]
+	if e == nil || e.gen != pf.gen || e.content != contentNone || s.pathOf(e) != p || versionOf(fi) != e.remote || s.fetching[ino] != nil {
+		os.Remove(pf.tmp)
+		return -1
 	}
-	if err := os.Rename(tmp, s.contentPath(ino)); err != nil {
-		os.Remove(tmp)
-		return -1, nil
+	if err := os.Rename(pf.tmp, s.contentPath(ino)); err != nil {
+		os.Remove(pf.tmp)
+		return -1
 	}
 	e.content = contentClean
 	s.newEpochLocked(e)
@@ -259,5 +290,5 @@ func (s *Store) storePrefetched(p string, fi conn.FileInfo, r io.Reader, since u
 	s.dirtyIno[ino] = true
 	s.touchContentLocked(e)
 	s.evictLocked(ino)
-	return n, nil
+	return pf.n
 }

@@ -30,6 +30,16 @@ var (
 // ErrNoBulkFetch: the server has no usable tar.
 var ErrNoBulkFetch = errors.New("server cannot send files in bulk (no tar)")
 
+// ChangedWhileRead is the error FetchFiles returns when tar reported that
+// files changed while it read them: what the stream held for them may be
+// no version of the file (a mix, or zeros tar padded a shrunk file with).
+// Every other file was sent whole.
+type ChangedWhileRead struct{ Paths []string }
+
+func (e *ChangedWhileRead) Error() string {
+	return fmt.Sprintf("%d files changed on the server while they were read", len(e.Paths))
+}
+
 // FetchFiles implements BulkFetcher with tar over an exec channel.
 func (c *Client) FetchFiles(ctx context.Context, paths []string, yield func(string, FileInfo, io.Reader) error) error {
 	var list bytes.Buffer
@@ -47,11 +57,22 @@ func (c *Client) FetchFiles(ctx context.Context, paths []string, yield func(stri
 	cmd := "LC_ALL=C tar -C " + shellQuote(c.root) + " --null --no-recursion --ignore-failed-read -cf - -T -"
 	pr, pw := io.Pipe()
 	var stderr bytes.Buffer
+	const stderrMax = 256 << 10
 	done := make(chan error, 1)
 	go func() {
-		code, err := c.Exec(ctx, cmd, &list, pw, &limitedBuffer{buf: &stderr, max: 4096})
+		code, err := c.Exec(ctx, cmd, &list, pw, &limitedBuffer{buf: &stderr, max: stderrMax})
 		if err == nil && code == 127 {
 			err = fmt.Errorf("%w: %s", ErrNoBulkFetch, strings.TrimSpace(stderr.String()))
+		}
+		// Not only on failure: GNU tar exits 0 after padding a file that
+		// shrank with zeros.
+		if err == nil {
+			if changed := tarChanged(stderr.String()); len(changed) > 0 || stderr.Len() >= stderrMax {
+				if stderr.Len() >= stderrMax {
+					changed = paths // the warnings were cut: trust none
+				}
+				err = &ChangedWhileRead{Paths: changed}
+			}
 		}
 		pw.CloseWithError(err)
 		done <- err
@@ -62,10 +83,27 @@ func (c *Client) FetchFiles(ctx context.Context, paths []string, yield func(stri
 	}
 	pr.CloseWithError(errors.New("fetch stopped"))
 	err := <-done
-	if perr != nil && !errors.Is(perr, io.ErrClosedPipe) {
+	var changed *ChangedWhileRead
+	if perr != nil && !errors.Is(perr, io.ErrClosedPipe) && !errors.As(perr, &changed) {
 		return perr
 	}
 	return err
+}
+
+// tarChanged returns the files GNU tar's warnings say changed while it
+// read them ("file changed as we read it", "File shrank by N bytes").
+func tarChanged(stderr string) []string {
+	var out []string
+	for _, line := range strings.Split(stderr, "\n") {
+		line = strings.TrimPrefix(line, "tar: ")
+		for _, suffix := range []string{": file changed as we read it", ": File shrank by "} {
+			if i := strings.LastIndex(line, suffix); i > 0 {
+				out = append(out, line[:i])
+				break
+			}
+		}
+	}
+	return out
 }
 
 // FetchFiles implements BulkFetcher.

@@ -194,3 +194,14 @@ func TestFetchFilesMatchesSFTP(t *testing.T) {
 		t.Error("missing file reported")
 	}
 }
+
+// tar's warnings name the files whose bytes in the stream are no version
+// of them (messages as GNU tar prints them).
+func TestTarChangedWarnings(t *testing.T) {
+	got := tarChanged("tar: big: File shrank by 29928832 bytes; padding with zeros\n" +
+		"tar: dir/a b.txt: file changed as we read it\n" +
+		"tar: gone: Warning: Cannot stat: No such file or directory\n")
+	if len(got) != 2 || got[0] != "big" || got[1] != "dir/a b.txt" {
+		t.Fatalf("tarChanged = %q", got)
+	}
+}
