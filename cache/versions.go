@@ -40,7 +40,7 @@ import (
 
 // maxReadMoves bounds how often one read follows the file to a new version
 // before giving up with ErrChanged (the server keeps rewriting it).
-const maxReadMoves = 4
+const maxReadMoves = 8
 
 // unsettledFor: a file the change feed reported this recently may still be
 // being written on the server; see unsettled.
