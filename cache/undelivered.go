@@ -161,7 +161,7 @@ func (s *Store) dropSetAsideLocked(e *entry) {
 	e.remote, e.checked = Version{}, time.Time{}
 	s.forgetContentLocked(e.ino)
 	s.dirtyIno[e.ino] = true
-	s.notifyLocked(Invalidation{Ino: e.ino})
+	s.newEpochLocked(e) // handles reading it move on; the kernel drops its pages
 	if p := s.pathOf(e); p != "" {
 		s.relistParentsLocked([]string{p})
 	}
