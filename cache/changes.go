@@ -363,6 +363,7 @@ func (s *Store) notifyLocked(inv Invalidation) {
 		return
 	}
 	s.invalidations = append(s.invalidations, inv)
+	s.invalQueued++
 	select {
 	case s.invalidateSignal <- struct{}{}:
 	default:
@@ -382,9 +383,13 @@ func (s *Store) invalidateLoop() {
 		s.mu.Lock()
 		batch := s.invalidations
 		s.invalidations = nil
+		upTo := s.invalQueued
 		s.mu.Unlock()
 		for _, inv := range batch {
 			s.opts.OnInvalidate(inv)
 		}
+		s.mu.Lock()
+		s.invalDone = upTo
+		s.mu.Unlock()
 	}
 }

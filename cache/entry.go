@@ -159,6 +159,9 @@ type entry struct {
 	// epoch names the content file: a new one whenever the cached content
 	// is dropped or replaced (versions.go; not persisted).
 	epoch uint64
+	// epochTold: Store.invalQueued once the kernel was told of the new
+	// epoch (not persisted).
+	epochTold uint64
 	// reported: when the change feed last reported this file changed (not
 	// persisted); a file reported recently is still being written.
 	reported time.Time

@@ -147,7 +147,11 @@ type Store struct {
 	// invalidations waiting for invalidateLoop
 	invalidations    []Invalidation
 	invalidateSignal chan struct{}
-	recentBytes      int64 // sum of recent's sizes
+	// invalQueued / invalDone: how many invalidations were queued, and
+	// how many of them invalidateLoop has delivered (versions.go waits on
+	// them).
+	invalQueued, invalDone uint64
+	recentBytes            int64 // sum of recent's sizes
 	// connEpoch counts the connections to the server (Connected); a
 	// folder whose entry.confirmed is not the current one has not been
 	// listed in this connection, so its names are the cache's guess.

@@ -25,9 +25,11 @@ import (
 //     fetchRun); a fetch abandoned because the version went away never
 //     leaves the read with the sparse file's holes;
 //   - another epoch (the server's version changed, or the cached content
-//     was replaced): a read-only handle moves to the entry's current
-//     content (fetching what it needs) and the read is served from it;
-//     after maxReadMoves moves in one read, it fails with ErrChanged.
+//     was replaced): once the kernel has been told (its pages of the old
+//     epoch are gone; waited for briefly, else the read fails with
+//     ErrChanged), a read-only handle moves to the entry's current content
+//     (fetching what it needs) and the read is served from it; after
+//     maxReadMoves moves in one read, it fails with ErrChanged.
 //
 // So one read returns bytes of one version. The kernel's page cache is
 // kept to the same rule by ordering: the epoch changes (under mu) before
@@ -56,6 +58,34 @@ func (s *Store) newEpochLocked(e *entry) {
 	s.epochs++
 	e.epoch = s.epochs
 	s.notifyLocked(Invalidation{Ino: e.ino})
+	e.epochTold = s.invalQueued
+}
+
+// toldLocked reports whether the kernel has been told of e's current
+// epoch (its pages of earlier epochs are gone). Caller holds mu.
+func (s *Store) toldLocked(e *entry) bool {
+	return s.opts.OnInvalidate == nil || s.invalDone >= e.epochTold
+}
+
+// waitTold waits a moment for the kernel to be told of ino's current
+// epoch. It never waits long: the invalidation may itself be waiting for
+// the pages the caller's read is filling.
+func (s *Store) waitTold(ctx context.Context, ino Ino) bool {
+	for i := 0; i < 20; i++ {
+		s.mu.Lock()
+		e := s.entries[ino]
+		told := e == nil || s.toldLocked(e)
+		s.mu.Unlock()
+		if told {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	return false
 }
 
 // unsettled reports whether e is a file the change feed reported changed
@@ -88,6 +118,12 @@ func (h *Handle) servable(ctx context.Context, off int64, n int) (*os.File, erro
 	f := h.f
 	if e.epoch != h.epoch && !h.writable {
 		s.mu.Unlock()
+		// The kernel may still hold pages of the handle's epoch: new bytes
+		// next to them would mix two versions in one read(2). Move on once
+		// they are gone, or fail this read.
+		if !s.waitTold(ctx, h.ino) {
+			return nil, fmt.Errorf("%w: the file changed on the server while it was read", ErrChanged)
+		}
 		return nil, h.moveToCurrent(ctx)
 	}
 	if e.content != contentPartial || e.epoch != h.epoch || off >= e.size || e.hasBlocks(off, n) {

@@ -61,8 +61,11 @@ type FS struct {
 
 	srv serverRef // set once serving starts
 
-	mu    sync.Mutex // guards nodes
+	mu    sync.Mutex // guards nodes, told
 	nodes map[cache.Ino]*node
+	// told: the size last given to the kernel for each file (its i_size,
+	// unless it learned better since); see handle.Read.
+	told map[cache.Ino]int64
 
 	echo echoState // server changes raised as inotify events (echo.go)
 }
@@ -79,7 +82,7 @@ func New(store *cache.Store, opts Options) *FS {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &FS{
-		store: store, opts: opts, log: opts.Logger, nodes: map[cache.Ino]*node{},
+		store: store, opts: opts, log: opts.Logger, nodes: map[cache.Ino]*node{}, told: map[cache.Ino]int64{},
 	}
 }
 
@@ -121,6 +124,7 @@ func (f *FS) node(ino cache.Ino) *node {
 func (f *FS) forget(ino cache.Ino) {
 	f.mu.Lock()
 	delete(f.nodes, ino)
+	delete(f.told, ino)
 	f.mu.Unlock()
 }
 
@@ -145,6 +149,11 @@ func (f *FS) fillAttr(a cache.Attr, out *fuse.Attr) {
 	out.Nlink = a.Nlink
 	out.Rdev = a.Rdev
 	out.Uid, out.Gid = f.store.LocalOwner(a)
+	if a.Mode.IsRegular() {
+		f.mu.Lock()
+		f.told[a.Ino] = a.Size
+		f.mu.Unlock()
+	}
 	out.BlockSize = 64 * 1024
 }
 

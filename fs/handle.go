@@ -3,6 +3,7 @@ package fs
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	iofs "io/fs"
 
@@ -49,6 +50,18 @@ func (h *handle) Read(ctx context.Context, req *fuse.ReadRequest, resp *fuse.Rea
 	n, err := h.h.ReadAtContext(ctx, buf, req.Offset)
 	if err != nil && !errors.Is(err, io.EOF) {
 		return h.fs.errno(err)
+	}
+	if n < len(buf) {
+		// A short read tells the kernel the file ends there, and it fills
+		// the rest of the page with zeros. When it was told the file is
+		// longer (by attributes of another version), those zeros could
+		// reach the program: fail the read instead (cache.ErrChanged).
+		h.fs.mu.Lock()
+		told, ok := h.fs.told[h.h.Ino()]
+		h.fs.mu.Unlock()
+		if ok && req.Offset+int64(n) < told {
+			return h.fs.errno(fmt.Errorf("%w: it is shorter than the kernel was told", cache.ErrChanged))
+		}
 	}
 	resp.Data = buf[:n]
 	return nil
