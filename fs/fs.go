@@ -17,8 +17,15 @@
 // (Store.LocalOwner); the mount uses default_permissions, so the kernel
 // refuses what the server would. chown/chgrp go to Store.Chown.
 //
-// Locking: FS.mu guards only the node table and is never held while
-// calling into the cache. The kernel caches entries and attributes for
+// Reads: a read shorter than the size last given to the kernel for the
+// file fails with ESTALE (the file changed on the server meanwhile): the
+// kernel would otherwise fill the rest of the page with zeros and, with
+// its size out of date, hand them to the program (cache doc, "What a read
+// returns").
+//
+// Locking: FS.mu guards only the node table (and the sizes told) and is
+// never held while calling into the cache. The kernel caches entries and
+// attributes for
 // EntryValid/AttrValid; answers come from the cache's memory, so expiry
 // costs no network round trip.
 package fs
