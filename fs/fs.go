@@ -25,9 +25,8 @@
 //
 // Locking: FS.mu guards only the node table (and the sizes told) and is
 // never held while calling into the cache. The kernel caches entries and
-// attributes for
-// EntryValid/AttrValid; answers come from the cache's memory, so expiry
-// costs no network round trip.
+// attributes for EntryValid/AttrValid; answers come from the cache's
+// memory, so expiry costs no network round trip.
 package fs
 
 import (
