@@ -28,6 +28,7 @@ type Handle struct {
 	// which follow their file to a new version: versions.go)
 	f       *os.File   // the content file of epoch; nil for directories
 	epoch   uint64     // the content epoch f belongs to
+	version Version    // the server version that epoch cached
 	old     []*os.File // files of earlier epochs, closed on Release
 	nextOff int64      // where a sequential read goes next
 }
@@ -102,7 +103,7 @@ func (s *Store) Open(ctx context.Context, ino Ino, flags int) (*Handle, error) {
 			return nil, err
 		}
 		s.countOpenLocked(e, true)
-		return &Handle{s: s, ino: ino, f: f, epoch: e.epoch, writable: true, wrote: true}, nil
+		return &Handle{s: s, ino: ino, f: f, epoch: e.epoch, version: e.remote, writable: true, wrote: true}, nil
 	}
 	mode := os.O_RDONLY
 	if writable {
@@ -124,11 +125,11 @@ func (s *Store) Open(ctx context.Context, ino Ino, flags int) (*Handle, error) {
 			return nil, ErrStale
 		}
 		s.countOpenLocked(e, writable)
-		epoch := e.epoch // before the open: the file opened is this one or newer
+		epoch, version := e.epoch, e.remote // before the open: the file opened is this one or newer
 		s.mu.Unlock()
 		f, err := os.OpenFile(s.contentPath(ino), mode, 0)
 		if err == nil {
-			return &Handle{s: s, ino: ino, f: f, epoch: epoch, writable: writable}, nil
+			return &Handle{s: s, ino: ino, f: f, epoch: epoch, version: version, writable: writable}, nil
 		}
 		s.release(ino, writable)
 		if !errors.Is(err, fs.ErrNotExist) {

@@ -86,8 +86,10 @@
 //   - A read-only handle whose epoch is gone moves to the current content
 //     (fetching it as an open would), but only once the kernel has been
 //     told (its pages of the old epoch are gone: new bytes next to them
-//     would mix two versions in one read(2)); until then, and when the
-//     file keeps changing under it, the read fails with ErrChanged.
+//     would mix two versions in one read(2); at once when the content
+//     was dropped with no new version, e.g. a late feed report); until
+//     then, and when the file keeps changing under it, the read fails
+//     with ErrChanged.
 //   - The FUSE layer fails a read shorter than the size it last gave the
 //     kernel (fs handle.Read): the kernel would pad it with zeros.
 //   - A range-cached file's blocks are written to its epoch's file only

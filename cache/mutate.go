@@ -134,7 +134,7 @@ func (s *Store) Create(ctx context.Context, dir Ino, name string, perm fs.FileMo
 		f.Close()
 		return Attr{}, nil, err
 	}
-	h := &Handle{s: s, ino: e.ino, f: f, epoch: e.epoch, writable: true, wrote: true}
+	h := &Handle{s: s, ino: e.ino, f: f, epoch: e.epoch, version: e.remote, writable: true, wrote: true}
 	return e.attr(), h, nil
 }
 

@@ -117,11 +117,13 @@ func (h *Handle) servable(ctx context.Context, off int64, n int) (*os.File, erro
 	}
 	f := h.f
 	if e.epoch != h.epoch && !h.writable {
-		s.mu.Unlock()
 		// The kernel may still hold pages of the handle's epoch: new bytes
 		// next to them would mix two versions in one read(2). Move on once
-		// they are gone, or fail this read.
-		if !s.waitTold(ctx, h.ino) {
+		// they are gone, or fail this read; at once when the content was
+		// dropped without a new version (a feed report of the same one).
+		same := e.content != contentDirty && e.remote == h.version
+		s.mu.Unlock()
+		if !same && !s.waitTold(ctx, h.ino) {
 			return nil, fmt.Errorf("%w: the file changed on the server while it was read", ErrChanged)
 		}
 		return nil, h.moveToCurrent(ctx)
@@ -171,7 +173,7 @@ func (h *Handle) moveToCurrent(ctx context.Context) error {
 		s.mu.Unlock()
 		return ErrStale
 	}
-	epoch := e.epoch // before the open: the file opened is this one or newer
+	epoch, version := e.epoch, e.remote // before the open: the file opened is this one or newer
 	s.mu.Unlock()
 	f, err := os.Open(s.contentPath(h.ino))
 	if errors.Is(err, fs.ErrNotExist) {
@@ -182,7 +184,7 @@ func (h *Handle) moveToCurrent(ctx context.Context) error {
 	}
 	s.mu.Lock()
 	h.old = append(h.old, h.f) // a read in progress may still use it
-	h.f, h.epoch = f, epoch
+	h.f, h.epoch, h.version = f, epoch, version
 	h.nextOff = 0
 	s.mu.Unlock()
 	return errMoved
