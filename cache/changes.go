@@ -175,6 +175,7 @@ func (s *Store) applyRemoteChange(ctx context.Context, c RemoteChange, reported 
 	since := s.applied
 	s.mu.Unlock()
 
+	asked := s.now()
 	fi, err := s.remote.Lstat(ctx, c.Path)
 	gone := errors.Is(err, fs.ErrNotExist)
 	if err != nil && !gone {
@@ -189,6 +190,12 @@ func (s *Store) applyRemoteChange(ctx context.Context, c RemoteChange, reported 
 	}
 	name := path.Base(c.Path)
 	cur := s.entries[d.children[name]]
+	if cur != nil && cur.mode.IsRegular() && cur.checked.After(asked) {
+		// Confirmed with the server after this stat was asked for (an
+		// open's re-check): never go back to what the stat saw.
+		s.mu.Unlock()
+		return
+	}
 	relist := Ino(0)
 	switch {
 	case gone:

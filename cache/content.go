@@ -205,6 +205,7 @@ func (s *Store) revalidate(ctx context.Context, ino Ino, p string) error {
 	s.mu.Lock()
 	since := s.applied
 	s.mu.Unlock()
+	asked := s.now()
 	fi, err := s.remote.Lstat(ctx, p)
 	if errors.Is(err, ErrOffline) {
 		return nil
@@ -212,8 +213,8 @@ func (s *Store) revalidate(ctx context.Context, ino Ino, p string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e := s.entries[ino]
-	if e == nil || s.pathOf(e) != p || e.localOwned() || s.keepLocal(p, since) {
-		return nil
+	if e == nil || s.pathOf(e) != p || e.localOwned() || s.keepLocal(p, since) || e.checked.After(asked) {
+		return nil // changed meanwhile, or confirmed since: newer than this stat
 	}
 	if errors.Is(err, fs.ErrNotExist) {
 		if d := s.entries[e.parent]; d != nil {
