@@ -71,10 +71,10 @@ func (s *Store) Open(ctx context.Context, ino Ino, flags int) (*Handle, error) {
 	// change feed covers it (and it is not being written right now), or
 	// the open replaces its content anyway (the upload's conflict check
 	// guards the server's version).
-	fed := s.feedCovers(e, e.checked) && !s.unsettled(e)
+	fed := s.feedCovers(e, e.checked)
 	replacing := writable && flags&syscall.O_TRUNC != 0
-	recheck := e.content != contentDirty && e.onServer && !replacing && s.online() && !fed &&
-		(s.now().Sub(e.checked) > s.opts.AttrTTL || s.inServerFolder(e))
+	recheck := e.content != contentDirty && e.onServer && !replacing && s.online() &&
+		(s.unsettled(e) || !fed && (s.now().Sub(e.checked) > s.opts.AttrTTL || s.inServerFolder(e)))
 	p := s.pathOf(e)
 	s.mu.Unlock()
 

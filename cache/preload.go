@@ -97,6 +97,7 @@ func (s *Store) preloadBulk(ctx context.Context, tw conn.TreeWalker, prune []str
 	stack := []*frame{{path: ""}}
 	s.mu.Lock()
 	since, epoch := s.applied, s.connEpoch
+	asked := s.now()
 	// A folder whose listing is streaming is "being listed": a readdir of
 	// it meanwhile waits for the stream instead of listing it again (a
 	// huge folder would be held twice).
@@ -105,7 +106,7 @@ func (s *Store) preloadBulk(ctx context.Context, tw conn.TreeWalker, prune []str
 	complete := func(f *frame) {
 		s.mu.Lock()
 		if _, d, err := s.lookupPathLocked(f.path); err == nil && d != nil && d.isDir() {
-			s.mergeListing(d.ino, f.path, f.infos, since, epoch)
+			s.mergeListing(d.ino, f.path, f.infos, since, epoch, asked)
 		}
 		s.releaseListingLocked(f, nil)
 		s.mu.Unlock()

@@ -270,7 +270,7 @@ func (s *Store) fetchRun(ctx context.Context, ino Ino, want blockVersion, from, 
 		// The bytes may be another version's, or a mix: never kept. The
 		// server's current version replaces the cached one (new epoch).
 		if !fi.Mode.IsRegular() || s.pathOf(e) != p || e.localOwned() || s.keepLocal(p, want.since) {
-			return fmt.Errorf("%s: %w", p, ErrChanged)
+			return fmt.Errorf("%s: %w (a block came from another version, which cannot replace the cached one now)", p, ErrChanged)
 		}
 		fi.Name = e.name
 		s.applyServerAttrs(e, fi)
@@ -279,7 +279,7 @@ func (s *Store) fetchRun(ctx context.Context, ino Ino, want blockVersion, from, 
 	}
 	need := min(int64(len(buf)), e.size-off)
 	if int64(n) < need {
-		return fmt.Errorf("%s: %w", p, ErrChanged)
+		return fmt.Errorf("%s: %w (shorter than its version)", p, ErrChanged)
 	}
 	f, err := os.OpenFile(s.contentPath(ino), os.O_WRONLY, 0)
 	if err != nil {

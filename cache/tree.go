@@ -228,6 +228,7 @@ func (s *Store) listDirNow(ctx context.Context, dir Ino) error {
 	since, epoch := s.applied, s.connEpoch
 	s.mu.Unlock()
 
+	asked := s.now()
 	infos, err := s.remote.ReadDir(ctx, p)
 
 	s.mu.Lock()
@@ -238,7 +239,7 @@ func (s *Store) listDirNow(ctx context.Context, dir Ino) error {
 		}
 	}
 	if err == nil {
-		s.mergeListing(dir, p, infos, since, epoch)
+		s.mergeListing(dir, p, infos, since, epoch, asked)
 	} else if errors.Is(err, fs.ErrNotExist) {
 		// The directory is gone on the server.
 		if d := s.entries[dir]; d != nil && dir != RootIno && !s.keepLocal(p, since) && s.pathOf(d) == p && !s.hasLocalWorkLocked(d) {
@@ -253,8 +254,8 @@ func (s *Store) listDirNow(ctx context.Context, dir Ino) error {
 
 // mergeListing applies a listing of dir (path p) from the server, asked
 // for when the delivered-operations counter read since, in connection
-// epoch. Caller holds mu.
-func (s *Store) mergeListing(dir Ino, p string, infos []conn.FileInfo, since, epoch uint64) {
+// epoch, at time asked. Caller holds mu.
+func (s *Store) mergeListing(dir Ino, p string, infos []conn.FileInfo, since, epoch uint64, asked time.Time) {
 	d := s.entries[dir]
 	if d == nil || s.pathOf(d) != p {
 		return // moved or removed while we listed it
@@ -280,6 +281,9 @@ func (s *Store) mergeListing(dir Ino, p string, infos []conn.FileInfo, since, ep
 		cp := childPath(p, fi.Name)
 		if s.keepLocal(cp, since) {
 			continue
+		}
+		if c := s.entries[d.children[fi.Name]]; c != nil && c.mode.IsRegular() && c.checked.After(asked) {
+			continue // confirmed since the listing was asked for: newer
 		}
 		s.upsertChildLocked(d, fi, now)
 	}

@@ -122,8 +122,10 @@ func (h *Handle) servable(ctx context.Context, off int64, n int) (*os.File, erro
 		// they are gone, or fail this read; at once when the content was
 		// dropped without a new version (a feed report of the same one).
 		same := e.content != contentDirty && e.remote == h.version
+		was, now := h.version, e.remote
 		s.mu.Unlock()
 		if !same && !s.waitTold(ctx, h.ino) {
+			s.log.Info("read of a changed file fails: the kernel still holds the old version's pages", "ino", h.ino, "was", was, "now", now)
 			return nil, fmt.Errorf("%w: the file changed on the server while it was read", ErrChanged)
 		}
 		return nil, h.moveToCurrent(ctx)

@@ -192,6 +192,7 @@ func (f *FS) errno(err error) error {
 	case errors.Is(err, conn.ErrUnsupported):
 		return syscall.ENOTSUP
 	case errors.Is(err, cache.ErrChanged):
+		f.log.Info("read failed", "err", err)
 		// The file kept changing on the server while it was read: no
 		// one version of it to return.
 		return syscall.ESTALE
