@@ -99,7 +99,8 @@
 //     rewritten, replaces the cached version with the new one instead.
 //     Whole files are fetched with a stat before and after (ErrChanged
 //     when they differ, retried a few times).
-//   - A file the change feed reported changed in the last 2 s may still
+//   - A file that appeared or changed on the server in the last 2 s (a
+//     feed report, or a new listing of a folder already shown) may still
 //     be being written: its attributes are not cached by the kernel and
 //     an open checks it with the server (a program that opens a file as
 //     soon as it appears reads the finished file, not the prefix the

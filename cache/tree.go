@@ -351,9 +351,15 @@ func (s *Store) upsertChildLocked(d *entry, fi conn.FileInfo, now time.Time) *en
 		if d.listed || d.announce {
 			inv.Event, inv.Attr = EventCreated, c.attr()
 			c.announce = c.isDir()
+			if c.mode.IsRegular() {
+				c.reported = now // new on the server: maybe still being written
+			}
 		}
 		s.notifyLocked(inv)
 		return c
+	}
+	if c.mode.IsRegular() && c.onServer && !c.localOwned() && versionOf(fi) != c.remote {
+		c.reported = now // changed on the server: maybe still being written
 	}
 	s.applyServerAttrs(c, fi)
 	c.checked = now
