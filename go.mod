@@ -13,3 +13,5 @@ require (
 )
 
 require github.com/kr/fs v0.1.0 // indirect
+
+replace bazil.org/fuse => ./third_party/bazil.org/fuse
