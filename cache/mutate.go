@@ -29,6 +29,12 @@ func (s *Store) enqueueLocked(ops ...*op) error {
 				ops = append(ops[:i+1:i+1], append(rl, ops[i+1:]...)...)
 				i += len(rl)
 			}
+			if e := s.entries[o.Ino]; e != nil && !e.onServer && e.hasOwner {
+				// A new file with an owner other than the login's.
+				ow := s.newOwnerOpsLocked(e, o.Path)
+				ops = append(ops[:i+1:i+1], append(ow, ops[i+1:]...)...)
+				i += len(ow)
+			}
 		}
 	}
 	for _, o := range ops {
@@ -53,7 +59,7 @@ func (s *Store) enqueueLocked(ops ...*op) error {
 }
 
 // Mkdir creates directory name in dir.
-func (s *Store) Mkdir(ctx context.Context, dir Ino, name string, perm fs.FileMode) (Attr, error) {
+func (s *Store) Mkdir(ctx context.Context, dir Ino, name string, perm fs.FileMode, by ...Creator) (Attr, error) {
 	if err := s.writable(); err != nil {
 		return Attr{}, err
 	}
@@ -69,10 +75,15 @@ func (s *Store) Mkdir(ctx context.Context, dir Ino, name string, perm fs.FileMod
 	if c != nil {
 		return Attr{}, fs.ErrExist
 	}
-	e := s.addChildLocked(d, name, fs.ModeDir|perm.Perm())
+	mode := modeBits(perm)
+	if d.mode&fs.ModeSetgid != 0 {
+		mode |= fs.ModeSetgid // as a local disk does: the folder's group, and setgid
+	}
+	e := s.addChildLocked(d, name, fs.ModeDir|mode)
 	e.listed = true
 	e.children = map[string]Ino{}
-	if err := s.enqueueLocked(&op{Kind: opMkdir, Path: s.pathOf(e), Mode: perm.Perm()}); err != nil {
+	ops := append([]*op{{Kind: opMkdir, Path: s.pathOf(e), Mode: mode}}, s.ownerForNewLocked(d, e, by)...)
+	if err := s.enqueueLocked(ops...); err != nil {
 		return Attr{}, err
 	}
 	return e.attr(), nil
@@ -96,7 +107,7 @@ func (s *Store) addChildLocked(d *entry, name string, mode fs.FileMode) *entry {
 // Create makes a new empty regular file and opens it. With excl, an
 // existing name is an error; otherwise the existing file is opened (and
 // truncated when flags has O_TRUNC).
-func (s *Store) Create(ctx context.Context, dir Ino, name string, perm fs.FileMode, flags int, excl bool) (Attr, *Handle, error) {
+func (s *Store) Create(ctx context.Context, dir Ino, name string, perm fs.FileMode, flags int, excl bool, by ...Creator) (Attr, *Handle, error) {
 	if err := s.writable(); err != nil {
 		return Attr{}, nil, err
 	}
@@ -127,6 +138,7 @@ func (s *Store) Create(ctx context.Context, dir Ino, name string, perm fs.FileMo
 		return Attr{}, nil, err
 	}
 	e := s.addChildLocked(d, name, perm.Perm())
+	s.ownerForNewLocked(d, e, by) // a file's: queued with its first upload
 	e.content = contentDirty
 	e.gen++
 	s.countOpenLocked(e, true)
@@ -139,7 +151,7 @@ func (s *Store) Create(ctx context.Context, dir Ino, name string, perm fs.FileMo
 }
 
 // Symlink creates name in dir pointing to target.
-func (s *Store) Symlink(ctx context.Context, dir Ino, name, target string) (Attr, error) {
+func (s *Store) Symlink(ctx context.Context, dir Ino, name, target string, by ...Creator) (Attr, error) {
 	if err := s.writable(); err != nil {
 		return Attr{}, err
 	}
@@ -158,7 +170,8 @@ func (s *Store) Symlink(ctx context.Context, dir Ino, name, target string) (Attr
 	e := s.addChildLocked(d, name, fs.ModeSymlink|0o777)
 	e.target = target
 	e.size = int64(len(target))
-	if err := s.enqueueLocked(&op{Kind: opSymlink, Path: s.pathOf(e), Target: target}); err != nil {
+	ops := append([]*op{{Kind: opSymlink, Path: s.pathOf(e), Target: target}}, s.ownerForNewLocked(d, e, by)...)
+	if err := s.enqueueLocked(ops...); err != nil {
 		return Attr{}, err
 	}
 	return e.attr(), nil
@@ -628,7 +641,7 @@ func (s *Store) Link(ctx context.Context, ino Ino, newDir Ino, newName string) (
 // connections never reach the filesystem); the server gets the node
 // through a command (conn.Mknoder). Where the server cannot make it, the
 // journal drops the operation and the node exists in the mirror only.
-func (s *Store) Mknod(ctx context.Context, dir Ino, name string, mode fs.FileMode, rdev uint32) (Attr, error) {
+func (s *Store) Mknod(ctx context.Context, dir Ino, name string, mode fs.FileMode, rdev uint32, by ...Creator) (Attr, error) {
 	if mode.Type()&(fs.ModeNamedPipe|fs.ModeSocket|fs.ModeDevice) == 0 {
 		return Attr{}, fs.ErrInvalid
 	}
@@ -639,7 +652,8 @@ func (s *Store) Mknod(ctx context.Context, dir Ino, name string, mode fs.FileMod
 	defer s.mu.Unlock()
 	e := s.addChildLocked(d, name, mode.Type()|modeBits(mode))
 	e.rdev = rdev
-	if err := s.enqueueLocked(&op{Kind: opMknod, Path: s.pathOf(e), Mode: e.mode, Rdev: rdev}); err != nil {
+	ops := append([]*op{{Kind: opMknod, Path: s.pathOf(e), Mode: e.mode, Rdev: rdev}}, s.ownerForNewLocked(d, e, by)...)
+	if err := s.enqueueLocked(ops...); err != nil {
 		return Attr{}, err
 	}
 	return e.attr(), nil

@@ -180,3 +180,58 @@ func (s *Store) Chown(ctx context.Context, ino Ino, uid, gid *uint32) (Attr, err
 	}
 	return Attr{}, ErrStale
 }
+
+// Creator is the local user who makes a new entry through the mount (the
+// caller of creat, mkdir, mknod or symlink), given to Create, Mkdir, Mknod
+// and Symlink (optional: without it, the login's). SFTP makes every new entry as the login user; when the
+// login is root, the entry is then given to the creator's server uid (the
+// reverse of the owner mapping) and to the creator's gid, or to the
+// folder's group when the folder is setgid, as a local disk does. A
+// non-root login could not do that (the server refuses chown), so there
+// new entries stay the login's, as on the server; so do symlinks (SFTP
+// has no lchown). The change goes through
+// the journal, right after the creation (for a file, after its first
+// upload).
+type Creator struct {
+	Uid, Gid uint32
+}
+
+// ownerForNewLocked sets the owner a new entry e in folder d gets on the
+// server, when it is not the login's and the login may give it, and
+// returns the operations that make it so (nil otherwise). Caller holds mu.
+func (s *Store) ownerForNewLocked(d, e *entry, by []Creator) []*op {
+	ruid, rgid, known := s.loginIDs()
+	if len(by) == 0 || !known || ruid != 0 || e.mode&fs.ModeSymlink != 0 {
+		// A symlink keeps the login's: SFTP's setstat follows symlinks,
+		// so a chown would change its target.
+		return nil
+	}
+	o := s.opts.Owners
+	nu := remoteID(by[0].Uid, o.LocalUID, ruid, o.UIDMap)
+	ng := remoteID(by[0].Gid, o.LocalGID, rgid, o.GIDMap)
+	if d.mode&fs.ModeSetgid != 0 {
+		ng = rgid
+		if d.hasOwner {
+			ng = d.gid
+		}
+	}
+	if nu == ruid && ng == rgid {
+		return nil
+	}
+	e.uid, e.gid, e.hasOwner = nu, ng, true
+	if e.mode.IsRegular() {
+		return nil // given after the first upload (newOwnerOpsLocked)
+	}
+	return s.newOwnerOpsLocked(e, s.pathOf(e))
+}
+
+// newOwnerOpsLocked returns the operations that give a new entry, at path
+// p on the server, the owner it got on the mount: a chown, and for a file
+// with setuid or setgid a chmod after it (chown clears them).
+func (s *Store) newOwnerOpsLocked(e *entry, p string) []*op {
+	ops := []*op{{Kind: opChown, Path: p, Owner: &[2]uint32{e.uid, e.gid}}}
+	if !e.mode.IsDir() && e.mode&(fs.ModeSetuid|fs.ModeSetgid) != 0 {
+		ops = append(ops, &op{Kind: opChmod, Path: p, Mode: modeBits(e.mode)})
+	}
+	return ops
+}

@@ -466,3 +466,127 @@ func TestSharedGroupFileKeepsOwner(t *testing.T) {
 	}
 	w.unmount()
 }
+
+// newSharedMountWorld is a world whose server login is root, mounted with
+// allow_other (default_permissions is always on), whose mountpoint other
+// local users can reach: a machine's shared mount, as pjdfstest runs it.
+func newSharedMountWorld(t *testing.T) (*world, map[string]account) {
+	t.Helper()
+	requireFUSE(t)
+	acc := ensureAccounts(t)
+	w := newWorld(t)
+	// t.TempDir's folders are 0700.
+	for d := filepath.Dir(w.mnt); len(d) > len(os.TempDir()); d = filepath.Dir(d) {
+		os.Chmod(d, 0o755)
+	}
+	return w, acc
+}
+
+// runAs runs a command as the local account acc (its uid and gid, no
+// supplementary groups).
+func (w *world) runAs(acc account, name string, args ...string) result {
+	w.t.Helper()
+	prev := w.cred
+	w.cred = &syscall.Credential{Uid: uint32(acc.uid), Gid: uint32(acc.gid), Groups: []uint32{}}
+	defer func() { w.cred = prev }()
+	return w.run(name, args...)
+}
+
+// A root login, a mount open to other users: a file, a folder and a FIFO
+// another local user makes through the mount belong to that user on the
+// server (not to root, the login), as on a local disk, and the mount shows
+// them as theirs at once; in a setgid folder they get the folder's group.
+// A symlink stays root's: SFTP has no lchown.
+func TestNewFileOwnedByLocalCreator(t *testing.T) {
+	w, acc := newSharedMountWorld(t)
+	oth, shared := acc[otherUser], acc[sharedGrp]
+	os.MkdirAll(w.s("pub/sg"), 0o777)
+	os.Chmod(w.s("pub"), 0o777)
+	os.Chown(w.s("pub/sg"), 0, shared.gid)
+	os.Chmod(w.s("pub/sg"), os.ModeSetgid|0o777)
+	w.mount("--allow-other")
+
+	for _, c := range [][]string{
+		{"sh", "-c", "printf 'mine\\n' > " + w.m("pub/f.txt")},
+		{"mkdir", w.m("pub/d")},
+		{"mkfifo", w.m("pub/p")},
+		{"sh", "-c", "printf 'grouped\\n' > " + w.m("pub/sg/g.txt")},
+		{"mkdir", w.m("pub/sg/gd")},
+	} {
+		if r := w.runAs(oth, c[0], c[1:]...); r.code != 0 {
+			t.Fatalf("%v as %s: exit %d %s", c, otherUser, r.code, r.stderr)
+		}
+	}
+	want := map[string]account{
+		"pub/f.txt":    oth,
+		"pub/d":        oth,
+		"pub/p":        oth,
+		"pub/sg/g.txt": {oth.uid, shared.gid},
+		"pub/sg/gd":    {oth.uid, shared.gid},
+	}
+	for rel, a := range want {
+		if got := strings.Fields(w.must("stat", "-c", "%u %g", w.m(rel))); len(got) != 2 || got[0] != itoa(a.uid) || got[1] != itoa(a.gid) {
+			t.Errorf("the mount shows %s owned by %v, want %d:%d", rel, got, a.uid, a.gid)
+		}
+	}
+	w.must(binary, "flush", w.mnt)
+	for rel, a := range want {
+		if st := lstat(t, w.s(rel)); int(st.Uid) != a.uid || int(st.Gid) != a.gid {
+			uid, gid := st.Uid, st.Gid
+			t.Errorf("server's %s is owned by %d:%d, want %d:%d (its local creator's)", rel, uid, gid, a.uid, a.gid)
+		}
+	}
+	if _, _, c := serverOwner(t, w.s("pub/f.txt")); c != "mine\n" {
+		t.Errorf("server's f.txt holds %q", c)
+	}
+	if fi, err := os.Stat(w.s("pub/sg/gd")); err != nil || fi.Mode()&os.ModeSetgid == 0 {
+		t.Errorf("a folder made in a setgid folder lost setgid on the server: %v %v", fi.Mode(), err)
+	}
+	if r := w.runAs(oth, "ln", "-s", "f.txt", w.m("pub/l")); r.code != 0 {
+		t.Fatalf("ln -s: %s", r.stderr)
+	}
+	w.must(binary, "flush", w.mnt)
+	if uid := lstat(t, w.s("pub/l")).Uid; uid != 0 {
+		t.Errorf("server's symlink is owned by %d, want root's (SFTP has no lchown)", uid)
+	}
+	if uid, _, _ := serverOwner(t, w.s("pub/f.txt")); uid != oth.uid {
+		t.Errorf("the symlink's owner change reached its target: f.txt owned by %d", uid)
+	}
+	if st := w.status(); st.Pending != 0 {
+		t.Errorf("%d changes pending after flush", st.Pending)
+	}
+	w.unmount()
+}
+
+// A sticky folder (mode 1777, as /tmp) on the server shows the bit on the
+// mount, and the kernel applies its rule: another user may create files in
+// it but not delete or rename someone else's.
+func TestStickyFolderProtectsOthersFiles(t *testing.T) {
+	w, acc := newSharedMountWorld(t)
+	loc, oth := acc[localUser], acc[otherUser]
+	os.MkdirAll(w.s("tmp"), 0o777)
+	os.Chmod(w.s("tmp"), os.ModeSticky|0o777)
+	w.writeServerAs("tmp/theirs.txt", "keep\n", 0o666, loc)
+	w.mount("--allow-other")
+
+	if got := strings.TrimSpace(w.must("stat", "-c", "%a", w.m("tmp"))); got != "1777" {
+		t.Errorf("the sticky folder shows mode %s on the mount, want 1777", got)
+	}
+	if r := w.runAs(oth, "sh", "-c", "printf 'x' > "+w.m("tmp/own.txt")); r.code != 0 {
+		t.Fatalf("another user cannot create in the sticky folder: %s", r.stderr)
+	}
+	if r := w.runAs(oth, "rm", "-f", w.m("tmp/theirs.txt")); r.code == 0 || !strings.Contains(r.stderr, "not permitted") {
+		t.Errorf("another user's rm of a file in a sticky folder: exit %d %q; want Operation not permitted", r.code, r.stderr)
+	}
+	if r := w.runAs(oth, "mv", w.m("tmp/theirs.txt"), w.m("tmp/moved.txt")); r.code == 0 {
+		t.Errorf("another user renamed a file in a sticky folder")
+	}
+	if r := w.runAs(oth, "rm", w.m("tmp/own.txt")); r.code != 0 {
+		t.Errorf("the user cannot delete their own file in the sticky folder: %s", r.stderr)
+	}
+	w.must(binary, "flush", w.mnt)
+	if _, _, c := serverOwner(t, w.s("tmp/theirs.txt")); c != "keep\n" {
+		t.Errorf("server's theirs.txt holds %q", c)
+	}
+	w.unmount()
+}

@@ -51,7 +51,7 @@ func (n *node) Mknod(ctx context.Context, req *fuse.MknodRequest) (fs.Node, erro
 	if n.fs.isEcho(req.Header) {
 		return n.echoCreated(req.Name)
 	}
-	attr, err := n.fs.store.Mknod(ctx, n.ino, req.Name, req.Mode&^req.Umask, req.Rdev)
+	attr, err := n.fs.store.Mknod(ctx, n.ino, req.Name, req.Mode&^req.Umask, req.Rdev, creator(req.Header))
 	if err != nil {
 		return nil, n.fs.errno(err)
 	}
@@ -156,7 +156,7 @@ func (n *node) Create(ctx context.Context, req *fuse.CreateRequest, resp *fuse.C
 		return node, echoHandle{}, nil
 	}
 	excl := req.Flags&fuse.OpenExclusive != 0
-	attr, h, err := n.fs.store.Create(ctx, n.ino, req.Name, req.Mode&^req.Umask, int(req.Flags), excl)
+	attr, h, err := n.fs.store.Create(ctx, n.ino, req.Name, req.Mode&^req.Umask, int(req.Flags), excl, creator(req.Header))
 	if err != nil {
 		return nil, nil, n.fs.errno(err)
 	}
@@ -180,7 +180,7 @@ func (n *node) Mkdir(ctx context.Context, req *fuse.MkdirRequest) (fs.Node, erro
 	if n.fs.isEcho(req.Header) {
 		return n.echoCreated(req.Name)
 	}
-	attr, err := n.fs.store.Mkdir(ctx, n.ino, req.Name, req.Mode&^req.Umask)
+	attr, err := n.fs.store.Mkdir(ctx, n.ino, req.Name, req.Mode&^req.Umask, creator(req.Header))
 	if err != nil {
 		return nil, n.fs.errno(err)
 	}
@@ -215,7 +215,7 @@ func (n *node) Symlink(ctx context.Context, req *fuse.SymlinkRequest) (fs.Node, 
 	if n.fs.isEcho(req.Header) {
 		return n.echoCreated(req.NewName)
 	}
-	attr, err := n.fs.store.Symlink(ctx, n.ino, req.NewName, req.Target)
+	attr, err := n.fs.store.Symlink(ctx, n.ino, req.NewName, req.Target, creator(req.Header))
 	if err != nil {
 		return nil, n.fs.errno(err)
 	}
@@ -301,4 +301,10 @@ func (n *node) Fsync(ctx context.Context, req *fuse.FsyncRequest) error {
 		return nil
 	}
 	return n.fs.errno(n.fs.store.Fsync(n.ino))
+}
+
+// creator is the local user a create, mkdir, mknod or symlink request
+// comes from: the new entry's owner (cache.Creator).
+func creator(h fuse.Header) cache.Creator {
+	return cache.Creator{Uid: h.Uid, Gid: h.Gid}
 }
