@@ -235,3 +235,18 @@ func (s *Store) newOwnerOpsLocked(e *entry, p string) []*op {
 	}
 	return ops
 }
+
+// chownPendingLocked reports whether the journal still holds a chown of
+// e's path. Caller holds mu.
+func (s *Store) chownPendingLocked(e *entry) bool {
+	p := s.pathOf(e)
+	if s.pendingPath[p] == 0 {
+		return false
+	}
+	for _, o := range s.pending {
+		if o.Kind == opChown && o.Path == p {
+			return true
+		}
+	}
+	return false
+}

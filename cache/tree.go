@@ -375,6 +375,10 @@ func (s *Store) applyServerAttrs(e *entry, fi conn.FileInfo) {
 		return
 	}
 	ownerChanged := fi.HasOwner && e.hasOwner && (fi.Uid != e.uid || fi.Gid != e.gid)
+	if ownerChanged && s.chownPendingLocked(e) {
+		// The server has not got the owner the journal gives it yet.
+		fi.HasOwner, ownerChanged = false, false
+	}
 	if e.onServer && (v != e.remote || e.mode != fi.Mode || ownerChanged) {
 		inv := Invalidation{Ino: e.ino}
 		switch {
