@@ -157,7 +157,7 @@ func (s *Store) Chown(ctx context.Context, ino Ino, uid, gid *uint32) (Attr, err
 	if pending {
 		defer s.mu.Unlock()
 		e.uid, e.gid, e.hasOwner = nu, ng, true
-		s.dirtyIno[ino] = true
+		s.touchLocked(e, false)
 		if err := s.enqueueLocked(&op{Kind: opChown, Path: p, Owner: &[2]uint32{nu, ng}}); err != nil {
 			return Attr{}, err
 		}
@@ -175,7 +175,7 @@ func (s *Store) Chown(ctx context.Context, ino Ino, uid, gid *uint32) (Attr, err
 	defer s.mu.Unlock()
 	if e := s.entries[ino]; e != nil {
 		e.uid, e.gid, e.hasOwner = nu, ng, true
-		s.dirtyIno[ino] = true
+		s.touchLocked(e, false)
 		return e.attr(), nil
 	}
 	return Attr{}, ErrStale
