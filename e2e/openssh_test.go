@@ -3,7 +3,6 @@ package e2e
 import (
 	"os"
 	"strconv"
-	"strings"
 	"testing"
 )
 
@@ -22,21 +21,5 @@ func TestOpenSSHProxyCommand(t *testing.T) {
 		"\n  User " + w.srv.User + "\n  IdentityFile " + w.srv.UserKeyFile + "\n  IdentitiesOnly yes\n  IdentityAgent none\n" +
 		"  UserKnownHostsFile " + w.srv.KnownHostsFile + "\n  GlobalKnownHostsFile /dev/null\n  ProxyCommand " + hop + "\n")
 	cfg.Close()
-	w.writeServer("proj/hello.txt", "through a ProxyCommand\n", 0o644)
-	w.alias = "viacmd"
-	w.mount()
-	if b, err := os.ReadFile(w.m("proj/hello.txt")); err != nil || string(b) != "through a ProxyCommand\n" {
-		t.Fatalf("read through the ProxyCommand: %q, %v", b, err)
-	}
-	if err := os.WriteFile(w.m("proj/back.txt"), []byte("and back\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	w.unmount()
-	if b, _ := os.ReadFile(w.s("proj/back.txt")); string(b) != "and back\n" {
-		t.Fatalf("server back.txt = %q", b)
-	}
-	// The hop really carried it: sshd logged the forwarding of ssh -W.
-	if !strings.Contains(w.srv.Log(), "direct-tcpip") && !strings.Contains(w.srv.Log(), "forwarding") {
-		t.Errorf("sshd log shows no forwarded connection; was the ProxyCommand used?")
-	}
+	w.roundTripThroughHop("viacmd", "ProxyCommand")
 }
