@@ -138,7 +138,9 @@ func (s *Store) Chown(ctx context.Context, ino Ino, uid, gid *uint32) (Attr, err
 	}
 	cur := e.attr()
 	p := s.pathOf(e)
-	pending := !e.onServer || s.pendingPath[p] > 0
+	// Offline it waits in the journal like every other change (a refusal
+	// then is set aside as undeliverable); online the server answers now.
+	pending := !e.onServer || s.pendingPath[p] > 0 || !s.online()
 	nu, ng := ruid, rgid
 	if cur.HasOwner {
 		nu, ng = cur.Uid, cur.Gid

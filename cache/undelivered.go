@@ -104,7 +104,18 @@ func (s *Store) setAsideLocked(o *op, err error) {
 				s.log.Error("cannot keep an undeliverable file; it stays in the journal", "path", o.Path, "err", cerr)
 				return
 			}
-			if cerr := copyFile(s.contentPath(e.ino), kept); cerr != nil {
+			// A hard link is instant (same filesystem), where a copy under
+			// mu would stall every request for a large file. A file still
+			// open for writing is copied: its later writes go to the same
+			// content file and are not part of the refused save.
+			cerr := errors.ErrUnsupported
+			if e.writers == 0 {
+				cerr = os.Link(s.contentPath(e.ino), kept)
+			}
+			if cerr != nil {
+				cerr = copyFile(s.contentPath(e.ino), kept)
+			}
+			if cerr != nil {
 				s.log.Error("cannot keep an undeliverable file; it stays in the journal", "path", o.Path, "err", cerr)
 				os.Remove(kept)
 				return

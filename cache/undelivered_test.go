@@ -193,3 +193,34 @@ func TestChownQueuedAfterCreate(t *testing.T) {
 		t.Errorf("server group %d, want 4321", g)
 	}
 }
+
+// TestChownOfflineWaitsInJournal: a chown made while the server is
+// unreachable is accepted into the journal, like every other change, and
+// reaches the server when it is back.
+func TestChownOfflineWaitsInJournal(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to give a file another group")
+	}
+	e := newEnv(t)
+	e.server("f.txt", "x")
+	a := e.mustLookup("f.txt")
+	e.s.Connected()
+	e.remote.offline.Store(true)
+	gid := uint32(4321)
+	got, err := e.s.Chown(context.Background(), a.Ino, nil, &gid)
+	if err != nil || got.Gid != 4321 {
+		t.Fatalf("chown offline: %+v %v", got, err)
+	}
+	if st := e.s.Status(); st.Pending != 1 {
+		t.Fatalf("pending = %d, want the chown in the journal", st.Pending)
+	}
+	e.remote.offline.Store(false)
+	e.flush()
+	fi, err := os.Stat(e.remote.p("f.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := fi.Sys().(*syscall.Stat_t).Gid; g != 4321 {
+		t.Errorf("server gid = %d, want 4321", g)
+	}
+}
