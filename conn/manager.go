@@ -52,8 +52,11 @@ const (
 	// another beside it.
 	dialStuckAfter = time.Second
 	// maxDials: dials in flight at once; starting one more abandons the
-	// oldest.
-	maxDials = 3
+	// oldest, but only once it has run abandonDialAfter: a slow handshake
+	// (a long link, a jump host, a ProxyCommand) must be able to finish
+	// while accesses keep asking for the server.
+	maxDials         = 3
+	abandonDialAfter = 10 * time.Second
 	// probeTimeout: after a network change, a live connection that does
 	// not answer a keepalive within this (and receives nothing else) is
 	// taken for dead.
@@ -254,6 +257,9 @@ func (m *Manager) loop(c *Client) {
 	}()
 	startDial := func() bool {
 		if len(dials) >= maxDials {
+			if time.Since(dials[0].start) < abandonDialAfter {
+				return true // enough dials in flight; none stuck for long
+			}
 			dials[0].cancel() // its result is ignored
 			dials = dials[1:]
 		}
