@@ -29,7 +29,8 @@ type Handle struct {
 	f       *os.File   // the content file of epoch; nil for directories
 	epoch   uint64     // the content epoch f belongs to
 	version Version    // the server version that epoch cached
-	old     []*os.File // files of earlier epochs, closed on Release
+	old     []*os.File // files of earlier epochs, closed when no read uses them
+	reading int        // reads between servable and the end of their ReadAt
 	nextOff int64      // where a sequential read goes next
 }
 

@@ -131,6 +131,7 @@ func (h *Handle) servable(ctx context.Context, off int64, n int) (*os.File, erro
 		return nil, h.moveToCurrent(ctx)
 	}
 	if e.content != contentPartial || e.epoch != h.epoch || off >= e.size || e.hasBlocks(off, n) {
+		h.reading++ // until doneReading
 		s.mu.Unlock()
 		return f, nil
 	}
@@ -210,7 +211,9 @@ func (h *Handle) ReadAtContext(ctx context.Context, p []byte, off int64) (int, e
 	for moves := 0; ; {
 		f, err := h.servable(ctx, off, len(p))
 		if err == nil {
-			return f.ReadAt(p, off)
+			n, err := f.ReadAt(p, off)
+			h.doneReading()
+			return n, err
 		}
 		if !errors.Is(err, errMoved) {
 			return 0, err
@@ -218,5 +221,21 @@ func (h *Handle) ReadAtContext(ctx context.Context, p []byte, off int64) (int, e
 		if moves++; moves > maxReadMoves {
 			return 0, fmt.Errorf("%w: it kept changing", ErrChanged)
 		}
+	}
+}
+
+// doneReading ends a read that servable let through; the files of earlier
+// epochs are closed once no read uses them, so a handle kept open on a
+// file the server keeps changing does not pile up open files.
+func (h *Handle) doneReading() {
+	h.s.mu.Lock()
+	h.reading--
+	var old []*os.File
+	if h.reading == 0 {
+		old, h.old = h.old, nil
+	}
+	h.s.mu.Unlock()
+	for _, f := range old {
+		f.Close()
 	}
 }

@@ -43,8 +43,10 @@ func TestRangeReadsFollowTheServerVersion(t *testing.T) {
 	// Replaced on the server, same size, another mtime: found by the
 	// block fetch itself (nothing told the cache).
 	version('B', 4<<20, 2000)
+	sawB := false
 	for _, off := range []int64{3 << 20, 0} {
 		n, err := h.ReadAt(buf, off)
+		sawB = sawB || (err == nil && n > 0 && buf[0] == 'B')
 		if err != nil && !errors.Is(err, ErrChanged) {
 			t.Fatalf("read at %d after the replace: %v", off, err)
 		}
@@ -54,6 +56,9 @@ func TestRangeReadsFollowTheServerVersion(t *testing.T) {
 	}
 	if h.Epoch() == epoch {
 		t.Fatal("the handle still reads the content of the replaced version")
+	}
+	if !sawB {
+		t.Fatal("no read after the replace returned the new version (the handle never moved on)")
 	}
 
 	// Shrunk and reported by the feed: the next read is the new version's.
@@ -65,5 +70,13 @@ func TestRangeReadsFollowTheServerVersion(t *testing.T) {
 	}
 	if n, err := h.ReadAt(buf, 3<<20); n != 0 {
 		t.Fatalf("read past the new end: %d bytes, %v", n, err)
+	}
+	// The files of the versions it moved past are closed once no read
+	// uses them, not kept open until the handle is released.
+	s.mu.Lock()
+	open := len(h.old)
+	s.mu.Unlock()
+	if open != 0 {
+		t.Errorf("the handle keeps %d files of earlier versions open", open)
 	}
 }
