@@ -27,6 +27,7 @@ type dirRemote struct {
 	puts     atomic.Int64
 	renames  atomic.Int64
 	readDirs atomic.Int64
+	lstats   atomic.Int64
 	// dropOnRename: the next Rename finds the link gone (the remote goes
 	// offline and the rename is not done).
 	dropOnRename atomic.Bool
@@ -80,6 +81,7 @@ func infoOf(name string, fi os.FileInfo, target string) conn.FileInfo {
 }
 
 func (r *dirRemote) Lstat(ctx context.Context, p string) (conn.FileInfo, error) {
+	r.lstats.Add(1)
 	if err := r.check(); err != nil {
 		return conn.FileInfo{}, err
 	}

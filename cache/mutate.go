@@ -82,6 +82,12 @@ func (s *Store) Mkdir(ctx context.Context, dir Ino, name string, perm fs.FileMod
 	e := s.addChildLocked(d, name, fs.ModeDir|mode)
 	e.listed = true
 	e.children = map[string]Ino{}
+	if d.confirmed == s.connEpoch {
+		// The server had no such folder when the parent's names were
+		// confirmed: its names are the ones the mount gives it, and a
+		// name it lacks needs no round trip (an untar into it).
+		e.confirmed = s.connEpoch
+	}
 	ops := append([]*op{{Kind: opMkdir, Path: s.pathOf(e), Mode: mode}}, s.ownerForNewLocked(d, e, by)...)
 	if err := s.enqueueLocked(ops...); err != nil {
 		return Attr{}, err

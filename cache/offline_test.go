@@ -167,3 +167,31 @@ func TestLookupConfirmsInHugeFolder(t *testing.T) {
 		t.Fatalf("lookup of a name nowhere: %v", err)
 	}
 }
+
+// TestNewFolderNeedsNoNameChecks: a folder made through the mount has only
+// the names the mount gives it, so looking up a name it lacks (as every
+// create in it does) asks the server nothing, even with its mkdir still
+// on the way.
+func TestNewFolderNeedsNoNameChecks(t *testing.T) {
+	e := newEnv(t)
+	e.server("src/a.py", "a\n")
+	src := e.mustLookup("src")
+	e.s.Connected()
+	e.mustLookup("src/a.py")
+	e.remote.putGate = make(chan struct{}) // keep the journal busy
+	defer close(e.remote.putGate)
+	e.mustWrite("src/a.py", "held\n")
+	d, err := e.s.Mkdir(context.Background(), src.Ino, "build", 0o755)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := e.remote.lstats.Load() + e.remote.readDirs.Load()
+	for i := 0; i < 5; i++ {
+		if _, err := e.s.Lookup(context.Background(), d.Ino, "missing.o"); !errors.Is(err, fs.ErrNotExist) {
+			t.Fatalf("lookup: %v", err)
+		}
+	}
+	if n := e.remote.lstats.Load() + e.remote.readDirs.Load() - before; n != 0 {
+		t.Errorf("%d server requests for names a new folder lacks, want none", n)
+	}
+}
