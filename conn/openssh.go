@@ -392,6 +392,15 @@ func dialOpenSSH(ctx context.Context, spec Spec, opts Options) (*Client, error) 
 		select {
 		case err := <-started:
 			if err != nil {
+				// Let ssh exit by itself first, so its status and last
+				// words explain the failure; a master that keeps the
+				// channel open is killed after a short wait.
+				select {
+				case <-exited:
+				case <-time.After(2 * time.Second):
+				case <-ctx.Done():
+				}
+				kill.Close()
 				<-exited
 				return fail(opensshError(spec.Host, stderr.String(), waitErr, ask))
 			}
