@@ -606,6 +606,8 @@ type askpassServer struct {
 	login  LoginFunc
 	said   func() []string // what ssh wrote on stderr since last asked
 	asking chan bool       // true while a person is answering
+	ctx    context.Context // ends with close: a question still shown is withdrawn
+	cancel context.CancelFunc
 
 	mu     sync.Mutex
 	needed error // guarded by mu: a question found nobody to answer (why)
@@ -634,11 +636,13 @@ func newAskpassServer(dir string, req LoginRequest, login LoginFunc, said func()
 		return nil, err
 	}
 	s := &askpassServer{path: p, ln: ln, req: req, login: login, said: said, asking: make(chan bool, 16)}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
 	go s.serve()
 	return s, nil
 }
 
 func (s *askpassServer) close() {
+	s.cancel()
 	s.ln.Close()
 	os.Remove(s.path)
 }
@@ -671,6 +675,7 @@ func (s *askpassServer) serve() {
 func (s *askpassServer) answer(c net.Conn) {
 	defer c.Close()
 	var q askpassQuestion
+	c.SetReadDeadline(time.Now().Add(30 * time.Second)) // a silent client does not hold serve
 	if err := json.NewDecoder(bufio.NewReader(c)).Decode(&q); err != nil {
 		return
 	}
@@ -689,7 +694,7 @@ func (s *askpassServer) answer(c net.Conn) {
 		a.Error = "no terminal"
 	} else {
 		s.asking <- true
-		answers, err := s.login(context.Background(), req)
+		answers, err := s.login(s.ctx, req)
 		s.asking <- false
 		switch {
 		case errors.Is(err, ErrLoginNeeded):
