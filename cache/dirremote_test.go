@@ -14,6 +14,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"testing"
 	"time"
 
 	"remotefs/conn"
@@ -35,6 +36,7 @@ type dirRemote struct {
 	mu      sync.Mutex
 	putErr  error         // returned by PutAtomic when set
 	putGate chan struct{} // when set, PutAtomic waits for it
+	gated   atomic.Int64  // puts that have reached putGate
 	// landThenFail: the next Put lands, then fails as if the answer was
 	// lost with the link, and later puts wait for putGate (set to it).
 	landThenFail chan struct{}
@@ -171,6 +173,7 @@ func (r *dirRemote) PutAtomic(ctx context.Context, p string, src io.Reader, mode
 	gate, perr := r.putGate, r.putErr
 	r.mu.Unlock()
 	if gate != nil {
+		r.gated.Add(1)
 		select {
 		case <-gate:
 		case <-ctx.Done():
@@ -210,6 +213,7 @@ func (r *dirRemote) Put(ctx context.Context, p string, src io.Reader, o conn.Put
 	gate := r.putGate
 	r.mu.Unlock()
 	if gate != nil {
+		r.gated.Add(1)
 		select {
 		case <-gate:
 		case <-ctx.Done():
@@ -445,5 +449,17 @@ func (r treeRemote) FetchFiles(ctx context.Context, paths []string, yield func(s
 			pr.CloseWithError(err)
 			return err
 		}
+	}
+}
+
+// eventuallyT fails t unless cond holds within 5s.
+func eventuallyT(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }

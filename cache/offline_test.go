@@ -181,6 +181,9 @@ func TestNewFolderNeedsNoNameChecks(t *testing.T) {
 	e.remote.putGate = make(chan struct{}) // keep the journal busy
 	defer close(e.remote.putGate)
 	e.mustWrite("src/a.py", "held\n")
+	// The upload's own look at the server comes before the gate: count
+	// from when it waits there.
+	eventuallyT(t, "the upload to reach the gate", func() bool { return e.remote.gated.Load() > 0 })
 	d, err := e.s.Mkdir(context.Background(), src.Ino, "build", 0o755)
 	if err != nil {
 		t.Fatal(err)
