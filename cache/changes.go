@@ -36,6 +36,12 @@ type Invalidation struct {
 	Dir  Ino
 	Name string // "" when only Ino changed
 	Ino  Ino    // 0 when only a name changed
+	// Made: Name was just made, for this new entry and no other. A kernel
+	// that already holds this node learnt it by looking the name up after
+	// the change, so its entry for the name is current and must be left
+	// alone: dropping a folder's entry would cut the working directory of
+	// every process inside it loose (getcwd fails with ENOENT).
+	Made Ino
 
 	Event Event
 	// Attr: the entry after the change (EventRemoved: before it).

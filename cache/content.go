@@ -10,6 +10,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"remotefs/conn"
 )
 
 // Handle is an open file. Reads and writes go to the local content file;
@@ -203,20 +205,43 @@ func (s *Store) release(ino Ino, writable bool) {
 // revalidate re-stats a clean file on the server and drops its content if
 // the server's version changed. Offline, the cached state is kept.
 func (s *Store) revalidate(ctx context.Context, ino Ino, p string) error {
+	for attempt := 0; ; attempt++ {
+		again, err := s.revalidateOnce(ctx, ino, p, attempt < 2)
+		if !again {
+			return err
+		}
+	}
+}
+
+// revalidateOnce is one try of revalidate. again: the entry was updated
+// while the stat was out and disagrees with it; which of the two is newer
+// cannot be told (a change feed report is applied after the server
+// stated the file, maybe long after), so the caller stats again.
+func (s *Store) revalidateOnce(ctx context.Context, ino Ino, p string, mayRetry bool) (again bool, err error) {
 	s.mu.Lock()
 	since := s.applied
 	s.mu.Unlock()
 	asked := s.now()
 	fi, err := s.remote.Lstat(ctx, p)
 	if errors.Is(err, ErrOffline) {
-		return nil
+		return false, nil
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e := s.entries[ino]
-	if e == nil || s.pathOf(e) != p || e.localOwned() || s.keepLocal(p, since) || e.checked.After(asked) {
-		return nil // changed meanwhile, or confirmed since: newer than this stat
+	if e == nil || s.pathOf(e) != p || e.localOwned() || s.keepLocal(p, since) {
+		return false, nil // changed meanwhile through the mount
 	}
+	if e.checked.After(asked) {
+		disagree := err != nil || fi.Mode.Type() != e.mode.Type() || versionOf(fi) != e.remote
+		return disagree && mayRetry, nil
+	}
+	return false, s.applyRevalidationLocked(e, fi, err)
+}
+
+// applyRevalidationLocked records the result of a stat of the clean file
+// e. Caller holds mu.
+func (s *Store) applyRevalidationLocked(e *entry, fi conn.FileInfo, err error) error {
 	if errors.Is(err, fs.ErrNotExist) {
 		if d := s.entries[e.parent]; d != nil {
 			s.notifyRemovedLocked(d, e)

@@ -37,6 +37,9 @@ type dirRemote struct {
 	putErr  error         // returned by PutAtomic when set
 	putGate chan struct{} // when set, PutAtomic waits for it
 	gated   atomic.Int64  // puts that have reached putGate
+	// lstatHook, when set, sees every Lstat's answer and returns the one
+	// given (to stage a stat that races another).
+	lstatHook func(p string, fi conn.FileInfo, err error) (conn.FileInfo, error)
 	// landThenFail: the next Put lands, then fails as if the answer was
 	// lost with the link, and later puts wait for putGate (set to it).
 	landThenFail chan struct{}
@@ -87,6 +90,17 @@ func (r *dirRemote) Lstat(ctx context.Context, p string) (conn.FileInfo, error) 
 	if err := r.check(); err != nil {
 		return conn.FileInfo{}, err
 	}
+	fi, err := r.lstat(p)
+	r.mu.Lock()
+	hook := r.lstatHook
+	r.mu.Unlock()
+	if hook != nil {
+		return hook(p, fi, err)
+	}
+	return fi, err
+}
+
+func (r *dirRemote) lstat(p string) (conn.FileInfo, error) {
 	fi, err := os.Lstat(r.p(p))
 	if err != nil {
 		return conn.FileInfo{}, err

@@ -344,7 +344,7 @@ func (s *Store) upsertChildLocked(d *entry, fi conn.FileInfo, now time.Time) *en
 		s.dirtyIno[d.ino] = true
 		s.applyServerAttrs(c, fi)
 		c.checked = now
-		inv := Invalidation{Dir: d.ino, Name: fi.Name}
+		inv := Invalidation{Dir: d.ino, Name: fi.Name, Made: c.ino}
 		// Names that appear in a folder shown before (or in one the
 		// server just created) are server changes worth an event; a
 		// first listing's are not.

@@ -1,10 +1,13 @@
 package cache
 
 import (
+	"sync/atomic"
+
 	"bytes"
 	"context"
 	"errors"
 	"os"
+	"remotefs/conn"
 	"testing"
 	"time"
 )
@@ -78,5 +81,50 @@ func TestRangeReadsFollowTheServerVersion(t *testing.T) {
 	s.mu.Unlock()
 	if open != 0 {
 		t.Errorf("the handle keeps %d files of earlier versions open", open)
+	}
+}
+
+// An open's re-check races a change-feed report that stated the file
+// earlier (mid-write on the server) but is applied later: the open must
+// not take the older report for the newer answer (a large file's handle
+// would then read as a version the server no longer has, and fail).
+func TestOpenRecheckNotUndoneByAnOlderReport(t *testing.T) {
+	e := newEnv(t)
+	e.s.mu.Lock()
+	e.s.opts.LargeFile = 8 // read by ranges, as a checkpoint is
+	e.s.mu.Unlock()
+	e.server("ckpt.bin", "old")
+	e.s.Connected()
+	a := e.mustLookup("ckpt.bin")
+	e.server("ckpt.bin", "the new version")
+	fresh, err := e.remote.lstat("ckpt.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	midWrite := fresh
+	midWrite.Size = 9 // what a report stated while the server wrote it
+	e.clock.Advance(time.Hour) // the open re-checks
+	var calls atomic.Int64
+	e.remote.mu.Lock()
+	e.remote.lstatHook = func(p string, fi conn.FileInfo, err error) (conn.FileInfo, error) {
+		switch calls.Add(1) {
+		case 1:
+			// The open's stat has its answer; meanwhile the report that
+			// stated the file before is applied.
+			e.clock.Advance(time.Millisecond)
+			e.s.ApplyRemoteChanges(context.Background(), []RemoteChange{{Path: p}})
+		case 2:
+			return midWrite, nil
+		}
+		return fi, err
+	}
+	e.remote.mu.Unlock()
+	h, err := e.s.Open(context.Background(), a.Ino, os.O_RDONLY)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Release()
+	if got := e.mustLookup("ckpt.bin").Size; got != fresh.Size {
+		t.Fatalf("after the open the mount shows size %d; the server's file has %d", got, fresh.Size)
 	}
 }

@@ -39,8 +39,9 @@ func (f *FS) Invalidate(inv cache.Invalidation) {
 	}
 	f.mu.Lock()
 	dir, n, toDir := f.nodes[inv.Dir], f.nodes[inv.Ino], f.nodes[inv.ToDir]
+	current := inv.Made != 0 && f.nodes[inv.Made] != nil
 	f.mu.Unlock()
-	if inv.Name != "" && dir != nil {
+	if inv.Name != "" && dir != nil && !current {
 		if err := srv.InvalidateEntry(dir, inv.Name); err != nil && !errors.Is(err, fuse.ErrNotCached) {
 			f.log.Debug("invalidate entry", "name", inv.Name, "err", err)
 		}
