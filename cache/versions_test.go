@@ -102,7 +102,7 @@ func TestOpenRecheckNotUndoneByAnOlderReport(t *testing.T) {
 		t.Fatal(err)
 	}
 	midWrite := fresh
-	midWrite.Size = 9 // what a report stated while the server wrote it
+	midWrite.Size = 9          // what a report stated while the server wrote it
 	e.clock.Advance(time.Hour) // the open re-checks
 	var calls atomic.Int64
 	e.remote.mu.Lock()
