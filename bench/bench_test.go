@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"remotefs/internal/mountinfo"
 	"remotefs/internal/sshdtest"
 )
 
@@ -186,15 +187,11 @@ func runQuickBench(t *testing.T, args []string, wantRows []string) {
 
 // mountsUnder lists mount points whose path starts with dir/prefix.
 func mountsUnder(dir, prefix string) []string {
-	data, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return nil
-	}
+	all, _ := mountinfo.Read()
 	var out []string
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Fields(line)
-		if len(f) > 4 && strings.HasPrefix(unescapeMount(f[4]), strings.TrimRight(dir, "/")+"/"+prefix) {
-			out = append(out, f[4])
+	for _, m := range all {
+		if strings.HasPrefix(m.Point, strings.TrimRight(dir, "/")+"/"+prefix) {
+			out = append(out, m.Point)
 		}
 	}
 	return out

@@ -1,6 +1,16 @@
-package main
+// Package cacheadmin is `remotefs cache`: it lists, clears, pins and
+// rescues the local caches of this user, mounted or not, and records in
+// each cache directory which remote it mirrors (WriteInfo, called by the
+// daemon at each mount).
+//
+// It reads a cache's meta.db only through bbolt with a short lock
+// timeout: a mount holds that lock for as long as it runs, so a cache in
+// use is reported busy at once, never waited for. A mounted cache is
+// asked about over its daemon's control socket (a 3-5 s deadline per
+// call); pin reads the files through the mount itself. Nothing here holds
+// a lock of its own.
+package cacheadmin
 
-// `remotefs cache`: list, clear and pin the local caches.
 //
 // A cache directory ($XDG_CACHE_HOME/remotefs/<key>/, or --cache-dir)
 // holds meta.db (bbolt: entries, journal, state), content/, remote.json
@@ -11,7 +21,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"io/fs"
@@ -26,12 +35,15 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"remotefs/cache"
+	"remotefs/config"
 	"remotefs/conn"
+	"remotefs/internal/cli"
 	"remotefs/internal/control"
+	"remotefs/internal/mountinfo"
 )
 
-// cacheInfoFile records which remote a cache directory mirrors.
-const cacheInfoFile = "remote.json"
+// InfoFile records which remote a cache directory mirrors.
+const InfoFile = "remote.json"
 
 // cacheInfo is the content of remote.json.
 type cacheInfo struct {
@@ -41,16 +53,16 @@ type cacheInfo struct {
 	Mountpoint string    `json:"mountpoint,omitempty"` // of the last mount
 }
 
-// writeCacheInfo records in cfg.CacheDir which remote it mirrors and that
-// it is used now. The daemon calls it once the cache is open.
-func writeCacheInfo(cfg *mountConfig) error {
-	p := filepath.Join(cfg.CacheDir, cacheInfoFile)
-	info := readCacheInfo(cfg.CacheDir)
+// WriteInfo records in dir which remote it mirrors and that it is used
+// now, mounted on mountpoint. The daemon calls it once the cache is open.
+func WriteInfo(dir, remote, mountpoint string) error {
+	p := filepath.Join(dir, InfoFile)
+	info := readCacheInfo(dir)
 	now := time.Now().UTC().Truncate(time.Second)
-	if info.Created.IsZero() || info.Remote != cfg.Spec.String() {
+	if info.Created.IsZero() || info.Remote != remote {
 		info.Created = now
 	}
-	info.Remote, info.LastUsed, info.Mountpoint = cfg.Spec.String(), now, cfg.Mountpoint
+	info.Remote, info.LastUsed, info.Mountpoint = remote, now, mountpoint
 	b, err := json.MarshalIndent(info, "", "  ")
 	if err != nil {
 		return err
@@ -60,7 +72,7 @@ func writeCacheInfo(cfg *mountConfig) error {
 
 func readCacheInfo(dir string) cacheInfo {
 	var info cacheInfo
-	if b, err := os.ReadFile(filepath.Join(dir, cacheInfoFile)); err == nil {
+	if b, err := os.ReadFile(filepath.Join(dir, InfoFile)); err == nil {
 		json.Unmarshal(b, &info)
 	}
 	return info
@@ -78,82 +90,8 @@ func writeFileAtomic(p string, data []byte) error {
 	return nil
 }
 
-// cacheRoot is $XDG_CACHE_HOME/remotefs.
-func cacheRoot() string {
-	base := os.Getenv("XDG_CACHE_HOME")
-	if base == "" {
-		home, _ := os.UserHomeDir()
-		base = filepath.Join(home, ".cache")
-	}
-	return filepath.Join(base, "remotefs")
-}
-
-const cacheUsage = `Usage:
-  remotefs cache list [--json]              every cache: remote, size, pending writes, last use
-  remotefs cache clear REMOTE|DIR|NAME...   delete a cache (refused while mounted or
-                                            while it holds writes not yet on the server)
-  remotefs cache pin PATH...                fetch a folder or file of a mount into the
-                                            cache and keep it there (for offline work)
-  remotefs cache unpin PATH...              stop keeping it
-  remotefs cache rescue MOUNT|REMOTE [DEST] changes the server refused for good: list
-                                            them, or copy their content into DEST
-
-Each remote has its own cache directory under $XDG_CACHE_HOME/remotefs/
-(default ~/.cache/remotefs/), or the --cache-dir it was mounted with. See
-remotefs help cache.
-
-Examples:
-  remotefs cache list
-  remotefs cache clear gpu-box:projects
-  remotefs cache pin ~/remote/my-model/data
-`
-
-func cmdCache(ctx context.Context, args []string) error {
-	if len(args) == 0 {
-		fmt.Fprint(os.Stderr, cacheUsage)
-		return usagef("cache: need a subcommand: list, clear, pin, unpin or rescue")
-	}
-	switch args[0] {
-	case "list", "ls":
-		return cmdCacheList(ctx, args[1:])
-	case "clear", "rm":
-		return cmdCacheClear(ctx, args[1:])
-	case "pin":
-		return cmdCachePin(ctx, args[1:], true)
-	case "unpin":
-		return cmdCachePin(ctx, args[1:], false)
-	case "rescue":
-		return cmdCacheRescue(ctx, args[1:])
-	case "help", "--help", "-h":
-		fmt.Print(cacheUsage)
-		return nil
-	}
-	fmt.Fprint(os.Stderr, cacheUsage)
-	return usagef("cache: unknown subcommand %q", args[0])
-}
-
-// subFlags parses a subcommand's flags; it prints usage and returns
-// done=true for --help.
-func subFlags(name, usage string, fl *flag.FlagSet, args []string) (done bool, err error) {
-	fl.SetOutput(io.Discard)
-	help := fl.Bool("help", false, "show this help")
-	if err := fl.Parse(reorderFlags(fl, args)); err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			return false, usagef("%s: %v (see remotefs %s --help)", name, err, name)
-		}
-		*help = true
-	}
-	if *help {
-		fmt.Print(usage)
-		fl.SetOutput(os.Stdout)
-		fl.PrintDefaults()
-		return true, nil
-	}
-	return false, nil
-}
-
-// cacheRow is one cache in `remotefs cache list`; JSON names are stable.
-type cacheRow struct {
+// Row is one cache in `remotefs cache list`; JSON names are stable.
+type Row struct {
 	Dir        string    `json:"dir"`
 	Remote     string    `json:"remote"`
 	Mountpoint string    `json:"mountpoint,omitempty"` // mounted there now
@@ -165,40 +103,13 @@ type cacheRow struct {
 	Error      string    `json:"error,omitempty"`
 }
 
-const cacheListUsage = `Usage: remotefs cache list [--json]
-
-Lists every cache of this user: the remote it mirrors, where it is mounted
-now, its size on disk, how many files and folders it knows, how many
-writes it holds that are not on the server yet, pinned folders, when it
-was last used, and its directory.
-
-Examples:
-  remotefs cache list
-  remotefs cache list --json
-
-Flags:
-`
-
-func cmdCacheList(ctx context.Context, args []string) error {
-	fl := flag.NewFlagSet("cache list", flag.ContinueOnError)
-	asJSON := fl.Bool("json", false, "print machine-readable JSON")
-	if done, err := subFlags("cache list", cacheListUsage, fl, args); done || err != nil {
-		return err
-	}
-	if fl.NArg() != 0 {
-		return usagef("cache list: takes no arguments (see remotefs cache list --help)")
-	}
-	rows := listCaches(ctx)
-	if *asJSON {
-		enc := json.NewEncoder(os.Stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(rows)
-	}
+// PrintList writes the table of `remotefs cache list`.
+func PrintList(w io.Writer, rows []Row) {
 	if len(rows) == 0 {
-		fmt.Printf("no caches in %s\n", cacheRoot())
-		return nil
+		fmt.Fprintf(w, "no caches in %s\n", config.CacheRoot())
+		return
 	}
-	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "REMOTE\tMOUNTED ON\tSIZE\tENTRIES\tPENDING\tPINNED\tLAST USED\tDIRECTORY")
 	for _, r := range rows {
 		mp, entries, pending, used := "-", fmt.Sprint(r.Entries), fmt.Sprint(r.Pending), "-"
@@ -210,29 +121,19 @@ func cmdCacheList(ctx context.Context, args []string) error {
 		if r.Error != "" {
 			entries, pending = "?", "?"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", r.Remote, mp, humanBytes(r.DiskBytes), entries, pending, len(r.Pinned), used, r.Dir)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", r.Remote, mp, cli.HumanBytes(r.DiskBytes), entries, pending, len(r.Pinned), used, r.Dir)
 	}
 	tw.Flush()
 	for _, r := range rows {
 		if r.Error != "" {
-			fmt.Printf("%s: %s\n", r.Dir, r.Error)
+			fmt.Fprintf(w, "%s: %s\n", r.Dir, r.Error)
 		}
 	}
-	return nil
 }
 
 // liveMounts asks every control socket of this user for its status.
 func liveMounts(ctx context.Context) []*control.Status {
-	socks, _ := filepath.Glob(filepath.Join(control.RuntimeDir(), "*.sock"))
-	var out []*control.Status
-	for _, s := range socks {
-		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		r, err := control.CallSocket(cctx, s, control.Request{Cmd: "status"}, nil)
-		cancel()
-		if err == nil && r.Status != nil {
-			out = append(out, r.Status)
-		}
-	}
+	out, _ := control.Statuses(ctx, "", 3*time.Second)
 	return out
 }
 
@@ -253,16 +154,16 @@ func knownCacheDirs(live []*control.Status) []string {
 			dirs = append(dirs, d)
 		}
 	}
-	ents, _ := os.ReadDir(cacheRoot())
+	ents, _ := os.ReadDir(config.CacheRoot())
 	for _, e := range ents {
 		if e.IsDir() {
-			add(filepath.Join(cacheRoot(), e.Name()))
+			add(filepath.Join(config.CacheRoot(), e.Name()))
 		}
 	}
-	if c, err := loadConfig(""); err == nil {
+	if c, err := config.Load(""); err == nil {
 		for _, h := range c.Hosts {
 			if h.CacheDir != nil {
-				add(c.expandPath(*h.CacheDir))
+				add(c.ExpandPath(*h.CacheDir))
 			}
 		}
 	}
@@ -275,7 +176,7 @@ func knownCacheDirs(live []*control.Status) []string {
 
 // isCacheDir: the directory has the files a remotefs cache has.
 func isCacheDir(d string) bool {
-	for _, f := range []string{"meta.db", cacheInfoFile} {
+	for _, f := range []string{"meta.db", InfoFile} {
 		if fi, err := os.Stat(filepath.Join(d, f)); err == nil && fi.Mode().IsRegular() {
 			return true
 		}
@@ -283,12 +184,14 @@ func isCacheDir(d string) bool {
 	return false
 }
 
-func listCaches(ctx context.Context) []cacheRow {
+// List returns every cache of this user: under the cache root, named in
+// the config file, or used by a live mount.
+func List(ctx context.Context) []Row {
 	live := liveMounts(ctx)
-	rows := []cacheRow{}
+	rows := []Row{}
 	for _, d := range knownCacheDirs(live) {
 		info := readCacheInfo(d)
-		r := cacheRow{Dir: d, Remote: info.Remote, LastUsed: info.LastUsed, DiskBytes: diskUsage(d), Pinned: readPinned(d)}
+		r := Row{Dir: d, Remote: info.Remote, LastUsed: info.LastUsed, DiskBytes: diskUsage(d), Pinned: readPinned(d)}
 		if r.Remote == "" {
 			r.Remote = "(unknown)"
 		}
@@ -383,45 +286,6 @@ func diskUsage(dir string) int64 {
 	return n
 }
 
-const cacheClearUsage = `Usage: remotefs cache clear REMOTE|DIR|NAME...
-
-Deletes the cache of a remote: given as HOST:PATH (as mounted), as its
-directory, or as the directory's name under ~/.cache/remotefs/ (see
-remotefs cache list). The next mount of that remote starts empty and lists
-folders from the server again.
-
-Refused while the remote is mounted (unmount it first), and while the
-cache holds writes that are not on the server yet: mount the remote again
-so that they are delivered (remotefs unmount waits for them), then clear.
-
-Examples:
-  remotefs cache clear gpu-box:projects
-  remotefs cache clear ~/.cache/remotefs/gpu-box-projects-1a2b3c4d
-
-Flags:
-`
-
-func cmdCacheClear(ctx context.Context, args []string) error {
-	fl := flag.NewFlagSet("cache clear", flag.ContinueOnError)
-	if done, err := subFlags("cache clear", cacheClearUsage, fl, args); done || err != nil {
-		return err
-	}
-	if fl.NArg() == 0 {
-		return usagef("cache clear: name a cache: HOST:PATH, its directory or its name (see remotefs cache list)")
-	}
-	var failed error
-	for _, arg := range fl.Args() {
-		if err := clearCache(ctx, arg); err != nil {
-			if fl.NArg() == 1 {
-				return err
-			}
-			fmt.Fprintf(os.Stderr, "remotefs: %v\n", err)
-			failed = errSilent
-		}
-	}
-	return failed
-}
-
 // resolveCacheArg finds the cache directory an argument of `cache clear`
 // names.
 func resolveCacheArg(arg string) (dir, remote string, err error) {
@@ -439,10 +303,10 @@ func resolveCacheArg(arg string) (dir, remote string, err error) {
 			return "", "", err
 		}
 		remote = spec.String()
-		dir = defaultCacheDir(spec)
-		if c, cerr := loadConfig(""); cerr == nil {
-			if sec, _ := c.section(spec); sec.CacheDir != nil {
-				dir = c.expandPath(*sec.CacheDir)
+		dir = config.DefaultCacheDir(spec)
+		if c, cerr := config.Load(""); cerr == nil {
+			if sec, _ := c.Section(spec); sec.CacheDir != nil {
+				dir = c.ExpandPath(*sec.CacheDir)
 			}
 		}
 		if !isCacheDir(dir) {
@@ -455,9 +319,9 @@ func resolveCacheArg(arg string) (dir, remote string, err error) {
 			return "", "", fmt.Errorf("there is no cache of %s (remotefs cache list shows the caches)", remote)
 		}
 	default:
-		dir = filepath.Join(cacheRoot(), arg)
+		dir = filepath.Join(config.CacheRoot(), arg)
 		if !isCacheDir(dir) {
-			return "", "", fmt.Errorf("no cache named %q in %s (remotefs cache list shows the caches; a remote is written HOST:PATH)", arg, cacheRoot())
+			return "", "", fmt.Errorf("no cache named %q in %s (remotefs cache list shows the caches; a remote is written HOST:PATH)", arg, config.CacheRoot())
 		}
 	}
 	if real, err := filepath.EvalSymlinks(dir); err == nil {
@@ -472,7 +336,9 @@ func resolveCacheArg(arg string) (dir, remote string, err error) {
 	return dir, remote, nil
 }
 
-func clearCache(ctx context.Context, arg string) error {
+// Clear deletes the cache arg names (HOST:PATH, its directory or its
+// name), refusing while it is mounted or holds changes not on the server.
+func Clear(ctx context.Context, arg string) error {
 	dir, remote, err := resolveCacheArg(arg)
 	if err != nil {
 		return err
@@ -514,56 +380,15 @@ func clearCache(ctx context.Context, arg string) error {
 	if err := os.RemoveAll(dir); err != nil {
 		return fmt.Errorf("clear %s: %v", dir, err)
 	}
-	fmt.Printf("cleared %s, %s freed\n", what, humanBytes(size))
+	fmt.Printf("cleared %s, %s freed\n", what, cli.HumanBytes(size))
 	return nil
-}
-
-const cachePinUsage = `Usage: remotefs cache pin PATH...
-       remotefs cache unpin PATH...
-
-pin fetches every file under PATH (a folder or file on a remotefs mount)
-into the cache, and records PATH in the cache's pinned list so that it is
-never dropped to make room: it stays readable when the server is offline.
-unpin removes PATH from the list (the files stay until room is needed).
-
-Examples:
-  remotefs cache pin ~/remote/my-model/data
-  remotefs cache pin .            # the folder you are in, on the mount
-  remotefs cache unpin ~/remote/my-model/data
-
-Flags:
-`
-
-func cmdCachePin(ctx context.Context, args []string, pin bool) error {
-	name := "cache pin"
-	if !pin {
-		name = "cache unpin"
-	}
-	fl := flag.NewFlagSet(name, flag.ContinueOnError)
-	if done, err := subFlags(name, cachePinUsage, fl, args); done || err != nil {
-		return err
-	}
-	if fl.NArg() == 0 {
-		return usagef("%s: name a folder or file on a remotefs mount (see remotefs %s --help)", name, name)
-	}
-	var failed error
-	for _, arg := range fl.Args() {
-		if err := pinPath(ctx, arg, pin); err != nil {
-			if fl.NArg() == 1 {
-				return err
-			}
-			fmt.Fprintf(os.Stderr, "remotefs: %v\n", err)
-			failed = errSilent
-		}
-	}
-	return failed
 }
 
 // mountOfPath finds the remotefs mount that holds p (absolute).
 func mountOfPath(ctx context.Context, p string) (*control.Status, error) {
 	for d := p; ; d = filepath.Dir(d) {
-		if mounted, fstype := isMountpoint(d); mounted {
-			if !strings.Contains(fstype, "remotefs") {
+		if mi, mounted := mountinfo.Lookup(d); mounted {
+			if !strings.Contains(mi.FSType, "remotefs") {
 				break
 			}
 			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -581,7 +406,10 @@ func mountOfPath(ctx context.Context, p string) (*control.Status, error) {
 	return nil, fmt.Errorf("%s is not on a remotefs mount", p)
 }
 
-func pinPath(ctx context.Context, arg string, pin bool) error {
+// Pin fetches every file under arg (on a remotefs mount) into the cache
+// and records it in the cache's pinned list; with pin false it removes
+// it from the list.
+func Pin(ctx context.Context, arg string, pin bool) error {
 	abs, err := filepath.Abs(arg)
 	if err != nil {
 		return err
@@ -636,7 +464,7 @@ func pinPath(ctx context.Context, arg string, pin bool) error {
 		}
 		return fmt.Errorf("pinned %s, but %d file(s) could not be read (is the server offline?): run remotefs cache pin %s again to fetch them", abs, len(errs), arg)
 	}
-	fmt.Printf("pinned %s: %d file(s), %s, kept in the cache for offline use\n", abs, files, humanBytes(bytes))
+	fmt.Printf("pinned %s: %d file(s), %s, kept in the cache for offline use\n", abs, files, cli.HumanBytes(bytes))
 	return nil
 }
 
@@ -667,8 +495,8 @@ func unwrapPathError(err error) error {
 // fetchTree reads every regular file under root through the mount, which
 // makes the cache fetch and keep it; progress goes to a terminal.
 func fetchTree(ctx context.Context, root string) (files int, total int64, errs []error) {
-	prog := newProgress()
-	defer prog.done()
+	prog := cli.NewProgress()
+	defer prog.Done()
 	last := time.Time{}
 	buf := make([]byte, 1<<20)
 	filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
@@ -693,7 +521,7 @@ func fetchTree(ctx context.Context, root string) (files int, total int64, errs [
 			total += int64(n)
 			if time.Since(last) > 200*time.Millisecond {
 				last = time.Now()
-				prog.show(fmt.Sprintf("pinning: %d file(s), %s: %s", files, humanBytes(total), p))
+				prog.Show(fmt.Sprintf("pinning: %d file(s), %s: %s", files, cli.HumanBytes(total), p))
 			}
 			if rerr == io.EOF {
 				break
@@ -738,37 +566,11 @@ func writePinned(dir string, list []string) error {
 	return nil
 }
 
-const cacheRescueUsage = `Usage: remotefs cache rescue [--keep] MOUNTPOINT|HOST:PATH|DIR|NAME [DEST_FOLDER]
-
-Changes the server refused for good (permission denied, a name its disk
-will not take, a read-only filesystem) are not retried forever: they are
-set aside, and the content of each file is kept in the cache directory
-(undelivered/). remotefs status and flush name them.
-
-Without DEST_FOLDER: lists them (file, operation, the server's reason, when,
-where the content is). With DEST_FOLDER: copies each kept file to
-DEST_FOLDER/PATH (PATH as on the remote, folders made as needed; an existing
-file is never overwritten: the copy gets a .rescued-N suffix), then forgets
-what was set aside (--keep: keep it too). Works mounted or not.
-
-Examples:
-  remotefs cache rescue ~/remote
-  remotefs cache rescue ~/remote ~/rescued
-  remotefs cache rescue gpu-box:projects /tmp/rescued
-
-Flags:
-`
-
-func cmdCacheRescue(ctx context.Context, args []string) error {
-	fl := flag.NewFlagSet("cache rescue", flag.ContinueOnError)
-	keep := fl.Bool("keep", false, "keep the set-aside changes after copying them")
-	if done, err := subFlags("cache rescue", cacheRescueUsage, fl, args); done || err != nil {
-		return err
-	}
-	if fl.NArg() < 1 || fl.NArg() > 2 {
-		return usagef("cache rescue: need a mount or cache, and optionally a DEST_FOLDER (see remotefs cache rescue --help)")
-	}
-	dir, err := rescueCacheDir(ctx, fl.Arg(0))
+// Rescue lists the changes the server refused for good in the cache of
+// arg (a mountpoint, or what Clear accepts), or with dest copies their
+// content there, forgetting them unless keep.
+func Rescue(ctx context.Context, arg, dest string, keep bool) error {
+	dir, err := rescueCacheDir(ctx, arg)
 	if err != nil {
 		return err
 	}
@@ -780,7 +582,7 @@ func cmdCacheRescue(ctx context.Context, args []string) error {
 		fmt.Println("nothing was set aside: every change reached the server")
 		return nil
 	}
-	if fl.NArg() == 1 {
+	if dest == "" {
 		for _, u := range us {
 			kept := "(nothing to keep)"
 			if u.Kept != "" {
@@ -790,7 +592,7 @@ func cmdCacheRescue(ctx context.Context, args []string) error {
 		}
 		return nil
 	}
-	dest, err := filepath.Abs(fl.Arg(1))
+	dest, err = filepath.Abs(dest)
 	if err != nil {
 		return err
 	}
@@ -800,14 +602,14 @@ func cmdCacheRescue(ctx context.Context, args []string) error {
 			to, err := rescueOne(u, dest)
 			if err != nil {
 				fmt.Fprintf(os.Stderr, "remotefs: %s: %v\n", u.Path, err)
-				failed = errSilent
+				failed = cli.ErrSilent
 				continue
 			}
 			fmt.Printf("%s -> %s\n", u.Path, to)
 		} else {
 			fmt.Printf("%s: %s had no content to keep (forgotten)\n", u.Path, u.Op)
 		}
-		if !*keep {
+		if !keep {
 			if u.Kept != "" {
 				os.Remove(u.Kept)
 			}

@@ -1,4 +1,4 @@
-package main
+package cacheadmin
 
 import (
 	"context"
@@ -12,7 +12,9 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"remotefs/config"
 	"remotefs/conn"
+	"remotefs/internal/clitest"
 )
 
 // fakeCache makes a cache directory with n entries and pending journal
@@ -45,7 +47,7 @@ func fakeCache(t *testing.T, dir, remote string, entries, pending int) {
 	os.WriteFile(filepath.Join(dir, "content", "2"), []byte(strings.Repeat("z", 10000)), 0o600)
 	if remote != "" {
 		spec, _ := conn.ParseSpec(remote)
-		if err := writeCacheInfo(&mountConfig{Spec: spec, CacheDir: dir, Mountpoint: "/mnt/x"}); err != nil {
+		if err := WriteInfo(dir, spec.String(), "/mnt/x"); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -54,8 +56,7 @@ func fakeCache(t *testing.T, dir, remote string, entries, pending int) {
 func TestCacheInfo(t *testing.T) {
 	dir := t.TempDir()
 	spec, _ := conn.ParseSpec("box:proj")
-	cfg := &mountConfig{Spec: spec, CacheDir: dir, Mountpoint: "/m"}
-	if err := writeCacheInfo(cfg); err != nil {
+	if err := WriteInfo(dir, spec.String(), "/m"); err != nil {
 		t.Fatal(err)
 	}
 	first := readCacheInfo(dir)
@@ -63,7 +64,7 @@ func TestCacheInfo(t *testing.T) {
 		t.Fatalf("%+v", first)
 	}
 	time.Sleep(1100 * time.Millisecond)
-	writeCacheInfo(cfg)
+	WriteInfo(dir, spec.String(), "/m")
 	second := readCacheInfo(dir)
 	if !second.Created.Equal(first.Created) || !second.LastUsed.After(first.LastUsed) {
 		t.Errorf("created must stay, last_used move: %+v then %+v", first, second)
@@ -71,22 +72,22 @@ func TestCacheInfo(t *testing.T) {
 }
 
 func TestCacheListAndClear(t *testing.T) {
-	isolateEnv(t)
+	clitest.IsolateEnv(t)
 	ctx := context.Background()
 	spec, _ := conn.ParseSpec("box:proj")
-	clean := defaultCacheDir(spec)
+	clean := config.DefaultCacheDir(spec)
 	fakeCache(t, clean, "box:proj", 5, 0)
-	dirty := filepath.Join(cacheRoot(), "dirty-one")
+	dirty := filepath.Join(config.CacheRoot(), "dirty-one")
 	fakeCache(t, dirty, "box:dirty", 3, 2)
-	unknown := filepath.Join(cacheRoot(), "old")
+	unknown := filepath.Join(config.CacheRoot(), "old")
 	fakeCache(t, unknown, "", 1, 0)
-	os.MkdirAll(filepath.Join(cacheRoot(), "not-a-cache"), 0o700)
+	os.MkdirAll(filepath.Join(config.CacheRoot(), "not-a-cache"), 0o700)
 
-	rows := listCaches(ctx)
+	rows := List(ctx)
 	if len(rows) != 3 {
 		t.Fatalf("want 3 caches, got %+v", rows)
 	}
-	byDir := map[string]cacheRow{}
+	byDir := map[string]Row{}
 	for _, r := range rows {
 		byDir[r.Dir] = r
 	}
@@ -101,7 +102,7 @@ func TestCacheListAndClear(t *testing.T) {
 	}
 
 	// Pending writes: refused, names the remote and what to do.
-	err := clearCache(ctx, "box:dirty")
+	err := Clear(ctx, "box:dirty")
 	if err == nil || !strings.Contains(err.Error(), "2 change(s) not yet on the server") || !strings.Contains(err.Error(), "mount box:dirty again") {
 		t.Errorf("clear with pending writes: %v", err)
 	}
@@ -113,23 +114,23 @@ func TestCacheListAndClear(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = clearCache(ctx, "box:proj")
+	err = Clear(ctx, "box:proj")
 	db.Close()
 	if err == nil || !strings.Contains(err.Error(), "in use") {
 		t.Errorf("clear while locked: %v", err)
 	}
 	// Not a cache: refused.
-	if err := clearCache(ctx, filepath.Join(cacheRoot(), "not-a-cache")); err == nil || !strings.Contains(err.Error(), "not a remotefs cache") {
+	if err := Clear(ctx, filepath.Join(config.CacheRoot(), "not-a-cache")); err == nil || !strings.Contains(err.Error(), "not a remotefs cache") {
 		t.Errorf("clear of a non-cache: %v", err)
 	}
-	if err := clearCache(ctx, "nosuch:proj"); err == nil || !strings.Contains(err.Error(), "no cache of nosuch:proj") {
+	if err := Clear(ctx, "nosuch:proj"); err == nil || !strings.Contains(err.Error(), "no cache of nosuch:proj") {
 		t.Errorf("clear of an unknown remote: %v", err)
 	}
 	// By remote, by name, by directory.
-	if err := clearCache(ctx, "box:proj"); err != nil {
+	if err := Clear(ctx, "box:proj"); err != nil {
 		t.Fatal(err)
 	}
-	if err := clearCache(ctx, "old"); err != nil {
+	if err := Clear(ctx, "old"); err != nil {
 		t.Fatal(err)
 	}
 	for _, d := range []string{clean, unknown} {
@@ -143,7 +144,7 @@ func TestCacheListAndClear(t *testing.T) {
 	os.MkdirAll(filepath.Join(os.Getenv("XDG_CONFIG_HOME"), "remotefs"), 0o700)
 	os.WriteFile(filepath.Join(os.Getenv("XDG_CONFIG_HOME"), "remotefs", "config.toml"),
 		[]byte("[host.\"box\"]\ncache_dir = \""+custom+"\"\n"), 0o600)
-	rows = listCaches(ctx)
+	rows = List(ctx)
 	found := false
 	for _, r := range rows {
 		found = found || r.Dir == custom
@@ -151,7 +152,7 @@ func TestCacheListAndClear(t *testing.T) {
 	if !found {
 		t.Errorf("cache_dir from the config file not listed: %+v", rows)
 	}
-	if err := clearCache(ctx, "box:custom"); err != nil {
+	if err := Clear(ctx, "box:custom"); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -166,19 +167,5 @@ func TestPinnedList(t *testing.T) {
 	}
 	if got := readPinned(dir); !reflect.DeepEqual(got, []string{"/", "a", "b/c"}) {
 		t.Errorf("%q", got)
-	}
-}
-
-func TestCacheUsageErrors(t *testing.T) {
-	isolateEnv(t)
-	ctx := context.Background()
-	for _, args := range [][]string{nil, {"bogus"}, {"clear"}, {"pin"}, {"list", "extra"}, {"list", "--nope"}} {
-		err := cmdCache(ctx, args)
-		if _, ok := err.(usageError); !ok {
-			t.Errorf("cache %q: %v, want a usage error", args, err)
-		}
-	}
-	if err := cmdCache(ctx, []string{"pin", t.TempDir()}); err == nil || !strings.Contains(err.Error(), "not on a remotefs mount") {
-		t.Errorf("pin outside a mount: %v", err)
 	}
 }

@@ -1,4 +1,4 @@
-package main
+package config
 
 // The config file: $XDG_CONFIG_HOME/remotefs/config.toml (default
 // ~/.config/remotefs/config.toml), or --config FILE. It sets defaults for
@@ -73,45 +73,8 @@ type HostConfig struct {
 	GIDMap *[]string `toml:"gid_map"`
 }
 
-// configKey describes one key of a section.
-type configKey struct {
-	name string
-	flag string // the `remotefs mount` flag it is the default of ("" = none)
-	kind string // "duration", "size", "path", "bool", "patterns", "folders", "idmap"
-	help string
-	get  func(*HostConfig) any
-}
-
-// invertedKeys are the bool keys that set their flag to the opposite
-// value (forwards = false is --no-forwards).
-var invertedKeys = map[string]bool{"forwards": true}
-
-var configKeys = []configKey{
-	{"cache_dir", "cache-dir", "path", `cache directory of this remote (only in a [host."NAME"] section; default $XDG_CACHE_HOME/remotefs/HOST-PATH-HASH)`, func(h *HostConfig) any { return h.CacheDir }},
-	{"cache_size", "cache-size", "size", `limit for cached file contents, e.g. "20G", "500M", "unlimited" (default "10G")`, func(h *HostConfig) any { return h.CacheSize }},
-	{"ssh_config", "F", "path", `ssh_config file to read instead of ~/.ssh/config (like ssh -F)`, func(h *HostConfig) any { return h.SSHConfig }},
-	{"attr_ttl", "attr-ttl", "duration", `re-check a file with the server on open when its attributes are older than this (default "1s")`, func(h *HostConfig) any { return h.AttrTTL }},
-	{"dir_ttl", "dir-ttl", "duration", `refresh a listing in the background when older than this (default "10s")`, func(h *HostConfig) any { return h.DirTTL }},
-	{"kernel_ttl", "kernel-ttl", "duration", `how long the kernel caches names and attributes (default "1s")`, func(h *HostConfig) any { return h.KernelTTL }},
-	{"op_timeout", "op-timeout", "duration", `longest a server operation may take before the link counts as dead (default "10s")`, func(h *HostConfig) any { return h.OpTimeout }},
-	{"connect_timeout", "connect-timeout", "duration", `dial timeout; ssh_config ConnectTimeout wins (default "10s")`, func(h *HostConfig) any { return h.ConnectTimeout }},
-	{"offline", "offline", "bool", `serve the cache only, without contacting the server (read-only unless offline_edits)`, func(h *HostConfig) any { return h.Offline }},
-	{"offline_edits", "offline-edits", "bool", `accept changes also when the mount starts without its server (--offline, or unreachable); they are delivered on the first connection, by this mount or a later one`, func(h *HostConfig) any { return h.OfflineEdits }},
-	{"read_only", "read-only", "bool", `mount read-only (online)`, func(h *HostConfig) any { return h.ReadOnly }},
-	{"debug", "debug", "bool", `log every operation`, func(h *HostConfig) any { return h.Debug }},
-	{"allow_other", "allow-other", "bool", `let other users access the mount (needs user_allow_other in /etc/fuse.conf)`, func(h *HostConfig) any { return h.AllowOther }},
-	{"noexec", "noexec", "bool", `programs on the mount cannot be executed (enforced when mounted by root)`, func(h *HostConfig) any { return h.NoExec }},
-	{"no_notify", "no-notify", "bool", `do not raise inotify events on the mount for changes made on the server`, func(h *HostConfig) any { return h.NoNotify }},
-	{"forwards", "no-forwards", "bool", `open the LocalForward, RemoteForward and DynamicForward of the host's ssh_config entry while mounted (default true)`, func(h *HostConfig) any { return h.Forwards }},
-	{"ssh", "ssh", "ssh", `which ssh makes the connection: "builtin" (remotefs's own client) or "openssh" (your ssh program, for what the built-in client cannot do: see remotefs help ssh) (default "builtin")`, func(h *HostConfig) any { return h.SSH }},
-	{"ignore", "", "patterns", `glob patterns (path.Match syntax) of things not fetched ahead of use: matching folders are not listed at mount or watched inside, matching files not prefetched; all stay visible, e.g. ["*.pyc", "__pycache__", ".venv"]`, func(h *HostConfig) any { return h.Ignore }},
-	{"server_folders", "", "folders", `folders that programs on the server write to: only small files prefetched (64 KiB each, 16 MiB in all), re-checked on every open when no watcher is live; a name matches at any depth, a name with "/" is relative to the remote root (default ["results", "runs", "wandb", "notebooks", "outputs", "checkpoints"])`, func(h *HostConfig) any { return h.ServerFolders }},
-	{"uid_map", "", "idmap", `server user ids shown as other local ones, as "REMOTE:LOCAL" pairs, e.g. ["1001:1000"]; without it the login user's files show as the mounting user's, root's as root's, and any other owner as the same number`, func(h *HostConfig) any { return h.UIDMap }},
-	{"gid_map", "", "idmap", `server group ids shown as other local ones, as "REMOTE:LOCAL" pairs (like uid_map)`, func(h *HostConfig) any { return h.GIDMap }},
-}
-
-// defaultConfigPath is $XDG_CONFIG_HOME/remotefs/config.toml.
-func defaultConfigPath() string {
+// DefaultPath is $XDG_CONFIG_HOME/remotefs/config.toml.
+func DefaultPath() string {
 	base := os.Getenv("XDG_CONFIG_HOME")
 	if base == "" {
 		home, _ := os.UserHomeDir()
@@ -120,13 +83,12 @@ func defaultConfigPath() string {
 	return filepath.Join(base, "remotefs", "config.toml")
 }
 
-// loadConfig reads the config file at p, or the default one when p is
-// "". A missing default file is an empty config; a missing explicit one
+// Load reads the config file at p, or the default one when p is "". A missing default file is an empty config; a missing explicit one
 // is an error.
-func loadConfig(p string) (*Config, error) {
+func Load(p string) (*Config, error) {
 	explicit := p != ""
 	if !explicit {
-		p = defaultConfigPath()
+		p = DefaultPath()
 	}
 	data, err := os.ReadFile(p)
 	if err != nil {
@@ -155,10 +117,13 @@ func parseConfig(file string, data []byte) (*Config, error) {
 	}
 	lines := keyLines(data)
 	check := func(section []string, h *HostConfig) error {
-		for _, k := range configKeys {
-			if err := checkConfigValue(k, k.get(h)); err != nil {
-				key := strings.Join(append(section, k.name), ".")
-				return fmt.Errorf("%s:%d: %s: %v", file, lines[key], k.name, err)
+		for _, k := range Settings {
+			if k.file == nil {
+				continue
+			}
+			if err := checkConfigValue(k, k.file(h)); err != nil {
+				key := strings.Join(append(section, k.Key), ".")
+				return fmt.Errorf("%s:%d: %s: %v", file, lines[key], k.Key, err)
 			}
 		}
 		return nil
@@ -183,27 +148,35 @@ func parseConfig(file string, data []byte) (*Config, error) {
 	return cfg, nil
 }
 
-func checkConfigValue(k configKey, v any) error {
+// checkConfigValue checks the value of k's field (a **T) in a section.
+func checkConfigValue(k Setting, field any) error {
+	var v any
+	switch f := field.(type) {
+	case **string:
+		v = *f
+	case **[]string:
+		v = *f
+	}
 	switch v := v.(type) {
 	case *string:
 		if v == nil {
 			return nil
 		}
-		switch k.kind {
-		case "duration":
+		switch k.Kind {
+		case Duration:
 			d, err := time.ParseDuration(*v)
 			if err != nil || d < 0 {
 				return fmt.Errorf("invalid duration %q (want e.g. \"500ms\", \"2s\", \"1m\")", *v)
 			}
-		case "size":
-			if _, err := parseSize(*v); err != nil {
+		case Size:
+			if _, err := ParseSize(*v); err != nil {
 				return err
 			}
-		case "path":
+		case Path:
 			if *v == "" {
 				return errors.New("empty path")
 			}
-		case "ssh":
+		case SSH:
 			return sshFlag{new(string)}.Set(*v)
 		}
 	case *[]string:
@@ -211,16 +184,16 @@ func checkConfigValue(k configKey, v any) error {
 			return nil
 		}
 		for _, p := range *v {
-			switch k.kind {
-			case "patterns":
+			switch k.Kind {
+			case Patterns:
 				if _, err := path.Match(p, ""); err != nil || p == "" {
 					return fmt.Errorf("invalid pattern %q", p)
 				}
-			case "idmap":
+			case IDMap:
 				if _, _, err := parseIDPair(p); err != nil {
 					return err
 				}
-			case "folders":
+			case Folders:
 				c := path.Clean(p)
 				if p == "" || path.IsAbs(p) || c == "." || c == ".." || strings.HasPrefix(c, "../") {
 					return fmt.Errorf("%q: want a folder relative to the remote root, e.g. \"results\"", p)
@@ -251,20 +224,18 @@ func configDecodeError(file string, err error) error {
 	case strings.Contains(msg, "cannot decode"):
 		last := de.Key()[len(de.Key())-1]
 		want := "a table"
-		for _, k := range configKeys {
-			if k.name == last {
-				switch k.kind {
-				case "bool":
-					want = "true or false"
-				case "patterns", "folders", "idmap":
-					want = `a list of strings, e.g. ["a", "b"]`
-				case "duration":
-					want = `a string such as "2s"`
-				case "size":
-					want = `a string such as "20G"`
-				default:
-					want = "a string"
-				}
+		if k, ok := settingOfKey(last); ok {
+			switch k.Kind {
+			case Bool:
+				want = "true or false"
+			case Patterns, Folders, IDMap:
+				want = `a list of strings, e.g. ["a", "b"]`
+			case Duration:
+				want = `a string such as "2s"`
+			case Size:
+				want = `a string such as "20G"`
+			default:
+				want = "a string"
 			}
 		}
 		return fmt.Errorf("%s:%d: %s must be %s", file, line, key, want)
@@ -274,8 +245,10 @@ func configDecodeError(file string, err error) error {
 
 func knownKeyNames() string {
 	var names []string
-	for _, k := range configKeys {
-		names = append(names, k.name)
+	for _, k := range Settings {
+		if k.Key != "" {
+			names = append(names, k.Key)
+		}
 	}
 	return strings.Join(names, ", ")
 }
@@ -312,10 +285,10 @@ func keyLines(data []byte) map[string]int {
 	return out
 }
 
-// section returns the settings for spec: [defaults] overridden key by key
+// Section returns the settings for spec: [defaults] overridden key by key
 // by the [host."NAME"] section whose NAME is the host as written
-// ("alice@gpu-box") or without the user ("gpu-box").
-func (c *Config) section(spec conn.Spec) (HostConfig, string) {
+// ("alice@gpu-box") or without the user ("gpu-box"), and that NAME.
+func (c *Config) Section(spec conn.Spec) (HostConfig, string) {
 	merged := c.Defaults
 	name := ""
 	h, ok := c.Hosts[spec.Host]
@@ -334,48 +307,30 @@ func (c *Config) section(spec conn.Spec) (HostConfig, string) {
 	if !ok {
 		return merged, ""
 	}
-	over := func(dst, src any) {
-		switch d := dst.(type) {
+	for _, k := range Settings {
+		if k.file == nil {
+			continue
+		}
+		switch d := k.file(&merged).(type) {
 		case **string:
-			if s := src.(*string); s != nil {
+			if s := *k.file(&h).(**string); s != nil {
 				*d = s
 			}
 		case **bool:
-			if s := src.(*bool); s != nil {
+			if s := *k.file(&h).(**bool); s != nil {
 				*d = s
 			}
 		case **[]string:
-			if s := src.(*[]string); s != nil {
+			if s := *k.file(&h).(**[]string); s != nil {
 				*d = s
 			}
 		}
 	}
-	over(&merged.CacheDir, h.CacheDir)
-	over(&merged.CacheSize, h.CacheSize)
-	over(&merged.SSHConfig, h.SSHConfig)
-	over(&merged.AttrTTL, h.AttrTTL)
-	over(&merged.DirTTL, h.DirTTL)
-	over(&merged.KernelTTL, h.KernelTTL)
-	over(&merged.OpTimeout, h.OpTimeout)
-	over(&merged.ConnectTimeout, h.ConnectTimeout)
-	over(&merged.Offline, h.Offline)
-	over(&merged.OfflineEdits, h.OfflineEdits)
-	over(&merged.ReadOnly, h.ReadOnly)
-	over(&merged.Debug, h.Debug)
-	over(&merged.AllowOther, h.AllowOther)
-	over(&merged.NoExec, h.NoExec)
-	over(&merged.NoNotify, h.NoNotify)
-	over(&merged.Forwards, h.Forwards)
-	over(&merged.SSH, h.SSH)
-	over(&merged.Ignore, h.Ignore)
-	over(&merged.ServerFolders, h.ServerFolders)
-	over(&merged.UIDMap, h.UIDMap)
-	over(&merged.GIDMap, h.GIDMap)
 	return merged, name
 }
 
-// expandConfigPath resolves ~ and paths relative to the config file.
-func (c *Config) expandPath(p string) string {
+// ExpandPath resolves ~ and paths relative to the config file.
+func (c *Config) ExpandPath(p string) string {
 	if p == "~" || strings.HasPrefix(p, "~/") {
 		home, _ := os.UserHomeDir()
 		return filepath.Join(home, p[1:])
@@ -386,51 +341,42 @@ func (c *Config) expandPath(p string) string {
 	return p
 }
 
-// applyConfig sets every flag of fl that the command line did not set
-// from the config's section for spec, and fills the config-only fields
-// of mc.
-func applyConfig(c *Config, fl *flag.FlagSet, spec conn.Spec, mc *mountConfig) error {
-	sec, _ := c.section(spec)
+// apply sets every flag of fl that the command line did not set from the
+// config's section for spec, and fills the config-only fields of m.
+func (c *Config) apply(fl *flag.FlagSet, spec conn.Spec, m *Mount) error {
+	sec, _ := c.Section(spec)
 	set := map[string]bool{}
 	fl.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	if set["f"] {
 		set["foreground"] = true
 	}
-	for _, k := range configKeys {
-		if k.flag == "" || set[k.flag] {
+	for _, k := range Settings {
+		if k.Flag == "" || k.file == nil || set[k.Flag] {
 			continue
 		}
 		var val string
-		switch v := k.get(&sec).(type) {
-		case *string:
-			if v == nil {
+		switch v := k.file(&sec).(type) {
+		case **string:
+			if *v == nil {
 				continue
 			}
-			val = *v
-			if k.kind == "path" {
-				val = c.expandPath(val)
+			val = **v
+			if k.Kind == Path {
+				val = c.ExpandPath(val)
 			}
-		case *bool:
-			if v == nil {
+		case **bool:
+			if *v == nil {
 				continue
 			}
-			val = fmt.Sprint(*v != invertedKeys[k.name])
+			val = fmt.Sprint(**v != k.Inverted)
 		default:
 			continue
 		}
-		if err := fl.Set(k.flag, val); err != nil {
-			return fmt.Errorf("%s: %s: %v", c.Path, k.name, err)
+		if err := fl.Set(k.Flag, val); err != nil {
+			return fmt.Errorf("%s: %s: %v", c.Path, k.Key, err)
 		}
 	}
-	if sec.Ignore != nil {
-		mc.Ignore = append([]string(nil), (*sec.Ignore)...)
-	}
-	if sec.ServerFolders != nil {
-		for _, f := range *sec.ServerFolders {
-			mc.ServerFolders = append(mc.ServerFolders, path.Clean(f))
-		}
-	}
-	mc.UIDMap, mc.GIDMap = idMap(sec.UIDMap), idMap(sec.GIDMap)
+	fillConfigOnly(m, &sec)
 	return nil
 }
 
@@ -445,13 +391,10 @@ func parseIDPair(s string) (remote, local uint32, err error) {
 	return uint32(rv), uint32(lv), nil
 }
 
-// idMap turns checked "REMOTE:LOCAL" pairs into a map (nil: none).
-func idMap(pairs *[]string) map[uint32]uint32 {
-	if pairs == nil {
-		return nil
-	}
+// idMap turns checked "REMOTE:LOCAL" pairs into a map.
+func idMap(pairs []string) map[uint32]uint32 {
 	m := map[uint32]uint32{}
-	for _, p := range *pairs {
+	for _, p := range pairs {
 		if r, l, err := parseIDPair(p); err == nil {
 			m[r] = l
 		}

@@ -1,4 +1,4 @@
-package main
+package config
 
 import (
 	"os"
@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"remotefs/conn"
+	"remotefs/internal/clitest"
 )
 
 const sampleConfig = `# remotefs config
@@ -41,9 +42,9 @@ func writeConfig(t *testing.T, text string) string {
 }
 
 func TestConfigSections(t *testing.T) {
-	home := isolateEnv(t)
+	home := clitest.IsolateEnv(t)
 	p := writeConfig(t, sampleConfig)
-	c, err := loadConfig(p)
+	c, err := Load(p)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,35 +55,35 @@ func TestConfigSections(t *testing.T) {
 		}
 		return sp
 	}
-	sec, name := c.section(spec("gpu-box:proj"))
+	sec, name := c.Section(spec("gpu-box:proj"))
 	if name != "gpu-box" || *sec.AttrTTL != "2s" || *sec.DirTTL != "30s" || *sec.CacheDir != "~/big/gpu" {
 		t.Errorf("gpu-box: %q %+v", name, sec)
 	}
-	if _, name := c.section(spec("bob@gpu-box:proj")); name != "gpu-box" {
+	if _, name := c.Section(spec("bob@gpu-box:proj")); name != "gpu-box" {
 		t.Errorf("user@host did not match the host section: %q", name)
 	}
-	if _, name := c.section(spec("lab:proj")); name != "" {
+	if _, name := c.Section(spec("lab:proj")); name != "" {
 		t.Errorf("lab matched %q; only alice@lab should", name)
 	}
-	sec, name = c.section(spec("alice@lab:x"))
+	sec, name = c.Section(spec("alice@lab:x"))
 	if name != "alice@lab" || !*sec.ReadOnly || len(*sec.Ignore) != 0 || *sec.AttrTTL != "2s" {
 		t.Errorf("alice@lab: %q %+v", name, sec)
 	}
-	if got := c.expandPath("~/big/gpu"); got != filepath.Join(home, "big/gpu") {
+	if got := c.ExpandPath("~/big/gpu"); got != filepath.Join(home, "big/gpu") {
 		t.Errorf("expandPath ~: %s", got)
 	}
-	if got := c.expandPath("ssh/lab_config"); got != filepath.Join(filepath.Dir(p), "ssh/lab_config") {
+	if got := c.ExpandPath("ssh/lab_config"); got != filepath.Join(filepath.Dir(p), "ssh/lab_config") {
 		t.Errorf("expandPath relative: %s", got)
 	}
 }
 
 func TestConfigAppliesDefaultsCommandLineWins(t *testing.T) {
-	home := isolateEnv(t)
+	home := clitest.IsolateEnv(t)
 	os.MkdirAll(filepath.Join(home, "config", "remotefs"), 0o700)
 	os.WriteFile(filepath.Join(home, "config", "remotefs", "config.toml"), []byte(sampleConfig), 0o600)
 	mnt := t.TempDir()
 
-	cfg, err := parseMountFlags([]string{"gpu-box:proj", mnt})
+	cfg, err := ParseMount([]string{"gpu-box:proj", mnt})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,7 +95,7 @@ func TestConfigAppliesDefaultsCommandLineWins(t *testing.T) {
 		t.Errorf("lists: ignore %q server_folders %q", cfg.Ignore, cfg.ServerFolders)
 	}
 
-	cfg, err = parseMountFlags([]string{"--attr-ttl=5s", "gpu-box:proj", mnt, "-o", "dir_ttl=1s,cache_dir=/elsewhere"})
+	cfg, err = ParseMount([]string{"--attr-ttl=5s", "gpu-box:proj", mnt, "-o", "dir_ttl=1s,cache_dir=/elsewhere"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +104,7 @@ func TestConfigAppliesDefaultsCommandLineWins(t *testing.T) {
 	}
 
 	// Another host gets [defaults] only; default cache dir.
-	cfg, err = parseMountFlags([]string{"other:proj", mnt})
+	cfg, err = ParseMount([]string{"other:proj", mnt})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,11 +117,11 @@ func TestConfigAppliesDefaultsCommandLineWins(t *testing.T) {
 
 	// --config names another file; a missing one is an error.
 	other := writeConfig(t, "[defaults]\nattr_ttl = \"7s\"\n")
-	cfg, err = parseMountFlags([]string{"--config", other, "gpu-box:proj", mnt})
+	cfg, err = ParseMount([]string{"--config", other, "gpu-box:proj", mnt})
 	if err != nil || cfg.AttrTTL != 7*time.Second {
 		t.Errorf("--config: %v %+v", err, cfg)
 	}
-	if _, err := parseMountFlags([]string{"-o", "config=/nonexistent.toml", "gpu-box:proj", mnt}); err == nil || !strings.Contains(err.Error(), "nonexistent.toml") {
+	if _, err := ParseMount([]string{"-o", "config=/nonexistent.toml", "gpu-box:proj", mnt}); err == nil || !strings.Contains(err.Error(), "nonexistent.toml") {
 		t.Errorf("missing --config file: %v", err)
 	}
 }
@@ -150,7 +151,7 @@ func TestConfigErrorsNameFileAndLine(t *testing.T) {
 		{"[defaults]\n[defaults]\n", 2, ""},
 	} {
 		p := writeConfig(t, tc.text)
-		_, err := loadConfig(p)
+		_, err := Load(p)
 		if err == nil {
 			t.Errorf("%q: no error", tc.text)
 			continue
@@ -163,8 +164,8 @@ func TestConfigErrorsNameFileAndLine(t *testing.T) {
 }
 
 func TestConfigMissingDefaultFileIsEmpty(t *testing.T) {
-	isolateEnv(t)
-	c, err := loadConfig("")
+	clitest.IsolateEnv(t)
+	c, err := Load("")
 	if err != nil || len(c.Hosts) != 0 || c.Defaults.AttrTTL != nil {
 		t.Fatalf("%+v %v", c, err)
 	}
@@ -172,10 +173,10 @@ func TestConfigMissingDefaultFileIsEmpty(t *testing.T) {
 
 // The help page lists every key.
 func TestHelpConfigListsEveryKey(t *testing.T) {
-	page := helpConfig()
-	for _, k := range configKeys {
-		if !strings.Contains(page, "  "+k.name+" (") {
-			t.Errorf("remotefs help config does not document %s", k.name)
+	page := HelpConfig()
+	for _, k := range Settings {
+		if k.Key != "" && !strings.Contains(page, "  "+k.Key+" (") {
+			t.Errorf("remotefs help config does not document %s", k.Key)
 		}
 	}
 	// And the sample in the help page parses.
@@ -202,7 +203,7 @@ func TestConfigForwardsKey(t *testing.T) {
 		{[]string{"lab:p", mnt, "-o", "no_forwards"}, true},
 		{[]string{"--no-forwards=false", "box:p", mnt}, false},
 	} {
-		cfg, err := parseMountFlags(append([]string{"--config", conf}, tc.args...))
+		cfg, err := ParseMount(append([]string{"--config", conf}, tc.args...))
 		if err != nil || cfg.NoForwards != tc.want {
 			t.Errorf("%q: NoForwards %v, want %v (%v)", tc.args, cfg != nil && cfg.NoForwards, tc.want, err)
 		}
@@ -210,11 +211,11 @@ func TestConfigForwardsKey(t *testing.T) {
 }
 
 func TestConfigIDMaps(t *testing.T) {
-	home := isolateEnv(t)
+	home := clitest.IsolateEnv(t)
 	os.MkdirAll(filepath.Join(home, "config", "remotefs"), 0o700)
 	os.WriteFile(filepath.Join(home, "config", "remotefs", "config.toml"),
 		[]byte("[defaults]\nuid_map = [\"1001:1000\", \"0:65534\"]\n[host.\"gpu\"]\ngid_map = [\"2000:100\"]\n"), 0o600)
-	cfg, err := parseMountFlags([]string{"gpu:proj", t.TempDir()})
+	cfg, err := ParseMount([]string{"gpu:proj", t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package main
+package config
 
 // The mount(8) / fstab form of remotefs.
 //
@@ -13,7 +13,7 @@ package main
 // `user` mount it runs the helper as that user (with a sanitized
 // environment) and adds noexec,nosuid,nodev (mount(8) does that for
 // "user" in fstab even when root mounts). mount(8) passes no PATH, so
-// remotefs must be in the standard one (/usr/local/bin). expandMountOptions turns each
+// remotefs must be in the standard one (/usr/local/bin). ExpandOptions turns each
 // -o option into the equivalent flag of `remotefs mount`.
 
 import (
@@ -22,16 +22,16 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"syscall"
-	"time"
+
+	"remotefs/internal/cli"
 )
 
-// isMountHelperForm reports whether args look like the mount.fuse3 call
+// IsHelperForm reports whether args look like the mount.fuse3 call
 // `remotefs HOST:PATH MOUNTPOINT [-o OPTS]` rather than a subcommand.
-func isMountHelperForm(args []string) bool {
+func IsHelperForm(args []string) bool {
 	if len(args) == 0 {
 		return false
 	}
@@ -50,31 +50,28 @@ type mountOption struct {
 	help string
 }
 
-// mountOptions: every -o option, by name (with '_'; '-' is accepted too).
-var mountOptions = map[string]mountOption{
-	// remotefs's own, one per flag of `remotefs mount`.
-	"foreground":      {flag: "foreground", help: "stay attached, log to stderr (mount(8) then does not return)"},
-	"debug":           {flag: "debug", help: "log every operation"},
-	"offline":         {flag: "offline", help: "serve the cache only (read-only unless offline_edits)"},
-	"offline_edits":   {flag: "offline-edits", help: "accept changes also when started without the server; delivered on the first connection"},
-	"read_only":       {flag: "read-only", help: "mount read-only (online)"},
-	"allow_other":     {flag: "allow-other", help: "let other users access the mount"},
-	"noexec":          {flag: "noexec", help: "programs on the mount cannot be executed (enforced when mounted by root)"},
-	"no_notify":       {flag: "no-notify", help: "no inotify events on the mount for changes made on the server"},
-	"no_forwards":     {flag: "no-forwards", help: "do not open the ssh_config entry's LocalForward/RemoteForward/DynamicForward"},
-	"cache_dir":       {flag: "cache-dir", value: true, help: "cache directory"},
-	"cache_size":      {flag: "cache-size", value: true, help: "limit for cached file contents (e.g. 20G)"},
-	"config":          {flag: "config", value: true, help: "config file"},
-	"ssh_config":      {flag: "F", value: true, help: "ssh_config file (like ssh -F)"},
-	"F":               {flag: "F", value: true, help: "same as ssh_config"},
-	"attr_ttl":        {flag: "attr-ttl", value: true, help: "re-check a file on open when its attributes are older (e.g. 2s)"},
-	"dir_ttl":         {flag: "dir-ttl", value: true, help: "refresh a listing in the background when older"},
-	"kernel_ttl":      {flag: "kernel-ttl", value: true, help: "how long the kernel caches names and attributes"},
-	"op_timeout":      {flag: "op-timeout", value: true, help: "longest a server operation may take"},
-	"connect_timeout": {flag: "connect-timeout", value: true, help: "dial timeout"},
-	"ssh":             {flag: "ssh", value: true, help: "builtin or openssh: which ssh makes the connection"},
+// mountOptions: every -o option, by name (with '_'; '-' is accepted too):
+// one per Setting with an Option, and the standard ones.
+var mountOptions = func() map[string]mountOption {
+	m := map[string]mountOption{}
+	for _, s := range Settings {
+		if s.Option != "" {
+			help := s.Help
+			if d := s.DefaultText(); d != "" {
+				help += " (default " + s.Default + ")"
+			}
+			m[s.Option] = mountOption{flag: s.Flag, value: s.Kind != Bool, help: help}
+		}
+	}
+	m["F"] = mountOption{flag: "F", value: true, help: "same as ssh_config"}
+	for name, o := range standardOptions {
+		m[name] = o
+	}
+	return m
+}()
 
-	// Standard mount options.
+// standardOptions are the options of mount(8) and FUSE remotefs accepts.
+var standardOptions = map[string]mountOption{
 	"ro":                  {flag: "read-only", set: "true", help: "read-only mount (online)"},
 	"rw":                  {flag: "read-only", set: "false", help: "read-write (the default)"},
 	"exec":                {flag: "noexec", set: "false", help: "allow executing programs (the default)"},
@@ -124,10 +121,10 @@ var unsupportedOptions = map[string]string{
 	"subtype":             "the type is always fuse.remotefs",
 }
 
-// expandMountOptions replaces every `-o OPTS` (also `-oOPTS`, `--options
+// ExpandOptions replaces every `-o OPTS` (also `-oOPTS`, `--options
 // OPTS`) in args by the equivalent `--flag[=value]` arguments, in order, so
 // that later options and flags win over earlier ones.
-func expandMountOptions(args []string) ([]string, error) {
+func ExpandOptions(args []string) ([]string, error) {
 	out := make([]string, 0, len(args))
 	for i := 0; i < len(args); i++ {
 		a := args[i]
@@ -137,7 +134,7 @@ func expandMountOptions(args []string) ([]string, error) {
 			return append(out, args[i:]...), nil
 		case a == "-o" || a == "--options" || a == "-options":
 			if i+1 >= len(args) {
-				return nil, usagef("mount: -o needs a value, e.g. -o offline,cache_dir=/path (see remotefs help fstab)")
+				return nil, cli.Usagef("mount: -o needs a value, e.g. -o offline,cache_dir=/path (see remotefs help fstab)")
 			}
 			opts = args[i+1]
 			i++
@@ -176,23 +173,23 @@ func translateOptions(opts string) ([]string, error) {
 		def, ok := mountOptions[key]
 		if !ok {
 			if why, bad := unsupportedOptions[name]; bad {
-				return nil, usagef("mount option %q is not supported: %s", name, why)
+				return nil, cli.Usagef("mount option %q is not supported: %s", name, why)
 			}
-			return nil, usagef("unknown mount option %q (remotefs help fstab lists the options)", name)
+			return nil, cli.Usagef("unknown mount option %q (remotefs help fstab lists the options)", name)
 		}
 		switch {
 		case def.flag == "":
 			if hasVal {
-				return nil, usagef("mount option %q takes no value", name)
+				return nil, cli.Usagef("mount option %q takes no value", name)
 			}
 		case def.value:
 			if !hasVal || val == "" {
-				return nil, usagef("mount option %q needs a value: %s=VALUE", name, name)
+				return nil, cli.Usagef("mount option %q needs a value: %s=VALUE", name, name)
 			}
 			out = append(out, "--"+def.flag+"="+unescapeOption(val))
 		case def.set != "":
 			if hasVal {
-				return nil, usagef("mount option %q takes no value", name)
+				return nil, cli.Usagef("mount option %q takes no value", name)
 			}
 			out = append(out, "--"+def.flag+"="+def.set)
 		default: // a switch for a boolean flag
@@ -201,7 +198,7 @@ func translateOptions(opts string) ([]string, error) {
 			}
 			b, err := strconv.ParseBool(val)
 			if err != nil {
-				return nil, usagef("mount option %s=%s: want %s, %s=true or %s=false", name, val, name, name, name)
+				return nil, cli.Usagef("mount option %s=%s: want %s, %s=true or %s=false", name, val, name, name, name)
 			}
 			out = append(out, "--"+def.flag+"="+strconv.FormatBool(b))
 		}
@@ -230,29 +227,7 @@ func splitOptions(s string) []string {
 
 func unescapeOption(s string) string { return strings.ReplaceAll(s, `\,`, ",") }
 
-// mountOptionsHelp lists the -o options for `remotefs help fstab`.
-func mountOptionsHelp() string {
-	var own, std []string
-	for name, o := range mountOptions {
-		line := name
-		if o.value {
-			line += "=VALUE"
-		}
-		line = fmt.Sprintf("  %-22s %s", line, o.help)
-		if o.flag != "" && o.set == "" {
-			own = append(own, line)
-		} else {
-			std = append(std, line)
-		}
-	}
-	sort.Strings(own)
-	sort.Strings(std)
-	return "remotefs options (each is also a flag of remotefs mount, '_' for '-'):\n" +
-		strings.Join(own, "\n") + "\n\nStandard options:\n" + strings.Join(std, "\n") +
-		"\n  x-*, comment=...       ignored (for mount(8) and systemd, e.g. x-systemd.automount)\n"
-}
-
-// fixUserEnv fills in what mount(8) and mount.fuse3 take out of the
+// FixUserEnv fills in what mount(8) and mount.fuse3 take out of the
 // environment: mount(8) runs the helper without PATH, mount.fuse3 unsets
 // HOME, and a `user` mount from fstab runs with a sanitized environment.
 // HOME, USER and LOGNAME then come from the password database, PATH is the
@@ -261,7 +236,7 @@ func mountOptionsHelp() string {
 //
 // In the helper form (helper is true), a HOME that belongs to someone else
 // is replaced too: mount(8) hands a `user` mount root's HOME.
-func fixUserEnv(helper bool) {
+func FixUserEnv(helper bool) {
 	home := os.Getenv("HOME")
 	if helper && home != "" && os.Getuid() != 0 {
 		var st syscall.Stat_t
@@ -293,77 +268,9 @@ func fixUserEnv(helper bool) {
 	}
 }
 
-// applyNoExec makes the mount at mp noexec, keeping its other per-mount
-// flags. FUSE mounts are made by fusermount3, which bazil.org/fuse gives no
-// way to pass noexec to, so this is a bind remount afterwards: it needs
-// root (CAP_SYS_ADMIN); for anyone else it is a no-op.
-func applyNoExec(mp string) error {
-	if os.Geteuid() != 0 {
-		return nil
-	}
-	var flags uintptr = syscall.MS_REMOUNT | syscall.MS_BIND | syscall.MS_NOEXEC
-	for _, o := range strings.Split(mountFlagsOf(mp), ",") {
-		switch o {
-		case "ro":
-			flags |= syscall.MS_RDONLY
-		case "nosuid":
-			flags |= syscall.MS_NOSUID
-		case "nodev":
-			flags |= syscall.MS_NODEV
-		case "noatime":
-			flags |= syscall.MS_NOATIME
-		case "nodiratime":
-			flags |= syscall.MS_NODIRATIME
-		case "relatime":
-			flags |= syscall.MS_RELATIME
-		case "strictatime":
-			flags |= syscall.MS_STRICTATIME
-		}
-	}
-	if err := syscall.Mount("", mp, "", flags, ""); err != nil {
-		return fmt.Errorf("noexec: remount %s: %w", mp, err)
-	}
-	return nil
-}
-
-// mountFlagsOf returns the per-mount options of mp ("rw,nosuid,nodev,...")
-// from /proc/self/mountinfo.
-func mountFlagsOf(mp string) string {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return ""
-	}
-	flags := ""
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) > 5 && unescapeMount(f[4]) == mp {
-			flags = f[5] // the last one is the top mount
-		}
-	}
-	return flags
-}
-
-// enforceNoExecWhenMounted waits (in --foreground) until mp is mounted,
-// then applies noexec.
-func enforceNoExecWhenMounted(mp string, stop <-chan struct{}) {
-	for {
-		if mounted, fstype := isMountpoint(mp); mounted && strings.Contains(fstype, "remotefs") {
-			if err := applyNoExec(mp); err != nil {
-				fmt.Fprintf(os.Stderr, "remotefs: warning: %v\n", err)
-			}
-			return
-		}
-		select {
-		case <-stop:
-			return
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-}
-
-// parseSize reads a size such as 20G, 512M, 1.5T, 10GiB or a plain number
+// ParseSize reads a size such as 20G, 512M, 1.5T, 10GiB or a plain number
 // of bytes; "unlimited", "none" and 0 mean no limit (returned as -1).
-func parseSize(s string) (int64, error) {
+func ParseSize(s string) (int64, error) {
 	t := strings.TrimSpace(strings.ToLower(s))
 	switch t {
 	case "unlimited", "none", "0", "off":
@@ -393,16 +300,4 @@ func parseSize(s string) (int64, error) {
 		return 0, fmt.Errorf("invalid size %q (want e.g. 20G, 512M, 1T, or unlimited)", s)
 	}
 	return int64(f * float64(mult)), nil
-}
-
-// maxLogSize: a mount's log file is rotated when a mount starts and finds
-// it larger than this; one older generation (.1) is kept.
-const maxLogSize = 10 << 20
-
-// rotateLog renames p to p.1 (replacing an older p.1) when p is larger
-// than max.
-func rotateLog(p string, max int64) {
-	if fi, err := os.Stat(p); err == nil && fi.Size() > max {
-		os.Rename(p, p+".1")
-	}
 }

@@ -1,4 +1,4 @@
-package main
+package config
 
 import (
 	"errors"
@@ -8,6 +8,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"remotefs/internal/cli"
+	"remotefs/internal/clitest"
 )
 
 func TestIsMountHelperForm(t *testing.T) {
@@ -23,8 +26,8 @@ func TestIsMountHelperForm(t *testing.T) {
 		{[]string{"--help"}, false},
 		{nil, false},
 	} {
-		if got := isMountHelperForm(tc.args); got != tc.want {
-			t.Errorf("isMountHelperForm(%q) = %v, want %v", tc.args, got, tc.want)
+		if got := IsHelperForm(tc.args); got != tc.want {
+			t.Errorf("IsHelperForm(%q) = %v, want %v", tc.args, got, tc.want)
 		}
 	}
 }
@@ -60,12 +63,12 @@ func TestExpandMountOptions(t *testing.T) {
 		{in: []string{"h:p", "/m", "-o", "offline=maybe"}, err: "offline=true"},
 		{in: []string{"h:p", "/m", "-o"}, err: "-o needs a value"},
 	} {
-		got, err := expandMountOptions(tc.in)
+		got, err := ExpandOptions(tc.in)
 		if tc.err != "" {
 			if err == nil || !strings.Contains(err.Error(), tc.err) {
 				t.Errorf("%q: error %v, want one containing %q", tc.in, err, tc.err)
 			}
-			var ue usageError
+			var ue cli.UsageError
 			if err != nil && !errors.As(err, &ue) {
 				t.Errorf("%q: %v is not a usage error", tc.in, err)
 			}
@@ -79,7 +82,7 @@ func TestExpandMountOptions(t *testing.T) {
 
 // Every -o option that names a flag names one parseMountFlags defines.
 func TestMountOptionsNameRealFlags(t *testing.T) {
-	isolateEnv(t)
+	clitest.IsolateEnv(t)
 	dir := t.TempDir()
 	for name, o := range mountOptions {
 		if o.flag == "" {
@@ -99,7 +102,7 @@ func TestMountOptionsNameRealFlags(t *testing.T) {
 			}
 			arg += "=" + v
 		}
-		_, err := parseMountFlags([]string{"box:p", dir, arg})
+		_, err := ParseMount([]string{"box:p", dir, arg})
 		if err != nil && strings.Contains(err.Error(), "flag provided but not defined") {
 			t.Errorf("-o %s: %v", name, err)
 		}
@@ -107,9 +110,9 @@ func TestMountOptionsNameRealFlags(t *testing.T) {
 }
 
 func TestParseMountFlagsOptions(t *testing.T) {
-	isolateEnv(t)
+	clitest.IsolateEnv(t)
 	mnt := t.TempDir()
-	cfg, err := parseMountFlags([]string{"box:proj", mnt, "-o", "rw,ro,attr_ttl=2s,cache_size=1G,allow_other,noexec,dev,suid,_netdev"})
+	cfg, err := ParseMount([]string{"box:proj", mnt, "-o", "rw,ro,attr_ttl=2s,cache_size=1G,allow_other,noexec,dev,suid,_netdev"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,7 +123,7 @@ func TestParseMountFlagsOptions(t *testing.T) {
 		t.Errorf("spec %v", cfg.Spec)
 	}
 	// Later options win; flags and -o mix.
-	cfg, err = parseMountFlags([]string{"--attr-ttl=3s", "box:proj", mnt, "-o", "ro", "--read-only=false"})
+	cfg, err = ParseMount([]string{"--attr-ttl=3s", "box:proj", mnt, "-o", "ro", "--read-only=false"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,14 +137,14 @@ func TestParseSize(t *testing.T) {
 		"20G": 20 << 30, "512M": 512 << 20, "1.5T": 3 << 39, "10GiB": 10 << 30, "4096": 4096,
 		"10k": 10 << 10, "unlimited": -1, "0": -1, "none": -1, "2gb": 2 << 30,
 	} {
-		got, err := parseSize(in)
+		got, err := ParseSize(in)
 		if err != nil || got != want {
-			t.Errorf("parseSize(%q) = %d, %v; want %d", in, got, err, want)
+			t.Errorf("ParseSize(%q) = %d, %v; want %d", in, got, err, want)
 		}
 	}
 	for _, in := range []string{"", "lots", "-1G", "1X", "G"} {
-		if _, err := parseSize(in); err == nil {
-			t.Errorf("parseSize(%q): no error", in)
+		if _, err := ParseSize(in); err == nil {
+			t.Errorf("ParseSize(%q): no error", in)
 		}
 	}
 }
@@ -153,41 +156,13 @@ func TestFixUserEnv(t *testing.T) {
 	os.Unsetenv("HOME")
 	os.Unsetenv("USER")
 	os.Unsetenv("LOGNAME")
-	fixUserEnv(false)
+	FixUserEnv(false)
 	if os.Getenv("HOME") == "" || os.Getenv("USER") == "" {
 		t.Errorf("HOME=%q USER=%q after fixUserEnv", os.Getenv("HOME"), os.Getenv("USER"))
 	}
 	t.Setenv("HOME", "/somewhere")
-	fixUserEnv(false)
+	FixUserEnv(false)
 	if os.Getenv("HOME") != "/somewhere" {
 		t.Errorf("fixUserEnv replaced a set HOME")
 	}
-}
-
-func TestRotateLog(t *testing.T) {
-	p := filepath.Join(t.TempDir(), "m.log")
-	os.WriteFile(p, []byte(strings.Repeat("x", 100)), 0o600)
-	rotateLog(p, 1000)
-	if _, err := os.Stat(p + ".1"); err == nil {
-		t.Fatal("rotated a small log")
-	}
-	rotateLog(p, 10)
-	if b, err := os.ReadFile(p + ".1"); err != nil || len(b) != 100 {
-		t.Fatalf("not rotated: %v", err)
-	}
-	if _, err := os.Stat(p); err == nil {
-		t.Fatal("old log still in place")
-	}
-}
-
-// isolateEnv points HOME and the XDG directories at a temporary folder.
-func isolateEnv(t *testing.T) string {
-	t.Helper()
-	d := t.TempDir()
-	t.Setenv("HOME", d)
-	t.Setenv("XDG_CONFIG_HOME", filepath.Join(d, "config"))
-	t.Setenv("XDG_CACHE_HOME", filepath.Join(d, "cache"))
-	t.Setenv("XDG_STATE_HOME", filepath.Join(d, "state"))
-	t.Setenv("XDG_RUNTIME_DIR", filepath.Join(d, "run"))
-	return d
 }

@@ -1,4 +1,4 @@
-package main
+package daemon
 
 // Interactive logins: servers that ask for a password and a one-time code
 // (keyboard-interactive or password authentication).
@@ -227,7 +227,8 @@ func answerLogin(ctx context.Context, payload string) loginAnswer {
 }
 
 // askpassProgram is this binary, which ssh runs as SSH_ASKPASS with
-// --ssh=openssh (main sees conn.AskpassEnv and answers; see cmdAskpass).
+// --ssh=openssh (the command sees conn.AskpassEnv and answers with
+// conn.RunAskpass).
 func askpassProgram() string {
 	exe, err := os.Executable()
 	if err != nil {
@@ -236,16 +237,8 @@ func askpassProgram() string {
 	return exe
 }
 
-// cmdAskpass is the askpass program: ssh runs it with the prompt.
-func cmdAskpass(args []string) int {
-	prompt := ""
-	if len(args) > 0 {
-		prompt = args[0]
-	}
-	return conn.RunAskpass(prompt, os.Stdout)
-}
-
-const loginUsage = `Usage: remotefs login MOUNTPOINT
+// LoginUsage is `remotefs login --help`.
+const LoginUsage = `Usage: remotefs login MOUNTPOINT
 
 Logs in again to the server of a mount that shows "login needed" in
 remotefs status: the server asked for a password or a one-time code on a
@@ -258,18 +251,9 @@ Example:
   remotefs login ~/remote
 `
 
-func cmdLogin(ctx context.Context, args []string) error {
-	if len(args) == 1 && (args[0] == "--help" || args[0] == "-h") {
-		fmt.Print(loginUsage)
-		return nil
-	}
-	if len(args) != 1 {
-		return usagef("login: need exactly one MOUNTPOINT (see remotefs login --help)")
-	}
-	mp, err := mountpointArg(args[0])
-	if err != nil {
-		return err
-	}
+// Login is `remotefs login MOUNTPOINT`: the daemon of mp dials again and
+// sends the server's questions here, to be asked on the terminal.
+func Login(ctx context.Context, mp string) error {
 	c, err := control.Open(ctx, control.SocketPath(mp), control.Request{Cmd: "login"})
 	if errors.Is(err, control.ErrNoDaemon) {
 		return fmt.Errorf("%s is not a remotefs mount", mp)

@@ -1,7 +1,7 @@
-package main
+package daemon
 
 // The daemon side of `remotefs run` (the CLI side, and how the two talk,
-// are in run.go and internal/control/run.go).
+// are in runclient.go and internal/control/run.go).
 //
 // The daemon receives the CLI's stdin, stdout and stderr as open files and
 // wires the ssh session straight to them: output never passes through the

@@ -1,4 +1,4 @@
-package main
+package daemon
 
 // `remotefs run COMMAND`: the CLI side. It finds the mount containing the
 // working directory, hands its stdin, stdout and stderr to that mount's
@@ -25,10 +25,13 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"remotefs/internal/cli"
 	"remotefs/internal/control"
+	"remotefs/internal/mountinfo"
 )
 
-const runUsage = `Usage: remotefs run [-t|-T] [--] COMMAND [ARGS...]
+// RunUsage is `remotefs run --help`.
+const RunUsage = `Usage: remotefs run [-t|-T] [--] COMMAND [ARGS...]
 
 Runs COMMAND on the server of the mount you are in, in the server's folder
 that matches your current directory, over the mount's own SSH connection.
@@ -60,23 +63,23 @@ Examples:
   echo hi | remotefs run cat
 `
 
-// exitStatus makes main exit with code, after printing err if set.
-type exitStatus struct {
-	code int
-	err  error
+// ExitStatus makes the command exit with Code, after printing Err if set.
+type ExitStatus struct {
+	Code int
+	Err  error
 }
 
-func (e exitStatus) Error() string {
-	if e.err == nil {
-		return fmt.Sprintf("exit status %d", e.code)
+func (e ExitStatus) Error() string {
+	if e.Err == nil {
+		return fmt.Sprintf("exit status %d", e.Code)
 	}
-	return e.err.Error()
+	return e.Err.Error()
 }
 
-func (e exitStatus) Unwrap() error { return e.err }
+func (e ExitStatus) Unwrap() error { return e.Err }
 
 // runFailed: remotefs could not run the command (exit 255, like ssh).
-func runFailed(err error) error { return exitStatus{code: 255, err: err} }
+func runFailed(err error) error { return ExitStatus{Code: 255, Err: err} }
 
 type runOptions struct {
 	args     []string
@@ -97,23 +100,26 @@ func parseRunArgs(args []string) (*runOptions, error) {
 			o.noPTY, o.forcePTY = true, false
 			continue
 		case "-h", "-help", "--help":
-			fmt.Print(runUsage)
+			fmt.Print(RunUsage)
 			return nil, nil
 		default:
 			if strings.HasPrefix(a, "-") {
-				return nil, usagef("run: unknown flag %s (put -- before a command that starts with -; see remotefs run --help)", a)
+				return nil, cli.Usagef("run: unknown flag %s (put -- before a command that starts with -; see remotefs run --help)", a)
 			}
 			o.args = args[i:]
 		}
 		break
 	}
 	if len(o.args) == 0 {
-		return nil, usagef("run: no command given (see remotefs run --help)")
+		return nil, cli.Usagef("run: no command given (see remotefs run --help)")
 	}
 	return o, nil
 }
 
-func cmdRun(ctx context.Context, args []string) error {
+// Run is `remotefs run ARGS`: it runs the command on the server of the
+// mount holding the working directory and returns nil when it exited 0,
+// an ExitStatus otherwise.
+func Run(ctx context.Context, args []string) error {
 	opts, err := parseRunArgs(args)
 	if err != nil || opts == nil {
 		return err
@@ -172,7 +178,7 @@ func cmdRun(ctx context.Context, args []string) error {
 
 	c, err := control.Open(ctx, control.SocketPath(mp), control.Request{Cmd: "run", Run: req}, stdio.files[:]...)
 	if errors.Is(err, control.ErrNoDaemon) {
-		if mounted, fstype := isMountpoint(mp); !mounted || fstype != "fuse.remotefs" {
+		if !mountinfo.IsRemotefs(mp) {
 			// A socket left behind by a daemon that was killed.
 			return runFailed(fmt.Errorf("%s is not inside a remotefs mount (%s was one once), so there is no server to run on", cwd, mp))
 		}
@@ -204,7 +210,7 @@ func cmdRun(ctx context.Context, args []string) error {
 		}
 	}()
 
-	prog := newProgress()
+	prog := cli.NewProgress()
 	restore := func() {}
 	defer func() { restore() }() // also on panic
 	started, interrupted := false, 0
@@ -213,7 +219,7 @@ func cmdRun(ctx context.Context, args []string) error {
 		case n := <-replies:
 			if n.err != nil {
 				restore()
-				prog.done()
+				prog.Done()
 				if started {
 					return runFailed(errors.New("the mount's remotefs process went away while the command ran; it may still be running on the server"))
 				}
@@ -223,11 +229,11 @@ func cmdRun(ctx context.Context, args []string) error {
 			st, _ := r.Run()
 			if !r.Done {
 				if r.Progress != "" {
-					prog.show(r.Progress)
+					prog.Show(r.Progress)
 				}
 				if st.Started && !started {
 					started = true
-					prog.done()
+					prog.Done()
 					if rawFD >= 0 {
 						undo, err := makeRaw(rawFD)
 						if err == nil {
@@ -248,10 +254,10 @@ func cmdRun(ctx context.Context, args []string) error {
 				continue
 			}
 			restore()
-			prog.done()
+			prog.Done()
 			if r.Error != "" {
 				if interrupted > 0 && !st.Started {
-					return exitStatus{code: 130, err: errors.New(r.Error)}
+					return ExitStatus{Code: 130, Err: errors.New(r.Error)}
 				}
 				return runFailed(errors.New(r.Error))
 			}
@@ -261,7 +267,7 @@ func cmdRun(ctx context.Context, args []string) error {
 			if st.ExitCode == 0 {
 				return nil
 			}
-			return exitStatus{code: st.ExitCode}
+			return ExitStatus{Code: st.ExitCode}
 		case s := <-sigs:
 			if s == syscall.SIGTSTP {
 				continue
@@ -278,8 +284,8 @@ func cmdRun(ctx context.Context, args []string) error {
 				interrupted++
 				if interrupted >= 3 {
 					restore()
-					prog.done()
-					return exitStatus{code: 130, err: errors.New("interrupted three times: stopped waiting; the command is killed on the server")}
+					prog.Done()
+					return ExitStatus{Code: 130, Err: errors.New("interrupted three times: stopped waiting; the command is killed on the server")}
 				}
 			}
 		}
@@ -308,7 +314,7 @@ func findMount(dir string) (string, error) {
 		if fileExists(control.SocketPath(d)) {
 			return d, nil
 		}
-		if mounted, fstype := isMountpoint(d); mounted && fstype == "fuse.remotefs" {
+		if mountinfo.IsRemotefs(d) {
 			return d, nil
 		}
 		parent := filepath.Dir(d)

@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"context"
@@ -17,12 +17,15 @@ import (
 	fusefs "bazil.org/fuse/fs"
 
 	"remotefs/cache"
+	"remotefs/cacheadmin"
+	"remotefs/config"
 	"remotefs/conn"
 	rfs "remotefs/fs"
+	"remotefs/internal/cli"
 	"remotefs/internal/control"
 )
 
-// serveMount connects, opens the cache, mounts, reports readiness through
+// serve connects, opens the cache, mounts, reports readiness through
 // ready (nil in --foreground) and serves until unmounted or signalled.
 // warn shows a message to the user who ran mount (nil: stderr).
 //
@@ -30,7 +33,7 @@ import (
 // the CLI's terminal, or the terminal itself in --foreground); later
 // connections that need answers make the mount wait in "login needed" for
 // `remotefs login`.
-func serveMount(ctx context.Context, cfg *mountConfig, ready func(error), warn func(string), login conn.LoginFunc) error {
+func serve(ctx context.Context, cfg *config.Mount, ready func(error), warn func(string), login conn.LoginFunc) error {
 	if os.Getenv("GOGC") == "" {
 		// The daemon's heap is mostly the metadata mirror, which lives as
 		// long as the mount: collect at 1.5x the live heap instead of 2x,
@@ -123,9 +126,9 @@ func serveMount(ctx context.Context, cfg *mountConfig, ready func(error), warn f
 	}
 
 	opts := cache.Options{
-		Dir: cfg.CacheDir, ReadOnly: cfg.readOnly(), OfflineEdits: cfg.OfflineEdits,
+		Dir: cfg.CacheDir, ReadOnly: cfg.RefusesChanges(), OfflineEdits: cfg.OfflineEdits,
 		AttrTTL: cfg.AttrTTL, DirTTL: cfg.DirTTL, CacheSize: cfg.CacheSize, Logger: log,
-		ServerFolders: cfg.serverFolders(), RemoteRoot: cfg.Spec.Path,
+		ServerFolders: cfg.ServerFolders, RemoteRoot: cfg.Spec.Path,
 		Owners: cache.Owners{LocalUID: uint32(os.Getuid()), LocalGID: uint32(os.Getgid()),
 			UIDMap: cfg.UIDMap, GIDMap: cfg.GIDMap},
 	}
@@ -151,7 +154,7 @@ func serveMount(ctx context.Context, cfg *mountConfig, ready func(error), warn f
 			store.Connected()
 		}
 	}
-	if err := writeCacheInfo(cfg); err != nil {
+	if err := cacheadmin.WriteInfo(cfg.CacheDir, cfg.Spec.String(), cfg.Mountpoint); err != nil {
 		log.Warn("could not record the remote in the cache directory", "err", err)
 	}
 
@@ -165,7 +168,7 @@ func serveMount(ctx context.Context, cfg *mountConfig, ready func(error), warn f
 		// refuse is refused at once, not long after the write was accepted.
 		fuse.DefaultPermissions(),
 	}
-	if cfg.readOnly() {
+	if cfg.RefusesChanges() {
 		mopts = append(mopts, fuse.ReadOnly())
 	}
 	if cfg.AllowOther {
@@ -228,13 +231,13 @@ func serveMount(ctx context.Context, cfg *mountConfig, ready func(error), warn f
 	log.Info("mounted", "remote", cfg.Spec.String(), "cache", cfg.CacheDir, "pid", os.Getpid())
 	if mgr != nil {
 		preload := func() {
-			st, err := store.Preload(context.Background(), cfg.prune())
+			st, err := store.Preload(context.Background(), prune(cfg))
 			if err != nil {
 				log.Warn("tree listing stopped", "err", err, "done", st.String())
 				return
 			}
 			log.Info("tree listed", "stats", st.String())
-			pst, err := store.Prefetch(context.Background(), cache.PrefetchOptions{Skip: cfg.prune(), IgnoreGlobs: cfg.Ignore})
+			pst, err := store.Prefetch(context.Background(), cache.PrefetchOptions{Skip: prune(cfg), IgnoreGlobs: cfg.Ignore})
 			if err != nil {
 				log.Warn("prefetch stopped", "err", err, "done", pst.String())
 				return
@@ -291,33 +294,16 @@ func serveMount(ctx context.Context, cfg *mountConfig, ready func(error), warn f
 	return nil
 }
 
-// readOnly: the mount refuses every change (--read-only, and --offline
-// without --offline-edits).
-func (cfg *mountConfig) readOnly() bool {
-	return cfg.ReadOnly || (cfg.Offline && !cfg.OfflineEdits)
-}
-
 // preloadPrune names folders whose contents the mount-time listing skips
 // (listed on first use instead): dependency and cache folders with many
 // files that editors and git rarely look into.
 var preloadPrune = []string{"node_modules", ".venv", "venv", "__pycache__", ".mypy_cache", ".pytest_cache", ".tox"}
 
-// defaultServerFolders are the folders programs on the server usually
-// write to, when the config file names none.
-var defaultServerFolders = []string{"results", "runs", "wandb", "notebooks", "outputs", "checkpoints"}
-
-func (cfg *mountConfig) serverFolders() []string {
-	if cfg.ServerFolders != nil {
-		return cfg.ServerFolders
-	}
-	return defaultServerFolders
-}
-
 // prune is what the tree listing, the change feed and prefetch skip inside:
 // the built-in dependency folders plus the config file's ignore patterns.
 // Only base-name patterns apply to folders; patterns with "/" still keep
 // matching files out of prefetch.
-func (cfg *mountConfig) prune() []string {
+func prune(cfg *config.Mount) []string {
 	out := append([]string(nil), preloadPrune...)
 	for _, g := range cfg.Ignore {
 		if !strings.Contains(g, "/") {
@@ -336,7 +322,7 @@ func (d *daemon) watchServer(ctx context.Context) {
 		d.setWatch("off")
 		return
 	}
-	opts := conn.WatchOptions{Mode: d.cfg.Watch, PollInterval: d.cfg.PollInterval, Ignore: d.cfg.prune(), Logger: d.log}
+	opts := conn.WatchOptions{Mode: d.cfg.Watch, PollInterval: d.cfg.PollInterval, Ignore: prune(d.cfg), Logger: d.log}
 	if opts.Mode == "auto" {
 		opts.Mode = conn.WatchAuto
 	}
@@ -395,12 +381,12 @@ func (d *daemon) setWatch(s string) {
 	// Polling reports changes up to an interval late: keep re-checking on
 	// open then, as without a feed.
 	live := s == conn.WatchHelper || s == conn.WatchInotifywait
-	d.store.SetChangeFeed(live, d.cfg.prune())
+	d.store.SetChangeFeed(live, prune(d.cfg))
 }
 
 // daemon answers control requests for one mount.
 type daemon struct {
-	cfg     *mountConfig
+	cfg     *config.Mount
 	store   *cache.Store
 	mgr     *conn.Manager
 	log     *slog.Logger
@@ -419,7 +405,7 @@ func (d *daemon) status() *control.Status {
 	st := d.store.Status()
 	out := &control.Status{
 		Mountpoint: d.cfg.Mountpoint, Remote: d.cfg.Spec.String(), PID: os.Getpid(),
-		ReadOnly: d.cfg.readOnly(), OfflineEdits: !d.cfg.readOnly() && (d.cfg.OfflineEdits || d.store.AcceptsOfflineEdits()), Pending: st.Pending, PendingBytes: st.PendingBytes, OldestPending: st.OldestPending,
+		ReadOnly: d.cfg.RefusesChanges(), OfflineEdits: !d.cfg.RefusesChanges() && (d.cfg.OfflineEdits || d.store.AcceptsOfflineEdits()), Pending: st.Pending, PendingBytes: st.PendingBytes, OldestPending: st.OldestPending,
 		UploadError: st.LastError, CacheDir: d.cfg.CacheDir, CacheBytes: st.CacheBytes,
 		CachedEntries: st.Entries, Conflicts: []control.Conflict{}, Watch: d.watchState(), Notify: d.notify,
 	}
@@ -496,7 +482,7 @@ func (d *daemon) handle(ctx context.Context, req control.Request, progress func(
 func (d *daemon) catchUp(max time.Duration) {
 	ctx, cancel := context.WithTimeout(context.Background(), max)
 	defer cancel()
-	if st, err := d.store.Preload(ctx, d.cfg.prune()); err != nil {
+	if st, err := d.store.Preload(ctx, prune(d.cfg)); err != nil {
 		d.log.Warn("catching up with the server", "err", err, "done", st.String())
 	}
 }
@@ -513,7 +499,7 @@ func (d *daemon) flush(ctx context.Context, progress func(string)) error {
 			return err
 		case <-t.C:
 			st := d.store.Status()
-			progress(fmt.Sprintf("%d changes (%s) still to deliver", st.Pending, humanBytes(st.PendingBytes)))
+			progress(fmt.Sprintf("%d changes (%s) still to deliver", st.Pending, cli.HumanBytes(st.PendingBytes)))
 		}
 	}
 }
@@ -521,17 +507,4 @@ func (d *daemon) flush(ctx context.Context, progress func(string)) error {
 func fileExists(p string) bool {
 	_, err := os.Stat(p)
 	return err == nil
-}
-
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

@@ -2,31 +2,15 @@ package main
 
 import (
 	"context"
-	"io"
-	"os"
 	"strings"
 	"testing"
+
+	"remotefs/internal/cli"
+	"remotefs/internal/clitest"
 )
 
-// captureStdout runs f with os.Stdout redirected and returns what it printed.
-func captureStdout(t *testing.T, f func() error) (string, error) {
-	t.Helper()
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	old := os.Stdout
-	os.Stdout = w
-	done := make(chan string)
-	go func() { b, _ := io.ReadAll(r); done <- string(b) }()
-	ferr := f()
-	os.Stdout = old
-	w.Close()
-	return <-done, ferr
-}
-
 func TestEveryCommandHelpHasExamples(t *testing.T) {
-	isolateEnv(t)
+	clitest.IsolateEnv(t)
 	ctx := context.Background()
 	for _, args := range [][]string{
 		{"mount", "--help"}, {"mount", "-h"}, {"unmount", "--help"}, {"flush", "--help"},
@@ -35,7 +19,7 @@ func TestEveryCommandHelpHasExamples(t *testing.T) {
 		{"help"}, {"--help"}, {"help", "mount"}, {"help", "version"},
 		{"help", "config"}, {"help", "fstab"}, {"help", "ssh"}, {"help", "cache"}, {"help", "offline"},
 	} {
-		out, err := captureStdout(t, func() error { return run(ctx, args) })
+		out, err := clitest.CaptureStdout(t, func() error { return run(ctx, args) })
 		if err != nil {
 			t.Errorf("remotefs %s: %v", strings.Join(args, " "), err)
 			continue
@@ -47,7 +31,7 @@ func TestEveryCommandHelpHasExamples(t *testing.T) {
 }
 
 func TestHelpTopics(t *testing.T) {
-	isolateEnv(t)
+	clitest.IsolateEnv(t)
 	ctx := context.Background()
 	want := map[string][]string{
 		"fstab":   {"mount -t fuse.remotefs", "fuse.remotefs", "_netdev", "allow_other", "cache_dir=VALUE", "make install", "ssh=VALUE", "remotefs login"},
@@ -58,7 +42,7 @@ func TestHelpTopics(t *testing.T) {
 		"offline": {"--offline-edits", "offline_edits", "ENETDOWN", "conflict", "remotefs status", "read-only"},
 	}
 	for topic, subs := range want {
-		out, err := captureStdout(t, func() error { return run(ctx, []string{"help", topic}) })
+		out, err := clitest.CaptureStdout(t, func() error { return run(ctx, []string{"help", topic}) })
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -69,7 +53,7 @@ func TestHelpTopics(t *testing.T) {
 		}
 	}
 	err := run(ctx, []string{"help", "nosuch"})
-	if _, ok := err.(usageError); !ok || !strings.Contains(err.Error(), "config, fstab, notify, offline, ssh") {
+	if _, ok := err.(cli.UsageError); !ok || !strings.Contains(err.Error(), "config, fstab, notify, offline, ssh") {
 		t.Errorf("help nosuch: %v", err)
 	}
 }

@@ -11,31 +11,38 @@ import (
 	"strings"
 	"syscall"
 
+	"remotefs/config"
 	"remotefs/conn"
+	"remotefs/daemon"
+	"remotefs/internal/cli"
 )
 
 func main() {
 	if os.Getenv(conn.AskpassEnv) != "" {
-		// ssh runs this binary as SSH_ASKPASS (--ssh=openssh; login.go).
-		os.Exit(cmdAskpass(os.Args[1:]))
+		// ssh runs this binary as SSH_ASKPASS (--ssh=openssh; daemon/login.go).
+		prompt := ""
+		if len(os.Args) > 1 {
+			prompt = os.Args[1]
+		}
+		os.Exit(conn.RunAskpass(prompt, os.Stdout))
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:])
 	stop()
 	if err != nil {
-		var es exitStatus // remotefs run: the remote command's status
+		var es daemon.ExitStatus // remotefs run: the remote command's status
 		if errors.As(err, &es) {
-			if es.err != nil {
-				fmt.Fprintf(os.Stderr, "remotefs: %v\n", es.err)
+			if es.Err != nil {
+				fmt.Fprintf(os.Stderr, "remotefs: %v\n", es.Err)
 			}
-			os.Exit(es.code)
+			os.Exit(es.Code)
 		}
-		var ue usageError
+		var ue cli.UsageError
 		if errors.As(err, &ue) {
 			fmt.Fprintf(os.Stderr, "remotefs: %v\n", err)
 			os.Exit(2)
 		}
-		if !errors.Is(err, errSilent) {
+		if !errors.Is(err, cli.ErrSilent) {
 			fmt.Fprintf(os.Stderr, "remotefs: %v\n", err)
 		}
 		if errors.Is(err, conn.ErrLoginNeeded) {
@@ -50,16 +57,6 @@ func main() {
 // exitLoginNeeded: a mount failed because the server asks for a password
 // or code and there was no terminal to ask on.
 const exitLoginNeeded = 3
-
-// usageError is a mistake in the command line (exit status 2).
-type usageError struct{ msg string }
-
-func (e usageError) Error() string { return e.msg }
-
-func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
-
-// errSilent: the failure was already reported.
-var errSilent = errors.New("")
 
 const topUsage = `remotefs mounts a directory of an SSH server on this machine, with a
 persistent local cache and a write-back journal: browsing, search and git
@@ -97,13 +94,13 @@ Run "remotefs COMMAND --help" for the flags of a command, and
 `
 
 func run(ctx context.Context, args []string) error {
-	fixUserEnv(isMountHelperForm(args))
+	config.FixUserEnv(config.IsHelperForm(args))
 	if len(args) == 0 {
 		fmt.Fprint(os.Stderr, topUsage)
-		return usagef("no command given")
+		return cli.Usagef("no command given")
 	}
 	cmd, rest := args[0], args[1:]
-	if isMountHelperForm(args) {
+	if config.IsHelperForm(args) {
 		// mount -t fuse.remotefs / fstab: remotefs HOST:PATH MOUNTPOINT -o OPTS
 		args[0] = strings.TrimPrefix(args[0], "remotefs#")
 		return cmdMount(ctx, args)
@@ -128,15 +125,21 @@ func run(ctx context.Context, args []string) error {
 		return nil
 	case "help", "--help", "-h":
 		return cmdHelp(ctx, rest)
-	case daemonCommand:
-		return cmdDaemon(ctx, rest)
+	case daemon.Command:
+		return daemon.Background(ctx, rest)
 	case watchCommand:
 		return cmdWatch(ctx, rest)
-	case echoCommand:
+	case daemon.EchoCommand:
 		return cmdEcho(ctx, rest)
 	case putCommand:
 		return cmdPut(ctx, rest)
 	}
 	fmt.Fprint(os.Stderr, topUsage)
-	return usagef("unknown command %q", cmd)
+	return cli.Usagef("unknown command %q", cmd)
 }
+
+// usagef is cli.Usagef for the server-side helpers (watcher.go, putter.go).
+func usagef(format string, args ...any) error { return cli.Usagef(format, args...) }
+
+// usageError is cli.UsageError, for watcher_test.go.
+type usageError = cli.UsageError

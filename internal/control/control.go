@@ -19,6 +19,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"sync"
 	"time"
@@ -231,4 +232,29 @@ func Serve(l net.Listener, handle func(ctx context.Context, req Request, progres
 			req.Stream.Send(r)
 		}()
 	}
+}
+
+// Statuses asks the daemon of mp, or of every mount of this user when mp
+// is "", for its status; a socket that does not answer within timeout is
+// left out (for mp: an error).
+func Statuses(ctx context.Context, mp string, timeout time.Duration) ([]*Status, error) {
+	socks := []string{SocketPath(mp)}
+	if mp == "" {
+		socks, _ = filepath.Glob(filepath.Join(RuntimeDir(), "*.sock"))
+		sort.Strings(socks)
+	}
+	var all []*Status
+	for _, s := range socks {
+		cctx, cancel := context.WithTimeout(ctx, timeout)
+		r, err := CallSocket(cctx, s, Request{Cmd: "status"}, nil)
+		cancel()
+		if err != nil || r.Status == nil {
+			if mp != "" {
+				return nil, fmt.Errorf("%s is not a remotefs mount", mp)
+			}
+			continue
+		}
+		all = append(all, r.Status)
+	}
+	return all, nil
 }
