@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"flag"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -165,4 +166,26 @@ func TestFixUserEnv(t *testing.T) {
 	if os.Getenv("HOME") != "/somewhere" {
 		t.Errorf("fixUserEnv replaced a set HOME")
 	}
+}
+
+// Whatever the -o options, ExpandOptions does not panic, and every
+// argument it makes of them is a --flag=value of remotefs mount.
+func FuzzExpandOptions(f *testing.F) {
+	f.Add("rw,ro,attr_ttl=2s,dev,suid,_netdev")
+	f.Add(`cache_dir=/a\,b,x-systemd.automount,comment=x`)
+	f.Add("offline=maybe,,F=/x")
+	fl := flag.NewFlagSet("mount", flag.ContinueOnError)
+	registerFlags(fl, &Mount{})
+	f.Fuzz(func(t *testing.T, opts string) {
+		out, err := ExpandOptions([]string{"h:p", "/m", "-o", opts})
+		if err != nil {
+			return
+		}
+		for _, a := range out[2:] {
+			name, _, ok := strings.Cut(strings.TrimPrefix(a, "--"), "=")
+			if !strings.HasPrefix(a, "--") || !ok || fl.Lookup(name) == nil {
+				t.Fatalf("-o %q made %q", opts, a)
+			}
+		}
+	})
 }

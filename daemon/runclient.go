@@ -2,7 +2,7 @@ package daemon
 
 // `remotefs run COMMAND`: the CLI side. It finds the mount containing the
 // working directory, hands its stdin, stdout and stderr to that mount's
-// daemon with the request (run_daemon.go runs the command over the mount's
+// daemon with the request (run.go runs the command over the mount's
 // own ssh connection, wired straight to them), and then only relays what a
 // terminal does: window size changes, and signals when there is no
 // pseudo-terminal. It sets the terminal to raw mode while a remote

@@ -2,6 +2,7 @@ package mountinfo
 
 import (
 	"os"
+	"strings"
 	"testing"
 )
 
@@ -36,4 +37,27 @@ func TestLookupRoot(t *testing.T) {
 	if Unescape(`a\134b\011c`) != "a\\b\tc" {
 		t.Errorf("unescape: %q", Unescape(`a\134b\011c`))
 	}
+}
+
+// Any text parses without a panic, one Mount per line with six or more
+// fields, and unescaping never makes a field longer.
+func FuzzParse(f *testing.F) {
+	f.Add("36 22 0:32 / /home/a\\040b rw,nosuid - fuse.remotefs remotefs:box:p rw\n")
+	f.Add("1 2 3 4 5 6 -\n\\\\\\1 2 3 4 5 6\n")
+	f.Fuzz(func(t *testing.T, text string) {
+		want := 0
+		for _, line := range strings.Split(text, "\n") {
+			if len(strings.Fields(line)) >= 6 {
+				want++
+			}
+		}
+		if got := len(Parse(text)); got != want {
+			t.Fatalf("%d mounts from %d lines of six fields", got, want)
+		}
+		for _, fld := range strings.Fields(text) {
+			if u := Unescape(fld); len(u) > len(fld) {
+				t.Fatalf("Unescape(%q) = %q", fld, u)
+			}
+		}
+	})
 }
