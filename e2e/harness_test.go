@@ -4,7 +4,6 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -18,6 +17,7 @@ import (
 	"time"
 
 	"remotefs/internal/control"
+	minfo "remotefs/internal/mountinfo"
 	"remotefs/internal/netproxy"
 	"remotefs/internal/sshdtest"
 )
@@ -263,19 +263,8 @@ func (w *world) s(rel string) string { return filepath.Join(w.root, rel) }
 
 // mounted reports whether dir is a mount point.
 func mounted(dir string) bool {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) > 4 && fields[4] == dir {
-			return true
-		}
-	}
-	return false
+	_, ok := minfo.Lookup(dir)
+	return ok
 }
 
 // eventually polls cond until it holds or the deadline passes.

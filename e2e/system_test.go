@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	minfo "remotefs/internal/mountinfo"
 )
 
 // requireRoot skips tests that run mount(8) for a fuse.remotefs mount the
@@ -54,19 +56,8 @@ func installBinary(t *testing.T) {
 
 // mountinfo returns the fstype, source and per-mount options of dir.
 func mountinfo(dir string) (fstype, source, opts string) {
-	b, _ := os.ReadFile("/proc/self/mountinfo")
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 10 || f[4] != dir {
-			continue
-		}
-		for i, x := range f {
-			if x == "-" && i+2 < len(f) {
-				fstype, source, opts = f[i+1], f[i+2], f[5]
-			}
-		}
-	}
-	return
+	m, _ := minfo.Lookup(dir)
+	return m.FSType, m.Source, m.Options
 }
 
 func pidAlive(pid int) bool {
