@@ -73,11 +73,15 @@ func (s *Store) Open(ctx context.Context, ino Ino, flags int) (*Handle, error) {
 	// Close-to-open: re-check a file whose attributes are old, unless the
 	// change feed covers it (and it is not being written right now), or
 	// the open replaces its content anyway (the upload's conflict check
-	// guards the server's version).
+	// guards the server's version). A large file is re-checked even so:
+	// its cached blocks are served next to blocks fetched now, and a
+	// change the feed has not reported yet would mix the two versions in
+	// one read; one round trip is small next to reading it.
 	fed := s.feedCovers(e, e.checked)
 	replacing := writable && flags&syscall.O_TRUNC != 0
+	large := e.size >= s.opts.LargeFile
 	recheck := e.content != contentDirty && e.onServer && !replacing && s.online() &&
-		(s.unsettled(e) || !fed && (s.now().Sub(e.checked) > s.opts.AttrTTL || s.inServerFolder(e)))
+		(s.unsettled(e) || large || !fed && (s.now().Sub(e.checked) > s.opts.AttrTTL || s.inServerFolder(e)))
 	p := s.pathOf(e)
 	s.mu.Unlock()
 

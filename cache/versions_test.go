@@ -128,3 +128,26 @@ func TestOpenRecheckNotUndoneByAnOlderReport(t *testing.T) {
 		t.Fatalf("after the open the mount shows size %d; the server's file has %d", got, fresh.Size)
 	}
 }
+
+// A large file with blocks cached from an earlier version, changed on the
+// server in a way the change feed has not reported yet: an open re-checks
+// it anyway, so a read is not served the old version's cached blocks
+// followed by the new version's fetched ones.
+func TestLargeFileOpenRechecksWithFeedLive(t *testing.T) {
+	e := newEnv(t)
+	e.s.mu.Lock()
+	e.s.opts.LargeFile = 8 // read by ranges
+	e.s.mu.Unlock()
+	e.server("ckpt.bin", "version one, long enough")
+	e.s.Connected()
+	e.s.SetChangeFeed(true, nil)
+	e.clock.Advance(time.Second)
+	if got := e.mustRead("ckpt.bin"); got != "version one, long enough" {
+		t.Fatal(got)
+	}
+	e.server("ckpt.bin", "VERSION TWO, long enough")
+	os.Chtimes(e.remote.p("ckpt.bin"), time.Unix(2000, 0), time.Unix(2000, 0))
+	if got := e.mustRead("ckpt.bin"); got != "VERSION TWO, long enough" {
+		t.Fatalf("read %q: the server's file is the second version", got)
+	}
+}
