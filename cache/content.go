@@ -97,11 +97,17 @@ func (s *Store) Open(ctx context.Context, ino Ino, flags int) (*Handle, error) {
 		if err != nil {
 			return nil, err
 		}
+		wasClean := e.content != contentDirty
 		s.markDirtyLocked(e)
 		e.size = 0
 		s.touchLocked(e, true)
 		e.gen++
-		if err := s.commitLocked(); err != nil {
+		err = s.commitLocked()
+		if err == nil && wasClean {
+			// Rare (a clean file replaced in place): synced under mu.
+			err = s.syncJournal()
+		}
+		if err != nil {
 			f.Close()
 			return nil, err
 		}
@@ -412,6 +418,7 @@ func (h *Handle) WriteAt(p []byte, off int64) (int, error) {
 	}
 	s.mu.Lock()
 	e := s.entries[h.ino]
+	markedDirty := false
 	if e != nil && !e.orphan() {
 		if e.content != contentDirty {
 			s.markDirtyLocked(e)
@@ -419,10 +426,17 @@ func (h *Handle) WriteAt(p []byte, off int64) (int, error) {
 				s.mu.Unlock()
 				return 0, err
 			}
+			markedDirty = true
 		}
 		e.gen++
 	}
 	s.mu.Unlock()
+	if markedDirty {
+		// The mark is on disk before the data it covers.
+		if err := s.syncJournal(); err != nil {
+			return 0, err
+		}
+	}
 
 	n, err := h.f.WriteAt(p, off)
 
@@ -455,6 +469,14 @@ func (h *Handle) Flush() error {
 	if err := h.f.Sync(); err != nil {
 		return err
 	}
+	if err := h.queueUpload(); err != nil {
+		return err
+	}
+	return h.s.syncJournal()
+}
+
+// queueUpload queues the upload of what the handle wrote (Flush).
+func (h *Handle) queueUpload() error {
 	s := h.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -485,7 +507,7 @@ func (h *Handle) Flush() error {
 func (s *Store) Fsync(ino Ino) error {
 	f, err := os.Open(s.contentPath(ino))
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil // nothing written locally
+		return s.syncJournal() // no content written locally; its metadata
 	}
 	if err != nil {
 		return err
@@ -495,6 +517,14 @@ func (s *Store) Fsync(ino Ino) error {
 	if err != nil {
 		return err
 	}
+	if err := s.queueFsyncUpload(ino); err != nil {
+		return err
+	}
+	return s.syncJournal()
+}
+
+// queueFsyncUpload queues the upload of what was written to ino (Fsync).
+func (s *Store) queueFsyncUpload(ino Ino) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e := s.entries[ino]

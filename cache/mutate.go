@@ -7,8 +7,6 @@ import (
 	"os"
 	"slices"
 	"time"
-
-	bolt "go.etcd.io/bbolt"
 )
 
 // newOp assigns the next sequence number. Caller holds mu.
@@ -438,9 +436,7 @@ func (s *Store) uploadLandedLocked(ino Ino, v Version) {
 
 // rewriteOpLocked persists a changed pending op. Caller holds mu.
 func (s *Store) rewriteOpLocked(o *op) {
-	if err := s.db.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketJournal).Put(u64key(o.Seq), encodeOp(o))
-	}); err != nil {
+	if err := s.logLocked(nil, o); err != nil {
 		s.log.Error("update journal record", "op", o.String(), "err", err)
 	}
 }
@@ -530,7 +526,17 @@ func (s *Store) SetAttr(ctx context.Context, ino Ino, mode *fs.FileMode, size *i
 	var ops []*op
 	p := s.pathOf(e)
 	if size != nil {
-		s.markDirtyLocked(e)
+		if e.content != contentDirty {
+			// A clean file is about to change in place: its mark goes to
+			// disk first (rare; synced under mu).
+			s.markDirtyLocked(e)
+			if err := s.commitLocked(); err != nil {
+				return Attr{}, err
+			}
+			if err := s.syncJournal(); err != nil {
+				return Attr{}, err
+			}
+		}
 		if err := os.Truncate(s.contentPath(ino), *size); err != nil {
 			if !os.IsNotExist(err) || *size != 0 {
 				return Attr{}, err

@@ -166,6 +166,12 @@ type Store struct {
 	waitingApplied   uint64
 	waitingConflicts int
 
+	// the commit log (wal.go): the file, the epoch its records are
+	// written in, and what it holds that meta.db does not yet
+	wal      *walFile
+	walEpoch uint64
+	walBatch *walBatch
+
 	nameMax     atomic.Uint64 // the server's name limit; 0: not known yet (limits.go)
 	remoteOwner atomic.Uint64 // the login user's uid<<32|gid|1<<63; 0: not known (owners.go)
 }
@@ -264,7 +270,12 @@ func Open(opts Options) (*Store, error) {
 		invalidateSignal: make(chan struct{}, 1),
 	}
 	s.cond = sync.NewCond(&s.mu)
+	if err := s.replayWAL(); err != nil {
+		db.Close()
+		return nil, err
+	}
 	if err := s.load(); err != nil {
+		s.wal.close()
 		db.Close()
 		return nil, err
 	}
@@ -455,8 +466,11 @@ func (s *Store) Close() error {
 	s.mu.Unlock()
 	<-s.writerDone
 	s.mu.Lock()
-	err := s.commitLocked()
+	err := s.checkpointLocked(0, nil)
 	s.mu.Unlock()
+	if cerr := s.wal.close(); err == nil {
+		err = cerr
+	}
 	if cerr := s.db.Close(); err == nil {
 		err = cerr
 	}
@@ -464,7 +478,8 @@ func (s *Store) Close() error {
 }
 
 // persistLoop commits metadata learned from the server (listings, fetched
-// attributes) in batches; user changes are committed synchronously.
+// attributes) in batches, and folds the commit log (user changes, already
+// durable there) into meta.db.
 func (s *Store) persistLoop() {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
@@ -479,8 +494,8 @@ func (s *Store) persistLoop() {
 			for more := true; more; {
 				s.mu.Lock()
 				more = len(s.dirtyIno) > persistChunk
-				if len(s.dirtyIno)+len(s.deletedIno) > 0 {
-					if err := s.commitSomeLocked(persistChunk, nil); err != nil {
+				if len(s.dirtyIno)+len(s.deletedIno) > 0 || !s.walBatch.empty() {
+					if err := s.checkpointLocked(persistChunk, nil); err != nil {
 						s.log.Error("persist metadata", "err", err)
 						more = false
 					}
@@ -494,84 +509,19 @@ func (s *Store) persistLoop() {
 // persistChunk bounds the entries one background transaction writes.
 const persistChunk = 10000
 
-// commitLocked writes changed entries and the given new journal operations
-// in one transaction (fsynced by bbolt). Caller holds mu.
+// commitLocked records changed entries and the given new journal
+// operations in the commit log (wal.go): they survive a crash of the
+// process when it returns, and a power loss once syncJournal has run.
+// Caller holds mu.
 func (s *Store) commitLocked(newOps ...*op) error {
-	return s.commitSomeLocked(0, nil, newOps...)
+	return s.logLocked(nil, newOps...)
 }
 
-// commitSomeLocked is commitLocked writing at most max changed entries
-// (0: all); the rest stay marked for the next commit. Only for what was
-// learned from the server: a user's change commits everything with it.
-// It also removes the journal operations numbered done (delivered), in the
-// same transaction as what their delivery changed. Caller holds mu.
-func (s *Store) commitSomeLocked(max int, done []uint64, newOps ...*op) error {
-	var some []Ino
-	if max > 0 && len(s.dirtyIno) > max {
-		some = make([]Ino, 0, max)
-		for ino := range s.dirtyIno {
-			if len(some) == max {
-				break
-			}
-			some = append(some, ino)
-		}
-	}
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		eb := tx.Bucket(bucketEntries)
-		for ino := range s.deletedIno {
-			if err := eb.Delete(u64key(uint64(ino))); err != nil {
-				return err
-			}
-		}
-		put := func(ino Ino) error {
-			e := s.entries[ino]
-			if e == nil {
-				return nil
-			}
-			return eb.Put(u64key(uint64(ino)), e.record())
-		}
-		if some != nil {
-			for _, ino := range some {
-				if err := put(ino); err != nil {
-					return err
-				}
-			}
-		} else {
-			for ino := range s.dirtyIno {
-				if err := put(ino); err != nil {
-					return err
-				}
-			}
-		}
-		jb := tx.Bucket(bucketJournal)
-		for _, seq := range done {
-			if err := jb.Delete(u64key(seq)); err != nil {
-				return err
-			}
-		}
-		for _, o := range newOps {
-			if err := jb.Put(u64key(o.Seq), encodeOp(o)); err != nil {
-				return err
-			}
-		}
-		st := tx.Bucket(bucketState)
-		if err := st.Put(keyNextIno, u64key(uint64(s.nextIno))); err != nil {
-			return err
-		}
-		return st.Put(keyNextSeq, u64key(s.nextSeq))
-	})
-	if err != nil {
-		return fmt.Errorf("cache commit: %w", err)
-	}
-	if some != nil {
-		for _, ino := range some {
-			delete(s.dirtyIno, ino)
-		}
-	} else {
-		clear(s.dirtyIno)
-	}
-	clear(s.deletedIno)
-	return nil
+// commitDoneLocked is commitLocked that also removes the journal
+// operations numbered done (delivered), in the same record as what their
+// delivery changed. Caller holds mu.
+func (s *Store) commitDoneLocked(done ...uint64) error {
+	return s.logLocked(done)
 }
 
 func (s *Store) contentPath(ino Ino) string {

@@ -64,6 +64,33 @@ func (e *env) reopen() {
 	e.open()
 }
 
+// crash makes the store start again from what is on disk now, as a mount
+// after a kill -9 does: the cache directory is copied as it is (the
+// running store is not told), the store closed, and the copy opened.
+func (e *env) crash() {
+	e.t.Helper()
+	crashed := e.t.TempDir()
+	if err := filepath.WalkDir(e.dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(e.dir, p)
+		if d.IsDir() {
+			return os.MkdirAll(filepath.Join(crashed, rel), 0o755)
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(crashed, rel), b, 0o600)
+	}); err != nil {
+		e.t.Fatal(err)
+	}
+	e.s.Close()
+	e.dir = crashed
+	e.open()
+}
+
 // server writes a file directly on the "server".
 func (e *env) server(rel, content string) {
 	e.t.Helper()
@@ -347,27 +374,7 @@ func TestDeliveryAndItsEffectSurviveACrash(t *testing.T) {
 	e.mustRead("f.py")
 	e.mustWrite("f.py", "v1 local")
 	e.flush()
-	// What is on disk now is what a mount after a crash finds.
-	crashed := t.TempDir()
-	if err := filepath.WalkDir(e.dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(e.dir, p)
-		if d.IsDir() {
-			return os.MkdirAll(filepath.Join(crashed, rel), 0o755)
-		}
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		return os.WriteFile(filepath.Join(crashed, rel), b, 0o600)
-	}); err != nil {
-		t.Fatal(err)
-	}
-	e.s.Close()
-	e.dir = crashed
-	e.open()
+	e.crash()
 	if st := e.s.Status(); st.Pending != 0 {
 		t.Fatalf("%d changes pending after the crash, want 0", st.Pending)
 	}

@@ -141,7 +141,7 @@ func (s *Store) setAsideLocked(o *op, err error) {
 	}
 	s.removeOpLocked(o)
 	s.showServerStateLocked(o)
-	if err := s.commitSomeLocked(0, []uint64{o.Seq}); err != nil {
+	if err := s.commitDoneLocked(o.Seq); err != nil {
 		s.log.Error("remove a refused op from the journal", "op", o.String(), "err", err)
 	}
 	s.cond.Broadcast()

@@ -12,8 +12,6 @@ import (
 	"sync"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	"remotefs/conn"
 )
 
@@ -178,7 +176,7 @@ func (s *Store) completeLocked(o *op) {
 	// The entries the delivery changed (a put's new server version, a
 	// conflict copy) go to disk with the removal of the operation: a crash
 	// in between would leave an edit with no upload and a stale base.
-	if err := s.commitSomeLocked(0, []uint64{o.Seq}); err != nil {
+	if err := s.commitDoneLocked(o.Seq); err != nil {
 		s.log.Error("remove delivered op from journal", "op", o.String(), "err", err)
 	}
 	s.noteOfflineLocked()
@@ -297,6 +295,7 @@ func (s *Store) applyPut(ctx context.Context, o *op) error {
 	// lost link or a crash overwrites the leftover of the failed attempt.
 	tmpName := conn.TempNameAt(path.Base(o.Path), time.Unix(0, o.At), uint32(o.Seq*2654435761)^uint32(o.At))
 	tmpPath := path.Join(path.Dir(o.Path), tmpName)
+	mustSync := false
 	if !slices.Contains(o.Tried, sending) || !slices.Contains(o.Temps, tmpPath) {
 		if !slices.Contains(o.Tried, sending) {
 			o.Tried = append(o.Tried, sending)
@@ -305,16 +304,20 @@ func (s *Store) applyPut(ctx context.Context, o *op) error {
 			o.Temps = append(o.Temps, tmpPath)
 		}
 		if o.Seq != 0 {
-			if err := s.db.Update(func(tx *bolt.Tx) error {
-				return tx.Bucket(bucketJournal).Put(u64key(o.Seq), encodeOp(o))
-			}); err != nil {
+			if err := s.logLocked(nil, o); err != nil {
 				s.mu.Unlock()
 				return fmt.Errorf("journal: %w", err)
 			}
+			mustSync = true
 		}
 	}
 	tried, temps := slices.Clone(o.Tried), slices.Clone(o.Temps)
 	s.mu.Unlock()
+	if mustSync {
+		if err := s.syncJournal(); err != nil {
+			return fmt.Errorf("journal: %w", err)
+		}
+	}
 
 	// What the server may hold at the path and still be replaced is
 	// checked where the file lands, just before the rename; anything else
