@@ -225,7 +225,7 @@ func (s *Store) revalidate(ctx context.Context, ino Ino, p string) error {
 // stated the file, maybe long after), so the caller stats again.
 func (s *Store) revalidateOnce(ctx context.Context, ino Ino, p string, mayRetry bool) (again bool, err error) {
 	s.mu.Lock()
-	since := s.applied
+	since := s.jr.applied
 	s.mu.Unlock()
 	asked := s.now()
 	fi, err := s.remote.Lstat(ctx, p)
@@ -353,7 +353,7 @@ func (s *Store) ensureContent(ctx context.Context, ino Ino) error {
 
 func (s *Store) fetch(ctx context.Context, ino Ino, p string, gen uint64) error {
 	s.mu.Lock()
-	since := s.applied
+	since := s.jr.applied
 	s.mu.Unlock()
 	tmp := s.contentPath(ino) + ".part-" + strconv.FormatInt(s.now().UnixNano(), 36)
 	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
@@ -490,7 +490,7 @@ func (h *Handle) queueUpload() error {
 	s.dirtyIno[h.ino] = true
 	s.touchContentLocked(e)
 	p := s.pathOf(e)
-	if e.content == contentDirty && !s.hasUnstartedPut(h.ino, p) {
+	if e.content == contentDirty && !s.jr.unstartedPut(h.ino, p) {
 		o := &op{Kind: opPut, Path: p, Ino: h.ino}
 		if !e.onServer {
 			// A new file: often an editor's temporary, renamed over the
@@ -532,7 +532,7 @@ func (s *Store) queueFsyncUpload(ino Ino) error {
 		return nil
 	}
 	p := s.pathOf(e)
-	if e.content == contentDirty && !s.hasUnstartedPut(ino, p) {
+	if e.content == contentDirty && !s.jr.unstartedPut(ino, p) {
 		o := &op{Kind: opPut, Path: p, Ino: ino}
 		if e.writers > 0 {
 			o.notBefore = time.Now().Add(settleDelay) // the close usually follows

@@ -113,25 +113,19 @@ type Store struct {
 
 	mu sync.Mutex // guards everything below
 	// cond is signalled when the journal changes or the writer's state does.
-	cond        *sync.Cond
-	entries     map[Ino]*entry
-	sinos       map[uint64]Ino // server inode -> entry, for files with several links
-	nextIno     Ino
-	nextSeq     uint64
-	pending     []*op          // journal, oldest first
-	inflight    int            // ops being applied now
-	pendingPath map[string]int // path -> number of pending ops touching it
-	applied     uint64         // journal operations delivered so far
-	recentDone  []doneOp       // the last ones, for changedSince
-	dirtyIno    map[Ino]bool   // entries to persist
-	deletedIno  map[Ino]bool   // entries to delete from meta.db
-	fetching    map[Ino]*fetchCall
-	blockFetch  map[Ino]map[int]*fetchCall // range-cached files: blocks being fetched
-	epochs      uint64                     // the last content epoch handed out (versions.go)
-	listing     map[Ino]*fetchCall
-	writerErr   error // last non-offline upload failure
-	writerErrOp *op   // the op that failed
-	conflicts   []Conflict
+	cond       *sync.Cond
+	entries    map[Ino]*entry
+	sinos      map[uint64]Ino // server inode -> entry, for files with several links
+	nextIno    Ino
+	nextSeq    uint64
+	jr         *journal     // the write-back queue (journal.go)
+	dirtyIno   map[Ino]bool // entries to persist
+	deletedIno map[Ino]bool // entries to delete from meta.db
+	fetching   map[Ino]*fetchCall
+	blockFetch map[Ino]map[int]*fetchCall // range-cached files: blocks being fetched
+	epochs     uint64                     // the last content epoch handed out (versions.go)
+	listing    map[Ino]*fetchCall
+	conflicts  []Conflict
 	// usedConflictNames: conflict copy names handed out, so two conflicts
 	// in the same second get different names.
 	usedConflictNames map[string]bool
@@ -262,7 +256,7 @@ func Open(opts Options) (*Store, error) {
 	s := &Store{
 		opts: opts, db: db, remote: opts.Remote, log: opts.Logger, now: opts.Now,
 		writerDone: make(chan struct{}), stop: make(chan struct{}),
-		entries: map[Ino]*entry{}, sinos: map[uint64]Ino{}, pendingPath: map[string]int{},
+		entries: map[Ino]*entry{}, sinos: map[uint64]Ino{},
 		dirtyIno: map[Ino]bool{}, deletedIno: map[Ino]bool{},
 		fetching: map[Ino]*fetchCall{}, listing: map[Ino]*fetchCall{},
 		blockFetch: map[Ino]map[int]*fetchCall{},
@@ -270,6 +264,7 @@ func Open(opts Options) (*Store, error) {
 		invalidateSignal: make(chan struct{}, 1),
 	}
 	s.cond = sync.NewCond(&s.mu)
+	s.jr = newJournal(&s.mu, s.cond, opts.Uploads, s)
 	if err := s.replayWAL(); err != nil {
 		db.Close()
 		return nil, err
@@ -335,12 +330,9 @@ func (s *Store) load() error {
 				s.log.Error("journal record is damaged and will not be replayed", "key", k, "err", err)
 				return nil
 			}
-			s.pending = append(s.pending, o)
+			s.jr.add(o)
 			if o.Seq >= s.nextSeq {
 				s.nextSeq = o.Seq + 1
-			}
-			for _, p := range o.paths() {
-				s.pendingPath[p]++
 			}
 			return nil
 		})
@@ -395,7 +387,7 @@ func (s *Store) load() error {
 	// Every dirty file must have an upload pending (a crash between the
 	// first write and close leaves it without one).
 	queued := map[Ino]bool{}
-	for _, o := range s.pending {
+	for _, o := range s.jr.pending {
 		if o.Kind == opPut {
 			queued[o.Ino] = true
 		}
@@ -552,68 +544,23 @@ func childPath(dir, name string) string {
 	return dir + "/" + name
 }
 
-// doneOp records the paths of a delivered journal operation.
-type doneOp struct {
-	n     uint64 // value of Store.applied after it
-	paths []string
-	at    time.Time
-}
-
-const recentDoneMax = 4096
-
-// changedSince reports whether a journal operation delivered after the
-// moment the counter read since touched p (or an ancestor or descendant).
-// What the server said before that moment may predate the change, so it
-// must not overwrite the local state. Caller holds mu.
-func (s *Store) changedSince(p string, since uint64) bool {
-	if since >= s.applied {
-		return false
-	}
-	if len(s.recentDone) == 0 || s.recentDone[0].n > since+1 {
-		return true // too old to tell: assume it did
-	}
-	for i := len(s.recentDone) - 1; i >= 0 && s.recentDone[i].n > since; i-- {
-		for _, q := range s.recentDone[i].paths {
-			if related(p, q) {
-				return true
-			}
-		}
-	}
-	return false
-}
-
 // deliveredWithin reports whether a journal operation delivered in the
 // last d touched p (or an ancestor or descendant). Caller holds mu.
 func (s *Store) deliveredWithin(p string, d time.Duration) bool {
-	since := s.now().Add(-d)
-	for i := len(s.recentDone) - 1; i >= 0 && s.recentDone[i].at.After(since); i-- {
-		for _, q := range s.recentDone[i].paths {
-			if related(p, q) {
-				return true
-			}
-		}
-	}
-	return false
+	return s.jr.deliveredWithin(p, s.now().Add(-d))
 }
 
 // keepLocal reports whether the local state of p must win over what the
 // server reported, when the report was asked for at since: a change is
 // pending, or was delivered after the question. Caller holds mu.
 func (s *Store) keepLocal(p string, since uint64) bool {
-	return s.protected(p) || s.changedSince(p, since)
+	return s.protected(p) || s.jr.changedSince(p, since)
 }
 
 // protected reports whether a pending journal operation touches p, an
 // ancestor of p or a descendant of p. Such paths keep their local state
 // when a listing from the server disagrees. Caller holds mu.
-func (s *Store) protected(p string) bool {
-	for q := range s.pendingPath {
-		if related(p, q) {
-			return true
-		}
-	}
-	return false
-}
+func (s *Store) protected(p string) bool { return s.jr.touches(p) }
 
 func (s *Store) online() bool { return s.remote != nil && s.opts.Online() }
 

@@ -643,7 +643,7 @@ func TestRelatedOpsWaitUnrelatedRunInParallel(t *testing.T) {
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		e.s.mu.Lock()
-		n := e.s.inflight
+		n := e.s.jr.inflight
 		e.s.mu.Unlock()
 		if n == 3 {
 			break
@@ -1246,7 +1246,7 @@ func waitInflight(t *testing.T, s *Store, n int) {
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		s.mu.Lock()
-		got := s.inflight
+		got := s.jr.inflight
 		s.mu.Unlock()
 		if got >= n {
 			return
