@@ -248,6 +248,11 @@ func Open(opts Options) (*Store, error) {
 		if rerr := os.Rename(dbPath, aside); rerr != nil {
 			return nil, fmt.Errorf("open %s: %w", dbPath, err)
 		}
+		// Its commit log goes with it: the log only makes sense on top of it.
+		walPath := filepath.Join(opts.Dir, walName)
+		if rerr := os.Rename(walPath, walPath+strings.TrimPrefix(aside, dbPath)); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
+			return nil, fmt.Errorf("open %s: %w", dbPath, err)
+		}
 		db, err = bolt.Open(dbPath, 0o600, &bolt.Options{Timeout: 500 * time.Millisecond})
 		if err != nil {
 			return nil, fmt.Errorf("open %s: %w", dbPath, err)

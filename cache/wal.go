@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 
@@ -352,7 +353,7 @@ func (s *Store) replayWAL() error {
 	return w.reset()
 }
 
-func (s *Store) walPath() string { return s.opts.Dir + "/" + walName }
+func (s *Store) walPath() string { return filepath.Join(s.opts.Dir, walName) }
 
 // logLocked makes the changed entries, the new journal records and the
 // removal of the delivered ones (done) survive a crash of the process:
