@@ -225,7 +225,7 @@ func (s *Store) revalidate(ctx context.Context, ino Ino, p string) error {
 // stated the file, maybe long after), so the caller stats again.
 func (s *Store) revalidateOnce(ctx context.Context, ino Ino, p string, mayRetry bool) (again bool, err error) {
 	s.mu.Lock()
-	since := s.jr.applied
+	since := s.jr.mark()
 	s.mu.Unlock()
 	asked := s.now()
 	fi, err := s.remote.Lstat(ctx, p)
@@ -353,7 +353,7 @@ func (s *Store) ensureContent(ctx context.Context, ino Ino) error {
 
 func (s *Store) fetch(ctx context.Context, ino Ino, p string, gen uint64) error {
 	s.mu.Lock()
-	since := s.jr.applied
+	since := s.jr.mark()
 	s.mu.Unlock()
 	tmp := s.contentPath(ino) + ".part-" + strconv.FormatInt(s.now().UnixNano(), 36)
 	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)

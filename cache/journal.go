@@ -440,6 +440,44 @@ func (j *journal) puts(ino Ino) int {
 	return n
 }
 
+// mark is the count of operations delivered so far: what was learned from
+// the server after reading it may predate the deliveries after it
+// (changedSince). Caller holds mu.
+func (j *journal) mark() uint64 { return j.applied }
+
+// len is the number of pending operations. Caller holds mu.
+func (j *journal) len() int { return len(j.pending) }
+
+// each calls f for every pending operation, oldest first. f must not
+// change the queue. Caller holds mu.
+func (j *journal) each(f func(o *op)) {
+	for _, o := range j.pending {
+		f(o)
+	}
+}
+
+// lastSeq is the newest pending operation's number, 0 when none is.
+// Caller holds mu.
+func (j *journal) lastSeq() uint64 {
+	if len(j.pending) == 0 {
+		return 0
+	}
+	return j.pending[len(j.pending)-1].Seq
+}
+
+// onPath reports whether a pending operation names p itself. Caller
+// holds mu.
+func (j *journal) onPath(p string) bool { return j.pendingPath[p] > 0 }
+
+// err is the last failure the writer will retry (nil when the op it
+// belongs to has since been delivered), for Flush and Status. Caller
+// holds mu.
+func (j *journal) err() error { return j.lastErr }
+
+// forgetErr clears the last failure (Flush reports only new ones).
+// Caller holds mu.
+func (j *journal) forgetErr() { j.lastErr, j.lastErrOp = nil, nil }
+
 // upTo counts pending operations with Seq <= last. Caller holds mu.
 func (j *journal) upTo(last uint64) int {
 	n := 0

@@ -393,11 +393,11 @@ func (s *Store) Rename(ctx context.Context, oldDir Ino, oldName string, newDir I
 // the mount learning it). Caller holds mu.
 func (s *Store) expectedOnServerLocked(e *entry) expect {
 	x := e.expectedOnServer()
-	for _, o := range s.jr.pending {
+	s.jr.each(func(o *op) {
 		if o.Kind == opPut && o.Ino == e.ino && len(o.Tried) > 0 {
 			x = x.union(expect{Versions: o.Tried})
 		}
-	}
+	})
 	return x
 }
 

@@ -392,11 +392,11 @@ func (s *Store) load() error {
 	// Every dirty file must have an upload pending (a crash between the
 	// first write and close leaves it without one).
 	queued := map[Ino]bool{}
-	for _, o := range s.jr.pending {
+	s.jr.each(func(o *op) {
 		if o.Kind == opPut {
 			queued[o.Ino] = true
 		}
-	}
+	})
 	var recovered []*op
 	for ino, e := range s.entries {
 		if e.content == contentDirty && !queued[ino] {

@@ -289,11 +289,11 @@ func (s *Store) recordConflictLocked(p, copyPath string, e *entry, copyInfo, ser
 	d.children[copyName] = e.ino
 	s.notifyLocked(Invalidation{Dir: d.ino, Name: path.Base(p), Ino: e.ino})
 	// Uploads of later edits go to the copy, not over the server's file.
-	for _, o := range s.jr.pending {
+	s.jr.each(func(o *op) {
 		if o.Kind == opPut && o.Ino == e.ino && o.Path == p && !o.inflight {
 			s.jr.retarget(o, copyPath)
 		}
-	}
+	})
 	v := versionOf(copyInfo)
 	e.onServer, e.remote, e.base = true, v, expectVersion(v)
 	if e.gen == uploadedGen {
@@ -401,27 +401,27 @@ func splitPath(p string) []string {
 func (s *Store) Flush(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if len(s.jr.pending) == 0 {
+	if s.jr.len() == 0 {
 		if us := s.Undelivered(); len(us) > 0 {
 			return undeliveredError(us)
 		}
 		return nil
 	}
-	last := s.jr.pending[len(s.jr.pending)-1].Seq
+	last := s.jr.lastSeq()
 	stop := context.AfterFunc(ctx, func() {
 		s.mu.Lock()
 		s.cond.Broadcast()
 		s.mu.Unlock()
 	})
 	defer stop()
-	s.jr.lastErr, s.jr.lastErrOp = nil, nil
+	s.jr.forgetErr()
 	var offlineAt time.Time
 	for s.jr.upTo(last) > 0 {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		if s.opts.ReadOnly {
-			return fmt.Errorf("%d changes pending and the mount is read-only (offline); they are kept and delivered on a later online mount", len(s.jr.pending))
+			return fmt.Errorf("%d changes pending and the mount is read-only (offline); they are kept and delivered on a later online mount", s.jr.len())
 		}
 		if !s.online() {
 			// Asking for the server is a reason to try it now: wait a
@@ -431,13 +431,13 @@ func (s *Store) Flush(ctx context.Context) error {
 				s.errOffline()
 			}
 			if time.Since(offlineAt) > flushRedialWait {
-				return fmt.Errorf("%d changes pending: %w; they are kept and delivered when it is back", len(s.jr.pending), ErrOffline)
+				return fmt.Errorf("%d changes pending: %w; they are kept and delivered when it is back", s.jr.len(), ErrOffline)
 			}
 			s.waitLocked(100 * time.Millisecond)
 			continue
 		}
-		if s.jr.lastErr != nil {
-			return fmt.Errorf("%d changes pending; %w", len(s.jr.pending), s.jr.lastErr)
+		if s.jr.err() != nil {
+			return fmt.Errorf("%d changes pending; %w", s.jr.len(), s.jr.err())
 		}
 		s.cond.Broadcast() // let the writer look again
 		s.waitLocked(time.Second)
@@ -473,34 +473,34 @@ type Status struct {
 func (s *Store) Status() Status {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st := Status{Pending: len(s.jr.pending), Conflicts: append([]Conflict(nil), s.conflicts...), Entries: len(s.entries)}
+	st := Status{Pending: s.jr.len(), Conflicts: append([]Conflict(nil), s.conflicts...), Entries: len(s.entries)}
 	if st.Conflicts == nil {
 		st.Conflicts = []Conflict{}
 	}
-	for _, o := range s.jr.pending {
+	s.jr.each(func(o *op) {
 		if o.Kind == opPut {
 			if e := s.entries[o.Ino]; e != nil {
 				st.PendingBytes += e.size
 			}
 		}
-	}
+	})
 	for _, e := range s.entries {
 		if e.content != contentNone {
 			st.CacheBytes += e.presentBytes()
 		}
 	}
-	if s.jr.lastErr != nil {
-		st.LastError = s.jr.lastErr.Error()
+	if s.jr.err() != nil {
+		st.LastError = s.jr.err().Error()
 	}
 	st.Undelivered = s.Undelivered()
-	for _, o := range s.jr.pending {
+	s.jr.each(func(o *op) {
 		if o.At != 0 {
 			t := time.Unix(0, o.At)
 			if st.OldestPending == nil || t.Before(*st.OldestPending) {
 				st.OldestPending = &t
 			}
 		}
-	}
+	})
 	return st
 }
 
