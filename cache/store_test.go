@@ -69,6 +69,15 @@ func (e *env) reopen() {
 // running store is not told), the store closed, and the copy opened.
 func (e *env) crash() {
 	e.t.Helper()
+	crashed := e.copyDir()
+	e.s.Close()
+	e.dir = crashed
+	e.open()
+}
+
+// copyDir copies the cache directory as it is on disk now.
+func (e *env) copyDir() string {
+	e.t.Helper()
 	crashed := e.t.TempDir()
 	if err := filepath.WalkDir(e.dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -86,9 +95,7 @@ func (e *env) crash() {
 	}); err != nil {
 		e.t.Fatal(err)
 	}
-	e.s.Close()
-	e.dir = crashed
-	e.open()
+	return crashed
 }
 
 // server writes a file directly on the "server".

@@ -210,9 +210,27 @@ type walFile struct {
 // openWAL opens the log and returns the payloads of its intact records,
 // oldest first; it stops at the first torn or damaged one.
 func openWAL(path string) (*walFile, [][]byte, error) {
+	recs, err := readWAL(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, nil, fmt.Errorf("commit log: %w", err)
+	}
+	w := &walFile{f: f, fd: int(f.Fd())}
+	if fi, err := f.Stat(); err == nil {
+		w.size = fi.Size()
+	}
+	return w, recs, nil
+}
+
+// readWAL returns the payloads of the log's intact records, oldest first,
+// up to the first torn or damaged one.
+func readWAL(path string) ([][]byte, error) {
 	data, err := os.ReadFile(path)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, nil, fmt.Errorf("commit log: %w", err)
+		return nil, fmt.Errorf("commit log: %w", err)
 	}
 	var recs [][]byte
 	for len(data) >= 8 {
@@ -224,15 +242,66 @@ func openWAL(path string) (*walFile, [][]byte, error) {
 		recs = append(recs, data[8:8+n])
 		data = data[8+n:]
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	return recs, nil
+}
+
+// CountPending returns the number of entries and of journal records
+// (changes not yet on the server) of the cache in dir, whose meta.db is
+// db (open, not by a mount), counting what its commit log adds: a mount
+// that stopped without unmounting (kill -9, power loss) leaves its last
+// changes there until the next mount folds them in.
+func CountPending(db *bolt.DB, dir string) (entries, pending int, err error) {
+	recs, err := readWAL(filepath.Join(dir, walName))
 	if err != nil {
-		return nil, nil, fmt.Errorf("commit log: %w", err)
+		return 0, 0, err
 	}
-	w := &walFile{f: f, fd: int(f.Fd())}
-	if fi, err := f.Stat(); err == nil {
-		w.size = fi.Size()
-	}
-	return w, recs, nil
+	ents, jour := map[uint64]bool{}, map[uint64]bool{}
+	err = db.View(func(tx *bolt.Tx) error {
+		var done uint64
+		if st := tx.Bucket(bucketState); st != nil {
+			if v := st.Get(keyWALEpoch); len(v) == 8 {
+				done = be64(v)
+			}
+		}
+		for _, x := range []struct {
+			bucket []byte
+			set    map[uint64]bool
+		}{{bucketEntries, ents}, {bucketJournal, jour}} {
+			if b := tx.Bucket(x.bucket); b != nil {
+				if err := b.ForEach(func(k, _ []byte) error {
+					if len(k) == 8 {
+						x.set[be64(k)] = true
+					}
+					return nil
+				}); err != nil {
+					return err
+				}
+			}
+		}
+		for _, r := range recs {
+			epoch, b, err := decodeWALBatch(r)
+			if err != nil {
+				break
+			}
+			if epoch <= done {
+				continue
+			}
+			for _, x := range []struct {
+				m   map[uint64][]byte
+				set map[uint64]bool
+			}{{b.entries, ents}, {b.journal, jour}} {
+				for k, v := range x.m {
+					if v == nil {
+						delete(x.set, k)
+					} else {
+						x.set[k] = true
+					}
+				}
+			}
+		}
+		return nil
+	})
+	return len(ents), len(jour), err
 }
 
 // append writes one record. A failed write is cut off again, so that no

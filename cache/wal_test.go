@@ -43,6 +43,19 @@ func TestCommitLogKeepsChangesAcrossACrash(t *testing.T) {
 		t.Fatalf("commit log: %v, size %d; the changes should be in it", err, fi.Size())
 	}
 
+	// What `remotefs cache clear` and `cache list` count on the crashed
+	// cache, before a mount folds the log in.
+	copied := e.copyDir()
+	db, err := bolt.Open(filepath.Join(copied, "meta.db"), 0o600, &bolt.Options{ReadOnly: true, Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, counted, err := CountPending(db, copied)
+	db.Close()
+	if err != nil || counted != pending {
+		t.Fatalf("CountPending on the crashed cache: %d, %v; want %d", counted, err, pending)
+	}
+
 	e.crash()
 	if got := e.s.Status().Pending; got != pending {
 		t.Fatalf("%d changes pending after the crash, want %d", got, pending)
