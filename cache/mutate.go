@@ -133,7 +133,7 @@ func (s *Store) Create(ctx context.Context, dir Ino, name string, perm fs.FileMo
 		return a, h, err
 	}
 	defer s.mu.Unlock()
-	f, err := os.OpenFile(s.contentPath(s.nextIno), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	f, err := s.newContentFile(s.nextIno)
 	if err != nil {
 		return Attr{}, nil, err
 	}

@@ -165,6 +165,9 @@ type Store struct {
 	wal      *walFile
 	walEpoch uint64
 	walBatch *walBatch
+	// spares: empty content files ready for Create (spares.go)
+	spares     chan string
+	sparesDone chan struct{} // closed when spareLoop returns
 
 	nameMax     atomic.Uint64 // the server's name limit; 0: not known yet (limits.go)
 	remoteOwner atomic.Uint64 // the login user's uid<<32|gid|1<<63; 0: not known (owners.go)
@@ -267,6 +270,7 @@ func Open(opts Options) (*Store, error) {
 		blockFetch: map[Ino]map[int]*fetchCall{},
 		nextIno:    RootIno + 1, nextSeq: 1, recent: newRecency(),
 		invalidateSignal: make(chan struct{}, 1),
+		spares:           make(chan string, spareCount), sparesDone: make(chan struct{}),
 	}
 	s.cond = sync.NewCond(&s.mu)
 	s.jr = newJournal(&s.mu, s.cond, opts.Uploads, s)
@@ -281,6 +285,7 @@ func Open(opts Options) (*Store, error) {
 	}
 	s.cleanContentDir()
 	go s.persistLoop()
+	go s.spareLoop()
 	go s.invalidateLoop()
 	go s.writer()
 	return s, nil
@@ -462,6 +467,7 @@ func (s *Store) Close() error {
 	s.cond.Broadcast()
 	s.mu.Unlock()
 	<-s.writerDone
+	s.removeSpares()
 	s.mu.Lock()
 	err := s.checkpointLocked(0, nil)
 	s.mu.Unlock()
