@@ -285,7 +285,11 @@ func Open(opts Options) (*Store, error) {
 	}
 	s.cleanContentDir()
 	go s.persistLoop()
-	go s.spareLoop()
+	if opts.ReadOnly {
+		close(s.sparesDone) // nothing is created
+	} else {
+		go s.spareLoop()
+	}
 	go s.invalidateLoop()
 	go s.writer()
 	return s, nil
