@@ -178,7 +178,7 @@ func (s *Store) applyRemoteChange(ctx context.Context, c RemoteChange, reported 
 		return
 	}
 	parentIno := parent.ino
-	since := s.applied
+	since := s.jr.mark()
 	s.mu.Unlock()
 
 	asked := s.now()
@@ -246,7 +246,7 @@ func (s *Store) applyRemoteChange(ctx context.Context, c RemoteChange, reported 
 // neither path has local changes in flight. It reports whether it did.
 func (s *Store) applyRemoteRename(ctx context.Context, from, to string) bool {
 	s.mu.Lock()
-	since := s.applied
+	since := s.jr.mark()
 	s.mu.Unlock()
 	fi, err := s.remote.Lstat(ctx, to)
 	if err != nil {

@@ -101,11 +101,17 @@ func (s *Store) Open(ctx context.Context, ino Ino, flags int) (*Handle, error) {
 		if err != nil {
 			return nil, err
 		}
+		wasClean := e.content != contentDirty
 		s.markDirtyLocked(e)
 		e.size = 0
 		s.touchLocked(e, true)
 		e.gen++
-		if err := s.commitLocked(); err != nil {
+		err = s.commitLocked()
+		if err == nil && wasClean {
+			// Rare (a clean file replaced in place): synced under mu.
+			err = s.syncJournal()
+		}
+		if err != nil {
 			f.Close()
 			return nil, err
 		}
@@ -223,7 +229,7 @@ func (s *Store) revalidate(ctx context.Context, ino Ino, p string) error {
 // stated the file, maybe long after), so the caller stats again.
 func (s *Store) revalidateOnce(ctx context.Context, ino Ino, p string, mayRetry bool) (again bool, err error) {
 	s.mu.Lock()
-	since := s.applied
+	since := s.jr.mark()
 	s.mu.Unlock()
 	asked := s.now()
 	fi, err := s.remote.Lstat(ctx, p)
@@ -351,7 +357,7 @@ func (s *Store) ensureContent(ctx context.Context, ino Ino) error {
 
 func (s *Store) fetch(ctx context.Context, ino Ino, p string, gen uint64) error {
 	s.mu.Lock()
-	since := s.applied
+	since := s.jr.mark()
 	s.mu.Unlock()
 	tmp := s.contentPath(ino) + ".part-" + strconv.FormatInt(s.now().UnixNano(), 36)
 	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
@@ -416,6 +422,7 @@ func (h *Handle) WriteAt(p []byte, off int64) (int, error) {
 	}
 	s.mu.Lock()
 	e := s.entries[h.ino]
+	markedDirty := false
 	if e != nil && !e.orphan() {
 		if e.content != contentDirty {
 			s.markDirtyLocked(e)
@@ -423,10 +430,17 @@ func (h *Handle) WriteAt(p []byte, off int64) (int, error) {
 				s.mu.Unlock()
 				return 0, err
 			}
+			markedDirty = true
 		}
 		e.gen++
 	}
 	s.mu.Unlock()
+	if markedDirty {
+		// The mark is on disk before the data it covers.
+		if err := s.syncJournal(); err != nil {
+			return 0, err
+		}
+	}
 
 	n, err := h.f.WriteAt(p, off)
 
@@ -459,6 +473,14 @@ func (h *Handle) Flush() error {
 	if err := h.f.Sync(); err != nil {
 		return err
 	}
+	if err := h.queueUpload(); err != nil {
+		return err
+	}
+	return h.s.syncJournal()
+}
+
+// queueUpload queues the upload of what the handle wrote (Flush).
+func (h *Handle) queueUpload() error {
 	s := h.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -472,7 +494,7 @@ func (h *Handle) Flush() error {
 	s.dirtyIno[h.ino] = true
 	s.touchContentLocked(e)
 	p := s.pathOf(e)
-	if e.content == contentDirty && !s.hasUnstartedPut(h.ino, p) {
+	if e.content == contentDirty && !s.jr.unstartedPut(h.ino, p) {
 		o := &op{Kind: opPut, Path: p, Ino: h.ino}
 		if !e.onServer {
 			// A new file: often an editor's temporary, renamed over the
@@ -489,7 +511,7 @@ func (h *Handle) Flush() error {
 func (s *Store) Fsync(ino Ino) error {
 	f, err := os.Open(s.contentPath(ino))
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil // nothing written locally
+		return s.syncJournal() // no content written locally; its metadata
 	}
 	if err != nil {
 		return err
@@ -499,6 +521,14 @@ func (s *Store) Fsync(ino Ino) error {
 	if err != nil {
 		return err
 	}
+	if err := s.queueFsyncUpload(ino); err != nil {
+		return err
+	}
+	return s.syncJournal()
+}
+
+// queueFsyncUpload queues the upload of what was written to ino (Fsync).
+func (s *Store) queueFsyncUpload(ino Ino) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e := s.entries[ino]
@@ -506,7 +536,7 @@ func (s *Store) Fsync(ino Ino) error {
 		return nil
 	}
 	p := s.pathOf(e)
-	if e.content == contentDirty && !s.hasUnstartedPut(ino, p) {
+	if e.content == contentDirty && !s.jr.unstartedPut(ino, p) {
 		o := &op{Kind: opPut, Path: p, Ino: ino}
 		if e.writers > 0 {
 			o.notBefore = time.Now().Add(settleDelay) // the close usually follows

@@ -20,19 +20,28 @@
 //     than the server and is never evicted or dropped; a partial file (16 MiB
 //     and more) is sparse, with a bitmap of the 1 MiB blocks fetched so far
 //     (ranges.go). Least recently used clean content is evicted beyond
-//     Options.CacheSize (evict.go).
+//     Options.CacheSize (evict.go). A file created through the mount gets
+//     a spare empty content file renamed into place (spares.go): creating
+//     one costs 25 times more than a rename on some disks, under mu.
 //   - The journal: an ordered log of the user's changes (put content, mkdir,
 //     remove, rmdir, rename, symlink, link, relink, mknod, chmod, chown,
-//     utimes), written to meta.db
-//     in the same transaction as the metadata change, before the FUSE call
-//     returns. The writer applies it to the server with up to
-//     Options.Uploads operations in flight; an operation waits for every
-//     earlier one on a related path (same path, ancestor or descendant).
+//     utimes), recorded with the metadata change before the FUSE call
+//     returns (see Durability). The write-back queue and its writer are
+//     one type, journal (journal.go), which knows operations and paths,
+//     not the tree: it decides which operation goes next (up to
+//     Options.Uploads in flight; an operation waits for every earlier one
+//     on a related path: same path, ancestor or descendant), which fold
+//     into an earlier one (a put not yet started takes later saves of its
+//     file and follows its renames), and what a failure does (retry,
+//     backoff up to 32s, set aside when refused for good). The Store is
+//     its deliverer (writeback.go): deliver applies one operation to the
+//     server; delivered, refused and failed record the outcome. Its rules
+//     are unit-tested without a Store (journalqueue_test.go).
 //     An upload queued by a truncate, by an fsync of a file still open, or
 //     by the close of a new file starts 20ms later (settleDelay), so the
 //     rest of an editor's save joins it: one upload of the final content
 //     to the final name. A put records the versions it sent (op.Tried),
-//     before sending, so its retry accepts finding one of them.
+//     durably, before sending, so its retry accepts finding one of them.
 //   - Filling the mirror ahead of use: Preload (the whole tree's metadata in
 //     one streamed listing), Prefetch (small files in bulk), and
 //     ApplyRemoteChanges (the server's change feed).
@@ -178,15 +187,36 @@
 // deleted meanwhile is never served: its first open re-checks it (its
 // confirmation time is not persisted).
 //
+// # Durability
+//
+// Every change to meta.db (entries, journal records) is appended to a
+// commit log, journal.wal (wal.go), with one write(2) under mu, before
+// the call that made it returns: it survives a kill of the process. What
+// close(2) and fsync(2) promise, on local disk when they return, is kept
+// by an fdatasync of the log (after the content file's own fsync); so is
+// the mark that a clean file became dirty, before its first write, and a
+// put's Tried, before it is sent. One fdatasync serves every caller
+// waiting at that moment (group commit), and none is held under mu. The
+// log is folded into meta.db in one bbolt transaction every second
+// (persistLoop), when it passes 8 MiB, when a change is a listing's worth
+// (2,000 entries and more), and at Close; Open replays what a crash left
+// in it, up to the first torn record, so the state restored is the one
+// after some prefix of the calls. A file created through the mount costs
+// three fdatasyncs (content, log at close, log before its upload), where
+// a bbolt transaction per change cost about twenty.
+//
 // # Concurrency and deadlock
 //
 // One mutex (Store.mu) guards the in-memory tree, the journal queue and the
 // persistence of both. It is never held across a network call: operations
 // snapshot what they need under mu, release it, talk to the server, then
 // re-take mu and check that the entry did not change meanwhile (by Ino and a
-// generation counter). Local disk I/O (bbolt commits, content files) does
-// happen under mu. The journal writer is a single goroutine; fetches of the
-// same file are de-duplicated so two opens do not download twice.
+// generation counter). Local disk I/O (commit log appends, bbolt
+// checkpoints, content files) does happen under mu; waiting for the commit
+// log's fdatasync does not (walFile.sync has its own lock and takes no
+// other). The journal shares mu: its writer is a single goroutine that
+// releases mu while operations are delivered; fetches of the same file are
+// de-duplicated so two opens do not download twice.
 // Nothing in this package calls back into the FUSE layer while holding mu:
 // invalidation callbacks run on their own goroutine.
 package cache

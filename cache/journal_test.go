@@ -58,6 +58,18 @@ func TestBrokenStoreIsRebuilt(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "meta.db"), []byte("this is not a bbolt database, just garbage bytes"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// A commit log written on top of the damaged store: replayed onto a
+	// fresh one, it would queue a change against a tree that is gone.
+	w, _, err := openWAL(filepath.Join(dir, walName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := newWALBatch()
+	b.journal[1] = encodeOp(&op{Seq: 1, Kind: opMkdir, Path: "from-the-old-store", Mode: 0o755})
+	if err := w.append(b.encode(1)); err != nil {
+		t.Fatal(err)
+	}
+	w.close()
 	s, err := Open(Options{Dir: dir, Remote: rem})
 	if err != nil {
 		t.Fatalf("open over a broken store: %v", err)
@@ -70,6 +82,12 @@ func TestBrokenStoreIsRebuilt(t *testing.T) {
 	aside, _ := filepath.Glob(filepath.Join(dir, "meta.db.damaged-*"))
 	if len(aside) != 1 {
 		t.Fatalf("damaged store not kept aside: %v", aside)
+	}
+	if logs, _ := filepath.Glob(filepath.Join(dir, walName+".damaged-*")); len(logs) != 1 {
+		t.Fatalf("the damaged store's commit log not kept aside with it: %v", logs)
+	}
+	if st := s.Status(); st.Pending != 0 {
+		t.Fatalf("%d changes pending from the damaged store's log", st.Pending)
 	}
 }
 

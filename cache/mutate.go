@@ -5,10 +5,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"slices"
 	"time"
-
-	bolt "go.etcd.io/bbolt"
 )
 
 // newOp assigns the next sequence number. Caller holds mu.
@@ -49,12 +46,8 @@ func (s *Store) enqueueLocked(ops ...*op) error {
 		return err
 	}
 	for _, o := range ops {
-		s.pending = append(s.pending, o)
-		for _, p := range o.paths() {
-			s.pendingPath[p]++
-		}
+		s.jr.add(o)
 	}
-	s.cond.Broadcast()
 	return nil
 }
 
@@ -140,7 +133,7 @@ func (s *Store) Create(ctx context.Context, dir Ino, name string, perm fs.FileMo
 		return a, h, err
 	}
 	defer s.mu.Unlock()
-	f, err := os.OpenFile(s.contentPath(s.nextIno), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	f, err := s.newContentFile(s.nextIno)
 	if err != nil {
 		return Attr{}, nil, err
 	}
@@ -348,9 +341,9 @@ func (s *Store) Rename(ctx context.Context, oldDir Ino, oldName string, newDir I
 	// and when its upload expects nothing at the old name: one that
 	// replaces a file there (it was renamed over it before) must stay, or
 	// that file would be left on the server.
-	if src.mode.IsRegular() && !src.onServer && s.putsPending(src.ino) == 1 && len(src.base.Versions) == 0 && !src.base.Link {
-		if o := s.lastOpTouching(oldPath, newPath); o != nil && o.Kind == opPut && o.Ino == src.ino && o.Path == oldPath && !o.inflight {
-			s.retargetPut(o, newPath)
+	if src.mode.IsRegular() && !src.onServer && s.jr.puts(src.ino) == 1 && len(src.base.Versions) == 0 && !src.base.Link {
+		if o := s.jr.lastTouching(oldPath, newPath); o != nil && o.Kind == opPut && o.Ino == src.ino && o.Path == oldPath && !o.inflight {
+			s.jr.retarget(o, newPath)
 			src.base = expect{Absent: true}
 			if destExpect != nil {
 				src.base = *destExpect
@@ -377,7 +370,7 @@ func (s *Store) Rename(ctx context.Context, oldDir Ino, oldName string, newDir I
 	}
 	if destExpect != nil {
 		s.watchUploads(dstIno, func(v Version) {
-			if !slices.Contains(s.pending, o) {
+			if s.jr.index(o) < 0 {
 				// Delivered already; the replaced file lives on (a hard
 				// link) and keeps uploading: nothing to record.
 				return
@@ -400,11 +393,11 @@ func (s *Store) Rename(ctx context.Context, oldDir Ino, oldName string, newDir I
 // the mount learning it). Caller holds mu.
 func (s *Store) expectedOnServerLocked(e *entry) expect {
 	x := e.expectedOnServer()
-	for _, o := range s.pending {
+	s.jr.each(func(o *op) {
 		if o.Kind == opPut && o.Ino == e.ino && len(o.Tried) > 0 {
 			x = x.union(expect{Versions: o.Tried})
 		}
-	}
+	})
 	return x
 }
 
@@ -415,7 +408,7 @@ func (s *Store) expectedOnServerLocked(e *entry) expect {
 // registered when ino has no upload pending. Caller holds mu; f runs with
 // mu held.
 func (s *Store) watchUploads(ino Ino, f func(Version)) {
-	if s.putsPending(ino) == 0 {
+	if s.jr.puts(ino) == 0 {
 		return
 	}
 	if s.landed == nil {
@@ -431,55 +424,16 @@ func (s *Store) uploadLandedLocked(ino Ino, v Version) {
 	for _, f := range s.landed[ino] {
 		f(v)
 	}
-	if s.putsPending(ino) <= 1 {
+	if s.jr.puts(ino) <= 1 {
 		delete(s.landed, ino)
 	}
 }
 
 // rewriteOpLocked persists a changed pending op. Caller holds mu.
 func (s *Store) rewriteOpLocked(o *op) {
-	if err := s.db.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketJournal).Put(u64key(o.Seq), encodeOp(o))
-	}); err != nil {
+	if err := s.logLocked(nil, o); err != nil {
 		s.log.Error("update journal record", "op", o.String(), "err", err)
 	}
-}
-
-// putsPending counts the uploads of ino in the journal, in flight or not.
-// Caller holds mu.
-func (s *Store) putsPending(ino Ino) int {
-	n := 0
-	for _, o := range s.pending {
-		if o.Kind == opPut && o.Ino == ino {
-			n++
-		}
-	}
-	return n
-}
-
-// lastOpTouching returns the newest pending op related to any of paths.
-// Caller holds mu.
-func (s *Store) lastOpTouching(paths ...string) *op {
-	for i := len(s.pending) - 1; i >= 0; i-- {
-		o := s.pending[i]
-		for _, p := range paths {
-			for _, q := range o.paths() {
-				if related(p, q) {
-					return o
-				}
-			}
-		}
-	}
-	return nil
-}
-
-func (s *Store) retargetPut(o *op, newPath string) {
-	s.pendingPath[o.Path]--
-	if s.pendingPath[o.Path] <= 0 {
-		delete(s.pendingPath, o.Path)
-	}
-	o.Path = newPath
-	s.pendingPath[newPath]++
 }
 
 // SetAttr changes mode, size, atime and/or mtime (nil fields are left
@@ -530,7 +484,17 @@ func (s *Store) SetAttr(ctx context.Context, ino Ino, mode *fs.FileMode, size *i
 	var ops []*op
 	p := s.pathOf(e)
 	if size != nil {
-		s.markDirtyLocked(e)
+		if e.content != contentDirty {
+			// A clean file is about to change in place: its mark goes to
+			// disk first (rare; synced under mu).
+			s.markDirtyLocked(e)
+			if err := s.commitLocked(); err != nil {
+				return Attr{}, err
+			}
+			if err := s.syncJournal(); err != nil {
+				return Attr{}, err
+			}
+		}
 		if err := os.Truncate(s.contentPath(ino), *size); err != nil {
 			if !os.IsNotExist(err) || *size != 0 {
 				return Attr{}, err
@@ -542,7 +506,7 @@ func (s *Store) SetAttr(ctx context.Context, ino Ino, mode *fs.FileMode, size *i
 		e.size = *size
 		s.touchLocked(e, true)
 		e.gen++
-		if !s.hasUnstartedPut(ino, p) {
+		if !s.jr.unstartedPut(ino, p) {
 			// open(O_TRUNC) arrives as this truncate, then the open, the
 			// writes and the close: wait a moment, so that the upload
 			// carries what the close leaves (one upload, not an empty file
@@ -595,23 +559,6 @@ func (s *Store) markDirtyLocked(e *entry) {
 	e.base = e.expectedOnServer()
 	e.content = contentDirty
 	s.dirtyIno[e.ino] = true
-}
-
-// hasUnstartedPut reports whether an upload of ino to p is queued and not
-// yet started, with nothing touching p after it. Caller holds mu.
-func (s *Store) hasUnstartedPut(ino Ino, p string) bool {
-	for i := len(s.pending) - 1; i >= 0; i-- {
-		o := s.pending[i]
-		if o.Kind == opRelink && o.Path == p && !o.inflight {
-			continue // follows the put it belongs to
-		}
-		for _, q := range o.paths() {
-			if related(p, q) {
-				return o.Kind == opPut && o.Ino == ino && o.Path == p && !o.inflight
-			}
-		}
-	}
-	return false
 }
 
 // Link makes newName in newDir another name of ino, as link(2): one

@@ -22,13 +22,13 @@ import (
 func (s *Store) noteOfflineLocked() {
 	online := s.online() && !s.opts.ReadOnly
 	switch {
-	case !online && s.waitingSince.IsZero() && len(s.pending) > 0:
-		s.waitingSince, s.waitingApplied, s.waitingConflicts = s.now(), s.applied, len(s.conflicts)
+	case !online && s.waitingSince.IsZero() && s.jr.len() > 0:
+		s.waitingSince, s.waitingApplied, s.waitingConflicts = s.now(), s.jr.mark(), len(s.conflicts)
 		s.log.Warn("server unreachable: changes wait in the journal and are delivered when it is back",
-			"pending", len(s.pending))
-	case online && !s.waitingSince.IsZero() && len(s.pending) == 0:
+			"pending", s.jr.len())
+	case online && !s.waitingSince.IsZero() && s.jr.len() == 0:
 		s.log.Info("delivered the changes made while the server was unreachable",
-			"operations", s.applied-s.waitingApplied, "waited", s.now().Sub(s.waitingSince).Round(time.Second).String(),
+			"operations", s.jr.mark()-s.waitingApplied, "waited", s.now().Sub(s.waitingSince).Round(time.Second).String(),
 			"conflicts", len(s.conflicts)-s.waitingConflicts)
 		s.waitingSince = time.Time{}
 	}

@@ -140,7 +140,7 @@ func (s *Store) Chown(ctx context.Context, ino Ino, uid, gid *uint32) (Attr, err
 	p := s.pathOf(e)
 	// Offline it waits in the journal like every other change (a refusal
 	// then is set aside as undeliverable); online the server answers now.
-	pending := !e.onServer || s.pendingPath[p] > 0 || !s.online()
+	pending := !e.onServer || s.jr.onPath(p) || !s.online()
 	nu, ng := ruid, rgid
 	if cur.HasOwner {
 		nu, ng = cur.Uid, cur.Gid
@@ -242,13 +242,10 @@ func (s *Store) newOwnerOpsLocked(e *entry, p string) []*op {
 // e's path. Caller holds mu.
 func (s *Store) chownPendingLocked(e *entry) bool {
 	p := s.pathOf(e)
-	if s.pendingPath[p] == 0 {
+	if !s.jr.onPath(p) {
 		return false
 	}
-	for _, o := range s.pending {
-		if o.Kind == opChown && o.Path == p {
-			return true
-		}
-	}
-	return false
+	found := false
+	s.jr.each(func(o *op) { found = found || o.Kind == opChown && o.Path == p })
+	return found
 }

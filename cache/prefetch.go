@@ -67,7 +67,7 @@ func (s *Store) Prefetch(ctx context.Context, o PrefetchOptions) (PrefetchStats,
 		}
 	}
 	s.mu.Lock()
-	since := s.applied
+	since := s.jr.mark()
 	s.mu.Unlock()
 	cands := s.prefetchCandidates(o)
 	const batchFiles, batchBytes = 2000, 32 << 20

@@ -96,7 +96,7 @@ func (s *Store) preloadBulk(ctx context.Context, tw conn.TreeWalker, prune []str
 	}
 	stack := []*frame{{path: ""}}
 	s.mu.Lock()
-	since, epoch := s.applied, s.connEpoch
+	since, epoch := s.jr.mark(), s.connEpoch
 	asked := s.now()
 	// A folder whose listing is streaming is "being listed": a readdir of
 	// it meanwhile waits for the stream instead of listing it again (a

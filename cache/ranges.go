@@ -189,7 +189,7 @@ func (s *Store) fetchBlocks(ctx context.Context, ino Ino, first, last int) error
 		s.mu.Unlock()
 		return fmt.Errorf("%w: the file was removed on the server while it was read", ErrChanged)
 	}
-	want := blockVersion{path: s.pathOf(e), epoch: e.epoch, version: e.remote, since: s.applied}
+	want := blockVersion{path: s.pathOf(e), epoch: e.epoch, version: e.remote, since: s.jr.mark()}
 	calls := make([]*fetchCall, len(runs))
 	for k, r := range runs {
 		calls[k] = &fetchCall{done: make(chan struct{})}

@@ -113,25 +113,19 @@ type Store struct {
 
 	mu sync.Mutex // guards everything below
 	// cond is signalled when the journal changes or the writer's state does.
-	cond        *sync.Cond
-	entries     map[Ino]*entry
-	sinos       map[uint64]Ino // server inode -> entry, for files with several links
-	nextIno     Ino
-	nextSeq     uint64
-	pending     []*op          // journal, oldest first
-	inflight    int            // ops being applied now
-	pendingPath map[string]int // path -> number of pending ops touching it
-	applied     uint64         // journal operations delivered so far
-	recentDone  []doneOp       // the last ones, for changedSince
-	dirtyIno    map[Ino]bool   // entries to persist
-	deletedIno  map[Ino]bool   // entries to delete from meta.db
-	fetching    map[Ino]*fetchCall
-	blockFetch  map[Ino]map[int]*fetchCall // range-cached files: blocks being fetched
-	epochs      uint64                     // the last content epoch handed out (versions.go)
-	listing     map[Ino]*fetchCall
-	writerErr   error // last non-offline upload failure
-	writerErrOp *op   // the op that failed
-	conflicts   []Conflict
+	cond       *sync.Cond
+	entries    map[Ino]*entry
+	sinos      map[uint64]Ino // server inode -> entry, for files with several links
+	nextIno    Ino
+	nextSeq    uint64
+	jr         *journal     // the write-back queue (journal.go)
+	dirtyIno   map[Ino]bool // entries to persist
+	deletedIno map[Ino]bool // entries to delete from meta.db
+	fetching   map[Ino]*fetchCall
+	blockFetch map[Ino]map[int]*fetchCall // range-cached files: blocks being fetched
+	epochs     uint64                     // the last content epoch handed out (versions.go)
+	listing    map[Ino]*fetchCall
+	conflicts  []Conflict
 	// usedConflictNames: conflict copy names handed out, so two conflicts
 	// in the same second get different names.
 	usedConflictNames map[string]bool
@@ -165,6 +159,15 @@ type Store struct {
 	waitingSince     time.Time
 	waitingApplied   uint64
 	waitingConflicts int
+
+	// the commit log (wal.go): the file, the epoch its records are
+	// written in, and what it holds that meta.db does not yet
+	wal      *walFile
+	walEpoch uint64
+	walBatch *walBatch
+	// spares: empty content files ready for Create (spares.go)
+	spares     chan string
+	sparesDone chan struct{} // closed when spareLoop returns
 
 	nameMax     atomic.Uint64 // the server's name limit; 0: not known yet (limits.go)
 	remoteOwner atomic.Uint64 // the login user's uid<<32|gid|1<<63; 0: not known (owners.go)
@@ -248,6 +251,11 @@ func Open(opts Options) (*Store, error) {
 		if rerr := os.Rename(dbPath, aside); rerr != nil {
 			return nil, fmt.Errorf("open %s: %w", dbPath, err)
 		}
+		// Its commit log goes with it: the log only makes sense on top of it.
+		walPath := filepath.Join(opts.Dir, walName)
+		if rerr := os.Rename(walPath, walPath+strings.TrimPrefix(aside, dbPath)); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
+			return nil, fmt.Errorf("open %s: %w", dbPath, err)
+		}
 		db, err = bolt.Open(dbPath, 0o600, &bolt.Options{Timeout: 500 * time.Millisecond})
 		if err != nil {
 			return nil, fmt.Errorf("open %s: %w", dbPath, err)
@@ -256,20 +264,32 @@ func Open(opts Options) (*Store, error) {
 	s := &Store{
 		opts: opts, db: db, remote: opts.Remote, log: opts.Logger, now: opts.Now,
 		writerDone: make(chan struct{}), stop: make(chan struct{}),
-		entries: map[Ino]*entry{}, sinos: map[uint64]Ino{}, pendingPath: map[string]int{},
+		entries: map[Ino]*entry{}, sinos: map[uint64]Ino{},
 		dirtyIno: map[Ino]bool{}, deletedIno: map[Ino]bool{},
 		fetching: map[Ino]*fetchCall{}, listing: map[Ino]*fetchCall{},
 		blockFetch: map[Ino]map[int]*fetchCall{},
 		nextIno:    RootIno + 1, nextSeq: 1, recent: newRecency(),
 		invalidateSignal: make(chan struct{}, 1),
+		spares:           make(chan string, spareCount), sparesDone: make(chan struct{}),
 	}
 	s.cond = sync.NewCond(&s.mu)
+	s.jr = newJournal(&s.mu, s.cond, opts.Uploads, s)
+	if err := s.replayWAL(); err != nil {
+		db.Close()
+		return nil, err
+	}
 	if err := s.load(); err != nil {
+		s.wal.close()
 		db.Close()
 		return nil, err
 	}
 	s.cleanContentDir()
 	go s.persistLoop()
+	if opts.ReadOnly {
+		close(s.sparesDone) // nothing is created
+	} else {
+		go s.spareLoop()
+	}
 	go s.invalidateLoop()
 	go s.writer()
 	return s, nil
@@ -324,12 +344,9 @@ func (s *Store) load() error {
 				s.log.Error("journal record is damaged and will not be replayed", "key", k, "err", err)
 				return nil
 			}
-			s.pending = append(s.pending, o)
+			s.jr.add(o)
 			if o.Seq >= s.nextSeq {
 				s.nextSeq = o.Seq + 1
-			}
-			for _, p := range o.paths() {
-				s.pendingPath[p]++
 			}
 			return nil
 		})
@@ -384,11 +401,11 @@ func (s *Store) load() error {
 	// Every dirty file must have an upload pending (a crash between the
 	// first write and close leaves it without one).
 	queued := map[Ino]bool{}
-	for _, o := range s.pending {
+	s.jr.each(func(o *op) {
 		if o.Kind == opPut {
 			queued[o.Ino] = true
 		}
-	}
+	})
 	var recovered []*op
 	for ino, e := range s.entries {
 		if e.content == contentDirty && !queued[ino] {
@@ -454,9 +471,13 @@ func (s *Store) Close() error {
 	s.cond.Broadcast()
 	s.mu.Unlock()
 	<-s.writerDone
+	s.removeSpares()
 	s.mu.Lock()
-	err := s.commitLocked()
+	err := s.checkpointLocked(0, nil)
 	s.mu.Unlock()
+	if cerr := s.wal.close(); err == nil {
+		err = cerr
+	}
 	if cerr := s.db.Close(); err == nil {
 		err = cerr
 	}
@@ -464,7 +485,8 @@ func (s *Store) Close() error {
 }
 
 // persistLoop commits metadata learned from the server (listings, fetched
-// attributes) in batches; user changes are committed synchronously.
+// attributes) in batches, and folds the commit log (user changes, already
+// durable there) into meta.db.
 func (s *Store) persistLoop() {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
@@ -479,8 +501,8 @@ func (s *Store) persistLoop() {
 			for more := true; more; {
 				s.mu.Lock()
 				more = len(s.dirtyIno) > persistChunk
-				if len(s.dirtyIno)+len(s.deletedIno) > 0 {
-					if err := s.commitSomeLocked(persistChunk, nil); err != nil {
+				if len(s.dirtyIno)+len(s.deletedIno) > 0 || !s.walBatch.empty() {
+					if err := s.checkpointLocked(persistChunk, nil); err != nil {
 						s.log.Error("persist metadata", "err", err)
 						more = false
 					}
@@ -494,84 +516,19 @@ func (s *Store) persistLoop() {
 // persistChunk bounds the entries one background transaction writes.
 const persistChunk = 10000
 
-// commitLocked writes changed entries and the given new journal operations
-// in one transaction (fsynced by bbolt). Caller holds mu.
+// commitLocked records changed entries and the given new journal
+// operations in the commit log (wal.go): they survive a crash of the
+// process when it returns, and a power loss once syncJournal has run.
+// Caller holds mu.
 func (s *Store) commitLocked(newOps ...*op) error {
-	return s.commitSomeLocked(0, nil, newOps...)
+	return s.logLocked(nil, newOps...)
 }
 
-// commitSomeLocked is commitLocked writing at most max changed entries
-// (0: all); the rest stay marked for the next commit. Only for what was
-// learned from the server: a user's change commits everything with it.
-// It also removes the journal operations numbered done (delivered), in the
-// same transaction as what their delivery changed. Caller holds mu.
-func (s *Store) commitSomeLocked(max int, done []uint64, newOps ...*op) error {
-	var some []Ino
-	if max > 0 && len(s.dirtyIno) > max {
-		some = make([]Ino, 0, max)
-		for ino := range s.dirtyIno {
-			if len(some) == max {
-				break
-			}
-			some = append(some, ino)
-		}
-	}
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		eb := tx.Bucket(bucketEntries)
-		for ino := range s.deletedIno {
-			if err := eb.Delete(u64key(uint64(ino))); err != nil {
-				return err
-			}
-		}
-		put := func(ino Ino) error {
-			e := s.entries[ino]
-			if e == nil {
-				return nil
-			}
-			return eb.Put(u64key(uint64(ino)), e.record())
-		}
-		if some != nil {
-			for _, ino := range some {
-				if err := put(ino); err != nil {
-					return err
-				}
-			}
-		} else {
-			for ino := range s.dirtyIno {
-				if err := put(ino); err != nil {
-					return err
-				}
-			}
-		}
-		jb := tx.Bucket(bucketJournal)
-		for _, seq := range done {
-			if err := jb.Delete(u64key(seq)); err != nil {
-				return err
-			}
-		}
-		for _, o := range newOps {
-			if err := jb.Put(u64key(o.Seq), encodeOp(o)); err != nil {
-				return err
-			}
-		}
-		st := tx.Bucket(bucketState)
-		if err := st.Put(keyNextIno, u64key(uint64(s.nextIno))); err != nil {
-			return err
-		}
-		return st.Put(keyNextSeq, u64key(s.nextSeq))
-	})
-	if err != nil {
-		return fmt.Errorf("cache commit: %w", err)
-	}
-	if some != nil {
-		for _, ino := range some {
-			delete(s.dirtyIno, ino)
-		}
-	} else {
-		clear(s.dirtyIno)
-	}
-	clear(s.deletedIno)
-	return nil
+// commitDoneLocked is commitLocked that also removes the journal
+// operations numbered done (delivered), in the same record as what their
+// delivery changed. Caller holds mu.
+func (s *Store) commitDoneLocked(done ...uint64) error {
+	return s.logLocked(done)
 }
 
 func (s *Store) contentPath(ino Ino) string {
@@ -602,68 +559,23 @@ func childPath(dir, name string) string {
 	return dir + "/" + name
 }
 
-// doneOp records the paths of a delivered journal operation.
-type doneOp struct {
-	n     uint64 // value of Store.applied after it
-	paths []string
-	at    time.Time
-}
-
-const recentDoneMax = 4096
-
-// changedSince reports whether a journal operation delivered after the
-// moment the counter read since touched p (or an ancestor or descendant).
-// What the server said before that moment may predate the change, so it
-// must not overwrite the local state. Caller holds mu.
-func (s *Store) changedSince(p string, since uint64) bool {
-	if since >= s.applied {
-		return false
-	}
-	if len(s.recentDone) == 0 || s.recentDone[0].n > since+1 {
-		return true // too old to tell: assume it did
-	}
-	for i := len(s.recentDone) - 1; i >= 0 && s.recentDone[i].n > since; i-- {
-		for _, q := range s.recentDone[i].paths {
-			if related(p, q) {
-				return true
-			}
-		}
-	}
-	return false
-}
-
 // deliveredWithin reports whether a journal operation delivered in the
 // last d touched p (or an ancestor or descendant). Caller holds mu.
 func (s *Store) deliveredWithin(p string, d time.Duration) bool {
-	since := s.now().Add(-d)
-	for i := len(s.recentDone) - 1; i >= 0 && s.recentDone[i].at.After(since); i-- {
-		for _, q := range s.recentDone[i].paths {
-			if related(p, q) {
-				return true
-			}
-		}
-	}
-	return false
+	return s.jr.deliveredWithin(p, s.now().Add(-d))
 }
 
 // keepLocal reports whether the local state of p must win over what the
 // server reported, when the report was asked for at since: a change is
 // pending, or was delivered after the question. Caller holds mu.
 func (s *Store) keepLocal(p string, since uint64) bool {
-	return s.protected(p) || s.changedSince(p, since)
+	return s.protected(p) || s.jr.changedSince(p, since)
 }
 
 // protected reports whether a pending journal operation touches p, an
 // ancestor of p or a descendant of p. Such paths keep their local state
 // when a listing from the server disagrees. Caller holds mu.
-func (s *Store) protected(p string) bool {
-	for q := range s.pendingPath {
-		if related(p, q) {
-			return true
-		}
-	}
-	return false
-}
+func (s *Store) protected(p string) bool { return s.jr.touches(p) }
 
 func (s *Store) online() bool { return s.remote != nil && s.opts.Online() }
 

@@ -64,6 +64,40 @@ func (e *env) reopen() {
 	e.open()
 }
 
+// crash makes the store start again from what is on disk now, as a mount
+// after a kill -9 does: the cache directory is copied as it is (the
+// running store is not told), the store closed, and the copy opened.
+func (e *env) crash() {
+	e.t.Helper()
+	crashed := e.copyDir()
+	e.s.Close()
+	e.dir = crashed
+	e.open()
+}
+
+// copyDir copies the cache directory as it is on disk now.
+func (e *env) copyDir() string {
+	e.t.Helper()
+	crashed := e.t.TempDir()
+	if err := filepath.WalkDir(e.dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(e.dir, p)
+		if d.IsDir() {
+			return os.MkdirAll(filepath.Join(crashed, rel), 0o755)
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(crashed, rel), b, 0o600)
+	}); err != nil {
+		e.t.Fatal(err)
+	}
+	return crashed
+}
+
 // server writes a file directly on the "server".
 func (e *env) server(rel, content string) {
 	e.t.Helper()
@@ -347,27 +381,7 @@ func TestDeliveryAndItsEffectSurviveACrash(t *testing.T) {
 	e.mustRead("f.py")
 	e.mustWrite("f.py", "v1 local")
 	e.flush()
-	// What is on disk now is what a mount after a crash finds.
-	crashed := t.TempDir()
-	if err := filepath.WalkDir(e.dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(e.dir, p)
-		if d.IsDir() {
-			return os.MkdirAll(filepath.Join(crashed, rel), 0o755)
-		}
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		return os.WriteFile(filepath.Join(crashed, rel), b, 0o600)
-	}); err != nil {
-		t.Fatal(err)
-	}
-	e.s.Close()
-	e.dir = crashed
-	e.open()
+	e.crash()
 	if st := e.s.Status(); st.Pending != 0 {
 		t.Fatalf("%d changes pending after the crash, want 0", st.Pending)
 	}
@@ -636,7 +650,7 @@ func TestRelatedOpsWaitUnrelatedRunInParallel(t *testing.T) {
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		e.s.mu.Lock()
-		n := e.s.inflight
+		n := e.s.jr.inflight
 		e.s.mu.Unlock()
 		if n == 3 {
 			break
@@ -1239,7 +1253,7 @@ func waitInflight(t *testing.T, s *Store, n int) {
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		s.mu.Lock()
-		got := s.inflight
+		got := s.jr.inflight
 		s.mu.Unlock()
 		if got >= n {
 			return

@@ -94,7 +94,7 @@ func (s *Store) confirmName(ctx context.Context, dir Ino, name string) {
 		return
 	}
 	p := childPath(s.pathOf(d), name)
-	since := s.applied
+	since := s.jr.mark()
 	s.mu.Unlock()
 	fi, err := s.remote.Lstat(ctx, p)
 	if err != nil {
@@ -225,7 +225,7 @@ func (s *Store) listDirNow(ctx context.Context, dir Ino) error {
 	call := &fetchCall{done: make(chan struct{})}
 	prev := s.listing[dir] // a stream we stopped waiting for
 	s.listing[dir] = call
-	since, epoch := s.applied, s.connEpoch
+	since, epoch := s.jr.mark(), s.connEpoch
 	s.mu.Unlock()
 
 	asked := s.now()
@@ -499,12 +499,7 @@ func (s *Store) purgeOrphanLocked(e *entry) {
 }
 
 func (s *Store) hasPendingPut(ino Ino) bool {
-	for _, o := range s.pending {
-		if o.Kind == opPut && o.Ino == ino {
-			return true
-		}
-	}
-	return false
+	return s.jr.puts(ino) > 0
 }
 
 // childLocked returns the entry for name in dir. Caller holds mu.

@@ -136,15 +136,11 @@ func (s *Store) setAsideLocked(o *op, err error) {
 		return
 	}
 	s.log.Warn("the server refused a change for good; set aside", "op", o.String(), "reason", u.Reason, "kept", u.Kept)
-	if s.writerErrOp == o {
-		s.writerErr, s.writerErrOp = nil, nil
-	}
-	s.removeOpLocked(o)
+	s.jr.remove(o)
 	s.showServerStateLocked(o)
-	if err := s.commitSomeLocked(0, []uint64{o.Seq}); err != nil {
+	if err := s.commitDoneLocked(o.Seq); err != nil {
 		s.log.Error("remove a refused op from the journal", "op", o.String(), "err", err)
 	}
-	s.cond.Broadcast()
 }
 
 // showServerStateLocked makes the paths o touched show the server's state

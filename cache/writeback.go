@@ -8,29 +8,15 @@ import (
 	"os"
 	"path"
 	"slices"
-	"strings"
-	"sync"
 	"time"
-
-	bolt "go.etcd.io/bbolt"
 
 	"remotefs/conn"
 )
 
-// writer replays the journal to the server. Operations on unrelated paths
-// run in parallel (up to Options.Uploads); an operation waits for every
-// earlier one that touches the same path, an ancestor or a descendant, so
-// the server sees related changes in the order they were made.
+// writer runs the journal (journal.run) until Close.
 func (s *Store) writer() {
 	defer close(s.writerDone)
-	var running sync.WaitGroup
-	defer running.Wait()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for !s.closed {
-		s.dispatchLocked(&running)
-		s.waitLocked(s.nextDispatchLocked(200 * time.Millisecond))
-	}
+	s.jr.run(s.stop)
 }
 
 // settleDelay delays an upload queued by a step an editor's save usually
@@ -41,148 +27,45 @@ func (s *Store) writer() {
 // A variable for tests.
 var settleDelay = 20 * time.Millisecond
 
-// nextDispatchLocked is how long the writer may sleep: at most d, less
-// when a waiting operation becomes due sooner. Caller holds mu.
-func (s *Store) nextDispatchLocked(d time.Duration) time.Duration {
-	now := time.Now()
-	for i, o := range s.pending {
-		if i >= dispatchWindow {
-			break
-		}
-		if !o.inflight && o.notBefore.After(now) {
-			d = min(d, o.notBefore.Sub(now)+time.Millisecond)
-		}
-	}
-	return d
-}
+// The Store is the journal's deliverer.
+var _ deliverer = (*Store)(nil)
 
-// dispatchWindow bounds how far into the journal the writer looks for
-// runnable operations.
-const dispatchWindow = 512
-
-// dispatchLocked starts every runnable operation. Caller holds mu.
-func (s *Store) dispatchLocked(running *sync.WaitGroup) {
-	s.noteOfflineLocked()
-	if s.opts.ReadOnly || !s.online() {
-		return
-	}
-	now := time.Now()
-	var blocking []string
-	isBlocked := func(o *op) bool {
-		for _, p := range o.paths() {
-			for _, b := range blocking {
-				if related(p, b) {
-					return true
-				}
-			}
-		}
-		return false
-	}
-	for i, o := range s.pending {
-		if i >= dispatchWindow || s.inflight >= s.opts.Uploads {
-			break
-		}
-		if !o.inflight && !o.notBefore.After(now) && !isBlocked(o) {
-			o.inflight = true
-			s.inflight++
-			running.Add(1)
-			go func() {
-				defer running.Done()
-				s.runOp(o)
-			}()
-		}
-		blocking = append(blocking, o.paths()...)
-	}
-}
-
-// runOp applies one operation and records the outcome.
-func (s *Store) runOp(o *op) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
-		select {
-		case <-s.stop:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
+// deliver applies one operation to the server (journal.deliver).
+func (s *Store) deliver(ctx context.Context, o *op) error {
 	err := s.apply(ctx, o)
 	s.log.Debug("journal op applied", "seq", o.Seq, "op", o.String(), "ino", o.Ino, "err", err)
-
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	o.inflight = false
-	s.inflight--
-	defer s.cond.Broadcast()
-	if err == nil {
-		s.completeLocked(o)
-		if s.writerErrOp == o {
-			s.writerErr, s.writerErrOp = nil, nil
-		}
-		return
-	}
-	if errors.Is(err, conn.ErrOffline) || errors.Is(err, context.Canceled) {
-		o.notBefore = time.Now().Add(200 * time.Millisecond)
-		return
-	}
-	if permanentRefusal(o, err) {
-		s.setAsideLocked(o, err)
-		if s.pendingIndexLocked(o) < 0 {
-			return
-		}
-		// Could not be set aside (local disk): retried like any failure.
-	}
-	o.attempts++
-	backoff := 500 * time.Millisecond << min(o.attempts-1, 6) // up to 32s
-	o.notBefore = time.Now().Add(backoff)
-	if !strings.Contains(err.Error(), o.Path) {
-		err = fmt.Errorf("%s: %w", o, err)
-	}
-	s.writerErr, s.writerErrOp = err, o
-	s.log.Warn("upload failed; will retry", "op", o.String(), "err", err, "attempt", o.attempts, "retry_in", backoff)
+	return err
 }
 
-// pendingIndexLocked is o's place in the journal, -1 when not there.
-// Caller holds mu.
-func (s *Store) pendingIndexLocked(o *op) int {
-	for i, p := range s.pending {
-		if p == o {
-			return i
-		}
-	}
-	return -1
+// canDeliver: the writer starts operations only while online and
+// writable. Caller holds mu.
+func (s *Store) canDeliver() bool {
+	s.noteOfflineLocked()
+	return !s.opts.ReadOnly && s.online()
 }
 
-// removeOpLocked takes o out of the in-memory journal (the caller commits
-// its removal from meta.db). Caller holds mu.
-func (s *Store) removeOpLocked(o *op) {
-	if i := s.pendingIndexLocked(o); i >= 0 {
-		s.pending = append(s.pending[:i], s.pending[i+1:]...)
-	}
-	for _, p := range o.paths() {
-		s.pendingPath[p]--
-		if s.pendingPath[p] <= 0 {
-			delete(s.pendingPath, p)
-		}
-	}
-}
-
-// completeLocked removes a delivered op from the journal. Caller holds mu.
-func (s *Store) completeLocked(o *op) {
-	s.removeOpLocked(o)
-	s.applied++
-	s.recentDone = append(s.recentDone, doneOp{n: s.applied, paths: o.paths(), at: s.now()})
-	if len(s.recentDone) > recentDoneMax {
-		s.recentDone = append(s.recentDone[:0:0], s.recentDone[len(s.recentDone)-recentDoneMax/2:]...)
-	}
+// delivered removes a delivered op from meta.db. Caller holds mu.
+func (s *Store) delivered(o *op) {
 	// The entries the delivery changed (a put's new server version, a
 	// conflict copy) go to disk with the removal of the operation: a crash
 	// in between would leave an edit with no upload and a stale base.
-	if err := s.commitSomeLocked(0, []uint64{o.Seq}); err != nil {
+	if err := s.commitDoneLocked(o.Seq); err != nil {
 		s.log.Error("remove delivered op from journal", "op", o.String(), "err", err)
 	}
 	s.noteOfflineLocked()
-	s.cond.Broadcast()
+}
+
+// refused sets aside an op the server refused for good. Caller holds mu.
+func (s *Store) refused(o *op, err error) bool {
+	s.setAsideLocked(o, err)
+	// Still queued: it could not be set aside (local disk), and is
+	// retried like any failure.
+	return s.jr.index(o) < 0
+}
+
+// failed logs a failure the journal retries. Caller holds mu.
+func (s *Store) failed(o *op, err error, retryIn time.Duration) {
+	s.log.Warn("upload failed; will retry", "op", o.String(), "err", err, "attempt", o.attempts, "retry_in", retryIn)
 }
 
 // apply performs one journal operation on the server. Replays are
@@ -297,6 +180,7 @@ func (s *Store) applyPut(ctx context.Context, o *op) error {
 	// lost link or a crash overwrites the leftover of the failed attempt.
 	tmpName := conn.TempNameAt(path.Base(o.Path), time.Unix(0, o.At), uint32(o.Seq*2654435761)^uint32(o.At))
 	tmpPath := path.Join(path.Dir(o.Path), tmpName)
+	mustSync := false
 	if !slices.Contains(o.Tried, sending) || !slices.Contains(o.Temps, tmpPath) {
 		if !slices.Contains(o.Tried, sending) {
 			o.Tried = append(o.Tried, sending)
@@ -305,16 +189,20 @@ func (s *Store) applyPut(ctx context.Context, o *op) error {
 			o.Temps = append(o.Temps, tmpPath)
 		}
 		if o.Seq != 0 {
-			if err := s.db.Update(func(tx *bolt.Tx) error {
-				return tx.Bucket(bucketJournal).Put(u64key(o.Seq), encodeOp(o))
-			}); err != nil {
+			if err := s.logLocked(nil, o); err != nil {
 				s.mu.Unlock()
 				return fmt.Errorf("journal: %w", err)
 			}
+			mustSync = true
 		}
 	}
 	tried, temps := slices.Clone(o.Tried), slices.Clone(o.Temps)
 	s.mu.Unlock()
+	if mustSync {
+		if err := s.syncJournal(); err != nil {
+			return fmt.Errorf("journal: %w", err)
+		}
+	}
 
 	// What the server may hold at the path and still be replaced is
 	// checked where the file lands, just before the rename; anything else
@@ -401,11 +289,11 @@ func (s *Store) recordConflictLocked(p, copyPath string, e *entry, copyInfo, ser
 	d.children[copyName] = e.ino
 	s.notifyLocked(Invalidation{Dir: d.ino, Name: path.Base(p), Ino: e.ino})
 	// Uploads of later edits go to the copy, not over the server's file.
-	for _, o := range s.pending {
+	s.jr.each(func(o *op) {
 		if o.Kind == opPut && o.Ino == e.ino && o.Path == p && !o.inflight {
-			s.retargetPut(o, copyPath)
+			s.jr.retarget(o, copyPath)
 		}
-	}
+	})
 	v := versionOf(copyInfo)
 	e.onServer, e.remote, e.base = true, v, expectVersion(v)
 	if e.gen == uploadedGen {
@@ -513,27 +401,27 @@ func splitPath(p string) []string {
 func (s *Store) Flush(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if len(s.pending) == 0 {
+	if s.jr.len() == 0 {
 		if us := s.Undelivered(); len(us) > 0 {
 			return undeliveredError(us)
 		}
 		return nil
 	}
-	last := s.pending[len(s.pending)-1].Seq
+	last := s.jr.lastSeq()
 	stop := context.AfterFunc(ctx, func() {
 		s.mu.Lock()
 		s.cond.Broadcast()
 		s.mu.Unlock()
 	})
 	defer stop()
-	s.writerErr, s.writerErrOp = nil, nil
+	s.jr.forgetErr()
 	var offlineAt time.Time
-	for s.pendingUpToLocked(last) > 0 {
+	for s.jr.upTo(last) > 0 {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		if s.opts.ReadOnly {
-			return fmt.Errorf("%d changes pending and the mount is read-only (offline); they are kept and delivered on a later online mount", len(s.pending))
+			return fmt.Errorf("%d changes pending and the mount is read-only (offline); they are kept and delivered on a later online mount", s.jr.len())
 		}
 		if !s.online() {
 			// Asking for the server is a reason to try it now: wait a
@@ -543,13 +431,13 @@ func (s *Store) Flush(ctx context.Context) error {
 				s.errOffline()
 			}
 			if time.Since(offlineAt) > flushRedialWait {
-				return fmt.Errorf("%d changes pending: %w; they are kept and delivered when it is back", len(s.pending), ErrOffline)
+				return fmt.Errorf("%d changes pending: %w; they are kept and delivered when it is back", s.jr.len(), ErrOffline)
 			}
 			s.waitLocked(100 * time.Millisecond)
 			continue
 		}
-		if s.writerErr != nil {
-			return fmt.Errorf("%d changes pending; %w", len(s.pending), s.writerErr)
+		if s.jr.err() != nil {
+			return fmt.Errorf("%d changes pending; %w", s.jr.len(), s.jr.err())
 		}
 		s.cond.Broadcast() // let the writer look again
 		s.waitLocked(time.Second)
@@ -564,28 +452,8 @@ func (s *Store) Flush(ctx context.Context) error {
 // it finds the server offline.
 const flushRedialWait = time.Second
 
-// pendingUpToLocked counts pending operations with Seq <= last. Caller holds mu.
-func (s *Store) pendingUpToLocked(last uint64) int {
-	n := 0
-	for _, o := range s.pending {
-		if o.Seq <= last {
-			n++
-		}
-	}
-	return n
-}
-
-// waitLocked waits on cond for at most d (so state that changes without a
-// signal, like going offline, is noticed). Caller holds mu.
-func (s *Store) waitLocked(d time.Duration) {
-	t := time.AfterFunc(d, func() {
-		s.mu.Lock()
-		s.cond.Broadcast()
-		s.mu.Unlock()
-	})
-	s.cond.Wait()
-	t.Stop()
-}
+// waitLocked waits on cond for at most d. Caller holds mu.
+func (s *Store) waitLocked(d time.Duration) { waitCond(&s.mu, s.cond, d) }
 
 // Status is a snapshot of the write-back state.
 type Status struct {
@@ -605,34 +473,34 @@ type Status struct {
 func (s *Store) Status() Status {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st := Status{Pending: len(s.pending), Conflicts: append([]Conflict(nil), s.conflicts...), Entries: len(s.entries)}
+	st := Status{Pending: s.jr.len(), Conflicts: append([]Conflict(nil), s.conflicts...), Entries: len(s.entries)}
 	if st.Conflicts == nil {
 		st.Conflicts = []Conflict{}
 	}
-	for _, o := range s.pending {
+	s.jr.each(func(o *op) {
 		if o.Kind == opPut {
 			if e := s.entries[o.Ino]; e != nil {
 				st.PendingBytes += e.size
 			}
 		}
-	}
+	})
 	for _, e := range s.entries {
 		if e.content != contentNone {
 			st.CacheBytes += e.presentBytes()
 		}
 	}
-	if s.writerErr != nil {
-		st.LastError = s.writerErr.Error()
+	if s.jr.err() != nil {
+		st.LastError = s.jr.err().Error()
 	}
 	st.Undelivered = s.Undelivered()
-	for _, o := range s.pending {
+	s.jr.each(func(o *op) {
 		if o.At != 0 {
 			t := time.Unix(0, o.At)
 			if st.OldestPending == nil || t.Before(*st.OldestPending) {
 				st.OldestPending = &t
 			}
 		}
-	}
+	})
 	return st
 }
 

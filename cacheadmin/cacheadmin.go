@@ -242,21 +242,6 @@ func openMeta(dir string, readOnly bool) (*bolt.DB, error) {
 	return db, nil
 }
 
-// countMeta returns the number of entries and of journal records
-// (changes not yet on the server).
-func countMeta(db *bolt.DB) (entries, pending int, err error) {
-	err = db.View(func(tx *bolt.Tx) error {
-		if b := tx.Bucket([]byte("entries")); b != nil {
-			entries = b.Stats().KeyN
-		}
-		if b := tx.Bucket([]byte("journal")); b != nil {
-			pending = b.Stats().KeyN
-		}
-		return nil
-	})
-	return entries, pending, err
-}
-
 // inspectCache reads the counts of an unmounted cache.
 func inspectCache(dir string) (entries, pending int, err error) {
 	db, err := openMeta(dir, true)
@@ -267,7 +252,7 @@ func inspectCache(dir string) (entries, pending int, err error) {
 		return 0, 0, err
 	}
 	defer db.Close()
-	return countMeta(db)
+	return cache.CountPending(db, dir)
 }
 
 // diskUsage is the space dir takes on disk (allocated blocks).
@@ -361,7 +346,7 @@ func Clear(ctx context.Context, arg string) error {
 	}
 	if db != nil {
 		defer db.Close()
-		_, pending, err := countMeta(db)
+		_, pending, err := cache.CountPending(db, dir)
 		if err != nil {
 			return fmt.Errorf("%s: %v; not cleared", what, err)
 		}

@@ -36,6 +36,7 @@ func TestPrivateFilesAndMount(t *testing.T) {
 	}
 	checkMode(st.CacheDir, 0o700)
 	checkMode(filepath.Join(st.CacheDir, "meta.db"), 0o600)
+	checkMode(filepath.Join(st.CacheDir, "journal.wal"), 0o600)
 	checkMode(filepath.Join(st.CacheDir, "content"), 0o700)
 	sockDir := filepath.Join(w.xdg, "run", "remotefs")
 	checkMode(sockDir, 0o700)

@@ -294,11 +294,11 @@ func (n *node) Setattr(ctx context.Context, req *fuse.SetattrRequest, resp *fuse
 }
 
 // Fsync makes the file's written data durable on local disk and queues its
-// upload (bazil routes fsync to the node, not the handle). Directory
-// changes are already durable when the call that made them returned.
+// upload (bazil routes fsync to the node, not the handle). A folder's
+// fsync makes every change made so far durable (the journal's commit log).
 func (n *node) Fsync(ctx context.Context, req *fuse.FsyncRequest) error {
 	if req.Dir {
-		return nil
+		return n.fs.errno(n.fs.store.SyncJournal())
 	}
 	return n.fs.errno(n.fs.store.Fsync(n.ino))
 }

@@ -41,6 +41,7 @@ declare -A probe=(
   [automake]=automake
   [libtool]=libtoolize
   [perl]=prove
+  [strace]=strace # e2e: counts the daemon's fdatasync calls (journal group commit)
 )
 
 installed() {
@@ -52,7 +53,7 @@ installed() {
 }
 
 missing=()
-for pkg in fuse3 openssh-server openssh-sftp-server openssh-client git python3 inotify-tools sshfs make gcc netcat-openbsd iproute2 libpam-oath autoconf automake libtool perl; do
+for pkg in fuse3 openssh-server openssh-sftp-server openssh-client git python3 inotify-tools sshfs make gcc netcat-openbsd iproute2 libpam-oath autoconf automake libtool perl strace; do
   installed "${probe[$pkg]}" || missing+=("$pkg")
 done
 
