@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"os/exec"
 	"slices"
@@ -12,6 +11,7 @@ import (
 
 	"remotefs/internal/mountinfo"
 	"remotefs/internal/sshdtest"
+	"remotefs/internal/testenv"
 )
 
 // logWriter sends progress lines to the test log.
@@ -20,14 +20,6 @@ type logWriter struct{ t *testing.T }
 func (w logWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
-}
-
-func requireEnv(t *testing.T, env, msg string) {
-	t.Helper()
-	if os.Getenv(env) == "1" {
-		t.Fatalf("%s (%s=1)", msg, env)
-	}
-	t.Skip(msg)
 }
 
 // TestQuickBench runs the whole benchmark in a tiny configuration of the
@@ -72,14 +64,8 @@ func runQuickBench(t *testing.T, args []string, wantRows []string) {
 	if testing.Short() {
 		t.Skip("runs sshd, FUSE mounts and sshfs (about a minute)")
 	}
-	if _, err := sshdtest.FindSSHD(); err != nil {
-		requireEnv(t, "REMOTEFS_REQUIRE_SSHD", err.Error())
-	}
-	_, errDev := os.Stat("/dev/fuse")
-	_, errBin := exec.LookPath("fusermount3")
-	if errDev != nil || errBin != nil {
-		requireEnv(t, "REMOTEFS_REQUIRE_FUSE", fmt.Sprintf("FUSE not usable here (/dev/fuse: %v, fusermount3: %v)", errDev, errBin))
-	}
+	sshdtest.Require(t)
+	testenv.RequireFUSE(t)
 	_, errSSHFS := exec.LookPath("sshfs")
 
 	cfg, err := parseFlags(args)

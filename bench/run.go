@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +15,7 @@ import (
 
 	"remotefs/internal/netproxy"
 	"remotefs/internal/sshdtest"
+	"remotefs/internal/testenv"
 )
 
 const (
@@ -159,8 +159,10 @@ func (b *bench) setup(ctx context.Context) error {
 	} else {
 		b.logf("building remotefs")
 		b.bin = filepath.Join(b.work, "bin", "remotefs")
-		if _, err := runCmd(ctx, 5*time.Minute, nil, root, "go", "build", "-o", b.bin, "./cmd/remotefs"); err != nil {
-			return fmt.Errorf("building remotefs: %v", err)
+		bctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+		defer cancel()
+		if err := testenv.BuildRemotefs(bctx, root, b.bin, false); err != nil {
+			return err
 		}
 	}
 
@@ -187,7 +189,7 @@ func (b *bench) setup(ctx context.Context) error {
 	b.cl.add(b.proxy.Close)
 	b.proxy.SetLatency(cfg.rtt / 2)
 	b.proxy.SetBandwidth(cfg.bandwidth)
-	if err := b.addProxyHost(); err != nil {
+	if err := b.srv.AddProxyHost(b.alias, b.proxy.Addr(), "StrictHostKeyChecking yes"); err != nil {
 		return err
 	}
 
@@ -237,27 +239,6 @@ func (b *bench) setup(ctx context.Context) error {
 	}
 	b.rep.describe(b, len(entries), objects, gst, execT, sftpT)
 	return nil
-}
-
-// addProxyHost adds "Host benchbox" (through the proxy) to the client's
-// ssh config and the proxy's address to known_hosts.
-func (b *bench) addProxyHost() error {
-	_, port, _ := net.SplitHostPort(b.proxy.Addr())
-	kh, err := os.OpenFile(b.srv.KnownHostsFile, os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(kh, "[127.0.0.1]:%s %s\n", port, b.srv.HostKeyPub)
-	if err := kh.Close(); err != nil {
-		return err
-	}
-	cfg, err := os.OpenFile(b.srv.ConfigFile, os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(cfg, "\nHost %s\n  HostName 127.0.0.1\n  Port %s\n  User %s\n  IdentityFile %s\n  IdentitiesOnly yes\n  IdentityAgent none\n  UserKnownHostsFile %s\n  GlobalKnownHostsFile /dev/null\n  StrictHostKeyChecking yes\n",
-		b.alias, port, b.srv.User, b.srv.UserKeyFile, b.srv.KnownHostsFile)
-	return cfg.Close()
 }
 
 // benchGitEnv is the environment git runs in: its own empty HOME (created)

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"remotefs/conn"
+	"remotefs/internal/testenv"
 )
 
 // dirRemote is a conn.Remote backed by a local directory, with switches
@@ -469,11 +470,5 @@ func (r treeRemote) FetchFiles(ctx context.Context, paths []string, yield func(s
 // eventuallyT fails t unless cond holds within 5s.
 func eventuallyT(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testenv.Eventually(t, 5*time.Second, what, cond)
 }

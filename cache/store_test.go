@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"remotefs/conn"
+	"remotefs/internal/testenv"
 )
 
 type fakeClock struct {
@@ -101,11 +102,7 @@ func (e *env) copyDir() string {
 // server writes a file directly on the "server".
 func (e *env) server(rel, content string) {
 	e.t.Helper()
-	p := e.remote.p(rel)
-	os.MkdirAll(filepath.Dir(p), 0o755)
-	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
-		e.t.Fatal(err)
-	}
+	testenv.WriteFile(e.t, e.remote.root, rel, content, 0o644)
 }
 
 func (e *env) serverContent(rel string) string {

@@ -26,6 +26,7 @@ import (
 	"golang.org/x/crypto/ssh/agent"
 
 	"remotefs/internal/sshdtest"
+	"remotefs/internal/testenv"
 )
 
 // clientHome makes a fresh client home for srv: .ssh/config from config
@@ -57,13 +58,7 @@ func clientHome(t *testing.T, srv *sshdtest.Server, config string, known ...stri
 
 func copyFile(t *testing.T, from, to string) {
 	t.Helper()
-	data, err := os.ReadFile(from)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(to, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	testenv.CopyFile(t, from, to, 0o600)
 }
 
 // srvOpts uses the server's own generated home (Host testbox).

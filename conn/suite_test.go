@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"remotefs/internal/testenv"
 )
 
 // remoteSetup gives the suite a Remote rooted at an empty directory that
@@ -374,19 +376,7 @@ func wantPathErr(t *testing.T, err error, path string, target error) {
 	}
 }
 
-func writeLocal(t *testing.T, dir, name, content string, mode fs.FileMode) {
-	t.Helper()
-	p := filepath.Join(dir, name)
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(p, []byte(content), mode); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(p, mode); err != nil {
-		t.Fatal(err)
-	}
-}
+var writeLocal = testenv.WriteFile
 
 func writeLocalBytes(t *testing.T, dir, name string, data []byte) {
 	t.Helper()

@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -18,6 +17,7 @@ import (
 	"time"
 
 	"remotefs/internal/sshdtest"
+	"remotefs/internal/testenv"
 )
 
 // The real helper: cmd/remotefs built once per test process, and a
@@ -46,14 +46,10 @@ func helperBinary(t *testing.T) string {
 		if watchBin.err != nil {
 			return
 		}
-		goTool, err := exec.LookPath("go")
-		if err != nil {
-			goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
-		}
 		watchBin.path = filepath.Join(watchBin.dir, "remotefs")
-		cmd := exec.Command(goTool, "build", "-o", watchBin.path, "remotefs/cmd/remotefs")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			watchBin.err = fmt.Errorf("building cmd/remotefs: %v\n%s", err, out)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		defer cancel()
+		if watchBin.err = testenv.BuildRemotefs(ctx, "", watchBin.path, false); watchBin.err != nil {
 			return
 		}
 		watchHelperDir = filepath.Join(watchBin.dir, "server-cache")

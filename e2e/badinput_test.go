@@ -12,6 +12,8 @@ import (
 	"testing"
 
 	"golang.org/x/crypto/ssh"
+
+	"remotefs/internal/sshdtest"
 )
 
 // TestBadInput checks that each mistake a user can make gets one clear
@@ -41,21 +43,17 @@ func TestBadInput(t *testing.T) {
 	emptyKH := filepath.Join(dir, "empty_known_hosts")
 	os.WriteFile(emptyKH, nil, 0o600)
 
-	block := func(name string, port int, key, kh string) string {
-		return fmt.Sprintf("\nHost %s\n  HostName 127.0.0.1\n  Port %d\n  User %s\n  IdentityFile %s\n  IdentitiesOnly yes\n  IdentityAgent none\n  UserKnownHostsFile %s\n  GlobalKnownHostsFile /dev/null\n",
-			name, port, w.srv.User, key, kh)
+	for _, h := range []sshdtest.Host{
+		{Alias: "deadbox", Port: deadPort, KnownHostsFile: w.srv.KnownHostsFile},
+		{Alias: "strangerbox", KnownHostsFile: emptyKH},
+		{Alias: "impostorbox", KnownHostsFile: impostorKH},
+		{Alias: "wrongkeybox", IdentityFile: strangerKey},
+		{Alias: "lockedbox", IdentityFile: lockedKey},
+	} {
+		if err := w.srv.AddHost(h); err != nil {
+			t.Fatal(err)
+		}
 	}
-	cfg := block("deadbox", deadPort, w.srv.UserKeyFile, w.srv.KnownHostsFile) +
-		block("strangerbox", w.srv.Port, w.srv.UserKeyFile, emptyKH) +
-		block("impostorbox", w.srv.Port, w.srv.UserKeyFile, impostorKH) +
-		block("wrongkeybox", w.srv.Port, strangerKey, w.srv.KnownHostsFile) +
-		block("lockedbox", w.srv.Port, lockedKey, w.srv.KnownHostsFile)
-	f, err := os.OpenFile(w.srv.ConfigFile, os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.WriteString(cfg)
-	f.Close()
 
 	w.writeServer("a-file", "not a folder", 0o644)
 	notDir := filepath.Join(dir, "plainfile")

@@ -8,11 +8,11 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"testing"
 
 	"remotefs/conn"
+	"remotefs/internal/sshdtest"
 )
 
 // seedProject writes the starting project into dir.
@@ -167,9 +167,8 @@ func TestMountThroughIncludeAndProxyJump(t *testing.T) {
 	if err := os.MkdirAll(confd, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	common := "  User " + w.srv.User + "\n  IdentityFile " + w.srv.UserKeyFile + "\n  IdentitiesOnly yes\n  IdentityAgent none\n  UserKnownHostsFile " + w.srv.KnownHostsFile + "\n  GlobalKnownHostsFile /dev/null\n"
-	jump := "Host bastion\n  HostName 127.0.0.1\n  Port " + strconv.Itoa(w.srv.Port) + "\n" + common +
-		"Host gpu-*\n  HostName 127.0.0.1\n  Port " + strconv.Itoa(w.srv.Port) + "\n  ProxyJump bastion\n" + common
+	jump := w.srv.HostBlock(sshdtest.Host{Alias: "bastion"}) +
+		w.srv.HostBlock(sshdtest.Host{Alias: "gpu-*", Lines: []string{"ProxyJump bastion"}})
 	if err := os.WriteFile(filepath.Join(confd, "work.conf"), []byte(jump), 0o600); err != nil {
 		t.Fatal(err)
 	}

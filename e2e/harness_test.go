@@ -5,9 +5,9 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,9 +17,9 @@ import (
 	"time"
 
 	"remotefs/internal/control"
-	minfo "remotefs/internal/mountinfo"
 	"remotefs/internal/netproxy"
 	"remotefs/internal/sshdtest"
+	"remotefs/internal/testenv"
 )
 
 var binary string // built once by TestMain
@@ -31,9 +31,11 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binary = filepath.Join(dir, "remotefs")
-	out, err := exec.Command("go", "build", "-race", "-o", binary, "remotefs/cmd/remotefs").CombinedOutput()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	err = testenv.BuildRemotefs(ctx, "", binary, true)
+	cancel()
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "build remotefs: %v\n%s", err, out)
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	code := m.Run()
@@ -43,19 +45,7 @@ func TestMain(m *testing.M) {
 
 // requireFUSE skips when this machine cannot mount, unless
 // REMOTEFS_REQUIRE_FUSE=1 (CI), where it fails.
-func requireFUSE(t *testing.T) {
-	t.Helper()
-	_, errDev := os.Stat("/dev/fuse")
-	_, errBin := exec.LookPath("fusermount3")
-	if errDev == nil && errBin == nil {
-		return
-	}
-	msg := fmt.Sprintf("FUSE not usable here (/dev/fuse: %v, fusermount3: %v)", errDev, errBin)
-	if os.Getenv("REMOTEFS_REQUIRE_FUSE") == "1" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
-}
+var requireFUSE = testenv.RequireFUSE
 
 // world is one sshd, one client HOME and one mountpoint.
 type world struct {
@@ -262,35 +252,15 @@ func (w *world) m(rel string) string { return filepath.Join(w.mnt, rel) }
 func (w *world) s(rel string) string { return filepath.Join(w.root, rel) }
 
 // mounted reports whether dir is a mount point.
-func mounted(dir string) bool {
-	_, ok := minfo.Lookup(dir)
-	return ok
-}
+var mounted = testenv.Mounted
 
 // eventually polls cond until it holds or the deadline passes.
-func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for time.Now().Before(deadline) {
-		if cond() {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("timed out after %v waiting for %s", d, what)
-}
+var eventually = testenv.Eventually
 
 // writeServer creates a file on the server side directly.
 func (w *world) writeServer(rel, content string, mode os.FileMode) {
 	w.t.Helper()
-	p := w.s(rel)
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		w.t.Fatal(err)
-	}
-	if err := os.WriteFile(p, []byte(content), mode); err != nil {
-		w.t.Fatal(err)
-	}
-	os.Chmod(p, mode)
+	testenv.WriteFile(w.t, w.root, rel, content, mode)
 }
 
 // viaProxy makes the world's mounts reach sshd through a netproxy (for
@@ -309,25 +279,9 @@ func (w *world) viaProxyWith(extraConfig string) *netproxy.Proxy {
 		w.t.Fatal(err)
 	}
 	w.t.Cleanup(p.Close)
-	_, port, _ := net.SplitHostPort(p.Addr())
-	kh, err := os.OpenFile(w.srv.KnownHostsFile, os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
+	if err := w.srv.AddProxyHost("proxybox", p.Addr(), strings.Split(extraConfig, "\n")...); err != nil {
 		w.t.Fatal(err)
 	}
-	fmt.Fprintf(kh, "[127.0.0.1]:%s %s\n", port, w.srv.HostKeyPub)
-	kh.Close()
-	cfg, err := os.OpenFile(w.srv.ConfigFile, os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	fmt.Fprintf(cfg, "\nHost proxybox\n  HostName 127.0.0.1\n  Port %s\n  User %s\n  IdentityFile %s\n  IdentitiesOnly yes\n  IdentityAgent none\n  UserKnownHostsFile %s\n  GlobalKnownHostsFile /dev/null\n",
-		port, w.srv.User, w.srv.UserKeyFile, w.srv.KnownHostsFile)
-	for _, line := range strings.Split(extraConfig, "\n") {
-		if strings.TrimSpace(line) != "" {
-			fmt.Fprintf(cfg, "  %s\n", strings.TrimSpace(line))
-		}
-	}
-	cfg.Close()
 	w.alias = "proxybox"
 	return p
 }

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"remotefs/internal/sshdtest"
+	"remotefs/internal/testenv"
 )
 
 // A server that logs in with a password and then a one-time code, the way
@@ -65,7 +66,7 @@ func newPAMWorld(t *testing.T) *pamServer {
 	rand.Read(tag[:])
 	service := "remotefs-kbd-" + hex.EncodeToString(tag[:])
 	prog := filepath.Join(dir, service)
-	copyFile(t, sshd, prog, 0o755)
+	testenv.CopyFile(t, sshd, prog, 0o755)
 
 	check := filepath.Join(dir, "check-password")
 	writeFile(t, check, fmt.Sprintf("#!/bin/sh\n# pam_exec expose_authtok: the password on stdin, NUL-terminated\npw=$(tr -d '\\000')\n[ \"$pw\" = '%s' ]\n", loginSecret), 0o755)
@@ -91,20 +92,9 @@ Match all
 	return &pamServer{w: w, oathKey: key}
 }
 
-func copyFile(t *testing.T, from, to string, mode os.FileMode) {
-	t.Helper()
-	b, err := os.ReadFile(from)
-	if err != nil {
-		t.Fatal(err)
-	}
-	writeFile(t, to, string(b), mode)
-}
-
 func writeFile(t *testing.T, p, content string, mode os.FileMode) {
 	t.Helper()
-	if err := os.WriteFile(p, []byte(content), mode); err != nil {
-		t.Fatal(err)
-	}
+	testenv.WriteFile(t, filepath.Dir(p), filepath.Base(p), content, mode)
 }
 
 // nextCode is the next HOTP code (RFC 4226) pam_oath accepts.

@@ -1,9 +1,9 @@
 package e2e
 
 import (
-	"os"
-	"strconv"
 	"testing"
+
+	"remotefs/internal/sshdtest"
 )
 
 // With --ssh=openssh, ssh itself follows the host's configuration: here a
@@ -12,14 +12,9 @@ import (
 func TestOpenSSHProxyCommand(t *testing.T) {
 	w := newWorld(t)
 	w.sshFlags = []string{"--ssh=openssh"}
-	cfg, err := os.OpenFile(w.srv.ConfigFile, os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
+	hop := "ssh -F " + w.srv.ConfigFile + " -W %h:%p testbox"
+	if err := w.srv.AddHost(sshdtest.Host{Alias: "viacmd", Lines: []string{"ProxyCommand " + hop}}); err != nil {
 		t.Fatal(err)
 	}
-	hop := "ssh -F " + w.srv.ConfigFile + " -W %h:%p testbox"
-	cfg.WriteString("\nHost viacmd\n  HostName 127.0.0.1\n  Port " + strconv.Itoa(w.srv.Port) +
-		"\n  User " + w.srv.User + "\n  IdentityFile " + w.srv.UserKeyFile + "\n  IdentitiesOnly yes\n  IdentityAgent none\n" +
-		"  UserKnownHostsFile " + w.srv.KnownHostsFile + "\n  GlobalKnownHostsFile /dev/null\n  ProxyCommand " + hop + "\n")
-	cfg.Close()
 	w.roundTripThroughHop("viacmd", "ProxyCommand")
 }

@@ -33,6 +33,7 @@ import (
 	"time"
 
 	"remotefs/conn"
+	"remotefs/internal/testenv"
 )
 
 func scaleStress() bool { return os.Getenv("REMOTEFS_STRESS") == "1" }
@@ -53,9 +54,9 @@ func scaleBinary(t *testing.T) string {
 	}
 	scalePlainOnce.Do(func() {
 		p := filepath.Join(filepath.Dir(binary), "remotefs-norace") // removed with binary's folder
-		out, err := exec.Command("go", "build", "-o", p, "remotefs/cmd/remotefs").CombinedOutput()
-		if err != nil {
-			scalePlainErr = fmt.Errorf("build remotefs without -race: %v\n%s", err, out)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		defer cancel()
+		if scalePlainErr = testenv.BuildRemotefs(ctx, "", p, false); scalePlainErr != nil {
 			return
 		}
 		scalePlainBin = p

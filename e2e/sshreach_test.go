@@ -235,17 +235,13 @@ func TestMountThroughProxyCommand(t *testing.T) {
 				return len(strings.Fields(string(out)))
 			}
 			w.writeServer("hello.txt", "through a proxy command\n", 0o644)
-			cfg, err := os.OpenFile(w.srv.ConfigFile, os.O_APPEND|os.O_WRONLY, 0)
-			if err != nil {
+			h := sshdtest.Host{Alias: "viaproxy", Lines: []string{"ProxyCommand " + command, "HostKeyAlias testbox-key"}}
+			if err := w.srv.AddHost(h); err != nil {
 				t.Fatal(err)
 			}
-			fmt.Fprintf(cfg, "\nHost viaproxy\n  HostName 127.0.0.1\n  ProxyCommand %s\n", command)
-			fmt.Fprintf(cfg, "  User %s\n  IdentityFile %s\n  IdentitiesOnly yes\n  IdentityAgent none\n  UserKnownHostsFile %s\n  HostKeyAlias testbox-key\n",
-				w.srv.User, w.srv.UserKeyFile, w.srv.KnownHostsFile)
-			cfg.Close()
-			kh, _ := os.OpenFile(w.srv.KnownHostsFile, os.O_APPEND|os.O_WRONLY, 0)
-			fmt.Fprintf(kh, "testbox-key %s\n", w.srv.HostKeyPub)
-			kh.Close()
+			if err := w.srv.AddKnownHost("testbox-key"); err != nil {
+				t.Fatal(err)
+			}
 
 			w.alias = "viaproxy"
 			w.mount()

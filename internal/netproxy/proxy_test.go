@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"remotefs/internal/testenv"
 )
 
 // server is a loopback TCP server that runs handle for each connection and
@@ -121,13 +123,7 @@ func expectSilence(t *testing.T, c net.Conn, d time.Duration) {
 // waitFor polls cond until it holds or 10 s have passed.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testenv.Eventually(t, 10*time.Second, what, cond)
 }
 
 func TestForwardAndCount(t *testing.T) {

@@ -135,12 +135,7 @@ func Start(t testing.TB) *Server {
 // StartWith is Start with options.
 func StartWith(t testing.TB, opts Options) *Server {
 	t.Helper()
-	if _, err := FindSSHD(); err != nil {
-		if os.Getenv("REMOTEFS_REQUIRE_SSHD") == "1" {
-			t.Fatalf("sshdtest: %v (REMOTEFS_REQUIRE_SSHD=1)", err)
-		}
-		t.Skipf("sshdtest: %v", err)
-	}
+	Require(t)
 	dir, err := os.MkdirTemp("", "sshdtest-")
 	if err != nil {
 		t.Fatal(err)
@@ -158,6 +153,18 @@ func StartWith(t testing.TB, opts Options) *Server {
 		os.RemoveAll(dir)
 	})
 	return s
+}
+
+// Require skips t when sshd is not installed, unless
+// REMOTEFS_REQUIRE_SSHD=1 (CI, make test), where it fails t.
+func Require(t testing.TB) {
+	t.Helper()
+	if _, err := FindSSHD(); err != nil {
+		if os.Getenv("REMOTEFS_REQUIRE_SSHD") == "1" {
+			t.Fatalf("sshdtest: %v (REMOTEFS_REQUIRE_SSHD=1)", err)
+		}
+		t.Skipf("sshdtest: %v", err)
+	}
 }
 
 func tail(s string, n int) string {
@@ -620,15 +627,7 @@ func descendants(pid int) []int {
 
 // Authorize adds a public key to the keys sshd accepts.
 func (s *Server) Authorize(pub ssh.PublicKey) error {
-	f, err := os.OpenFile(s.AuthorizedKeysFile, os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(ssh.MarshalAuthorizedKey(pub)); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
+	return appendFile(s.AuthorizedKeysFile, string(ssh.MarshalAuthorizedKey(pub)))
 }
 
 // Env is the environment for a client process: HOME set to Home and no

@@ -1,0 +1,149 @@
+// Package testenv is the test set-up that the tests of conn, cache, e2e,
+// internal/netproxy and the benchmark share, so that each piece exists
+// once: waiting for a condition, writing a server tree, a buffer two
+// goroutines can share, building the remotefs binary, and the checks that
+// this machine can mount with FUSE and that a folder is a mount point.
+// The real sshd and its client files (keys, known_hosts, ssh_config Host
+// blocks) are internal/sshdtest's; the latency and dead-link proxy is
+// internal/netproxy's.
+//
+// It is for tests and the benchmark only: no production package imports
+// it. Nothing here holds a lock across a wait, and every wait is bounded:
+// Eventually by its duration, BuildRemotefs by its context.
+package testenv
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"remotefs/internal/mountinfo"
+)
+
+// Eventually polls cond until it holds, and fails t if it does not within
+// d. It polls often at first (1 ms) and less often later (every 50 ms at
+// most), so short waits stay short and long ones cost little.
+func Eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	if !Poll(d, cond) {
+		t.Fatalf("timed out after %v waiting for %s", d, what)
+	}
+}
+
+// Poll is Eventually for callers that handle the timeout themselves: it
+// reports whether cond came to hold within d.
+func Poll(d time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(d)
+	pause := time.Millisecond
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(pause)
+		if pause < 50*time.Millisecond {
+			pause *= 2
+		}
+	}
+	return true
+}
+
+// LockedBuffer is a bytes.Buffer that a writing goroutine (a process's
+// stdout) and a reading test can share.
+type LockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *LockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *LockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// WriteFile writes content to root/rel, making the folders on the way
+// (0755), and gives the file mode exactly (the umask aside). Tests use it
+// to put files on the server side directly, behind the mount's back.
+func WriteFile(t testing.TB, root, rel, content string, mode os.FileMode) {
+	t.Helper()
+	p := filepath.Join(root, filepath.FromSlash(rel))
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte(content), mode); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(p, mode); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// CopyFile copies the file from to the file to (made as WriteFile makes
+// it), with mode: a key into a client home, a program under another name.
+func CopyFile(t testing.TB, from, to string, mode os.FileMode) {
+	t.Helper()
+	b, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	WriteFile(t, filepath.Dir(to), filepath.Base(to), string(b), mode)
+}
+
+// RequireFUSE skips t when this machine cannot mount (no /dev/fuse or no
+// fusermount3), unless REMOTEFS_REQUIRE_FUSE=1 (CI, make test), where it
+// fails t.
+func RequireFUSE(t testing.TB) {
+	t.Helper()
+	_, errDev := os.Stat("/dev/fuse")
+	_, errBin := exec.LookPath("fusermount3")
+	if errDev == nil && errBin == nil {
+		return
+	}
+	msg := fmt.Sprintf("FUSE not usable here (/dev/fuse: %v, fusermount3: %v)", errDev, errBin)
+	if os.Getenv("REMOTEFS_REQUIRE_FUSE") == "1" {
+		t.Fatal(msg)
+	}
+	t.Skip(msg)
+}
+
+// Mounted reports whether dir is a mount point of this process's mount
+// namespace, by /proc/self/mountinfo (through internal/mountinfo; the
+// mount itself is not touched, so a hung mount does not hang the caller).
+func Mounted(dir string) bool {
+	_, ok := mountinfo.Lookup(dir)
+	return ok
+}
+
+// BuildRemotefs builds the remotefs command (remotefs/cmd/remotefs) into
+// out, with the race detector when race is set. The go command runs in dir
+// ("" for the current folder), which must be inside the module. It takes
+// go from PATH, or else from the running toolchain's GOROOT.
+func BuildRemotefs(ctx context.Context, dir, out string, race bool) error {
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
+	}
+	args := []string{"build"}
+	if race {
+		args = append(args, "-race")
+	}
+	cmd := exec.CommandContext(ctx, goTool, append(args, "-o", out, "remotefs/cmd/remotefs")...)
+	cmd.Dir = dir
+	cmd.WaitDelay = 5 * time.Second
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("building remotefs: %v\n%s", err, b)
+	}
+	return nil
+}
