@@ -246,12 +246,10 @@ func (b *bench) setup(ctx context.Context) error {
 // changes what it does or makes.
 func benchGitEnv(home string) []string {
 	os.MkdirAll(home, 0o755)
-	return append(cleanEnv("HOME", "SSH_AUTH_SOCK", "GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "LC_ALL", "LANG"),
-		"HOME="+home, "LC_ALL=C", "GIT_CONFIG_NOSYSTEM=1", "GIT_TERMINAL_PROMPT=0",
-		"GIT_CONFIG_COUNT=1", "GIT_CONFIG_KEY_0=safe.directory", "GIT_CONFIG_VALUE_0=*",
-		"GIT_AUTHOR_NAME=Bench", "GIT_AUTHOR_EMAIL=bench@example.com",
-		"GIT_COMMITTER_NAME=Bench", "GIT_COMMITTER_EMAIL=bench@example.com",
-		"GIT_AUTHOR_DATE=2026-01-01T00:00:00Z", "GIT_COMMITTER_DATE=2026-01-01T00:00:00Z")
+	env := append(cleanEnv("HOME", "SSH_AUTH_SOCK", "GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "LC_ALL", "LANG"),
+		"HOME="+home, "LC_ALL=C", "GIT_TERMINAL_PROMPT=0",
+		"GIT_CONFIG_COUNT=1", "GIT_CONFIG_KEY_0=safe.directory", "GIT_CONFIG_VALUE_0=*")
+	return append(env, testenv.GitIdentity("Bench")...)
 }
 
 // cleanEnv is os.Environ without the named variables.
@@ -405,11 +403,7 @@ func (b *bench) newMountPoint(sys, suffix string) *mountPoint {
 		m.root = m.dir
 		os.MkdirAll(m.dir, 0o755)
 		base := filepath.Join(b.work, sys+suffix)
-		m.env = append(b.srv.Env(),
-			"XDG_CACHE_HOME="+filepath.Join(base, "cache"),
-			"XDG_RUNTIME_DIR="+filepath.Join(base, "run"),
-			"XDG_STATE_HOME="+filepath.Join(base, "state"))
-		os.MkdirAll(filepath.Join(base, "run"), 0o700)
+		m.env = testenv.DaemonEnv(b.srv.Env(), base)
 		m.logFile = filepath.Join(b.work, sys+suffix+".log")
 	}
 	return m

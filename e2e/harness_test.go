@@ -106,17 +106,9 @@ func newWorldAt(t *testing.T, srv *sshdtest.Server, base string) *world {
 	if err := os.Mkdir(w.mnt, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	w.env = append(srv.Env(),
-		"XDG_CACHE_HOME="+filepath.Join(base, "cache"),
-		"XDG_RUNTIME_DIR="+filepath.Join(base, "run"),
-		"XDG_STATE_HOME="+filepath.Join(base, "state"),
-		"GIT_AUTHOR_NAME=Test", "GIT_AUTHOR_EMAIL=test@example.com",
-		"GIT_COMMITTER_NAME=Test", "GIT_COMMITTER_EMAIL=test@example.com",
-		"GIT_AUTHOR_DATE=2026-01-01T00:00:00Z", "GIT_COMMITTER_DATE=2026-01-01T00:00:00Z",
-		"GIT_CONFIG_NOSYSTEM=1",
+	w.env = append(append(testenv.DaemonEnv(srv.Env(), base), testenv.GitIdentity("Test")...),
 		"GORACE=atexit_sleep_ms=0", // the race-built binary would wait 1s at every exit
 	)
-	os.MkdirAll(filepath.Join(base, "run"), 0o700)
 	if mode := os.Getenv("REMOTEFS_E2E_SSH"); mode != "" && mode != "builtin" {
 		// The whole suite over another ssh implementation:
 		// REMOTEFS_E2E_SSH=openssh go test ./e2e/

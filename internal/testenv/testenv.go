@@ -20,6 +20,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -99,6 +100,31 @@ func CopyFile(t testing.TB, from, to string, mode os.FileMode) {
 		t.Fatal(err)
 	}
 	WriteFile(t, filepath.Dir(to), filepath.Base(to), string(b), mode)
+}
+
+// DaemonEnv is env for remotefs commands whose mounts keep their cache,
+// control sockets and logs apart under base: XDG_CACHE_HOME, XDG_RUNTIME_DIR
+// (made, mode 0700, as a login session's is) and XDG_STATE_HOME.
+func DaemonEnv(env []string, base string) []string {
+	os.MkdirAll(filepath.Join(base, "run"), 0o700)
+	return append(env[:len(env):len(env)],
+		"XDG_CACHE_HOME="+filepath.Join(base, "cache"),
+		"XDG_RUNTIME_DIR="+filepath.Join(base, "run"),
+		"XDG_STATE_HOME="+filepath.Join(base, "state"))
+}
+
+// GitIdentity is the environment that makes git's commits the same on
+// every run and machine: author and committer name (with the e-mail
+// address name@example.com, lower case), a fixed date for both, and no
+// system-wide git configuration.
+func GitIdentity(name string) []string {
+	email := strings.ToLower(name) + "@example.com"
+	return []string{
+		"GIT_AUTHOR_NAME=" + name, "GIT_AUTHOR_EMAIL=" + email,
+		"GIT_COMMITTER_NAME=" + name, "GIT_COMMITTER_EMAIL=" + email,
+		"GIT_AUTHOR_DATE=2026-01-01T00:00:00Z", "GIT_COMMITTER_DATE=2026-01-01T00:00:00Z",
+		"GIT_CONFIG_NOSYSTEM=1",
+	}
 }
 
 // RequireFUSE skips t when this machine cannot mount (no /dev/fuse or no

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -122,5 +123,53 @@ func TestBuildRemotefsOutsideModule(t *testing.T) {
 	err := BuildRemotefs(ctx, t.TempDir(), filepath.Join(t.TempDir(), "remotefs"), false)
 	if err == nil || !strings.Contains(err.Error(), "building remotefs") {
 		t.Fatalf("build outside the module: %v", err)
+	}
+}
+
+func TestDaemonEnv(t *testing.T) {
+	base := t.TempDir()
+	in := make([]string, 1, 8)
+	in[0] = "HOME=/h"
+	env := DaemonEnv(in, base)
+	want := []string{"HOME=/h", "XDG_CACHE_HOME=" + base + "/cache", "XDG_RUNTIME_DIR=" + base + "/run", "XDG_STATE_HOME=" + base + "/state"}
+	if strings.Join(env, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("env %q", env)
+	}
+	other := DaemonEnv(in, base+"/2")
+	if env[1] != want[1] || other[1] == env[1] {
+		t.Fatalf("two environments from one slice share their entries: %q %q", env, other)
+	}
+	st, err := os.Stat(filepath.Join(base, "run"))
+	if err != nil || !st.IsDir() || st.Mode().Perm() != 0o700 {
+		t.Fatalf("runtime dir: %v %v", st, err)
+	}
+}
+
+// Two repositories made apart with GitIdentity get the same commit.
+func TestGitIdentityMakesTheSameCommit(t *testing.T) {
+	if _, err := exec.LookPath("git"); err != nil {
+		t.Skip("no git")
+	}
+	var heads []string
+	for i := range 2 {
+		dir := t.TempDir()
+		env := append(append(os.Environ(), "HOME="+dir), GitIdentity("Tester")...)
+		for _, args := range [][]string{{"init", "-q"}, {"commit", "-q", "--allow-empty", "-m", "one"}, {"rev-parse", "HEAD"}} {
+			cmd := exec.Command("git", args...)
+			cmd.Dir, cmd.Env = dir, env
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				t.Fatalf("repo %d: git %v: %v\n%s", i, args, err, out)
+			}
+			if args[0] == "rev-parse" {
+				heads = append(heads, strings.TrimSpace(string(out)))
+			}
+		}
+		if i == 0 {
+			time.Sleep(1100 * time.Millisecond) // the clock moves on to another second
+		}
+	}
+	if heads[0] != heads[1] || len(heads[0]) < 40 {
+		t.Fatalf("commits %q", heads)
 	}
 }
