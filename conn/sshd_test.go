@@ -111,18 +111,12 @@ func wantDialError(t *testing.T, err error, kind error, want ...string) {
 
 func TestSSHRemoteSuite(t *testing.T) {
 	srv := sshdtest.Start(t)
-	n := 0
-	runRemoteSuite(t, func(t *testing.T) (Remote, string) {
-		n++
-		dir := filepath.Join(srv.Dir, fmt.Sprint("case", n))
-		if err := os.Mkdir(dir, 0o755); err != nil {
-			t.Fatal(err)
-		}
+	runRemoteSuiteIn(t, srv.Dir, func(t *testing.T, dir string) Remote {
 		c := mustDial(t, "testbox:"+dir, srvOpts(srv))
 		if !c.fsync || !c.posixRename || !c.hardlink || !c.statvfs {
 			t.Errorf("OpenSSH extensions not detected: fsync %v rename %v link %v statvfs %v", c.fsync, c.posixRename, c.hardlink, c.statvfs)
 		}
-		return c, dir
+		return c
 	})
 }
 

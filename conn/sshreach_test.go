@@ -347,13 +347,7 @@ func ncPid(t *testing.T, port int) int {
 // through the command's pipes, large transfers included.
 func TestProxyCommandRemoteSuite(t *testing.T) {
 	srv, opts := ncServer(t, "nc %h %p")
-	n := 0
-	runRemoteSuite(t, func(t *testing.T) (Remote, string) {
-		n++
-		dir := filepath.Join(srv.Dir, fmt.Sprint("case", n))
-		if err := os.Mkdir(dir, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		return mustDial(t, "viaNC:"+dir, opts), dir
+	runRemoteSuiteIn(t, srv.Dir, func(t *testing.T, dir string) Remote {
+		return mustDial(t, "viaNC:"+dir, opts)
 	})
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -355,6 +356,20 @@ func runRemoteSuite(t *testing.T, setup remoteSetup) {
 			t.Error(err)
 		}
 		noTempFiles(t, local)
+	})
+}
+
+// runRemoteSuiteIn runs the suite with each case in a fresh folder under
+// root (on a server of this machine), reached through dial.
+func runRemoteSuiteIn(t *testing.T, root string, dial func(t *testing.T, dir string) Remote) {
+	n := 0
+	runRemoteSuite(t, func(t *testing.T) (Remote, string) {
+		n++
+		dir := filepath.Join(root, fmt.Sprint("case", n))
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return dial(t, dir), dir
 	})
 }
 

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"remotefs/internal/sshdtest"
+	"remotefs/internal/testenv"
 )
 
 // helperClient dials root with the upload helper started at connect and
@@ -26,13 +27,7 @@ func helperClient(t *testing.T, srv *sshdtest.Server, root string) *Client {
 	o := srvOpts(srv)
 	o.UploadHelper = UploadEager
 	c := mustDial(t, "testbox:"+root, o)
-	deadline := time.Now().Add(20 * time.Second)
-	for c.Uploads() != UploadsHelper {
-		if time.Now().After(deadline) {
-			t.Fatalf("uploads still %q after 20s", c.Uploads())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testenv.Eventually(t, 20*time.Second, "uploads through the helper", func() bool { return c.Uploads() == UploadsHelper })
 	return c
 }
 
@@ -51,17 +46,11 @@ func putProcMark(t *testing.T) string {
 // The whole Remote suite with uploads through the helper.
 func TestHelperRemoteSuite(t *testing.T) {
 	srv := sshdtest.Start(t)
-	n := 0
 	var clients []*Client
-	runRemoteSuite(t, func(t *testing.T) (Remote, string) {
-		n++
-		dir := filepath.Join(srv.Dir, fmt.Sprint("case", n))
-		if err := os.Mkdir(dir, 0o755); err != nil {
-			t.Fatal(err)
-		}
+	runRemoteSuiteIn(t, srv.Dir, func(t *testing.T, dir string) Remote {
 		c := helperClient(t, srv, dir)
 		clients = append(clients, c)
-		return c, dir
+		return c
 	})
 	var puts int64
 	for _, c := range clients {
@@ -233,13 +222,7 @@ func TestPutHelperFallback(t *testing.T) {
 	o := srvOpts(srv)
 	o.UploadHelper = UploadEager
 	c := mustDial(t, "testbox:"+root, o)
-	deadline := time.Now().Add(10 * time.Second)
-	for c.Uploads() != UploadsSFTP {
-		if time.Now().After(deadline) {
-			t.Fatalf("uploads %q, want sftp", c.Uploads())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testenv.Eventually(t, 10*time.Second, "uploads over SFTP", func() bool { return c.Uploads() == UploadsSFTP })
 	res, err := c.Put(context.Background(), "x", strings.NewReader("hello"), PutOptions{Mode: 0o644, Mtime: time.Unix(1e9, 0), Accept: &PutAccept{Absent: true}, ConflictPath: "x.c"})
 	if err != nil || res.Conflict {
 		t.Fatalf("put: %+v, %v", res, err)
@@ -296,16 +279,10 @@ func TestPutHelperDiesMidUpload(t *testing.T) {
 	}()
 	<-r.reached
 	// The first MiB is on its way: kill the helper.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if _, err := os.Stat(filepath.Join(root, tmp)); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the helper made no temporary file")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testenv.Eventually(t, 5*time.Second, "the helper's temporary file", func() bool {
+		_, err := os.Stat(filepath.Join(root, tmp))
+		return err == nil
+	})
 	killed := 0
 	for _, p := range procsMentioning(putProcMark(t)) {
 		var pid int
