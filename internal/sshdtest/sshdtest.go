@@ -8,6 +8,11 @@
 // port and only that user can log in). Start skips the test when sshd is
 // not installed, unless REMOTEFS_REQUIRE_SSHD=1.
 //
+// More names for the server go into the generated config with AddHost
+// and AddProxyHost (through a latency or dead-link proxy), each a Host
+// block like testbox's. What tests need besides the server is in
+// internal/testenv.
+//
 // Stop kills sshd and every process it started (per-connection sshd
 // processes, sftp-server, commands), found through /proc: sshd puts them
 // in their own sessions, so a process-group kill would miss them.
