@@ -470,5 +470,5 @@ func (r treeRemote) FetchFiles(ctx context.Context, paths []string, yield func(s
 // eventuallyT fails t unless cond holds within 5s.
 func eventuallyT(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	testenv.Eventually(t, 5*time.Second, what, cond)
+	testenv.EventuallyEvery(t, 5*time.Second, time.Millisecond, what, cond)
 }

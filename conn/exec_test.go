@@ -154,7 +154,7 @@ type lockedBuffer = testenv.LockedBuffer
 // waitFor fails t unless cond holds within 10s.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	testenv.Eventually(t, 10*time.Second, what, cond)
+	testenv.EventuallyEvery(t, 10*time.Second, 20*time.Millisecond, what, cond)
 }
 
 func TestStart(t *testing.T) {

@@ -27,7 +27,7 @@ func helperClient(t *testing.T, srv *sshdtest.Server, root string) *Client {
 	o := srvOpts(srv)
 	o.UploadHelper = UploadEager
 	c := mustDial(t, "testbox:"+root, o)
-	testenv.Eventually(t, 20*time.Second, "uploads through the helper", func() bool { return c.Uploads() == UploadsHelper })
+	testenv.EventuallyEvery(t, 20*time.Second, 10*time.Millisecond, "uploads through the helper", func() bool { return c.Uploads() == UploadsHelper })
 	return c
 }
 
@@ -222,7 +222,7 @@ func TestPutHelperFallback(t *testing.T) {
 	o := srvOpts(srv)
 	o.UploadHelper = UploadEager
 	c := mustDial(t, "testbox:"+root, o)
-	testenv.Eventually(t, 10*time.Second, "uploads over SFTP", func() bool { return c.Uploads() == UploadsSFTP })
+	testenv.EventuallyEvery(t, 10*time.Second, 10*time.Millisecond, "uploads over SFTP", func() bool { return c.Uploads() == UploadsSFTP })
 	res, err := c.Put(context.Background(), "x", strings.NewReader("hello"), PutOptions{Mode: 0o644, Mtime: time.Unix(1e9, 0), Accept: &PutAccept{Absent: true}, ConflictPath: "x.c"})
 	if err != nil || res.Conflict {
 		t.Fatalf("put: %+v, %v", res, err)
@@ -279,7 +279,7 @@ func TestPutHelperDiesMidUpload(t *testing.T) {
 	}()
 	<-r.reached
 	// The first MiB is on its way: kill the helper.
-	testenv.Eventually(t, 5*time.Second, "the helper's temporary file", func() bool {
+	testenv.EventuallyEvery(t, 5*time.Second, 5*time.Millisecond, "the helper's temporary file", func() bool {
 		_, err := os.Stat(filepath.Join(root, tmp))
 		return err == nil
 	})

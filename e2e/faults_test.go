@@ -27,12 +27,7 @@ func newCheckedWorld(t *testing.T) *world {
 	// Runs before the world's own cleanup: unmount the same way, then read
 	// the logs before the temporary folders go.
 	t.Cleanup(func() {
-		if mounted(w.mnt) {
-			w.run(binary, "unmount", "--force", w.mnt)
-		}
-		if mounted(w.mnt) {
-			exec.Command("fusermount3", "-u", "-z", w.mnt).Run()
-		}
+		w.forceUnmount()
 		w.checkDaemonLogs()
 	})
 	return w

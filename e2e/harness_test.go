@@ -118,13 +118,19 @@ func newWorldAt(t *testing.T, srv *sshdtest.Server, base string) *world {
 	return w
 }
 
-func (w *world) cleanup() {
+// forceUnmount takes down whatever is still mounted at the mountpoint:
+// remotefs unmount --force, and a lazy fusermount3 -u -z when that fails.
+func (w *world) forceUnmount() {
 	if mounted(w.mnt) {
 		w.run(binary, "unmount", "--force", w.mnt)
 	}
 	if mounted(w.mnt) {
 		exec.Command("fusermount3", "-u", "-z", w.mnt).Run()
 	}
+}
+
+func (w *world) cleanup() {
+	w.forceUnmount()
 	if w.t.Failed() {
 		logs, _ := filepath.Glob(filepath.Join(w.xdg, "state", "remotefs", "*.log"))
 		for _, l := range logs {

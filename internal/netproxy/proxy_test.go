@@ -123,7 +123,7 @@ func expectSilence(t *testing.T, c net.Conn, d time.Duration) {
 // waitFor polls cond until it holds or 10 s have passed.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	testenv.Eventually(t, 10*time.Second, what, cond)
+	testenv.EventuallyEvery(t, 10*time.Second, 5*time.Millisecond, what, cond)
 }
 
 func TestForwardAndCount(t *testing.T) {

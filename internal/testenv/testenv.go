@@ -28,29 +28,31 @@ import (
 	"remotefs/internal/mountinfo"
 )
 
-// Eventually polls cond until it holds, and fails t if it does not within
-// d. It polls often at first (1 ms) and less often later (every 50 ms at
-// most), so short waits stay short and long ones cost little.
+// Eventually polls cond every 50 ms until it holds, and fails t if it
+// does not within d.
 func Eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	if !Poll(d, cond) {
+	EventuallyEvery(t, d, 50*time.Millisecond, what, cond)
+}
+
+// EventuallyEvery is Eventually polling every every: for conditions a
+// test must catch soon after they come to hold (an upload in flight).
+func EventuallyEvery(t testing.TB, d, every time.Duration, what string, cond func() bool) {
+	t.Helper()
+	if !Poll(d, every, cond) {
 		t.Fatalf("timed out after %v waiting for %s", d, what)
 	}
 }
 
-// Poll is Eventually for callers that handle the timeout themselves: it
-// reports whether cond came to hold within d.
-func Poll(d time.Duration, cond func() bool) bool {
+// Poll is EventuallyEvery for callers that handle the timeout
+// themselves: it reports whether cond came to hold within d.
+func Poll(d, every time.Duration, cond func() bool) bool {
 	deadline := time.Now().Add(d)
-	pause := time.Millisecond
 	for !cond() {
 		if time.Now().After(deadline) {
 			return false
 		}
-		time.Sleep(pause)
-		if pause < 50*time.Millisecond {
-			pause *= 2
-		}
+		time.Sleep(every)
 	}
 	return true
 }

@@ -45,13 +45,13 @@ func TestEventually(t *testing.T) {
 
 func TestPoll(t *testing.T) {
 	start := time.Now()
-	if !Poll(5*time.Second, func() bool { return time.Since(start) > 30*time.Millisecond }) {
+	if !Poll(5*time.Second, time.Millisecond, func() bool { return time.Since(start) > 30*time.Millisecond }) {
 		t.Fatal("Poll gave up on a condition that came true")
 	}
 	if took := time.Since(start); took > time.Second {
 		t.Fatalf("a condition true after 30ms took %v to be seen", took)
 	}
-	if Poll(20*time.Millisecond, func() bool { return false }) {
+	if Poll(20*time.Millisecond, time.Millisecond, func() bool { return false }) {
 		t.Fatal("Poll reported a condition that never held")
 	}
 }
