@@ -173,3 +173,35 @@ func TestGitIdentityMakesTheSameCommit(t *testing.T) {
 		t.Fatalf("commits %q", heads)
 	}
 }
+
+// No package of the product imports the test set-up: only tests, the
+// benchmark and the test-support packages do.
+func TestOnlyTestsImportTheTestSetup(t *testing.T) {
+	if _, err := exec.LookPath("go"); err != nil {
+		t.Skip("no go command")
+	}
+	out, err := exec.Command("go", "list", "-f", "{{.ImportPath}} {{join .Deps \" \"}}", "remotefs/...").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	support := map[string]bool{
+		"remotefs/bench": true, "remotefs/e2e": true, "remotefs/conn/conntest": true,
+		"remotefs/internal/sshdtest": true, "remotefs/internal/testenv": true,
+	}
+	checked := 0
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 || support[f[0]] {
+			continue
+		}
+		checked++
+		for _, dep := range f[1:] {
+			if dep == "remotefs/internal/testenv" || dep == "remotefs/internal/sshdtest" {
+				t.Errorf("%s imports %s", f[0], dep)
+			}
+		}
+	}
+	if checked < 5 {
+		t.Fatalf("only %d product packages listed:\n%s", checked, out)
+	}
+}
