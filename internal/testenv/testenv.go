@@ -1,15 +1,18 @@
 // Package testenv is the test set-up that the tests of conn, cache, e2e,
 // internal/netproxy and the benchmark share, so that each piece exists
 // once: waiting for a condition, writing a server tree, a buffer two
-// goroutines can share, building the remotefs binary, and the checks that
-// this machine can mount with FUSE and that a folder is a mount point.
-// The real sshd and its client files (keys, known_hosts, ssh_config Host
-// blocks) are internal/sshdtest's; the latency and dead-link proxy is
+// goroutines can share, building the remotefs binary, the environment a
+// mount's commands run in (their own cache, runtime and state folders;
+// git's fixed identity), and the checks that this machine can mount with
+// FUSE and that a folder is a mount point. The real sshd and its client
+// files (keys, known_hosts, ssh_config Host blocks) are
+// internal/sshdtest's; the latency and dead-link proxy is
 // internal/netproxy's.
 //
-// It is for tests and the benchmark only: no production package imports
-// it. Nothing here holds a lock across a wait, and every wait is bounded:
-// Eventually by its duration, BuildRemotefs by its context.
+// It is for tests and the benchmark only: no product package imports it
+// or sshdtest (TestOnlyTestsImportTheTestSetup checks). Nothing here holds
+// a lock across a wait, and every wait is bounded: Eventually by its
+// duration, BuildRemotefs by its context.
 package testenv
 
 import (
