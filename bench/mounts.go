@@ -14,7 +14,7 @@ import (
 	"syscall"
 	"time"
 
-	"remotefs/internal/mountinfo"
+	"remotefs/internal/testenv"
 )
 
 // cleanups run in reverse order, once, however the benchmark ends.
@@ -64,10 +64,7 @@ type mountPoint struct {
 }
 
 // mounted reports whether dir is a mount point.
-func mounted(dir string) bool {
-	_, ok := mountinfo.Lookup(dir)
-	return ok
-}
+var mounted = testenv.Mounted
 
 // fuseConnID is the FUSE connection number of the mount at dir: the minor
 // number of its device.
