@@ -960,11 +960,9 @@ func (c *Client) putSFTP(ctx context.Context, p putPlan, o PutOptions, r io.Read
 				if err := c.mayReplace(p, *found); err != nil {
 					return err
 				}
-				if ouid, ogid, ok := c.Owner(); ok && found.HasOwner && found.Uid == ouid && found.Gid != ogid {
-					// Keep the file's group, as a write would (best
-					// effort: a group the login is not in is lost).
-					c.sftp.Chown(tmp, int(ouid), int(found.Gid))
-				}
+			}
+			if found != nil && found.Mode.IsRegular() && dest == p.abs {
+				c.keepOwner(tmp, *found, o.Mode)
 			}
 		}
 		// Close and rename go out together: renaming an open file is fine,
@@ -997,6 +995,34 @@ func (c *Client) putSFTP(ctx context.Context, p putPlan, o PutOptions, r io.Read
 		return PutResult{}, err
 	}
 	return res, nil
+}
+
+// keepOwner gives the temporary file tmp, about to replace found, found's
+// owner and group, as a write in place would keep them: a root login
+// keeps both (another user's file stays theirs: a mount shared by several
+// local users, each of whose files is chowned to them, would otherwise see
+// its files turn root's with their first save, and the kernel then
+// refuse their owners the next write); another login keeps the group of
+// its own file (best effort: a group the login is not in is lost). One
+// extra round trip, only when the owner differs.
+// A chown clears setuid and setgid: they are set again.
+func (c *Client) keepOwner(tmp string, found FileInfo, mode fs.FileMode) {
+	ouid, ogid, ok := c.Owner()
+	if !ok || !found.HasOwner || (found.Uid == ouid && found.Gid == ogid) {
+		return
+	}
+	var err error
+	switch {
+	case ouid == 0:
+		err = c.sftp.Chown(tmp, int(found.Uid), int(found.Gid))
+	case found.Uid == ouid:
+		err = c.sftp.Chown(tmp, int(ouid), int(found.Gid))
+	default:
+		return
+	}
+	if err == nil && mode&(fs.ModeSetuid|fs.ModeSetgid) != 0 {
+		c.sftp.Chmod(tmp, chmodBits(mode))
+	}
 }
 
 // mayReplace refuses, with EACCES, to replace a file the login user may

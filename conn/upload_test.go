@@ -31,6 +31,19 @@ func helperClient(t *testing.T, srv *sshdtest.Server, root string) *Client {
 	return c
 }
 
+// uploadsClient dials a Client for root (made here) whose uploads go
+// through the helper (UploadsHelper) or plain SFTP (UploadsSFTP).
+func uploadsClient(t *testing.T, srv *sshdtest.Server, root, mode string) *Client {
+	t.Helper()
+	os.Mkdir(root, 0o755)
+	if mode == UploadsHelper {
+		return helperClient(t, srv, root)
+	}
+	o := srvOpts(srv)
+	o.UploadHelper = UploadSFTP
+	return mustDial(t, "testbox:"+root, o)
+}
+
 // putProcMark is in the command line of this test process's upload
 // helpers, and of no other process (e2e tests may run alongside).
 func putProcMark(t *testing.T) string {
@@ -69,15 +82,7 @@ func TestPutAccept(t *testing.T) {
 		t.Run(mode, func(t *testing.T) {
 			ctx := context.Background()
 			root := filepath.Join(srv.Dir, "accept-"+mode)
-			os.Mkdir(root, 0o755)
-			var c *Client
-			if mode == UploadsHelper {
-				c = helperClient(t, srv, root)
-			} else {
-				o := srvOpts(srv)
-				o.UploadHelper = UploadSFTP
-				c = mustDial(t, "testbox:"+root, o)
-			}
+			c := uploadsClient(t, srv, root, mode)
 			mtime := time.Unix(1700000000, 0)
 			old := time.Unix(1600000000, 0)
 			put := func(content string, a *PutAccept, tmp string) PutResult {
@@ -364,4 +369,48 @@ func TestPutHelperCancel(t *testing.T) {
 	noTempFiles(t, root)
 	c.Close()
 	noProcsLeft(t, putProcMark(t))
+}
+
+// A root login's save of another user's file keeps its owner and group,
+// as a write in place would, both through the helper and over plain SFTP
+// (where the upload replaces the file with a temporary one): on a mount
+// shared by several local users each one's files stay theirs.
+func TestPutKeepsOtherUsersOwner(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs a root login to own files as another user")
+	}
+	srv := sshdtest.Start(t)
+	for _, mode := range []string{UploadsHelper, UploadsSFTP} {
+		t.Run(mode, func(t *testing.T) {
+			ctx := context.Background()
+			root := filepath.Join(srv.Dir, "owner-"+mode)
+			c := uploadsClient(t, srv, root, mode)
+			f := filepath.Join(root, "theirs.txt")
+			writeLocal(t, root, "theirs.txt", "before", 0o644)
+			if err := os.Chown(f, 65534, 65533); err != nil {
+				t.Fatal(err)
+			}
+			st, _ := os.Stat(f)
+			mtime := time.Unix(1700000000, 0)
+			accept := &PutAccept{Versions: []FileVersion{{Size: st.Size(), Mtime: st.ModTime().Unix()}}}
+			res, err := c.Put(ctx, "theirs.txt", strings.NewReader("after the save"), PutOptions{Mode: 0o755 | fs.ModeSetuid | fs.ModeSetgid, Mtime: mtime, Accept: accept, ConflictPath: "theirs.txt.conflict"})
+			if err != nil || res.Conflict {
+				t.Fatalf("put: %+v %v", res, err)
+			}
+			var sys syscall.Stat_t
+			if err := syscall.Stat(f, &sys); err != nil {
+				t.Fatal(err)
+			}
+			if b, _ := os.ReadFile(f); string(b) != "after the save" {
+				t.Errorf("server holds %q", b)
+			}
+			if sys.Uid != 65534 || sys.Gid != 65533 {
+				t.Errorf("after the save the file is owned by %d:%d, want 65534:65533 (as before)", sys.Uid, sys.Gid)
+			}
+			if mode == UploadsSFTP && sys.Mode&0o7777 != 0o6755 {
+				t.Errorf("mode %o after the save, want 6755", sys.Mode&0o7777)
+			}
+			noTempFiles(t, root)
+		})
+	}
 }
