@@ -47,6 +47,7 @@ type Client struct {
 	statvfs     bool
 	fsync       bool
 	uploads     *uploader
+	linkAttrs   linkSetter // lsetstat.go
 	// the login user's ids (Owner): uid<<32 | gid | 1<<63, 0 unknown;
 	// set with the root, corrected by the upload helper's greeting
 	owner atomic.Uint64

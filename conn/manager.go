@@ -703,6 +703,24 @@ func (m *Manager) Chown(ctx context.Context, path string, uid, gid uint32) error
 	return c.Chown(ctx, path, uid, gid)
 }
 
+// Lchown implements LinkAttrSetter.
+func (m *Manager) Lchown(ctx context.Context, path string, uid, gid uint32) error {
+	c, err := m.current("lchown", path)
+	if err != nil {
+		return err
+	}
+	return c.Lchown(ctx, path, uid, gid)
+}
+
+// Lchtimes implements LinkAttrSetter.
+func (m *Manager) Lchtimes(ctx context.Context, path string, atime, mtime time.Time) error {
+	c, err := m.current("lchtimes", path)
+	if err != nil {
+		return err
+	}
+	return c.Lchtimes(ctx, path, atime, mtime)
+}
+
 // Owner implements OwnerReporter for the current connection.
 func (m *Manager) Owner() (uid, gid uint32, ok bool) {
 	m.mu.Lock()

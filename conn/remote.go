@@ -181,3 +181,11 @@ var (
 // TempPrefix starts the name of every temporary file an upload creates, so
 // leftovers from a crash are recognisable (and hidden/cleaned by the cache).
 const TempPrefix = ".remotefs-tmp-"
+
+// LinkAttrSetter is implemented by remotes that can set a symlink's own
+// owner and times, not its target's (lsetstat@openssh.com). Each call
+// fails with ErrUnsupported where this connection cannot.
+type LinkAttrSetter interface {
+	Lchown(ctx context.Context, path string, uid, gid uint32) error
+	Lchtimes(ctx context.Context, path string, atime, mtime time.Time) error
+}
