@@ -45,6 +45,8 @@ type op struct {
 	Rdev    uint32      `json:"rd,omitempty"`
 	Target  string      `json:"l,omitempty"`
 	Owner   *[2]uint32  `json:"ow,omitempty"` // chown: server uid, gid
+	// NoFollow (chown, utimes): of a symlink itself (linkattrs.go)
+	NoFollow bool `json:"nf,omitempty"`
 	// DestExpect: for a rename over an existing file, what the server was
 	// expected to have there when the local rename replaced it (nil: no check).
 	DestExpect *expect `json:"db,omitempty"`

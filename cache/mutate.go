@@ -158,6 +158,9 @@ func (s *Store) Symlink(ctx context.Context, dir Ino, name, target string, by ..
 	if err := s.ensureListed(ctx, dir); err != nil {
 		return Attr{}, err
 	}
+	if !s.linkAttrs() {
+		by = nil // the login's: a chown would follow it (linkattrs.go)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	d, c, err := s.childLocked(dir, name)
@@ -520,11 +523,10 @@ func (s *Store) SetAttr(ctx context.Context, ino Ino, mode *fs.FileMode, size *i
 	}
 	if atime != nil || mtime != nil {
 		setTimes(e, atime, mtime)
-		// SFTP v3 sets times through a symlink (OpenSSH's
-		// lsetstat@openssh.com is not in pkg/sftp): a symlink's own
-		// times stay on the mount, rather than change its target's.
-		if !e.isLink() {
-			ops = append(ops, &op{Kind: opUtimes, Path: p, MtimeNs: e.mtime.UnixNano(), AtimeNs: e.attr().Atime.UnixNano()})
+		// A symlink's own times: through lsetstat where the server has
+		// it, else on the mount only, never on its target (linkattrs.go).
+		if !e.isLink() || s.mayHaveLinkAttrs() {
+			ops = append(ops, &op{Kind: opUtimes, Path: p, MtimeNs: e.mtime.UnixNano(), AtimeNs: e.attr().Atime.UnixNano(), NoFollow: e.isLink()})
 		}
 	}
 	s.touchLocked(e, false)

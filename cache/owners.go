@@ -130,6 +130,7 @@ func (s *Store) Chown(ctx context.Context, ino Ino, uid, gid *uint32) (Attr, err
 		return Attr{}, fmt.Errorf("chown: the server login's ids are not known yet: %w", ErrOffline)
 	}
 	o := s.opts.Owners
+	canLink := s.linkAttrs()
 	s.mu.Lock()
 	e := s.entries[ino]
 	if e == nil {
@@ -151,22 +152,33 @@ func (s *Store) Chown(ctx context.Context, ino Ino, uid, gid *uint32) (Attr, err
 	if gid != nil {
 		ng = remoteID(*gid, o.LocalGID, rgid, o.GIDMap)
 	}
-	if cur.Mode&fs.ModeSymlink != 0 {
+	link := cur.Mode&fs.ModeSymlink != 0
+	if link && !canLink {
 		s.mu.Unlock()
-		// SFTP's setstat follows symlinks; lchown has no SFTP request.
+		// SFTP's setstat follows symlinks, and this server offers no
+		// lsetstat (linkattrs.go).
 		return Attr{}, syscall.EOPNOTSUPP
 	}
 	if pending {
 		defer s.mu.Unlock()
 		e.uid, e.gid, e.hasOwner = nu, ng, true
 		s.touchLocked(e, false)
-		if err := s.enqueueLocked(&op{Kind: opChown, Path: p, Owner: &[2]uint32{nu, ng}}); err != nil {
+		if err := s.enqueueLocked(&op{Kind: opChown, Path: p, Owner: &[2]uint32{nu, ng}, NoFollow: link}); err != nil {
 			return Attr{}, err
 		}
 		return e.attr(), nil
 	}
 	s.mu.Unlock()
-	if err := s.remote.Chown(ctx, p, nu, ng); err != nil {
+	var err error
+	if link {
+		err = s.remote.(conn.LinkAttrSetter).Lchown(ctx, p, nu, ng)
+	} else {
+		err = s.remote.Chown(ctx, p, nu, ng)
+	}
+	if err != nil {
+		if errors.Is(err, conn.ErrUnsupported) {
+			return Attr{}, syscall.EOPNOTSUPP
+		}
 		var en syscall.Errno
 		if !errors.As(err, &en) && errors.Is(err, fs.ErrPermission) {
 			return Attr{}, syscall.EPERM // what chown(2) says
@@ -190,8 +202,8 @@ func (s *Store) Chown(ctx context.Context, ino Ino, uid, gid *uint32) (Attr, err
 // reverse of the owner mapping) and to the creator's gid, or to the
 // folder's group when the folder is setgid, as a local disk does. A
 // non-root login could not do that (the server refuses chown), so there
-// new entries stay the login's, as on the server; so do symlinks (SFTP
-// has no lchown). The change goes through
+// new entries stay the login's, as on the server; so do symlinks where
+// the server offers no lsetstat (linkattrs.go). The change goes through
 // the journal, right after the creation (for a file, after its first
 // upload).
 type Creator struct {
@@ -201,11 +213,10 @@ type Creator struct {
 // ownerForNewLocked sets the owner a new entry e in folder d gets on the
 // server, when it is not the login's and the login may give it, and
 // returns the operations that make it so (nil otherwise). Caller holds mu.
+// (Symlink passes no creator when the server cannot lchown.)
 func (s *Store) ownerForNewLocked(d, e *entry, by []Creator) []*op {
 	ruid, rgid, known := s.loginIDs()
-	if len(by) == 0 || !known || ruid != 0 || e.mode&fs.ModeSymlink != 0 {
-		// A symlink keeps the login's: SFTP's setstat follows symlinks,
-		// so a chown would change its target.
+	if len(by) == 0 || !known || ruid != 0 {
 		return nil
 	}
 	o := s.opts.Owners
@@ -231,7 +242,7 @@ func (s *Store) ownerForNewLocked(d, e *entry, by []Creator) []*op {
 // p on the server, the owner it got on the mount: a chown, and for a file
 // with setuid or setgid a chmod after it (chown clears them).
 func (s *Store) newOwnerOpsLocked(e *entry, p string) []*op {
-	ops := []*op{{Kind: opChown, Path: p, Owner: &[2]uint32{e.uid, e.gid}}}
+	ops := []*op{{Kind: opChown, Path: p, Owner: &[2]uint32{e.uid, e.gid}, NoFollow: e.isLink()}}
 	if !e.mode.IsDir() && e.mode&(fs.ModeSetuid|fs.ModeSetgid) != 0 {
 		ops = append(ops, &op{Kind: opChmod, Path: p, Mode: modeBits(e.mode)})
 	}

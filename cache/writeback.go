@@ -72,6 +72,9 @@ func (s *Store) failed(o *op, err error, retryIn time.Duration) {
 // idempotent: an operation whose effect is already there succeeds.
 func (s *Store) apply(ctx context.Context, o *op) error {
 	r := s.remote
+	if o.NoFollow {
+		return ignoreNotExist(s.applyLinkAttrs(ctx, o))
+	}
 	switch o.Kind {
 	case opPut:
 		return s.applyPut(ctx, o)

@@ -703,6 +703,14 @@ func (m *Manager) Chown(ctx context.Context, path string, uid, gid uint32) error
 	return c.Chown(ctx, path, uid, gid)
 }
 
+// HasLinkAttrs implements LinkAttrSetter for the current connection.
+func (m *Manager) HasLinkAttrs() bool {
+	m.mu.Lock()
+	c := m.client
+	m.mu.Unlock()
+	return c != nil && c.HasLinkAttrs()
+}
+
 // Lchown implements LinkAttrSetter.
 func (m *Manager) Lchown(ctx context.Context, path string, uid, gid uint32) error {
 	c, err := m.current("lchown", path)

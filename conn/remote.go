@@ -184,8 +184,10 @@ const TempPrefix = ".remotefs-tmp-"
 
 // LinkAttrSetter is implemented by remotes that can set a symlink's own
 // owner and times, not its target's (lsetstat@openssh.com). Each call
-// fails with ErrUnsupported where this connection cannot.
+// fails with ErrUnsupported where this connection cannot; HasLinkAttrs
+// tells beforehand (false while not connected).
 type LinkAttrSetter interface {
+	HasLinkAttrs() bool
 	Lchown(ctx context.Context, path string, uid, gid uint32) error
 	Lchtimes(ctx context.Context, path string, atime, mtime time.Time) error
 }

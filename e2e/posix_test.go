@@ -303,3 +303,48 @@ func TestTimesKept(t *testing.T) {
 		t.Fatalf("ctime did not move on rename: %v -> %v", after, c)
 	}
 }
+
+// A symlink's own times and owner (touch -h, chown -h) reach the server's
+// symlink through lsetstat@openssh.com, and its target keeps its own.
+func TestSymlinkOwnTimesAndOwner(t *testing.T) {
+	w := newWorld(t)
+	w.writeServer("target", "x", 0o644)
+	old := time.Unix(1600000000, 0)
+	os.Chtimes(w.s("target"), old, old)
+	if err := os.Symlink("target", w.s("link")); err != nil {
+		t.Fatal(err)
+	}
+	w.mount()
+
+	w.must("touch", "-h", "-d", "@1900000000", w.m("link"))
+	if st := lstat(t, w.m("link")); st.Mtim.Sec != 1900000000 {
+		t.Errorf("the mount shows the link's mtime %d, want 1900000000", st.Mtim.Sec)
+	}
+	root := os.Geteuid() == 0
+	if root {
+		w.must("chown", "-h", "65534:65533", w.m("link"))
+		if st := lstat(t, w.m("link")); st.Uid != 65534 || st.Gid != 65533 {
+			t.Errorf("the mount shows the link owned by %d:%d, want 65534:65533", st.Uid, st.Gid)
+		}
+	}
+	w.must(binary, "flush", w.mnt)
+	link, target := lstat(t, w.s("link")), lstat(t, w.s("target"))
+	if link.Mtim.Sec != 1900000000 || link.Atim.Sec != 1900000000 {
+		t.Errorf("server's link has atime %d mtime %d, want 1900000000", link.Atim.Sec, link.Mtim.Sec)
+	}
+	if target.Mtim.Sec != old.Unix() {
+		t.Errorf("server's target mtime moved to %d", target.Mtim.Sec)
+	}
+	if root {
+		if link.Uid != 65534 || link.Gid != 65533 {
+			t.Errorf("server's link is owned by %d:%d, want 65534:65533", link.Uid, link.Gid)
+		}
+		if target.Uid != 0 || target.Gid != 0 {
+			t.Errorf("server's target's owner changed to %d:%d", target.Uid, target.Gid)
+		}
+	}
+	if st := w.status(); st.Pending != 0 {
+		t.Errorf("%d changes pending after flush", st.Pending)
+	}
+	w.unmount()
+}

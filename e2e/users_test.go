@@ -496,7 +496,7 @@ func (w *world) runAs(acc account, name string, args ...string) result {
 // another local user makes through the mount belong to that user on the
 // server (not to root, the login), as on a local disk, and the mount shows
 // them as theirs at once; in a setgid folder they get the folder's group.
-// A symlink stays root's: SFTP has no lchown.
+// So does a symlink (lsetstat@openssh.com), without touching its target.
 func TestNewFileOwnedByLocalCreator(t *testing.T) {
 	w, acc := newSharedMountWorld(t)
 	oth, shared := acc[otherUser], acc[sharedGrp]
@@ -546,11 +546,12 @@ func TestNewFileOwnedByLocalCreator(t *testing.T) {
 		t.Fatalf("ln -s: %s", r.stderr)
 	}
 	w.must(binary, "flush", w.mnt)
-	if uid := lstat(t, w.s("pub/l")).Uid; uid != 0 {
-		t.Errorf("server's symlink is owned by %d, want root's (SFTP has no lchown)", uid)
+	if st := lstat(t, w.s("pub/l")); int(st.Uid) != oth.uid || int(st.Gid) != oth.gid {
+		uid, gid := st.Uid, st.Gid
+		t.Errorf("server's symlink is owned by %d:%d, want its creator's %d:%d (lsetstat)", uid, gid, oth.uid, oth.gid)
 	}
-	if uid, _, _ := serverOwner(t, w.s("pub/f.txt")); uid != oth.uid {
-		t.Errorf("the symlink's owner change reached its target: f.txt owned by %d", uid)
+	if got := strings.Fields(w.must("stat", "-c", "%u %g", w.m("pub/l"))); len(got) != 2 || got[0] != itoa(oth.uid) {
+		t.Errorf("the mount shows the symlink owned by %v, want %d", got, oth.uid)
 	}
 	if st := w.status(); st.Pending != 0 {
 		t.Errorf("%d changes pending after flush", st.Pending)
