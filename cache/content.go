@@ -279,6 +279,15 @@ func (s *Store) applyRevalidationLocked(e *entry, fi conn.FileInfo, err error) e
 // ensureContent makes sure the file's whole content is in the cache,
 // downloading it if needed (one download per file at a time).
 func (s *Store) ensureContent(ctx context.Context, ino Ino) error {
+	return s.ensureContentFor(ctx, ino, nil)
+}
+
+// ensureContentFor is ensureContent on behalf of the journal operation
+// own (nil: none), which fetches from own.Path, a name of the file that
+// is on the server, and whose own pending paths do not keep the fetched
+// data out (a link delivered as a copy, applyLinkAsCopy).
+func (s *Store) ensureContentFor(ctx context.Context, ino Ino, own *op) error {
+	discarded := 0
 	for {
 		s.mu.Lock()
 		e := s.entries[ino]
@@ -331,10 +340,13 @@ func (s *Store) ensureContent(ctx context.Context, ino Ino) error {
 		call := &fetchCall{done: make(chan struct{})}
 		s.fetching[ino] = call
 		p := s.pathOf(e)
+		if own != nil {
+			p = own.Path
+		}
 		gen := e.gen
 		s.mu.Unlock()
 
-		call.err = s.fetch(ctx, ino, p, gen)
+		call.err = s.fetch(ctx, ino, p, gen, own)
 		for try := 1; errors.Is(call.err, ErrChanged) && try < fetchTries; try++ {
 			// Being written on the server right now: a moment later it
 			// is usually one version again.
@@ -342,20 +354,44 @@ func (s *Store) ensureContent(ctx context.Context, ino Ino) error {
 			case <-time.After(time.Duration(try) * 100 * time.Millisecond):
 			case <-ctx.Done():
 			}
-			call.err = s.fetch(ctx, ino, p, gen)
+			call.err = s.fetch(ctx, ino, p, gen, own)
 		}
 
 		s.mu.Lock()
 		delete(s.fetching, ino)
 		close(call.done)
+		kept := true
+		if e := s.entries[ino]; e != nil && (e.content == contentNone || e.content == contentPartial) {
+			kept = false // thrown away: changed locally meanwhile
+		}
 		s.mu.Unlock()
 		if call.err != nil {
 			return call.err
 		}
+		if !kept {
+			// Local changes to the path are on their way to the server:
+			// look again a moment later, and not forever.
+			if discarded++; discarded >= maxDiscardedFetches {
+				return fmt.Errorf("%s: local changes pending: %w", p, ErrChanged)
+			}
+			select {
+			case <-time.After(time.Duration(discarded) * 10 * time.Millisecond):
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
 	}
 }
 
-func (s *Store) fetch(ctx context.Context, ino Ino, p string, gen uint64) error {
+// maxDiscardedFetches bounds the fetches of one file that ensureContent
+// throws away because local changes to its path were pending (about 2s
+// of pauses in all).
+const maxDiscardedFetches = 20
+
+// fetch downloads the whole file ino from p, unless it changed locally
+// meanwhile (then it returns nil with nothing kept); own as in
+// ensureContentFor.
+func (s *Store) fetch(ctx context.Context, ino Ino, p string, gen uint64, own *op) error {
 	s.mu.Lock()
 	since := s.jr.mark()
 	s.mu.Unlock()
@@ -382,7 +418,7 @@ func (s *Store) fetch(ctx context.Context, ino Ino, p string, gen uint64) error 
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e := s.entries[ino]
-	if e == nil || e.gen != gen || (e.content != contentNone && e.content != contentPartial) || s.pathOf(e) != p || s.keepLocal(p, since) {
+	if e == nil || e.gen != gen || (e.content != contentNone && e.content != contentPartial) || !s.fetchedPathOK(e, p, own) || s.keepLocalBut(p, since, own) {
 		os.Remove(tmp)
 		return nil // changed meanwhile; the caller looks again
 	}
@@ -564,4 +600,21 @@ func (h *Handle) Release() error {
 	}
 	h.s.release(h.ino, h.writable)
 	return err
+}
+
+// markLinkCopyDirty marks the file ino at p dirty for its upload as a
+// copy (applyLinkAsCopy), once its content is here. Content evicted
+// meanwhile is an error: the journal tries again.
+func (s *Store) markLinkCopyDirty(p string, ino Ino) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, e, err := s.lookupPathLocked(p)
+	if err != nil || e == nil || e.ino != ino {
+		return nil // gone or replaced meanwhile: applyPut finds out
+	}
+	if e.content != contentClean && e.content != contentDirty {
+		return fmt.Errorf("%s: content to copy is gone: %w", p, ErrChanged)
+	}
+	s.markDirtyLocked(e)
+	return nil
 }

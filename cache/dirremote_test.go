@@ -33,6 +33,8 @@ type dirRemote struct {
 	// dropOnRename: the next Rename finds the link gone (the remote goes
 	// offline and the rename is not done).
 	dropOnRename atomic.Bool
+	// noLinks: a server without hard links (Link is ErrUnsupported).
+	noLinks atomic.Bool
 
 	mu      sync.Mutex
 	putErr  error         // returned by PutAtomic when set
@@ -346,6 +348,9 @@ func (r *dirRemote) Symlink(ctx context.Context, target, p string) error {
 func (r *dirRemote) Link(ctx context.Context, a, b string) error {
 	if err := r.check(); err != nil {
 		return err
+	}
+	if r.noLinks.Load() {
+		return &fs.PathError{Op: "link", Path: a, Err: conn.ErrUnsupported}
 	}
 	return os.Link(r.p(a), r.p(b))
 }

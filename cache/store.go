@@ -572,6 +572,44 @@ func (s *Store) keepLocal(p string, since uint64) bool {
 	return s.protected(p) || s.jr.changedSince(p, since)
 }
 
+// keepLocalBut is keepLocal, not counting the pending operation own
+// (nil: none) among the local changes. Caller holds mu.
+func (s *Store) keepLocalBut(p string, since uint64, own *op) bool {
+	if own == nil {
+		return s.keepLocal(p, since)
+	}
+	if s.changedSince(p, since) {
+		return true
+	}
+	for q, n := range s.pendingPath {
+		if !related(p, q) {
+			continue
+		}
+		for _, oq := range own.paths() {
+			if oq == q {
+				n--
+			}
+		}
+		if n > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// fetchedPathOK reports whether content fetched from p is e's: p is its
+// path, or, for a fetch on behalf of own, one of its names. Caller holds mu.
+func (s *Store) fetchedPathOK(e *entry, p string, own *op) bool {
+	if s.pathOf(e) == p {
+		return true
+	}
+	if own == nil {
+		return false
+	}
+	_, c, err := s.lookupPathLocked(p)
+	return err == nil && c == e
+}
+
 // protected reports whether a pending journal operation touches p, an
 // ancestor of p or a descendant of p. Such paths keep their local state
 // when a listing from the server disagrees. Caller holds mu.

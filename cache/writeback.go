@@ -518,13 +518,21 @@ func (s *Store) applyLinkAsCopy(ctx context.Context, o *op) error {
 	// something else is not this link's business.
 	if err == nil && e != nil && e.mode.IsRegular() {
 		ino = e.ino
-		s.markDirtyLocked(e)
 	}
 	s.mu.Unlock()
 	if ino == 0 {
 		return nil
 	}
-	if err := s.ensureContent(ctx, ino); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	// The content first (from the server's o.Path), then dirty: an entry
+	// marked dirty without content would upload nothing, forever.
+	ferr := s.ensureContentFor(ctx, ino, o)
+	if ferr != nil && !errors.Is(ferr, fs.ErrNotExist) {
+		return ferr
+	}
+	if err := s.markLinkCopyDirty(o.Path2, ino); err != nil {
+		if ferr != nil {
+			return nil // gone from the server, never cached: nothing to copy
+		}
 		return err
 	}
 	return s.applyPut(ctx, &op{Kind: opPut, Path: o.Path2, Ino: ino})
