@@ -290,14 +290,14 @@ func (s *Store) applyRemoteRename(ctx context.Context, from, to string) bool {
 		replaced = cur.attr()
 		s.removeSubtree(cur)
 	}
-	delete(srcDir.children, src.name)
+	srcDir.dropChild(src.name)
 	s.dirtyIno[srcDir.ino] = true
 	if dstDir.children == nil {
 		dstDir.children = map[string]Ino{}
 	}
 	oldName := src.name
 	src.parent, src.name = dstDir.ino, toName
-	dstDir.children[toName] = src.ino
+	dstDir.setChild(toName, src.ino)
 	s.dirtyIno[dstDir.ino] = true
 	s.dirtyIno[src.ino] = true
 	fi.Name = toName

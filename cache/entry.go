@@ -124,6 +124,11 @@ type entry struct {
 	ctime    time.Time
 	rdev     uint32
 
+	// subdirs counts the folder's subfolders while subdirsOK
+	// (dirLinksLocked); every change of children clears subdirsOK.
+	subdirs   uint32
+	subdirsOK bool
+
 	// Hard links: the names besides (parent, name), which is the primary
 	// one that journal operations use. nlink is the link count the server
 	// reported for a folder (0: unknown); sino the server's inode number

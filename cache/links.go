@@ -25,7 +25,9 @@ import (
 
 // dirLinksLocked is a folder's link count: 2 + its subfolders when its
 // listing is complete, else what the server reported (at least 2).
-// Caller holds mu.
+// The subfolders are counted once and kept until the folder's names
+// change (setChild, dropChild): a getattr or lookup of a folder is not a
+// scan of its entries. Caller holds mu.
 func (s *Store) dirLinksLocked(d *entry) uint32 {
 	if !d.listed {
 		if d.nlink > 2 {
@@ -33,13 +35,31 @@ func (s *Store) dirLinksLocked(d *entry) uint32 {
 		}
 		return 2
 	}
-	n := uint32(2)
-	for _, ino := range d.children {
-		if c := s.entries[ino]; c != nil && c.isDir() {
-			n++
+	if !d.subdirsOK {
+		d.subdirs = 0
+		for _, ino := range d.children {
+			if c := s.entries[ino]; c != nil && c.isDir() {
+				d.subdirs++
+			}
 		}
+		d.subdirsOK = true
 	}
-	return n
+	return 2 + d.subdirs
+}
+
+// setChild makes name in folder d the entry ino.
+func (d *entry) setChild(name string, ino Ino) {
+	if d.children == nil {
+		d.children = map[string]Ino{}
+	}
+	d.children[name] = ino
+	d.subdirsOK = false
+}
+
+// dropChild removes name from folder d.
+func (d *entry) dropChild(name string) {
+	delete(d.children, name)
+	d.subdirsOK = false
 }
 
 // attrLocked is e's attributes as the mount shows them. Caller holds mu.
@@ -71,7 +91,7 @@ func (s *Store) unlinkNameLocked(d *entry, name string, c *entry) bool {
 	if len(c.links) == 0 || !c.hasName(d.ino, name) {
 		return false
 	}
-	delete(d.children, name)
+	d.dropChild(name)
 	s.dirtyIno[d.ino] = true
 	if c.parent == d.ino && c.name == name {
 		c.parent, c.name = c.links[0].Parent, c.links[0].Name

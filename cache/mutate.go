@@ -97,7 +97,7 @@ func (s *Store) addChildLocked(d *entry, name string, mode fs.FileMode) *entry {
 	if d.children == nil {
 		d.children = map[string]Ino{}
 	}
-	d.children[name] = e.ino
+	d.setChild(name, e.ino)
 	s.touchLocked(d, true)
 	s.dirtyIno[e.ino] = true
 	s.dirtyIno[d.ino] = true
@@ -326,11 +326,11 @@ func (s *Store) Rename(ctx context.Context, oldDir Ino, oldName string, newDir I
 			s.removeSubtree(dst)
 		}
 	}
-	delete(od.children, oldName)
+	od.dropChild(oldName)
 	if nd.children == nil {
 		nd.children = map[string]Ino{}
 	}
-	nd.children[newName] = src.ino
+	nd.setChild(newName, src.ino)
 	s.renameNameLocked(src, od.ino, oldName, nd.ino, newName)
 	s.touchLocked(od, true)
 	s.touchLocked(nd, true)
@@ -581,7 +581,7 @@ func (s *Store) Link(ctx context.Context, ino Ino, newDir Ino, newName string) (
 		return Attr{}, fs.ErrPermission
 	}
 	srcPath := s.pathOf(src)
-	d.children[newName] = src.ino
+	d.setChild(newName, src.ino)
 	src.links = append(src.links, linkName{Parent: d.ino, Name: newName})
 	s.touchLocked(d, true)
 	s.touchLocked(src, false)

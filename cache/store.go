@@ -376,13 +376,13 @@ func (s *Store) load() error {
 		if p.children == nil {
 			p.children = map[string]Ino{}
 		}
-		p.children[e.name] = e.ino
+		p.setChild(e.name, e.ino)
 		for _, l := range e.links {
 			if q := s.entries[l.Parent]; q != nil && q.isDir() {
 				if q.children == nil {
 					q.children = map[string]Ino{}
 				}
-				q.children[l.Name] = e.ino
+				q.setChild(l.Name, e.ino)
 			}
 		}
 		if e.sino != 0 && e.nlink > 1 {

@@ -293,7 +293,7 @@ func (s *Store) mergeListing(dir Ino, p string, infos []conn.FileInfo, since, ep
 		}
 		c := s.entries[ino]
 		if c == nil {
-			delete(d.children, name)
+			d.dropChild(name)
 			continue
 		}
 		if s.keepLocal(childPath(p, name), since) || s.hasLocalWorkLocked(c) || c.localOnly {
@@ -330,7 +330,7 @@ func (s *Store) upsertChildLocked(d *entry, fi conn.FileInfo, now time.Time) *en
 		if l := s.linkByServerInoLocked(d, fi); l != nil {
 			// Another name of a file the mirror has: a hard link.
 			l.links = append(l.links, linkName{Parent: d.ino, Name: fi.Name})
-			d.children[fi.Name] = l.ino
+			d.setChild(fi.Name, l.ino)
 			s.dirtyIno[d.ino] = true
 			s.applyServerAttrs(l, fi)
 			l.checked = now
@@ -340,7 +340,7 @@ func (s *Store) upsertChildLocked(d *entry, fi conn.FileInfo, now time.Time) *en
 		c = &entry{ino: s.nextIno, parent: d.ino, name: fi.Name}
 		s.nextIno++
 		s.entries[c.ino] = c
-		d.children[fi.Name] = c.ino
+		d.setChild(fi.Name, c.ino)
 		s.dirtyIno[d.ino] = true
 		s.applyServerAttrs(c, fi)
 		c.checked = now
@@ -398,6 +398,11 @@ func (s *Store) applyServerAttrs(e *entry, fi conn.FileInfo) {
 	if fi.Mode&fs.ModeSymlink != 0 && (fi.Target != "" || v != e.remote) {
 		e.target = fi.Target
 	}
+	if e.mode.IsDir() != fi.Mode.IsDir() {
+		if d := s.entries[e.parent]; d != nil {
+			d.subdirsOK = false
+		}
+	}
 	e.mode = fi.Mode
 	e.size = fi.Size
 	serverTimes(e, fi)
@@ -436,12 +441,12 @@ func (s *Store) removeSubtree(e *entry) {
 		}
 	}
 	if p := s.entries[e.parent]; p != nil && p.children[e.name] == e.ino {
-		delete(p.children, e.name)
+		p.dropChild(e.name)
 		s.dirtyIno[p.ino] = true
 	}
 	for _, l := range e.links {
 		if p := s.entries[l.Parent]; p != nil && p.children[l.Name] == e.ino {
-			delete(p.children, l.Name)
+			p.dropChild(l.Name)
 			s.dirtyIno[p.ino] = true
 		}
 	}

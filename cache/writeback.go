@@ -287,9 +287,9 @@ func (s *Store) recordConflictLocked(p, copyPath string, e *entry, copyInfo, ser
 		return
 	}
 	copyName := path.Base(copyPath)
-	delete(d.children, e.name)
+	d.dropChild(e.name)
 	e.name = copyName
-	d.children[copyName] = e.ino
+	d.setChild(copyName, e.ino)
 	s.notifyLocked(Invalidation{Dir: d.ino, Name: path.Base(p), Ino: e.ino})
 	// Uploads of later edits go to the copy, not over the server's file.
 	s.jr.each(func(o *op) {
