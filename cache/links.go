@@ -188,9 +188,13 @@ func serverTimes(e *entry, fi conn.FileInfo) {
 }
 
 // sameSecond returns server, or local when server is local truncated to
-// whole seconds.
+// whole seconds, or to the 32 unsigned bits of seconds SFTP v3 carries
+// (a time past 2106 set through the mount reaches the server wrapped).
 func sameSecond(local, server time.Time) time.Time {
-	if server.Nanosecond() == 0 && !local.IsZero() && local.Unix() == server.Unix() {
+	if server.Nanosecond() != 0 || local.IsZero() {
+		return server
+	}
+	if local.Unix() == server.Unix() || (server.Unix() >= 0 && server.Unix() < 1<<32 && uint32(local.Unix()) == uint32(server.Unix()) && local.Unix() >= 1<<32) {
 		return local
 	}
 	return server

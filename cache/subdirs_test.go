@@ -87,3 +87,27 @@ func TestFolderLinkCountKeptNotScanned(t *testing.T) {
 		t.Errorf("a folder's getattr scales with its names: %v for 4,000 names, %v for 2", cb, cs)
 	}
 }
+
+// The server's whole-second times keep a local time they stand for: the
+// same second without its fraction, or a time past 2106 wrapped to the 32
+// bits SFTP v3 carries (pjdfstest utimensat/09 saw 2^32 turn into 1970
+// once the server's listing came back).
+func TestServerTimeKeepsLocalItStandsFor(t *testing.T) {
+	for _, c := range []struct {
+		local, server time.Time
+		keep          bool
+	}{
+		{time.Unix(1700000000, 123), time.Unix(1700000000, 0), true},
+		{time.Unix(1700000000, 123), time.Unix(1700000001, 0), false},
+		{time.Unix(1<<32, 0), time.Unix(0, 0), true},
+		{time.Unix(1<<32+5, 7), time.Unix(5, 0), true},
+		{time.Unix(5, 0), time.Unix(1<<32+5, 0), false},
+		{time.Unix(1<<32, 0), time.Unix(1, 0), false},
+		{time.Time{}, time.Unix(5, 0), false},
+	} {
+		got := sameSecond(c.local, c.server)
+		if want := map[bool]time.Time{true: c.local, false: c.server}[c.keep]; !got.Equal(want) {
+			t.Errorf("local %v, server %v: got %v, want %v", c.local.Unix(), c.server.Unix(), got.Unix(), want.Unix())
+		}
+	}
+}

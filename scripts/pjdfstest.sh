@@ -219,16 +219,18 @@ for t in targets:
         # Test Summary Report: failed subtest numbers
         cur = None
         for line in text.splitlines():
-            m = re.match(r'^(?:\S*/)?tests/(\S+\.t) +\(Wstat', line)
+            m = re.match(r'^(?:\S*/)?tests/(\S+\.t) +\(Wstat: (\d+) Tests: \d+ Failed: (\d+)\)', line)
             if m:
                 cur = m.group(1)
-                if res.get(cur) == 'ok' or res.get(cur) == 'not run':
+                # A file is listed here for "TODO passed" too: that is a pass.
+                bad = m.group(2) != '0' or m.group(3) != '0'
+                if bad and res.get(cur) in ('ok', 'not run'):
                     res[cur] = 'failed'
                 continue
             m = re.match(r'^\s+Failed tests?:\s+(.*)$', line)
             if m and cur:
                 subtests[(t, cur)] = m.group(1)
-            m = re.match(r'^\s+Non-zero exit status', line)
+            m = re.match(r'^\s+(?:Non-zero exit status|Parse errors)', line)
             if m and cur and res.get(cur) == 'ok':
                 res[cur] = 'failed'
     results[t] = res
