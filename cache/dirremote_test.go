@@ -34,7 +34,8 @@ type dirRemote struct {
 	// offline and the rename is not done).
 	dropOnRename atomic.Bool
 	// noLinks: a server without hard links (Link is ErrUnsupported).
-	noLinks atomic.Bool
+	noLinks    atomic.Bool
+	ownerCalls atomic.Int64
 
 	mu      sync.Mutex
 	putErr  error         // returned by PutAtomic when set
@@ -64,6 +65,7 @@ func (r *dirRemote) refused(op, p string) error {
 
 // Owner implements conn.OwnerReporter: the test process's ids.
 func (r *dirRemote) Owner() (uid, gid uint32, ok bool) {
+	r.ownerCalls.Add(1)
 	return uint32(os.Getuid()), uint32(os.Getgid()), true
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"syscall"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -43,15 +44,26 @@ var keyRemoteOwner = []byte("remoteOwner")
 
 // learnOwner records the login user's ids from the Remote, when it knows
 // them and they changed.
+//
+// It asks the connection layer (and its lock) once per connection, then
+// at most every ownerRecheck while connected (the upload helper's
+// greeting may correct the ids a little after connecting): it runs on
+// every lookup.
 func (s *Store) learnOwner() {
 	or, ok := s.remote.(conn.OwnerReporter)
 	if !ok || s.remote == nil {
+		return
+	}
+	gen, now := s.connGen.Load(), time.Now().UnixNano()
+	if s.ownerGen.Load() == gen && now-s.ownerAsked.Load() < int64(ownerRecheck) {
 		return
 	}
 	uid, gid, ok := or.Owner()
 	if !ok {
 		return
 	}
+	s.ownerAsked.Store(now)
+	s.ownerGen.Store(gen)
 	v := uint64(uid)<<32 | uint64(gid) | 1<<63
 	if uid > 1<<31 {
 		return // not representable with the flag bit; keep what we have
@@ -65,6 +77,8 @@ func (s *Store) learnOwner() {
 		s.log.Warn("could not record the server login's ids", "err", err)
 	}
 }
+
+const ownerRecheck = 5 * time.Second
 
 // loadOwner restores the login user's ids from meta.db (inside load's
 // transaction).

@@ -171,6 +171,9 @@ type Store struct {
 
 	nameMax     atomic.Uint64 // the server's name limit; 0: not known yet (limits.go)
 	remoteOwner atomic.Uint64 // the login user's uid<<32|gid|1<<63; 0: not known (owners.go)
+	connGen     atomic.Uint64 // Connected calls so far (learnOwner)
+	ownerAsked  atomic.Int64  // UnixNano of learnOwner's last question; ownerGen: for which connGen
+	ownerGen    atomic.Uint64
 }
 
 type fetchCall struct {
@@ -654,6 +657,7 @@ func (s *Store) Connected() {
 	s.everConnected = true
 	s.connEpoch++
 	s.mu.Unlock()
+	s.connGen.Add(1)
 	s.cond.Broadcast()
 }
 

@@ -111,3 +111,29 @@ func TestServerTimeKeepsLocalItStandsFor(t *testing.T) {
 		}
 	}
 }
+
+// Lookups do not ask the connection layer for the login's ids each time
+// (a lock there per lookup): once per connection, and again only after a
+// while.
+func TestLookupsAskLoginIDsOncePerConnection(t *testing.T) {
+	e := newEnv(t)
+	e.server("d/f", "x")
+	e.s.Connected()
+	e.mustLookup("d/f")
+	before := e.remote.ownerCalls.Load()
+	for i := 0; i < 500; i++ {
+		e.mustLookup("d/f")
+	}
+	if n := e.remote.ownerCalls.Load() - before; n > 1 {
+		t.Errorf("1,000 lookups asked for the login's ids %d times", n)
+	}
+	// A new connection asks again.
+	e.s.Connected()
+	e.mustLookup("d/f")
+	if n := e.remote.ownerCalls.Load() - before; n < 1 {
+		t.Errorf("a new connection did not ask for the login's ids")
+	}
+	if _, _, ok := e.s.loginIDs(); !ok {
+		t.Error("the login's ids are not known")
+	}
+}
