@@ -125,7 +125,7 @@ func TestLookupsAskLoginIDsOncePerConnection(t *testing.T) {
 		e.mustLookup("d/f")
 	}
 	if n := e.remote.ownerCalls.Load() - before; n > 1 {
-		t.Errorf("1,000 lookups asked for the login's ids %d times", n)
+		t.Errorf("500 lookups asked for the login's ids %d times", n)
 	}
 	// A new connection asks again.
 	e.s.Connected()

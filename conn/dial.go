@@ -7,11 +7,13 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"os/user"
 	"path"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -375,6 +377,26 @@ func (e *RemotePathError) Error() string {
 func (e *RemotePathError) Unwrap() []error { return []error{ErrRemotePath, e.Err} }
 
 // dialHop makes one authenticated ssh connection, directly or through via.
+// dialProgressKey is the context key of a dial's progress: an
+// *atomic.Int64 that dialHop sets to the time (UnixNano) bytes last came
+// from the server, so the Manager can tell a dial stuck on a link that was
+// dead when it started from a slow one.
+type dialProgressKey struct{}
+
+// progressConn notes when bytes arrive.
+type progressConn struct {
+	net.Conn
+	last *atomic.Int64
+}
+
+func (c progressConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 {
+		c.last.Store(time.Now().UnixNano())
+	}
+	return n, err
+}
+
 func dialHop(ctx context.Context, t *Target, via *ssh.Client, viaLabel string, opts Options, log *slog.Logger) (*ssh.Client, error) {
 	outer := ctx
 	// The connect timeout bounds the network, not a person typing an
@@ -403,6 +425,10 @@ func dialHop(ctx context.Context, t *Target, via *ssh.Client, viaLabel string, o
 	if err != nil {
 		return nil, &DialError{Host: t.Label, Addr: t.Addr(), Via: viaLabel, Timeout: opts.ConnectTimeout, Err: err}
 	}
+	progress, _ := outer.Value(dialProgressKey{}).(*atomic.Int64)
+	if progress != nil {
+		nc = progressConn{nc, progress}
+	}
 
 	hk, err := newHostKeyChecker(t, opts.ConfigFile, opts.Logger)
 	if err != nil {
@@ -418,8 +444,14 @@ func dialHop(ctx context.Context, t *Target, via *ssh.Client, viaLabel string, o
 	ia := &interactiveAuth{ctx: outer, t: t, login: opts.Login, waiting: func(on bool) {
 		if on {
 			deadline.Stop()
+			if progress != nil {
+				progress.Store(math.MaxInt64) // a person answering: not stuck
+			}
 		} else {
 			deadline.Reset(opts.ConnectTimeout)
+			if progress != nil {
+				progress.Store(time.Now().UnixNano())
+			}
 		}
 	}}
 

@@ -7,7 +7,9 @@ import (
 	"io"
 	"io/fs"
 	"math/rand/v2"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -47,14 +49,15 @@ const (
 	// access that needs the server, a network change), so a storm of
 	// accesses makes one dial, not a storm of them.
 	redialEvery = 250 * time.Millisecond
-	// dialStuckAfter: a dial in flight this long may be stuck on a link
-	// that was dead when it started (its packets lost); Redial then starts
-	// another beside it.
+	// dialStuckAfter: a dial that has received nothing for this long may
+	// be stuck on a link that was dead when it started (its packets
+	// lost); Redial then starts another beside it.
 	dialStuckAfter = time.Second
 	// maxDials: dials in flight at once; starting one more abandons the
-	// oldest, but only once it has run abandonDialAfter: a slow handshake
-	// (a long link, a jump host, a ProxyCommand) must be able to finish
-	// while accesses keep asking for the server.
+	// oldest stuck one (nothing received for dialStuckAfter), else the
+	// oldest once it has run abandonDialAfter: a slow handshake (a long
+	// link, a jump host, a ProxyCommand) that is receiving must be able to
+	// finish while accesses keep asking for the server.
 	maxDials         = 3
 	abandonDialAfter = 10 * time.Second
 	// probeTimeout: after a network change, a live connection that does
@@ -213,6 +216,13 @@ func (m *Manager) startLoop(c *Client) {
 type dialing struct {
 	start  time.Time
 	cancel context.CancelFunc
+	last   atomic.Int64 // UnixNano: start, or when bytes last came (dialProgressKey)
+}
+
+// stuck reports whether the dial has received nothing for dialStuckAfter:
+// its packets went into a link that was dead when they were sent.
+func (d *dialing) stuck() bool {
+	return time.Since(time.Unix(0, d.last.Load())) >= dialStuckAfter
 }
 
 type dialResult struct {
@@ -257,19 +267,31 @@ func (m *Manager) loop(c *Client) {
 	}()
 	startDial := func() bool {
 		if len(dials) >= maxDials {
-			if time.Since(dials[0].start) < abandonDialAfter {
-				return true // enough dials in flight; none stuck for long
+			// Abandon the oldest dial that has heard nothing for a while
+			// (stuck on a link that was dead), else the oldest once it has
+			// run abandonDialAfter; a slow handshake that is receiving
+			// goes on.
+			i := slices.IndexFunc(dials, (*dialing).stuck)
+			if i < 0 && time.Since(dials[0].start) >= abandonDialAfter {
+				i = 0
 			}
-			dials[0].cancel() // its result is ignored
-			dials = dials[1:]
+			if i < 0 {
+				return true // enough dials in flight, all moving
+			}
+			dials[i].cancel() // its result is ignored
+			dials = slices.Delete(dials, i, i+1)
 		}
 		ctx, cancel := context.WithCancel(m.ctx)
 		d := &dialing{start: time.Now(), cancel: cancel}
+		d.last.Store(d.start.UnixNano())
+		ctx = context.WithValue(ctx, dialProgressKey{}, &d.last)
 		dials = append(dials, d)
 		if m.setState(Connecting, nil, nil) != nil {
 			return false
 		}
+		m.wg.Add(1)
 		go func() {
+			defer m.wg.Done()
 			nc, err := Dial(ctx, m.spec, m.opts)
 			select {
 			case results <- dialResult{nc, err, d}:
@@ -332,8 +354,8 @@ func (m *Manager) loop(c *Client) {
 			if c != nil || loginWait || time.Since(lastKick) < redialEvery {
 				continue
 			}
-			if len(dials) > 0 && time.Since(dials[len(dials)-1].start) < dialStuckAfter {
-				continue
+			if slices.ContainsFunc(dials, func(d *dialing) bool { return !d.stuck() }) {
+				continue // a dial is young or hearing from the server
 			}
 			lastKick = time.Now()
 			if !startDial() {

@@ -355,10 +355,8 @@ func TestReconnectAtOnce(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Logf("MEASURED: online again %v after the link returned (50 ms round trips, backoff 60s, accesses every 50 ms)", readAt.Round(time.Millisecond))
-	if readAt > 5*time.Second {
-		t.Errorf("reconnecting took %v after the link returned; it should not wait for the backoff", readAt.Round(time.Millisecond))
-	} else if readAt > 2*time.Second {
-		t.Logf("note: over the 2 s target (a loaded machine?)")
+	if readAt > 2*time.Second {
+		t.Errorf("reconnecting took %v after the link returned; want at most 2s (dials stuck on the dead link must not hold a new one back)", readAt.Round(time.Millisecond))
 	}
 
 	// A network change reconnects with nothing accessed.
