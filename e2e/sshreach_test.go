@@ -338,3 +338,50 @@ Host cert*
 	os.Remove(certFile)
 	check("certagent")
 }
+
+// A host certificate signed by a CA other than the one known_hosts trusts
+// is refused: the mount fails at once, saying the server's host key could
+// not be verified, and nothing is mounted (the certificate is no way
+// around known_hosts).
+func TestHostCertificateFromWrongCARefused(t *testing.T) {
+	w := newWorldWith(t, sshdtest.Options{HostCert: true})
+	w.writeServer("secret.txt", "not for an impostor's client\n", 0o644)
+	dir := t.TempDir()
+	if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "other-ca", "-f", filepath.Join(dir, "otherca")).CombinedOutput(); err != nil {
+		t.Fatalf("ssh-keygen: %v %s", err, out)
+	}
+	otherCA, err := os.ReadFile(filepath.Join(dir, "otherca.pub"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The world's known_hosts trusts only a CA: the right one mounts (the
+	// refusal below is the CA's), another one does not.
+	known := w.srv.KnownHostsFile
+	if err := os.WriteFile(known, []byte("@cert-authority * "+w.srv.HostCAPub+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	w.mount()
+	w.unmount()
+	if err := os.WriteFile(known, []byte("@cert-authority * "+strings.TrimSpace(string(otherCA))+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	logins := strings.Count(w.srv.Log(), "Accepted publickey")
+	start := time.Now()
+	r := w.run(binary, "mount", w.spec(), w.mnt)
+	if r.code == 0 {
+		t.Fatalf("mount with a host certificate from the wrong CA succeeded:\n%s", r.stderr)
+	}
+	if took := time.Since(start); took > 15*time.Second {
+		t.Errorf("the refusal took %v", took.Round(time.Millisecond))
+	}
+	if !strings.Contains(strings.ToLower(r.stderr), "host key") {
+		t.Errorf("the error does not say the host key was not trusted: %q", r.stderr)
+	}
+	if mounted(w.mnt) {
+		t.Fatal("left mounted")
+	}
+	if strings.Count(w.srv.Log(), "Accepted publickey") != logins {
+		t.Errorf("the client logged in to a server it could not verify:\n%s", w.srv.Log())
+	}
+	t.Logf("refused: %s", strings.TrimSpace(r.stderr))
+}
