@@ -403,6 +403,8 @@ func (s *Store) invalidateLoop() {
 		}
 		s.mu.Lock()
 		s.invalDone = upTo
+		close(s.invalDoneCh)
+		s.invalDoneCh = make(chan struct{})
 		s.mu.Unlock()
 	}
 }

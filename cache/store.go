@@ -145,7 +145,8 @@ type Store struct {
 	// how many of them invalidateLoop has delivered (versions.go waits on
 	// them).
 	invalQueued, invalDone uint64
-	recentBytes            int64 // sum of recent's sizes
+	invalDoneCh            chan struct{} // closed (and replaced) when invalDone moves
+	recentBytes            int64         // sum of recent's sizes
 	// connEpoch counts the connections to the server (Connected); a
 	// folder whose entry.confirmed is not the current one has not been
 	// listed in this connection, so its names are the cache's guess.
@@ -272,7 +273,7 @@ func Open(opts Options) (*Store, error) {
 		fetching: map[Ino]*fetchCall{}, listing: map[Ino]*fetchCall{},
 		blockFetch: map[Ino]map[int]*fetchCall{},
 		nextIno:    RootIno + 1, nextSeq: 1, recent: newRecency(),
-		invalidateSignal: make(chan struct{}, 1),
+		invalidateSignal: make(chan struct{}, 1), invalDoneCh: make(chan struct{}),
 		spares:           make(chan string, spareCount), sparesDone: make(chan struct{}),
 	}
 	s.cond = sync.NewCond(&s.mu)

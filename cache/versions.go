@@ -71,10 +71,13 @@ func (s *Store) toldLocked(e *entry) bool {
 // epoch. It never waits long: the invalidation may itself be waiting for
 // the pages the caller's read is filling.
 func (s *Store) waitTold(ctx context.Context, ino Ino) bool {
-	for i := 0; i < 20; i++ {
+	timer := time.NewTimer(waitToldFor)
+	defer timer.Stop()
+	for {
 		s.mu.Lock()
 		e := s.entries[ino]
 		told := e == nil || s.toldLocked(e)
+		delivered := s.invalDoneCh
 		s.mu.Unlock()
 		if told {
 			return true
@@ -82,10 +85,21 @@ func (s *Store) waitTold(ctx context.Context, ino Ino) bool {
 		select {
 		case <-ctx.Done():
 			return false
-		case <-time.After(5 * time.Millisecond):
+		case <-timer.C:
+			return false
+		case <-delivered:
 		}
 	}
-	return false
+}
+
+// waitToldFor bounds waitTold.
+const waitToldFor = 100 * time.Millisecond
+
+// wholeLocked reports whether e's content file of epoch holds the whole
+// file: e is still at that epoch and its content is complete (clean or
+// dirty, not range-cached). Caller holds mu.
+func wholeLocked(e *entry, epoch uint64) bool {
+	return e.epoch == epoch && (e.content == contentClean || e.content == contentDirty)
 }
 
 // unsettled reports whether e is a file the change feed reported changed
@@ -122,6 +136,15 @@ func (h *Handle) servable(ctx context.Context, off int64, n int) (*os.File, erro
 		// they are gone, or fail this read; at once when the content was
 		// dropped without a new version (a feed report of the same one).
 		same := e.content != contentDirty && e.remote == h.version
+		if !same && h.whole && !s.toldLocked(e) {
+			// The kernel has not dropped the old version's pages yet (it
+			// may be waiting for this very read, whose pages it has
+			// locked): serve the old version's whole file, one version
+			// like those pages. Reads after the kernel was told move on.
+			h.reading++
+			s.mu.Unlock()
+			return f, nil
+		}
 		was, now := h.version, e.remote
 		s.mu.Unlock()
 		if !same && !s.waitTold(ctx, h.ino) {
@@ -131,6 +154,7 @@ func (h *Handle) servable(ctx context.Context, off int64, n int) (*os.File, erro
 		return nil, h.moveToCurrent(ctx)
 	}
 	if e.content != contentPartial || e.epoch != h.epoch || off >= e.size || e.hasBlocks(off, n) {
+		h.whole = h.whole || wholeLocked(e, h.epoch)
 		h.reading++ // until doneReading
 		s.mu.Unlock()
 		return f, nil
@@ -188,6 +212,10 @@ func (h *Handle) moveToCurrent(ctx context.Context) error {
 	s.mu.Lock()
 	h.old = append(h.old, h.f) // a read in progress may still use it
 	h.f, h.epoch, h.version = f, epoch, version
+	h.whole = false
+	if e := s.entries[h.ino]; e != nil {
+		h.whole = wholeLocked(e, epoch)
+	}
 	h.nextOff = 0
 	s.mu.Unlock()
 	return errMoved
