@@ -25,9 +25,12 @@ import (
 //     fetchRun); a fetch abandoned because the version went away never
 //     leaves the read with the sparse file's holes;
 //   - another epoch (the server's version changed, or the cached content
-//     was replaced): once the kernel has been told (its pages of the old
-//     epoch are gone; waited for briefly, else the read fails with
-//     ErrChanged), a read-only handle moves to the entry's current content
+//     was replaced): until the kernel has been told, a handle whose file
+//     holds the old version whole is served from it (the kernel's pages
+//     are of that version, and the invalidation may be waiting for this
+//     read's own locked pages); otherwise that is waited for briefly,
+//     else the read fails with ErrChanged. Once it has been told (its
+//     pages of the old epoch are gone), a read-only handle moves to the entry's current content
 //     (fetching what it needs) and the read is served from it; after
 //     maxReadMoves moves in one read, it fails with ErrChanged.
 //
