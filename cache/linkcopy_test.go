@@ -2,7 +2,11 @@ package cache
 
 import (
 	"context"
+	"os"
+	"path/filepath"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // On a server without hard links a link is delivered as a copy of the
@@ -30,5 +34,39 @@ func TestLinkAsCopyOfUncachedFile(t *testing.T) {
 	}
 	if st := e.s.Status(); st.Pending != 0 || st.LastError != "" {
 		t.Errorf("after flush: %d pending, last error %q", st.Pending, st.LastError)
+	}
+}
+
+// Status and Flush read the records of changes set aside (files) without
+// holding the store's lock: a slow disk there does not stop the mount.
+func TestUndeliveredReadOutsideTheLock(t *testing.T) {
+	e := newEnv(t)
+	e.server("f", "x")
+	a := e.mustLookup("f")
+	d := filepath.Join(e.dir, UndeliveredDir)
+	os.MkdirAll(d, 0o700)
+	fifo := filepath.Join(d, "slow.json")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { e.s.Status(); close(done) }() // blocks reading the FIFO
+	defer func() {
+		// Unblock the reader: open for writing, close.
+		if w, err := os.OpenFile(fifo, os.O_WRONLY, 0); err == nil {
+			w.Close()
+		}
+		<-done
+	}()
+	time.Sleep(100 * time.Millisecond)
+	got := make(chan error, 1)
+	go func() { _, err := e.s.GetAttr(a.Ino); got <- err }()
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("getattr waited for Status reading the undelivered records")
 	}
 }

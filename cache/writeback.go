@@ -402,12 +402,21 @@ func splitPath(p string) []string {
 // server. It fails at once when the server cannot be reached and reports
 // the server's reason when an upload keeps failing.
 func (s *Store) Flush(ctx context.Context) error {
+	if err := s.flushWait(ctx); err != nil {
+		return err
+	}
+	// The records set aside are files: read outside mu.
+	if us := s.Undelivered(); len(us) > 0 {
+		return undeliveredError(us)
+	}
+	return nil
+}
+
+// flushWait is Flush without the report of what was set aside.
+func (s *Store) flushWait(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.jr.len() == 0 {
-		if us := s.Undelivered(); len(us) > 0 {
-			return undeliveredError(us)
-		}
 		return nil
 	}
 	last := s.jr.lastSeq()
@@ -445,9 +454,6 @@ func (s *Store) Flush(ctx context.Context) error {
 		s.cond.Broadcast() // let the writer look again
 		s.waitLocked(time.Second)
 	}
-	if us := s.Undelivered(); len(us) > 0 {
-		return undeliveredError(us)
-	}
 	return nil
 }
 
@@ -474,6 +480,12 @@ type Status struct {
 
 // Status reports pending uploads, conflicts and cache usage.
 func (s *Store) Status() Status {
+	st := s.status()
+	st.Undelivered = s.Undelivered() // files: read outside mu
+	return st
+}
+
+func (s *Store) status() Status {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := Status{Pending: s.jr.len(), Conflicts: append([]Conflict(nil), s.conflicts...), Entries: len(s.entries)}
@@ -495,7 +507,6 @@ func (s *Store) Status() Status {
 	if s.jr.err() != nil {
 		st.LastError = s.jr.err().Error()
 	}
-	st.Undelivered = s.Undelivered()
 	s.jr.each(func(o *op) {
 		if o.At != 0 {
 			t := time.Unix(0, o.At)
