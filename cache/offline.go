@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io/fs"
+	"path"
 	"time"
 )
 
@@ -69,16 +70,17 @@ func (s *Store) applyOfflineRemove(ctx context.Context, o *op) error {
 	s.log.Warn("conflict: a file deleted here while offline was changed on the server meanwhile; the server's version is kept as a copy",
 		"path", o.Path, "copy", dest, "server", versionOf(cur), "expected", *o.DestExpect)
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.conflicts = append(s.conflicts, Conflict{Path: o.Path, CopyPath: dest, At: s.now()})
-	s.mu.Unlock()
-	go func() {
-		// Show the copy (the feed may not report the mount's own rename).
-		select {
-		case <-s.stop:
-			return
-		case <-time.After(100 * time.Millisecond):
-		}
-		s.ApplyRemoteChanges(context.Background(), []RemoteChange{{Path: dest}})
-	}()
+	// Show the copy at once (the feed may not report the mount's own
+	// rename): it is the server's file the Lstat above saw.
+	parent := path.Dir(dest)
+	if parent == "." {
+		parent = ""
+	}
+	if _, d, err := s.lookupPathLocked(parent); err == nil && d != nil && d.isDir() && d.listed && !s.protected(dest) {
+		cur.Name = path.Base(dest)
+		s.upsertChildLocked(d, cur, s.now())
+	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -123,6 +124,17 @@ func TestOfflineDeleteKeepsServerChange(t *testing.T) {
 	}
 	if got := e.serverContent(st.Conflicts[0].CopyPath); got != "two, changed on the server\n" {
 		t.Errorf("copy %s = %q, want the server's change", st.Conflicts[0].CopyPath, got)
+	}
+	// The mount lists the copy as soon as the flush returns.
+	ents, err := e.s.ReadDir(context.Background(), RootIno)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(ents, func(d DirEntry) bool { return d.Name == st.Conflicts[0].CopyPath }) {
+		t.Errorf("the mount's listing lacks the copy %s right after the flush: %+v", st.Conflicts[0].CopyPath, ents)
+	}
+	if got, err := e.read(st.Conflicts[0].CopyPath); err != nil || got != "two, changed on the server\n" {
+		t.Errorf("the mount's %s: %q %v, want the server's change", st.Conflicts[0].CopyPath, got, err)
 	}
 	if tgt, err := os.Readlink(e.remote.p("f.txt")); err != nil || tgt != "elsewhere" {
 		t.Errorf("server f.txt: %q, %v; want the symlink made here", tgt, err)
