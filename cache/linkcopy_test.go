@@ -2,8 +2,12 @@ package cache
 
 import (
 	"context"
+	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -68,5 +72,58 @@ func TestUndeliveredReadOutsideTheLock(t *testing.T) {
 		}
 	case <-time.After(3 * time.Second):
 		t.Fatal("getattr waited for Status reading the undelivered records")
+	}
+}
+
+// mknodRemote is a server that makes nodes through a command, refusing
+// device nodes as a login that is not root is refused.
+type mknodRemote struct {
+	*dirRemote
+	made atomic.Int64
+}
+
+func (r *mknodRemote) Mknod(ctx context.Context, p string, mode fs.FileMode, dev uint32) error {
+	if mode&fs.ModeDevice != 0 {
+		return &fs.PathError{Op: "mknod", Path: p, Err: fmt.Errorf("%w: exit 1: mknod: Operation not permitted", fs.ErrPermission)}
+	}
+	r.made.Add(1)
+	return syscall.Mkfifo(r.p(p), uint32(mode.Perm()))
+}
+
+// A device node made through the mount (as local root) that the server's
+// login may not make stays on the mount only, as when the server cannot
+// make nodes at all: not set aside as an undelivered change.
+func TestDeviceNodeRefusedByServerStaysLocal(t *testing.T) {
+	rem := &mknodRemote{dirRemote: &dirRemote{root: t.TempDir()}}
+	dir := t.TempDir()
+	s, err := Open(Options{Dir: dir, Remote: rem, Online: func() bool { return true }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	if _, err := s.Mknod(ctx, RootIno, "null2", fs.ModeDevice|fs.ModeCharDevice|0o666, 1<<8|3); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Mknod(ctx, RootIno, "pipe", fs.ModeNamedPipe|0o644, 0); err != nil {
+		t.Fatal(err)
+	}
+	fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := s.Flush(fctx); err != nil {
+		t.Fatalf("flush: %v", err)
+	}
+	if us := s.Undelivered(); len(us) != 0 {
+		t.Errorf("set aside: %+v", us)
+	}
+	if rem.made.Load() != 1 {
+		t.Errorf("the server made %d nodes, want the FIFO", rem.made.Load())
+	}
+	ents, err := s.ReadDir(ctx, RootIno)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(ents, func(d DirEntry) bool { return d.Name == "null2" }) {
+		t.Errorf("the device node is gone from the mount: %+v", ents)
 	}
 }

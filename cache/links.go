@@ -202,7 +202,8 @@ func sameSecond(local, server time.Time) time.Time {
 
 // applyMknod makes a FIFO, socket or device node on the server. A server
 // that cannot (no mknod or python3 there, or a remote that runs no
-// commands) keeps the node in the mirror only: the operation succeeds
+// commands), or a device node a server login that is not root may not
+// make, keeps the node in the mirror only: the operation succeeds
 // and the entry is marked local, so listings do not remove it.
 func (s *Store) applyMknod(ctx context.Context, o *op) error {
 	m, ok := s.remote.(conn.Mknoder)
@@ -220,6 +221,9 @@ func (s *Store) applyMknod(ctx context.Context, o *op) error {
 		return err
 	case errors.Is(err, fs.ErrNotExist):
 		return nil // its folder is gone: a later operation removed it
+	case o.Mode&fs.ModeDevice != 0 && errors.Is(err, fs.ErrPermission):
+		// Only root makes device nodes, and the server login is not root
+		// (the local check let a local root make it): local, as below.
 	case ok && !errors.Is(err, conn.ErrUnsupported):
 		return err
 	}
