@@ -196,6 +196,7 @@ func (c *Client) Start(ctx context.Context, cmd string, opts ExecOptions) (*Proc
 			p.out.abandonNoWait()
 			s.signal("KILL")
 			s.close()
+			go s.wait() // reaps the user's ssh process (--ssh=openssh)
 			return errAbandoned
 		}
 		p.sess = s
