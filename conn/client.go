@@ -52,6 +52,10 @@ type Client struct {
 	// set with the root, corrected by the upload helper's greeting
 	owner atomic.Uint64
 
+	// probing: a probeAfterChange loop runs; probeWanted: a network
+	// change since its last probe started.
+	probing, probeWanted atomic.Bool
+
 	// lastRecv is when bytes last came from the sftp server (UnixNano);
 	// any reply counts as progress for every pending operation.
 	lastRecv atomic.Int64
@@ -1385,6 +1389,39 @@ func (c *Client) Exec(ctx context.Context, cmd string, stdin io.Reader, stdout, 
 	}
 	return -1, fmt.Errorf("exec on %s: %w", c.label, err)
 }
+
+// probeAfterChange probes the connection after a network change, once per
+// burst: changes come in bursts (an address, then routes, then a link;
+// containers starting), so one probe runs at a time, probes start at least
+// probeSpacing apart, and changes during one make exactly one more after
+// it (the last change of a burst is never left unprobed).
+func (c *Client) probeAfterChange(d time.Duration) {
+	c.probeWanted.Store(true)
+	if !c.probing.CompareAndSwap(false, true) {
+		return // the running prober sees probeWanted
+	}
+	go func() {
+		for {
+			for c.probeWanted.Swap(false) {
+				c.probe(d)
+				select {
+				case <-c.done:
+					c.probing.Store(false)
+					return
+				case <-time.After(probeSpacing):
+				}
+			}
+			c.probing.Store(false)
+			if !c.probeWanted.Load() || !c.probing.CompareAndSwap(false, true) {
+				return
+			}
+		}
+	}()
+}
+
+// probeSpacing: the least time between two probes after network changes.
+const probeSpacing = 250 * time.Millisecond
+
 
 // probe checks that the connection still answers: a keepalive request
 // that gets no reply within d, while nothing else arrives from the sftp

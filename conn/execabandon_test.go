@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -46,5 +47,33 @@ func TestAbandonedStartReapsTheSession(t *testing.T) {
 	}
 	if !s.killed {
 		t.Error("the abandoned command was not killed")
+	}
+}
+
+// A burst of network changes (a container starting adds links, addresses
+// and routes) makes a probe or two of a live connection, not one keepalive
+// per change; a change after the burst is still probed.
+func TestNetworkChangeProbesThrottled(t *testing.T) {
+	c := newClientShell("fake", Options{OpTimeout: 10 * time.Second, Logger: quietLogger}, nil)
+	var pings atomic.Int64
+	c.ping = func() error { pings.Add(1); time.Sleep(20 * time.Millisecond); return nil }
+	for i := 0; i < 1000; i++ {
+		c.probeAfterChange(time.Second)
+	}
+	time.Sleep(3 * probeSpacing)
+	if n := pings.Load(); n < 1 || n > 2 {
+		t.Errorf("a burst of 1,000 changes made %d probes, want 1 or 2", n)
+	}
+	before := pings.Load()
+	c.probeAfterChange(time.Second)
+	deadline := time.Now().Add(5 * time.Second)
+	for pings.Load() == before {
+		if time.Now().After(deadline) {
+			t.Fatal("a change after the burst was never probed")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if c.Err() != nil {
+		t.Errorf("the probes killed a live connection: %v", c.Err())
 	}
 }

@@ -368,7 +368,7 @@ func (m *Manager) loop(c *Client) {
 			if c != nil {
 				// The connection may have died with the old network:
 				// check it now rather than after the keepalive bound.
-				go c.probe(probeTimeout)
+				c.probeAfterChange(probeTimeout)
 				continue
 			}
 			if wait := redialEvery - time.Since(lastKick); wait > 0 {
