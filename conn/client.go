@@ -1422,7 +1422,6 @@ func (c *Client) probeAfterChange(d time.Duration) {
 // probeSpacing: the least time between two probes after network changes.
 const probeSpacing = 250 * time.Millisecond
 
-
 // probe checks that the connection still answers: a keepalive request
 // that gets no reply within d, while nothing else arrives from the sftp
 // server either, closes it (after a network change the old TCP
