@@ -53,7 +53,11 @@ func TestManagerForwardsStartOffline(t *testing.T) {
 	local := lp.Addr().String()
 	lp.Close()
 
+	// Resolving the configuration runs a slow command (Match exec).
+	t.Setenv("SHELL", "/bin/sh")
 	opts := clientHome(t, srv, fmt.Sprintf(`
+Match originalhost fw exec "sleep 2"
+  ServerAliveInterval 5
 Host fw
   HostName 127.0.0.1
   Port %s
@@ -64,8 +68,13 @@ Host fw
 	spec, _ := ParseSpec("fw:" + srv.Dir)
 	m := NewManager(spec, opts, nil)
 	defer m.Close()
+	start := time.Now()
 	m.StartOffline()
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("StartOffline took %v: it waited for the configuration's Match exec", took)
+	}
 
+	waitFor(t, "the forward listed", func() bool { return len(m.Forwards()) == 1 })
 	fs := m.Forwards()
 	if len(fs) != 1 || fs[0].State != "waiting for connection" || fs[0].Listen != local {
 		t.Fatalf("forwards while offline: %+v", fs)
@@ -80,7 +89,7 @@ Host fw
 		fmt.Fprintf(c, "ping\n")
 		return bufio.NewReader(c).ReadString('\n')
 	}
-	start := time.Now()
+	start = time.Now()
 	if got, err := ask(); err == nil {
 		t.Errorf("answered while offline: %q", got)
 	} else if time.Since(start) > 2*time.Second {

@@ -167,9 +167,22 @@ func (m *Manager) Connect(ctx context.Context) error {
 func (m *Manager) StartOffline() {
 	if m.forwards != nil {
 		// The forwards' local ports are held from now on, so they are
-		// there (and listed) while the server is out of reach.
-		if t, err := Resolve(m.spec, m.opts); err == nil {
-			m.forwards.start(t)
+		// there (and listed) while the server is out of reach. Resolving
+		// the configuration may run commands (Match exec): not here, so
+		// a mount starting offline starts at once.
+		m.mu.Lock()
+		closed := m.closed
+		if !closed {
+			m.wg.Add(1)
+		}
+		m.mu.Unlock()
+		if !closed {
+			go func() {
+				defer m.wg.Done()
+				if t, err := Resolve(m.spec, m.opts); err == nil {
+					m.forwards.start(t) // nothing once closed
+				}
+			}()
 		}
 	}
 	m.startLoop(nil)
