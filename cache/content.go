@@ -34,7 +34,6 @@ type Handle struct {
 	old     []*os.File // files of earlier epochs, closed when no read uses them
 	reading int        // reads between servable and the end of their ReadAt
 	nextOff int64      // where a sequential read goes next
-	whole   bool       // f is known to hold the whole content of epoch (wholeLocked)
 }
 
 // Ino is the entry the handle was opened on.
@@ -143,13 +142,7 @@ func (s *Store) Open(ctx context.Context, ino Ino, flags int) (*Handle, error) {
 		s.mu.Unlock()
 		f, err := os.OpenFile(s.contentPath(ino), mode, 0)
 		if err == nil {
-			h := &Handle{s: s, ino: ino, f: f, epoch: epoch, version: version, writable: writable}
-			s.mu.Lock()
-			if e := s.entries[ino]; e != nil {
-				h.whole = wholeLocked(e, epoch) // still that epoch: f is its file
-			}
-			s.mu.Unlock()
-			return h, nil
+			return &Handle{s: s, ino: ino, f: f, epoch: epoch, version: version, writable: writable}, nil
 		}
 		s.release(ino, writable)
 		if !errors.Is(err, fs.ErrNotExist) {

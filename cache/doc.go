@@ -97,8 +97,7 @@
 //     told (its pages of the old epoch are gone: new bytes next to them
 //     would mix two versions in one read(2); at once when the content
 //     was dropped with no new version, e.g. a late feed report); until
-//     then it reads on from the old version's file when that is whole,
-//     else, and when the file keeps changing under it, the read fails
+//     then, and when the file keeps changing under it, the read fails
 //     with ErrChanged.
 //   - The FUSE layer fails a read shorter than the size it last gave the
 //     kernel (fs handle.Read): the kernel would pad it with zeros.

@@ -25,12 +25,9 @@ import (
 //     fetchRun); a fetch abandoned because the version went away never
 //     leaves the read with the sparse file's holes;
 //   - another epoch (the server's version changed, or the cached content
-//     was replaced): until the kernel has been told, a handle whose file
-//     holds the old version whole is served from it (the kernel's pages
-//     are of that version, and the invalidation may be waiting for this
-//     read's own locked pages); otherwise that is waited for briefly,
-//     else the read fails with ErrChanged. Once it has been told (its
-//     pages of the old epoch are gone), a read-only handle moves to the entry's current content
+//     was replaced): once the kernel has been told (its pages of the old
+//     epoch are gone; waited for briefly, else the read fails with
+//     ErrChanged), a read-only handle moves to the entry's current content
 //     (fetching what it needs) and the read is served from it; after
 //     maxReadMoves moves in one read, it fails with ErrChanged.
 //
@@ -73,6 +70,11 @@ func (s *Store) toldLocked(e *entry) bool {
 // waitTold waits a moment for the kernel to be told of ino's current
 // epoch. It never waits long: the invalidation may itself be waiting for
 // the pages the caller's read is filling.
+//
+// It cannot serve the read from the old version's file instead, although
+// the kernel may be waiting for this very read's locked pages: a page
+// filled with old bytes after the invalidation passed it would stay in
+// the page cache, where later opens of the new version would read it.
 func (s *Store) waitTold(ctx context.Context, ino Ino) bool {
 	timer := time.NewTimer(waitToldFor)
 	defer timer.Stop()
@@ -97,13 +99,6 @@ func (s *Store) waitTold(ctx context.Context, ino Ino) bool {
 
 // waitToldFor bounds waitTold.
 const waitToldFor = 100 * time.Millisecond
-
-// wholeLocked reports whether e's content file of epoch holds the whole
-// file: e is still at that epoch and its content is complete (clean or
-// dirty, not range-cached). Caller holds mu.
-func wholeLocked(e *entry, epoch uint64) bool {
-	return e.epoch == epoch && (e.content == contentClean || e.content == contentDirty)
-}
 
 // unsettled reports whether e is a file the change feed reported changed
 // moments ago: the server may still be writing it, so its attributes are
@@ -139,15 +134,6 @@ func (h *Handle) servable(ctx context.Context, off int64, n int) (*os.File, erro
 		// they are gone, or fail this read; at once when the content was
 		// dropped without a new version (a feed report of the same one).
 		same := e.content != contentDirty && e.remote == h.version
-		if !same && h.whole && !s.toldLocked(e) {
-			// The kernel has not dropped the old version's pages yet (it
-			// may be waiting for this very read, whose pages it has
-			// locked): serve the old version's whole file, one version
-			// like those pages. Reads after the kernel was told move on.
-			h.reading++
-			s.mu.Unlock()
-			return f, nil
-		}
 		was, now := h.version, e.remote
 		s.mu.Unlock()
 		if !same && !s.waitTold(ctx, h.ino) {
@@ -157,7 +143,6 @@ func (h *Handle) servable(ctx context.Context, off int64, n int) (*os.File, erro
 		return nil, h.moveToCurrent(ctx)
 	}
 	if e.content != contentPartial || e.epoch != h.epoch || off >= e.size || e.hasBlocks(off, n) {
-		h.whole = h.whole || wholeLocked(e, h.epoch)
 		h.reading++ // until doneReading
 		s.mu.Unlock()
 		return f, nil
@@ -215,10 +200,6 @@ func (h *Handle) moveToCurrent(ctx context.Context) error {
 	s.mu.Lock()
 	h.old = append(h.old, h.f) // a read in progress may still use it
 	h.f, h.epoch, h.version = f, epoch, version
-	h.whole = false
-	if e := s.entries[h.ino]; e != nil {
-		h.whole = wholeLocked(e, epoch)
-	}
 	h.nextOff = 0
 	s.mu.Unlock()
 	return errMoved
