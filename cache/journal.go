@@ -543,3 +543,21 @@ func (j *journal) touches(p string) bool {
 	}
 	return false
 }
+
+// touchesBut is touches, not counting the pending operation own.
+func (j *journal) touchesBut(p string, own *op) bool {
+	for q, n := range j.pendingPath {
+		if !related(p, q) {
+			continue
+		}
+		for _, oq := range own.paths() {
+			if oq == q {
+				n--
+			}
+		}
+		if n > 0 {
+			return true
+		}
+	}
+	return false
+}

@@ -274,7 +274,7 @@ func Open(opts Options) (*Store, error) {
 		blockFetch: map[Ino]map[int]*fetchCall{},
 		nextIno:    RootIno + 1, nextSeq: 1, recent: newRecency(),
 		invalidateSignal: make(chan struct{}, 1), invalDoneCh: make(chan struct{}),
-		spares:           make(chan string, spareCount), sparesDone: make(chan struct{}),
+		spares: make(chan string, spareCount), sparesDone: make(chan struct{}),
 	}
 	s.cond = sync.NewCond(&s.mu)
 	s.jr = newJournal(&s.mu, s.cond, opts.Uploads, s)
@@ -582,23 +582,7 @@ func (s *Store) keepLocalBut(p string, since uint64, own *op) bool {
 	if own == nil {
 		return s.keepLocal(p, since)
 	}
-	if s.changedSince(p, since) {
-		return true
-	}
-	for q, n := range s.pendingPath {
-		if !related(p, q) {
-			continue
-		}
-		for _, oq := range own.paths() {
-			if oq == q {
-				n--
-			}
-		}
-		if n > 0 {
-			return true
-		}
-	}
-	return false
+	return s.jr.changedSince(p, since) || s.jr.touchesBut(p, own)
 }
 
 // fetchedPathOK reports whether content fetched from p is e's: p is its
