@@ -22,7 +22,7 @@ import (
 
 	"github.com/pkg/sftp"
 
-	"remotefs/internal/putproto"
+	"remotefs/agent/proto"
 )
 
 // Client is one live SSH+SFTP connection serving one remote root. It is
@@ -793,7 +793,7 @@ type putPlan struct {
 	abs      string
 	dir      string
 	conflict string // absolute; "" without Accept
-	req      putproto.Request
+	req      proto.Request
 }
 
 // planPut checks Put's arguments.
@@ -810,10 +810,10 @@ func (c *Client) planPut(rel string, o PutOptions) (putPlan, error) {
 	if tmpName == "" {
 		tmpName = TempName(path.Base(abs))
 	}
-	if !IsTempName(tmpName) || !putproto.ValidBase(tmpName) {
+	if !IsTempName(tmpName) || !proto.ValidBase(tmpName) {
 		return putPlan{}, &fs.PathError{Op: "put", Path: rel, Err: fmt.Errorf("%w: temporary name %q", fs.ErrInvalid, tmpName)}
 	}
-	p.req = putproto.Request{Dest: abs, Temp: tmpName, Mode: uint32(chmodBits(o.Mode)), Mtime: o.Mtime.Unix()}
+	p.req = proto.Request{Dest: abs, Temp: tmpName, Mode: uint32(chmodBits(o.Mode)), Mtime: o.Mtime.Unix()}
 	if o.Accept != nil {
 		if o.ConflictPath == "" {
 			return putPlan{}, &fs.PathError{Op: "put", Path: rel, Err: fmt.Errorf("%w: Accept without a ConflictPath", fs.ErrInvalid)}
@@ -829,7 +829,7 @@ func (c *Client) planPut(rel string, o PutOptions) (putPlan, error) {
 		p.req.Check, p.req.Conflict = true, path.Base(ca)
 		p.req.Absent, p.req.Link = o.Accept.Absent, o.Accept.Link
 		for _, v := range o.Accept.Versions {
-			p.req.Versions = append(p.req.Versions, putproto.Version{Size: v.Size, Mtime: v.Mtime})
+			p.req.Versions = append(p.req.Versions, proto.Version{Size: v.Size, Mtime: v.Mtime})
 		}
 	}
 	return p, nil
@@ -955,11 +955,11 @@ func (c *Client) putSFTP(ctx context.Context, p putPlan, o PutOptions, r io.Read
 				return st.err
 			}
 			found = st.found
-			var cur *putproto.Current
+			var cur *proto.Current
 			if found != nil {
-				cur = &putproto.Current{Mode: found.Mode, Size: found.Size, Mtime: found.Mtime.Unix()}
+				cur = &proto.Current{Mode: found.Mode, Size: found.Size, Mtime: found.Mtime.Unix()}
 			}
-			if !putproto.Accepts(p.req, cur, n) {
+			if !proto.Accepts(p.req, cur, n) {
 				dest = p.conflict
 			} else if found != nil && found.Mode.IsRegular() && !(found.Size == n && found.Mtime.Unix() == o.Mtime.Unix()) {
 				if err := c.mayReplace(p, *found); err != nil {

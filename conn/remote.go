@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"io/fs"
+	"remotefs/agent/proto"
 	"time"
 )
 
@@ -180,7 +181,7 @@ var (
 
 // TempPrefix starts the name of every temporary file an upload creates, so
 // leftovers from a crash are recognisable (and hidden/cleaned by the cache).
-const TempPrefix = ".remotefs-tmp-"
+const TempPrefix = proto.TempPrefix
 
 // LinkAttrSetter is implemented by remotes that can set a symlink's own
 // owner and times, not its target's (lsetstat@openssh.com). Each call

@@ -3,7 +3,7 @@ package conn
 // Uploads through the upload helper: the remotefs binary, installed on the
 // server like the watch helper (installHelper), run as `HELPER __put` over
 // an exec channel and kept running for the connection's life. Put sends it
-// the whole upload in one message (internal/putproto): destination,
+// the whole upload in one message (agent/proto): destination,
 // temporary name, mode, mtime, what the destination may hold, the conflict
 // name, then the data; the helper writes, fsyncs, sets mode and mtime,
 // checks the destination and renames, and answers once. An upload costs
@@ -38,7 +38,7 @@ import (
 	"syscall"
 	"time"
 
-	"remotefs/internal/putproto"
+	"remotefs/agent/proto"
 )
 
 // Upload modes, as Options.UploadHelper.
@@ -55,8 +55,8 @@ const (
 
 // PutHelperCommand is the hidden subcommand of the remotefs binary that
 // runs the upload helper: `remotefs __put`. It reads requests on stdin and
-// answers on stdout (internal/putproto), and exits at stdin EOF.
-const PutHelperCommand = "__put"
+// answers on stdout (agent/proto), and exits at stdin EOF.
+const PutHelperCommand = proto.PutCommand
 
 const (
 	maxPutSessions = 2                // exec channels count against sshd's MaxSessions (10)
@@ -272,9 +272,9 @@ type putSession struct {
 	lastIO   atomic.Int64 // UnixNano: a write accepted by the channel, or a reply
 
 	mu      sync.Mutex
-	waiting []chan putproto.Reply // guarded by mu: replies due, in request order
-	err     error                 // guarded by mu: why it ended
-	onDeath func(error)           // guarded by mu: set by the uploader; called once by die
+	waiting []chan proto.Reply // guarded by mu: replies due, in request order
+	err     error              // guarded by mu: why it ended
+	onDeath func(error)        // guarded by mu: set by the uploader; called once by die
 }
 
 // progressWriter notes when the channel accepted bytes.
@@ -319,7 +319,7 @@ func (c *Client) startPutSession(ctx context.Context, exe string) (*putSession, 
 
 	hello := make(chan error, 1)
 	go func() {
-		uid, gid, err := putproto.ReadHello(s.r)
+		uid, gid, err := proto.ReadHello(s.r)
 		if err == nil {
 			// The helper runs as the login user: its ids are exact,
 			// where the start folder's owner was a guess.
@@ -389,7 +389,7 @@ func (s *putSession) deathErr() error {
 // readReplies hands each reply to the request it answers.
 func (s *putSession) readReplies() {
 	for {
-		rep, err := putproto.ReadReply(s.r)
+		rep, err := proto.ReadReply(s.r)
 		if err != nil {
 			s.die(fmt.Errorf("reading its reply: %w", err))
 			return
@@ -446,7 +446,7 @@ func (c *Client) putHelper(ctx context.Context, s *putSession, p putPlan, o PutO
 	case <-ctx.Done():
 		return PutResult{}, true, &fs.PathError{Op: "put", Path: p.rel, Err: ctx.Err()}
 	}
-	reply := make(chan putproto.Reply, 1)
+	reply := make(chan proto.Reply, 1)
 	s.mu.Lock()
 	if s.err != nil {
 		s.mu.Unlock()
@@ -545,11 +545,11 @@ func (n *noteReads) Read(b []byte) (int, error) {
 // write sends one request and its data. An error reading r abandons the
 // request (the session stays usable) and comes back as errCallerReader;
 // any other error means the session's stream is broken.
-func (s *putSession) write(req putproto.Request, r io.Reader) error {
-	if err := putproto.WriteRequest(s.w, req); err != nil {
+func (s *putSession) write(req proto.Request, r io.Reader) error {
+	if err := proto.WriteRequest(s.w, req); err != nil {
 		return err
 	}
-	data := putproto.DataWriter{W: s.w}
+	data := proto.DataWriter{W: s.w}
 	buf := make([]byte, putChunk)
 	for {
 		n, rerr := r.Read(buf)
@@ -578,13 +578,13 @@ func (s *putSession) write(req putproto.Request, r io.Reader) error {
 }
 
 // helperResult turns the helper's reply into Put's result.
-func (c *Client) helperResult(p putPlan, o PutOptions, rep putproto.Reply) (PutResult, bool, error) {
+func (c *Client) helperResult(p putPlan, o PutOptions, rep proto.Reply) (PutResult, bool, error) {
 	c.uploads.helperPuts.Add(1)
-	if rep.Status == putproto.StatusFailed {
+	if rep.Status == proto.StatusFailed {
 		return PutResult{}, true, &fs.PathError{Op: "put", Path: p.rel, Err: helperError(rep)}
 	}
 	dest := p.abs
-	if rep.Status == putproto.StatusLandedConflict {
+	if rep.Status == proto.StatusLandedConflict {
 		dest = p.conflict
 	}
 	var found *FileInfo
@@ -605,7 +605,7 @@ func (c *Client) helperResult(p putPlan, o PutOptions, rep putproto.Reply) (PutR
 // errors.Is finds fs.ErrNotExist, fs.ErrPermission, syscall.ENOSPC ...)
 // and the helper's message, in the words the SFTP path uses for a full
 // disk or a read-only filesystem.
-func helperError(rep putproto.Reply) error {
+func helperError(rep proto.Reply) error {
 	msg := errors.New(rep.Message)
 	errno := syscall.Errno(rep.Errno)
 	switch errno {

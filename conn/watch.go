@@ -10,7 +10,7 @@ package conn
 //     $HOME/.cache/remotefs/remotefs-helper-<16 hex of its sha256> (folder
 //     0700, file 0700; a temporary name then a rename; skipped when a file
 //     of that name and size is there) and run over an exec channel as
-//     `remotefs-helper-... __watch -- ROOT` (cmd/remotefs/watcher.go):
+//     `remotefs-helper-... __watch -- ROOT` (package agent):
 //     recursive inotify, a new folder's contents reported as it is walked,
 //     records `KIND NUL PATH NUL` on stdout. The most exact mode.
 //   - inotifywait (a version with %0 and --no-newline, e.g. 3.22): `sh -c
@@ -44,6 +44,7 @@ import (
 	"log/slog"
 	"os"
 	"path"
+	"remotefs/agent/proto"
 	"runtime"
 	"strconv"
 	"strings"
@@ -104,31 +105,8 @@ const (
 )
 
 // WatchHelperCommand is the hidden subcommand of the remotefs binary that
-// runs the watch helper: `remotefs __watch [--heartbeat-timeout D]
-// [--ignore GLOB]... -- ROOT`.
-//
-// The helper writes records `KIND NUL PATH NUL` on stdout (PATH relative
-// to ROOT, never starting or ending with "/"); KIND is one of the
-// WatchRec* bytes. It reads its stdin only as a heartbeat: it exits at EOF,
-// or when nothing came for the heartbeat timeout (default 30s; the client
-// writes a byte every 5s).
-const WatchHelperCommand = "__watch"
-
-// Helper record kinds.
-const (
-	WatchRecStarted = 'S' // the watches are in place (path empty)
-	WatchRecChange  = 'C' // created, modified, attributes or moved here; not a directory
-	WatchRecDir     = 'D' // a directory created, moved here or its attributes changed
-	WatchRecGone    = 'G' // deleted or moved away; not a directory
-	WatchRecGoneDir = 'H' // a directory deleted or moved away
-	// WatchRecMoved: moved here from the path of the record just before
-	// it (a G or H record, written for the same rename); a file or a
-	// directory. Without such a record before it, it reads as C.
-	WatchRecMoved    = 'R'
-	WatchRecOverflow = 'X' // events were lost (path: why, may be empty)
-	WatchRecError    = 'E' // fatal error (path: the message); the helper exits
-	WatchRecLimit    = 'L' // the inotify watch limit was hit (path: message); the helper exits
-)
+// runs the watch helper; its output format is proto's watch records.
+const WatchHelperCommand = proto.WatchCommand
 
 // Timing of the feed.
 const (
@@ -914,31 +892,31 @@ func (b *syncBuffer) String() string {
 // parseHelper reads the helper's records.
 func (w *watchRun) parseHelper(r io.Reader, st streamState) error {
 	lastGone := "" // the path of the previous record, when it was G or H
-	return parseWatchStream(r, func(kind byte, p string) error {
+	return proto.ReadWatchRecords(r, func(kind byte, p string) error {
 		from := lastGone
 		lastGone = ""
 		switch kind {
-		case WatchRecStarted:
+		case proto.WatchRecStarted:
 			st.live()
-		case WatchRecMoved:
+		case proto.WatchRecMoved:
 			w.push(Change{Path: p, From: from})
-		case WatchRecChange:
+		case proto.WatchRecChange:
 			w.push(Change{Path: p})
-		case WatchRecDir:
+		case proto.WatchRecDir:
 			w.push(Change{Path: p, Dir: true})
-		case WatchRecGone:
+		case proto.WatchRecGone:
 			w.push(Change{Path: p, Gone: true})
 			lastGone = p
-		case WatchRecGoneDir:
+		case proto.WatchRecGoneDir:
 			w.push(Change{Path: p, Gone: true, Dir: true})
 			lastGone = p
-		case WatchRecOverflow:
+		case proto.WatchRecOverflow:
 			w.push(Change{Overflow: true})
-		case WatchRecLimit:
+		case proto.WatchRecLimit:
 			st.mu.Lock()
 			*st.limit = p
 			st.mu.Unlock()
-		case WatchRecError:
+		case proto.WatchRecError:
 			st.mu.Lock()
 			*st.message = p
 			st.mu.Unlock()
@@ -947,78 +925,8 @@ func (w *watchRun) parseHelper(r io.Reader, st streamState) error {
 	})
 }
 
-// errWatchStream: the helper's output is not in its protocol.
-var errWatchStream = errors.New("malformed watch helper output")
-
-// parseWatchStream reads `KIND NUL PATH NUL` records and calls rec for
-// each. A record with an unknown kind or a path that is not a clean
-// relative path (empty only for S, X, E, L) is an error, and so is a
-// truncated last record.
-func parseWatchStream(r io.Reader, rec func(kind byte, p string) error) error {
-	br := bufio.NewReaderSize(r, 64*1024)
-	for {
-		k, err := br.ReadString(0)
-		if err != nil {
-			if err == io.EOF && k == "" {
-				return nil
-			}
-			if err == io.EOF {
-				return fmt.Errorf("%w: truncated record", errWatchStream)
-			}
-			return err
-		}
-		p, err := br.ReadString(0)
-		if err != nil {
-			if err == io.EOF {
-				return fmt.Errorf("%w: truncated record", errWatchStream)
-			}
-			return err
-		}
-		k, p = k[:len(k)-1], p[:len(p)-1]
-		if len(k) != 1 {
-			return fmt.Errorf("%w: bad kind %q", errWatchStream, k)
-		}
-		kind := k[0]
-		switch kind {
-		case WatchRecStarted:
-			if p != "" {
-				return fmt.Errorf("%w: %q record with a path", errWatchStream, k)
-			}
-		case WatchRecOverflow, WatchRecError, WatchRecLimit:
-			// p is a message.
-		case WatchRecDir: // "" is the root
-			if !validRel(p) {
-				return fmt.Errorf("%w: bad path %q", errWatchStream, p)
-			}
-		case WatchRecChange, WatchRecGone, WatchRecGoneDir, WatchRecMoved:
-			if p == "" || !validRel(p) {
-				return fmt.Errorf("%w: bad path %q", errWatchStream, p)
-			}
-		default:
-			return fmt.Errorf("%w: bad kind %q", errWatchStream, k)
-		}
-		if err := rec(kind, p); err != nil {
-			return err
-		}
-	}
-}
-
-// validRel: p is "" or a clean relative path (no leading or trailing "/",
-// no empty, "." or ".." element, no NUL).
-func validRel(p string) bool {
-	if p == "" {
-		return true
-	}
-	if strings.IndexByte(p, 0) >= 0 {
-		return false
-	}
-	for el := range strings.SplitSeq(p, "/") {
-		if el == "" || el == "." || el == ".." {
-			return false
-		}
-	}
-	return true
-}
+// errWatchStream: a watcher's output is not in its format.
+var errWatchStream = proto.ErrWatchStream
 
 // parseInotifywait reads inotifywait's `EVENTS|PATH NUL` records (PATH
 // absolute, under root).
@@ -1065,7 +973,7 @@ func parseInotifywaitStream(r io.Reader, root string, emit func(Change)) error {
 			return fmt.Errorf("%w: inotifywait path %q outside %q", errWatchStream, p, root)
 		}
 		rel = strings.TrimSuffix(rel, "/")
-		if !validRel(rel) {
+		if !proto.ValidRel(rel) {
 			return fmt.Errorf("%w: bad inotifywait path %q", errWatchStream, p)
 		}
 		dir := has("ISDIR")
@@ -1233,7 +1141,7 @@ func parsePollStream(r io.Reader, rec func(typ byte, ctime, p string)) (time.Tim
 			}
 			f[i] = s[:len(s)-1]
 		}
-		if len(f[0]) != 1 || !validRel(f[2]) {
+		if len(f[0]) != 1 || !proto.ValidRel(f[2]) {
 			return time.Time{}, fmt.Errorf("%w: bad find record %q", errWatchStream, strings.Join(f[:], "|"))
 		}
 		rec(f[0][0], f[1], f[2])

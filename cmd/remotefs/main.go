@@ -137,9 +137,3 @@ func run(ctx context.Context, args []string) error {
 	fmt.Fprint(os.Stderr, topUsage)
 	return cli.Usagef("unknown command %q", cmd)
 }
-
-// usagef is cli.Usagef for the server-side helpers (watcher.go, putter.go).
-func usagef(format string, args ...any) error { return cli.Usagef(format, args...) }
-
-// usageError is cli.UsageError, for watcher_test.go.
-type usageError = cli.UsageError

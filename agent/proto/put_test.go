@@ -1,4 +1,4 @@
-package putproto
+package proto
 
 import (
 	"bufio"

@@ -1,4 +1,4 @@
-package main
+package agent
 
 import (
 	"bufio"
@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"remotefs/conn"
+	"remotefs/agent/proto"
 )
 
 // watcherRun is runWatcher going on a temp dir in-process.
@@ -173,13 +173,13 @@ func TestWatcherReportsChanges(t *testing.T) {
 	os.MkdirAll(p("x.tmpdir/sub"), 0o755)
 	os.WriteFile(p("x.tmpdir/sub/f"), nil, 0o644)
 	// Temporary upload files: never; their rename onto a name: yes.
-	tmp := p(conn.TempName("up"))
+	tmp := p(proto.TempPrefix + "69000000abcdef01-up")
 	os.WriteFile(tmp, []byte("data"), 0o644)
 	os.Rename(tmp, p("up"))
 	got = w.expect("ignored and temporary", "D x.tmpdir", "C up")
 	got = append(got, w.quiet(200*time.Millisecond)...)
 	for _, r := range got {
-		if strings.Contains(r, "node_modules/") || strings.Contains(r, "x.tmpdir/") || strings.Contains(r, conn.TempPrefix) {
+		if strings.Contains(r, "node_modules/") || strings.Contains(r, "x.tmpdir/") || strings.Contains(r, proto.TempPrefix) {
 			t.Errorf("reported %q", r)
 		}
 	}
@@ -273,10 +273,9 @@ func TestWatcherLimit(t *testing.T) {
 	w.done <- nil
 }
 
-func TestCmdWatchUsage(t *testing.T) {
+func TestWatchUsage(t *testing.T) {
 	for _, args := range [][]string{nil, {"a", "b"}, {"--heartbeat-timeout", "0s", "x"}, {"--nope", "x"}, {"--ignore", "[", "x"}} {
-		var ue usageError
-		if err := cmdWatch(context.Background(), args); !errors.As(err, &ue) {
+		if err := Watch(context.Background(), args, strings.NewReader(""), io.Discard); !errors.Is(err, ErrUsage) {
 			t.Errorf("%q: %v, want a usage error", args, err)
 		}
 	}

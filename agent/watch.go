@@ -1,8 +1,8 @@
-package main
+package agent
 
 // The change-feed helper: `remotefs __watch ROOT` runs ON THE SERVER (the
-// mount uploads its own binary there, see conn.Client.Watch) and reports
-// changes under ROOT with recursive inotify.
+// mount uploads its own binary there, see proto.Client.Watch) and reports
+// changes under ROOT with recursive inotify, as proto's watch records.
 
 import (
 	"bufio"
@@ -20,26 +20,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"remotefs/conn"
+	"remotefs/agent/proto"
 )
-
-func init() {
-	// This binary can be uploaded as the watch helper; a test binary of
-	// this package cannot (it would not understand __watch).
-	conn.SetWatchHelper(func() (string, error) {
-		exe, err := os.Executable()
-		if err != nil {
-			return "", err
-		}
-		if strings.HasSuffix(exe, ".test") {
-			return "", errors.New("a test binary cannot serve as the watch helper")
-		}
-		return exe, nil
-	})
-}
-
-// watchCommand is the hidden subcommand the helper runs as.
-const watchCommand = conn.WatchHelperCommand
 
 const watchUsage = `usage: remotefs __watch [--heartbeat-timeout D] [--ignore GLOB]... [--] ROOT
 
@@ -47,26 +29,29 @@ Internal: the change-feed helper a mount runs on the server. It writes
 records "KIND\0PATH\0" on stdout and exits at stdin EOF or when stdin was
 silent for the heartbeat timeout.`
 
-// cmdWatch runs the helper on the server.
-func cmdWatch(ctx context.Context, args []string) error {
-	fl := flag.NewFlagSet(conn.WatchHelperCommand, flag.ContinueOnError)
+// Watch runs the change-feed helper (`remotefs __watch`): it watches the
+// root named in args and writes records to stdout until stdin ends or is
+// silent for the heartbeat timeout (nil), or a fatal error. A malformed
+// command line is an error wrapping ErrUsage.
+func Watch(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer) error {
+	fl := flag.NewFlagSet(proto.WatchCommand, flag.ContinueOnError)
 	fl.SetOutput(io.Discard)
 	idle := fl.Duration("heartbeat-timeout", 30*time.Second, "exit when stdin was silent this long")
 	var ignore stringList
 	fl.Var(&ignore, "ignore", "base-name glob of directories not to watch inside (repeatable)")
 	if err := fl.Parse(args); err != nil {
-		return usagef("%v\n%s", err, watchUsage)
+		return usageErr(err.Error() + "\n" + watchUsage)
 	}
 	if fl.NArg() != 1 || *idle <= 0 {
-		return usagef("%s", watchUsage)
+		return usageErr(watchUsage)
 	}
 	for _, g := range ignore {
 		if _, err := path.Match(g, ""); err != nil {
-			return usagef("bad --ignore pattern %q", g)
+			return usageErr(fmt.Sprintf("bad --ignore pattern %q", g))
 		}
 	}
-	out := bufio.NewWriterSize(os.Stdout, 64*1024)
-	err := runWatcher(ctx, watcherConfig{Root: fl.Arg(0), Ignore: ignore, Idle: *idle}, os.Stdin, out)
+	out := bufio.NewWriterSize(stdout, 64*1024)
+	err := runWatcher(ctx, watcherConfig{Root: fl.Arg(0), Ignore: ignore, Idle: *idle}, stdin, out)
 	out.Flush()
 	if errors.Is(err, errWatcherStdinClosed) {
 		return nil
@@ -140,11 +125,11 @@ func runWatcher(ctx context.Context, cfg watcherConfig, stdin io.Reader, out io.
 	defer func() {
 		switch {
 		case errors.Is(err, errWatcherLimit):
-			w.emit(conn.WatchRecOverflow, "")
-			w.emit(conn.WatchRecLimit, err.Error())
+			w.emit(proto.WatchRecOverflow, "")
+			w.emit(proto.WatchRecLimit, err.Error())
 		case err != nil && !errors.Is(err, errWatcherStdinClosed) && !errors.Is(err, errWatcherNoHeartbeat) &&
 			!errors.Is(err, context.Canceled) && w.werr == nil:
-			w.emit(conn.WatchRecError, err.Error())
+			w.emit(proto.WatchRecError, err.Error())
 		}
 		bw.Flush()
 	}()
@@ -229,7 +214,7 @@ func runWatcher(ctx context.Context, cfg watcherConfig, stdin io.Reader, out io.
 	if ctx.Err() != nil {
 		return stopped()
 	}
-	w.emit(conn.WatchRecStarted, "")
+	w.emit(proto.WatchRecStarted, "")
 	if err := w.flush(); err != nil {
 		return err
 	}
@@ -277,15 +262,12 @@ func (w *watcher) flush() error {
 
 // emit writes one record, unless it repeats the one just written.
 func (w *watcher) emit(kind byte, p string) {
-	if w.werr != nil || (kind == w.lastKind && p == w.lastPath && kind != conn.WatchRecOverflow) {
+	if w.werr != nil || (kind == w.lastKind && p == w.lastPath && kind != proto.WatchRecOverflow) {
 		return
 	}
 	w.lastKind, w.lastPath = kind, p
 	w.moveCookie, w.moveFrom = 0, ""
-	w.out.WriteByte(kind)
-	w.out.WriteByte(0)
-	w.out.WriteString(p)
-	if err := w.out.WriteByte(0); err != nil {
+	if err := proto.WriteWatchRecord(w.out, kind, p); err != nil {
 		w.werr = err
 	}
 }
@@ -363,18 +345,18 @@ func (w *watcher) watchTree(ctx context.Context, rel string, report bool) bool {
 		d.Close()
 		for _, e := range entries {
 			name := e.Name()
-			if strings.HasPrefix(name, conn.TempPrefix) {
+			if strings.HasPrefix(name, proto.TempPrefix) {
 				continue
 			}
 			p := joinRel(dir, name)
 			if !e.IsDir() {
 				if report {
-					w.emit(conn.WatchRecChange, p)
+					w.emit(proto.WatchRecChange, p)
 				}
 				continue
 			}
 			if report {
-				w.emit(conn.WatchRecDir, p)
+				w.emit(proto.WatchRecDir, p)
 			}
 			if w.ignored(name) {
 				continue
@@ -434,7 +416,7 @@ func indexNUL(b []byte) int {
 // event handles one inotify event.
 func (w *watcher) event(ctx context.Context, wd int32, mask, cookie uint32, name string) {
 	if mask&unix.IN_Q_OVERFLOW != 0 {
-		w.emit(conn.WatchRecOverflow, "event queue overflow")
+		w.emit(proto.WatchRecOverflow, "event queue overflow")
 		w.overflow = true
 		return
 	}
@@ -460,15 +442,15 @@ func (w *watcher) event(ctx context.Context, wd int32, mask, cookie uint32, name
 		if dir == "" {
 			switch {
 			case mask&(unix.IN_DELETE_SELF|unix.IN_MOVE_SELF) != 0:
-				w.emit(conn.WatchRecOverflow, "root removed or moved")
+				w.emit(proto.WatchRecOverflow, "root removed or moved")
 				w.rootGone = true
 			case mask&unix.IN_ATTRIB != 0:
-				w.emit(conn.WatchRecDir, "")
+				w.emit(proto.WatchRecDir, "")
 			}
 		}
 		return
 	}
-	if strings.HasPrefix(name, conn.TempPrefix) {
+	if strings.HasPrefix(name, proto.TempPrefix) {
 		return
 	}
 	p := joinRel(dir, name)
@@ -479,9 +461,9 @@ func (w *watcher) event(ctx context.Context, wd int32, mask, cookie uint32, name
 			if mask&unix.IN_MOVED_FROM != 0 {
 				w.unwatchTree(p)
 			}
-			w.emit(conn.WatchRecGoneDir, p)
+			w.emit(proto.WatchRecGoneDir, p)
 		} else {
-			w.emit(conn.WatchRecGone, p)
+			w.emit(proto.WatchRecGone, p)
 		}
 		if mask&unix.IN_MOVED_FROM != 0 && cookie != 0 {
 			w.moveCookie, w.moveFrom = cookie, p
@@ -490,20 +472,20 @@ func (w *watcher) event(ctx context.Context, wd int32, mask, cookie uint32, name
 		// A rename within the tree: the mount moves what it has cached
 		// (a folder with everything under it), so a moved folder's
 		// contents need not be reported one by one.
-		w.emit(conn.WatchRecMoved, p)
+		w.emit(proto.WatchRecMoved, p)
 		if isDir && !w.ignored(name) {
 			w.watchTree(ctx, p, false)
 		}
 	case isDir && mask&(unix.IN_CREATE|unix.IN_MOVED_TO) != 0:
-		w.emit(conn.WatchRecDir, p)
+		w.emit(proto.WatchRecDir, p)
 		if !w.ignored(name) {
 			w.watchTree(ctx, p, true)
 		}
 	case mask&(unix.IN_CREATE|unix.IN_MOVED_TO|unix.IN_MODIFY|unix.IN_CLOSE_WRITE|unix.IN_ATTRIB) != 0:
 		if isDir {
-			w.emit(conn.WatchRecDir, p)
+			w.emit(proto.WatchRecDir, p)
 		} else {
-			w.emit(conn.WatchRecChange, p)
+			w.emit(proto.WatchRecChange, p)
 		}
 	}
 }

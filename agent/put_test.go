@@ -1,4 +1,4 @@
-package main
+package agent
 
 import (
 	"bufio"
@@ -14,13 +14,12 @@ import (
 	"testing"
 	"time"
 
-	"remotefs/conn"
-	"remotefs/internal/putproto"
+	"remotefs/agent/proto"
 )
 
 // putStream encodes requests with their data, as the mount sends them.
 type putItem struct {
-	req   putproto.Request
+	req   proto.Request
 	data  []byte
 	abort bool // abandon the data after it
 }
@@ -30,10 +29,10 @@ func encodePuts(t *testing.T, items ...putItem) []byte {
 	var b bytes.Buffer
 	w := bufio.NewWriter(&b)
 	for _, it := range items {
-		if err := putproto.WriteRequest(w, it.req); err != nil {
+		if err := proto.WriteRequest(w, it.req); err != nil {
 			t.Fatal(err)
 		}
-		d := putproto.DataWriter{W: w}
+		d := proto.DataWriter{W: w}
 		d.Write(it.data)
 		if it.abort {
 			d.Abort()
@@ -48,20 +47,20 @@ func encodePuts(t *testing.T, items ...putItem) []byte {
 }
 
 // servePuts runs the helper on input and returns its replies and error.
-func servePuts(t *testing.T, input []byte) ([]putproto.Reply, error) {
+func servePuts(t *testing.T, input []byte) ([]proto.Reply, error) {
 	t.Helper()
 	var out bytes.Buffer
 	err := runPutter(context.Background(), bytes.NewReader(input), &out)
 	br := bufio.NewReader(&out)
-	if uid, gid, rerr := putproto.ReadHello(br); rerr != nil || uid != uint32(os.Getuid()) || gid != uint32(os.Getgid()) {
+	if uid, gid, rerr := proto.ReadHello(br); rerr != nil || uid != uint32(os.Getuid()) || gid != uint32(os.Getgid()) {
 		t.Fatalf("greeting: ids %d:%d, %v", uid, gid, rerr)
 	}
-	var reps []putproto.Reply
+	var reps []proto.Reply
 	for {
 		if _, perr := br.Peek(1); perr == io.EOF {
 			break
 		}
-		rep, rerr := putproto.ReadReply(br)
+		rep, rerr := proto.ReadReply(br)
 		if rerr != nil {
 			t.Fatalf("reply %d: %v", len(reps), rerr)
 		}
@@ -72,7 +71,7 @@ func servePuts(t *testing.T, input []byte) ([]putproto.Reply, error) {
 
 func tempFilesIn(t *testing.T, dir string) []string {
 	t.Helper()
-	left, _ := filepath.Glob(filepath.Join(dir, conn.TempPrefix+"*"))
+	left, _ := filepath.Glob(filepath.Join(dir, proto.TempPrefix+"*"))
 	return left
 }
 
@@ -98,9 +97,9 @@ func TestPutterAcceptsAndConflicts(t *testing.T) {
 	dest := filepath.Join(dir, "main.py")
 	os.WriteFile(dest, []byte("v0\n"), 0o644)
 	os.Chtimes(dest, old, old)
-	v0 := putproto.Version{Size: 3, Mtime: old.Unix()}
-	req := func(temp string, versions ...putproto.Version) putproto.Request {
-		return putproto.Request{Dest: dest, Temp: conn.TempPrefix + temp, Conflict: "main.py.conflict-x",
+	v0 := proto.Version{Size: 3, Mtime: old.Unix()}
+	req := func(temp string, versions ...proto.Version) proto.Request {
+		return proto.Request{Dest: dest, Temp: proto.TempPrefix + temp, Conflict: "main.py.conflict-x",
 			Mode: uint32(0o640 | fs.ModeSetgid), Mtime: mtime, Check: true, Versions: versions}
 	}
 	// 1: the expected version is there: replaced. 2: the same request again
@@ -114,13 +113,13 @@ func TestPutterAcceptsAndConflicts(t *testing.T) {
 	if err != nil || len(reps) != 3 {
 		t.Fatalf("replies %+v, err %v", reps, err)
 	}
-	if r := reps[0]; r.Status != putproto.StatusLanded || r.Size != 9 || !r.Found || r.FoundSize != 3 || r.FoundMtime != old.Unix() || !fs.FileMode(r.FoundMode).IsRegular() {
+	if r := reps[0]; r.Status != proto.StatusLanded || r.Size != 9 || !r.Found || r.FoundSize != 3 || r.FoundMtime != old.Unix() || !fs.FileMode(r.FoundMode).IsRegular() {
 		t.Errorf("first reply %+v", r)
 	}
-	if r := reps[1]; r.Status != putproto.StatusLanded || r.FoundSize != 9 || r.FoundMtime != mtime {
+	if r := reps[1]; r.Status != proto.StatusLanded || r.FoundSize != 9 || r.FoundMtime != mtime {
 		t.Errorf("retry reply %+v", r)
 	}
-	if r := reps[2]; r.Status != putproto.StatusLandedConflict || r.FoundSize != 9 || r.FoundMtime != mtime {
+	if r := reps[2]; r.Status != proto.StatusLandedConflict || r.FoundSize != 9 || r.FoundMtime != mtime {
 		t.Errorf("conflict reply %+v", r)
 	}
 	wantFile(t, dest, "v1 local\n", 0o640|fs.ModeSetgid, mtime)
@@ -135,7 +134,7 @@ func TestPutterAcceptsAndConflicts(t *testing.T) {
 	withAbsent := req("d")
 	withAbsent.Absent = true
 	reps, _ = servePuts(t, encodePuts(t, putItem{req: noAbsent, data: []byte("x")}, putItem{req: withAbsent, data: []byte("y")}))
-	if reps[0].Status != putproto.StatusLandedConflict || reps[0].Found || reps[1].Status != putproto.StatusLanded || reps[1].Found {
+	if reps[0].Status != proto.StatusLandedConflict || reps[0].Found || reps[1].Status != proto.StatusLanded || reps[1].Found {
 		t.Errorf("absent: replies %+v", reps)
 	}
 	os.Remove(dest)
@@ -143,18 +142,18 @@ func TestPutterAcceptsAndConflicts(t *testing.T) {
 	link := req("e", v0)
 	link.Link = true
 	reps, _ = servePuts(t, encodePuts(t, putItem{req: req("f", v0), data: []byte("f")}, putItem{req: link, data: []byte("l")}))
-	if reps[0].Status != putproto.StatusLandedConflict || reps[0].FoundTarget != "elsewhere" || fs.FileMode(reps[0].FoundMode)&fs.ModeSymlink == 0 {
+	if reps[0].Status != proto.StatusLandedConflict || reps[0].FoundTarget != "elsewhere" || fs.FileMode(reps[0].FoundMode)&fs.ModeSymlink == 0 {
 		t.Errorf("symlink not accepted: reply %+v", reps[0])
 	}
-	if reps[1].Status != putproto.StatusLanded {
+	if reps[1].Status != proto.StatusLanded {
 		t.Errorf("symlink accepted: reply %+v", reps[1])
 	}
 	wantFile(t, dest, "l", 0o640|fs.ModeSetgid, mtime)
 
 	// Without Check the destination is replaced whatever it is.
-	plain := putproto.Request{Dest: dest, Temp: conn.TempPrefix + "g", Mode: 0o600, Mtime: mtime}
+	plain := proto.Request{Dest: dest, Temp: proto.TempPrefix + "g", Mode: 0o600, Mtime: mtime}
 	reps, _ = servePuts(t, encodePuts(t, putItem{req: plain, data: []byte("plain")}))
-	if reps[0].Status != putproto.StatusLanded {
+	if reps[0].Status != proto.StatusLanded {
 		t.Errorf("plain: %+v", reps[0])
 	}
 	wantFile(t, dest, "plain", 0o600, mtime)
@@ -167,17 +166,17 @@ func TestPutterDirectoryInTheWay(t *testing.T) {
 	dir := t.TempDir()
 	dest := filepath.Join(dir, "d")
 	os.Mkdir(dest, 0o755)
-	checked := putproto.Request{Dest: dest, Temp: conn.TempPrefix + "a", Conflict: "d.conflict", Mode: 0o644, Mtime: 1, Check: true, Absent: true, Link: true,
-		Versions: []putproto.Version{{Size: 4096, Mtime: 1}}}
-	plain := putproto.Request{Dest: dest, Temp: conn.TempPrefix + "b", Mode: 0o644, Mtime: 1}
+	checked := proto.Request{Dest: dest, Temp: proto.TempPrefix + "a", Conflict: "d.conflict", Mode: 0o644, Mtime: 1, Check: true, Absent: true, Link: true,
+		Versions: []proto.Version{{Size: 4096, Mtime: 1}}}
+	plain := proto.Request{Dest: dest, Temp: proto.TempPrefix + "b", Mode: 0o644, Mtime: 1}
 	reps, err := servePuts(t, encodePuts(t, putItem{req: checked, data: []byte("x")}, putItem{req: plain, data: []byte("y")}))
 	if err != nil || len(reps) != 2 {
 		t.Fatalf("replies %+v, %v", reps, err)
 	}
-	if r := reps[0]; r.Status != putproto.StatusLandedConflict || !fs.FileMode(r.FoundMode).IsDir() {
+	if r := reps[0]; r.Status != proto.StatusLandedConflict || !fs.FileMode(r.FoundMode).IsDir() {
 		t.Errorf("a directory was accepted: %+v", r)
 	}
-	if r := reps[1]; r.Status != putproto.StatusFailed || r.Errno == 0 {
+	if r := reps[1]; r.Status != proto.StatusFailed || r.Errno == 0 {
 		t.Errorf("a plain put over a directory: %+v", r)
 	}
 	if fi, err := os.Stat(dest); err != nil || !fi.IsDir() {
@@ -192,11 +191,11 @@ func TestPutterDirectoryInTheWay(t *testing.T) {
 // a longer one) is overwritten, not appended to.
 func TestPutterOverwritesLeftoverTemp(t *testing.T) {
 	dir := t.TempDir()
-	temp := conn.TempPrefix + "0000000100000002-f"
+	temp := proto.TempPrefix + "0000000100000002-f"
 	os.WriteFile(filepath.Join(dir, temp), bytes.Repeat([]byte("stale "), 1000), 0o600)
-	req := putproto.Request{Dest: filepath.Join(dir, "f"), Temp: temp, Mode: 0o644, Mtime: 5}
+	req := proto.Request{Dest: filepath.Join(dir, "f"), Temp: temp, Mode: 0o644, Mtime: 5}
 	reps, err := servePuts(t, encodePuts(t, putItem{req: req, data: []byte("fresh")}))
-	if err != nil || len(reps) != 1 || reps[0].Status != putproto.StatusLanded {
+	if err != nil || len(reps) != 1 || reps[0].Status != proto.StatusLanded {
 		t.Fatalf("replies %+v, %v", reps, err)
 	}
 	wantFile(t, filepath.Join(dir, "f"), "fresh", 0o644, 5)
@@ -224,18 +223,18 @@ func TestPutterFailures(t *testing.T) {
 	}
 	var items []putItem
 	if small != "" {
-		items = append(items, putItem{req: putproto.Request{Dest: filepath.Join(small, "big"), Temp: conn.TempPrefix + "big", Mode: 0o644, Mtime: 1},
+		items = append(items, putItem{req: proto.Request{Dest: filepath.Join(small, "big"), Temp: proto.TempPrefix + "big", Mode: 0o644, Mtime: 1},
 			data: bytes.Repeat([]byte("z"), 1<<20)})
 	}
 	items = append(items,
 		// The folder does not exist.
-		putItem{req: putproto.Request{Dest: filepath.Join(dir, "nodir", "f"), Temp: conn.TempPrefix + "n", Mode: 0o644, Mtime: 1}, data: []byte("x")},
+		putItem{req: proto.Request{Dest: filepath.Join(dir, "nodir", "f"), Temp: proto.TempPrefix + "n", Mode: 0o644, Mtime: 1}, data: []byte("x")},
 		// The client abandoned the data halfway.
-		putItem{req: putproto.Request{Dest: filepath.Join(dir, "aborted"), Temp: conn.TempPrefix + "ab", Mode: 0o644, Mtime: 1}, data: []byte("half"), abort: true},
+		putItem{req: proto.Request{Dest: filepath.Join(dir, "aborted"), Temp: proto.TempPrefix + "ab", Mode: 0o644, Mtime: 1}, data: []byte("half"), abort: true},
 		// A temporary name without the prefix is refused.
-		putItem{req: putproto.Request{Dest: filepath.Join(dir, "g"), Temp: "g.tmp", Mode: 0o644, Mtime: 1}, data: []byte("x")},
+		putItem{req: proto.Request{Dest: filepath.Join(dir, "g"), Temp: "g.tmp", Mode: 0o644, Mtime: 1}, data: []byte("x")},
 		// And the session still works.
-		putItem{req: putproto.Request{Dest: filepath.Join(dir, "ok"), Temp: conn.TempPrefix + "ok", Mode: 0o644, Mtime: 1}, data: []byte("fine")},
+		putItem{req: proto.Request{Dest: filepath.Join(dir, "ok"), Temp: proto.TempPrefix + "ok", Mode: 0o644, Mtime: 1}, data: []byte("fine")},
 	)
 	reps, err := servePuts(t, encodePuts(t, items...))
 	if err != nil || len(reps) != len(items) {
@@ -243,7 +242,7 @@ func TestPutterFailures(t *testing.T) {
 	}
 	if small != "" {
 		r := reps[0]
-		if r.Status != putproto.StatusFailed || syscall.Errno(r.Errno) != syscall.ENOSPC {
+		if r.Status != proto.StatusFailed || syscall.Errno(r.Errno) != syscall.ENOSPC {
 			t.Errorf("full disk: %+v", r)
 		}
 		if left := tempFilesIn(t, small); len(left) > 0 {
@@ -254,19 +253,19 @@ func TestPutterFailures(t *testing.T) {
 		}
 		reps = reps[1:]
 	}
-	if r := reps[0]; r.Status != putproto.StatusFailed || syscall.Errno(r.Errno) != syscall.ENOENT {
+	if r := reps[0]; r.Status != proto.StatusFailed || syscall.Errno(r.Errno) != syscall.ENOENT {
 		t.Errorf("missing folder: %+v", r)
 	}
-	if r := reps[1]; r.Status != putproto.StatusFailed || !strings.Contains(r.Message, "abandoned") {
+	if r := reps[1]; r.Status != proto.StatusFailed || !strings.Contains(r.Message, "abandoned") {
 		t.Errorf("aborted: %+v", r)
 	}
-	if r := reps[2]; r.Status != putproto.StatusFailed || !strings.Contains(r.Message, "prefix") {
+	if r := reps[2]; r.Status != proto.StatusFailed || !strings.Contains(r.Message, "prefix") {
 		t.Errorf("bad temporary name: %+v", r)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "g.tmp")); err == nil {
 		t.Errorf("a file under the unprefixed temporary name was made")
 	}
-	if r := reps[3]; r.Status != putproto.StatusLanded {
+	if r := reps[3]; r.Status != proto.StatusLanded {
 		t.Errorf("after the failures: %+v", r)
 	}
 	wantFile(t, filepath.Join(dir, "ok"), "fine", 0o644, 1)
@@ -283,22 +282,22 @@ func TestPutterFailures(t *testing.T) {
 // leaves no temporary file.
 func TestPutterMalformedInput(t *testing.T) {
 	dir := t.TempDir()
-	good := encodePuts(t, putItem{req: putproto.Request{Dest: filepath.Join(dir, "a"), Temp: conn.TempPrefix + "a", Mode: 0o644, Mtime: 1}, data: []byte("a")})
-	truncated := encodePuts(t, putItem{req: putproto.Request{Dest: filepath.Join(dir, "b"), Temp: conn.TempPrefix + "b", Mode: 0o644, Mtime: 1}, data: []byte("bbbbbbbb")})
+	good := encodePuts(t, putItem{req: proto.Request{Dest: filepath.Join(dir, "a"), Temp: proto.TempPrefix + "a", Mode: 0o644, Mtime: 1}, data: []byte("a")})
+	truncated := encodePuts(t, putItem{req: proto.Request{Dest: filepath.Join(dir, "b"), Temp: proto.TempPrefix + "b", Mode: 0o644, Mtime: 1}, data: []byte("bbbbbbbb")})
 	truncated = truncated[:len(truncated)-8]
 	for name, input := range map[string][]byte{
 		"garbage":        append(append([]byte{}, good...), "hello"...),
 		"truncated data": append(append([]byte{}, good...), truncated...),
-		"relative dest":  append(append([]byte{}, good...), encodeRaw(t, "P", "rel/x", conn.TempPrefix+"x", "")...),
+		"relative dest":  append(append([]byte{}, good...), encodeRaw(t, "P", "rel/x", proto.TempPrefix+"x", "")...),
 		"dotdot temp":    append(append([]byte{}, good...), encodeRaw(t, "P", filepath.Join(dir, "x"), "..", "")...),
-		"huge chunk":     append(append([]byte{}, good...), append(encodeRaw(t, "P", filepath.Join(dir, "x"), conn.TempPrefix+"x", ""), 0x7f, 0, 0, 0)...),
+		"huge chunk":     append(append([]byte{}, good...), append(encodeRaw(t, "P", filepath.Join(dir, "x"), proto.TempPrefix+"x", ""), 0x7f, 0, 0, 0)...),
 	} {
 		t.Run(name, func(t *testing.T) {
 			reps, err := servePuts(t, input)
-			if !errors.Is(err, putproto.ErrMalformed) {
+			if !errors.Is(err, proto.ErrMalformed) {
 				t.Errorf("error %v, want ErrMalformed", err)
 			}
-			if len(reps) != 1 || reps[0].Status != putproto.StatusLanded {
+			if len(reps) != 1 || reps[0].Status != proto.StatusLanded {
 				t.Errorf("replies before the bad request: %+v", reps)
 			}
 			if left := tempFilesIn(t, dir); len(left) > 0 {
@@ -353,14 +352,14 @@ func TestPutterKeepsWhatAWriteKeeps(t *testing.T) {
 		wantGid = 4321 // root can give it any group
 		os.Lchown(plain, -1, wantGid)
 	}
-	put := func(dest, temp string) putproto.Request {
-		return putproto.Request{Dest: dest, Temp: conn.TempPrefix + temp, Mode: 0o644, Mtime: mtime}
+	put := func(dest, temp string) proto.Request {
+		return proto.Request{Dest: dest, Temp: proto.TempPrefix + temp, Mode: 0o644, Mtime: mtime}
 	}
 	reps, err := servePuts(t, encodePuts(t,
 		putItem{req: put(plain, "p"), data: []byte("new plain\n")},
 		putItem{req: put(linked, "l"), data: []byte("new linked\n")},
 	))
-	if err != nil || len(reps) != 2 || reps[0].Status != putproto.StatusLanded || reps[1].Status != putproto.StatusLanded {
+	if err != nil || len(reps) != 2 || reps[0].Status != proto.StatusLanded || reps[1].Status != proto.StatusLanded {
 		t.Fatalf("replies %+v, err %v", reps, err)
 	}
 	wantFile(t, plain, "new plain\n", 0o644, mtime)

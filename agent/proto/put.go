@@ -1,6 +1,8 @@
-// Package putproto is the wire format between a mount (package conn) and
-// the upload helper it runs on the server (`remotefs __put`, in
-// cmd/remotefs): a stream of requests on the helper's stdin, one reply per
+package proto
+
+// The upload helper's wire format: between a mount (package conn) and
+// the upload helper it runs on the server (`remotefs __put`, package
+// agent): a stream of requests on the helper's stdin, one reply per
 // request on its stdout, in the order of the requests.
 //
 // Both ends are the same remotefs binary (the helper's file name holds the
@@ -24,7 +26,6 @@
 // sender could not read all of it (the helper removes what it wrote and
 // answers Failed). A stream that breaks the format cannot be resynchronised:
 // the reader stops with ErrMalformed.
-package putproto
 
 import (
 	"bufio"

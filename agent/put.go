@@ -1,8 +1,8 @@
-package main
+package agent
 
 // The upload helper: `remotefs __put` runs ON THE SERVER (the mount uploads
 // its own binary there and keeps one or a few of these running, see
-// conn.Client.Put) and writes files sent on its stdin (internal/putproto):
+// conn.Client.Put) and writes files sent on its stdin (proto/put.go):
 // temporary file, fsync, mode and mtime, the check of what the destination
 // holds, and the rename, all without a round trip to the client in between.
 
@@ -16,28 +16,27 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
 
-	"remotefs/conn"
-	"remotefs/internal/putproto"
+	"remotefs/agent/proto"
 )
-
-const putCommand = conn.PutHelperCommand
 
 const putUsage = `usage: remotefs __put
 
 Internal: the upload helper a mount runs on the server. It reads upload
-requests on stdin and answers each on stdout (see internal/putproto); it
+requests on stdin and answers each on stdout (see agent/proto); it
 exits at stdin EOF.`
 
-// cmdPut runs the upload helper on the server.
-func cmdPut(ctx context.Context, args []string) error {
+// Put runs the upload helper (`remotefs __put`) on stdin and stdout until
+// stdin ends. A malformed command line is an error wrapping ErrUsage.
+func Put(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer) error {
 	if len(args) > 0 && !(len(args) == 1 && args[0] == "--") {
-		return usagef("%s", putUsage)
+		return usageErr(putUsage)
 	}
-	return runPutter(ctx, os.Stdin, os.Stdout)
+	return runPutter(ctx, stdin, stdout)
 }
 
 // runPutter serves requests from in until EOF (nil), a malformed stream or
@@ -47,26 +46,26 @@ func cmdPut(ctx context.Context, args []string) error {
 func runPutter(ctx context.Context, in io.Reader, out io.Writer) error {
 	br := bufio.NewReaderSize(in, 256*1024)
 	bw := bufio.NewWriterSize(out, 4096)
-	putproto.WriteHello(bw, uint32(os.Getuid()), uint32(os.Getgid()))
+	proto.WriteHello(bw, uint32(os.Getuid()), uint32(os.Getgid()))
 	if err := bw.Flush(); err != nil {
 		return err
 	}
 	for ctx.Err() == nil {
-		req, err := putproto.ReadRequest(br)
+		req, err := proto.ReadRequest(br)
 		if err == io.EOF {
 			return nil
 		}
 		if err != nil {
 			return err
 		}
-		data := putproto.NewDataReader(br)
+		data := proto.NewDataReader(br)
 		rep := putOne(req, data)
 		// Whatever happened, the rest of the data is read so the stream
 		// stays in step.
 		if err := data.Drain(); err != nil {
 			return err
 		}
-		if err := putproto.WriteReply(bw, rep); err != nil {
+		if err := proto.WriteReply(bw, rep); err != nil {
 			return err
 		}
 		if err := bw.Flush(); err != nil {
@@ -78,11 +77,11 @@ func runPutter(ctx context.Context, in io.Reader, out io.Writer) error {
 
 // putOne handles one request. Its data may be left partly unread (the
 // caller drains it).
-func putOne(req putproto.Request, data *putproto.DataReader) putproto.Reply {
+func putOne(req proto.Request, data *proto.DataReader) proto.Reply {
 	dir := filepath.Dir(req.Dest)
 	tmp := filepath.Join(dir, req.Temp)
-	if !conn.IsTempName(req.Temp) {
-		return failed(fmt.Errorf("temporary name %q lacks the %s prefix", req.Temp, conn.TempPrefix))
+	if !strings.HasPrefix(req.Temp, proto.TempPrefix) {
+		return failed(fmt.Errorf("temporary name %q lacks the %s prefix", req.Temp, proto.TempPrefix))
 	}
 	// O_TRUNC: a retry overwrites what a failed attempt of the same upload
 	// left under the same name. O_NOFOLLOW: never write through a symlink.
@@ -102,7 +101,7 @@ func putOne(req putproto.Request, data *putproto.DataReader) putproto.Reply {
 	src := &readErr{r: data}
 	n, err := io.Copy(f, src)
 	if err != nil {
-		if src.err != nil && errors.Is(src.err, putproto.ErrAborted) {
+		if src.err != nil && errors.Is(src.err, proto.ErrAborted) {
 			return failed(src.err)
 		}
 		return failed(fmt.Errorf("write %s: %w", tmp, err))
@@ -123,7 +122,7 @@ func putOne(req putproto.Request, data *putproto.DataReader) putproto.Reply {
 		return failed(err)
 	}
 
-	rep := putproto.Reply{Status: putproto.StatusLanded, Size: n, Mtime: req.Mtime}
+	rep := proto.Reply{Status: proto.StatusLanded, Size: n, Mtime: req.Mtime}
 	target := req.Dest
 	cur, err := os.Lstat(req.Dest)
 	switch {
@@ -138,12 +137,12 @@ func putOne(req putproto.Request, data *putproto.DataReader) putproto.Reply {
 	case !errors.Is(err, fs.ErrNotExist):
 		return failed(err)
 	}
-	var found *putproto.Current
+	var found *proto.Current
 	if rep.Found {
-		found = &putproto.Current{Mode: cur.Mode(), Size: cur.Size(), Mtime: rep.FoundMtime}
+		found = &proto.Current{Mode: cur.Mode(), Size: cur.Size(), Mtime: rep.FoundMtime}
 	}
-	if req.Check && !putproto.Accepts(req, found, n) {
-		rep.Status = putproto.StatusLandedConflict
+	if req.Check && !proto.Accepts(req, found, n) {
+		rep.Status = proto.StatusLandedConflict
 		target = filepath.Join(dir, req.Conflict)
 	} else if rep.Found && cur.Mode().IsRegular() {
 		done, mtime, err := replaceLikeWrite(tmp, req, cur, n)
@@ -178,7 +177,7 @@ func putOne(req putproto.Request, data *putproto.DataReader) putproto.Reply {
 //     content replaced through its own inode (done is true). That write
 //     is not atomic: a reader may see it half done, as with any program
 //     that writes in place. mtime is the file's mtime after it.
-func replaceLikeWrite(tmp string, req putproto.Request, cur fs.FileInfo, n int64) (done bool, mtime int64, err error) {
+func replaceLikeWrite(tmp string, req proto.Request, cur fs.FileInfo, n int64) (done bool, mtime int64, err error) {
 	st, ok := cur.Sys().(*syscall.Stat_t)
 	if !ok {
 		return false, 0, nil
@@ -268,7 +267,7 @@ func getXattr(p, name string) ([]byte, error) {
 // sets the mtime (and the mode, where the login user owns the file) and
 // fsyncs it. It returns the file's mtime: the one asked for, or the time
 // of the write where only the owner may set it.
-func writeInPlace(tmp string, req putproto.Request) (int64, error) {
+func writeInPlace(tmp string, req proto.Request) (int64, error) {
 	src, err := os.Open(tmp)
 	if err != nil {
 		return 0, err
@@ -325,8 +324,8 @@ func (r *readErr) Read(p []byte) (int, error) {
 }
 
 // failed is the reply for err: its errno, when there is one, and its text.
-func failed(err error) putproto.Reply {
-	rep := putproto.Reply{Status: putproto.StatusFailed, Message: err.Error()}
+func failed(err error) proto.Reply {
+	rep := proto.Reply{Status: proto.StatusFailed, Message: err.Error()}
 	var errno syscall.Errno
 	if errors.As(err, &errno) {
 		rep.Errno = uint32(errno)
