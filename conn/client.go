@@ -48,6 +48,7 @@ type Client struct {
 	fsync       bool
 	uploads     *uploader
 	linkAttrs   linkSetter // lsetstat.go
+	agent       *agentRunner
 	// the login user's ids (Owner): uid<<32 | gid | 1<<63, 0 unknown;
 	// set with the root, corrected by the upload helper's greeting
 	owner atomic.Uint64
@@ -120,6 +121,7 @@ func newClientShell(label string, opts Options, transport []io.Closer) *Client {
 		done:      make(chan struct{}),
 	}
 	c.uploads = newUploader(c, opts.UploadHelper)
+	c.agent = newAgentRunner(c, opts.Agent)
 	return c
 }
 

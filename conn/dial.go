@@ -73,6 +73,10 @@ type Options struct {
 	// UploadEager or UploadSFTP; see upload.go.
 	UploadHelper string
 
+	// Agent picks whether helpers share one server-side agent per
+	// connection: AgentAuto (the default) or AgentOff; see agent.go.
+	Agent string
+
 	// Forwards opens the host entry's LocalForward, RemoteForward and
 	// DynamicForward while a Manager is connected (see forward.go).
 	Forwards bool
@@ -214,6 +218,7 @@ func Dial(ctx context.Context, spec Spec, opts Options) (*Client, error) {
 	}
 	c := newClientShell(spec.Host, opts, transport)
 	c.ssh = sshTransport{final}
+	c.agent.start() // beside the sftp start: both wait for the server
 	if err := c.startSFTPSession(ctx, final, target.Label); err != nil {
 		closeChain()
 		return nil, err

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"path"
+	"remotefs/agent/proto"
 	"strings"
 	"time"
 )
@@ -40,7 +41,8 @@ func (e *ChangedWhileRead) Error() string {
 	return fmt.Sprintf("%d files changed on the server while they were read", len(e.Paths))
 }
 
-// FetchFiles implements BulkFetcher with tar over an exec channel.
+// FetchFiles implements BulkFetcher with the agent's fetch (agent.go), or
+// tar over an exec channel: the same tar stream and warnings either way.
 func (c *Client) FetchFiles(ctx context.Context, paths []string, yield func(string, FileInfo, io.Reader) error) error {
 	var list bytes.Buffer
 	for _, p := range paths {
@@ -60,7 +62,8 @@ func (c *Client) FetchFiles(ctx context.Context, paths []string, yield func(stri
 	const stderrMax = 256 << 10
 	done := make(chan error, 1)
 	go func() {
-		code, err := c.Exec(ctx, cmd, &list, pw, &limitedBuffer{buf: &stderr, max: stderrMax})
+		argv := []string{proto.FetchCommand, "--", c.root}
+		code, err := c.runHelper(ctx, argv, cmd, &list, pw, &limitedBuffer{buf: &stderr, max: stderrMax})
 		if err == nil && code == 127 {
 			err = fmt.Errorf("%w: %s", ErrNoBulkFetch, strings.TrimSpace(stderr.String()))
 		}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"remotefs/agent/proto"
 	"strconv"
 	"strings"
 	"time"
@@ -31,15 +32,20 @@ var (
 // ErrNoTreeWalk: the server has no usable find; walk with SFTP instead.
 var ErrNoTreeWalk = errors.New("server cannot list the tree in bulk (no GNU find)")
 
-// WalkTree implements TreeWalker with GNU find over an exec channel: one
-// command, NUL-separated records, streamed as find produces them.
+// WalkTree implements TreeWalker with the agent's walk (agent.go), or GNU
+// find over an exec channel: one command, NUL-separated records in the
+// same format, streamed as they are produced.
 func (c *Client) WalkTree(ctx context.Context, prune []string, yield func(string, FileInfo) error) error {
 	cmd := findCommand(c.root, prune)
 	pr, pw := io.Pipe()
 	var stderr bytes.Buffer
 	done := make(chan error, 1)
 	go func() {
-		code, err := c.Exec(ctx, cmd, nil, pw, &limitedBuffer{buf: &stderr, max: 4096})
+		code, err := c.runHelper(ctx, walkArgv(c.root, prune), cmd, nil, pw, &limitedBuffer{buf: &stderr, max: 4096})
+		var stopped *agentStopped
+		if errors.As(err, &stopped) {
+			err = fmt.Errorf("%w: %v", ErrNoTreeWalk, err) // list with SFTP instead
+		}
 		if err == nil && code != 0 && code != 1 {
 			// 1: some entries could not be read (permissions), the rest is fine.
 			err = fmt.Errorf("%w: find exited %d: %s", ErrNoTreeWalk, code, strings.TrimSpace(stderr.String()))
@@ -90,6 +96,15 @@ func findCommand(root string, prune []string) string {
 	}
 	b.WriteString(" -printf " + findFormat)
 	return b.String()
+}
+
+// walkArgv is the agent's walk of root, as findCommand's.
+func walkArgv(root string, prune []string) []string {
+	argv := []string{proto.WalkCommand}
+	for _, p := range prune {
+		argv = append(argv, "--prune", p)
+	}
+	return append(argv, "--", root)
 }
 
 func shellQuote(s string) string {

@@ -27,6 +27,7 @@ package conn
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -153,6 +154,9 @@ func (u *uploader) install() {
 	// a connection being closed would kill shell startup scripts midway.
 	ctx := context.Background()
 	exe, err := func() (string, error) {
+		if u.c.agent.get(ctx) != nil {
+			return "", nil // sessions are streams of the agent
+		}
 		if _, err := findLocalHelper(); err != nil {
 			return "", err
 		}
@@ -291,7 +295,7 @@ func (p progressWriter) Write(b []byte) (int, error) {
 	return n, err
 }
 
-// startPutSession runs the helper at exe and waits for its greeting
+// startPutSession runs the helper at exe (""; on the agent) and waits for its greeting
 // (within OpTimeout).
 func (c *Client) startPutSession(ctx context.Context, exe string) (*putSession, error) {
 	inR, inW := io.Pipe()
@@ -304,7 +308,11 @@ func (c *Client) startPutSession(ctx context.Context, exe string) (*putSession, 
 	}
 	s.w = bufio.NewWriterSize(progressWriter{w: inW, last: &s.lastIO}, 64<<10)
 	go func() {
-		code, err := c.Exec(execCtx, shellQuote(exe)+" "+PutHelperCommand, inR, outW, s.stderr)
+		cmd := "" // exe "": on the agent only
+		if exe != "" {
+			cmd = shellQuote(exe) + " " + PutHelperCommand
+		}
+		code, err := c.runHelper(execCtx, []string{PutHelperCommand}, cmd, inR, outW, s.stderr)
 		if err == nil {
 			msg := s.stderr.String()
 			if msg == "" {
@@ -348,7 +356,7 @@ func (c *Client) startPutSession(ctx context.Context, exe string) (*putSession, 
 	}
 	if err != nil {
 		s.die(err)
-		return nil, fmt.Errorf("upload helper %s: %w", path.Base(exe), err)
+		return nil, fmt.Errorf("upload helper %s: %w", path.Base(cmp.Or(exe, "on the agent")), err)
 	}
 	go s.readReplies()
 	return s, nil

@@ -15,29 +15,41 @@ import (
 	"testing"
 	"time"
 
+	"remotefs/agent/proto"
 	"remotefs/internal/sshdtest"
 	"remotefs/internal/testenv"
 )
 
-// helperClient dials root with the upload helper started at connect and
-// waits until uploads go through it.
-func helperClient(t *testing.T, srv *sshdtest.Server, root string) *Client {
+// Upload helper test modes: on the connection's agent, or over an exec
+// channel of its own.
+const (
+	helperOnAgent = UploadsHelper
+	helperByExec  = "helper-exec"
+)
+
+// helperClient dials root with the upload helper started at connect (mode
+// helperOnAgent or helperByExec) and waits until uploads go through it.
+func helperClient(t *testing.T, srv *sshdtest.Server, root, mode string) *Client {
 	t.Helper()
 	helperBinary(t)
 	o := srvOpts(srv)
 	o.UploadHelper = UploadEager
+	if mode == helperByExec {
+		o.Agent = AgentOff
+	}
 	c := mustDial(t, "testbox:"+root, o)
 	testenv.EventuallyEvery(t, 20*time.Second, 10*time.Millisecond, "uploads through the helper", func() bool { return c.Uploads() == UploadsHelper })
 	return c
 }
 
 // uploadsClient dials a Client for root (made here) whose uploads go
-// through the helper (UploadsHelper) or plain SFTP (UploadsSFTP).
+// through the helper (helperOnAgent, helperByExec) or plain SFTP
+// (UploadsSFTP).
 func uploadsClient(t *testing.T, srv *sshdtest.Server, root, mode string) *Client {
 	t.Helper()
 	os.Mkdir(root, 0o755)
-	if mode == UploadsHelper {
-		return helperClient(t, srv, root)
+	if mode != UploadsSFTP {
+		return helperClient(t, srv, root, mode)
 	}
 	o := srvOpts(srv)
 	o.UploadHelper = UploadSFTP
@@ -45,15 +57,20 @@ func uploadsClient(t *testing.T, srv *sshdtest.Server, root, mode string) *Clien
 }
 
 // putProcMark is in the command line of this test process's upload
-// helpers, and of no other process (e2e tests may run alongside).
-func putProcMark(t *testing.T) string {
+// helpers (mode helperByExec) or agents (helperOnAgent), and of no other
+// process (e2e tests may run alongside).
+func putProcMark(t *testing.T, mode string) string {
 	t.Helper()
 	helperBinary(t)
 	lh, err := findLocalHelper()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return filepath.Join(watchHelperDir, "remotefs-helper-"+lh.hash) + " " + PutHelperCommand
+	cmd := PutHelperCommand
+	if mode == helperOnAgent {
+		cmd = proto.AgentCommand
+	}
+	return filepath.Join(watchHelperDir, "remotefs-helper-"+lh.hash) + " " + cmd
 }
 
 // The whole Remote suite with uploads through the helper.
@@ -61,7 +78,7 @@ func TestHelperRemoteSuite(t *testing.T) {
 	srv := sshdtest.Start(t)
 	var clients []*Client
 	runRemoteSuiteIn(t, srv.Dir, func(t *testing.T, dir string) Remote {
-		c := helperClient(t, srv, dir)
+		c := helperClient(t, srv, dir, helperOnAgent)
 		clients = append(clients, c)
 		return c
 	})
@@ -78,7 +95,7 @@ func TestHelperRemoteSuite(t *testing.T) {
 // Put's check of what the path holds, through the helper and over SFTP.
 func TestPutAccept(t *testing.T) {
 	srv := sshdtest.Start(t)
-	for _, mode := range []string{UploadsHelper, UploadsSFTP} {
+	for _, mode := range []string{helperOnAgent, helperByExec, UploadsSFTP} {
 		t.Run(mode, func(t *testing.T) {
 			ctx := context.Background()
 			root := filepath.Join(srv.Dir, "accept-"+mode)
@@ -159,11 +176,11 @@ func TestPutAccept(t *testing.T) {
 				t.Errorf("ConflictPath in another folder: %v", err)
 			}
 			helperPuts := c.uploads.helperPuts.Load()
-			if mode == UploadsHelper {
+			if mode != UploadsSFTP {
 				if helperPuts < 8 {
 					t.Errorf("%d uploads through the helper, want every one", helperPuts)
 				}
-				if len(procsMentioning(putProcMark(t))) == 0 {
+				if len(procsMentioning(putProcMark(t, mode))) == 0 {
 					t.Errorf("no %s process on the server", PutHelperCommand)
 				}
 			} else if helperPuts != 0 {
@@ -171,7 +188,7 @@ func TestPutAccept(t *testing.T) {
 			}
 		})
 	}
-	noProcsLeft(t, putProcMark(t))
+	noProcsLeft(t, putProcMark(t, helperByExec))
 }
 
 // A full disk fails the upload with ENOSPC in both ways, saying so, and
@@ -191,8 +208,8 @@ func TestPutDiskFull(t *testing.T) {
 			t.Cleanup(func() { exec.Command("umount", "-l", root).Run() })
 			os.Chmod(root, 0o777)
 			var c *Client
-			if mode == UploadsHelper {
-				c = helperClient(t, srv, root)
+			if mode != UploadsSFTP {
+				c = helperClient(t, srv, root, mode)
 			} else {
 				o := srvOpts(srv)
 				o.UploadHelper = UploadSFTP
@@ -268,11 +285,17 @@ func newGatedReader(first, rest []byte) *gatedReader {
 // (ErrOffline) while the connection stays up; the retry, with the same
 // temporary name, lands and leaves nothing behind.
 func TestPutHelperDiesMidUpload(t *testing.T) {
-	noProcsLeft(t, putProcMark(t)) // earlier tests' helpers
 	srv := sshdtest.Start(t)
-	root := filepath.Join(srv.Dir, "dies")
+	for _, mode := range []string{helperOnAgent, helperByExec} {
+		t.Run(mode, func(t *testing.T) { testPutHelperDiesMidUpload(t, srv, mode) })
+	}
+}
+
+func testPutHelperDiesMidUpload(t *testing.T, srv *sshdtest.Server, mode string) {
+	noProcsLeft(t, putProcMark(t, mode)) // earlier tests' helpers
+	root := filepath.Join(srv.Dir, "dies-"+mode)
 	os.Mkdir(root, 0o755)
-	c := helperClient(t, srv, root)
+	c := helperClient(t, srv, root, mode)
 	data := randomBytes(3 << 20)
 	r := newGatedReader(data[:1<<20], data[1<<20:])
 	tmp := TempNameAt("f", time.Now(), 42)
@@ -289,7 +312,7 @@ func TestPutHelperDiesMidUpload(t *testing.T) {
 		return err == nil
 	})
 	killed := 0
-	for _, p := range procsMentioning(putProcMark(t)) {
+	for _, p := range procsMentioning(putProcMark(t, mode)) {
 		var pid int
 		fmt.Sscanf(p, "%d:", &pid)
 		if proc, err := os.FindProcess(pid); err == nil && proc.Kill() == nil {
@@ -335,7 +358,7 @@ func TestPutHelperCancel(t *testing.T) {
 	srv := sshdtest.Start(t)
 	root := filepath.Join(srv.Dir, "cancel")
 	os.Mkdir(root, 0o755)
-	c := helperClient(t, srv, root)
+	c := helperClient(t, srv, root, helperOnAgent)
 	r := newGatedReader(randomBytes(100000), randomBytes(100000))
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
@@ -368,7 +391,7 @@ func TestPutHelperCancel(t *testing.T) {
 	// The abandoned request was answered before the next one.
 	noTempFiles(t, root)
 	c.Close()
-	noProcsLeft(t, putProcMark(t))
+	noProcsLeft(t, putProcMark(t, helperByExec))
 }
 
 // A root login's save of another user's file keeps its owner and group,

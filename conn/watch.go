@@ -287,6 +287,19 @@ func (w *watchRun) push(ch Change) {
 // is called when it is live. It returns the mode tried last and why it
 // stopped.
 func (w *watchRun) once(ctx context.Context, live func(mode string)) (string, error) {
+	if (w.o.Mode == WatchAuto || w.o.Mode == WatchHelper) && !w.disabled[WatchHelper] && w.c.agent.get(ctx) != nil {
+		// The helper on the connection's agent: no probe, no exec.
+		err := w.runMode(ctx, WatchHelper, serverInfo{agent: true}, live)
+		var me *watchModeError
+		if w.o.Mode != WatchAuto || ctx.Err() != nil || errors.Is(err, ErrOffline) || w.c.Err() != nil || !errors.As(err, &me) {
+			return WatchHelper, err
+		}
+		if me.limit {
+			w.disabled[WatchHelper] = true
+			w.disabled[WatchInotifywait] = true
+		}
+		w.o.Logger.Info("the change feed on the agent did not start; trying one exec per helper", "host", w.c.label, "err", me.err)
+	}
 	var modes []string
 	var info serverInfo
 	var probeErr error
@@ -337,21 +350,25 @@ func (w *watchRun) runMode(ctx context.Context, mode string, info serverInfo, li
 	onLive := func() { live(mode) }
 	switch mode {
 	case WatchHelper:
-		exe, err := w.c.installHelper(ctx, info)
-		if err != nil {
-			if errors.Is(err, ErrOffline) || ctx.Err() != nil {
-				return err
+		argv := helperArgv(w.c.root, w.o.Ignore, watchHelperIdle)
+		cmd := "" // on the agent only
+		if !info.agent {
+			exe, err := w.c.installHelper(ctx, info)
+			if err != nil {
+				if errors.Is(err, ErrOffline) || ctx.Err() != nil {
+					return err
+				}
+				return &watchModeError{mode: mode, err: err}
 			}
-			return &watchModeError{mode: mode, err: err}
+			cmd = helperCommand(exe, argv)
 		}
-		cmd := helperCommand(exe, w.c.root, w.o.Ignore, watchHelperIdle)
-		return w.runStream(ctx, mode, cmd, nil, w.parseHelper, onLive)
+		return w.runStream(ctx, mode, argv, cmd, nil, w.parseHelper, onLive)
 	case WatchInotifywait:
 		if !info.inotifywait {
 			return &watchModeError{mode: mode, err: errors.New("the server has no inotifywait (inotify-tools) or no timeout (coreutils)")}
 		}
 		ready := &readyWriter{marker: []byte("Watches established."), buf: limitedBuffer{buf: &bytes.Buffer{}, max: 4096}, ready: make(chan struct{})}
-		return w.runStream(ctx, mode, inotifywaitCommand(w.c.root, w.o.Ignore), ready, w.parseInotifywait, onLive)
+		return w.runStream(ctx, mode, nil, inotifywaitCommand(w.c.root, w.o.Ignore), ready, w.parseInotifywait, onLive)
 	default:
 		return w.runPoll(ctx, onLive)
 	}
@@ -359,6 +376,7 @@ func (w *watchRun) runMode(ctx context.Context, mode string, info serverInfo, li
 
 // serverInfo is what probeWatch learns.
 type serverInfo struct {
+	agent        bool // the helper runs on the agent: no probe, no install
 	goos, goarch string
 	home         string
 	inotifywait  bool
@@ -578,15 +596,24 @@ func orUnknown(s string) string {
 	return s
 }
 
-// helperCommand runs the helper on root.
-func helperCommand(exe, root string, ignore []string, idle time.Duration) string {
+// helperArgv runs the watch helper on root (after the helper's path, or
+// as a request to the agent).
+func helperArgv(root string, ignore []string, idle time.Duration) []string {
+	argv := []string{WatchHelperCommand, "--heartbeat-timeout", idle.String()}
+	for _, g := range ignore {
+		argv = append(argv, "--ignore", g)
+	}
+	return append(argv, "--", root)
+}
+
+// helperCommand is the shell command line that runs the helper exe with
+// argv.
+func helperCommand(exe string, argv []string) string {
 	var b strings.Builder
 	b.WriteString(shellQuote(exe))
-	b.WriteString(" " + WatchHelperCommand + " --heartbeat-timeout " + idle.String())
-	for _, g := range ignore {
-		b.WriteString(" --ignore " + shellQuote(g))
+	for _, a := range argv {
+		b.WriteString(" " + shellQuote(a))
 	}
-	b.WriteString(" -- " + shellQuote(root))
 	return b.String()
 }
 
@@ -721,7 +748,7 @@ type streamState struct {
 // ctx ends, stdin is closed (the command exits at EOF) and after a grace
 // period the command is killed. ready, when not nil, says the command is
 // live from its stderr; else parse calls live itself.
-func (w *watchRun) runStream(ctx context.Context, mode, cmd string, ready *readyWriter,
+func (w *watchRun) runStream(ctx context.Context, mode string, argv []string, cmd string, ready *readyWriter,
 	parse func(r io.Reader, st streamState) error, onLive func()) error {
 	execCtx, kill := context.WithCancel(context.Background())
 	defer kill()
@@ -742,7 +769,13 @@ func (w *watchRun) runStream(ctx context.Context, mode, cmd string, ready *ready
 	}
 	execDone := make(chan result, 1)
 	go func() {
-		code, err := w.c.Exec(execCtx, cmd, inR, outW, stderr)
+		var code int
+		var err error
+		if argv != nil {
+			code, err = w.c.runHelper(execCtx, argv, cmd, inR, outW, stderr)
+		} else {
+			code, err = w.c.Exec(execCtx, cmd, inR, outW, stderr)
+		}
 		outW.CloseWithError(io.EOF)
 		inR.CloseWithError(io.ErrClosedPipe)
 		execDone <- result{code, err}

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"remotefs/agent/proto"
 	"remotefs/internal/sshdtest"
 	"remotefs/internal/testenv"
 )
@@ -235,18 +236,25 @@ const testPollInterval = 500 * time.Millisecond
 func TestWatchModes(t *testing.T) {
 	helperBinary(t)
 	srv := sshdtest.Start(t)
-	for _, mode := range []string{WatchHelper, WatchInotifywait, WatchPoll} {
-		t.Run(mode, func(t *testing.T) {
+	// "helper-exec": the helper over an exec channel of its own, not on
+	// the connection's agent.
+	for _, name := range []string{WatchHelper, "helper-exec", WatchInotifywait, WatchPoll} {
+		t.Run(name, func(t *testing.T) {
+			mode := strings.TrimSuffix(name, "-exec")
 			if mode == WatchInotifywait {
 				if _, err := exec.LookPath("inotifywait"); err != nil {
 					t.Skip("inotifywait not installed")
 				}
 			}
-			root := filepath.Join(srv.Dir, "modes-"+mode)
+			root := filepath.Join(srv.Dir, "modes-"+name)
 			os.MkdirAll(filepath.Join(root, "node_modules"), 0o755)
 			os.MkdirAll(filepath.Join(root, "old"), 0o755)
 			os.WriteFile(filepath.Join(root, "old", "keep"), []byte("k"), 0o644)
-			c := mustDial(t, "testbox:"+root, srvOpts(srv))
+			o := srvOpts(srv)
+			if name != mode {
+				o.Agent = AgentOff
+			}
+			c := mustDial(t, "testbox:"+root, o)
 			h := startWatch(t, c, WatchOptions{Mode: mode, PollInterval: testPollInterval, Ignore: []string{"node_modules"}})
 			if h.mode != mode {
 				t.Fatalf("started in mode %q", h.mode)
@@ -414,7 +422,9 @@ func TestWatchAutoFallback(t *testing.T) {
 	srv := sshdtest.Start(t)
 	root := filepath.Join(srv.Dir, "fallback")
 	os.Mkdir(root, 0o755)
-	c := mustDial(t, "testbox:"+root, srvOpts(srv))
+	o := srvOpts(srv)
+	o.Agent = AgentOff // started at dial, it would have the helper
+	c := mustDial(t, "testbox:"+root, o)
 	saved := watchHelper.Load()
 	SetWatchHelper(nil)
 	defer watchHelper.Store(saved)
@@ -463,19 +473,37 @@ func TestWatchConnectionDies(t *testing.T) {
 	}
 }
 
-// A helper that dies is restarted, and the restart reports an Overflow.
+// A helper that dies is restarted, and the restart reports an Overflow:
+// the helper over exec, and the agent that runs it (the restart then runs
+// it over exec until the agent is started again).
 func TestWatchHelperRestarts(t *testing.T) {
 	helperBinary(t)
 	srv := sshdtest.Start(t)
-	root := filepath.Join(srv.Dir, "restart")
+	for _, onAgent := range []bool{true, false} {
+		t.Run(fmt.Sprint("agent=", onAgent), func(t *testing.T) { testWatchHelperRestarts(t, srv, onAgent) })
+	}
+}
+
+func testWatchHelperRestarts(t *testing.T, srv *sshdtest.Server, onAgent bool) {
+	root := filepath.Join(srv.Dir, fmt.Sprint("restart-", onAgent))
 	os.Mkdir(root, 0o755)
-	c := mustDial(t, "testbox:"+root, srvOpts(srv))
-	h := startWatch(t, c, WatchOptions{Mode: WatchHelper})
+	o := srvOpts(srv)
+	mark := WatchHelperCommand + " --heartbeat-timeout"
+	if onAgent {
+		mark = filepath.Join(watchHelperDir, "remotefs-helper-")
+	} else {
+		o.Agent = AgentOff
+	}
+	c := mustDial(t, "testbox:"+root, o)
+	h := startWatch(t, c, WatchOptions{Mode: WatchAuto})
+	if h.mode != WatchHelper {
+		t.Fatalf("mode %q", h.mode)
+	}
 	h.log.allowOverflow.Store(true)
-	procs := procsMentioning(WatchHelperCommand + " --heartbeat-timeout")
+	procs := procsMentioning(mark)
 	var killed int
 	for _, p := range procs {
-		if strings.HasSuffix(p, " -- "+root+" ") {
+		if (onAgent && strings.HasSuffix(p, " "+proto.AgentCommand+" ")) || strings.HasSuffix(p, " -- "+root+" ") {
 			var pid int
 			fmt.Sscanf(p, "%d:", &pid)
 			if proc, err := os.FindProcess(pid); err == nil && proc.Kill() == nil {
@@ -483,7 +511,7 @@ func TestWatchHelperRestarts(t *testing.T) {
 			}
 		}
 	}
-	if killed != 1 {
+	if killed == 0 || (!onAgent && killed != 1) {
 		t.Fatalf("killed %d helpers; processes: %q", killed, procs)
 	}
 	m := h.log.mark()

@@ -1,7 +1,8 @@
 // Package proto is what a mount and the programs it runs on the server
 // say to each other: the wire formats of the upload helper (put.go), the
-// change-feed helper (watch.go),
-// and the names both sides must agree on. Package conn speaks the client
+// change-feed helper (watch.go), the per-connection agent that carries
+// them and the listing and fetch commands over one channel (mux.go), and
+// the names both sides must agree on. Package conn speaks the client
 // side, package agent the server side; both import this package and
 // nothing else of the other. See package agent's doc for the whole story.
 package proto
@@ -10,6 +11,22 @@ package proto
 // upload helper: `remotefs __put`. It reads requests on stdin and answers
 // on stdout (put.go), and exits at stdin EOF.
 const PutCommand = "__put"
+
+// Commands of the agent (mux.go) besides the two helpers, as the first
+// word of a stream's argv. Their outputs are those of the commands conn
+// runs where there is no agent, so one reader serves both.
+const (
+	// WalkCommand: `walk [--prune GLOB]... -- ROOT`; stdout: a GNU find
+	// record (conn/tree.go's findFormat) per entry under ROOT.
+	WalkCommand = "walk"
+	// StatCommand: `stat -- ROOT`; stdin: root-relative paths, each ended
+	// by NUL; stdout: a record in the same format per path that exists.
+	StatCommand = "stat"
+	// FetchCommand: `fetch -- ROOT`; stdin: root-relative paths, each
+	// ended by NUL; stdout: a tar stream of those that are regular files,
+	// with GNU tar's warnings on stderr for files that changed meanwhile.
+	FetchCommand = "fetch"
+)
 
 // TempPrefix starts the name of every temporary file an upload creates, so
 // that listings and the change feed can leave them out.

@@ -33,6 +33,7 @@ func init() {
 const (
 	watchCommand = proto.WatchCommand
 	putCommand   = proto.PutCommand
+	agentCommand = proto.AgentCommand
 )
 
 func cmdWatch(ctx context.Context, args []string) error {
@@ -41,6 +42,10 @@ func cmdWatch(ctx context.Context, args []string) error {
 
 func cmdPut(ctx context.Context, args []string) error {
 	return agentUsage(agent.Put(ctx, args, os.Stdin, os.Stdout))
+}
+
+func cmdAgent(ctx context.Context, args []string) error {
+	return agentUsage(agent.Serve(ctx, args, os.Stdin, os.Stdout))
 }
 
 // agentUsage makes agent's usage errors this command's (exit status 2).

@@ -133,6 +133,8 @@ func run(ctx context.Context, args []string) error {
 		return cmdEcho(ctx, rest)
 	case putCommand:
 		return cmdPut(ctx, rest)
+	case agentCommand:
+		return cmdAgent(ctx, rest)
 	}
 	fmt.Fprint(os.Stderr, topUsage)
 	return cli.Usagef("unknown command %q", cmd)

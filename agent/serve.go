@@ -1,0 +1,71 @@
+package agent
+
+// The per-connection agent: `remotefs __agent` serves every helper request
+// of one mount over one exec channel (proto/mux.go), so the server's login
+// shell starts once per connection instead of once per helper.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"remotefs/agent/proto"
+)
+
+// Serve runs the agent (`remotefs __agent`) on stdin and stdout until
+// stdin ends (nil) or breaks the format. Each stream runs its command on
+// its own goroutine; when Serve returns, every command was told to stop
+// (their contexts ended) and nothing is written any more.
+func Serve(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer) error {
+	if len(args) > 0 && !(len(args) == 1 && args[0] == "--") {
+		return usageErr("usage: remotefs __agent\n\nInternal: the per-connection agent a mount runs on the server.")
+	}
+	return proto.ServeMux(stdin, stdout, uint32(os.Getuid()), uint32(os.Getgid()), func(s *proto.Stream, argv []string) {
+		s.Exit(runCommand(ctx, s, argv))
+	})
+}
+
+// runCommand runs one stream's command and returns its exit code: 0, 1
+// (some entries could not be read: the rest is right), 2 (usage), 127
+// (no such command), with a message on stderr for anything but 0.
+func runCommand(parent context.Context, s *proto.Stream, argv []string) int {
+	ctx, cancel := context.WithCancel(parent)
+	defer cancel()
+	go func() {
+		select {
+		case <-s.Context().Done():
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	stderr := s.StderrWriter()
+	var err error
+	switch argv[0] {
+	case proto.WatchCommand:
+		err = Watch(ctx, argv[1:], s, s)
+	case proto.PutCommand:
+		err = Put(ctx, argv[1:], s, s)
+	case proto.WalkCommand:
+		err = Walk(ctx, argv[1:], s, stderr)
+	case proto.StatCommand:
+		err = Stat(ctx, argv[1:], s, s, stderr)
+	case proto.FetchCommand:
+		err = Fetch(ctx, argv[1:], s, s, stderr)
+	default:
+		fmt.Fprintf(stderr, "remotefs agent: unknown command %q\n", argv[0])
+		return 127
+	}
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, errSomeUnreadable):
+		return 1
+	case errors.Is(err, ErrUsage):
+		fmt.Fprintf(stderr, "%v\n", err)
+		return 2
+	}
+	fmt.Fprintf(stderr, "remotefs agent: %s: %v\n", argv[0], err)
+	return 1
+}

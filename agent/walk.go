@@ -1,0 +1,241 @@
+package agent
+
+// Listing for the agent: the whole tree's metadata (walk) and a batch of
+// lstats (stat), written in the record format of the GNU find command
+// conn runs when there is no agent (conn/tree.go, findFormat), so one
+// parser reads both:
+//
+//	TYPE MODE SIZE MTIME PATH TARGET UID GID NLINK INO ATIME CTIME
+//
+// each field ended by NUL: TYPE is find's %y letter (f d l p s c b),
+// MODE the permission bits in octal (%m), times seconds.nanoseconds,
+// PATH relative to the root, TARGET a symlink's target (else empty).
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"remotefs/agent/proto"
+)
+
+// errSomeUnreadable: some entries could not be read (find's exit status
+// 1); the rest of the output is right.
+var errSomeUnreadable = errors.New("some entries could not be read")
+
+// Walk writes a record for every entry under the root named in args, in
+// pre-order (a directory before its contents, its subtree complete before
+// the next sibling), like `find ROOT/ -mindepth 1`: directories whose base
+// name matches a --prune glob are written but not entered, and symlinks
+// are not followed (the root itself is). Folders it cannot read are named
+// on stderr and the result is errSomeUnreadable.
+func Walk(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fl := flag.NewFlagSet(proto.WalkCommand, flag.ContinueOnError)
+	fl.SetOutput(io.Discard)
+	var prune stringList
+	fl.Var(&prune, "prune", "base-name glob of directories listed but not entered (repeatable)")
+	if err := fl.Parse(args); err != nil || fl.NArg() != 1 {
+		return usageErr("usage: walk [--prune GLOB]... -- ROOT")
+	}
+	for _, g := range prune {
+		if _, err := path.Match(g, ""); err != nil {
+			return usageErr(fmt.Sprintf("bad --prune pattern %q", g))
+		}
+	}
+	w := &walker{ctx: ctx, root: strings.TrimSuffix(fl.Arg(0), "/"), prune: prune,
+		out: bufio.NewWriterSize(stdout, 64<<10), stderr: stderr}
+	if err := w.dir(""); err != nil {
+		return err
+	}
+	if err := w.out.Flush(); err != nil {
+		return err
+	}
+	if w.unreadable {
+		return errSomeUnreadable
+	}
+	return nil
+}
+
+type walker struct {
+	ctx        context.Context
+	root       string
+	prune      []string
+	out        *bufio.Writer
+	stderr     io.Writer
+	unreadable bool
+	rec        []byte
+}
+
+func (w *walker) abs(rel string) string {
+	if rel == "" {
+		return w.root + "/"
+	}
+	return w.root + "/" + rel
+}
+
+// dir writes rel's entries and their subtrees.
+func (w *walker) dir(rel string) error {
+	if err := w.ctx.Err(); err != nil {
+		return err
+	}
+	d, err := os.Open(w.abs(rel))
+	if err != nil {
+		w.unreadable = true
+		fmt.Fprintf(w.stderr, "walk: %s: %v\n", w.abs(rel), errnoText(err))
+		return nil
+	}
+	names, err := d.Readdirnames(-1)
+	d.Close()
+	if err != nil {
+		w.unreadable = true
+		fmt.Fprintf(w.stderr, "walk: %s: %v\n", w.abs(rel), errnoText(err))
+	}
+	for _, name := range names {
+		p := joinRel(rel, name)
+		var st unix.Stat_t
+		if err := unix.Lstat(w.abs(p), &st); err != nil {
+			if !errors.Is(err, unix.ENOENT) { // removed meanwhile: not there
+				w.unreadable = true
+				fmt.Fprintf(w.stderr, "walk: %s: %v\n", w.abs(p), err)
+			}
+			continue
+		}
+		if err := w.write(p, &st); err != nil {
+			return err
+		}
+		if st.Mode&unix.S_IFMT == unix.S_IFDIR && !w.pruned(name) {
+			if err := w.dir(p); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (w *walker) pruned(name string) bool {
+	for _, g := range w.prune {
+		if ok, _ := path.Match(g, name); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// write writes one record.
+func (w *walker) write(rel string, st *unix.Stat_t) error {
+	target := ""
+	if st.Mode&unix.S_IFMT == unix.S_IFLNK {
+		target, _ = os.Readlink(w.abs(rel))
+	}
+	w.rec = appendRecord(w.rec[:0], rel, target, st)
+	_, err := w.out.Write(w.rec)
+	return err
+}
+
+// appendRecord appends rel's record to b.
+func appendRecord(b []byte, rel, target string, st *unix.Stat_t) []byte {
+	field := func(s string) { b = append(append(b, s...), 0) }
+	num := func(v uint64, base int) { b = append(strconv.AppendUint(b, v, base), 0) }
+	tm := func(ts unix.Timespec) {
+		b = strconv.AppendInt(b, ts.Sec, 10)
+		b = append(b, '.')
+		ns := strconv.FormatInt(ts.Nsec, 10)
+		b = append(append(b, "000000000"[len(ns):]...), ns...)
+		b = append(b, 0)
+	}
+	field(findType(st.Mode))
+	num(uint64(st.Mode&0o7777), 8)
+	num(uint64(st.Size), 10)
+	tm(st.Mtim)
+	field(rel)
+	field(target)
+	num(uint64(st.Uid), 10)
+	num(uint64(st.Gid), 10)
+	num(uint64(st.Nlink), 10)
+	num(st.Ino, 10)
+	tm(st.Atim)
+	tm(st.Ctim)
+	return b
+}
+
+// findType is find's %y letter for a mode.
+func findType(mode uint32) string {
+	switch mode & unix.S_IFMT {
+	case unix.S_IFDIR:
+		return "d"
+	case unix.S_IFLNK:
+		return "l"
+	case unix.S_IFIFO:
+		return "p"
+	case unix.S_IFSOCK:
+		return "s"
+	case unix.S_IFCHR:
+		return "c"
+	case unix.S_IFBLK:
+		return "b"
+	}
+	return "f"
+}
+
+func errnoText(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+// readPaths reads root-relative paths, each ended by NUL, from r; those
+// that are not clean relative paths are dropped.
+func readPaths(r io.Reader) ([]string, error) {
+	br := bufio.NewReader(r)
+	var out []string
+	for {
+		p, err := br.ReadString(0)
+		if err == io.EOF {
+			return out, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		p = p[:len(p)-1]
+		if p != "" && proto.ValidRel(p) {
+			out = append(out, p)
+		}
+	}
+}
+
+// Stat reads root-relative paths from stdin (each ended by NUL) and writes
+// a record for each that exists (lstat), with the path as given.
+func Stat(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	if len(args) != 2 || args[0] != "--" {
+		return usageErr("usage: stat -- ROOT")
+	}
+	paths, err := readPaths(stdin)
+	if err != nil {
+		return err
+	}
+	w := &walker{ctx: ctx, root: strings.TrimSuffix(args[1], "/"), out: bufio.NewWriterSize(stdout, 64<<10), stderr: stderr}
+	for _, p := range paths {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		var st unix.Stat_t
+		if err := unix.Lstat(w.abs(p), &st); err != nil {
+			continue
+		}
+		if err := w.write(p, &st); err != nil {
+			return err
+		}
+	}
+	return w.out.Flush()
+}

@@ -1,0 +1,533 @@
+package conn
+
+// The per-connection agent: one long-running `remotefs __agent` on the
+// server (package agent), started over ONE exec channel when the
+// connection is made, that serves the helpers' requests multiplexed as
+// streams (agent/proto, mux.go): the tree listing (WalkTree), content of
+// many small files (FetchFiles), batch lstat (StatMany), the change feed
+// (Watch's helper mode) and the upload helper (Put). Every exec channel
+// pays the user's login shell (on real servers a conda/pyenv init can
+// take a second); with the agent, a connection pays it once.
+//
+// Start (one exec): a small sh script, given the helper's folder, name and
+// size, prints a marker line, `uname -sm`, and whether the helper binary
+// is already there, then reads one line: "run" execs the helper as
+// `__agent`; "send" reads the binary from the same stdin (head -c SIZE)
+// into a temporary name, renames it into place and execs it; anything
+// else exits. The client says "run" or "send" only when the server's OS
+// and architecture are this binary's and both are Linux; the agent then
+// greets with proto.AgentHello and the uid and gid it runs as. The
+// binary's file name holds its hash: both ends are the same build.
+//
+// Fallback: when the agent cannot run (another OS or architecture, no
+// helper binary, nothing writable, exec refused, no greeting within
+// OpTimeout), each helper runs as before, over an exec channel of its
+// own (find, tar, the watch helper or inotifywait or polling, the upload
+// helper or SFTP). A start that is under way is waited for (callers want
+// the agent more than a second exec); when an agent that ran dies while
+// the connection lives, helpers run the old way for agentRetry, then a
+// new agent is started.
+//
+// Liveness: the agent's exec channel lives as long as the connection (the
+// agent exits at stdin EOF). While streams are open the client pings it
+// every agentPing; when nothing at all came from it for OpTimeout after a
+// ping, the agent is taken for hung: its session is closed and its
+// streams fail.
+//
+// Lock order: agentRunner.mu only; it is never held across network I/O.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"remotefs/agent/proto"
+)
+
+// Agent modes, as Options.Agent.
+const (
+	// AgentAuto: start the agent with each connection when the server can
+	// run it.
+	AgentAuto = ""
+	// AgentOff: never; every helper runs over its own exec channel.
+	AgentOff = "off"
+)
+
+const (
+	agentRetry = 30 * time.Second // after an agent died, before starting another
+	agentPing  = 5 * time.Second
+	agentBoot  = "remotefs-agent-boot"
+)
+
+// agentScript starts the agent: $1 the helper folder ("" for
+// $HOME/.cache/remotefs), $2 the helper's file name, $3 its size.
+const agentScript = `echo ` + agentBoot + `
+uname -sm
+d=${1:-$HOME/.cache/remotefs}
+f=$d/$2
+if [ -f "$f" ] && [ -x "$f" ] && [ "$(wc -c <"$f")" -eq "$3" ]; then echo ready; else echo need; fi
+read -r a || exit 0
+case $a in
+run) exec "$f" ` + proto.AgentCommand + ` ;;
+send)
+  mkdir -p "$d" && chmod 700 "$d" || exit 1
+  t=$d/` + proto.TempPrefix + `boot-$$-$2
+  head -c "$3" >"$t" || { rm -f "$t"; exit 1; }
+  if [ "$(wc -c <"$t")" -ne "$3" ]; then rm -f "$t"; echo "the helper upload was cut short" >&2; exit 1; fi
+  chmod 700 "$t" && mv -f "$t" "$f" || { rm -f "$t"; exit 1; }
+  for o in "$d"/remotefs-helper-*; do [ "$o" = "$f" ] || rm -f "$o"; done
+  exec "$f" ` + proto.AgentCommand + ` ;;
+esac
+exit 0`
+
+type agentState int
+
+const (
+	agentIdle     agentState = iota // not started, or died: start on demand after retryAt
+	agentStarting                   // a start is under way (started is open)
+	agentReady                      // mux serves
+	agentOff                        // cannot run here: never again on this connection
+)
+
+// agentRunner runs the agent of one Client.
+type agentRunner struct {
+	// Set at construction.
+	c    *Client
+	mode string
+
+	mu      sync.Mutex
+	state   agentState    // guarded by mu
+	mux     *proto.Mux    // guarded by mu; agentReady
+	started chan struct{} // guarded by mu; closed when the start under way ended
+	offErr  error         // guarded by mu; agentOff: why
+	retryAt time.Time     // guarded by mu; agentIdle
+}
+
+func newAgentRunner(c *Client, mode string) *agentRunner {
+	a := &agentRunner{c: c, mode: mode}
+	if mode == AgentOff {
+		a.state, a.offErr = agentOff, errors.New("turned off")
+	}
+	return a
+}
+
+// start starts the agent in the background unless it runs, is starting,
+// or cannot run.
+func (a *agentRunner) start() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.startLocked()
+}
+
+func (a *agentRunner) startLocked() {
+	if a.state != agentIdle || time.Now().Before(a.retryAt) || a.c.Err() != nil {
+		return
+	}
+	if a.c.ssh == nil {
+		a.state, a.offErr = agentOff, errors.New("no ssh connection to run it over")
+		return
+	}
+	a.state = agentStarting
+	a.started = make(chan struct{})
+	go a.run(a.started)
+}
+
+// get returns the running agent's mux, waiting for a start under way (or
+// starting one when it is due); nil: run helpers the old way.
+func (a *agentRunner) get(ctx context.Context) *proto.Mux {
+	a.mu.Lock()
+	a.startLocked()
+	for a.state == agentStarting {
+		ch := a.started
+		a.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil
+		case <-a.c.done:
+			return nil
+		}
+		a.mu.Lock()
+	}
+	defer a.mu.Unlock()
+	if a.state == agentReady {
+		return a.mux
+	}
+	return nil
+}
+
+// running is the agent's mux if it runs now, without waiting.
+func (a *agentRunner) running() *proto.Mux {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.state == agentReady {
+		return a.mux
+	}
+	return nil
+}
+
+// Agent says whether the connection's agent runs ("running"), is
+// starting, or why it does not.
+func (c *Client) Agent() string {
+	a := c.agent
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	switch a.state {
+	case agentReady:
+		return "running"
+	case agentStarting:
+		return "starting"
+	case agentOff:
+		return "off: " + a.offErr.Error()
+	}
+	return "not running"
+}
+
+// run starts the agent and serves it until it ends.
+func (a *agentRunner) run(started chan struct{}) {
+	c := a.c
+	// No ctx of the caller's: the agent lives as long as the connection
+	// (see uploader.install about SIGKILL during shell start-up).
+	execCtx, kill := context.WithCancel(context.Background())
+	inR, inW := io.Pipe()
+	outR, outW := io.Pipe()
+	stderr := &syncBuffer{buf: limitedBuffer{buf: &bytes.Buffer{}, max: 4096}}
+	execDone := make(chan error, 1)
+	var execStarted bool
+	finish := func(m *proto.Mux, err error, permanent bool) {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		close(started)
+		switch {
+		case err == nil:
+			a.state, a.mux = agentReady, m
+		case permanent:
+			a.state, a.offErr = agentOff, err
+		default:
+			a.state, a.retryAt = agentIdle, time.Now().Add(agentRetry)
+		}
+		if err != nil && c.Err() == nil {
+			c.log.Info("server-side agent unavailable: helpers run one exec each", "host", c.label, "err", err)
+		}
+	}
+	stop := func() {
+		inW.CloseWithError(io.ErrClosedPipe)
+		outR.CloseWithError(io.ErrClosedPipe)
+		if execStarted && c.Err() == nil {
+			kill()
+		}
+	}
+
+	h, err := findLocalHelper()
+	if err == nil && runtime.GOOS != "linux" {
+		err = fmt.Errorf("the agent needs Linux (this is %s)", runtime.GOOS)
+	}
+	if err != nil {
+		finish(nil, err, true)
+		kill()
+		return
+	}
+	cmd := "sh -c " + shellQuote(agentScript) + " sh " + shellQuote(watchHelperDir) + " " +
+		shellQuote("remotefs-helper-"+h.hash) + " " + strconv.FormatInt(h.size, 10)
+	execStarted = true
+	go func() {
+		code, err := c.Exec(execCtx, cmd, inR, outW, stderr)
+		if err == nil {
+			msg := stderr.String()
+			if msg == "" {
+				msg = "no message"
+			}
+			err = fmt.Errorf("exited with status %d: %s", code, msg)
+		}
+		outW.CloseWithError(err)
+		inR.CloseWithError(io.ErrClosedPipe)
+		execDone <- err
+	}()
+
+	br := bufio.NewReaderSize(outR, 64<<10)
+	type booted struct {
+		m        *proto.Mux
+		uid, gid uint32
+		err      error
+		// permanent: this server cannot run the agent.
+		permanent bool
+	}
+	res := make(chan booted, 1)
+	go func() {
+		m, uid, gid, perm, err := a.boot(br, inW, h)
+		res <- booted{m, uid, gid, err, perm}
+	}()
+	timer := time.NewTimer(c.opTimeout)
+	defer timer.Stop()
+	var b booted
+	select {
+	case b = <-res:
+	case <-timer.C:
+		b.err = fmt.Errorf("no greeting from the agent within %v", c.opTimeout)
+	case <-c.done:
+		b.err = c.Err()
+	}
+	if b.err != nil {
+		stop()
+		finish(nil, fmt.Errorf("agent: %w", b.err), b.permanent)
+		return
+	}
+	c.setOwner(b.uid, b.gid)
+	finish(b.m, nil, false)
+	c.log.Debug("server-side agent running", "host", c.label)
+
+	// Serve until the agent, its session or the connection ends; ping it
+	// while it has work.
+	tick := time.NewTicker(agentPing)
+	defer tick.Stop()
+	var pingSent int64
+	var why error
+	for why == nil {
+		select {
+		case <-b.m.Done():
+			why = b.m.Err()
+		case err := <-execDone:
+			why = err
+		case <-c.done:
+			why = c.Err()
+		case <-tick.C:
+			now := time.Now().UnixNano()
+			last := b.m.LastRecv.Load()
+			switch {
+			case b.m.Streams() == 0:
+				pingSent = 0
+			case pingSent == 0 || last > pingSent:
+				pingSent = now
+				go b.m.Ping()
+			case time.Duration(now-max(pingSent, last)) >= c.opTimeout:
+				why = fmt.Errorf("no answer from the agent for %v", time.Duration(now-max(pingSent, last)).Round(time.Millisecond))
+			}
+		}
+	}
+	b.m.Close(fmt.Errorf("the agent on %s stopped: %w", c.label, why))
+	stop()
+	a.mu.Lock()
+	if a.mux == b.m {
+		a.state, a.mux, a.retryAt = agentIdle, nil, time.Now().Add(agentRetry)
+	}
+	a.mu.Unlock()
+	if c.Err() == nil {
+		c.log.Warn("server-side agent stopped; helpers run one exec each for a while", "host", c.label, "err", why, "for", agentRetry)
+	}
+}
+
+// boot speaks the start script's side of the exchange and reads the
+// agent's greeting. permanent: the server cannot run the agent.
+func (a *agentRunner) boot(br *bufio.Reader, w io.Writer, h localHelper) (m *proto.Mux, uid, gid uint32, permanent bool, err error) {
+	line := func() (string, error) {
+		s, err := br.ReadString('\n')
+		if err != nil {
+			return "", fmt.Errorf("start-up: %w", err)
+		}
+		return strings.TrimSuffix(s, "\n"), nil
+	}
+	// A login script may print things first: skip up to the marker.
+	for skipped := 0; ; {
+		s, err := line()
+		if err != nil {
+			return nil, 0, 0, false, err
+		}
+		if s == agentBoot {
+			break
+		}
+		if skipped += len(s) + 1; skipped > 64<<10 {
+			return nil, 0, 0, false, errors.New("no start-up marker in 64 KiB of output")
+		}
+	}
+	uname, err := line()
+	if err != nil {
+		return nil, 0, 0, false, err
+	}
+	state, err := line()
+	if err != nil {
+		return nil, 0, 0, false, err
+	}
+	goos, goarch := unameToGo(uname)
+	if goos != runtime.GOOS || goarch != runtime.GOARCH {
+		io.WriteString(w, "no\n")
+		return nil, 0, 0, true, fmt.Errorf("the server is %s/%s, this binary %s/%s",
+			orUnknown(goos), orUnknown(goarch), runtime.GOOS, runtime.GOARCH)
+	}
+	switch state {
+	case "ready":
+		if _, err := io.WriteString(w, "run\n"); err != nil {
+			return nil, 0, 0, false, err
+		}
+	case "need":
+		if _, err := io.WriteString(w, "send\n"); err != nil {
+			return nil, 0, 0, false, err
+		}
+		f, err := os.Open(h.path)
+		if err != nil {
+			return nil, 0, 0, true, err
+		}
+		n, err := io.Copy(w, io.LimitReader(f, h.size))
+		f.Close()
+		if err == nil && n != h.size {
+			err = fmt.Errorf("the binary changed while uploading (%d bytes, want %d)", n, h.size)
+		}
+		if err != nil {
+			return nil, 0, 0, false, fmt.Errorf("sending the helper: %w", err)
+		}
+	default:
+		return nil, 0, 0, false, fmt.Errorf("unexpected start-up line %q", state)
+	}
+	m, uid, gid, err = proto.NewClientMux(br, w)
+	return m, uid, gid, false, err
+}
+
+// errNoAgent: the request needs the agent and it does not run.
+var errNoAgent = errors.New("the server-side agent does not run")
+
+// runHelper runs a server-side helper: argv on the agent when it runs,
+// else cmd (a shell command line; "" when there is no other way) over an
+// exec channel of its own. Same contract as Exec.
+func (c *Client) runHelper(ctx context.Context, argv []string, cmd string, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
+	if m := c.agent.get(ctx); m != nil {
+		return c.agentExec(ctx, m, argv, stdin, stdout, stderr)
+	}
+	if cmd == "" {
+		return -1, fmt.Errorf("exec on %s: %w", c.label, errNoAgent)
+	}
+	return c.Exec(ctx, cmd, stdin, stdout, stderr)
+}
+
+// agentStopped: the agent died under a request while the connection lives.
+type agentStopped struct{ cause error }
+
+func (e *agentStopped) Error() string { return e.cause.Error() }
+func (e *agentStopped) Unwrap() error { return e.cause }
+
+// agentExec runs argv as one stream of the agent, like Exec: stdin is
+// sent until EOF, stdout and stderr are copied (and not touched after it
+// returns), and it returns the exit code. ctx ends the command (the agent
+// gets a kill) and the call at once.
+func (c *Client) agentExec(ctx context.Context, m *proto.Mux, argv []string, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
+	fail := func(err error) (int, error) {
+		if cerr := c.Err(); cerr != nil {
+			err = cerr
+		}
+		return -1, fmt.Errorf("agent %s on %s: %w", argv[0], c.label, err)
+	}
+	s, err := m.Open(argv)
+	if err != nil {
+		return fail(&agentStopped{err})
+	}
+	in, out := &progress{}, &progress{}
+	defer in.abandonNoWait()
+	if stdin == nil {
+		s.CloseWrite()
+	} else {
+		go func() {
+			io.Copy(s, guardedReader{in, stdin})
+			s.CloseWrite()
+		}()
+	}
+	copied := make(chan struct{}, 2)
+	copyOut := func(w io.Writer, r io.Reader) {
+		defer func() { copied <- struct{}{} }()
+		if w == nil {
+			w = io.Discard
+		}
+		buf := make([]byte, 64<<10)
+		for {
+			n, rerr := r.Read(buf)
+			if n > 0 {
+				if _, werr := (guardedWriter{out, w}).Write(buf[:n]); werr != nil {
+					// Nobody reads any more: stop the command, as a
+					// closed pipe would.
+					s.Abandon(fmt.Errorf("its output was not read: %w", werr))
+					return
+				}
+			}
+			if rerr != nil {
+				return
+			}
+		}
+	}
+	go copyOut(stdout, s)
+	go copyOut(stderr, s.Stderr())
+	waitc := make(chan error, 1)
+	var code int
+	go func() {
+		var err error
+		code, err = s.Wait()
+		if err == nil {
+			<-copied
+			<-copied
+		}
+		waitc <- err
+	}()
+	select {
+	case err := <-waitc:
+		if err != nil {
+			out.abandon()
+			if ctx.Err() != nil {
+				return fail(ctx.Err())
+			}
+			return fail(&agentStopped{err})
+		}
+		return code, nil
+	case <-ctx.Done():
+		s.Abandon(ctx.Err())
+		out.abandon()
+		return fail(ctx.Err())
+	case <-c.done:
+		s.Abandon(c.Err())
+		out.abandon()
+		return fail(c.Err())
+	}
+}
+
+// StatMany lstats many root-relative paths in one request to the agent
+// and yields each that exists, in the order given (those that do not
+// exist are left out). Without a running agent it fails at once with an
+// error wrapping ErrUnsupported: the caller stats one by one.
+func (c *Client) StatMany(ctx context.Context, paths []string, yield func(path string, fi FileInfo) error) error {
+	var list bytes.Buffer
+	for _, p := range paths {
+		if _, err := c.abs("stat", p); err != nil || p == "" {
+			continue
+		}
+		list.WriteString(p)
+		list.WriteByte(0)
+	}
+	if list.Len() == 0 {
+		return nil
+	}
+	if c.agent.running() == nil {
+		return fmt.Errorf("stat many on %s: %w: %w", c.label, ErrUnsupported, errNoAgent)
+	}
+	pr, pw := io.Pipe()
+	var stderr bytes.Buffer
+	done := make(chan error, 1)
+	go func() {
+		code, err := c.runHelper(ctx, []string{proto.StatCommand, "--", c.root}, "", &list, pw, &limitedBuffer{buf: &stderr, max: 4096})
+		if err == nil && code != 0 {
+			err = fmt.Errorf("stat many on %s: exit %d: %s", c.label, code, strings.TrimSpace(stderr.String()))
+		}
+		pw.CloseWithError(err)
+		done <- err
+	}()
+	perr := parseFindStream(pr, yield)
+	pr.CloseWithError(errors.New("stat stopped"))
+	err := <-done
+	if perr != nil && !errors.Is(perr, io.ErrClosedPipe) {
+		return perr
+	}
+	return err
+}
