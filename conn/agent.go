@@ -69,12 +69,23 @@ const (
 )
 
 // agentScript starts the agent: $1 the helper folder ("" for
-// $HOME/.cache/remotefs), $2 the helper's file name, $3 its size.
+// $HOME/.cache/remotefs), $2 the helper's file name, $3 its size, $4 the
+// `uname -sm` outputs (blanks as "_") of servers this binary runs on.
+// When the binary is there and uname is one of those it starts the agent
+// at once ("started"): no round trip to the client.
 const agentScript = `echo ` + agentBoot + `
-uname -sm
+u=$(uname -sm)
+echo "$u"
 d=${1:-$HOME/.cache/remotefs}
 f=$d/$2
-if [ -f "$f" ] && [ -x "$f" ] && [ "$(wc -c <"$f")" -eq "$3" ]; then echo ready; else echo need; fi
+if [ -f "$f" ] && [ -x "$f" ] && [ "$(wc -c <"$f")" -eq "$3" ]; then
+  for m in $4; do
+    if [ "$m" = "$(echo "$u" | tr ' ' _)" ]; then echo started; exec "$f" ` + proto.AgentCommand + `; fi
+  done
+  echo ready
+else
+  echo need
+fi
 read -r a || exit 0
 case $a in
 run) exec "$f" ` + proto.AgentCommand + ` ;;
@@ -237,7 +248,8 @@ func (a *agentRunner) run(started chan struct{}) {
 		return
 	}
 	cmd := "sh -c " + shellQuote(agentScript) + " sh " + shellQuote(watchHelperDir) + " " +
-		shellQuote("remotefs-helper-"+h.hash) + " " + strconv.FormatInt(h.size, 10)
+		shellQuote("remotefs-helper-"+h.hash) + " " + strconv.FormatInt(h.size, 10) + " " +
+		shellQuote(strings.Join(agentUnames(), " "))
 	execStarted = true
 	go func() {
 		code, err := c.Exec(execCtx, cmd, inR, outW, stderr)
@@ -363,6 +375,7 @@ func (a *agentRunner) boot(br *bufio.Reader, w io.Writer, h localHelper) (m *pro
 			orUnknown(goos), orUnknown(goarch), runtime.GOOS, runtime.GOARCH)
 	}
 	switch state {
+	case "started":
 	case "ready":
 		if _, err := io.WriteString(w, "run\n"); err != nil {
 			return nil, 0, 0, false, err
@@ -388,6 +401,18 @@ func (a *agentRunner) boot(br *bufio.Reader, w io.Writer, h localHelper) (m *pro
 	}
 	m, uid, gid, err = proto.NewClientMux(br, w)
 	return m, uid, gid, false, err
+}
+
+// agentUnames are the `uname -sm` outputs (blanks as "_") that unameToGo
+// maps to this binary's OS and architecture.
+func agentUnames() []string {
+	var out []string
+	for _, m := range []string{"x86_64", "amd64", "aarch64", "arm64", "i386", "i486", "i586", "i686", "riscv64", "ppc64le", "s390x"} {
+		if goos, goarch := unameToGo("Linux " + m); goos == runtime.GOOS && goarch == runtime.GOARCH {
+			out = append(out, "Linux_"+m)
+		}
+	}
+	return out
 }
 
 // errNoAgent: the request needs the agent and it does not run.

@@ -1,0 +1,432 @@
+package conn
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"remotefs/agent"
+	"remotefs/internal/sshdtest"
+)
+
+// randomTree makes a tree of rng's choosing under root: folders several
+// deep, files of many sizes, symlinks, a FIFO, odd names, special modes.
+// It returns the root-relative paths of its regular files.
+func randomTree(t *testing.T, root string, rng *rand.Rand) []string {
+	t.Helper()
+	names := []string{"a", "b b", "quote'd", "new\nline", "ünï", "x.py", "node_modules", "-dash", "*star"}
+	dirs := []string{""}
+	var files []string
+	for i := range 120 {
+		dir := dirs[rng.IntN(len(dirs))]
+		name := fmt.Sprintf("%s%d", names[rng.IntN(len(names))], i)
+		if i%13 == 0 {
+			name = "node_modules" // pruned wherever it is
+		}
+		p := filepath.Join(dir, name)
+		full := filepath.Join(root, p)
+		switch k := rng.IntN(10); {
+		case k < 3 || name == "node_modules":
+			if err := os.MkdirAll(full, fs.FileMode(0o700+rng.IntN(0o100))); err != nil {
+				t.Fatal(err)
+			}
+			if name != "node_modules" {
+				dirs = append(dirs, p)
+			} else {
+				os.WriteFile(filepath.Join(full, "pruned"), nil, 0o644) // never listed
+			}
+		case k < 8:
+			data := make([]byte, []int{0, 1, 100, 4096, 70000}[rng.IntN(5)]+rng.IntN(10))
+			for j := range data {
+				data[j] = byte(rng.Uint32())
+			}
+			if err := os.WriteFile(full, data, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			mt := time.Unix(1600000000+rng.Int64N(1e8), rng.Int64N(1e9))
+			os.Chtimes(full, mt, mt)
+			os.Chmod(full, []fs.FileMode{0o644, 0o600, 0o755, 0o4755 | fs.ModeSetuid, 0o1777 | fs.ModeSticky}[rng.IntN(5)])
+			files = append(files, p)
+		case k < 9:
+			os.Symlink([]string{"a", "../x", "/etc/passwd", "dangling"}[rng.IntN(4)], full)
+		default:
+			syscall.Mkfifo(full, 0o640)
+		}
+	}
+	return files
+}
+
+// collectWalk parses a walk's output, failing on anything out of order
+// (a path before its folder).
+func collectWalk(t *testing.T, out []byte) (map[string]FileInfo, []string) {
+	t.Helper()
+	got := map[string]FileInfo{}
+	var order []string
+	err := parseFindStream(bytes.NewReader(out), func(p string, fi FileInfo) error {
+		if d := filepath.Dir(p); d != "." {
+			if _, ok := got[d]; !ok {
+				return fmt.Errorf("%q before its folder", p)
+			}
+		}
+		got[p] = fi
+		order = append(order, p)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got, order
+}
+
+// The agent's walk, stat and fetch produce exactly what GNU find and tar
+// produce on the same tree (the formats conn reads from both), read by the
+// same parsers. Seeded; the seed is logged.
+func TestAgentOutputsMatchFindAndTar(t *testing.T) {
+	for _, tool := range []string{"find", "tar"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not installed", tool)
+		}
+	}
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewPCG(seed, 3))
+	root := t.TempDir()
+	files := randomTree(t, root, rng)
+	prune := []string{"node_modules", "*.never"}
+	ctx := context.Background()
+
+	walk := func() []byte {
+		var out, stderr bytes.Buffer
+		argv := walkArgv(root, prune)[1:]
+		if err := agent.Walk(ctx, argv, &out, &stderr); err != nil {
+			t.Fatalf("walk: %v %s", err, stderr.String())
+		}
+		return out.Bytes()
+	}
+	walk() // reading folders may move their atime once (relatime)
+	find := exec.Command("sh", "-c", findCommand(root, prune))
+	findOut, err := find.Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := collectWalk(t, findOut)
+	got, order := collectWalk(t, walk())
+	if len(want) < 80 {
+		t.Fatalf("find listed only %d entries", len(want))
+	}
+	for p, w := range want {
+		if g, ok := got[p]; !ok {
+			t.Errorf("%q: missing from the agent's walk", p)
+		} else if g != w {
+			t.Errorf("%q:\nagent %+v\nfind  %+v", p, g, w)
+		}
+	}
+	for p := range got {
+		if _, ok := want[p]; !ok {
+			t.Errorf("%q: only in the agent's walk", p)
+		}
+	}
+	// Pre-order: a folder's subtree is complete before its next sibling.
+	for i, p := range order {
+		for _, q := range order[i+1:] {
+			if strings.HasPrefix(q, p+"/") && slices.ContainsFunc(order[i+1:slices.Index(order, q)], func(r string) bool {
+				return filepath.Dir(r) == filepath.Dir(p) && r != p
+			}) {
+				t.Fatalf("%q after a sibling of its folder %q", q, p)
+			}
+		}
+	}
+
+	// Batch stat: the same records for the paths that exist.
+	var list bytes.Buffer
+	asked := []string{}
+	for p := range want {
+		if rng.IntN(3) == 0 {
+			asked = append(asked, p)
+		}
+	}
+	asked = append(asked, "no/such", "../escape")
+	for _, p := range asked {
+		list.WriteString(p + "\x00")
+	}
+	var statOut bytes.Buffer
+	if err := agent.Stat(ctx, []string{"--", root}, &list, &statOut, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	stats, _ := collectWalkUnordered(t, statOut.Bytes())
+	for _, p := range asked {
+		w, exists := want[p]
+		if g, ok := stats[p]; ok != exists || g != w {
+			t.Errorf("stat %q: %+v (%v), want %+v (%v)", p, g, ok, w, exists)
+		}
+	}
+
+	// Fetch: the same files, contents and attributes as tar's, and the
+	// same skips (not regular, missing).
+	fetchList := func() *bytes.Buffer {
+		var b bytes.Buffer
+		for _, p := range append(slices.Clone(files), "no/such", "a0") {
+			b.WriteString(p + "\x00")
+		}
+		return &b
+	}
+	type fetched struct {
+		fi   FileInfo
+		data string
+	}
+	readAll := func(r io.Reader) map[string]fetched {
+		m := map[string]fetched{}
+		err := readTar(r, func(p string, fi FileInfo, r io.Reader) error {
+			b, err := io.ReadAll(r)
+			m[p] = fetched{fi, string(b)}
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	var tarOut, tarErr bytes.Buffer
+	tarCmd := exec.Command("tar", "-C", root, "--null", "--no-recursion", "--ignore-failed-read", "-cf", "-", "-T", "-")
+	tarCmd.Stdin, tarCmd.Stdout, tarCmd.Stderr = fetchList(), &tarOut, &tarErr
+	tarCmd.Run()
+	var agentOut, agentErr bytes.Buffer
+	if err := agent.Fetch(ctx, []string{"--", root}, fetchList(), &agentOut, &agentErr); err != nil {
+		t.Fatal(err)
+	}
+	wantF, gotF := readAll(&tarOut), readAll(&agentOut)
+	if len(wantF) != len(files) {
+		t.Errorf("tar sent %d of %d files", len(wantF), len(files))
+	}
+	for p, w := range wantF {
+		if g := gotF[p]; g != w {
+			t.Errorf("fetch %q: agent %+v, tar %+v", p, g.fi, w.fi)
+		}
+	}
+	if len(gotF) != len(wantF) {
+		t.Errorf("agent sent %d files, tar %d", len(gotF), len(wantF))
+	}
+	if !strings.Contains(agentErr.String(), "no/such") {
+		t.Errorf("a missing file is not named on stderr: %q", agentErr.String())
+	}
+	if len(tarChanged(agentErr.String())) != 0 {
+		t.Errorf("unchanged files reported as changed: %q", agentErr.String())
+	}
+}
+
+func collectWalkUnordered(t *testing.T, out []byte) (map[string]FileInfo, int) {
+	t.Helper()
+	got := map[string]FileInfo{}
+	n := 0
+	if err := parseFindStream(bytes.NewReader(out), func(p string, fi FileInfo) error {
+		got[p] = fi
+		n++
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return got, n
+}
+
+// countingLogins gives srv's account a login shell that takes delay to
+// start and counts its starts (every exec channel is one; the SFTP
+// subsystem, internal-sftp, is none). It returns a function that reads
+// the count.
+func countingLogins(t *testing.T, srv *sshdtest.Server, delay time.Duration) func() int {
+	t.Helper()
+	log := filepath.Join(t.TempDir(), "logins")
+	os.WriteFile(log, nil, 0o666)
+	rc := fmt.Sprintf("sleep %.3f\necho \"$$\" >> %s\n", delay.Seconds(), ShellQuote(log))
+	if err := os.WriteFile(filepath.Join(srv.RemoteHome, ".bashrc"), []byte(rc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return func() int {
+		b, _ := os.ReadFile(log)
+		return bytes.Count(b, []byte("\n"))
+	}
+}
+
+// A connection with the agent starts the server's login shell once, for
+// every helper (walk, fetch, batch stat, the change feed, uploads), where
+// running each helper over its own exec channel starts it for each; and
+// each result is the same. The login shell takes a second, as a conda or
+// pyenv init does.
+func TestAgentOneLoginPerConnection(t *testing.T) {
+	helperBinary(t)
+	const delay = time.Second
+	srv := sshdtest.StartWith(t, sshdtest.Options{LoginShellDelay: delay})
+	logins := countingLogins(t, srv, delay)
+	root := filepath.Join(srv.Dir, "tree")
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 4))
+	files := randomTree(t, root, rng)
+	for _, d := range []string{"node_modules", "a"} {
+		os.MkdirAll(filepath.Join(root, d), 0o755)
+	}
+	ctx := context.Background()
+
+	type outcome struct {
+		walk      map[string]FileInfo
+		fetched   map[string]string
+		stats     int
+		logins    int
+		firstWalk time.Duration
+		total     time.Duration
+	}
+	session := func(agentMode string) outcome {
+		t.Helper()
+		var o outcome
+		before := logins()
+		start := time.Now()
+		opts := srvOpts(srv)
+		opts.Agent = agentMode
+		opts.UploadHelper = UploadEager
+		c := mustDial(t, "testbox:"+root, opts)
+		o.walk = map[string]FileInfo{}
+		if err := c.WalkTree(ctx, []string{"node_modules"}, func(p string, fi FileInfo) error {
+			o.walk[p] = fi
+			return nil
+		}); err != nil {
+			t.Fatalf("agent %q: walk: %v", agentMode, err)
+		}
+		o.firstWalk = time.Since(start)
+		if agentMode == AgentAuto && c.Agent() != "running" {
+			t.Fatalf("agent: %s", c.Agent())
+		}
+
+		o.fetched = map[string]string{}
+		if err := c.FetchFiles(ctx, files, func(p string, fi FileInfo, r io.Reader) error {
+			b, err := io.ReadAll(r)
+			o.fetched[p] = string(b)
+			return err
+		}); err != nil {
+			t.Fatalf("agent %q: fetch: %v", agentMode, err)
+		}
+
+		err := c.StatMany(ctx, files, func(p string, fi FileInfo) error {
+			w := o.walk[p]
+			w.Atime = fi.Atime // the fetch read it
+			if fi != w {
+				return fmt.Errorf("stat %q: %+v, the walk said %+v", p, fi, o.walk[p])
+			}
+			o.stats++
+			return nil
+		})
+		if agentMode == AgentOff {
+			if !errors.Is(err, ErrUnsupported) {
+				t.Errorf("batch stat without the agent: %v", err)
+			}
+		} else if err != nil {
+			t.Fatal(err)
+		}
+
+		// The change feed, and an upload through the helper.
+		var mu sync.Mutex
+		var seen []Change
+		wctx, stop := context.WithCancel(ctx)
+		live := make(chan string, 1)
+		watched := make(chan error, 1)
+		go func() {
+			watched <- c.Watch(wctx, WatchOptions{}, func(m string) { live <- m }, func(b []Change) {
+				mu.Lock()
+				seen = append(seen, b...)
+				mu.Unlock()
+			})
+		}()
+		select {
+		case m := <-live:
+			if m != WatchHelper {
+				t.Errorf("agent %q: watch mode %q", agentMode, m)
+			}
+		case err := <-watched:
+			t.Fatalf("agent %q: watch: %v", agentMode, err)
+		case <-time.After(30 * time.Second):
+			t.Fatal("watch not live after 30s")
+		}
+		for c.Uploads() != UploadsHelper {
+			if time.Since(start) > 30*time.Second {
+				t.Fatalf("uploads %q", c.Uploads())
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		name := "uploaded-" + strings.TrimSpace(agentMode+"x")
+		if _, err := c.Put(ctx, name, strings.NewReader("new"), PutOptions{Mode: 0o644, Mtime: time.Now()}); err != nil {
+			t.Fatal(err)
+		}
+		if c.uploads.helperPuts.Load() != 1 {
+			t.Errorf("agent %q: the upload did not go through the helper", agentMode)
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			mu.Lock()
+			ok := slices.ContainsFunc(seen, func(ch Change) bool { return ch.Path == name })
+			mu.Unlock()
+			if ok {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("agent %q: the change feed did not report %s", agentMode, name)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		stop()
+		<-watched
+		os.Remove(filepath.Join(root, name))
+		o.total = time.Since(start)
+		o.logins = logins() - before
+		c.Close()
+		return o
+	}
+
+	installing := session(AgentAuto) // uploads the binary through the start-up channel
+	withAgent := session(AgentAuto)
+	withoutAgent := session(AgentOff)
+	t.Logf("with the agent, binary sent first: %d login shell(s); dial + first walk %v; everything %v",
+		installing.logins, installing.firstWalk.Round(time.Millisecond), installing.total.Round(time.Millisecond))
+	t.Logf("with the agent: %d login shell(s); dial + first walk %v; everything %v",
+		withAgent.logins, withAgent.firstWalk.Round(time.Millisecond), withAgent.total.Round(time.Millisecond))
+	t.Logf("one exec per helper: %d login shells; dial + first walk %v; everything %v",
+		withoutAgent.logins, withoutAgent.firstWalk.Round(time.Millisecond), withoutAgent.total.Round(time.Millisecond))
+	if withAgent.logins != 1 || installing.logins != 1 {
+		t.Errorf("%d and %d login shells with the agent, want 1", installing.logins, withAgent.logins)
+	}
+	if withoutAgent.logins < 4 {
+		t.Errorf("only %d login shells without the agent: the count is broken", withoutAgent.logins)
+	}
+	if len(withAgent.walk) < 50 || len(withAgent.walk) != len(withoutAgent.walk) {
+		t.Errorf("walks listed %d and %d entries", len(withAgent.walk), len(withoutAgent.walk))
+	}
+	for p, w := range withoutAgent.walk {
+		g := withAgent.walk[p]
+		g.Atime, w.Atime = time.Time{}, time.Time{} // a read in between moves it
+		if g != w {
+			t.Errorf("%q: agent %+v, find %+v", p, g, w)
+		}
+	}
+	// FetchFiles leaves out names starting with "-" (tar would take them
+	// for options); each other file is sent.
+	fetchable := slices.DeleteFunc(slices.Clone(files), func(p string) bool { return strings.HasPrefix(p, "-") })
+	if len(withAgent.fetched) != len(fetchable) || withAgent.stats != len(files) {
+		t.Errorf("agent fetched %d of %d and stat'ed %d of %d files", len(withAgent.fetched), len(fetchable), withAgent.stats, len(files))
+	}
+	for _, p := range fetchable {
+		if withAgent.fetched[p] != withoutAgent.fetched[p] {
+			t.Errorf("%q: fetched contents differ", p)
+		}
+		if b, _ := os.ReadFile(filepath.Join(root, p)); string(b) != withAgent.fetched[p] {
+			t.Errorf("%q: fetched content is not the file's", p)
+		}
+	}
+}
