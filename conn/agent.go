@@ -24,9 +24,12 @@ package conn
 // OpTimeout), each helper runs as before, over an exec channel of its
 // own (find, tar, the watch helper or inotifywait or polling, the upload
 // helper or SFTP). A start that is under way is waited for (callers want
-// the agent more than a second exec); when an agent that ran dies while
-// the connection lives, helpers run the old way for agentRetry, then a
-// new agent is started.
+// the agent more than a second exec), except while it sends the binary
+// (the first connection of a build to a server): the listing and fetches
+// a user waits for then run over exec channels of their own, the change
+// feed and uploads wait. When an agent that ran dies while the
+// connection lives, helpers run the old way for agentRetry, then a new
+// agent is started.
 //
 // Liveness: the agent's exec channel lives as long as the connection (the
 // agent exits at stdin EOF). While streams are open the client pings it
@@ -119,8 +122,13 @@ type agentRunner struct {
 	state   agentState    // guarded by mu
 	mux     *proto.Mux    // guarded by mu; agentReady
 	started chan struct{} // guarded by mu; closed when the start under way ended
-	offErr  error         // guarded by mu; agentOff: why
-	retryAt time.Time     // guarded by mu; agentIdle
+	// sending: the start under way is sending the binary (the first
+	// connection to this server with this build), which takes as long as
+	// the link needs for some megabytes.
+	sending   bool          // guarded by mu
+	sendingCh chan struct{} // guarded by mu; closed when sending is set
+	offErr    error         // guarded by mu; agentOff: why
+	retryAt   time.Time     // guarded by mu; agentIdle
 }
 
 func newAgentRunner(c *Client, mode string) *agentRunner {
@@ -148,20 +156,26 @@ func (a *agentRunner) startLocked() {
 		return
 	}
 	a.state = agentStarting
-	a.started = make(chan struct{})
+	a.started, a.sendingCh = make(chan struct{}), make(chan struct{})
 	go a.run(a.started)
 }
 
 // get returns the running agent's mux, waiting for a start under way (or
-// starting one when it is due); nil: run helpers the old way.
-func (a *agentRunner) get(ctx context.Context) *proto.Mux {
+// starting one when it is due); nil: run helpers the old way. While the
+// start sends the binary, only callers with no other way to run (orWait)
+// wait: a listing the user waits for runs its own exec meanwhile.
+func (a *agentRunner) get(ctx context.Context, orWait bool) *proto.Mux {
 	a.mu.Lock()
 	a.startLocked()
-	for a.state == agentStarting {
-		ch := a.started
+	for a.state == agentStarting && (orWait || !a.sending) {
+		ch, sending := a.started, a.sendingCh
+		if orWait {
+			sending = nil
+		}
 		a.mu.Unlock()
 		select {
 		case <-ch:
+		case <-sending:
 		case <-ctx.Done():
 			return nil
 		case <-a.c.done:
@@ -218,6 +232,7 @@ func (a *agentRunner) run(started chan struct{}) {
 		a.mu.Lock()
 		defer a.mu.Unlock()
 		close(started)
+		a.sending = false
 		switch {
 		case err == nil:
 			a.state, a.mux = agentReady, m
@@ -381,6 +396,10 @@ func (a *agentRunner) boot(br *bufio.Reader, w io.Writer, h localHelper) (m *pro
 			return nil, 0, 0, false, err
 		}
 	case "need":
+		a.mu.Lock()
+		a.sending = true
+		close(a.sendingCh)
+		a.mu.Unlock()
 		if _, err := io.WriteString(w, "send\n"); err != nil {
 			return nil, 0, 0, false, err
 		}
@@ -422,7 +441,7 @@ var errNoAgent = errors.New("the server-side agent does not run")
 // else cmd (a shell command line; "" when there is no other way) over an
 // exec channel of its own. Same contract as Exec.
 func (c *Client) runHelper(ctx context.Context, argv []string, cmd string, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
-	if m := c.agent.get(ctx); m != nil {
+	if m := c.agent.get(ctx, cmd == ""); m != nil {
 		return c.agentExec(ctx, m, argv, stdin, stdout, stderr)
 	}
 	if cmd == "" {

@@ -399,8 +399,12 @@ func TestAgentOneLoginPerConnection(t *testing.T) {
 		withAgent.logins, withAgent.firstWalk.Round(time.Millisecond), withAgent.total.Round(time.Millisecond))
 	t.Logf("one exec per helper: %d login shells; dial + first walk %v; everything %v",
 		withoutAgent.logins, withoutAgent.firstWalk.Round(time.Millisecond), withoutAgent.total.Round(time.Millisecond))
-	if withAgent.logins != 1 || installing.logins != 1 {
-		t.Errorf("%d and %d login shells with the agent, want 1", installing.logins, withAgent.logins)
+	if withAgent.logins != 1 {
+		t.Errorf("%d login shells with the agent, want 1", withAgent.logins)
+	}
+	// While the binary is sent, the walk and fetch do not wait for it.
+	if installing.logins < 1 || installing.logins > 3 {
+		t.Errorf("%d login shells while the agent was installed, want 1 to 3", installing.logins)
 	}
 	if withoutAgent.logins < 4 {
 		t.Errorf("only %d login shells without the agent: the count is broken", withoutAgent.logins)

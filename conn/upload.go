@@ -154,7 +154,7 @@ func (u *uploader) install() {
 	// a connection being closed would kill shell startup scripts midway.
 	ctx := context.Background()
 	exe, err := func() (string, error) {
-		if u.c.agent.get(ctx) != nil {
+		if u.c.agent.get(ctx, true) != nil {
 			return "", nil // sessions are streams of the agent
 		}
 		if _, err := findLocalHelper(); err != nil {

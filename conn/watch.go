@@ -287,7 +287,7 @@ func (w *watchRun) push(ch Change) {
 // is called when it is live. It returns the mode tried last and why it
 // stopped.
 func (w *watchRun) once(ctx context.Context, live func(mode string)) (string, error) {
-	if (w.o.Mode == WatchAuto || w.o.Mode == WatchHelper) && !w.disabled[WatchHelper] && w.c.agent.get(ctx) != nil {
+	if (w.o.Mode == WatchAuto || w.o.Mode == WatchHelper) && !w.disabled[WatchHelper] && w.c.agent.get(ctx, true) != nil {
 		// The helper on the connection's agent: no probe, no exec.
 		err := w.runMode(ctx, WatchHelper, serverInfo{agent: true}, live)
 		var me *watchModeError
