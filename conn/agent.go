@@ -33,9 +33,12 @@ package conn
 //
 // Liveness: the agent's exec channel lives as long as the connection (the
 // agent exits at stdin EOF). While streams are open the client pings it
-// every agentPing; when nothing at all came from it for OpTimeout after a
-// ping, the agent is taken for hung: its session is closed and its
-// streams fail.
+// every agentPing (OpTimeout/2 when that is shorter); when nothing at all
+// came from it for OpTimeout after a ping, the agent is taken for hung:
+// its session is closed and its streams fail (a walk with ErrNoTreeWalk,
+// so the cache lists with SFTP; an upload as when the upload helper dies,
+// wrapping ErrOffline; the change feed restarts), and helpers run one
+// exec each until a new agent is due. The connection itself stays up.
 //
 // Lock order: agentRunner.mu only; it is never held across network I/O.
 
@@ -314,7 +317,7 @@ func (a *agentRunner) run(started chan struct{}) {
 
 	// Serve until the agent, its session or the connection ends; ping it
 	// while it has work.
-	tick := time.NewTicker(agentPing)
+	tick := time.NewTicker(min(agentPing, max(c.opTimeout/2, 100*time.Millisecond)))
 	defer tick.Stop()
 	var pingSent int64
 	var why error

@@ -434,3 +434,73 @@ func TestAgentOneLoginPerConnection(t *testing.T) {
 		}
 	}
 }
+
+// An agent that stops answering (SIGSTOP) cannot hold a request: after
+// OpTimeout without a word from it, while a ping is out, its session is
+// closed, the request fails (a walk with ErrNoTreeWalk, so the caller
+// lists with SFTP), the connection stays up, and helpers run one exec
+// each until a new agent is due.
+func TestAgentHungIsDropped(t *testing.T) {
+	helperBinary(t)
+	srv := sshdtest.Start(t)
+	root := filepath.Join(srv.Dir, "hung")
+	os.MkdirAll(filepath.Join(root, "d"), 0o755)
+	os.WriteFile(filepath.Join(root, "d", "f"), []byte("x"), 0o644)
+	o := srvOpts(srv)
+	o.OpTimeout = 2 * time.Second
+	c := mustDial(t, "testbox:"+root, o)
+	ctx := context.Background()
+	walk := func() (int, error) {
+		n := 0
+		err := c.WalkTree(ctx, nil, func(string, FileInfo) error { n++; return nil })
+		return n, err
+	}
+	for deadline := time.Now().Add(20 * time.Second); c.Agent() != "running"; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("agent %s", c.Agent())
+		}
+	}
+	if n, err := walk(); err != nil || n != 2 {
+		t.Fatalf("walk %d, %v; agent %s", n, err, c.Agent())
+	}
+	lh, err := findLocalHelper()
+	if err != nil {
+		t.Fatal(err)
+	}
+	mark := filepath.Join(watchHelperDir, "remotefs-helper-"+lh.hash) + " __agent"
+	var stopped []*os.Process
+	for _, p := range procsMentioning(mark) {
+		var pid int
+		fmt.Sscanf(p, "%d:", &pid)
+		if proc, err := os.FindProcess(pid); err == nil && proc.Signal(syscall.SIGSTOP) == nil {
+			stopped = append(stopped, proc)
+		}
+	}
+	if len(stopped) == 0 {
+		t.Fatal("no agent to stop")
+	}
+	defer func() {
+		for _, p := range stopped {
+			p.Signal(syscall.SIGCONT)
+		}
+	}()
+	start := time.Now()
+	_, err = walk()
+	took := time.Since(start)
+	t.Logf("walk on a stopped agent: %v after %v", err, took.Round(time.Millisecond))
+	if !errors.Is(err, ErrNoTreeWalk) || errors.Is(err, ErrOffline) {
+		t.Errorf("walk on a stopped agent: %v, want ErrNoTreeWalk", err)
+	}
+	if took > agentPing+3*o.OpTimeout {
+		t.Errorf("the walk took %v", took)
+	}
+	if c.Err() != nil {
+		t.Fatalf("the connection died with the agent: %v", c.Err())
+	}
+	if n, err := walk(); err != nil || n != 2 {
+		t.Fatalf("walk after the agent was dropped: %d, %v", n, err)
+	}
+	if a := c.Agent(); a != "not running" {
+		t.Errorf("agent %q after it was dropped", a)
+	}
+}

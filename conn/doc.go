@@ -44,6 +44,11 @@
 //     read with the root at dial). An upload never replaces a file the login user may not write
 //     (EACCES): the helper checks with access(2), SFTP by owner and mode
 //     or by opening the file for writing.
+//   - The per-connection agent (agent.go): one `remotefs __agent` on the
+//     server, started over one exec channel at dial, that serves WalkTree,
+//     FetchFiles, StatMany, Watch's helper mode and Put's upload helper as
+//     multiplexed streams, so the login shell starts once per connection;
+//     each helper below falls back to its own exec when it cannot run.
 //   - Server-side helpers over exec, each with a plain-SFTP fallback in the
 //     caller: WalkTree (the whole tree's metadata in one streamed GNU find,
 //     tree.go), FetchFiles (many small files in one tar stream, tar.go),
