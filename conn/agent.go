@@ -559,22 +559,11 @@ func (c *Client) StatMany(ctx context.Context, paths []string, yield func(path s
 	if c.agent.running() == nil {
 		return fmt.Errorf("stat many on %s: %w: %w", c.label, ErrUnsupported, errNoAgent)
 	}
-	pr, pw := io.Pipe()
-	var stderr bytes.Buffer
-	done := make(chan error, 1)
-	go func() {
-		code, err := c.runHelper(ctx, []string{proto.StatCommand, "--", c.root}, "", &list, pw, &limitedBuffer{buf: &stderr, max: 4096})
-		if err == nil && code != 0 {
-			err = fmt.Errorf("stat many on %s: exit %d: %s", c.label, code, strings.TrimSpace(stderr.String()))
-		}
-		pw.CloseWithError(err)
-		done <- err
-	}()
-	perr := parseFindStream(pr, yield)
-	pr.CloseWithError(errors.New("stat stopped"))
-	err := <-done
-	if perr != nil && !errors.Is(perr, io.ErrClosedPipe) {
-		return perr
-	}
-	return err
+	return c.streamFindRecords(ctx, []string{proto.StatCommand, "--", c.root}, "", &list, yield,
+		func(code int, err error, stderr string) error {
+			if err == nil && code != 0 {
+				err = fmt.Errorf("stat many on %s: exit %d: %s", c.label, code, strings.TrimSpace(stderr))
+			}
+			return err
+		})
 }

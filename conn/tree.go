@@ -36,25 +36,36 @@ var ErrNoTreeWalk = errors.New("server cannot list the tree in bulk (no GNU find
 // find over an exec channel: one command, NUL-separated records in the
 // same format, streamed as they are produced.
 func (c *Client) WalkTree(ctx context.Context, prune []string, yield func(string, FileInfo) error) error {
-	cmd := findCommand(c.root, prune)
+	return c.streamFindRecords(ctx, walkArgv(c.root, prune), findCommand(c.root, prune), nil, yield,
+		func(code int, err error, stderr string) error {
+			var stopped *agentStopped
+			if errors.As(err, &stopped) {
+				err = fmt.Errorf("%w: %v", ErrNoTreeWalk, err) // list with SFTP instead
+			}
+			if err == nil && code != 0 && code != 1 {
+				// 1: some entries could not be read (permissions), the rest is fine.
+				err = fmt.Errorf("%w: find exited %d: %s", ErrNoTreeWalk, code, strings.TrimSpace(stderr))
+			}
+			return err
+		})
+}
+
+// streamFindRecords runs a helper whose output is find records (argv on
+// the agent, else cmd; see runHelper) and yields them as they arrive;
+// check turns its exit code, error and stderr into the call's error.
+func (c *Client) streamFindRecords(ctx context.Context, argv []string, cmd string, stdin io.Reader,
+	yield func(string, FileInfo) error, check func(code int, err error, stderr string) error) error {
 	pr, pw := io.Pipe()
 	var stderr bytes.Buffer
 	done := make(chan error, 1)
 	go func() {
-		code, err := c.runHelper(ctx, walkArgv(c.root, prune), cmd, nil, pw, &limitedBuffer{buf: &stderr, max: 4096})
-		var stopped *agentStopped
-		if errors.As(err, &stopped) {
-			err = fmt.Errorf("%w: %v", ErrNoTreeWalk, err) // list with SFTP instead
-		}
-		if err == nil && code != 0 && code != 1 {
-			// 1: some entries could not be read (permissions), the rest is fine.
-			err = fmt.Errorf("%w: find exited %d: %s", ErrNoTreeWalk, code, strings.TrimSpace(stderr.String()))
-		}
+		code, err := c.runHelper(ctx, argv, cmd, stdin, pw, &limitedBuffer{buf: &stderr, max: 4096})
+		err = check(code, err, stderr.String())
 		pw.CloseWithError(err)
 		done <- err
 	}()
 	perr := parseFindStream(pr, yield)
-	pr.CloseWithError(errors.New("walk stopped"))
+	pr.CloseWithError(errors.New("listing stopped"))
 	err := <-done
 	if perr != nil && !errors.Is(perr, io.ErrClosedPipe) {
 		return perr
