@@ -193,16 +193,6 @@ func (a *agentRunner) get(ctx context.Context, orWait bool) *proto.Mux {
 	return nil
 }
 
-// running is the agent's mux if it runs now, without waiting.
-func (a *agentRunner) running() *proto.Mux {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.state == agentReady {
-		return a.mux
-	}
-	return nil
-}
-
 // Agent says whether the connection's agent runs ("running"), is
 // starting, or why it does not.
 func (c *Client) Agent() string {
@@ -542,7 +532,8 @@ func (c *Client) agentExec(ctx context.Context, m *proto.Mux, argv []string, std
 
 // StatMany lstats many root-relative paths in one request to the agent
 // and yields each that exists, in the order given (those that do not
-// exist are left out). Without a running agent it fails at once with an
+// exist are left out). It waits for an agent being started, unless the
+// start is sending the binary; without a running agent it fails with an
 // error wrapping ErrUnsupported: the caller stats one by one.
 func (c *Client) StatMany(ctx context.Context, paths []string, yield func(path string, fi FileInfo) error) error {
 	var list bytes.Buffer
@@ -556,7 +547,7 @@ func (c *Client) StatMany(ctx context.Context, paths []string, yield func(path s
 	if list.Len() == 0 {
 		return nil
 	}
-	if c.agent.running() == nil {
+	if c.agent.get(ctx, false) == nil {
 		return fmt.Errorf("stat many on %s: %w: %w", c.label, ErrUnsupported, errNoAgent)
 	}
 	return c.streamFindRecords(ctx, []string{proto.StatCommand, "--", c.root}, "", &list, yield,
