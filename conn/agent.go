@@ -25,8 +25,9 @@ package conn
 // own (find, tar, the watch helper or inotifywait or polling, the upload
 // helper or SFTP). A start that is under way is waited for (callers want
 // the agent more than a second exec), except while it sends the binary
-// (the first connection of a build to a server): the listing and fetches
-// a user waits for then run over exec channels of their own, the change
+// (the first connection of a build to a server; an SFTP lstat finds that
+// out before the login shell has started): the listing and fetches a
+// user waits for then run over exec channels of their own, the change
 // feed and uploads wait. When an agent that ran dies while the
 // connection lives, helpers run the old way for agentRetry, then a new
 // agent is started.
@@ -50,10 +51,12 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path"
 	"runtime"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"remotefs/agent/proto"
@@ -130,8 +133,11 @@ type agentRunner struct {
 	// the link needs for some megabytes.
 	sending   bool          // guarded by mu
 	sendingCh chan struct{} // guarded by mu; closed when sending is set
-	offErr    error         // guarded by mu; agentOff: why
-	retryAt   time.Time     // guarded by mu; agentIdle
+	// looked: a look over SFTP for the binary was started for this start
+	// (the script says whether it is there only after the login shell).
+	looked  bool      // guarded by mu
+	offErr  error     // guarded by mu; agentOff: why
+	retryAt time.Time // guarded by mu; agentIdle
 }
 
 func newAgentRunner(c *Client, mode string) *agentRunner {
@@ -159,7 +165,7 @@ func (a *agentRunner) startLocked() {
 		return
 	}
 	a.state = agentStarting
-	a.started, a.sendingCh = make(chan struct{}), make(chan struct{})
+	a.started, a.sendingCh, a.looked = make(chan struct{}), make(chan struct{}), false
 	go a.run(a.started)
 }
 
@@ -174,6 +180,9 @@ func (a *agentRunner) get(ctx context.Context, orWait bool) *proto.Mux {
 		ch, sending := a.started, a.sendingCh
 		if orWait {
 			sending = nil
+		} else if !a.looked && a.c.sftp != nil {
+			a.looked = true
+			go a.lookForBinary(sending)
 		}
 		a.mu.Unlock()
 		select {
@@ -191,6 +200,47 @@ func (a *agentRunner) get(ctx context.Context, orWait bool) *proto.Mux {
 		return a.mux
 	}
 	return nil
+}
+
+// markSending notes that the start whose sendingCh is ch sends the
+// binary.
+func (a *agentRunner) markSending(ch chan struct{}) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.sendingCh == ch && !a.sending {
+		a.sending = true
+		close(ch)
+	}
+}
+
+// lookForBinary looks over SFTP (a round trip, where the start script
+// answers after the login shell) whether the helper binary is on the
+// server, in the folder SFTP starts in (normally $HOME), and marks the
+// start as sending it when it is not. A wrong guess costs only an exec
+// more (a walk that does not wait) or a wait for the agent.
+func (a *agentRunner) lookForBinary(ch chan struct{}) {
+	c := a.c
+	h, err := findLocalHelper()
+	if err != nil {
+		return
+	}
+	var present atomic.Bool // fn may outlive run on a deadline
+	c.run(context.Background(), func(*progress) error {
+		dir := watchHelperDir
+		if dir == "" {
+			home, err := c.sftp.Getwd()
+			if err != nil {
+				return err
+			}
+			dir = path.Join(home, ".cache", "remotefs")
+		}
+		fi, err := c.sftp.Lstat(path.Join(dir, "remotefs-helper-"+h.hash))
+		present.Store(err == nil && fi.Mode().IsRegular() && fi.Size() == h.size)
+		return nil
+	})
+	if !present.Load() {
+		a.markSending(ch)
+	}
 }
 
 // Agent says whether the connection's agent runs ("running"), is
@@ -390,9 +440,9 @@ func (a *agentRunner) boot(br *bufio.Reader, w io.Writer, h localHelper) (m *pro
 		}
 	case "need":
 		a.mu.Lock()
-		a.sending = true
-		close(a.sendingCh)
+		ch := a.sendingCh
 		a.mu.Unlock()
+		a.markSending(ch)
 		if _, err := io.WriteString(w, "send\n"); err != nil {
 			return nil, 0, 0, false, err
 		}
