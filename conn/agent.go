@@ -165,7 +165,7 @@ func (a *agentRunner) startLocked() {
 		return
 	}
 	a.state = agentStarting
-	a.started, a.sendingCh, a.looked = make(chan struct{}), make(chan struct{}), false
+	a.started, a.sendingCh, a.sending, a.looked = make(chan struct{}), make(chan struct{}), false, false
 	go a.run(a.started)
 }
 
@@ -207,7 +207,7 @@ func (a *agentRunner) get(ctx context.Context, orWait bool) *proto.Mux {
 func (a *agentRunner) markSending(ch chan struct{}) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.sendingCh == ch && !a.sending {
+	if a.state == agentStarting && a.sendingCh == ch && !a.sending {
 		a.sending = true
 		close(ch)
 	}
@@ -275,7 +275,6 @@ func (a *agentRunner) run(started chan struct{}) {
 		a.mu.Lock()
 		defer a.mu.Unlock()
 		close(started)
-		a.sending = false
 		switch {
 		case err == nil:
 			a.state, a.mux = agentReady, m

@@ -505,3 +505,24 @@ func TestAgentHungIsDropped(t *testing.T) {
 		t.Errorf("agent %q after it was dropped", a)
 	}
 }
+
+// The look for the binary may end after its start did, or after a new
+// start began: it must mark only the start it looked for, once.
+func TestAgentMarkSendingLate(t *testing.T) {
+	a := &agentRunner{state: agentStarting, sendingCh: make(chan struct{})}
+	first := a.sendingCh
+	a.markSending(first) // the script said "need"
+	a.markSending(first) // the SFTP look agrees, later
+	a.state = agentIdle  // that start ended
+	a.markSending(first)
+	a.state, a.sendingCh, a.sending = agentStarting, make(chan struct{}), false
+	a.markSending(first) // a stale look: not this start's
+	if a.sending {
+		t.Fatal("a stale look marked the new start")
+	}
+	select {
+	case <-first:
+	default:
+		t.Fatal("the first start was not marked")
+	}
+}
