@@ -17,7 +17,9 @@ package conn
 // else exits. The client says "run" or "send" only when the server's OS
 // and architecture are this binary's and both are Linux; the agent then
 // greets with proto.AgentHello and the uid and gid it runs as. The
-// binary's file name holds its hash: both ends are the same build.
+// binary's file name holds its hash: both ends are the same build. The
+// start fails when nothing moved either way for OpTimeout (sending the
+// binary over a slow link may take longer than that in all).
 //
 // Fallback: when the agent cannot run (another OS or architecture, no
 // helper binary, nothing writable, exec refused, no greeting within
@@ -322,7 +324,11 @@ func (a *agentRunner) run(started chan struct{}) {
 		execDone <- err
 	}()
 
-	br := bufio.NewReaderSize(outR, 64<<10)
+	// The start may send megabytes: it fails when nothing moved either way
+	// for OpTimeout, not when it takes longer.
+	var lastIO atomic.Int64
+	lastIO.Store(time.Now().UnixNano())
+	br := bufio.NewReaderSize(&recvCounter{r: outR, last: &lastIO}, 64<<10)
 	type booted struct {
 		m        *proto.Mux
 		uid, gid uint32
@@ -332,18 +338,25 @@ func (a *agentRunner) run(started chan struct{}) {
 	}
 	res := make(chan booted, 1)
 	go func() {
-		m, uid, gid, perm, err := a.boot(br, inW, h)
+		m, uid, gid, perm, err := a.boot(br, progressWriter{w: inW, last: &lastIO}, h)
 		res <- booted{m, uid, gid, err, perm}
 	}()
 	timer := time.NewTimer(c.opTimeout)
 	defer timer.Stop()
 	var b booted
-	select {
-	case b = <-res:
-	case <-timer.C:
-		b.err = fmt.Errorf("no greeting from the agent within %v", c.opTimeout)
-	case <-c.done:
-		b.err = c.Err()
+	for waiting := true; waiting; {
+		select {
+		case b = <-res:
+			waiting = false
+		case <-timer.C:
+			if idle := time.Since(time.Unix(0, lastIO.Load())); idle < c.opTimeout {
+				timer.Reset(c.opTimeout - idle)
+				continue
+			}
+			b.err, waiting = fmt.Errorf("no greeting from the agent (nothing moved for %v)", c.opTimeout), false
+		case <-c.done:
+			b.err, waiting = c.Err(), false
+		}
 	}
 	if b.err != nil {
 		stop()

@@ -8,6 +8,7 @@ import (
 	"io"
 	"io/fs"
 	"math/rand/v2"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +20,7 @@ import (
 	"time"
 
 	"remotefs/agent"
+	"remotefs/internal/netproxy"
 	"remotefs/internal/sshdtest"
 )
 
@@ -524,5 +526,48 @@ func TestAgentMarkSendingLate(t *testing.T) {
 	case <-first:
 	default:
 		t.Fatal("the first start was not marked")
+	}
+}
+
+// Sending the binary over a slow link may take many times OpTimeout: the
+// start fails only when nothing moves for that long.
+func TestAgentSlowSendOutlastsOpTimeout(t *testing.T) {
+	helperBinary(t)
+	lh, err := findLocalHelper()
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(filepath.Join(watchHelperDir, "remotefs-helper-"+lh.hash)) // sent again
+	srv := sshdtest.Start(t)
+	p, err := netproxy.New("127.0.0.1:0", srv.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	const rate = 4 << 20
+	p.SetBandwidth(rate)
+	_, port, _ := net.SplitHostPort(p.Addr())
+	o := clientHome(t, srv, `
+Host slowlink
+  HostName 127.0.0.1
+  Port `+port+`
+  User {{USER}}
+  IdentityFile {{KEY}}
+  IdentityAgent none
+  HostKeyAlias testbox-key
+`, "testbox-key {{HOSTKEY}}")
+	o.OpTimeout = time.Second
+	c := mustDial(t, "slowlink:"+srv.Dir, o)
+	start := time.Now()
+	for c.Agent() != "running" {
+		if a := c.Agent(); strings.HasPrefix(a, "off") || a == "not running" || time.Since(start) > 60*time.Second {
+			t.Fatalf("agent %s after %v", a, time.Since(start))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	took := time.Since(start)
+	t.Logf("agent running after %v (%d MiB binary at %d MiB/s, OpTimeout %v)", took.Round(time.Millisecond), lh.size>>20, rate>>20, o.OpTimeout)
+	if took < 2*o.OpTimeout {
+		t.Errorf("the send took only %v: the link was not slow enough to test anything", took)
 	}
 }
