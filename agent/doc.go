@@ -106,9 +106,11 @@
 //   - The agent, like the helpers run alone, ends at stdin EOF: sshd closes
 //     the channel's stdin when the connection drops or conn closes it.
 //     Every stream's command is then told to stop (its context ends, its
-//     stdin fails). The watcher also exits when stdin was silent for its
-//     heartbeat timeout (default 30s), which ends it when the link died
-//     without a FIN and sshd has not noticed yet.
+//     stdin fails). The agent also exits when nothing came from the client
+//     for IdleTimeout (30s; conn pings it every 5s at most), and a watcher
+//     run alone when its stdin was silent for its heartbeat timeout
+//     (default 30s): that ends them when the link died without a FIN and
+//     sshd has not noticed yet.
 //   - On each side one goroutine reads frames and only buffers them (at
 //     most a window per stream) and wakes waiters: it never writes, so it
 //     cannot be held up by the other side not reading. A stream whose

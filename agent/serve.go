@@ -10,9 +10,16 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"time"
 
 	"remotefs/agent/proto"
 )
+
+// IdleTimeout ends the agent when nothing came from the client for that
+// long (conn pings it every 5s at most): a link that died without the
+// server noticing leaves nothing running, as the watcher's heartbeat
+// timeout does.
+const IdleTimeout = 30 * time.Second
 
 // Serve runs the agent (`remotefs __agent`) on stdin and stdout until
 // stdin ends (nil) or breaks the format. Each stream runs its command on
@@ -22,7 +29,7 @@ func Serve(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer
 	if len(args) > 0 && !(len(args) == 1 && args[0] == "--") {
 		return usageErr("usage: remotefs __agent\n\nInternal: the per-connection agent a mount runs on the server.")
 	}
-	return proto.ServeMux(stdin, stdout, uint32(os.Getuid()), uint32(os.Getgid()), func(s *proto.Stream, argv []string) {
+	return proto.ServeMux(stdin, stdout, uint32(os.Getuid()), uint32(os.Getgid()), IdleTimeout, func(s *proto.Stream, argv []string) {
 		s.Exit(runCommand(ctx, s, argv))
 	})
 }

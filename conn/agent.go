@@ -35,9 +35,10 @@ package conn
 // agent is started.
 //
 // Liveness: the agent's exec channel lives as long as the connection (the
-// agent exits at stdin EOF). While streams are open the client pings it
-// every agentPing (OpTimeout/2 when that is shorter); when nothing at all
-// came from it for OpTimeout after a ping, the agent is taken for hung:
+// agent exits at stdin EOF, or when nothing came from the client for 30s:
+// a link that died without sshd noticing). The client pings it every
+// agentPing (OpTimeout/2 when that is shorter); when nothing at all came
+// from it for OpTimeout after a ping, the agent is taken for hung:
 // its session is closed and its streams fail (a walk with ErrNoTreeWalk,
 // so the cache lists with SFTP; an upload as when the upload helper dies,
 // wrapping ErrOffline; the change feed restarts), and helpers run one
@@ -384,9 +385,8 @@ func (a *agentRunner) run(started chan struct{}) {
 		case <-tick.C:
 			now := time.Now().UnixNano()
 			last := b.m.LastRecv.Load()
+			// Pings also keep it from exiting as idle (agent.IdleTimeout).
 			switch {
-			case b.m.Streams() == 0:
-				pingSent = 0
 			case pingSent == 0 || last > pingSent:
 				pingSent = now
 				go b.m.Ping()

@@ -250,11 +250,13 @@ func NewClientMux(r io.Reader, w io.Writer) (m *Mux, uid, gid uint32, err error)
 	return m, binary.BigEndian.Uint32(id), binary.BigEndian.Uint32(id[4:]), nil
 }
 
-// ServeMux writes the hello and serves streams until r ends (nil) or
-// breaks the format; accept runs each opened stream's command and must
-// end it with Exit. When ServeMux returns, every stream's context has
-// ended.
-func ServeMux(r io.Reader, w io.Writer, uid, gid uint32, accept func(s *Stream, argv []string)) error {
+// ServeMux writes the hello and serves streams until r ends (nil), breaks
+// the format, or nothing came from the client for idle (ErrIdle; 0: no
+// limit; the client pings every few seconds); accept runs each opened
+// stream's command and must end it with Exit. When ServeMux returns, every
+// stream's context has ended (a read of r may still be pending: the
+// caller exits).
+func ServeMux(r io.Reader, w io.Writer, uid, gid uint32, idle time.Duration, accept func(s *Stream, argv []string)) error {
 	m := newMux(r, w, false)
 	m.accept = accept
 	hello := append([]byte(AgentHello), u32(uid)...)
@@ -262,13 +264,36 @@ func ServeMux(r io.Reader, w io.Writer, uid, gid uint32, accept func(s *Stream, 
 	if err := m.send(Frame{Type: FrameHello, Payload: hello}); err != nil {
 		return err
 	}
+	m.LastRecv.Store(nowNano())
 	go m.pongLoop()
-	m.readLoop(bufio.NewReaderSize(r, 256<<10))
+	go m.readLoop(bufio.NewReaderSize(r, 256<<10))
+	if idle > 0 {
+		go func() {
+			t := time.NewTicker(idle / 4)
+			defer t.Stop()
+			for {
+				select {
+				case <-m.done:
+					return
+				case <-t.C:
+					if time.Duration(nowNano()-m.LastRecv.Load()) >= idle {
+						m.Close(ErrIdle)
+						return
+					}
+				}
+			}
+		}()
+	}
+	<-m.done
 	if err := m.Err(); !errors.Is(err, io.EOF) {
 		return err
 	}
 	return nil
 }
+
+// ErrIdle: nothing came from the client for the agent's idle limit (the
+// link died without the server noticing).
+var ErrIdle = errors.New("nothing from the client for too long")
 
 // Done is closed when the mux has ended.
 func (m *Mux) Done() <-chan struct{} { return m.done }

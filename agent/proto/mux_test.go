@@ -64,7 +64,7 @@ func startMuxPair(t *testing.T) *muxPair {
 	cr, sw := io.Pipe() // server -> client
 	p := &muxPair{toServer: cw, toClient: sw, served: make(chan error, 1), killed: make(chan string, 10)}
 	go func() {
-		err := ServeMux(sr, sw, 1000, 1001, testCommands(p.killed))
+		err := ServeMux(sr, sw, 1000, 1001, 0, testCommands(p.killed))
 		sw.Close()
 		p.served <- err
 	}()
@@ -249,6 +249,44 @@ func TestMuxLinkGone(t *testing.T) {
 	}
 }
 
+// An agent whose client went silent (a link that died without the server
+// noticing) ends after its idle limit; pings keep it.
+func TestMuxIdle(t *testing.T) {
+	const idle = 400 * time.Millisecond
+	serve := func(ping bool) (error, time.Duration) {
+		sr, cw := io.Pipe()
+		cr, sw := io.Pipe()
+		defer cw.Close()
+		done := make(chan error, 1)
+		start := time.Now()
+		go func() { done <- ServeMux(sr, sw, 0, 0, idle, testCommands(make(chan string, 1))) }()
+		m, _, _, err := NewClientMux(cr, cw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mustOpen(t, m, "block") // a command waiting: still idle
+		stopPing := time.After(3 * idle)
+		for {
+			select {
+			case err := <-done:
+				return err, time.Since(start)
+			case <-stopPing:
+				return nil, time.Since(start)
+			case <-time.After(idle / 8):
+				if ping {
+					m.Ping()
+				}
+			}
+		}
+	}
+	if err, d := serve(false); !errors.Is(err, ErrIdle) || d < idle || d > 3*idle {
+		t.Errorf("silent client: ServeMux returned %v after %v, want ErrIdle after about %v", err, d, idle)
+	}
+	if err, d := serve(true); err != nil {
+		t.Errorf("pinging client: ServeMux returned %v after %v", err, d)
+	}
+}
+
 // What breaks the format ends the mux with ErrMalformedMux.
 func TestMuxMalformed(t *testing.T) {
 	frame := func(typ byte, id uint32, payload []byte) []byte {
@@ -359,7 +397,7 @@ func FuzzReadFrame(f *testing.F) {
 		}
 		done := make(chan struct{})
 		go func() {
-			ServeMux(bytes.NewReader(data), io.Discard, 0, 0, testCommands(make(chan string, 100)))
+			ServeMux(bytes.NewReader(data), io.Discard, 0, 0, 0, testCommands(make(chan string, 100)))
 			close(done)
 		}()
 		select {
