@@ -571,3 +571,46 @@ Host slowlink
 		t.Errorf("the send took only %v: the link was not slow enough to test anything", took)
 	}
 }
+
+// A connection closed during an upload through the agent leaves no
+// temporary file on the server: the agent gives its commands time to
+// clean up before it exits.
+func TestAgentConnectionClosedMidUpload(t *testing.T) {
+	srv := sshdtest.Start(t)
+	root := filepath.Join(srv.Dir, "closed")
+	os.Mkdir(root, 0o755)
+	c := helperClient(t, srv, root, helperOnAgent)
+	data := randomBytes(3 << 20)
+	r := newGatedReader(data[:1<<20], data[1<<20:])
+	tmp := TempNameAt("f", time.Now(), 7)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.Put(context.Background(), "f", r, PutOptions{Mode: 0o644, Mtime: time.Now(), TempName: tmp})
+		errc <- err
+	}()
+	<-r.reached
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if _, err := os.Stat(filepath.Join(root, tmp)); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no temporary file")
+		}
+	}
+	c.Close()
+	close(r.gate)
+	if err := <-errc; !errors.Is(err, ErrOffline) {
+		t.Errorf("put on a closed connection: %v", err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := os.Stat(filepath.Join(root, tmp)); errors.Is(err, fs.ErrNotExist) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the temporary file is still there 5s after the connection closed")
+		}
+	}
+	if _, err := os.Stat(filepath.Join(root, "f")); err == nil {
+		t.Error("a partial file landed")
+	}
+}

@@ -197,6 +197,10 @@ type Mux struct {
 
 	wmu sync.Mutex // held while one frame is written and flushed
 
+	// cmds counts the agent's commands running (Add under mu while the
+	// mux is open, so never after ServeMux started waiting).
+	cmds sync.WaitGroup
+
 	// LastRecv is when a frame last arrived (UnixNano).
 	LastRecv atomic.Int64
 	pongs    chan []byte
@@ -254,8 +258,9 @@ func NewClientMux(r io.Reader, w io.Writer) (m *Mux, uid, gid uint32, err error)
 // the format, or nothing came from the client for idle (ErrIdle; 0: no
 // limit; the client pings every few seconds); accept runs each opened
 // stream's command and must end it with Exit. When ServeMux returns, every
-// stream's context has ended (a read of r may still be pending: the
-// caller exits).
+// stream's context has ended and each command has returned or had
+// StopGrace to do so (an upload cut short removes its temporary file); a
+// read of r may still be pending: the caller exits.
 func ServeMux(r io.Reader, w io.Writer, uid, gid uint32, idle time.Duration, accept func(s *Stream, argv []string)) error {
 	m := newMux(r, w, false)
 	m.accept = accept
@@ -285,11 +290,24 @@ func ServeMux(r io.Reader, w io.Writer, uid, gid uint32, idle time.Duration, acc
 		}()
 	}
 	<-m.done
+	ended := make(chan struct{})
+	go func() {
+		m.cmds.Wait()
+		close(ended)
+	}()
+	select {
+	case <-ended:
+	case <-time.After(StopGrace):
+	}
 	if err := m.Err(); !errors.Is(err, io.EOF) {
 		return err
 	}
 	return nil
 }
+
+// StopGrace is how long ServeMux waits for the commands once the mux has
+// ended.
+const StopGrace = 3 * time.Second
 
 // ErrIdle: nothing came from the client for the agent's idle limit (the
 // link died without the server noticing).
@@ -401,6 +419,10 @@ func (m *Mux) handle(f Frame) error {
 			return err
 		}
 		m.mu.Lock()
+		if m.err != nil {
+			m.mu.Unlock()
+			return m.err
+		}
 		if _, dup := m.streams[f.ID]; dup {
 			m.mu.Unlock()
 			return fmt.Errorf("%w: stream %d opened twice", ErrMalformedMux, f.ID)
@@ -408,8 +430,12 @@ func (m *Mux) handle(f Frame) error {
 		s := m.newStream(f.ID)
 		s.ctx, s.end = context.WithCancel(context.Background())
 		m.streams[f.ID] = s
+		m.cmds.Add(1)
 		m.mu.Unlock()
-		go m.accept(s, argv)
+		go func() {
+			defer m.cmds.Done()
+			m.accept(s, argv)
+		}()
 		return nil
 	}
 	if (m.client && f.Type == FrameKill) || (!m.client && (f.Type == FrameExit || f.Type == FrameStderr)) {
