@@ -395,13 +395,13 @@ func (a *agentRunner) run(started chan struct{}) {
 			}
 		}
 	}
-	b.m.Close(fmt.Errorf("the agent on %s stopped: %w", c.label, why))
-	stop()
-	a.mu.Lock()
+	a.mu.Lock() // first: no new request gets this agent
 	if a.mux == b.m {
 		a.state, a.mux, a.retryAt = agentIdle, nil, time.Now().Add(agentRetry)
 	}
 	a.mu.Unlock()
+	b.m.Close(fmt.Errorf("the agent on %s stopped: %w", c.label, why))
+	stop()
 	if c.Err() == nil {
 		c.log.Warn("server-side agent stopped; helpers run one exec each for a while", "host", c.label, "err", why, "for", agentRetry)
 	}
@@ -497,13 +497,20 @@ var errNoAgent = errors.New("the server-side agent does not run")
 // exec channel of its own. Same contract as Exec.
 func (c *Client) runHelper(ctx context.Context, argv []string, cmd string, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
 	if m := c.agent.get(ctx, cmd == ""); m != nil {
-		return c.agentExec(ctx, m, argv, stdin, stdout, stderr)
+		code, err := c.agentExec(ctx, m, argv, stdin, stdout, stderr)
+		if !errors.Is(err, errNotOpened) || cmd == "" || c.Err() != nil {
+			return code, err
+		}
+		// The agent ended just now; nothing of the request was used.
 	}
 	if cmd == "" {
 		return -1, fmt.Errorf("exec on %s: %w", c.label, errNoAgent)
 	}
 	return c.Exec(ctx, cmd, stdin, stdout, stderr)
 }
+
+// errNotOpened: the agent had ended before the request could start.
+var errNotOpened = errors.New("the request did not start")
 
 // agentStopped: the agent died under a request while the connection lives.
 type agentStopped struct{ cause error }
@@ -524,7 +531,7 @@ func (c *Client) agentExec(ctx context.Context, m *proto.Mux, argv []string, std
 	}
 	s, err := m.Open(argv)
 	if err != nil {
-		return fail(&agentStopped{err})
+		return fail(&agentStopped{fmt.Errorf("%w: %w", errNotOpened, err)})
 	}
 	in, out := &progress{}, &progress{}
 	defer in.abandonNoWait()
