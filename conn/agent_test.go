@@ -22,6 +22,7 @@ import (
 	"remotefs/agent"
 	"remotefs/internal/netproxy"
 	"remotefs/internal/sshdtest"
+	"remotefs/internal/testenv"
 )
 
 // randomTree makes a tree of rng's choosing under root: folders several
@@ -243,24 +244,6 @@ func collectWalkUnordered(t *testing.T, out []byte) (map[string]FileInfo, int) {
 	return got, n
 }
 
-// countingLogins gives srv's account a login shell that takes delay to
-// start and counts its starts (every exec channel is one; the SFTP
-// subsystem, internal-sftp, is none). It returns a function that reads
-// the count.
-func countingLogins(t *testing.T, srv *sshdtest.Server, delay time.Duration) func() int {
-	t.Helper()
-	log := filepath.Join(t.TempDir(), "logins")
-	os.WriteFile(log, nil, 0o666)
-	rc := fmt.Sprintf("sleep %.3f\necho \"$$\" >> %s\n", delay.Seconds(), ShellQuote(log))
-	if err := os.WriteFile(filepath.Join(srv.RemoteHome, ".bashrc"), []byte(rc), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return func() int {
-		b, _ := os.ReadFile(log)
-		return bytes.Count(b, []byte("\n"))
-	}
-}
-
 // A connection with the agent starts the server's login shell once, for
 // every helper (walk, fetch, batch stat, the change feed, uploads), where
 // running each helper over its own exec channel starts it for each; and
@@ -270,7 +253,7 @@ func TestAgentOneLoginPerConnection(t *testing.T) {
 	helperBinary(t)
 	const delay = time.Second
 	srv := sshdtest.StartWith(t, sshdtest.Options{LoginShellDelay: delay})
-	logins := countingLogins(t, srv, delay)
+	logins := testenv.CountLogins(t, srv.RemoteHome, delay)
 	root := filepath.Join(srv.Dir, "tree")
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 4))
 	files := randomTree(t, root, rng)

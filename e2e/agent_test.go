@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"fmt"
 	"io/fs"
 	"os"
@@ -11,6 +10,7 @@ import (
 	"time"
 
 	"remotefs/internal/sshdtest"
+	"remotefs/internal/testenv"
 )
 
 // A mount starts the server's login shell once, however many helpers it
@@ -21,17 +21,7 @@ import (
 func TestOneLoginShellPerMount(t *testing.T) {
 	const delay = time.Second
 	w := newWorldWith(t, sshdtest.Options{LoginShellDelay: delay})
-	logFile := filepath.Join(t.TempDir(), "logins")
-	os.WriteFile(logFile, nil, 0o666)
-	os.Chmod(filepath.Dir(logFile), 0o777)
-	rc := fmt.Sprintf("sleep %.3f\necho \"$$\" >> '%s'\n", delay.Seconds(), logFile)
-	if err := os.WriteFile(filepath.Join(w.srv.RemoteHome, ".bashrc"), []byte(rc), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	logins := func() int {
-		b, _ := os.ReadFile(logFile)
-		return bytes.Count(b, []byte("\n"))
-	}
+	logins := testenv.CountLogins(t, w.srv.RemoteHome, delay)
 	want := map[string]string{}
 	for i := range 60 {
 		p := fmt.Sprintf("proj/pkg%d/sub%d/mod%d.py", i%6, i%3, i)

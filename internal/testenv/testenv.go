@@ -178,3 +178,26 @@ func BuildRemotefs(ctx context.Context, dir, out string, race bool) error {
 	}
 	return nil
 }
+
+// CountLogins gives the account whose home is remoteHome (an sshdtest
+// server's RemoteHome, which sshd runs commands with as $HOME) a
+// ~/.bashrc that takes delay to start, as sshdtest's LoginShellDelay does,
+// and also counts its starts: every exec channel is one, the SFTP
+// subsystem (internal-sftp, with LoginShellDelay) none. It returns the
+// count so far.
+func CountLogins(t testing.TB, remoteHome string, delay time.Duration) func() int {
+	t.Helper()
+	log := filepath.Join(t.TempDir(), "logins")
+	if err := os.WriteFile(log, nil, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(filepath.Dir(log), 0o777) // the login user may not be this one
+	rc := fmt.Sprintf("sleep %.3f\necho \"$$\" >> '%s'\n", delay.Seconds(), log)
+	if err := os.WriteFile(filepath.Join(remoteHome, ".bashrc"), []byte(rc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return func() int {
+		b, _ := os.ReadFile(log)
+		return bytes.Count(b, []byte("\n"))
+	}
+}
