@@ -5,8 +5,9 @@ import (
 	"errors"
 	"io"
 	"io/fs"
-	"remotefs/agent/proto"
 	"time"
+
+	"remotefs/agent/proto"
 )
 
 // Remote is everything the cache needs from the server. All paths are

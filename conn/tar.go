@@ -8,9 +8,10 @@ import (
 	"fmt"
 	"io"
 	"path"
-	"remotefs/agent/proto"
 	"strings"
 	"time"
+
+	"remotefs/agent/proto"
 )
 
 // BulkFetcher is implemented by remotes that can send many files in one

@@ -8,10 +8,11 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"remotefs/agent/proto"
 	"strconv"
 	"strings"
 	"time"
+
+	"remotefs/agent/proto"
 )
 
 // TreeWalker is implemented by remotes that can list a whole tree in one

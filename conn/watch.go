@@ -44,13 +44,14 @@ import (
 	"log/slog"
 	"os"
 	"path"
-	"remotefs/agent/proto"
 	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"remotefs/agent/proto"
 )
 
 // Change is one thing the server says changed, relative to the root.
