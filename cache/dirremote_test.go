@@ -30,6 +30,8 @@ type dirRemote struct {
 	renames  atomic.Int64
 	readDirs atomic.Int64
 	lstats   atomic.Int64
+	// subtreeWalks: WalkSubtree calls (treeRemote)
+	subtreeWalks atomic.Int64
 	// dropOnRename: the next Rename finds the link gone (the remote goes
 	// offline and the rename is not done).
 	dropOnRename atomic.Bool
@@ -399,6 +401,16 @@ type treeRemote struct {
 }
 
 func (r treeRemote) WalkTree(ctx context.Context, prune []string, yield func(string, conn.FileInfo) error) error {
+	return r.walkFrom("", prune, yield)
+}
+
+// WalkSubtree implements conn.SubtreeWalker, counted in subtreeWalks.
+func (r treeRemote) WalkSubtree(ctx context.Context, rel string, yield func(string, conn.FileInfo) error) error {
+	r.subtreeWalks.Add(1)
+	return r.walkFrom(rel, nil, yield)
+}
+
+func (r treeRemote) walkFrom(top string, prune []string, yield func(string, conn.FileInfo) error) error {
 	if err := r.check(); err != nil {
 		return err
 	}
@@ -429,7 +441,7 @@ func (r treeRemote) WalkTree(ctx context.Context, prune []string, yield func(str
 		}
 		return nil
 	}
-	return walk("")
+	return walk(top)
 }
 
 // FetchFiles streams files the way tar over ssh does, via archive/tar.

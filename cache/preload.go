@@ -18,14 +18,22 @@ import (
 // over ssh) directories become usable as the stream passes them, before the
 // last ones arrive; otherwise the tree is walked with parallel SFTP
 // listings. Directories named in prune (base names) are listed themselves
-// but not descended into; they are listed on first use like any other.
+// but not descended into; the first use of one lists its whole subtree in
+// one streamed walk where the remote can (listSubtree).
 // Local changes not yet on the server are kept, as with every listing.
 func (s *Store) Preload(ctx context.Context, prune []string) (PreloadStats, error) {
 	start := time.Now()
 	var st PreloadStats
 	var err error
+	s.mu.Lock()
+	s.pruned = map[string]bool{}
+	for _, p := range prune {
+		s.pruned[p] = true
+	}
+	s.mu.Unlock()
 	if tw, ok := s.remote.(conn.TreeWalker); ok {
-		st, err = s.preloadBulk(ctx, tw, prune)
+		walk := func(yield func(string, conn.FileInfo) error) error { return tw.WalkTree(ctx, prune, yield) }
+		st, err = s.preloadBulk(ctx, walk, "", RootIno, prune)
 		st.Bulk = true
 		if errors.Is(err, conn.ErrNoTreeWalk) {
 			s.log.Info("bulk listing unavailable; walking the tree over SFTP", "reason", err)
@@ -88,20 +96,20 @@ func (s *Store) releaseListingLocked(f *frame, err error) {
 	f.call = nil
 }
 
-func (s *Store) preloadBulk(ctx context.Context, tw conn.TreeWalker, prune []string) (PreloadStats, error) {
+func (s *Store) preloadBulk(ctx context.Context, walk func(yield func(string, conn.FileInfo) error) error, top string, topIno Ino, prune []string) (PreloadStats, error) {
 	var st PreloadStats
 	pruned := map[string]bool{}
 	for _, p := range prune {
 		pruned[p] = true
 	}
-	stack := []*frame{{path: ""}}
+	stack := []*frame{{path: top}}
 	s.mu.Lock()
 	since, epoch := s.jr.mark(), s.connEpoch
 	asked := s.now()
 	// A folder whose listing is streaming is "being listed": a readdir of
 	// it meanwhile waits for the stream instead of listing it again (a
 	// huge folder would be held twice).
-	stack[0].call = s.claimListingLocked(RootIno)
+	stack[0].call = s.claimListingLocked(topIno)
 	s.mu.Unlock()
 	complete := func(f *frame) {
 		s.mu.Lock()
@@ -120,7 +128,7 @@ func (s *Store) preloadBulk(ctx context.Context, tw conn.TreeWalker, prune []str
 		}
 		s.mu.Unlock()
 	}()
-	err := tw.WalkTree(ctx, prune, func(p string, fi conn.FileInfo) error {
+	err := walk(func(p string, fi conn.FileInfo) error {
 		parent := path.Dir(p)
 		if parent == "." {
 			parent = ""
@@ -210,4 +218,37 @@ func (s *Store) preloadWalk(ctx context.Context, prune []string) (PreloadStats, 
 	visit(RootIno)
 	wg.Wait()
 	return st, firstEr
+}
+
+// listSubtree lists dir's whole subtree in one streamed round trip, when
+// dir is (or is inside) a folder the tree listing skipped (prune: a
+// dependency or cache folder such as node_modules): a walk into it would
+// otherwise pay a listing round trip per folder. It reports false when it
+// did not apply (the caller lists dir alone).
+func (s *Store) listSubtree(ctx context.Context, dir Ino) bool {
+	sw, ok := s.remote.(conn.SubtreeWalker)
+	if !ok {
+		return false
+	}
+	s.mu.Lock()
+	d := s.entries[dir]
+	inPruned := false
+	for a := d; a != nil && a.ino != RootIno; a = s.entries[a.parent] {
+		inPruned = inPruned || s.pruned[a.name]
+	}
+	if !inPruned || d == nil || d.listed || s.listing[dir] != nil {
+		s.mu.Unlock()
+		return false
+	}
+	p := s.pathOf(d)
+	s.mu.Unlock()
+	walk := func(yield func(string, conn.FileInfo) error) error { return sw.WalkSubtree(ctx, p, yield) }
+	if _, err := s.preloadBulk(ctx, walk, p, dir, nil); err != nil {
+		s.log.Debug("subtree listing failed; listing folders one by one", "path", p, "err", err)
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d = s.entries[dir]
+	return d != nil && d.listed
 }

@@ -125,7 +125,10 @@ type Store struct {
 	blockFetch map[Ino]map[int]*fetchCall // range-cached files: blocks being fetched
 	epochs     uint64                     // the last content epoch handed out (versions.go)
 	listing    map[Ino]*fetchCall
-	conflicts  []Conflict
+	// pruned: base names of the folders the tree listing skips (Preload);
+	// a folder inside one is listed with its whole subtree on first use.
+	pruned    map[string]bool
+	conflicts []Conflict
 	// usedConflictNames: conflict copy names handed out, so two conflicts
 	// in the same second get different names.
 	usedConflictNames map[string]bool

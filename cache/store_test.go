@@ -1552,3 +1552,52 @@ func TestRelinkRetryLeavesNoTemporary(t *testing.T) {
 		t.Errorf("d/b.txt is not a hard link of d/a.txt")
 	}
 }
+
+// TestPrunedFolderListedWithItsSubtree: the tree listing skips what is in
+// node_modules; the first look inside lists its whole subtree in one
+// streamed walk, so a walk of it costs no listing round trip per folder.
+func TestPrunedFolderListedWithItsSubtree(t *testing.T) {
+	rem := &dirRemote{root: t.TempDir()}
+	s, err := Open(Options{Dir: t.TempDir(), Remote: treeRemote{dirRemote: rem}, Online: func() bool { return true }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	e := &env{t: t, remote: rem, s: s}
+	e.server("src/main.py", "x")
+	for _, p := range []string{"web/node_modules/react/index.js", "web/node_modules/react/lib/a.js", "web/node_modules/dom/lib/b.js", "web/node_modules/dom/lib/deep/c.js"} {
+		e.server(p, p)
+	}
+	if _, err := s.Preload(context.Background(), []string{"node_modules"}); err != nil {
+		t.Fatal(err)
+	}
+	readDirs := rem.readDirs.Load()
+	var walk func(ino Ino, p string) int
+	walk = func(ino Ino, p string) int {
+		ents, err := s.ReadDir(context.Background(), ino)
+		if err != nil {
+			t.Fatalf("readdir %s: %v", p, err)
+		}
+		n := 0
+		for _, d := range ents {
+			n++
+			if d.Mode.IsDir() {
+				n += walk(d.Ino, p+"/"+d.Name)
+			}
+		}
+		return n
+	}
+	nm := e.mustLookup("web/node_modules")
+	if n := walk(nm.Ino, "web/node_modules"); n != 9 {
+		t.Fatalf("node_modules walk found %d entries, want 9", n)
+	}
+	if got := e.mustRead("web/node_modules/dom/lib/deep/c.js"); got != "web/node_modules/dom/lib/deep/c.js" {
+		t.Fatalf("read %q", got)
+	}
+	if n := rem.readDirs.Load() - readDirs; n != 0 {
+		t.Errorf("%d folder listings for the walk of node_modules, want none (one subtree walk)", n)
+	}
+	if n := rem.subtreeWalks.Load(); n != 1 {
+		t.Errorf("%d subtree walks, want 1", n)
+	}
+}

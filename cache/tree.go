@@ -159,6 +159,9 @@ func (s *Store) ensureListed(ctx context.Context, dir Ino) error {
 	if !s.online() {
 		return s.errOffline()
 	}
+	if s.listSubtree(ctx, dir) { // preload.go
+		return nil
+	}
 	return s.listDir(ctx, dir)
 }
 

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"path"
 	"strconv"
 	"strings"
 	"time"
@@ -37,18 +38,54 @@ var ErrNoTreeWalk = errors.New("server cannot list the tree in bulk (no GNU find
 // find over an exec channel: one command, NUL-separated records in the
 // same format, streamed as they are produced.
 func (c *Client) WalkTree(ctx context.Context, prune []string, yield func(string, FileInfo) error) error {
-	return c.streamFindRecords(ctx, walkArgv(c.root, prune), findCommand(c.root, prune), nil, yield,
-		func(code int, err error, stderr string) error {
-			var stopped *agentStopped
-			if errors.As(err, &stopped) {
-				err = fmt.Errorf("%w: %v", ErrNoTreeWalk, err) // list with SFTP instead
-			}
-			if err == nil && code != 0 && code != 1 {
-				// 1: some entries could not be read (permissions), the rest is fine.
-				err = fmt.Errorf("%w: find exited %d: %s", ErrNoTreeWalk, code, strings.TrimSpace(stderr))
-			}
-			return err
-		})
+	return c.streamFindRecords(ctx, walkArgv(c.root, prune), findCommand(c.root, prune), nil, yield, walkResult)
+}
+
+// walkResult turns a walk's exit into its error: ErrNoTreeWalk when the
+// caller should list with SFTP instead.
+func walkResult(code int, err error, stderr string) error {
+	var stopped *agentStopped
+	if errors.As(err, &stopped) {
+		err = fmt.Errorf("%w: %v", ErrNoTreeWalk, err) // list with SFTP instead
+	}
+	if err == nil && code != 0 && code != 1 {
+		// 1: some entries could not be read (permissions), the rest is fine.
+		err = fmt.Errorf("%w: find exited %d: %s", ErrNoTreeWalk, code, strings.TrimSpace(stderr))
+	}
+	return err
+}
+
+// SubtreeWalker is implemented by remotes that can list one folder's
+// whole subtree in one streamed round trip, as TreeWalker lists the root's:
+// every entry under rel (not rel itself), pre-order, nothing pruned, paths
+// relative to the root (so beginning with rel + "/").
+type SubtreeWalker interface {
+	WalkSubtree(ctx context.Context, rel string, yield func(path string, fi FileInfo) error) error
+}
+
+var (
+	_ SubtreeWalker = (*Client)(nil)
+	_ SubtreeWalker = (*Manager)(nil)
+)
+
+// WalkSubtree implements SubtreeWalker like WalkTree.
+func (c *Client) WalkSubtree(ctx context.Context, rel string, yield func(string, FileInfo) error) error {
+	abs, err := c.abs("walk", rel)
+	if err != nil {
+		return err
+	}
+	clean := path.Clean(rel)
+	return c.streamFindRecords(ctx, walkArgv(abs, nil), findCommand(abs, nil), nil,
+		func(p string, fi FileInfo) error { return yield(path.Join(clean, p), fi) }, walkResult)
+}
+
+// WalkSubtree implements SubtreeWalker.
+func (m *Manager) WalkSubtree(ctx context.Context, rel string, yield func(string, FileInfo) error) error {
+	c, err := m.current("walk", rel)
+	if err != nil {
+		return err
+	}
+	return c.WalkSubtree(ctx, rel, yield)
 }
 
 // streamFindRecords runs a helper whose output is find records (argv on

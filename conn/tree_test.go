@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -21,7 +22,7 @@ import (
 func TestWalkTreeMatchesSFTP(t *testing.T) {
 	srv := sshdtest.Start(t)
 	root := filepath.Join(srv.Dir, "tree")
-	for _, p := range []string{"a/b/deep.py", "a/x y.txt", "quote'd/f", "new\nline", "node_modules/pkg/i.js", "setuid"} {
+	for _, p := range []string{"a/b/deep.py", "a/x y.txt", "quote'd/f", "new\nline", "node_modules/pkg/i.js", "node_modules/pkg/node_modules/dep.js", "setuid"} {
 		full := filepath.Join(root, p)
 		os.MkdirAll(filepath.Dir(full), 0o755)
 		os.WriteFile(full, []byte("data "+p), 0o644)
@@ -89,6 +90,24 @@ func TestWalkTreeMatchesSFTP(t *testing.T) {
 			t.Errorf("%q came before its folder", p)
 		}
 		seen[p] = true
+	}
+
+	// One folder's subtree, nothing pruned (a node_modules inside it
+	// too), paths from the root.
+	var sub []string
+	if err := c.WalkSubtree(ctx, "node_modules", func(p string, fi FileInfo) error {
+		sub = append(sub, p)
+		if fi.Name != filepath.Base(p) {
+			t.Errorf("%q named %q", p, fi.Name)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(sub)
+	wantSub := []string{"node_modules/pkg", "node_modules/pkg/i.js", "node_modules/pkg/node_modules", "node_modules/pkg/node_modules/dep.js"}
+	if !slices.Equal(sub, wantSub) {
+		t.Errorf("subtree walk of node_modules: %q, want %q", sub, wantSub)
 	}
 }
 

@@ -295,8 +295,9 @@ func serve(ctx context.Context, cfg *config.Mount, ready func(error), warn func(
 }
 
 // preloadPrune names folders whose contents the mount-time listing skips
-// (listed on first use instead): dependency and cache folders with many
-// files that editors and git rarely look into.
+// (listed on first use instead, each with its whole subtree in one
+// streamed walk): dependency and cache folders with many files that
+// editors and git rarely look into.
 var preloadPrune = []string{"node_modules", ".venv", "venv", "__pycache__", ".mypy_cache", ".pytest_cache", ".tox"}
 
 // prune is what the tree listing, the change feed and prefetch skip inside:
