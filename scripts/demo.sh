@@ -104,68 +104,13 @@ trap 'exit 143' TERM
 say "a throwaway ssh server and client in $T"
 
 user=$(id -un)
-mkdir -p "$T/sshd" "$T/home/.ssh" "$T/server/projects" "$mnt" "$T/xdg/cache" "$T/xdg/state"
+mkdir -p "$T/server/projects" "$mnt" "$T/xdg/cache" "$T/xdg/state"
 mkdir -m 0700 "$T/xdg/runtime"
-chmod 0700 "$T/home/.ssh"
 
-ssh-keygen -q -N '' -t ed25519 -C demo-host -f "$T/sshd/host_ed25519"
-ssh-keygen -q -N '' -t ed25519 -C demo-user -f "$T/home/.ssh/id_ed25519"
-cp "$T/home/.ssh/id_ed25519.pub" "$T/sshd/authorized_keys"
-
-sftp_server=""
-for f in /usr/lib/openssh/sftp-server /usr/libexec/openssh/sftp-server /usr/libexec/sftp-server /usr/lib/ssh/sftp-server; do
-  if [ -x "$f" ]; then sftp_server=$f; break; fi
-done
-[ -n "$sftp_server" ] || fail "no sftp-server found (install openssh-sftp-server)"
-sshd_bin=/usr/sbin/sshd
-[ -x "$sshd_bin" ] || fail "no $sshd_bin (install openssh-server)"
-
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-
-cat >"$T/sshd/sshd_config" <<EOF
-ListenAddress 127.0.0.1
-Port $port
-HostKey $T/sshd/host_ed25519
-AuthorizedKeysFile $T/sshd/authorized_keys
-PidFile $T/sshd/sshd.pid
-StrictModes no
-UsePAM no
-PasswordAuthentication no
-PubkeyAuthentication yes
-PermitRootLogin prohibit-password
-Subsystem sftp $sftp_server
-EOF
-
-if [ "$(id -u)" -eq 0 ] && [ ! -d /run/sshd ]; then
-  mkdir -m 0755 /run/sshd # sshd's privilege-separation directory
-fi
-"$sshd_bin" -t -f "$T/sshd/sshd_config" || fail "sshd rejected its config"
-"$sshd_bin" -D -e -f "$T/sshd/sshd_config" </dev/null >"$T/sshd/sshd.log" 2>&1 &
-sshd_pid=$!
-
-cat >"$T/home/.ssh/config" <<EOF
-Host demo-box
-    HostName 127.0.0.1
-    Port $port
-    User $user
-    IdentityFile $T/home/.ssh/id_ed25519
-    IdentitiesOnly yes
-    UserKnownHostsFile $T/home/.ssh/known_hosts
-    StrictHostKeyChecking yes
-    BatchMode yes
-EOF
-chmod 0600 "$T/home/.ssh/config"
-echo "[127.0.0.1]:$port $(cut -d' ' -f1,2 "$T/sshd/host_ed25519.pub")" >"$T/home/.ssh/known_hosts"
-
-# ssh reads ~ from the password database, not $HOME: name the config.
-ssh_demo() { ssh -F "$T/home/.ssh/config" demo-box "$@"; }
-for i in $(seq 1 50); do
-  kill -0 "$sshd_pid" 2>/dev/null || fail "sshd exited"
-  if ssh_demo -o ConnectTimeout=2 true </dev/null 2>/dev/null; then break; fi
-  [ "$i" -lt 50 ] || { ssh_demo true </dev/null || true; fail "cannot log in to sshd on 127.0.0.1:$port"; }
-  sleep 0.2
-done
-echo "sshd on 127.0.0.1:$port (pid $sshd_pid); ssh demo-box works"
+# shellcheck source=lib/throwaway-sshd.sh
+. "$repo/scripts/lib/throwaway-sshd.sh"
+throwaway_sshd "$T" demo-box "$user" || fail "the throwaway sshd did not start"
+echo "sshd on 127.0.0.1:$sshd_port (pid $sshd_pid); ssh demo-box works"
 
 # --- 3. a project on the server ----------------------------------------------
 

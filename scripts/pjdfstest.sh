@@ -89,51 +89,11 @@ pjd=$(find "$T/src" -maxdepth 2 -name configure.ac -printf '%h\n' | head -1)
 nfiles=$(find "$pjd/tests" -name '*.t' | wc -l)
 echo "$nfiles test files"
 
+# shellcheck source=lib/throwaway-sshd.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/throwaway-sshd.sh"
 start_sshd() {
-  mkdir -p "$T/sshd" "$T/home/.ssh" "$T/server"
-  chmod 0700 "$T/home/.ssh"
-  ssh-keygen -q -N '' -t ed25519 -f "$T/sshd/host_ed25519"
-  ssh-keygen -q -N '' -t ed25519 -f "$T/home/.ssh/id_ed25519"
-  cp "$T/home/.ssh/id_ed25519.pub" "$T/sshd/authorized_keys"
-  local sftp_server="" f port
-  for f in /usr/lib/openssh/sftp-server /usr/libexec/openssh/sftp-server /usr/lib/ssh/sftp-server; do
-    if [ -x "$f" ]; then sftp_server=$f; break; fi
-  done
-  port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-  cat >"$T/sshd/sshd_config" <<EOF
-ListenAddress 127.0.0.1
-Port $port
-HostKey $T/sshd/host_ed25519
-AuthorizedKeysFile $T/sshd/authorized_keys
-PidFile $T/sshd/sshd.pid
-StrictModes no
-UsePAM no
-PasswordAuthentication no
-PermitRootLogin prohibit-password
-Subsystem sftp $sftp_server
-EOF
-  [ -d /run/sshd ] || mkdir -m 0755 /run/sshd
-  /usr/sbin/sshd -D -e -f "$T/sshd/sshd_config" </dev/null >"$T/sshd/sshd.log" 2>&1 &
-  sshd_pid=$!
-  cat >"$T/home/.ssh/config" <<EOF
-Host pjd-box
-    HostName 127.0.0.1
-    Port $port
-    User root
-    IdentityFile $T/home/.ssh/id_ed25519
-    IdentitiesOnly yes
-    UserKnownHostsFile $T/home/.ssh/known_hosts
-    StrictHostKeyChecking yes
-    BatchMode yes
-EOF
-  echo "[127.0.0.1]:$port $(cut -d' ' -f1,2 "$T/sshd/host_ed25519.pub")" >"$T/home/.ssh/known_hosts"
-  local i
-  for i in $(seq 1 50); do
-    if ssh -F "$T/home/.ssh/config" -o ConnectTimeout=2 pjd-box true </dev/null 2>/dev/null; then return 0; fi
-    sleep 0.2
-  done
-  echo "pjdfstest: cannot log in to the test sshd" >&2
-  return 1
+  mkdir -p "$T/server"
+  throwaway_sshd "$T" pjd-box root || { echo "pjdfstest: the test sshd did not start" >&2; return 1; }
 }
 
 # run_suite TARGET DIR: prove every test file from DIR; results in $T/TARGET.prove
