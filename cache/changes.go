@@ -42,6 +42,9 @@ type Invalidation struct {
 	// alone: dropping a folder's entry would cut the working directory of
 	// every process inside it loose (getcwd fails with ENOENT).
 	Made Ino
+	// AttrOnly: only Ino's attributes changed (stat data the server
+	// reported for the mount's own upload), not its content.
+	AttrOnly bool
 
 	Event Event
 	// Attr: the entry after the change (EventRemoved: before it).

@@ -168,12 +168,18 @@ func (s *Store) forgetServerInoLocked(e *entry) {
 	e.sino = 0
 }
 
-// serverTimes takes the server's atime and ctime for e. Times the
-// server reports in whole seconds do not replace a local one of the same
-// second (SFTP v3 drops the fraction that utimensat set through the
-// mount). Caller holds mu.
+// serverTimes takes the server's mtime, atime and ctime for e. Times the
+// server reports in whole seconds (SFTP v3 attributes, known by their lack
+// of a ctime) do not replace a local one of the same second (SFTP v3 drops
+// the fraction that utimensat set through the mount); the bulk listing's
+// and the upload helper's, which have the fraction, are taken as they are.
+// Caller holds mu.
 func serverTimes(e *entry, fi conn.FileInfo) {
-	e.mtime = sameSecond(e.mtime, fi.Mtime)
+	if fi.Ctime.IsZero() {
+		e.mtime = sameSecond(e.mtime, fi.Mtime)
+	} else {
+		e.mtime = fi.Mtime
+	}
 	if !fi.Atime.IsZero() {
 		e.atime = sameSecond(e.atime, fi.Atime)
 	}

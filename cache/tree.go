@@ -124,7 +124,7 @@ func (s *Store) ReadDir(ctx context.Context, dir Ino) ([]DirEntry, error) {
 	out := make([]DirEntry, 0, len(d.children))
 	for name, ino := range d.children {
 		if c := s.entries[ino]; c != nil {
-			out = append(out, DirEntry{Name: name, Ino: ino, Mode: c.mode})
+			out = append(out, DirEntry{Name: name, Ino: ino, ServerIno: c.sino, Mode: c.mode})
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
@@ -394,6 +394,11 @@ func (s *Store) applyServerAttrs(e *entry, fi conn.FileInfo) {
 	}
 	if e.mode.IsRegular() && (e.content == contentClean || e.content == contentPartial) && v != e.remote {
 		s.dropContent(e)
+	}
+	if fi.Ino == 0 && e.onServer && (v != e.remote || e.mode.Type() != fi.Mode.Type()) {
+		// Changed on the server, reported without its inode (SFTP): it may
+		// be another file now, and the number it had may be reused.
+		s.forgetServerInoLocked(e)
 	}
 	if fi.Mode&fs.ModeSymlink != 0 && (fi.Target != "" || v != e.remote) {
 		e.target = fi.Target

@@ -165,7 +165,7 @@ func (s *Store) applyPut(ctx context.Context, o *op) error {
 		s.removeTemps(ctx, temps, "")
 		return nil
 	}
-	gen, mode, mtime := e.gen, e.mode.Perm(), e.mtime
+	gen, mode, mtime, ctime := e.gen, e.mode.Perm(), e.mtime, e.ctime
 	base, size := e.base, e.size
 	f, err := os.Open(s.contentPath(o.Ino))
 	if err != nil {
@@ -254,9 +254,33 @@ func (s *Store) applyPut(ctx context.Context, o *op) error {
 	if e.gen == gen {
 		e.content = contentClean
 		e.size = fi.Size
+		before := e.attr()
+		adoptLandedStat(e, fi, mtime, ctime)
+		s.noteServerInoLocked(e, fi)
+		if after := e.attr(); after.StatIno() != before.StatIno() || !after.Ctime.Equal(before.Ctime) || !after.Mtime.Equal(before.Mtime) {
+			s.notifyLocked(Invalidation{Ino: e.ino, AttrOnly: true})
+		}
 	}
 	s.dirtyIno[e.ino] = true
 	return nil
+}
+
+// adoptLandedStat gives e, whose content just landed on the server
+// unchanged since, the stat data the server reported for it (the upload
+// helper's; SFTP reports none): its inode number (the caller notes it),
+// ctime and mtime with nanoseconds, unless they moved locally since the
+// upload started (sentMtime, startCtime). So the mount shows what a
+// later listing, or a program on the server, sees: git's index written
+// through the mount matches on the server and after a remount. Caller
+// holds mu.
+func adoptLandedStat(e *entry, fi conn.FileInfo, sentMtime, startCtime time.Time) {
+	if fi.Ctime.IsZero() || !e.ctime.Equal(startCtime) {
+		return
+	}
+	if e.mtime.Equal(sentMtime) && fi.Mtime.Unix() == sentMtime.Unix() {
+		e.mtime = fi.Mtime
+	}
+	e.ctime = fi.Ctime
 }
 
 // removeTemps deletes, best effort, the temporary files that earlier

@@ -51,6 +51,10 @@ type Client struct {
 	// the login user's ids (Owner): uid<<32 | gid | 1<<63, 0 unknown;
 	// set with the root, corrected by the upload helper's greeting
 	owner atomic.Uint64
+	// rootDev: the device of the root folder, as the last bulk listing
+	// reported it (parseFindStream's tagged form; 0 unknown). Inode
+	// numbers of files on it are reported (FileInfo.Ino), others not.
+	rootDev atomic.Uint64
 
 	// probing: a probeAfterChange loop runs; probeWanted: a network
 	// change since its last probe started.
@@ -813,7 +817,7 @@ func (c *Client) planPut(rel string, o PutOptions) (putPlan, error) {
 	if !IsTempName(tmpName) || !putproto.ValidBase(tmpName) {
 		return putPlan{}, &fs.PathError{Op: "put", Path: rel, Err: fmt.Errorf("%w: temporary name %q", fs.ErrInvalid, tmpName)}
 	}
-	p.req = putproto.Request{Dest: abs, Temp: tmpName, Mode: uint32(chmodBits(o.Mode)), Mtime: o.Mtime.Unix()}
+	p.req = putproto.Request{Dest: abs, Temp: tmpName, Mode: uint32(chmodBits(o.Mode)), Mtime: o.Mtime.Unix(), MtimeNsec: uint32(o.Mtime.Nanosecond())}
 	if o.Accept != nil {
 		if o.ConflictPath == "" {
 			return putPlan{}, &fs.PathError{Op: "put", Path: rel, Err: fmt.Errorf("%w: Accept without a ConflictPath", fs.ErrInvalid)}

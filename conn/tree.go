@@ -47,7 +47,10 @@ func (c *Client) WalkTree(ctx context.Context, prune []string, yield func(string
 		pw.CloseWithError(err)
 		done <- err
 	}()
-	perr := parseFindStream(pr, yield)
+	rootDev, perr := parseFindStream(pr, yield)
+	if perr == nil && rootDev != 0 {
+		c.rootDev.Store(rootDev)
+	}
 	pr.CloseWithError(errors.New("walk stopped"))
 	err := <-done
 	if perr != nil && !errors.Is(perr, io.ErrClosedPipe) {
@@ -67,14 +70,18 @@ func (m *Manager) WalkTree(ctx context.Context, prune []string, yield func(strin
 
 // findFormat: type, mode, size, mtime, path, symlink target, owner and
 // group (numeric), link count, inode, atime, ctime (times with their
-// fraction).
-const findFormat = `'%y\0%m\0%s\0%T@\0%P\0%l\0%U\0%G\0%n\0%i\0%A@\0%C@\0'`
+// fraction), device.
+const findFormat = `'%y\0%m\0%s\0%T@\0%P\0%l\0%U\0%G\0%n\0%i\0%A@\0%C@\0%D\0'`
 
 // findCommand lists root with GNU find: findFormat per entry, each field
-// ended by NUL.
+// ended by NUL. The first record is the root's own (empty path): its
+// device tells which entries are on another filesystem (a mount point
+// under the root), whose inode numbers are not reported (parseFindStream).
 func findCommand(root string, prune []string) string {
 	var b strings.Builder
 	b.WriteString("LC_ALL=C find ")
+	b.WriteString(shellQuote(root + "/"))
+	b.WriteString(" -maxdepth 0 -printf " + findFormat + " && LC_ALL=C find ")
 	b.WriteString(shellQuote(root + "/"))
 	b.WriteString(" -mindepth 1")
 	if len(prune) > 0 {
@@ -97,32 +104,50 @@ func shellQuote(s string) string {
 }
 
 // findFields is the number of fields in a find record.
-const findFields = 12
+const findFields = 13
 
-// parseFindStream reads find records and yields them.
-func parseFindStream(r io.Reader, yield func(string, FileInfo) error) error {
+// parseFindStream reads find records and yields them. The root's record
+// (empty path, first) is not yielded: it returns the root's device
+// (rootDev, 0 when the stream had no root record). An entry whose device
+// is not the root's, or listed without the root's record, gets Ino 0: a
+// filesystem mounted under the root numbers its inodes on its own, and
+// two files showing one inode number would be taken for one file.
+func parseFindStream(r io.Reader, yield func(string, FileInfo) error) (rootDev uint64, err error) {
 	br := bufio.NewReaderSize(r, 256*1024)
 	var fields [findFields]string
+	first := true
 	for {
 		for i := range fields {
 			f, err := br.ReadString(0)
 			if err != nil {
 				if err == io.EOF && i == 0 && f == "" {
-					return nil
+					return rootDev, nil
 				}
 				if err == io.EOF {
-					return fmt.Errorf("%w: truncated record", ErrNoTreeWalk)
+					return rootDev, fmt.Errorf("%w: truncated record", ErrNoTreeWalk)
 				}
-				return err
+				return rootDev, err
 			}
 			fields[i] = f[:len(f)-1]
 		}
+		dev, derr := strconv.ParseUint(fields[12], 10, 64)
+		if derr != nil {
+			return rootDev, fmt.Errorf("%w: bad device in record %q", ErrNoTreeWalk, strings.Join(fields[:], "|"))
+		}
+		if fields[4] == "" && first {
+			rootDev, first = dev|1<<63, false // never 0 once known
+			continue
+		}
+		first = false
 		p, fi, err := parseFindRecord(fields)
 		if err != nil {
-			return err
+			return rootDev, err
+		}
+		if rootDev != dev|1<<63 {
+			fi.Ino = 0
 		}
 		if err := yield(p, fi); err != nil {
-			return err
+			return rootDev, err
 		}
 	}
 }

@@ -56,7 +56,11 @@ func (f *FS) Invalidate(inv cache.Invalidation) {
 		// names fresh.
 		defer f.queueEcho(inv)
 	}
-	if inv.Ino != 0 && n != nil && inv.Event != cache.EventRenamed {
+	if inv.Ino != 0 && n != nil && inv.AttrOnly {
+		if err := srv.InvalidateNodeAttr(n); err != nil && !errors.Is(err, fuse.ErrNotCached) {
+			f.log.Debug("invalidate attributes", "ino", inv.Ino, "err", err)
+		}
+	} else if inv.Ino != 0 && n != nil && inv.Event != cache.EventRenamed {
 		if err := srv.InvalidateNodeData(n); err != nil && !errors.Is(err, fuse.ErrNotCached) {
 			f.log.Debug("invalidate data", "ino", inv.Ino, "err", err)
 		}
