@@ -395,9 +395,11 @@ func (s *Store) applyServerAttrs(e *entry, fi conn.FileInfo) {
 	if e.mode.IsRegular() && (e.content == contentClean || e.content == contentPartial) && v != e.remote {
 		s.dropContent(e)
 	}
-	if fi.Ino == 0 && e.onServer && (v != e.remote || e.mode.Type() != fi.Mode.Type()) {
-		// Changed on the server, reported without its inode (SFTP): it may
-		// be another file now, and the number it had may be reused.
+	if fi.Ino == 0 && (!fi.Ctime.IsZero() || e.onServer && (v != e.remote || e.mode.Type() != fi.Mode.Type())) {
+		// Reported by a source that tells inode numbers (it has the
+		// ctime too) without one: on another filesystem than the root.
+		// Or changed on the server, reported without its inode (SFTP): it
+		// may be another file now, and the number it had may be reused.
 		s.forgetServerInoLocked(e)
 	}
 	if fi.Mode&fs.ModeSymlink != 0 && (fi.Target != "" || v != e.remote) {
