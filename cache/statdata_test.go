@@ -144,3 +144,36 @@ func TestServerStatData(t *testing.T) {
 	open()
 	checkServerStat(t, "reopened after uploads", e.remote, "src/new.txt", e.mustLookup("src/new.txt"))
 }
+
+// The mount's own touch of a cached file is no server change: the cached
+// content stays when the feed reports it, and an edit after it uploads
+// over it without a conflict copy.
+func TestTouchIsNotAServerChange(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.server("a.txt", "alpha\n")
+	e.server("b.txt", "beta\n")
+	for i, p := range []string{"a.txt", "b.txt"} {
+		e.mustRead(p)
+		m := time.Unix(1600000000+int64(i), 5)
+		if _, err := e.s.SetAttr(ctx, e.mustLookup(p).Ino, nil, nil, nil, &m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.mustWrite("b.txt", "beta, edited\n")
+	e.flush()
+	e.s.ApplyRemoteChanges(ctx, []RemoteChange{{Path: "a.txt"}, {Path: "b.txt"}})
+	ino := e.mustLookup("a.txt").Ino
+	e.s.mu.Lock()
+	kept := e.s.entries[ino].content == contentClean
+	e.s.mu.Unlock()
+	if !kept {
+		t.Error("touching a cached file dropped its content")
+	}
+	if c := e.s.Status().Conflicts; len(c) != 0 {
+		t.Errorf("an edit after a touch made conflict copies: %v", c)
+	}
+	if got := e.serverContent("b.txt"); got != "beta, edited\n" {
+		t.Errorf("server b.txt = %q", got)
+	}
+}

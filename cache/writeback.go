@@ -125,7 +125,11 @@ func (s *Store) apply(ctx context.Context, o *op) error {
 		if o.AtimeNs == 0 {
 			a = m
 		}
-		return ignoreNotExist(r.Chtimes(ctx, o.Path, a, m))
+		err := r.Chtimes(ctx, o.Path, a, m)
+		if err == nil {
+			s.utimesLanded(o.Path, m)
+		}
+		return ignoreNotExist(err)
 	case opRename:
 		return s.applyRename(ctx, o)
 	case opMknod:
@@ -281,6 +285,29 @@ func adoptLandedStat(e *entry, fi conn.FileInfo, sentMtime, startCtime time.Time
 		e.mtime = fi.Mtime
 	}
 	e.ctime = fi.Ctime
+}
+
+// utimesLanded records that the server's file at p now has mtime m (whole
+// seconds over SFTP): the version a clean file's content came from, and
+// what a dirty file's next upload may find there, move with it. Otherwise
+// the mount's own touch would look like a server change (dropping the
+// cached content) and an edit after it like a conflict.
+func (s *Store) utimesLanded(p string, m time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, e, err := s.lookupPathLocked(p)
+	if err != nil || e == nil || !e.mode.IsRegular() || !e.onServer {
+		return
+	}
+	touched := func(v Version) Version { return Version{Size: v.Size, Mtime: m.Unix()} }
+	if e.content == contentDirty {
+		for _, v := range e.base.Versions {
+			e.base = e.base.union(expectVersion(touched(v)))
+		}
+	} else {
+		e.remote = touched(e.remote)
+	}
+	s.dirtyIno[e.ino] = true
 }
 
 // removeTemps deletes, best effort, the temporary files that earlier

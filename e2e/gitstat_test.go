@@ -165,3 +165,27 @@ func (w *world) gitStatusReadsNothing(when string) {
 		w.t.Logf("%s: git status opened no work-tree file", when)
 	}
 }
+
+// touch, then an edit: the mount's own touch is no server change, so the
+// edit lands on the file (no conflict copy), and touch -d keeps the time.
+func TestTouchThenEdit(t *testing.T) {
+	w := newWorld(t)
+	w.writeServer("notes.txt", "one\n", 0o644)
+	w.mount()
+	if got, err := os.ReadFile(w.m("notes.txt")); err != nil || string(got) != "one\n" {
+		t.Fatalf("read: %q, %v", got, err)
+	}
+	w.must("touch", "-d", "2020-01-02 03:04:05.5", w.m("notes.txt"))
+	w.must("sh", "-c", "echo two >> "+w.m("notes.txt"))
+	w.must(binary, "flush", w.mnt)
+	if b, err := os.ReadFile(w.s("notes.txt")); err != nil || string(b) != "one\ntwo\n" {
+		t.Errorf("server notes.txt = %q, %v", b, err)
+	}
+	if c := w.status().Conflicts; len(c) != 0 {
+		t.Errorf("conflict copies after touch and edit: %v", c)
+	}
+	matches, _ := filepath.Glob(w.s("notes.txt.conflict*"))
+	if len(matches) != 0 {
+		t.Errorf("conflict copies on the server: %v", matches)
+	}
+}
