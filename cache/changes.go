@@ -366,6 +366,17 @@ func (s *Store) feedCovers(e *entry, since time.Time) bool {
 	return !(e.isDir() && s.feedIgnore[e.name])
 }
 
+// ListingPushed reports whether the kernel may keep dir's listing across
+// opens: the listing is complete and confirmed in this connection, and
+// the live change feed reports changes to it, which reach the FUSE layer
+// as invalidations naming the folder.
+func (s *Store) ListingPushed(dir Ino) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d := s.entries[dir]
+	return d != nil && d.isDir() && d.listed && d.confirmed == s.connEpoch && s.feedCovers(d, d.listedAt)
+}
+
 // ChangeFeedLive reports whether server changes are being pushed.
 func (s *Store) ChangeFeedLive() bool {
 	s.mu.Lock()

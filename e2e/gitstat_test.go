@@ -60,6 +60,9 @@ func TestGitStatusTrustsIndex(t *testing.T) {
 	// An index written through the mount: new and changed files, saved
 	// and delivered, then added and committed through the mount.
 	mrepo := w.m("repo")
+	// Uploads over plain SFTP learn no inode or ctime (the next listing
+	// brings them): the helper's reply is what is tested here.
+	eventually(t, 20*time.Second, "uploads through the helper", func() bool { return w.status().Uploads == "helper" })
 	for i := 0; i < 10; i++ {
 		rel := fmt.Sprintf("new/n%02d.txt", i)
 		files = append(files, rel)
