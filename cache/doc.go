@@ -92,8 +92,9 @@
 //   - Sources: the bulk listing reports inode (only for files on the root's
 //     filesystem), ctime and nanosecond times; the upload helper reports
 //     the landed file's, adopted when nothing changed locally since the
-//     upload started (adoptLandedStat; the kernel's attributes are dropped,
-//     not its pages). SFTP stats report whole seconds and neither: an SFTP
+//     upload started (adoptLandedStat). When only stat data moves, the
+//     kernel's cached attributes are dropped, not its pages
+//     (Invalidation.AttrOnly). SFTP stats report whole seconds and neither: an SFTP
 //     stat of the same version (size, second) keeps what is known; one of
 //     another version drops the inode number (the file may be another one
 //     now, its old number reused) and keeps the nanoseconds only while the

@@ -370,6 +370,7 @@ func (s *Store) upsertChildLocked(d *entry, fi conn.FileInfo, now time.Time) *en
 // dropping cached content that no longer matches. Caller holds mu.
 func (s *Store) applyServerAttrs(e *entry, fi conn.FileInfo) {
 	v := versionOf(fi)
+	before := e.attr()
 	s.noteServerInoLocked(e, fi)
 	if e.localOwned() {
 		return
@@ -378,6 +379,11 @@ func (s *Store) applyServerAttrs(e *entry, fi conn.FileInfo) {
 	if ownerChanged && s.chownPendingLocked(e) {
 		// The server has not got the owner the journal gives it yet.
 		fi.HasOwner, ownerChanged = false, false
+	}
+	if e.onServer && v == e.remote && e.mode == fi.Mode && !ownerChanged {
+		// Only stat data may change (inode number, ctime, the mtime's
+		// fraction): what the kernel cached of it goes at the end.
+		defer s.statDataChangedLocked(e, before)
 	}
 	if e.onServer && (v != e.remote || e.mode != fi.Mode || ownerChanged) {
 		inv := Invalidation{Ino: e.ino}
@@ -419,6 +425,15 @@ func (s *Store) applyServerAttrs(e *entry, fi conn.FileInfo) {
 	e.remote = v
 	e.onServer = true
 	s.dirtyIno[e.ino] = true
+}
+
+// statDataChangedLocked drops the attributes the kernel cached for e when
+// its stat data moved from before (the pages stay: the content did not
+// change). Caller holds mu.
+func (s *Store) statDataChangedLocked(e *entry, before Attr) {
+	if after := e.attr(); after.StatIno() != before.StatIno() || !after.Ctime.Equal(before.Ctime) || !after.Mtime.Equal(before.Mtime) {
+		s.notifyLocked(Invalidation{Ino: e.ino, AttrOnly: true})
+	}
 }
 
 func (s *Store) dropContent(e *entry) {

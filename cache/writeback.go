@@ -250,6 +250,7 @@ func (s *Store) applyPut(ctx context.Context, o *op) error {
 		return nil
 	}
 	v := versionOf(fi)
+	before := e.attr()
 	s.forgetServerInoLocked(e)
 	e.onServer = true
 	e.remote = v
@@ -258,13 +259,10 @@ func (s *Store) applyPut(ctx context.Context, o *op) error {
 	if e.gen == gen {
 		e.content = contentClean
 		e.size = fi.Size
-		before := e.attr()
 		adoptLandedStat(e, fi, mtime, ctime)
 		s.noteServerInoLocked(e, fi)
-		if after := e.attr(); after.StatIno() != before.StatIno() || !after.Ctime.Equal(before.Ctime) || !after.Mtime.Equal(before.Mtime) {
-			s.notifyLocked(Invalidation{Ino: e.ino, AttrOnly: true})
-		}
 	}
+	s.statDataChangedLocked(e, before)
 	s.dirtyIno[e.ino] = true
 	return nil
 }
