@@ -46,10 +46,12 @@
 //     or by opening the file for writing.
 //   - Server-side helpers over exec, each with a plain-SFTP fallback in the
 //     caller: WalkTree (the whole tree's metadata in one streamed GNU find,
-//     tree.go), FetchFiles (many small files in one tar stream, tar.go),
+//     with inode numbers, ctime and nanosecond times; inode numbers only
+//     for files on the root's filesystem, tree.go), FetchFiles (many small files in one tar stream, tar.go),
 //     Watch (the change feed, watch.go), Put through the upload helper
 //     (one round trip per upload instead of four, with its own fallback
-//     to SFTP inside Put; upload.go), Mknod (FIFOs, sockets and device
+//     to SFTP inside Put; its reply carries the landed file's inode
+//     number, ctime and nanosecond mtime; upload.go), Mknod (FIFOs, sockets and device
 //     nodes with mknod(1) or python3; mknod.go), and the remote end of
 //     `remotefs run` (exec.go).
 //   - Liveness: keepalive, operation deadlines, and reconnection
