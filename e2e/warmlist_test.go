@@ -64,6 +64,30 @@ func listingKeptWhileFeedLive(t *testing.T, flags []string) {
 		t.Errorf("three listings of an unchanged folder sent %d folder reads to the daemon, want 0 (kernel-cached)", n)
 	}
 
+	// Files read again: from the kernel's page cache, and a close after
+	// a read costs no FLUSH request.
+	for i := 0; i < 2; i++ {
+		if b, err := os.ReadFile(w.m("src/c.txt")); err != nil || string(b) != "c.txt" {
+			t.Fatalf("read c.txt: %q, %v", b, err)
+		}
+	}
+	reads, flushes := len(w.daemonLogLines("<- Read [")), len(w.daemonLogLines("<- Flush ["))
+	for i := 0; i < 3; i++ {
+		if b, err := os.ReadFile(w.m("src/c.txt")); err != nil || string(b) != "c.txt" {
+			t.Fatalf("read c.txt: %q, %v", b, err)
+		}
+	}
+	if n, f := len(w.daemonLogLines("<- Read ["))-reads, len(w.daemonLogLines("<- Flush ["))-flushes; n != 0 || f != 0 {
+		t.Errorf("three warm reads of a file sent %d reads and %d flushes to the daemon, want none", n, f)
+	}
+	// A close after a write still flushes (it reports write errors).
+	if err := os.WriteFile(w.m("src/c.txt"), []byte("c, edited"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if f := len(w.daemonLogLines("<- Flush [")) - flushes; f == 0 {
+		t.Error("closing a written file sent no flush")
+	}
+
 	shows := func(what string, want []string) {
 		t.Helper()
 		eventually(t, 10*time.Second, what, func() bool { return slices.Equal(names(), want) })

@@ -161,6 +161,11 @@ func (n *node) Open(ctx context.Context, req *fuse.OpenRequest, resp *fuse.OpenR
 		}
 		n.seenOpened, n.seenEpoch = true, epoch
 		n.mu.Unlock()
+		if req.Flags.IsReadOnly() {
+			// Nothing to do at close for a handle that cannot write
+			// (Handle.Flush): spare the kernel's FLUSH round trip.
+			resp.Flags |= fuse.OpenNoFlush
+		}
 	}
 	return &handle{fs: n.fs, h: h, dir: req.Dir}, nil
 }
