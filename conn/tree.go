@@ -68,6 +68,84 @@ func (m *Manager) WalkTree(ctx context.Context, prune []string, yield func(strin
 	return c.WalkTree(ctx, prune, yield)
 }
 
+// BulkStater is implemented by remotes that can stat many paths in one
+// round trip, with what SFTP's attributes lack (inode number, ctime,
+// nanosecond times). StatPaths calls yield for each path that exists
+// (root-relative, as given); missing ones are left out.
+type BulkStater interface {
+	StatPaths(ctx context.Context, paths []string, yield func(path string, fi FileInfo) error) error
+}
+
+var (
+	_ BulkStater = (*Client)(nil)
+	_ BulkStater = (*Manager)(nil)
+)
+
+// StatPaths implements BulkStater with GNU find over an exec channel (the
+// root's own record first, as for WalkTree: inode numbers only for files
+// on its filesystem).
+func (c *Client) StatPaths(ctx context.Context, paths []string, yield func(string, FileInfo) error) error {
+	if len(paths) == 0 {
+		return nil
+	}
+	var b strings.Builder
+	b.WriteString("LC_ALL=C find ")
+	b.WriteString(shellQuote(c.root + "/"))
+	b.WriteString(" -maxdepth 0 -printf " + findFormat + "; LC_ALL=C find")
+	for _, p := range paths {
+		if !validRelPath(p) {
+			return fmt.Errorf("%w: bad path %q", ErrNoTreeWalk, p)
+		}
+		b.WriteString(" ")
+		b.WriteString(shellQuote(c.root + "/./" + p))
+	}
+	b.WriteString(" -maxdepth 0 -printf " + strings.Replace(findFormat, "%P", "%p", 1))
+	prefix := c.root + "/./"
+	pr, pw := io.Pipe()
+	var stderr bytes.Buffer
+	done := make(chan error, 1)
+	go func() {
+		code, err := c.Exec(ctx, b.String(), nil, pw, &limitedBuffer{buf: &stderr, max: 4096})
+		if err == nil && code != 0 && code != 1 {
+			// 1: some paths are gone.
+			err = fmt.Errorf("%w: find exited %d: %s", ErrNoTreeWalk, code, strings.TrimSpace(stderr.String()))
+		}
+		pw.CloseWithError(err)
+		done <- err
+	}()
+	_, perr := parseFindStreamWith(pr, func(full string) (string, bool) {
+		return strings.CutPrefix(full, prefix)
+	}, yield)
+	pr.CloseWithError(errors.New("stat stopped"))
+	err := <-done
+	if perr != nil && !errors.Is(perr, io.ErrClosedPipe) {
+		return perr
+	}
+	return err
+}
+
+// StatPaths implements BulkStater.
+func (m *Manager) StatPaths(ctx context.Context, paths []string, yield func(string, FileInfo) error) error {
+	c, err := m.current("stat", "")
+	if err != nil {
+		return err
+	}
+	return c.StatPaths(ctx, paths, yield)
+}
+
+// validRelPath reports whether p is a clean root-relative path.
+func validRelPath(p string) bool {
+	if p == "" || strings.HasPrefix(p, "/") || strings.HasSuffix(p, "/") || strings.ContainsRune(p, 0) {
+		return false
+	}
+	for _, el := range strings.Split(p, "/") {
+		if el == "" || el == "." || el == ".." {
+			return false
+		}
+	}
+	return true
+}
+
 // findFormat: type, mode, size, mtime, path, symlink target, owner and
 // group (numeric), link count, inode, atime, ctime (times with their
 // fraction), device.
@@ -113,6 +191,13 @@ const findFields = 13
 // filesystem mounted under the root numbers its inodes on its own, and
 // two files showing one inode number would be taken for one file.
 func parseFindStream(r io.Reader, yield func(string, FileInfo) error) (rootDev uint64, err error) {
+	return parseFindStreamWith(r, nil, yield)
+}
+
+// parseFindStreamWith is parseFindStream with the path field of each
+// record after the root's turned into a root-relative path by rel (nil:
+// as it is); a record rel refuses is an error.
+func parseFindStreamWith(r io.Reader, rel func(string) (string, bool), yield func(string, FileInfo) error) (rootDev uint64, err error) {
 	br := bufio.NewReaderSize(r, 256*1024)
 	var fields [findFields]string
 	first := true
@@ -139,6 +224,13 @@ func parseFindStream(r io.Reader, yield func(string, FileInfo) error) (rootDev u
 			continue
 		}
 		first = false
+		if rel != nil {
+			p, ok := rel(fields[4])
+			if !ok {
+				return rootDev, fmt.Errorf("%w: path %q outside the root", ErrNoTreeWalk, fields[4])
+			}
+			fields[4] = p
+		}
 		p, fi, err := parseFindRecord(fields)
 		if err != nil {
 			return rootDev, err

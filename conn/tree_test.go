@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -220,5 +221,48 @@ func TestTarChangedWarnings(t *testing.T) {
 		"tar: gone: Warning: Cannot stat: No such file or directory\n")
 	if len(got) != 2 || got[0] != "big" || got[1] != "dir/a b.txt" {
 		t.Fatalf("tarChanged = %q", got)
+	}
+}
+
+// StatPaths over a real sshd reports each existing path with the inode
+// number, ctime and nanosecond mtime the server has; missing ones are
+// left out.
+func TestStatPaths(t *testing.T) {
+	srv := sshdtest.Start(t)
+	root := filepath.Join(srv.Dir, "stat")
+	for _, p := range []string{"a/one.txt", "a/two 'q'.txt", "-dash"} {
+		full := filepath.Join(root, p)
+		os.MkdirAll(filepath.Dir(full), 0o755)
+		os.WriteFile(full, []byte("data "+p), 0o644)
+	}
+	ts := time.Unix(1700000000, 123456789)
+	os.Chtimes(filepath.Join(root, "a/one.txt"), ts, ts)
+	c := mustDial(t, "testbox:"+root, srvOpts(srv))
+	got := map[string]FileInfo{}
+	err := c.StatPaths(context.Background(), []string{"a/one.txt", "a/two 'q'.txt", "-dash", "a/missing"}, func(p string, fi FileInfo) error {
+		got[p] = fi
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 3 {
+		t.Fatalf("got %d paths: %v", len(got), got)
+	}
+	for p, fi := range got {
+		var st syscall.Stat_t
+		if err := syscall.Lstat(filepath.Join(root, p), &st); err != nil {
+			t.Fatal(err)
+		}
+		if fi.Ino != st.Ino || !fi.Ctime.Equal(time.Unix(st.Ctim.Sec, st.Ctim.Nsec)) || !fi.Mtime.Equal(time.Unix(st.Mtim.Sec, st.Mtim.Nsec)) ||
+			fi.Size != st.Size || fi.Name != filepath.Base(p) {
+			t.Errorf("%s: %+v; server ino %d size %d", p, fi, st.Ino, st.Size)
+		}
+	}
+	if !got["a/one.txt"].Mtime.Equal(ts) {
+		t.Errorf("mtime %v, want %v", got["a/one.txt"].Mtime, ts)
+	}
+	if err := c.StatPaths(context.Background(), []string{"../escape"}, func(string, FileInfo) error { return nil }); err == nil {
+		t.Error("a path outside the root was accepted")
 	}
 }
