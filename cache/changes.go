@@ -225,6 +225,11 @@ func (s *Store) applyRemoteChange(ctx context.Context, c RemoteChange, reported 
 		}
 		changed := cur == nil || cur.remote != versionOf(fi) || cur.mode != fi.Mode
 		e := s.upsertChildLocked(d, fi, s.now())
+		if e.mode.IsRegular() && fi.Ctime.IsZero() && e.sino == 0 && !e.localOwned() {
+			// Changed on the server (its inode number went with the
+			// old version) or never known: ask for its stat data.
+			s.wantStatDataLocked(c.Path)
+		}
 		if changed && e.mode.IsRegular() && !e.localOwned() {
 			// The server may still be writing it: until it settles its
 			// attributes are checked on open and not cached by the kernel.

@@ -94,11 +94,15 @@
 //     the landed file's, adopted when nothing changed locally since the
 //     upload started (adoptLandedStat). When only stat data moves, the
 //     kernel's cached attributes are dropped, not its pages
-//     (Invalidation.AttrOnly). SFTP stats report whole seconds and neither: an SFTP
-//     stat of the same version (size, second) keeps what is known; one of
-//     another version drops the inode number (the file may be another one
-//     now, its old number reused) and keeps the nanoseconds only while the
-//     second matches.
+//     (Invalidation.AttrOnly).
+//   - SFTP stats report whole seconds and neither: an SFTP stat of the
+//     same version (size, second) keeps what is known; one of another
+//     version drops the inode number (the file may be another one now,
+//     its old number reused) and keeps the nanoseconds only while the
+//     second matches. A file the change feed reported changed is
+//     re-checked that way, then, a moment later and in bulk with others,
+//     stat'ed with a source that has them (conn.BulkStater,
+//     statdata.go), taken if it is still the version the mount shows.
 //   - A source with ctime (bulk listing, helper) is taken as it is, mtime
 //     included; whole seconds never replace a local time of that second.
 //   - The version stays (size, whole seconds): the stats that decide

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"os"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -18,7 +19,8 @@ import (
 // without an inode (on another filesystem than the root).
 type statRemote struct {
 	treeRemote
-	otherDev map[string]bool
+	otherDev  map[string]bool
+	bulkStats *atomic.Int64
 }
 
 func (r statRemote) serverStat(p string, fi conn.FileInfo) conn.FileInfo {
@@ -48,6 +50,20 @@ func (r statRemote) Put(ctx context.Context, p string, src io.Reader, o conn.Put
 	return res, err
 }
 
+func (r statRemote) StatPaths(ctx context.Context, paths []string, yield func(string, conn.FileInfo) error) error {
+	r.bulkStats.Add(1)
+	for _, p := range paths {
+		fi, err := r.dirRemote.Lstat(ctx, p)
+		if err != nil {
+			continue
+		}
+		if err := yield(p, r.serverStat(p, fi)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func serverStatT(t *testing.T, r *dirRemote, rel string) syscall.Stat_t {
 	t.Helper()
 	var st syscall.Stat_t
@@ -71,7 +87,7 @@ func checkServerStat(t *testing.T, what string, r *dirRemote, rel string, a Attr
 func TestServerStatData(t *testing.T) {
 	e := &env{t: t, remote: &dirRemote{root: t.TempDir()}, dir: t.TempDir(),
 		clock: &fakeClock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}}
-	rem := statRemote{treeRemote: treeRemote{dirRemote: e.remote}, otherDev: map[string]bool{}}
+	rem := statRemote{treeRemote: treeRemote{dirRemote: e.remote}, otherDev: map[string]bool{}, bulkStats: new(atomic.Int64)}
 	open := func() {
 		s, err := Open(Options{Dir: e.dir, Remote: rem, Now: e.clock.Now, ConflictLabel: "laptop"})
 		if err != nil {
@@ -130,6 +146,15 @@ func TestServerStatData(t *testing.T) {
 	e.s.ApplyRemoteChanges(ctx, []RemoteChange{{Path: "src/b.txt"}})
 	if a := e.mustLookup("src/b.txt"); a.StatIno() != 1<<63|uint64(a.Ino) {
 		t.Errorf("changed through SFTP: inode %d, want the cache's own", a.StatIno())
+	}
+	// A moment later the bulk stat brings the server's stat data.
+	eventuallyT(t, "the bulk stat of a changed file", func() bool {
+		a := e.mustLookup("src/b.txt")
+		st := serverStatT(t, e.remote, "src/b.txt")
+		return a.StatIno() == st.Ino && a.Ctime.Equal(time.Unix(st.Ctim.Sec, st.Ctim.Nsec)) && a.Mtime.Equal(time.Unix(st.Mtim.Sec, st.Mtim.Nsec))
+	})
+	if n := rem.bulkStats.Load(); n != 1 {
+		t.Errorf("%d bulk stats, want 1", n)
 	}
 
 	// Written through the mount: once delivered, the file shows the stat

@@ -97,6 +97,27 @@ func TestGitStatusTrustsIndex(t *testing.T) {
 	if out := w.mustIn(repo, "git", "status", "--porcelain"); out != "" {
 		t.Errorf("git status on the server after the mount's commit:\n%s", out)
 	}
+
+	// A change committed on the server while mounted: once the feed has
+	// reported it, the mount shows the server's stat data for the file
+	// (not only SFTP's whole seconds), and git on the mount trusts the
+	// index the server's git wrote.
+	eventually(t, 20*time.Second, "the change feed", func() bool { return w.status().Watch == "helper" })
+	changed := files[1]
+	w.writeServer(filepath.Join("repo", changed), "changed on the server, a longer line\n", 0o644)
+	time.Sleep(1100 * time.Millisecond) // not racily clean in the server's index
+	w.mustIn(repo, "git", "commit", "-q", "-a", "-m", "on the server")
+	eventually(t, 20*time.Second, "the server's index and the file's stat data on the mount", func() bool {
+		si, err1 := os.ReadFile(filepath.Join(repo, ".git/index"))
+		mi, err2 := os.ReadFile(filepath.Join(mrepo, ".git/index"))
+		if err1 != nil || err2 != nil || string(si) != string(mi) {
+			return false
+		}
+		var s, m syscall.Stat_t
+		return syscall.Lstat(w.s(filepath.Join("repo", changed)), &s) == nil && syscall.Lstat(w.m(filepath.Join("repo", changed)), &m) == nil &&
+			s.Ino == m.Ino && s.Ctim == m.Ctim && s.Mtim == m.Mtim && s.Size == m.Size
+	})
+	w.gitStatusReadsNothing("after a commit on the server while mounted")
 }
 
 // sameStat fails the test unless the mount shows rel with the server's
