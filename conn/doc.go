@@ -47,7 +47,8 @@
 //   - Server-side helpers over exec, each with a plain-SFTP fallback in the
 //     caller: WalkTree (the whole tree's metadata in one streamed GNU find,
 //     with inode numbers, ctime and nanosecond times; inode numbers only
-//     for files on the root's filesystem, tree.go), FetchFiles (many small files in one tar stream, tar.go),
+//     for files on the root's filesystem; StatPaths, the same for many
+//     given paths, tree.go), FetchFiles (many small files in one tar stream, tar.go),
 //     Watch (the change feed, watch.go), Put through the upload helper
 //     (one round trip per upload instead of four, with its own fallback
 //     to SFTP inside Put; its reply carries the landed file's inode
