@@ -62,7 +62,7 @@ func (s *Store) statDataLoop() {
 			s.mu.Unlock()
 			return
 		}
-		since := s.applied
+		since := s.jr.mark()
 		s.mu.Unlock()
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		go func() {

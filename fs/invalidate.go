@@ -45,6 +45,10 @@ func (f *FS) Invalidate(inv cache.Invalidation) {
 		if err := srv.InvalidateEntry(dir, inv.Name); err != nil && !errors.Is(err, fuse.ErrNotCached) {
 			f.log.Debug("invalidate entry", "name", inv.Name, "err", err)
 		}
+	}
+	if inv.Name != "" && dir != nil {
+		// A name made that the kernel already looked up may still be
+		// missing from a listing it keeps.
 		f.dropListing(srv, dir)
 	}
 	if inv.ToName != "" && toDir != nil {
