@@ -103,8 +103,9 @@
 //     re-checked that way, then, a moment later and in bulk with others,
 //     stat'ed with a source that has them (conn.BulkStater,
 //     statdata.go), taken if it is still the version the mount shows.
-//   - A source with ctime (bulk listing, helper) is taken as it is, mtime
-//     included; whole seconds never replace a local time of that second.
+//   - Whole seconds never replace a local time of that second (nor 32
+//     wrapped bits of it, sameSecond); a time with a fraction is the
+//     server's own and is taken.
 //   - The version stays (size, whole seconds): the stats that decide
 //     whether content is current (open, read, feed) come over SFTP, which
 //     has no fraction; a version with nanoseconds from one source could not

@@ -169,17 +169,13 @@ func (s *Store) forgetServerInoLocked(e *entry) {
 }
 
 // serverTimes takes the server's mtime, atime and ctime for e. Times the
-// server reports in whole seconds (SFTP v3 attributes, known by their lack
-// of a ctime) do not replace a local one of the same second (SFTP v3 drops
-// the fraction that utimensat set through the mount); the bulk listing's
-// and the upload helper's, which have the fraction, are taken as they are.
+// server reports in whole seconds do not replace a local one of the same
+// second (SFTP v3 drops the fraction that utimensat set through the
+// mount, and carries 32 bits of seconds); a time with a fraction (the bulk
+// listing's, the upload helper's) is the server's own and is taken.
 // Caller holds mu.
 func serverTimes(e *entry, fi conn.FileInfo) {
-	if fi.Ctime.IsZero() {
-		e.mtime = sameSecond(e.mtime, fi.Mtime)
-	} else {
-		e.mtime = fi.Mtime
-	}
+	e.mtime = sameSecond(e.mtime, fi.Mtime)
 	if !fi.Atime.IsZero() {
 		e.atime = sameSecond(e.atime, fi.Atime)
 	}
