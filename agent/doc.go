@@ -20,16 +20,19 @@
 // stderr, and gets an exit code (0; 1 when some entries could not be
 // read but the rest is right; 2 usage; 127 unknown command). The commands:
 //
-//   - walk [--prune GLOB]... -- ROOT (Walk, walk.go): the whole tree's
-//     metadata. Stdout: one record per entry under ROOT, in pre-order, in
-//     the NUL-separated record format of the GNU find command conn runs
-//     without an agent (conn/tree.go findFormat): type, permission bits,
-//     size, mtime, path, symlink target, uid, gid, link count, inode,
-//     atime, ctime, times with nanoseconds. Folders matching a prune glob
-//     are listed but not entered; symlinks are not followed.
+//   - walk [--prune GLOB]... [--top DIR] -- ROOT (Walk, walk.go): the
+//     whole tree's metadata. Stdout: one record per entry under ROOT, in
+//     pre-order, in the NUL-separated record format of the GNU find
+//     command conn runs without an agent (conn/tree.go findFormat): type,
+//     permission bits, size, mtime, path, symlink target, uid, gid, link
+//     count, inode, atime, ctime (times with nanoseconds), device. Before
+//     them, the record of DIR (the mount root, when ROOT is a folder
+//     under it; default ROOT) with an empty path: conn reports the inode
+//     numbers of entries on its device only. Folders matching a prune
+//     glob are listed but not entered; symlinks are not followed.
 //   - stat -- ROOT (Stat, walk.go): batch lstat. Stdin: root-relative
-//     paths, each ended by NUL. Stdout: a record as above for each that
-//     exists, in the order asked.
+//     paths, each ended by NUL. Stdout: ROOT's record (empty path), then a
+//     record as above for each that exists, in the order asked.
 //   - fetch -- ROOT (Fetch, fetch.go): content of many small files. Stdin:
 //     root-relative paths, each ended by NUL. Stdout: a tar stream of
 //     those that are regular files, as `tar -cf - -T -` would send; stderr:
@@ -56,9 +59,11 @@
 //     request accepts (proto.Accepts, the same rule the SFTP fallback
 //     applies), and renames it onto the destination or the conflict name.
 //     Stdout: first proto.Hello with the uid and gid it runs as, then one
-//     reply per request, in order: landed (size, mtime, what was at the
-//     destination before), landed as a conflict copy, or failed (errno
-//     and message; nothing changed and the temporary file removed).
+//     reply per request, in order: landed (size, mtime, the landed file's
+//     stat data as lstat saw it once in place: mtime nanoseconds, inode,
+//     device, ctime; what was at the destination before), landed as a
+//     conflict copy, or failed (errno and message; nothing changed and the
+//     temporary file removed). The mtime is set to the nanosecond.
 //
 // The agent greets with proto.AgentHello and the uid and gid it runs as
 // (the login user's ids, which the mount uses for ownership). The stream

@@ -109,8 +109,8 @@ func putOne(req proto.Request, data *proto.DataReader) proto.Reply {
 	if err := f.Chmod(fs.FileMode(req.Mode) & (fs.ModePerm | fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky)); err != nil {
 		return failed(err)
 	}
-	tv := []unix.Timeval{{Sec: req.Mtime}, {Sec: req.Mtime}}
-	if err := unix.Futimes(int(f.Fd()), tv); err != nil {
+	ts := []unix.Timespec{{Sec: req.Mtime, Nsec: int64(req.MtimeNsec)}, {Sec: req.Mtime, Nsec: int64(req.MtimeNsec)}}
+	if err := unix.UtimesNanoAt(unix.AT_FDCWD, tmp, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return failed(fmt.Errorf("set mtime of %s: %w", tmp, err))
 	}
 	if err := f.Sync(); err != nil {
@@ -153,6 +153,7 @@ func putOne(req proto.Request, data *proto.DataReader) proto.Reply {
 			landed = true
 			os.Remove(tmp)
 			rep.Mtime = mtime
+			landedStat(&rep, req.Dest, mtime)
 			return rep
 		}
 	}
@@ -160,7 +161,22 @@ func putOne(req proto.Request, data *proto.DataReader) proto.Reply {
 		return failed(err)
 	}
 	landed = true
+	landedStat(&rep, target, rep.Mtime)
 	return rep
+}
+
+// landedStat adds to rep what lstat says of the file that landed at p,
+// when it is still the file with mtime (whole seconds): its inode and
+// device numbers, ctime, and mtime's nanoseconds. The mount shows them, so
+// that programs which remember stat data (git's index) find the server's.
+func landedStat(rep *proto.Reply, p string, mtime int64) {
+	var st unix.Stat_t
+	if err := unix.Lstat(p, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG || st.Mtim.Sec != mtime || st.Size != rep.Size {
+		return // changed already: the mount learns the rest from a listing
+	}
+	rep.MtimeNsec = uint32(st.Mtim.Nsec)
+	rep.Ino, rep.Dev = st.Ino, st.Dev
+	rep.Ctime, rep.CtimeNsec = st.Ctim.Sec, uint32(st.Ctim.Nsec)
 }
 
 // replaceLikeWrite prepares replacing the regular file cur at req.Dest

@@ -5,11 +5,15 @@ package agent
 // conn runs when there is no agent (conn/tree.go, findFormat), so one
 // parser reads both:
 //
-//	TYPE MODE SIZE MTIME PATH TARGET UID GID NLINK INO ATIME CTIME
+//	TYPE MODE SIZE MTIME PATH TARGET UID GID NLINK INO ATIME CTIME DEV
 //
 // each field ended by NUL: TYPE is find's %y letter (f d l p s c b),
 // MODE the permission bits in octal (%m), times seconds.nanoseconds,
-// PATH relative to the root, TARGET a symlink's target (else empty).
+// PATH relative to the root, TARGET a symlink's target (else empty), DEV
+// the device number (%D) in decimal. The first record of each output is
+// the mount root's own, with an empty path: conn compares each entry's
+// device with it and trusts the inode numbers of entries on the root's
+// filesystem only.
 
 import (
 	"bufio"
@@ -36,15 +40,18 @@ var errSomeUnreadable = errors.New("some entries could not be read")
 // pre-order (a directory before its contents, its subtree complete before
 // the next sibling), like `find ROOT/ -mindepth 1`: directories whose base
 // name matches a --prune glob are written but not entered, and symlinks
-// are not followed (the root itself is). Folders it cannot read are named
-// on stderr and the result is errSomeUnreadable.
+// are not followed (the root itself is). Before them it writes the
+// record of --top (the mount root, when ROOT is a folder under it; else
+// ROOT) with an empty path. Folders it cannot read are named on stderr
+// and the result is errSomeUnreadable.
 func Walk(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fl := flag.NewFlagSet(proto.WalkCommand, flag.ContinueOnError)
 	fl.SetOutput(io.Discard)
 	var prune stringList
 	fl.Var(&prune, "prune", "base-name glob of directories listed but not entered (repeatable)")
+	top := fl.String("top", "", "the mount root, whose record comes first (default ROOT)")
 	if err := fl.Parse(args); err != nil || fl.NArg() != 1 {
-		return usageErr("usage: walk [--prune GLOB]... -- ROOT")
+		return usageErr("usage: walk [--prune GLOB]... [--top DIR] -- ROOT")
 	}
 	for _, g := range prune {
 		if _, err := path.Match(g, ""); err != nil {
@@ -53,6 +60,12 @@ func Walk(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	w := &walker{ctx: ctx, root: strings.TrimSuffix(fl.Arg(0), "/"), prune: prune,
 		out: bufio.NewWriterSize(stdout, 64<<10), stderr: stderr}
+	if *top == "" {
+		*top = w.root
+	}
+	if err := w.writeTop(*top); err != nil {
+		return err
+	}
 	if err := w.dir(""); err != nil {
 		return err
 	}
@@ -130,6 +143,19 @@ func (w *walker) pruned(name string) bool {
 	return false
 }
 
+// writeTop writes the record of top (followed when a symlink, as find
+// follows ROOT/), with an empty path; nothing when it cannot be stat'ed
+// (conn then reports no inode numbers).
+func (w *walker) writeTop(top string) error {
+	var st unix.Stat_t
+	if err := unix.Stat(strings.TrimSuffix(top, "/")+"/", &st); err != nil {
+		return nil
+	}
+	w.rec = appendRecord(w.rec[:0], "", "", &st)
+	_, err := w.out.Write(w.rec)
+	return err
+}
+
 // write writes one record.
 func (w *walker) write(rel string, st *unix.Stat_t) error {
 	target := ""
@@ -164,6 +190,7 @@ func appendRecord(b []byte, rel, target string, st *unix.Stat_t) []byte {
 	num(st.Ino, 10)
 	tm(st.Atim)
 	tm(st.Ctim)
+	num(st.Dev, 10)
 	return b
 }
 
@@ -215,7 +242,8 @@ func readPaths(r io.Reader) ([]string, error) {
 }
 
 // Stat reads root-relative paths from stdin (each ended by NUL) and writes
-// a record for each that exists (lstat), with the path as given.
+// the root's record (empty path), then a record for each path that exists
+// (lstat), with the path as given.
 func Stat(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if len(args) != 2 || args[0] != "--" {
 		return usageErr("usage: stat -- ROOT")
@@ -225,6 +253,9 @@ func Stat(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 		return err
 	}
 	w := &walker{ctx: ctx, root: strings.TrimSuffix(args[1], "/"), out: bufio.NewWriterSize(stdout, 64<<10), stderr: stderr}
+	if err := w.writeTop(w.root); err != nil {
+		return err
+	}
 	for _, p := range paths {
 		if err := ctx.Err(); err != nil {
 			return err

@@ -42,6 +42,9 @@ type Invalidation struct {
 	// alone: dropping a folder's entry would cut the working directory of
 	// every process inside it loose (getcwd fails with ENOENT).
 	Made Ino
+	// AttrOnly: only Ino's attributes changed (stat data the server
+	// reported for the mount's own upload), not its content.
+	AttrOnly bool
 
 	Event Event
 	// Attr: the entry after the change (EventRemoved: before it).
@@ -222,6 +225,11 @@ func (s *Store) applyRemoteChange(ctx context.Context, c RemoteChange, reported 
 		}
 		changed := cur == nil || cur.remote != versionOf(fi) || cur.mode != fi.Mode
 		e := s.upsertChildLocked(d, fi, s.now())
+		if e.mode.IsRegular() && fi.Ctime.IsZero() && e.sino == 0 && !e.localOwned() {
+			// Changed on the server (its inode number went with the
+			// old version) or never known: ask for its stat data.
+			s.wantStatDataLocked(c.Path)
+		}
 		if changed && e.mode.IsRegular() && !e.localOwned() {
 			// The server may still be writing it: until it settles its
 			// attributes are checked on open and not cached by the kernel.
@@ -361,6 +369,17 @@ func (s *Store) feedCovers(e *entry, since time.Time) bool {
 	}
 	// An ignored folder itself is reported, not what is inside it.
 	return !(e.isDir() && s.feedIgnore[e.name])
+}
+
+// ListingPushed reports whether the kernel may keep dir's listing across
+// opens: the listing is complete and confirmed in this connection, and
+// the live change feed reports changes to it, which reach the FUSE layer
+// as invalidations naming the folder.
+func (s *Store) ListingPushed(dir Ino) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d := s.entries[dir]
+	return d != nil && d.isDir() && d.listed && d.confirmed == s.connEpoch && s.feedCovers(d, d.listedAt)
 }
 
 // ChangeFeedLive reports whether server changes are being pushed.

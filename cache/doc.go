@@ -73,6 +73,49 @@
 //     upload coming back) or confirmed the file after the report.
 //   - Server changes to what the mount showed carry an Event in their
 //     Invalidation, which the FUSE layer replays for inotify watchers.
+//   - The mount's own touch (utimes) moves the version: once it lands, a
+//     clean file's content is of the touched version, and a dirty file's
+//     upload may find it (utimesLanded), so neither its echo nor the
+//     next save looks like a server change.
+//
+// # Stat data
+//
+// Programs that remember stat data (git's index, make, backup tools)
+// compare inode number, ctime and mtime to the nanosecond. An entry keeps
+// the server's (sino, ctime, mtime; persisted in meta.db), and Attr.StatIno
+// is what the mount shows as st_ino and d_ino: the server's inode number
+// for a file when known, otherwise the entry's Ino with the top bit set
+// (never a server's number; folders always: a filesystem mounted below the
+// root numbers its own inodes, and a repeated folder number looks like a
+// loop). The FUSE node id stays the Ino.
+//
+//   - Sources: the bulk listing reports inode (only for files on the root's
+//     filesystem), ctime and nanosecond times; the upload helper reports
+//     the landed file's, adopted when nothing changed locally since the
+//     upload started (adoptLandedStat). When only stat data moves, the
+//     kernel's cached attributes are dropped, not its pages
+//     (Invalidation.AttrOnly).
+//   - SFTP stats report whole seconds and neither: an SFTP stat of the
+//     same version (size, second) keeps what is known; one of another
+//     version drops the inode number (the file may be another one now,
+//     its old number reused) and keeps the nanoseconds only while the
+//     second matches. A file the change feed reported changed is
+//     re-checked that way, then, a moment later and in bulk with others,
+//     stat'ed with a source that has them (conn.BatchStater: the
+//     server's agent; statdata.go), taken if it is still the version the
+//     mount shows. Without a running agent that step is skipped: such
+//     files show SFTP's whole seconds until the next listing.
+//   - Whole seconds never replace a local time of that second (nor 32
+//     wrapped bits of it, sameSecond); a time with a fraction is the
+//     server's own and is taken.
+//   - The version stays (size, whole seconds): the stats that decide
+//     whether content is current (open, read, feed) come over SFTP, which
+//     has no fraction; a version with nanoseconds from one source could not
+//     be compared with another's.
+//   - Caches written before inode numbers were checked against the root's
+//     filesystem need no migration: records decode as before (absent
+//     fields are unknown), and the next listing drops a number it no
+//     longer reports.
 //
 // # What a read returns
 //

@@ -65,11 +65,14 @@ func expectVersion(v Version) expect { return expect{Versions: []Version{v}} }
 
 // Attr is what the mount shows for an entry.
 type Attr struct {
-	Ino    Ino
-	Mode   fs.FileMode
-	Size   int64
-	Mtime  time.Time
-	Target string // symlink target
+	Ino Ino
+	// ServerIno: the server's inode number of a file, when a bulk
+	// listing or the upload helper reported it (0 unknown); see StatIno.
+	ServerIno uint64
+	Mode      fs.FileMode
+	Size      int64
+	Mtime     time.Time
+	Target    string // symlink target
 	// Uid, Gid: the server's numeric owner and group, when HasOwner
 	// (LocalOwner maps them to what the mount shows).
 	Uid, Gid uint32
@@ -86,6 +89,28 @@ type Attr struct {
 	Unsettled bool
 }
 
+// StatIno is the inode number the mount shows for the entry (st_ino).
+func (a Attr) StatIno() uint64 { return statIno(a.Ino, a.ServerIno, a.Mode) }
+
+// StatIno is the inode number the mount shows for the entry (d_ino).
+func (d DirEntry) StatIno() uint64 { return statIno(d.Ino, d.ServerIno, d.Mode) }
+
+// statIno is the inode number shown for an entry: the server's for a file
+// whose number is known, so that tools which remember stat data (git's
+// index, backup tools, make) find what they recorded on the server or
+// through an earlier mount; otherwise the entry's Ino with the top bit set,
+// which no server inode number has. Folders always show the latter: a
+// filesystem mounted under the root on the server numbers its inodes on
+// its own, and a folder showing an ancestor's number would look like a
+// loop to find and du (files on such a filesystem report no number: conn
+// WalkTree).
+func statIno(ino Ino, sino uint64, mode fs.FileMode) uint64 {
+	if sino != 0 && sino < 1<<63 && !mode.IsDir() {
+		return sino
+	}
+	return 1<<63 | uint64(ino)
+}
+
 // linkName is one name of an entry that has more than one (a hard link).
 type linkName struct {
 	Parent Ino    `json:"p"`
@@ -94,9 +119,10 @@ type linkName struct {
 
 // DirEntry is one name in a directory listing.
 type DirEntry struct {
-	Name string
-	Ino  Ino
-	Mode fs.FileMode
+	Name      string
+	Ino       Ino
+	ServerIno uint64 // as in Attr
+	Mode      fs.FileMode
 }
 
 type contentState uint8
@@ -205,7 +231,7 @@ func (e *entry) expectedOnServer() expect {
 }
 
 func (e *entry) attr() Attr {
-	a := Attr{Ino: e.ino, Mode: e.mode, Size: e.size, Mtime: e.mtime, Target: e.target,
+	a := Attr{Ino: e.ino, ServerIno: e.sino, Mode: e.mode, Size: e.size, Mtime: e.mtime, Target: e.target,
 		Uid: e.uid, Gid: e.gid, HasOwner: e.hasOwner,
 		Atime: e.atime, Ctime: e.ctime, Rdev: e.rdev, Nlink: e.linkCount()}
 	if a.Atime.IsZero() {

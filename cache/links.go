@@ -168,10 +168,12 @@ func (s *Store) forgetServerInoLocked(e *entry) {
 	e.sino = 0
 }
 
-// serverTimes takes the server's atime and ctime for e. Times the
+// serverTimes takes the server's mtime, atime and ctime for e. Times the
 // server reports in whole seconds do not replace a local one of the same
 // second (SFTP v3 drops the fraction that utimensat set through the
-// mount). Caller holds mu.
+// mount, and carries 32 bits of seconds); a time with a fraction (the bulk
+// listing's, the upload helper's) is the server's own and is taken.
+// Caller holds mu.
 func serverTimes(e *entry, fi conn.FileInfo) {
 	e.mtime = sameSecond(e.mtime, fi.Mtime)
 	if !fi.Atime.IsZero() {

@@ -141,6 +141,10 @@ type Store struct {
 	// live). Entries confirmed since then need no re-check on open.
 	feedSince  time.Time
 	feedIgnore map[string]bool // folder names the feed does not watch inside
+	// statWanted: files the feed reported whose stat data is to be asked
+	// in bulk (statdata.go); statRunning while statDataLoop runs.
+	statWanted  map[string]bool
+	statRunning bool
 	// invalidations waiting for invalidateLoop
 	invalidations    []Invalidation
 	invalidateSignal chan struct{}

@@ -124,7 +124,7 @@ func (s *Store) ReadDir(ctx context.Context, dir Ino) ([]DirEntry, error) {
 	out := make([]DirEntry, 0, len(d.children))
 	for name, ino := range d.children {
 		if c := s.entries[ino]; c != nil {
-			out = append(out, DirEntry{Name: name, Ino: ino, Mode: c.mode})
+			out = append(out, DirEntry{Name: name, Ino: ino, ServerIno: c.sino, Mode: c.mode})
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
@@ -373,6 +373,7 @@ func (s *Store) upsertChildLocked(d *entry, fi conn.FileInfo, now time.Time) *en
 // dropping cached content that no longer matches. Caller holds mu.
 func (s *Store) applyServerAttrs(e *entry, fi conn.FileInfo) {
 	v := versionOf(fi)
+	before := e.attr()
 	s.noteServerInoLocked(e, fi)
 	if e.localOwned() {
 		return
@@ -381,6 +382,11 @@ func (s *Store) applyServerAttrs(e *entry, fi conn.FileInfo) {
 	if ownerChanged && s.chownPendingLocked(e) {
 		// The server has not got the owner the journal gives it yet.
 		fi.HasOwner, ownerChanged = false, false
+	}
+	if e.onServer && v == e.remote && e.mode == fi.Mode && !ownerChanged {
+		// Only stat data may change (inode number, ctime, the mtime's
+		// fraction): what the kernel cached of it goes at the end.
+		defer s.statDataChangedLocked(e, before)
 	}
 	if e.onServer && (v != e.remote || e.mode != fi.Mode || ownerChanged) {
 		inv := Invalidation{Ino: e.ino}
@@ -397,6 +403,13 @@ func (s *Store) applyServerAttrs(e *entry, fi conn.FileInfo) {
 	}
 	if e.mode.IsRegular() && (e.content == contentClean || e.content == contentPartial) && v != e.remote {
 		s.dropContent(e)
+	}
+	if fi.Ino == 0 && (!fi.Ctime.IsZero() || e.onServer && (v != e.remote || e.mode.Type() != fi.Mode.Type())) {
+		// Reported by a source that tells inode numbers (it has the
+		// ctime too) without one: on another filesystem than the root.
+		// Or changed on the server, reported without its inode (SFTP): it
+		// may be another file now, and the number it had may be reused.
+		s.forgetServerInoLocked(e)
 	}
 	if fi.Mode&fs.ModeSymlink != 0 && (fi.Target != "" || v != e.remote) {
 		e.target = fi.Target
@@ -415,6 +428,15 @@ func (s *Store) applyServerAttrs(e *entry, fi conn.FileInfo) {
 	e.remote = v
 	e.onServer = true
 	s.dirtyIno[e.ino] = true
+}
+
+// statDataChangedLocked drops the attributes the kernel cached for e when
+// its stat data moved from before (the pages stay: the content did not
+// change). Caller holds mu.
+func (s *Store) statDataChangedLocked(e *entry, before Attr) {
+	if after := e.attr(); after.StatIno() != before.StatIno() || !after.Ctime.Equal(before.Ctime) || !after.Mtime.Equal(before.Mtime) {
+		s.notifyLocked(Invalidation{Ino: e.ino, AttrOnly: true})
+	}
 }
 
 func (s *Store) dropContent(e *entry) {

@@ -125,7 +125,11 @@ func (s *Store) apply(ctx context.Context, o *op) error {
 		if o.AtimeNs == 0 {
 			a = m
 		}
-		return ignoreNotExist(r.Chtimes(ctx, o.Path, a, m))
+		err := r.Chtimes(ctx, o.Path, a, m)
+		if err == nil {
+			s.utimesLanded(o.Path, m)
+		}
+		return ignoreNotExist(err)
 	case opRename:
 		return s.applyRename(ctx, o)
 	case opMknod:
@@ -165,7 +169,7 @@ func (s *Store) applyPut(ctx context.Context, o *op) error {
 		s.removeTemps(ctx, temps, "")
 		return nil
 	}
-	gen, mode, mtime := e.gen, e.mode.Perm(), e.mtime
+	gen, mode, mtime, ctime := e.gen, e.mode.Perm(), e.mtime, e.ctime
 	base, size := e.base, e.size
 	f, err := os.Open(s.contentPath(o.Ino))
 	if err != nil {
@@ -246,6 +250,7 @@ func (s *Store) applyPut(ctx context.Context, o *op) error {
 		return nil
 	}
 	v := versionOf(fi)
+	before := e.attr()
 	s.forgetServerInoLocked(e)
 	e.onServer = true
 	e.remote = v
@@ -254,9 +259,53 @@ func (s *Store) applyPut(ctx context.Context, o *op) error {
 	if e.gen == gen {
 		e.content = contentClean
 		e.size = fi.Size
+		adoptLandedStat(e, fi, mtime, ctime)
+		s.noteServerInoLocked(e, fi)
 	}
+	s.statDataChangedLocked(e, before)
 	s.dirtyIno[e.ino] = true
 	return nil
+}
+
+// adoptLandedStat gives e, whose content just landed on the server
+// unchanged since, the stat data the server reported for it (the upload
+// helper's; SFTP reports none): its inode number (the caller notes it),
+// ctime and mtime with nanoseconds, unless they moved locally since the
+// upload started (sentMtime, startCtime). So the mount shows what a
+// later listing, or a program on the server, sees: git's index written
+// through the mount matches on the server and after a remount. Caller
+// holds mu.
+func adoptLandedStat(e *entry, fi conn.FileInfo, sentMtime, startCtime time.Time) {
+	if fi.Ctime.IsZero() || !e.ctime.Equal(startCtime) {
+		return
+	}
+	if e.mtime.Equal(sentMtime) && fi.Mtime.Unix() == sentMtime.Unix() {
+		e.mtime = fi.Mtime
+	}
+	e.ctime = fi.Ctime
+}
+
+// utimesLanded records that the server's file at p now has mtime m (whole
+// seconds over SFTP): the version a clean file's content came from, and
+// what a dirty file's next upload may find there, move with it. Otherwise
+// the mount's own touch would look like a server change (dropping the
+// cached content) and an edit after it like a conflict.
+func (s *Store) utimesLanded(p string, m time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, e, err := s.lookupPathLocked(p)
+	if err != nil || e == nil || !e.mode.IsRegular() || !e.onServer {
+		return
+	}
+	touched := func(v Version) Version { return Version{Size: v.Size, Mtime: m.Unix()} }
+	if e.content == contentDirty {
+		for _, v := range e.base.Versions {
+			e.base = e.base.union(expectVersion(touched(v)))
+		}
+	} else {
+		e.remote = touched(e.remote)
+	}
+	s.dirtyIno[e.ino] = true
 }
 
 // removeTemps deletes, best effort, the temporary files that earlier

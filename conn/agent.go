@@ -599,6 +599,27 @@ func (c *Client) agentExec(ctx context.Context, m *proto.Mux, argv []string, std
 	}
 }
 
+// BatchStater is implemented by remotes that can lstat many paths in one
+// round trip, with what SFTP's attributes lack (inode number, ctime,
+// nanosecond times): StatMany.
+type BatchStater interface {
+	StatMany(ctx context.Context, paths []string, yield func(path string, fi FileInfo) error) error
+}
+
+var (
+	_ BatchStater = (*Client)(nil)
+	_ BatchStater = (*Manager)(nil)
+)
+
+// StatMany implements BatchStater on the current connection.
+func (m *Manager) StatMany(ctx context.Context, paths []string, yield func(string, FileInfo) error) error {
+	c, err := m.current("stat", "")
+	if err != nil {
+		return err
+	}
+	return c.StatMany(ctx, paths, yield)
+}
+
 // StatMany lstats many root-relative paths in one request to the agent
 // and yields each that exists, in the order given (those that do not
 // exist are left out). It waits for an agent being started, unless the

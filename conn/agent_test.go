@@ -73,12 +73,13 @@ func randomTree(t *testing.T, root string, rng *rand.Rand) []string {
 }
 
 // collectWalk parses a walk's output, failing on anything out of order
-// (a path before its folder).
-func collectWalk(t *testing.T, out []byte) (map[string]FileInfo, []string) {
+// (a path before its folder) and on a missing root record; it returns the
+// root's device as parseFindStream does.
+func collectWalk(t *testing.T, out []byte) (map[string]FileInfo, []string, uint64) {
 	t.Helper()
 	got := map[string]FileInfo{}
 	var order []string
-	err := parseFindStream(bytes.NewReader(out), func(p string, fi FileInfo) error {
+	dev, err := parseFindStream(bytes.NewReader(out), func(p string, fi FileInfo) error {
 		if d := filepath.Dir(p); d != "." {
 			if _, ok := got[d]; !ok {
 				return fmt.Errorf("%q before its folder", p)
@@ -91,7 +92,10 @@ func collectWalk(t *testing.T, out []byte) (map[string]FileInfo, []string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return got, order
+	if dev == 0 {
+		t.Fatal("no root record")
+	}
+	return got, order, dev
 }
 
 // The agent's walk, stat and fetch produce exactly what GNU find and tar
@@ -111,37 +115,69 @@ func TestAgentOutputsMatchFindAndTar(t *testing.T) {
 	prune := []string{"node_modules", "*.never"}
 	ctx := context.Background()
 
-	walk := func() []byte {
+	walk := func(dir string, prune []string) []byte {
 		var out, stderr bytes.Buffer
-		argv := walkArgv(root, prune)[1:]
+		argv := walkArgv(root, dir, prune)[1:]
 		if err := agent.Walk(ctx, argv, &out, &stderr); err != nil {
 			t.Fatalf("walk: %v %s", err, stderr.String())
 		}
 		return out.Bytes()
 	}
-	walk() // reading folders may move their atime once (relatime)
-	find := exec.Command("sh", "-c", findCommand(root, prune))
-	findOut, err := find.Output()
-	if err != nil {
-		t.Fatal(err)
+	find := func(dir string, prune []string) []byte {
+		out, err := exec.Command("sh", "-c", findCommand(root, dir, prune)).Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
 	}
-	want, _ := collectWalk(t, findOut)
-	got, order := collectWalk(t, walk())
+	walk(root, prune) // reading folders may move their atime once (relatime)
+	want, _, wantDev := collectWalk(t, find(root, prune))
+	got, order, gotDev := collectWalk(t, walk(root, prune))
 	if len(want) < 80 {
 		t.Fatalf("find listed only %d entries", len(want))
 	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(root, &st); err != nil {
+		t.Fatal(err)
+	}
+	if wantDev != st.Dev|1<<63 || gotDev != wantDev {
+		t.Errorf("root device: find %x, agent %x, stat %x", wantDev, gotDev, st.Dev)
+	}
+	for p, fi := range got {
+		if fi.Ino == 0 {
+			t.Errorf("%q: no inode number, on the root's filesystem", p)
+		}
+	}
+	// A subtree's walk: the same entries (paths relative to the folder),
+	// the root's record first in both.
+	noAtime := func(f FileInfo) FileInfo { f.Atime = time.Time{}; return f }
+	subtrees := 0
 	for p, w := range want {
-		if g, ok := got[p]; !ok {
-			t.Errorf("%q: missing from the agent's walk", p)
-		} else if g != w {
-			t.Errorf("%q:\nagent %+v\nfind  %+v", p, g, w)
+		if !w.Mode.IsDir() || w.Name == "node_modules" || subtrees == 3 {
+			continue
+		}
+		subWant, _, dw := collectWalk(t, find(filepath.Join(root, p), nil))
+		subGot, _, dg := collectWalk(t, walk(filepath.Join(root, p), nil))
+		if dw != wantDev || dg != wantDev {
+			t.Errorf("subtree %q: root device find %x agent %x, want %x", p, dw, dg, wantDev)
+		}
+		for q, sw := range subWant {
+			whole, listed := want[p+"/"+q] // not when under a pruned folder
+			if noAtime(subGot[q]) != noAtime(sw) || listed && noAtime(sw) != noAtime(whole) {
+				t.Errorf("subtree %q: %q: agent %+v, find %+v, whole walk %+v", p, q, subGot[q], sw, whole)
+			}
+		}
+		if len(subGot) != len(subWant) {
+			t.Errorf("subtree %q: agent %d entries, find %d", p, len(subGot), len(subWant))
+		}
+		if len(subWant) > 0 {
+			subtrees++
 		}
 	}
-	for p := range got {
-		if _, ok := want[p]; !ok {
-			t.Errorf("%q: only in the agent's walk", p)
-		}
+	if subtrees == 0 {
+		t.Error("no subtree walked")
 	}
+
 	// Pre-order: a folder's subtree is complete before its next sibling.
 	for i, p := range order {
 		for _, q := range order[i+1:] {
@@ -169,7 +205,10 @@ func TestAgentOutputsMatchFindAndTar(t *testing.T) {
 	if err := agent.Stat(ctx, []string{"--", root}, &list, &statOut, io.Discard); err != nil {
 		t.Fatal(err)
 	}
-	stats, _ := collectWalkUnordered(t, statOut.Bytes())
+	stats, statDev := collectWalkUnordered(t, statOut.Bytes())
+	if statDev != wantDev {
+		t.Errorf("stat: root device %x, want %x", statDev, wantDev)
+	}
 	for _, p := range asked {
 		w, exists := want[p]
 		if g, ok := stats[p]; ok != exists || g != w {
@@ -230,18 +269,17 @@ func TestAgentOutputsMatchFindAndTar(t *testing.T) {
 	}
 }
 
-func collectWalkUnordered(t *testing.T, out []byte) (map[string]FileInfo, int) {
+func collectWalkUnordered(t *testing.T, out []byte) (map[string]FileInfo, uint64) {
 	t.Helper()
 	got := map[string]FileInfo{}
-	n := 0
-	if err := parseFindStream(bytes.NewReader(out), func(p string, fi FileInfo) error {
+	dev, err := parseFindStream(bytes.NewReader(out), func(p string, fi FileInfo) error {
 		got[p] = fi
-		n++
 		return nil
-	}); err != nil {
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
-	return got, n
+	return got, dev
 }
 
 // A connection with the agent starts the server's login shell once, for

@@ -52,6 +52,11 @@ type Client struct {
 	// the login user's ids (Owner): uid<<32 | gid | 1<<63, 0 unknown;
 	// set with the root, corrected by the upload helper's greeting
 	owner atomic.Uint64
+	// rootDev: the device of the root folder, as the last stream of find
+	// records (walk, subtree walk, batch stat) reported it
+	// (parseFindStream's tagged form; 0 unknown). Uploads report the
+	// inode number of a file that landed on it (helperResult).
+	rootDev atomic.Uint64
 
 	// probing: a probeAfterChange loop runs; probeWanted: a network
 	// change since its last probe started.
@@ -815,7 +820,7 @@ func (c *Client) planPut(rel string, o PutOptions) (putPlan, error) {
 	if !IsTempName(tmpName) || !proto.ValidBase(tmpName) {
 		return putPlan{}, &fs.PathError{Op: "put", Path: rel, Err: fmt.Errorf("%w: temporary name %q", fs.ErrInvalid, tmpName)}
 	}
-	p.req = proto.Request{Dest: abs, Temp: tmpName, Mode: uint32(chmodBits(o.Mode)), Mtime: o.Mtime.Unix()}
+	p.req = proto.Request{Dest: abs, Temp: tmpName, Mode: uint32(chmodBits(o.Mode)), Mtime: o.Mtime.Unix(), MtimeNsec: uint32(o.Mtime.Nanosecond())}
 	if o.Accept != nil {
 		if o.ConflictPath == "" {
 			return putPlan{}, &fs.PathError{Op: "put", Path: rel, Err: fmt.Errorf("%w: Accept without a ConflictPath", fs.ErrInvalid)}

@@ -50,11 +50,16 @@
 //     multiplexed streams, so the login shell starts once per connection;
 //     each helper below falls back to its own exec when it cannot run.
 //   - Server-side helpers over exec, each with a plain-SFTP fallback in the
-//     caller: WalkTree (the whole tree's metadata in one streamed GNU find,
-//     tree.go), FetchFiles (many small files in one tar stream, tar.go),
+//     caller: WalkTree and WalkSubtree (the whole tree's or a folder's
+//     metadata in one streamed GNU find, with inode numbers, ctime and
+//     nanosecond times; the first record is always the mount root's own,
+//     and inode numbers are reported only for files on its filesystem,
+//     tree.go; StatMany, the same for many given paths, agent only),
+//     FetchFiles (many small files in one tar stream, tar.go),
 //     Watch (the change feed, watch.go), Put through the upload helper
 //     (one round trip per upload instead of four, with its own fallback
-//     to SFTP inside Put; upload.go), Mknod (FIFOs, sockets and device
+//     to SFTP inside Put; its reply carries the landed file's inode
+//     number, ctime and nanosecond mtime; upload.go), Mknod (FIFOs, sockets and device
 //     nodes with mknod(1) or python3; mknod.go), and the remote end of
 //     `remotefs run` (exec.go).
 //   - Liveness: keepalive, operation deadlines, and reconnection

@@ -116,7 +116,10 @@ type FileVersion struct {
 
 // PutResult is where Put left the file and what it found.
 type PutResult struct {
-	// Info: the new file's attributes (the ones just set; no extra stat).
+	// Info: the new file's attributes (the ones just set; through the
+	// upload helper also its Ino, Ctime and Mtime with nanoseconds as the
+	// server has them after the rename; over SFTP, whole seconds and no
+	// Ino or Ctime).
 	Info FileInfo
 	// Path: Put's path, or PutOptions.ConflictPath when Conflict.
 	Path     string
@@ -141,9 +144,13 @@ type FileInfo struct {
 	// Atime: last access, where the server reports it (SFTP attributes
 	// carry it in whole seconds; the bulk listing with nanoseconds).
 	Atime time.Time
-	// Ctime, Nlink and Ino come only from the bulk listing (GNU find):
-	// SFTP v3 attributes carry none of them. Zero when unknown. Ino is the
-	// server's inode number, which tells hard links apart from copies.
+	// Ctime, Nlink and Ino come only from the bulk listing (the agent's
+	// walk or GNU find, and StatMany; Ctime and Ino also from an upload
+	// through the helper): SFTP v3
+	// attributes carry none of them. Zero when unknown. Ino is the
+	// server's inode number, which tells hard links apart from copies;
+	// it is 0 for a file on another filesystem than the root (a mount
+	// point under it), whose numbers may repeat the root filesystem's.
 	Ctime time.Time
 	Nlink uint32
 	Ino   uint64

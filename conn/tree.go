@@ -38,7 +38,7 @@ var ErrNoTreeWalk = errors.New("server cannot list the tree in bulk (no GNU find
 // find over an exec channel: one command, NUL-separated records in the
 // same format, streamed as they are produced.
 func (c *Client) WalkTree(ctx context.Context, prune []string, yield func(string, FileInfo) error) error {
-	return c.streamFindRecords(ctx, walkArgv(c.root, prune), findCommand(c.root, prune), nil, yield, walkResult)
+	return c.streamFindRecords(ctx, walkArgv(c.root, c.root, prune), findCommand(c.root, c.root, prune), nil, yield, walkResult)
 }
 
 // walkResult turns a walk's exit into its error: ErrNoTreeWalk when the
@@ -75,7 +75,9 @@ func (c *Client) WalkSubtree(ctx context.Context, rel string, yield func(string,
 		return err
 	}
 	clean := path.Clean(rel)
-	return c.streamFindRecords(ctx, walkArgv(abs, nil), findCommand(abs, nil), nil,
+	// The first record is still the mount root's: the device rule
+	// (parseFindStream) compares with the root's filesystem.
+	return c.streamFindRecords(ctx, walkArgv(c.root, abs, nil), findCommand(c.root, abs, nil), nil,
 		func(p string, fi FileInfo) error { return yield(path.Join(clean, p), fi) }, walkResult)
 }
 
@@ -102,7 +104,10 @@ func (c *Client) streamFindRecords(ctx context.Context, argv []string, cmd strin
 		pw.CloseWithError(err)
 		done <- err
 	}()
-	perr := parseFindStream(pr, yield)
+	rootDev, perr := parseFindStream(pr, yield)
+	if rootDev != 0 {
+		c.rootDev.Store(rootDev) // for uploads' replies (helperResult)
+	}
 	pr.CloseWithError(errors.New("listing stopped"))
 	err := <-done
 	if perr != nil && !errors.Is(perr, io.ErrClosedPipe) {
@@ -122,15 +127,20 @@ func (m *Manager) WalkTree(ctx context.Context, prune []string, yield func(strin
 
 // findFormat: type, mode, size, mtime, path, symlink target, owner and
 // group (numeric), link count, inode, atime, ctime (times with their
-// fraction).
-const findFormat = `'%y\0%m\0%s\0%T@\0%P\0%l\0%U\0%G\0%n\0%i\0%A@\0%C@\0'`
+// fraction), device.
+const findFormat = `'%y\0%m\0%s\0%T@\0%P\0%l\0%U\0%G\0%n\0%i\0%A@\0%C@\0%D\0'`
 
-// findCommand lists root with GNU find: findFormat per entry, each field
-// ended by NUL.
-func findCommand(root string, prune []string) string {
+// findCommand lists dir (the mount root top, or a folder under it) with
+// GNU find: findFormat per entry, each field ended by NUL, paths relative
+// to dir. The first record is top's own (empty path): its device tells
+// which entries are on another filesystem (a mount point under the root),
+// whose inode numbers are not reported (parseFindStream).
+func findCommand(top, dir string, prune []string) string {
 	var b strings.Builder
 	b.WriteString("LC_ALL=C find ")
-	b.WriteString(shellQuote(root + "/"))
+	b.WriteString(shellQuote(top + "/"))
+	b.WriteString(" -maxdepth 0 -printf " + findFormat + " && LC_ALL=C find ")
+	b.WriteString(shellQuote(dir + "/"))
 	b.WriteString(" -mindepth 1")
 	if len(prune) > 0 {
 		b.WriteString(" \\( -type d \\( ")
@@ -147,13 +157,16 @@ func findCommand(root string, prune []string) string {
 	return b.String()
 }
 
-// walkArgv is the agent's walk of root, as findCommand's.
-func walkArgv(root string, prune []string) []string {
+// walkArgv is the agent's walk of dir, as findCommand's.
+func walkArgv(top, dir string, prune []string) []string {
 	argv := []string{proto.WalkCommand}
 	for _, p := range prune {
 		argv = append(argv, "--prune", p)
 	}
-	return append(argv, "--", root)
+	if dir != top {
+		argv = append(argv, "--top", top)
+	}
+	return append(argv, "--", dir)
 }
 
 func shellQuote(s string) string {
@@ -161,32 +174,52 @@ func shellQuote(s string) string {
 }
 
 // findFields is the number of fields in a find record.
-const findFields = 12
+const findFields = 13
 
-// parseFindStream reads find records and yields them.
-func parseFindStream(r io.Reader, yield func(string, FileInfo) error) error {
+// parseFindStream reads find records and yields them. The first record,
+// with an empty path, is the mount root's own (findCommand, the agent's
+// walk and stat all write it first) and is not yielded: it returns the
+// root's device (rootDev: tagged with the top bit, so never 0 once known;
+// 0 when the stream had no root record). An entry whose device is not the
+// root's, or listed without the root's record, gets Ino 0: a filesystem
+// mounted under the root numbers its inodes on its own, and two files
+// showing one inode number would be taken for one file.
+func parseFindStream(r io.Reader, yield func(string, FileInfo) error) (rootDev uint64, err error) {
 	br := bufio.NewReaderSize(r, 256*1024)
 	var fields [findFields]string
+	first := true
 	for {
 		for i := range fields {
 			f, err := br.ReadString(0)
 			if err != nil {
 				if err == io.EOF && i == 0 && f == "" {
-					return nil
+					return rootDev, nil
 				}
 				if err == io.EOF {
-					return fmt.Errorf("%w: truncated record", ErrNoTreeWalk)
+					return rootDev, fmt.Errorf("%w: truncated record", ErrNoTreeWalk)
 				}
-				return err
+				return rootDev, err
 			}
 			fields[i] = f[:len(f)-1]
 		}
+		dev, derr := strconv.ParseUint(fields[12], 10, 64)
+		if derr != nil {
+			return rootDev, fmt.Errorf("%w: bad device in record %q", ErrNoTreeWalk, strings.Join(fields[:], "|"))
+		}
+		if fields[4] == "" && first {
+			rootDev, first = dev|1<<63, false
+			continue
+		}
+		first = false
 		p, fi, err := parseFindRecord(fields)
 		if err != nil {
-			return err
+			return rootDev, err
+		}
+		if rootDev != dev|1<<63 {
+			fi.Ino = 0
 		}
 		if err := yield(p, fi); err != nil {
-			return err
+			return rootDev, err
 		}
 	}
 }

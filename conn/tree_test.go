@@ -11,6 +11,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -113,13 +114,15 @@ func TestWalkTreeMatchesSFTP(t *testing.T) {
 
 func TestParseFindStream(t *testing.T) {
 	rec := func(f ...string) string { return strings.Join(f, "\x00") + "\x00" }
-	// type, mode, size, mtime, path, target, uid, gid, nlink, inode, atime, ctime
-	in := rec("d", "755", "4096", "1700000000.5", "src", "", "1000", "1000", "3", "11", "1700000000.5", "1700000000.5") +
-		rec("f", "644", "12", "1700000001.0000000000", "src/a b.py", "", "0", "0", "2", "12", "1700000001.25", "1700000009.123456789") +
-		rec("l", "777", "4", "1700000002", "src/ln", "a b.py", "1001", "50", "1", "13", "1700000002", "1700000002") +
-		rec("f", "4755", "0", "1700000003.1", "setuid", "", "1000", "1000", "2", "12", "1700000003", "1700000003")
+	// type, mode, size, mtime, path, target, uid, gid, nlink, inode, atime, ctime, device
+	in := rec("d", "755", "4096", "1700000000", "", "", "1000", "1000", "3", "2", "1700000000", "1700000000", "2049") +
+		rec("d", "755", "4096", "1700000000.5", "src", "", "1000", "1000", "3", "11", "1700000000.5", "1700000000.5", "2049") +
+		rec("f", "644", "12", "1700000001.0000000000", "src/a b.py", "", "0", "0", "2", "12", "1700000001.25", "1700000009.123456789", "2049") +
+		rec("l", "777", "4", "1700000002", "src/ln", "a b.py", "1001", "50", "1", "13", "1700000002", "1700000002", "2049") +
+		rec("f", "4755", "0", "1700000003.1", "setuid", "", "1000", "1000", "2", "12", "1700000003", "1700000003", "2049") +
+		rec("f", "644", "0", "1700000003.1", "mnt/other", "", "1000", "1000", "1", "12", "1700000003", "1700000003", "77")
 	var got []string
-	err := parseFindStream(strings.NewReader(in), func(p string, fi FileInfo) error {
+	dev, err := parseFindStream(strings.NewReader(in), func(p string, fi FileInfo) error {
 		got = append(got, fmt.Sprintf("%s %s %s %d:%d", p, fi.Mode, fi.Target, fi.Uid, fi.Gid))
 		if p == "src/a b.py" && (fi.Nlink != 2 || fi.Ino != 12 || fi.Atime != time.Unix(1700000001, 250000000) || fi.Ctime != time.Unix(1700000009, 123456789)) {
 			t.Errorf("%s: nlink %d ino %d atime %v ctime %v", p, fi.Nlink, fi.Ino, fi.Atime, fi.Ctime)
@@ -127,39 +130,54 @@ func TestParseFindStream(t *testing.T) {
 		if p == "setuid" && fi.Mtime != time.Unix(1700000003, 100000000) {
 			t.Errorf("%s: mtime %v, want the fraction kept", p, fi.Mtime)
 		}
+		if p == "mnt/other" && fi.Ino != 0 {
+			t.Errorf("%s: on another device than the root, but inode %d reported", p, fi.Ino)
+		}
 		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"src drwxr-xr-x  1000:1000", "src/a b.py -rw-r--r--  0:0", "src/ln Lrwxrwxrwx a b.py 1001:50", "setuid urwxr-xr-x  1000:1000"}
+	if dev != 2049|1<<63 {
+		t.Errorf("root device %x", dev)
+	}
+	want := []string{"src drwxr-xr-x  1000:1000", "src/a b.py -rw-r--r--  0:0", "src/ln Lrwxrwxrwx a b.py 1001:50", "setuid urwxr-xr-x  1000:1000", "mnt/other -rw-r--r--  1000:1000"}
 	sort.Strings(got)
 	sort.Strings(want)
 	if strings.Join(got, "|") != strings.Join(want, "|") {
 		t.Fatalf("got %q\nwant %q", got, want)
 	}
+	// Without the root's record no inode is trusted.
+	parseFindStream(strings.NewReader(rec("f", "644", "1", "1", "x", "", "0", "0", "1", "5", "1", "1", "2049")), func(p string, fi FileInfo) error {
+		if fi.Ino != 0 {
+			t.Errorf("inode %d reported without the root's device", fi.Ino)
+		}
+		return nil
+	})
 	for _, bad := range []string{
-		rec("f", "644", "1", "1", "../escape", "", "0", "0", "1", "1", "1", "1"),
-		rec("f", "999", "1", "1", "x", "", "0", "0", "1", "1", "1", "1"),
-		rec("q", "644", "1", "1", "x", "", "0", "0", "1", "1", "1", "1"),
-		rec("f", "644", "-1", "1", "x", "", "0", "0", "1", "1", "1", "1"),
-		rec("f", "644", "1", "1", "x", "", "me", "0", "1", "1", "1", "1"),
-		rec("f", "644", "1", "1", "x", "", "0", "0", "-1", "1", "1", "1"),
-		rec("f", "644", "1", "1", "x", "", "0", "0", "1", "1", "1", "x"),
+		rec("f", "644", "1", "1", "../escape", "", "0", "0", "1", "1", "1", "1", "1"),
+		rec("f", "999", "1", "1", "x", "", "0", "0", "1", "1", "1", "1", "1"),
+		rec("q", "644", "1", "1", "x", "", "0", "0", "1", "1", "1", "1", "1"),
+		rec("f", "644", "-1", "1", "x", "", "0", "0", "1", "1", "1", "1", "1"),
+		rec("f", "644", "1", "1", "x", "", "me", "0", "1", "1", "1", "1", "1"),
+		rec("f", "644", "1", "1", "x", "", "0", "0", "-1", "1", "1", "1", "1"),
+		rec("f", "644", "1", "1", "x", "", "0", "0", "1", "1", "1", "x", "1"),
+		rec("f", "644", "1", "1", "x", "", "0", "0", "1", "1", "1", "1", "dev"),
+		rec("d", "755", "1", "1", "", "", "0", "0", "1", "1", "1", "1", "1") + rec("d", "755", "1", "1", "", "", "0", "0", "1", "1", "1", "1", "1"),
 		rec("f", "644", "1", "1", "x", "", "0", "0"),
 		"f\x00644\x001\x00",
 	} {
-		if err := parseFindStream(strings.NewReader(bad), func(string, FileInfo) error { return nil }); err == nil {
+		if _, err := parseFindStream(strings.NewReader(bad), func(string, FileInfo) error { return nil }); err == nil {
 			t.Errorf("accepted bad stream %q", bad)
 		}
 	}
 }
 
 func FuzzParseFindStream(f *testing.F) {
-	f.Add([]byte("d\x00755\x004096\x001700000000.5\x00src\x00\x001000\x001000\x002\x0011\x001.5\x002\x00"))
-	f.Add([]byte("l\x00777\x004\x001\x00a/b\x00../x\x000\x000\x001\x0012\x001\x001\x00"))
+	f.Add([]byte("d\x00755\x004096\x001700000000.5\x00src\x00\x001000\x001000\x002\x0011\x001.5\x002\x002049\x00"))
+	f.Add([]byte("l\x00777\x004\x001\x00a/b\x00../x\x000\x000\x001\x0012\x001\x001\x002049\x00"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		parseFindStream(bytes.NewReader(data), func(p string, fi FileInfo) error {
+		_, _ = parseFindStream(bytes.NewReader(data), func(p string, fi FileInfo) error {
 			if p == "" || strings.HasPrefix(p, "/") || strings.Contains("/"+p+"/", "/../") {
 				t.Fatalf("unsafe path %q accepted", p)
 			}
@@ -222,5 +240,46 @@ func TestTarChangedWarnings(t *testing.T) {
 		"tar: gone: Warning: Cannot stat: No such file or directory\n")
 	if len(got) != 2 || got[0] != "big" || got[1] != "dir/a b.txt" {
 		t.Fatalf("tarChanged = %q", got)
+	}
+}
+
+// StatMany through the agent over a real sshd reports each existing path
+// with the inode number, ctime and nanosecond mtime the server has;
+// missing ones and paths outside the root are left out.
+func TestStatManyReportsServerStat(t *testing.T) {
+	srv := sshdtest.Start(t)
+	root := filepath.Join(srv.Dir, "stat")
+	for _, p := range []string{"a/one.txt", "a/two 'q'.txt", "-dash"} {
+		full := filepath.Join(root, p)
+		os.MkdirAll(filepath.Dir(full), 0o755)
+		os.WriteFile(full, []byte("data "+p), 0o644)
+	}
+	os.WriteFile(filepath.Join(srv.Dir, "escape"), nil, 0o644)
+	ts := time.Unix(1700000000, 123456789)
+	os.Chtimes(filepath.Join(root, "a/one.txt"), ts, ts)
+	c := helperClient(t, srv, root, helperOnAgent)
+	got := map[string]FileInfo{}
+	err := c.StatMany(context.Background(), []string{"a/one.txt", "a/two 'q'.txt", "-dash", "a/missing", "../escape"}, func(p string, fi FileInfo) error {
+		got[p] = fi
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 3 {
+		t.Fatalf("got %d paths: %v", len(got), got)
+	}
+	for p, fi := range got {
+		var st syscall.Stat_t
+		if err := syscall.Lstat(filepath.Join(root, p), &st); err != nil {
+			t.Fatal(err)
+		}
+		if fi.Ino != st.Ino || !fi.Ctime.Equal(time.Unix(st.Ctim.Sec, st.Ctim.Nsec)) || !fi.Mtime.Equal(time.Unix(st.Mtim.Sec, st.Mtim.Nsec)) ||
+			fi.Size != st.Size || fi.Name != filepath.Base(p) {
+			t.Errorf("%s: %+v; server ino %d size %d", p, fi, st.Ino, st.Size)
+		}
+	}
+	if !got["a/one.txt"].Mtime.Equal(ts) {
+		t.Errorf("mtime %v, want %v", got["a/one.txt"].Mtime, ts)
 	}
 }

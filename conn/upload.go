@@ -604,7 +604,13 @@ func (c *Client) helperResult(p putPlan, o PutOptions, rep proto.Reply) (PutResu
 	if rep.Mtime != 0 {
 		// A file written in place keeps the time of the write where
 		// only its owner could set another.
-		res.Info.Mtime = time.Unix(rep.Mtime, 0)
+		res.Info.Mtime = time.Unix(rep.Mtime, int64(rep.MtimeNsec))
+	}
+	if rep.Ctime != 0 {
+		res.Info.Ctime = time.Unix(rep.Ctime, int64(rep.CtimeNsec))
+		if rd := c.rootDev.Load(); rd != 0 && rd == rep.Dev|1<<63 {
+			res.Info.Ino = rep.Ino // as WalkTree reports it (tree.go)
+		}
 	}
 	return res, true, nil
 }

@@ -437,3 +437,56 @@ func TestPutKeepsOtherUsersOwner(t *testing.T) {
 		})
 	}
 }
+
+// An upload through the helper reports the landed file's stat data as the
+// server has it (inode number once a bulk listing told the root's
+// filesystem, ctime, mtime with its nanoseconds, which the server keeps);
+// over SFTP none of them.
+func TestPutReportsServerStat(t *testing.T) {
+	srv := sshdtest.Start(t)
+	for _, mode := range []string{helperOnAgent, helperByExec, UploadsSFTP} {
+		t.Run(mode, func(t *testing.T) {
+			ctx := context.Background()
+			root := filepath.Join(srv.Dir, "stat-"+mode)
+			c := uploadsClient(t, srv, root, mode)
+			mtime := time.Unix(1700000000, 987654321)
+			put := func(name string) PutResult {
+				t.Helper()
+				res, err := c.Put(ctx, name, strings.NewReader("content"), PutOptions{Mode: 0o644, Mtime: mtime, Accept: &PutAccept{Absent: true}, ConflictPath: name + ".conflict"})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return res
+			}
+			stat := func(name string) syscall.Stat_t {
+				var st syscall.Stat_t
+				if err := syscall.Lstat(filepath.Join(root, name), &st); err != nil {
+					t.Fatal(err)
+				}
+				return st
+			}
+			before := put("before-listing")
+			if err := c.WalkTree(ctx, nil, func(string, FileInfo) error { return nil }); err != nil {
+				t.Fatal(err)
+			}
+			res := put("after-listing")
+			st := stat("after-listing")
+			if mode == UploadsSFTP {
+				if res.Info.Ino != 0 || !res.Info.Ctime.IsZero() || res.Info.Mtime.Nanosecond() != 0 {
+					t.Errorf("SFTP upload reported %+v: it cannot know the inode, ctime or nanoseconds", res.Info)
+				}
+				return
+			}
+			if before.Info.Ino != 0 {
+				t.Errorf("inode %d reported before a listing told the root's filesystem", before.Info.Ino)
+			}
+			if st.Mtim.Nsec != int64(mtime.Nanosecond()) {
+				t.Errorf("server mtime %d.%09d, want %v", st.Mtim.Sec, st.Mtim.Nsec, mtime)
+			}
+			if res.Info.Ino != st.Ino || !res.Info.Ctime.Equal(time.Unix(st.Ctim.Sec, st.Ctim.Nsec)) || !res.Info.Mtime.Equal(time.Unix(st.Mtim.Sec, st.Mtim.Nsec)) {
+				t.Errorf("reported ino %d ctime %v mtime %v; server ino %d ctime %v mtime %v", res.Info.Ino, res.Info.Ctime, res.Info.Mtime,
+					st.Ino, time.Unix(st.Ctim.Sec, st.Ctim.Nsec), time.Unix(st.Mtim.Sec, st.Mtim.Nsec))
+			}
+		})
+	}
+}

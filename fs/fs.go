@@ -147,7 +147,7 @@ func (f *FS) fillAttr(a cache.Attr, out *fuse.Attr) {
 	if a.Unsettled {
 		out.Valid = 0 // being written on the server: ask again
 	}
-	out.Inode = uint64(a.Ino)
+	out.Inode = a.StatIno() // the FUSE node id stays the cache's Ino
 	out.Size = uint64(a.Size)
 	out.Blocks = (out.Size + 511) / 512
 	out.Mtime, out.Ctime, out.Atime = a.Mtime, a.Ctime, a.Atime

@@ -37,10 +37,10 @@ func (h *handle) ReadDirAll(ctx context.Context) ([]fuse.Dirent, error) {
 	out := make([]fuse.Dirent, 0, len(ents)+2)
 	// "." and ".." as every local filesystem lists them (ls -a, some
 	// tools count on them).
-	out = append(out, fuse.Dirent{Inode: uint64(h.h.Ino()), Name: ".", Type: fuse.DT_Dir},
+	out = append(out, fuse.Dirent{Inode: cache.Attr{Ino: h.h.Ino(), Mode: iofs.ModeDir}.StatIno(), Name: ".", Type: fuse.DT_Dir},
 		fuse.Dirent{Name: "..", Type: fuse.DT_Dir})
 	for _, e := range ents {
-		out = append(out, fuse.Dirent{Inode: uint64(e.Ino), Name: e.Name, Type: direntType(e.Mode)})
+		out = append(out, fuse.Dirent{Inode: e.StatIno(), Name: e.Name, Type: direntType(e.Mode)})
 	}
 	return out, nil
 }

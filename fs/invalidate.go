@@ -46,19 +46,48 @@ func (f *FS) Invalidate(inv cache.Invalidation) {
 			f.log.Debug("invalidate entry", "name", inv.Name, "err", err)
 		}
 	}
+	if inv.Name != "" && dir != nil {
+		// A name made that the kernel already looked up may still be
+		// missing from a listing it keeps.
+		f.dropListing(srv, dir)
+	}
 	if inv.ToName != "" && toDir != nil {
 		if err := srv.InvalidateEntry(toDir, inv.ToName); err != nil && !errors.Is(err, fuse.ErrNotCached) {
 			f.log.Debug("invalidate entry", "name", inv.ToName, "err", err)
 		}
+		f.dropListing(srv, toDir)
 	}
 	if inv.Event != cache.EventNone {
 		// After the invalidation: the echo's own lookups then see the
 		// names fresh.
 		defer f.queueEcho(inv)
 	}
-	if inv.Ino != 0 && n != nil && inv.Event != cache.EventRenamed {
+	if inv.Ino != 0 && n != nil && inv.AttrOnly {
+		if err := srv.InvalidateNodeAttr(n); err != nil && !errors.Is(err, fuse.ErrNotCached) {
+			f.log.Debug("invalidate attributes", "ino", inv.Ino, "err", err)
+		}
+	} else if inv.Ino != 0 && n != nil && inv.Event != cache.EventRenamed {
 		if err := srv.InvalidateNodeData(n); err != nil && !errors.Is(err, fuse.ErrNotCached) {
 			f.log.Debug("invalidate data", "ino", inv.Ino, "err", err)
 		}
+	}
+}
+
+// dropListing drops the listing of dir the kernel may cache (OpenCacheDir):
+// its names changed without the kernel making the change. The entry
+// invalidation resets it on the kernels tested (e2e
+// TestListingKeptWhileFeedLive); invalidating the folder's data (where the
+// kernel keeps the listing) does on any, also for a name it never looked
+// up.
+func (f *FS) dropListing(srv *fs.Server, dir *node) {
+	dir.mu.Lock()
+	kept := dir.dirKept
+	dir.dirKept = false
+	dir.mu.Unlock()
+	if !kept {
+		return
+	}
+	if err := srv.InvalidateNodeData(dir); err != nil && !errors.Is(err, fuse.ErrNotCached) {
+		f.log.Debug("invalidate listing", "ino", dir.ino, "err", err)
 	}
 }

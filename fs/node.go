@@ -18,9 +18,12 @@ type node struct {
 	fs  *FS
 	ino cache.Ino
 
-	mu         sync.Mutex // guards seenEpoch, seenOpened
+	mu         sync.Mutex // guards seenEpoch, seenOpened, dirKept
 	seenEpoch  uint64     // content epoch at the last open: the kernel's
 	seenOpened bool       // page cache holds this version of the content
+	// dirKept: a folder whose listing the kernel caches (OpenCacheDir)
+	// and that changed in no way the kernel was not told of since.
+	dirKept bool
 
 	// ghost: an entry already gone from the mirror that an echo's lookup
 	// still sees (echo.go); its attributes are fixed.
@@ -131,7 +134,22 @@ func (n *node) Open(ctx context.Context, req *fuse.OpenRequest, resp *fuse.OpenR
 	if err != nil {
 		return nil, n.fs.errno(err)
 	}
-	if !req.Dir {
+	if req.Dir {
+		// While the change feed pushes the folder's changes, the kernel
+		// keeps its listing across opens: a warm walk reads folders
+		// without a request. Every change the kernel did not make itself
+		// drops it (Invalidate).
+		pushed := n.fs.store.ListingPushed(n.ino)
+		n.mu.Lock()
+		if pushed {
+			resp.Flags |= fuse.OpenCacheDir
+			if n.dirKept {
+				resp.Flags |= fuse.OpenKeepCache
+			}
+		}
+		n.dirKept = pushed
+		n.mu.Unlock()
+	} else {
 		// Keep the kernel's page cache only when the content is the one
 		// it cached at the last open (the same epoch: nothing dropped or
 		// replaced since; server changes are also invalidated
@@ -143,6 +161,11 @@ func (n *node) Open(ctx context.Context, req *fuse.OpenRequest, resp *fuse.OpenR
 		}
 		n.seenOpened, n.seenEpoch = true, epoch
 		n.mu.Unlock()
+		if req.Flags.IsReadOnly() {
+			// Nothing to do at close for a handle that cannot write
+			// (Handle.Flush): spare the kernel's FLUSH round trip.
+			resp.Flags |= fuse.OpenNoFlush
+		}
 	}
 	return &handle{fs: n.fs, h: h, dir: req.Dir}, nil
 }

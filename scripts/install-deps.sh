@@ -41,7 +41,7 @@ declare -A probe=(
   [automake]=automake
   [libtool]=libtoolize
   [perl]=prove
-  [strace]=strace # e2e: counts the daemon's fdatasync calls (journal group commit)
+  [strace]=strace # e2e: counts the daemon's fdatasync calls (journal group commit) and checks that git status on a fresh mount opens no work-tree file
 )
 
 installed() {

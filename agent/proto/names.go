@@ -16,11 +16,14 @@ const PutCommand = "__put"
 // word of a stream's argv. Their outputs are those of the commands conn
 // runs where there is no agent, so one reader serves both.
 const (
-	// WalkCommand: `walk [--prune GLOB]... -- ROOT`; stdout: a GNU find
-	// record (conn/tree.go's findFormat) per entry under ROOT.
+	// WalkCommand: `walk [--prune GLOB]... [--top DIR] -- ROOT`; stdout:
+	// the record of DIR (the mount root; default ROOT) with an empty path,
+	// then a GNU find record (conn/tree.go's findFormat) per entry under
+	// ROOT, paths relative to ROOT.
 	WalkCommand = "walk"
 	// StatCommand: `stat -- ROOT`; stdin: root-relative paths, each ended
-	// by NUL; stdout: a record in the same format per path that exists.
+	// by NUL; stdout: ROOT's record with an empty path, then a record in
+	// the same format per path that exists.
 	StatCommand = "stat"
 	// FetchCommand: `fetch -- ROOT`; stdin: root-relative paths, each
 	// ended by NUL; stdout: a tar stream of those that are regular files,

@@ -14,13 +14,16 @@ package proto
 // All integers are big-endian. A string is a uint16 length and its bytes.
 //
 //	request: 'P' dest:string temp:string conflict:string mode:uint32
-//	         mtime:int64 flags:uint8 nversions:uint16 (size:int64 mtime:int64)*
-//	         data
+//	         mtime:int64 mtimensec:uint32 flags:uint8 nversions:uint16
+//	         (size:int64 mtime:int64)* data
 //	data:    (len:uint32 bytes)* 0:uint32    -- or AbortChunk instead of 0
 //	reply:   'R' status:uint8, then
-//	           Landed/LandedConflict: size:int64 mtime:int64 found:uint8
+//	           Landed/LandedConflict: size:int64 mtime:int64 stat found:uint8
 //	                                   [mode:uint32 size:int64 mtime:int64 target:string]
 //	           Failed:                errno:uint32 message:string
+//
+//	stat:    mtimensec:uint32 ino:uint64 dev:uint64 ctime:int64 ctimensec:uint32
+//	         -- the landed file's, as lstat saw it after the rename (0s: unknown)
 //
 // Chunks are 1 to MaxChunk bytes. AbortChunk ends the data early: the
 // sender could not read all of it (the helper removes what it wrote and
@@ -40,7 +43,7 @@ import (
 
 // Hello is the first thing the helper writes, followed by its identity:
 // the uid and gid it runs as (uint32 each), which are the login user's.
-const Hello = "remotefs-put 2\n"
+const Hello = "remotefs-put 3\n"
 
 // WriteHello writes Hello and the helper's identity.
 func WriteHello(w *bufio.Writer, uid, gid uint32) error {
@@ -108,6 +111,9 @@ type Request struct {
 	Conflict string
 	Mode     uint32 // io/fs.FileMode permission bits (with setuid, setgid, sticky)
 	Mtime    int64  // Unix seconds; also the atime
+	// MtimeNsec: the nanoseconds of Mtime (the versions compared are
+	// whole seconds).
+	MtimeNsec uint32
 	// Check: compare Dest with what is accepted before replacing it.
 	// Without it Dest is replaced whatever it is.
 	Check bool
@@ -125,8 +131,15 @@ type Reply struct {
 	// Landed, LandedConflict: bytes written, the landed file's mtime
 	// (Request.Mtime, unless a file written in place could not take it);
 	// what was at Dest just before the rename (Found false: nothing).
-	Size        int64
-	Mtime       int64
+	Size  int64
+	Mtime int64
+	// Landed: the file as lstat saw it once in place, so the mount shows
+	// what the server has (0 when unknown): its mtime's nanoseconds, inode
+	// and device numbers, and ctime.
+	MtimeNsec   uint32
+	Ino, Dev    uint64
+	Ctime       int64
+	CtimeNsec   uint32
 	Found       bool
 	FoundMode   uint32 // io/fs.FileMode
 	FoundSize   int64
@@ -169,6 +182,7 @@ func WriteRequest(w *bufio.Writer, r Request) error {
 	writeString(w, r.Conflict)
 	w.Write(u32(r.Mode))
 	w.Write(i64(r.Mtime))
+	w.Write(u32(r.MtimeNsec))
 	var flags byte
 	if r.Check {
 		flags |= flagCheck
@@ -272,6 +286,7 @@ func ReadRequest(br *bufio.Reader) (Request, error) {
 	q.Conflict = r.str(maxString)
 	q.Mode = r.u32()
 	q.Mtime = r.i64()
+	q.MtimeNsec = r.u32()
 	flags := r.u8()
 	n := int(r.u16())
 	if r.err == nil {
@@ -288,6 +303,8 @@ func ReadRequest(br *bufio.Reader) (Request, error) {
 			r.fail("a check without a conflict name")
 		case n > maxVersions:
 			r.fail("%d versions", n)
+		case q.MtimeNsec >= 1e9:
+			r.fail("mtime nanoseconds %d", q.MtimeNsec)
 		}
 	}
 	q.Check, q.Absent, q.Link = flags&flagCheck != 0, flags&flagAbsent != 0, flags&flagLink != 0
@@ -402,6 +419,11 @@ func WriteReply(w *bufio.Writer, r Reply) error {
 	case StatusLanded, StatusLandedConflict:
 		w.Write(i64(r.Size))
 		w.Write(i64(r.Mtime))
+		w.Write(u32(r.MtimeNsec))
+		w.Write(i64(int64(r.Ino)))
+		w.Write(i64(int64(r.Dev)))
+		w.Write(i64(r.Ctime))
+		w.Write(u32(r.CtimeNsec))
 		if !r.Found {
 			return w.WriteByte(0)
 		}
@@ -442,6 +464,14 @@ func ReadReply(br *bufio.Reader) (Reply, error) {
 	case StatusLanded, StatusLandedConflict:
 		p.Size = r.i64()
 		p.Mtime = r.i64()
+		p.MtimeNsec = r.u32()
+		p.Ino = uint64(r.i64())
+		p.Dev = uint64(r.i64())
+		p.Ctime = r.i64()
+		p.CtimeNsec = r.u32()
+		if r.err == nil && (p.MtimeNsec >= 1e9 || p.CtimeNsec >= 1e9) {
+			r.fail("nanoseconds out of range")
+		}
 		switch r.u8() {
 		case 0:
 		case 1:

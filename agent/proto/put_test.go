@@ -28,7 +28,7 @@ func encode(t testing.TB, r Request, data []byte, abort bool) []byte {
 }
 
 func TestRequestRoundTrip(t *testing.T) {
-	r := Request{Dest: "/srv/p/a.txt", Temp: ".remotefs-tmp-x-a.txt", Conflict: "a.txt.conflict", Mode: 0o4755, Mtime: -5,
+	r := Request{Dest: "/srv/p/a.txt", Temp: ".remotefs-tmp-x-a.txt", Conflict: "a.txt.conflict", Mode: 0o4755, Mtime: -5, MtimeNsec: 999999999,
 		Check: true, Absent: true, Link: true, Versions: []Version{{1, 2}, {3, 4}}}
 	data := bytes.Repeat([]byte("0123456789"), MaxChunk/4) // several chunks
 	br := bufio.NewReader(bytes.NewReader(encode(t, r, data, false)))
@@ -63,6 +63,7 @@ func TestRequestRoundTrip(t *testing.T) {
 func TestReplyRoundTrip(t *testing.T) {
 	for _, r := range []Reply{
 		{Status: StatusLanded, Size: 10, Mtime: 1700000000},
+		{Status: StatusLanded, Size: 10, Mtime: 1700000000, MtimeNsec: 123456789, Ino: 1 << 40, Dev: 2049, Ctime: 1700000001, CtimeNsec: 5},
 		{Status: StatusLandedConflict, Size: 3, Found: true, FoundMode: uint32(fs.ModeSymlink | 0o777), FoundSize: 6, FoundMtime: 99, FoundTarget: "elsewhere"},
 		{Status: StatusFailed, Errno: 28, Message: "write /x: no space left on device"},
 	} {

@@ -273,6 +273,9 @@ const (
 	OpenKeepCache   OpenResponseFlags = 1 << 1 // don't invalidate the data cache on open
 	OpenNonSeekable OpenResponseFlags = 1 << 2 // mark the file as non-seekable (not supported on FreeBSD)
 	OpenCacheDir    OpenResponseFlags = 1 << 3 // allow caching directory contents
+	// remotefs patch: FOPEN_NOFLUSH (Linux 5.16): no FLUSH request at
+	// close (without writeback cache); older kernels ignore the bit.
+	OpenNoFlush OpenResponseFlags = 1 << 5
 )
 
 func (fl OpenResponseFlags) String() string {
@@ -284,6 +287,7 @@ var openResponseFlagNames = []flagName{
 	{uint32(OpenKeepCache), "OpenKeepCache"},
 	{uint32(OpenNonSeekable), "OpenNonSeekable"},
 	{uint32(OpenCacheDir), "OpenCacheDir"},
+	{uint32(OpenNoFlush), "OpenNoFlush"},
 }
 
 // The InitFlags are used in the Init exchange.
