@@ -94,12 +94,17 @@ func TestWalkTreeMatchesSFTP(t *testing.T) {
 	}
 
 	// One folder's subtree, nothing pruned (a node_modules inside it
-	// too), paths from the root.
+	// too), paths from the root, inode numbers as the server has them
+	// (the mount root's record comes first: same filesystem).
 	var sub []string
 	if err := c.WalkSubtree(ctx, "node_modules", func(p string, fi FileInfo) error {
 		sub = append(sub, p)
 		if fi.Name != filepath.Base(p) {
 			t.Errorf("%q named %q", p, fi.Name)
+		}
+		var st syscall.Stat_t
+		if err := syscall.Lstat(filepath.Join(root, p), &st); err != nil || fi.Ino != st.Ino {
+			t.Errorf("%q: inode %d, server %d (%v)", p, fi.Ino, st.Ino, err)
 		}
 		return nil
 	}); err != nil {
@@ -281,5 +286,76 @@ func TestStatManyReportsServerStat(t *testing.T) {
 	}
 	if !got["a/one.txt"].Mtime.Equal(ts) {
 		t.Errorf("mtime %v, want %v", got["a/one.txt"].Mtime, ts)
+	}
+}
+
+// A filesystem mounted under the root numbers its inodes on its own: the
+// listings (whole tree, a folder's subtree, even the mounted folder's
+// own, and the batch stat; through the agent and with GNU find) report
+// inode numbers only for files on the root's filesystem. Needs root (it
+// mounts a tmpfs).
+func TestListingInodesOnlyOnRootFilesystem(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a tmpfs needs root")
+	}
+	srv := sshdtest.Start(t)
+	root := filepath.Join(srv.Dir, "devs")
+	for _, d := range []string{"a", "mnt"} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mnt := filepath.Join(root, "mnt")
+	if err := syscall.Mount("none", mnt, "tmpfs", 0, "size=1m"); err != nil {
+		t.Skipf("cannot mount a tmpfs: %v", err)
+	}
+	t.Cleanup(func() { syscall.Unmount(mnt, syscall.MNT_DETACH) })
+	for _, p := range []string{"a/f", "mnt/f", "mnt/sub/g"} {
+		os.MkdirAll(filepath.Dir(filepath.Join(root, p)), 0o755)
+		if err := os.WriteFile(filepath.Join(root, p), []byte(p), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check := func(what, p string, fi FileInfo) {
+		t.Helper()
+		var st syscall.Stat_t
+		if err := syscall.Lstat(filepath.Join(root, p), &st); err != nil {
+			t.Fatal(err)
+		}
+		want := st.Ino
+		if p == "mnt" || strings.HasPrefix(p, "mnt/") {
+			want = 0 // the mount point itself is the tmpfs's root
+		}
+		if fi.Ino != want {
+			t.Errorf("%s %q: inode %d, want %d", what, p, fi.Ino, want)
+		}
+	}
+	ctx := context.Background()
+	for _, mode := range []string{helperOnAgent, helperByExec} {
+		c := helperClient(t, srv, root, mode)
+		n := 0
+		collect := func(what string) func(string, FileInfo) error {
+			return func(p string, fi FileInfo) error {
+				n++
+				check(mode+" "+what, p, fi)
+				return nil
+			}
+		}
+		if err := c.WalkTree(ctx, nil, collect("walk")); err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range []string{"a", "mnt", "mnt/sub"} {
+			if err := c.WalkSubtree(ctx, d, collect("subtree "+d)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if mode == helperOnAgent {
+			if err := c.StatMany(ctx, []string{"a", "a/f", "mnt", "mnt/f", "mnt/sub/g"}, collect("stat")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if n < 10 {
+			t.Errorf("%s: only %d entries listed", mode, n)
+		}
 	}
 }
