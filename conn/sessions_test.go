@@ -22,17 +22,17 @@ import (
 // linkRTT is the round trip the latency proxy adds in these tests.
 const linkRTT = 50 * time.Millisecond
 
-// dialThroughProxy starts a 50 ms latency proxy (bandwidth bytes/s each
+// dialThroughProxy starts a latency proxy of rtt (bandwidth bytes/s each
 // way, 0 unlimited) in front of srv and dials root through it with
 // contentSessions (Options.ContentSessions).
-func dialThroughProxy(t *testing.T, srv *sshdtest.Server, root string, bandwidth int64, contentSessions int) *Client {
+func dialThroughProxy(t *testing.T, srv *sshdtest.Server, root string, rtt time.Duration, bandwidth int64, contentSessions int) *Client {
 	t.Helper()
 	p, err := netproxy.New("127.0.0.1:0", srv.Addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(p.Close)
-	p.SetLatency(linkRTT / 2)
+	p.SetLatency(rtt / 2)
 	if bandwidth > 0 {
 		p.SetBandwidth(bandwidth)
 	}
@@ -152,13 +152,9 @@ func TestLookupBesideLargeRead(t *testing.T) {
 	}
 
 	measure := func(sessions int) (lookups []time.Duration, mbps float64) {
-		c := dialThroughProxy(t, srv, dir, 0, sessions)
+		c := dialThroughProxy(t, srv, dir, linkRTT, 0, sessions)
 		defer c.Close()
-		// Warm up: the content sessions open on the first read.
-		buf := make([]byte, 4096)
-		if _, _, err := c.ReadAt(context.Background(), "big.bin", buf, 0); err != nil {
-			t.Fatal(err)
-		}
+		warmUp(t, c, "big.bin")
 		stop := make(chan struct{})
 		var read int64
 		var took time.Duration
@@ -192,5 +188,56 @@ func TestLookupBesideLargeRead(t *testing.T) {
 	}
 	if m := medianOf(shared); m < 5*linkRTT {
 		t.Errorf("with one shared session a lookup took only %v (median): the load did not reach the session, so the test proves nothing", m)
+	}
+}
+
+// One file streams at the link's speed: read in parallel blocks (as the
+// cache's readahead does), content uses every content session's channel
+// window. Through the proxy at 200 ms a round trip, where one session's
+// 2 MiB window allows about 10 MB/s, the content sessions carry several
+// windows at once; at a 20 MB/s cap (50 ms) the read fills the link. The
+// figures are logged; the bounds asserted leave room for a busy machine.
+func TestLargeReadThroughput(t *testing.T) {
+	if testing.Short() {
+		t.Skip("streams content through a slow link")
+	}
+	srv := sshdtest.Start(t)
+	dir := t.TempDir()
+	os.Chmod(dir, 0o755)
+	rng := rand.New(rand.NewPCG(18, 2))
+	big := make([]byte, 32<<20)
+	for i := range big {
+		big[i] = byte(rng.Uint32())
+	}
+	writeLocalBytes(t, dir, "big.bin", big)
+	rate := func(rtt time.Duration, bandwidth int64, sessions int) float64 {
+		c := dialThroughProxy(t, srv, dir, rtt, bandwidth, sessions)
+		defer c.Close()
+		warmUp(t, c, "big.bin")
+		t0 := time.Now()
+		n := streamContent(t, c, "big.bin", big, 16, 2<<20, nil)
+		return float64(n) / 1e6 / time.Since(t0).Seconds()
+	}
+	const longRTT = 200 * time.Millisecond
+	pool := rate(longRTT, 0, 0)
+	one := rate(longRTT, 0, -1)
+	const capRate = 20e6
+	capped := rate(linkRTT, capRate, 0)
+	t.Logf("32 MiB at %v a round trip: %.1f MB/s on %d content sessions, %.1f MB/s on one session; at %v and a 20 MB/s cap: %.1f MB/s (%.0f%%)",
+		longRTT, pool, defaultContentSessions, one, linkRTT, capped, capped/capRate*1e8)
+	if capped < 0.8*capRate/1e6 {
+		t.Errorf("%.1f MB/s at a 20 MB/s cap, want at least 16", capped)
+	}
+	if pool < 2*one {
+		t.Errorf("%.1f MB/s with %d content sessions, not twice the %.1f with one: the sessions do not share the load", pool, defaultContentSessions, one)
+	}
+}
+
+// warmUp reads a little of name, so that the content sessions are open.
+func warmUp(t *testing.T, c *Client, name string) {
+	t.Helper()
+	buf := make([]byte, 4096)
+	if _, _, err := c.ReadAt(context.Background(), name, buf, 0); err != nil && !errors.Is(err, io.EOF) {
+		t.Fatal(err)
 	}
 }
