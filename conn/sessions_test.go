@@ -132,18 +132,7 @@ func medianOf(ds []time.Duration) time.Duration {
 // requests queued ahead of it, which the test checks too, so that it
 // would notice the separation breaking.
 func TestLookupBesideLargeRead(t *testing.T) {
-	if testing.Short() {
-		t.Skip("streams content through a 50 ms link")
-	}
-	srv := sshdtest.Start(t)
-	dir := t.TempDir()
-	os.Chmod(dir, 0o755)
-	rng := rand.New(rand.NewPCG(18, 1))
-	big := make([]byte, 64<<20)
-	for i := range big {
-		big[i] = byte(rng.Uint32())
-	}
-	writeLocalBytes(t, dir, "big.bin", big)
+	srv, dir, big := serverWithBigFile(t, 1, 64<<20)
 	var names []string
 	for i := range 20 {
 		n := fmt.Sprintf("small%02d.txt", i)
@@ -198,18 +187,7 @@ func TestLookupBesideLargeRead(t *testing.T) {
 // windows at once; at a 20 MB/s cap (50 ms) the read fills the link. The
 // figures are logged; the bounds asserted leave room for a busy machine.
 func TestLargeReadThroughput(t *testing.T) {
-	if testing.Short() {
-		t.Skip("streams content through a slow link")
-	}
-	srv := sshdtest.Start(t)
-	dir := t.TempDir()
-	os.Chmod(dir, 0o755)
-	rng := rand.New(rand.NewPCG(18, 2))
-	big := make([]byte, 32<<20)
-	for i := range big {
-		big[i] = byte(rng.Uint32())
-	}
-	writeLocalBytes(t, dir, "big.bin", big)
+	srv, dir, big := serverWithBigFile(t, 2, 32<<20)
 	rate := func(rtt time.Duration, bandwidth int64, sessions int) float64 {
 		c := dialThroughProxy(t, srv, dir, rtt, bandwidth, sessions)
 		defer c.Close()
@@ -231,6 +209,24 @@ func TestLargeReadThroughput(t *testing.T) {
 	if pool < 2*one {
 		t.Errorf("%.1f MB/s with %d content sessions, not twice the %.1f with one: the sessions do not share the load", pool, defaultContentSessions, one)
 	}
+}
+
+// serverWithBigFile starts sshd with a folder holding big.bin, size
+// random bytes from seed (returned); long tests are skipped with -short.
+func serverWithBigFile(t *testing.T, seed uint64, size int) (*sshdtest.Server, string, []byte) {
+	if testing.Short() {
+		t.Skip("streams content through a slow link")
+	}
+	srv := sshdtest.Start(t)
+	dir := t.TempDir()
+	os.Chmod(dir, 0o755)
+	rng := rand.New(rand.NewPCG(18, seed))
+	big := make([]byte, size)
+	for i := range big {
+		big[i] = byte(rng.Uint32())
+	}
+	writeLocalBytes(t, dir, "big.bin", big)
+	return srv, dir, big
 }
 
 // warmUp reads a little of name, so that the content sessions are open.
