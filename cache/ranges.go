@@ -7,6 +7,9 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"slices"
+	"sort"
+	"sync"
 	"time"
 )
 
@@ -20,9 +23,7 @@ import (
 const (
 	blockSize = 1 << 20
 	// readaheadBlocks: how far ahead of a sequential reader blocks are
-	// fetched in the background. At 50 ms a round trip, 32 MiB asked for
-	// keeps the link busy past 100 MB/s even though each run costs an
-	// open (and a stat) besides its data.
+	// fetched in the background (their runs queue for readaheadRuns).
 	readaheadBlocks = 32
 	// maxRunBlocks: the most blocks one server read asks for. Runs are
 	// kept short so that a readahead window is several reads in parallel,
@@ -30,6 +31,13 @@ const (
 	// window per round trip), and so that the reader gets its next block
 	// as soon as it arrives rather than with the whole run.
 	maxRunBlocks = 2
+	// readaheadRuns: the most readahead runs in flight at once (all
+	// files). Waiting runs start lowest block first as others end, so
+	// they finish in about that order and the reader moves on while the
+	// rest stream; with every run of the window in flight at once they
+	// would share the link and all finish together, the reader waiting
+	// for the slowest. 8 runs of 2 MiB keep 16 MiB asked for.
+	readaheadRuns = 8
 )
 
 func blocksFor(size int64) int { return int((size + blockSize - 1) / blockSize) }
@@ -125,7 +133,7 @@ func (h *Handle) ensureRange(ctx context.Context, off int64, n int, reading bool
 // are sequential it returns the blocks to fetch ahead of the reader
 // (from <= to) if any of them is neither present nor being fetched: the
 // window moves with every read, blocks already cached or not, so the
-// server always has readaheadBlocks worth of requests to answer and one
+// link always has readahead runs to carry (readaheadRuns at once) and one
 // file streams at the link's speed. Reads that land within a block of
 // where the last one ended count as sequential (the kernel's readahead
 // may send a few out of order). Caller holds mu.
@@ -180,6 +188,56 @@ func (s *Store) retryWhenBack(ctx context.Context, f func() error) error {
 // was read (fetchRun); otherwise the new version replaces the cached one
 // and the caller, finding a new epoch, starts over.
 func (s *Store) fetchBlocks(ctx context.Context, ino Ino, first, last int) error {
+	return s.fetchBlocksLimited(ctx, ino, first, last, nil)
+}
+
+// readAhead fetches blocks [first, last] for a sequential reader, in the
+// background: at most readaheadRuns runs in flight.
+func (s *Store) readAhead(ino Ino, first, last int) {
+	s.fetchBlocksLimited(context.Background(), ino, first, last, s.readahead)
+}
+
+// runQueue lets a limited number of runs fetch at once; the waiting run
+// with the lowest block goes next. mu is a leaf lock.
+type runQueue struct {
+	mu      sync.Mutex
+	free    int
+	waiting []runWaiter // by block
+}
+
+type runWaiter struct {
+	block int
+	ready chan struct{}
+}
+
+func (q *runQueue) acquire(block int) {
+	q.mu.Lock()
+	if q.free > 0 {
+		q.free--
+		q.mu.Unlock()
+		return
+	}
+	w := runWaiter{block: block, ready: make(chan struct{})}
+	i := sort.Search(len(q.waiting), func(i int) bool { return q.waiting[i].block > block })
+	q.waiting = slices.Insert(q.waiting, i, w)
+	q.mu.Unlock()
+	<-w.ready
+}
+
+func (q *runQueue) release() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.waiting) == 0 {
+		q.free++
+		return
+	}
+	close(q.waiting[0].ready)
+	q.waiting = q.waiting[1:]
+}
+
+// fetchBlocksLimited is fetchBlocks; with limit, each run waits for its
+// turn there before it starts.
+func (s *Store) fetchBlocksLimited(ctx context.Context, ino Ino, first, last int, limit *runQueue) error {
 	type run struct{ from, to int }
 	var runs []run
 	var waits []*fetchCall
@@ -228,7 +286,13 @@ func (s *Store) fetchBlocks(ctx context.Context, ino Ino, first, last int) error
 	errs := make(chan error, len(runs))
 	for k, r := range runs {
 		go func() {
+			if limit != nil {
+				limit.acquire(r.from)
+			}
 			err := s.fetchRun(ctx, ino, want, r.from, r.to)
+			if limit != nil {
+				limit.release()
+			}
 			s.mu.Lock()
 			for i := r.from; i <= r.to; i++ {
 				if s.blockFetch[ino] != nil && s.blockFetch[ino][i] == calls[k] {

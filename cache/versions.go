@@ -154,7 +154,7 @@ func (h *Handle) servable(ctx context.Context, off int64, n int, rd *readState) 
 		from, to, rd.reading = h.readAheadLocked(e, off, n)
 	}
 	if from <= to {
-		go s.fetchBlocks(context.Background(), h.ino, from, to)
+		go s.readAhead(h.ino, from, to)
 	}
 	if off >= e.size || e.hasBlocks(off, n) {
 		h.reading++ // until doneReading
