@@ -31,6 +31,9 @@ const (
 	// window per round trip), and so that the reader gets its next block
 	// as soon as it arrives rather than with the whole run.
 	maxRunBlocks = 2
+	// streamRead: a first read at offset 0 of at least this much starts
+	// readahead.
+	streamRead = 64 << 10
 	// readaheadRuns: the most readahead runs in flight at once (all
 	// files). Waiting runs start lowest block first as others end, so
 	// they finish in about that order and the reader moves on while the
@@ -140,7 +143,11 @@ func (h *Handle) ensureRange(ctx context.Context, off int64, n int, reading bool
 func (h *Handle) readAheadLocked(e *entry, off int64, n int) (from, to int, reading bool) {
 	next := h.nextOff
 	reading = next > 0
-	sequential := off > 0 && off >= next-blockSize && off <= next+blockSize
+	// A first read of the file's start big enough to be a stream (cat, cp,
+	// the kernel's own readahead) starts the window at once; a small one
+	// (a program looking at a header) does not.
+	start := off == 0 && next == 0 && n >= streamRead
+	sequential := start || (off > 0 && off >= next-blockSize && off <= next+blockSize)
 	if sequential {
 		h.nextOff = max(next, off+int64(n))
 	} else {
@@ -151,11 +158,18 @@ func (h *Handle) readAheadLocked(e *entry, off int64, n int) (from, to int, read
 	}
 	from = int((min(off+int64(n), e.size)-1)/blockSize) + 1
 	to = min(from+readaheadBlocks-1, blocksFor(e.size)-1)
+	// Wait until a whole run's worth is missing (or the file's end is
+	// in the window): single-block runs would pay a run's round trips
+	// for each megabyte.
 	inflight := h.s.blockFetch[h.ino]
+	missing := 0
 	for i := from; i <= to; i++ {
 		if !e.hasBlock(i) && inflight[i] == nil {
-			return from, to, reading
+			missing++
 		}
+	}
+	if missing >= maxRunBlocks || (missing > 0 && to == blocksFor(e.size)-1) {
+		return from, to, reading
 	}
 	return 0, -1, reading
 }
