@@ -247,6 +247,7 @@ func Dial(ctx context.Context, spec Spec, opts Options) (*Client, error) {
 		return nil, err
 	}
 	c.target, c.links = target, final
+	c.content.openSoon()
 	log.Debug("connected", "root", c.root, "via", len(hops)-1)
 	if opts.UploadHelper == UploadEager {
 		c.uploads.start()

@@ -61,8 +61,8 @@
 //     session opened at dial carries lstat, readdir, readlink and the
 //     other small requests; ReadAt, Fetch and SFTP uploads use a pool of
 //     further sessions on the same connection (Options.ContentSessions,
-//     default 4), opened the first time content is needed, the least
-//     busy one per call. A lookup never queues behind a large read, and
+//     default 4), opened in the background once the connection is up,
+//     the least busy one per call. A lookup never queues behind a large read, and
 //     several channel windows stream one file at once.
 //   - Liveness: keepalive, operation deadlines, and reconnection
 //     (Manager).

@@ -420,6 +420,7 @@ func dialOpenSSH(ctx context.Context, spec Spec, opts Options) (*Client, error) 
 			if ourSocket == "" {
 				go c.keepalive(c.ping, opts.KeepaliveInterval, opts.KeepaliveCountMax)
 			}
+			c.content.openSoon()
 			opts.Logger.Debug("connected", "host", spec.Host, "root", c.root, "ssh", prog)
 			c.agent.start() // after the master is up: commands share it
 			if opts.UploadHelper == UploadEager {

@@ -22,10 +22,12 @@ import (
 //     requests. Nothing large is ever queued on it, so a lookup waits only
 //     for its own round trip.
 //   - Content (ReadAt, Fetch, uploads over SFTP) goes to a pool of
-//     further SFTP sessions, opened on the same ssh connection the first
-//     time content is asked for (so a mount that reads nothing opens
-//     none) and kept while the connection lives. A call takes the session
-//     with the fewest calls in flight.
+//     further SFTP sessions on the same ssh connection, opened in the
+//     background as soon as the connection is up (a first read on a
+//     fresh connection does not pay their round trips) and kept while it
+//     lives. A call takes the session with the fewest calls in flight; a
+//     call made before any is open waits for the first (or for all to
+//     fail, or OpTimeout).
 //
 // Why sessions and not one session with more requests in flight:
 // OpenSSH's sftp-server answers the requests of a session one after the
@@ -111,6 +113,15 @@ func (c *Client) contentSFTP() (*sftp.Client, func()) {
 	}
 	best.inFlight.Add(1)
 	return best.sc, func() { best.inFlight.Add(-1) }
+}
+
+// openSoon starts opening the pool's sessions in the background, so that
+// the first content call finds them ready (Dial calls it once the
+// connection is up). Safe on a nil pool.
+func (p *contentPool) openSoon() {
+	if p != nil {
+		p.once.Do(p.start)
+	}
 }
 
 // start opens the pool's sessions in parallel; opened is closed as soon
