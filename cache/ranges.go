@@ -305,7 +305,10 @@ func (s *Store) fetchBlocksLimited(ctx context.Context, ino Ino, first, last int
 			if limit != nil {
 				limit.acquire(r.from)
 			}
-			err := s.fetchRun(ctx, ino, want, r.from, r.to)
+			var err error
+			if limit == nil || s.epochIs(ino, want.epoch) {
+				err = s.fetchRun(ctx, ino, want, r.from, r.to)
+			} // else: replaced while the run waited its turn; nothing to fetch
 			if limit != nil {
 				limit.release()
 			}
@@ -341,6 +344,14 @@ func (s *Store) fetchBlocksLimited(ctx context.Context, ino Ino, first, last int
 		}
 	}
 	return first_
+}
+
+// epochIs reports whether ino's content is still of epoch.
+func (s *Store) epochIs(ino Ino, epoch uint64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.entries[ino]
+	return e != nil && e.content == contentPartial && e.epoch == epoch
 }
 
 // blockVersion is what fetched blocks must belong to: the entry's content
