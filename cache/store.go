@@ -123,6 +123,7 @@ type Store struct {
 	deletedIno map[Ino]bool // entries to delete from meta.db
 	fetching   map[Ino]*fetchCall
 	blockFetch map[Ino]map[int]*fetchCall // range-cached files: blocks being fetched
+	readahead  *runQueue                  // readahead runs in flight (ranges.go)
 	epochs     uint64                     // the last content epoch handed out (versions.go)
 	listing    map[Ino]*fetchCall
 	// pruned: base names of the folders the tree listing skips (Preload);
@@ -279,6 +280,7 @@ func Open(opts Options) (*Store, error) {
 		dirtyIno: map[Ino]bool{}, deletedIno: map[Ino]bool{},
 		fetching: map[Ino]*fetchCall{}, listing: map[Ino]*fetchCall{},
 		blockFetch: map[Ino]map[int]*fetchCall{},
+		readahead:  &runQueue{free: readaheadRuns},
 		nextIno:    RootIno + 1, nextSeq: 1, recent: newRecency(),
 		invalidateSignal: make(chan struct{}, 1), invalDoneCh: make(chan struct{}),
 		spares: make(chan string, spareCount), sparesDone: make(chan struct{}),

@@ -118,8 +118,9 @@ func (h *Handle) Epoch() uint64 {
 
 // servable returns the file a read of n bytes at off may be served from,
 // fetching what is missing; errMoved means the content moved meanwhile
-// and the caller asks again.
-func (h *Handle) servable(ctx context.Context, off int64, n int) (*os.File, error) {
+// and the caller asks again. rd is the read's own state across calls
+// (it counts once for readahead).
+func (h *Handle) servable(ctx context.Context, off int64, n int, rd *readState) (*os.File, error) {
 	s := h.s
 	s.mu.Lock()
 	e := s.entries[h.ino]
@@ -142,13 +143,26 @@ func (h *Handle) servable(ctx context.Context, off int64, n int) (*os.File, erro
 		}
 		return nil, h.moveToCurrent(ctx)
 	}
-	if e.content != contentPartial || e.epoch != h.epoch || off >= e.size || e.hasBlocks(off, n) {
+	if e.content != contentPartial || e.epoch != h.epoch {
+		h.reading++ // until doneReading
+		s.mu.Unlock()
+		return f, nil
+	}
+	from, to := 0, -1
+	if !rd.noted {
+		rd.noted = true
+		from, to, rd.reading = h.readAheadLocked(e, off, n)
+	}
+	if from <= to {
+		go s.readAhead(h.ino, from, to)
+	}
+	if off >= e.size || e.hasBlocks(off, n) {
 		h.reading++ // until doneReading
 		s.mu.Unlock()
 		return f, nil
 	}
 	s.mu.Unlock()
-	if err := h.ensureRange(ctx, off, n); err != nil {
+	if err := h.ensureRange(ctx, off, n, rd.reading); err != nil {
 		return nil, err
 	}
 	return nil, errMoved // fetched: check again
@@ -214,14 +228,21 @@ func (s *Store) prepareContent(ctx context.Context, ino Ino, writable bool) erro
 	return s.ensureContent(ctx, ino)
 }
 
+// readState is what one read has noted so far.
+type readState struct {
+	noted   bool // counted for readahead (readAheadLocked)
+	reading bool // the handle had read before this read
+}
+
 // ReadAtContext reads content, fetching what is not on local disk yet;
 // every byte returned belongs to one version of the file (see servable).
 func (h *Handle) ReadAtContext(ctx context.Context, p []byte, off int64) (int, error) {
 	if h.dir {
 		return 0, ErrIsDir
 	}
+	var rd readState
 	for moves := 0; ; {
-		f, err := h.servable(ctx, off, len(p))
+		f, err := h.servable(ctx, off, len(p), &rd)
 		if err == nil {
 			n, err := f.ReadAt(p, off)
 			h.doneReading()

@@ -49,6 +49,7 @@ type Client struct {
 	uploads     *uploader
 	linkAttrs   linkSetter // lsetstat.go
 	agent       *agentRunner
+	content     *contentPool // sessions for file content (sessions.go); nil: content uses sftp
 	// the login user's ids (Owner): uid<<32 | gid | 1<<63, 0 unknown;
 	// set with the root, corrected by the upload helper's greeting
 	owner atomic.Uint64
@@ -87,10 +88,17 @@ func sftpOptions() []sftp.ClientOption {
 // startSFTPPipe starts an sftp client on a byte stream to the server,
 // noting every read from it as progress.
 func (c *Client) startSFTPPipe(rd io.Reader, wr io.WriteCloser) error {
-	sc, err := sftp.NewClientPipe(&recvCounter{r: rd, last: &c.lastRecv}, wr, sftpOptions()...)
+	sc, err := c.newSFTPClient(rd, wr)
 	if err != nil {
 		return err
 	}
+	c.useMetadataSFTP(sc)
+	return nil
+}
+
+// useMetadataSFTP makes sc the metadata session (the one opened at dial):
+// the extensions it offers are noted, and its end is the connection's.
+func (c *Client) useMetadataSFTP(sc *sftp.Client) {
 	c.sftp = sc
 	_, c.posixRename = sc.HasExtension("posix-rename@openssh.com")
 	_, c.hardlink = sc.HasExtension("hardlink@openssh.com")
@@ -101,7 +109,13 @@ func (c *Client) startSFTPPipe(rd io.Reader, wr io.WriteCloser) error {
 		err := sc.Wait()
 		c.die(fmt.Errorf("sftp session ended: %w", orEOF(err)))
 	}()
-	return nil
+}
+
+// newSFTPClient starts an sftp client on a byte stream to the server
+// (the metadata session or a content one), noting every read from it as
+// progress.
+func (c *Client) newSFTPClient(rd io.Reader, wr io.WriteCloser) (*sftp.Client, error) {
+	return sftp.NewClientPipe(&recvCounter{r: rd, last: &c.lastRecv}, wr, sftpOptions()...)
 }
 
 type recvCounter struct {
@@ -217,6 +231,7 @@ func (c *Client) closeTransport() {
 	}
 	rest := c.transport[min(1, len(c.transport)):]
 	sc := c.sftp
+	c.content.close()
 	go func() {
 		for _, t := range rest {
 			t.Close()
@@ -661,7 +676,9 @@ func (c *Client) ReadAt(ctx context.Context, rel string, p []byte, off int64) (i
 	var info FileInfo
 	buf := make([]byte, len(p))
 	err = c.do(ctx, "read", rel, func(*progress) error {
-		f, err := c.sftp.Open(abs)
+		sc, done := c.contentSFTP()
+		defer done()
+		f, err := sc.Open(abs)
 		if err != nil {
 			return err
 		}
@@ -702,7 +719,9 @@ func (c *Client) Fetch(ctx context.Context, rel string, w io.Writer) (FileInfo, 
 	}
 	var info FileInfo
 	err = c.do(ctx, "fetch", rel, func(pr *progress) error {
-		f, err := c.sftp.Open(abs)
+		sc, done := c.contentSFTP()
+		defer done()
+		f, err := sc.Open(abs)
 		if err != nil {
 			return err
 		}
@@ -888,6 +907,8 @@ func (c *Client) putSFTP(ctx context.Context, p putPlan, o PutOptions, r io.Read
 	dir, tmp := p.dir, path.Join(p.dir, p.req.Temp)
 	var res PutResult
 	err := c.do(ctx, "put", p.rel, func(pr *progress) (err error) {
+		sc, done := c.contentSFTP()
+		defer done()
 		// What is at the path, asked alongside the upload; needed only
 		// when the data is about to be renamed into place.
 		type statResult struct {
@@ -898,7 +919,7 @@ func (c *Client) putSFTP(ctx context.Context, p putPlan, o PutOptions, r io.Read
 		if p.req.Check {
 			statc = make(chan statResult, 1)
 			go func() {
-				fi, err := c.sftp.Lstat(p.abs)
+				fi, err := sc.Lstat(p.abs)
 				if err != nil {
 					if code, ok := statusCode(err); errors.Is(err, fs.ErrNotExist) || (ok && (code == fxNoSuchFile || code == fxNoSuchPath)) {
 						err = nil
@@ -908,12 +929,12 @@ func (c *Client) putSFTP(ctx context.Context, p putPlan, o PutOptions, r io.Read
 				}
 				info := toFileInfo(path.Base(p.abs), fi)
 				if fi.Mode()&fs.ModeSymlink != 0 {
-					info.Target, _ = c.sftp.ReadLink(p.abs)
+					info.Target, _ = sc.ReadLink(p.abs)
 				}
 				statc <- statResult{&info, nil}
 			}()
 		}
-		f, err := c.sftp.OpenFile(tmp, openFlags)
+		f, err := sc.OpenFile(tmp, openFlags)
 		if err != nil {
 			return c.explainFailure(dir, err)
 		}
@@ -926,11 +947,11 @@ func (c *Client) putSFTP(ctx context.Context, p putPlan, o PutOptions, r io.Read
 				f.Close()
 			}
 			if !renamed && c.Err() == nil {
-				c.sftp.Remove(tmp)
+				sc.Remove(tmp)
 			}
 		}()
 		chmodErr := make(chan error, 1)
-		go func() { chmodErr <- c.sftp.Chmod(tmp, chmodBits(o.Mode)) }()
+		go func() { chmodErr <- sc.Chmod(tmp, chmodBits(o.Mode)) }()
 		n, werr := f.ReadFromWithConcurrency(guardedReader{pr, r}, 0)
 		if cerr := <-chmodErr; werr == nil {
 			werr = cerr
@@ -947,7 +968,7 @@ func (c *Client) putSFTP(ctx context.Context, p putPlan, o PutOptions, r io.Read
 				syncErr <- nil
 			}
 		}()
-		terr := c.sftp.Chtimes(tmp, o.Mtime, o.Mtime)
+		terr := sc.Chtimes(tmp, o.Mtime, o.Mtime)
 		if serr := <-syncErr; terr == nil {
 			terr = serr
 		}
@@ -982,12 +1003,12 @@ func (c *Client) putSFTP(ctx context.Context, p putPlan, o PutOptions, r io.Read
 		closeErr := make(chan error, 1)
 		go func() { closeErr <- f.Close() }()
 		if c.posixRename {
-			err = c.sftp.PosixRename(tmp, dest)
+			err = sc.PosixRename(tmp, dest)
 		} else {
-			err = c.sftp.Rename(tmp, dest)
+			err = sc.Rename(tmp, dest)
 			if err != nil && isFailure(err) {
-				if rerr := c.sftp.Remove(dest); rerr == nil {
-					err = c.sftp.Rename(tmp, dest)
+				if rerr := sc.Remove(dest); rerr == nil {
+					err = sc.Rename(tmp, dest)
 				}
 			}
 		}

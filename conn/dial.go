@@ -77,6 +77,12 @@ type Options struct {
 	// connection: AgentAuto (the default) or AgentOff; see agent.go.
 	Agent string
 
+	// ContentSessions is how many SFTP sessions besides the metadata one
+	// carry file content (sessions.go): 0 means the default (4); a
+	// negative number opens none, so content and metadata share one
+	// session.
+	ContentSessions int
+
 	// Forwards opens the host entry's LocalForward, RemoteForward and
 	// DynamicForward while a Manager is connected (see forward.go).
 	Forwards bool
@@ -119,6 +125,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
+	}
+	if o.ContentSessions == 0 {
+		o.ContentSessions = defaultContentSessions
 	}
 	if o.RedialMin <= 0 {
 		o.RedialMin = minRedialDelay
@@ -218,6 +227,7 @@ func Dial(ctx context.Context, spec Spec, opts Options) (*Client, error) {
 	}
 	c := newClientShell(spec.Host, opts, transport)
 	c.ssh = sshTransport{final}
+	c.content = newContentPool(c, c.sshSFTPOpener(final), opts.ContentSessions)
 	c.agent.start() // beside the sftp start: both wait for the server
 	if err := c.startSFTPSession(ctx, final, target.Label); err != nil {
 		closeChain()
@@ -237,6 +247,7 @@ func Dial(ctx context.Context, spec Spec, opts Options) (*Client, error) {
 		return nil, err
 	}
 	c.target, c.links = target, final
+	c.content.openSoon()
 	log.Debug("connected", "root", c.root, "via", len(hops)-1)
 	if opts.UploadHelper == UploadEager {
 		c.uploads.start()
@@ -256,22 +267,12 @@ func (c *Client) startSFTPSession(ctx context.Context, sc *ssh.Client, label str
 	errc := make(chan error, 1)
 	go func() {
 		errc <- func() error {
-			sess, err := sc.NewSession()
+			sftpc, _, err := c.sshSFTPOpener(sc)()
 			if err != nil {
 				return err
 			}
-			wr, err := sess.StdinPipe()
-			if err != nil {
-				return err
-			}
-			rd, err := sess.StdoutPipe()
-			if err != nil {
-				return err
-			}
-			if err := sess.RequestSubsystem("sftp"); err != nil {
-				return err
-			}
-			return c.startSFTPPipe(rd, wr)
+			c.useMetadataSFTP(sftpc)
+			return nil
 		}()
 	}()
 	timer := time.NewTimer(c.opTimeout)

@@ -62,6 +62,13 @@
 //     number, ctime and nanosecond mtime; upload.go), Mknod (FIFOs, sockets and device
 //     nodes with mknod(1) or python3; mknod.go), and the remote end of
 //     `remotefs run` (exec.go).
+//   - Metadata and content on separate SFTP sessions (sessions.go): the
+//     session opened at dial carries lstat, readdir, readlink and the
+//     other small requests; ReadAt, Fetch and SFTP uploads use a pool of
+//     further sessions on the same connection (Options.ContentSessions,
+//     default 4), opened in the background once the connection is up,
+//     the least busy one per call. A lookup never queues behind a large read, and
+//     several channel windows stream one file at once.
 //   - Liveness: keepalive, operation deadlines, and reconnection
 //     (Manager).
 //   - Interactive logins (prompt.go): keyboard-interactive and password

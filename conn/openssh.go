@@ -370,6 +370,7 @@ func dialOpenSSH(ctx context.Context, spec Spec, opts Options) (*Client, error) 
 	})
 	c := newClientShell(spec.Host, opts, []io.Closer{kill, wr})
 	c.ssh = t
+	c.content = newContentPool(c, c.opensshSFTPOpener(t), opts.ContentSessions)
 
 	// Wait for the SFTP handshake: ssh has connected and logged in. The
 	// connect timeout does not run while someone answers a question.
@@ -419,6 +420,7 @@ func dialOpenSSH(ctx context.Context, spec Spec, opts Options) (*Client, error) 
 			if ourSocket == "" {
 				go c.keepalive(c.ping, opts.KeepaliveInterval, opts.KeepaliveCountMax)
 			}
+			c.content.openSoon()
 			opts.Logger.Debug("connected", "host", spec.Host, "root", c.root, "ssh", prog)
 			c.agent.start() // after the master is up: commands share it
 			if opts.UploadHelper == UploadEager {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -49,6 +50,14 @@ func TestOpenSSHTransport(t *testing.T) {
 	ctx := context.Background()
 	if _, err := c.PutAtomic(ctx, "a.txt", strings.NewReader("over sftp\n"), 0o644, time.Now()); err != nil {
 		t.Fatal(err)
+	}
+	// Content comes on a session of its own, through the same master.
+	buf := make([]byte, 64)
+	if n, _, err := c.ReadAt(ctx, "a.txt", buf, 0); string(buf[:n]) != "over sftp\n" || (err != nil && !errors.Is(err, io.EOF)) {
+		t.Fatalf("read: %q, %v", buf[:n], err)
+	}
+	if n := c.content.sessions(); n < 1 {
+		t.Errorf("%d content sessions after a read, want at least 1", n)
 	}
 	var out, errb bytes.Buffer
 	code, err := c.Exec(ctx, "cat "+srv.Dir+"/a.txt - ; echo oops >&2; exit 3", strings.NewReader("from stdin\n"), &out, &errb)

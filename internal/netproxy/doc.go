@@ -23,7 +23,10 @@
 //     is "on the wire" for len/rate before its latency starts; the reader waits
 //     for that, so a sender is slowed by ordinary TCP back-pressure rather
 //     than by a growing buffer. Reads are cut to about 20 ms worth of bytes
-//     so pacing stays smooth.
+//     so pacing stays smooth. A reader that wakes up late (up to 40 ms, a
+//     busy machine) does not leave the link idle for that time: its
+//     bytes were waiting, so they go on the wire where the last ones
+//     ended.
 //   - Blackhole: bytes (and FIN/RST) read while it is on vanish; chunks
 //     already queued that come due while it is on vanish too. Connections stay
 //     open. Connections accepted while it is on are not forwarded to the target

@@ -11,9 +11,10 @@ import (
 )
 
 const (
-	maxChunk    = 64 << 10 // largest single read
-	minChunk    = 512      // smallest read when bandwidth-limited
-	queueLen    = 256      // chunks in flight per pipe, bounds memory
+	maxChunk    = 64 << 10              // largest single read
+	minChunk    = 512                   // smallest read when bandwidth-limited
+	queueLen    = 256                   // chunks in flight per pipe, bounds memory
+	maxLate     = 40 * time.Millisecond // how late a paced reader may be without the link going idle
 	dialTimeout = 10 * time.Second
 )
 
@@ -305,7 +306,10 @@ func (l *link) reserve(n int, now time.Time) time.Time {
 		return now
 	}
 	start := now
-	if l.next.After(start) {
+	if l.next.After(start) || (!l.next.IsZero() && now.Sub(l.next) < maxLate) {
+		// Busy, or free only since a moment ago: a reader that woke up
+		// late (a busy machine) had its bytes waiting in the socket, which
+		// a real link would have sent meanwhile.
 		start = l.next
 	}
 	l.next = start.Add(time.Duration(float64(n) / float64(l.rate) * float64(time.Second)))
