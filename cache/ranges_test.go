@@ -130,7 +130,19 @@ func readaheadAgainstVersions(t *testing.T, seed uint64) {
 			}
 		}()
 	}
-	// The server changes the file while they read.
+	// The server changes the file while they read, once they have read
+	// some of the first version (a slow start would otherwise test only
+	// the last one).
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		seenMu.Lock()
+		started := seen[0]
+		seenMu.Unlock()
+		if started || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
 	for v := 1; v < nversions; v++ {
 		time.Sleep(time.Duration(10+rng.IntN(40)) * time.Millisecond)
 		install(v)
