@@ -603,18 +603,20 @@ func (h *Handle) Release() error {
 }
 
 // markLinkCopyDirty marks the file ino at p dirty for its upload as a
-// copy (applyLinkAsCopy), once its content is here. Content evicted
-// meanwhile is an error: the journal tries again.
-func (s *Store) markLinkCopyDirty(p string, ino Ino) error {
+// copy (applyLinkAsCopy), once its content is here, and reports whether
+// it was clean before. Content evicted meanwhile is an error: the journal
+// tries again.
+func (s *Store) markLinkCopyDirty(p string, ino Ino) (wasClean bool, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	_, e, err := s.lookupPathLocked(p)
 	if err != nil || e == nil || e.ino != ino {
-		return nil // gone or replaced meanwhile: applyPut finds out
+		return false, nil // gone or replaced meanwhile: applyPut finds out
 	}
 	if e.content != contentClean && e.content != contentDirty {
-		return fmt.Errorf("%s: content to copy is gone: %w", p, ErrChanged)
+		return false, fmt.Errorf("%s: content to copy is gone: %w", p, ErrChanged)
 	}
+	wasClean = e.content == contentClean
 	s.markDirtyLocked(e)
-	return nil
+	return wasClean, nil
 }

@@ -66,6 +66,12 @@ type op struct {
 	inflight  bool      // being applied now
 	attempts  int       // failed attempts so far
 	notBefore time.Time // not started before (settling, retry after a failure)
+
+	// linkCopy (puts): not a journal record but the upload of a hard
+	// link delivered as a copy to Path (applyLinkAsCopy), a name other
+	// than the one the file's own uploads go to. wasClean: the file had
+	// no local change before the copy marked it dirty.
+	linkCopy, wasClean bool
 }
 
 func (o *op) String() string {

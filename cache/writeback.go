@@ -237,6 +237,10 @@ func (s *Store) applyPut(ctx context.Context, o *op) error {
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if o.linkCopy && !conflict {
+		s.linkCopyLandedLocked(o, versionOf(fi), gen)
+		return nil
+	}
 	if !conflict {
 		s.uploadLandedLocked(o.Ino, versionOf(fi))
 	}
@@ -589,11 +593,39 @@ func (s *Store) applyLinkAsCopy(ctx context.Context, o *op) error {
 	if ferr != nil && !errors.Is(ferr, fs.ErrNotExist) {
 		return ferr
 	}
-	if err := s.markLinkCopyDirty(o.Path2, ino); err != nil {
+	wasClean, err := s.markLinkCopyDirty(o.Path2, ino)
+	if err != nil {
 		if ferr != nil {
 			return nil // gone from the server, never cached: nothing to copy
 		}
 		return err
 	}
-	return s.applyPut(ctx, &op{Kind: opPut, Path: o.Path2, Ino: ino})
+	return s.applyPut(ctx, &op{Kind: opPut, Path: o.Path2, Ino: ino, linkCopy: true, wasClean: wasClean})
+}
+
+// linkCopyLandedLocked records that the upload of a hard link delivered
+// as a copy (applyLinkAsCopy) left v at o.Path, from the file's local
+// content of generation gen. That is not the file's own upload: the name
+// its uploads go to may not be on the server yet (a new file linked while
+// still open for writing, its upload queued at the close), or hold older
+// content (an edit not uploaded yet). So a file that had local changes
+// keeps them, with their upload still to come, and only one that had none
+// (marked dirty for the copy alone) is clean again, unless it changed
+// meanwhile. Its server version stays that of its own name; the copy's
+// version is added to what its uploads may replace, since a later upload
+// can land on that name (the file renamed there, or its first name
+// removed) and must not find its own copy a conflict. Caller holds mu.
+func (s *Store) linkCopyLandedLocked(o *op, v Version, gen uint64) {
+	for _, f := range s.landed[o.Ino] {
+		f(v) // a rename over the name expects what landed there
+	}
+	e := s.entries[o.Ino]
+	if e == nil {
+		return
+	}
+	e.base = e.base.union(expectVersion(v))
+	if o.wasClean && e.gen == gen && e.content == contentDirty {
+		e.content = contentClean
+	}
+	s.dirtyIno[e.ino] = true
 }

@@ -1,0 +1,123 @@
+package cache
+
+import (
+	"context"
+	"os"
+	"testing"
+)
+
+// linkWhileOpen opens p for writing (created when create), writes first
+// through the handle, links p to other, waits until the link is
+// delivered, then writes second after first (if any) and closes, and
+// waits for that too: as a program that keeps a file open while another links it
+// (the model test found it with open(O_CREAT), link, close).
+func (e *env) linkWhileOpen(p, other string, create bool, first, second string) {
+	e.t.Helper()
+	ctx := context.Background()
+	var h *Handle
+	var a Attr
+	var err error
+	if create {
+		a, h, err = e.s.Create(ctx, RootIno, p, 0o644, os.O_RDWR, false)
+	} else {
+		a = e.mustLookup(p)
+		h, err = e.s.Open(ctx, a.Ino, os.O_RDWR)
+	}
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if _, err := h.WriteAt([]byte(first), 0); err != nil {
+		e.t.Fatal(err)
+	}
+	if _, err := e.s.Link(ctx, a.Ino, RootIno, other); err != nil {
+		e.t.Fatal(err)
+	}
+	e.flush() // the link is delivered while p is still open
+	if second != "" {
+		if _, err := h.WriteAt([]byte(second), int64(len(first))); err != nil {
+			e.t.Fatal(err)
+		}
+	}
+	if err := h.Release(); err != nil {
+		e.t.Fatal(err)
+	}
+	e.flush()
+}
+
+// sameServerFile fails unless a and b are one file (hard links) on the
+// server, holding want.
+func (e *env) sameServerFile(a, b, want string) {
+	e.t.Helper()
+	for _, p := range []string{a, b} {
+		if got := e.serverContent(p); got != want {
+			e.t.Errorf("server's %s holds %q, want %q", p, got, want)
+		}
+	}
+	fa, erra := os.Stat(e.remote.p(a))
+	fb, errb := os.Stat(e.remote.p(b))
+	if erra != nil || errb != nil || !os.SameFile(fa, fb) {
+		e.t.Errorf("server's %s and %s are not one file (%v, %v)", a, b, erra, errb)
+	}
+}
+
+// noConflictsNorPending fails when the store reports a conflict, a
+// pending operation or an error.
+func (e *env) noConflictsNorPending() {
+	e.t.Helper()
+	if st := e.s.Status(); len(st.Conflicts) != 0 || st.Pending != 0 || st.LastError != "" {
+		e.t.Errorf("status: %d conflicts %+v, %d pending, last error %q", len(st.Conflicts), st.Conflicts, st.Pending, st.LastError)
+	}
+}
+
+// A new file linked while it is still open for writing, before its first
+// upload: the link reaches the server before the file does, so it is
+// delivered as a copy of the content so far. That copy is not the file's
+// own upload: the file still reaches the server under its first name at
+// the close, and the second name ends as a hard link of it with the final
+// content. (The copy used to mark the file clean, so its upload was
+// skipped and the first name never reached the server.)
+func TestLinkOfNewFileStillOpen(t *testing.T) {
+	for _, tc := range []struct{ name, first, second string }{
+		{"empty", "", ""}, // what the model test did: open(O_CREAT), link, close
+		{"written before", "written before the link\n", ""},
+		{"written before and after", "written before the link, ", "and after it\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			e.linkWhileOpen("new", "other", true, tc.first, tc.second)
+			want := tc.first + tc.second
+			e.sameServerFile("new", "other", want)
+			for _, p := range []string{"new", "other"} {
+				if got := e.mustRead(p); got != want {
+					t.Errorf("the mount's %s holds %q, want %q", p, got, want)
+				}
+			}
+			e.noConflictsNorPending()
+		})
+	}
+}
+
+// On a server without hard links, a file edited through a handle that
+// is still open when it is linked: the link is delivered as a copy, and
+// the edit still reaches the file's own name at the close, without a
+// conflict (the copy used to pass for the file's upload: marked clean,
+// the edit was never uploaded, and the expected server version was the
+// copy's).
+func TestLinkAsCopyOfFileStillOpen(t *testing.T) {
+	e := newEnv(t)
+	e.remote.noLinks.Store(true)
+	e.server("f", "old content on the server\n")
+	e.mustRead("f")
+	e.linkWhileOpen("f", "g", false, "new content, longer than the old one, ", "and the rest\n")
+	want := "new content, longer than the old one, and the rest\n"
+	if got := e.serverContent("f"); got != want {
+		t.Errorf("server's f holds %q, want %q", got, want)
+	}
+	if got := e.serverContent("g"); got == "" {
+		t.Errorf("server's g is empty")
+	}
+	if got := e.mustRead("f"); got != want {
+		t.Errorf("the mount's f holds %q, want %q", got, want)
+	}
+	e.noConflictsNorPending()
+}
