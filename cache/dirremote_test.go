@@ -36,7 +36,11 @@ type dirRemote struct {
 	// offline and the rename is not done).
 	dropOnRename atomic.Bool
 	// noLinks: a server without hard links (Link is ErrUnsupported).
-	noLinks    atomic.Bool
+	noLinks atomic.Bool
+	// inPlace: an upload over a file with more than one hard link writes
+	// through its inode, as the upload helper does (agent/put.go), so
+	// every name of the file changes.
+	inPlace    atomic.Bool
 	ownerCalls atomic.Int64
 
 	mu      sync.Mutex
@@ -205,6 +209,9 @@ func (r *dirRemote) PutAtomic(ctx context.Context, p string, src io.Reader, mode
 		return conn.FileInfo{}, perr
 	}
 	tmp := filepath.Join(filepath.Dir(r.p(p)), conn.TempPrefix+"test-"+filepath.Base(p))
+	if st, err := os.Stat(r.p(p)); err == nil && r.inPlace.Load() && st.Sys().(*syscall.Stat_t).Nlink > 1 {
+		tmp = r.p(p)
+	}
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
 	if err != nil {
 		return conn.FileInfo{}, err
@@ -217,9 +224,11 @@ func (r *dirRemote) PutAtomic(ctx context.Context, p string, src io.Reader, mode
 	f.Close()
 	os.Chmod(tmp, mode)
 	os.Chtimes(tmp, mtime, mtime)
-	if err := os.Rename(tmp, r.p(p)); err != nil {
-		os.Remove(tmp)
-		return conn.FileInfo{}, err
+	if tmp != r.p(p) { // else written in place
+		if err := os.Rename(tmp, r.p(p)); err != nil {
+			os.Remove(tmp)
+			return conn.FileInfo{}, err
+		}
 	}
 	r.puts.Add(1)
 	return r.Lstat(ctx, p)

@@ -180,6 +180,13 @@
 // operations may still be on their way: a file that replaced another whose
 // upload is in flight may find either version; an upload in flight tells
 // the expectations that depend on it what it actually left (watchUploads).
+// The names of a hard-linked file may be one inode on the server, which
+// an upload to one name writes in place (the upload helper keeps links):
+// a rename over, or a removal of, one of its names is ordered with the
+// names it lives on under (op.Also), so the file's later uploads do not
+// change what that check finds. A link delivered as a copy (a server
+// without links, or a file not uploaded yet) is not the file's own
+// upload: a file with local changes keeps them (applyLinkAsCopy).
 //
 // # What the server will refuse
 //

@@ -50,6 +50,13 @@ type op struct {
 	// DestExpect: for a rename over an existing file, what the server was
 	// expected to have there when the local rename replaced it (nil: no check).
 	DestExpect *expect `json:"db,omitempty"`
+	// Also (a rename over, or a removal of, one name of a file that lives
+	// on under others): those other names. The operation is ordered with
+	// them as with its own paths: on the server the names may still be
+	// one inode, which an upload to one of them writes in place (the
+	// upload helper keeps hard links), so a later upload of the file must
+	// not overtake what this operation expects to find at its name.
+	Also []string `json:"al,omitempty"`
 	// At is when the change was made (unix ns), for status.
 	At int64 `json:"at,omitempty"`
 	// Tried (puts): the versions earlier attempts sent. Such an attempt may
@@ -84,12 +91,13 @@ func (o *op) String() string {
 	return fmt.Sprintf("%s %s", o.Kind, o.Path)
 }
 
-// paths returns the paths the operation touches.
+// paths returns the paths the operation touches (Also included).
 func (o *op) paths() []string {
+	ps := []string{o.Path}
 	if o.Path2 != "" {
-		return []string{o.Path, o.Path2}
+		ps = append(ps, o.Path2)
 	}
-	return []string{o.Path}
+	return append(ps, o.Also...)
 }
 
 func encodeOp(o *op) []byte {
@@ -118,8 +126,10 @@ func decodeOp(b []byte) (*op, error) {
 	default:
 		return nil, fmt.Errorf("journal record: unknown kind %q", o.Kind)
 	}
-	if !validRelPath(o.Path) || (o.Path2 != "" && !validRelPath(o.Path2)) {
-		return nil, fmt.Errorf("journal record: bad path %q", o.Path)
+	for _, p := range o.paths() {
+		if !validRelPath(p) {
+			return nil, fmt.Errorf("journal record: bad path %q", p)
+		}
 	}
 	return &o, nil
 }

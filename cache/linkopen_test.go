@@ -3,7 +3,11 @@ package cache
 import (
 	"context"
 	"os"
+	"sync/atomic"
 	"testing"
+	"time"
+
+	"remotefs/conn"
 )
 
 // linkWhileOpen opens p for writing (created when create), writes first
@@ -120,4 +124,82 @@ func TestLinkAsCopyOfFileStillOpen(t *testing.T) {
 		t.Errorf("the mount's f holds %q, want %q", got, want)
 	}
 	e.noConflictsNorPending()
+}
+
+// The upload helper writes an upload over a file with more than one hard
+// link in place, through its inode: every name of the file changes on
+// the server. A rename over one name of a linked file, or its removal
+// while offline, checks what the server has at that name; an upload of
+// the file to one of its other names, made after the rename or removal,
+// must not overtake it (they touch different paths), or the check finds
+// the mount's own upload there and reports a conflict that is none.
+// Here the changes are made offline, so that both are due at once when
+// the server is back, and the server answers the check only once the
+// upload had its chance to land first.
+func TestLinkedNameReplacedThenOtherNameUploaded(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		change func(e *env) // replaces or removes the name f
+		want   string       // f on the server after the flush ("": none)
+	}{
+		{"rename over", func(e *env) {
+			if err := e.s.Rename(context.Background(), RootIno, "new", RootIno, "f"); err != nil {
+				e.t.Fatal(err)
+			}
+		}, "the file renamed over f\n"},
+		{"offline unlink", func(e *env) {
+			if err := e.s.Unlink(context.Background(), RootIno, "f"); err != nil {
+				e.t.Fatal(err)
+			}
+		}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			e.remote.inPlace.Store(true)
+			e.server("f", "first\n")
+			e.mustRead("f")
+			if _, err := e.s.Link(context.Background(), e.mustLookup("f").Ino, RootIno, "g"); err != nil {
+				t.Fatal(err)
+			}
+			e.mustWrite("new", "the file renamed over f\n")
+			e.flush()
+			e.sameServerFile("f", "g", "first\n")
+			e.s.Connected()
+
+			e.remote.offline.Store(true)
+			tc.change(e)
+			e.mustWrite("g", "g edited after that, longer\n")
+			puts := e.remote.puts.Load()
+			var once atomic.Bool
+			e.remote.mu.Lock()
+			e.remote.lstatHook = func(p string, fi conn.FileInfo, err error) (conn.FileInfo, error) {
+				if p != "f" || !once.CompareAndSwap(false, true) {
+					return fi, err
+				}
+				// Give an upload started alongside time to land.
+				for deadline := time.Now().Add(500 * time.Millisecond); e.remote.puts.Load() == puts && time.Now().Before(deadline); {
+					time.Sleep(5 * time.Millisecond)
+				}
+				return e.remote.lstat(p)
+			}
+			e.remote.mu.Unlock()
+			e.remote.offline.Store(false)
+			e.flush()
+
+			if !once.Load() {
+				t.Errorf("the server's f was never checked")
+			}
+			if got := e.serverContent("g"); got != "g edited after that, longer\n" {
+				t.Errorf("server's g holds %q", got)
+			}
+			if _, err := os.Lstat(e.remote.p("f")); tc.want == "" && err == nil {
+				t.Errorf("server's f is still there, holding %q", e.serverContent("f"))
+			} else if tc.want != "" {
+				if got := e.serverContent("f"); got != tc.want {
+					t.Errorf("server's f holds %q, want %q", got, tc.want)
+				}
+			}
+			e.noConflictsNorPending()
+		})
+	}
 }

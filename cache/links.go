@@ -111,6 +111,17 @@ func (s *Store) unlinkNameLocked(d *entry, name string, c *entry) bool {
 	return true
 }
 
+// namePathsLocked returns the paths of c's names. Caller holds mu.
+func (s *Store) namePathsLocked(c *entry) []string {
+	var ps []string
+	for _, l := range append([]linkName{{Parent: c.parent, Name: c.name}}, c.links...) {
+		if d := s.entries[l.Parent]; d != nil {
+			ps = append(ps, childPath(s.pathOf(d), l.Name))
+		}
+	}
+	return ps
+}
+
 // renameNameLocked moves c's name (od, oldName) to (nd, newName); the
 // caller has updated the directories' children. Caller holds mu.
 func (s *Store) renameNameLocked(c *entry, od Ino, oldName string, nd Ino, newName string) {
@@ -247,12 +258,13 @@ func (s *Store) applyMknod(ctx context.Context, o *op) error {
 // names (a rename, an unlink) apply to what the mount showed. Caller
 // holds mu.
 func (s *Store) relinkOpsLocked(e *entry, p string) []*op {
+	if len(e.links) == 0 {
+		return nil
+	}
 	var ops []*op
-	for _, l := range append([]linkName{{Parent: e.parent, Name: e.name}}, e.links...) {
-		if d := s.entries[l.Parent]; d != nil && len(e.links) > 0 {
-			if q := childPath(s.pathOf(d), l.Name); q != p {
-				ops = append(ops, &op{Kind: opRelink, Path: p, Path2: q})
-			}
+	for _, q := range s.namePathsLocked(e) {
+		if q != p {
+			ops = append(ops, &op{Kind: opRelink, Path: p, Path2: q})
 		}
 	}
 	return ops

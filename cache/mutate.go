@@ -239,7 +239,12 @@ func (s *Store) remove(ctx context.Context, dir Ino, name string, isDir bool) er
 		x := s.expectedOnServerLocked(c)
 		o.DestExpect = &x
 	}
-	if !s.unlinkNameLocked(d, name, c) {
+	if s.unlinkNameLocked(d, name, c) {
+		o.Also = s.namePathsLocked(c)
+		if o.DestExpect != nil {
+			s.watchDestLocked(o, c.ino, nil)
+		}
+	} else {
 		s.removeSubtree(c)
 	}
 	s.touchLocked(d, true)
@@ -304,6 +309,7 @@ func (s *Store) Rename(ctx context.Context, oldDir Ino, oldName string, newDir I
 	newPath := childPath(s.pathOf(nd), newName)
 	var destExpect *expect
 	var dstIno Ino
+	var dstNames []string // the names dst lives on under (Also)
 	if dst != nil {
 		switch {
 		case dst.isDir() && !src.isDir():
@@ -322,7 +328,9 @@ func (s *Store) Rename(ctx context.Context, oldDir Ino, oldName string, newDir I
 			x := expect{Absent: !dst.onServer, Link: true}
 			destExpect = &x
 		}
-		if !s.unlinkNameLocked(nd, newName, dst) {
+		if s.unlinkNameLocked(nd, newName, dst) {
+			dstNames = s.namePathsLocked(dst)
+		} else {
 			s.removeSubtree(dst)
 		}
 	}
@@ -344,7 +352,9 @@ func (s *Store) Rename(ctx context.Context, oldDir Ino, oldName string, newDir I
 	// and when its upload expects nothing at the old name: one that
 	// replaces a file there (it was renamed over it before) must stay, or
 	// that file would be left on the server.
-	if src.mode.IsRegular() && !src.onServer && s.jr.puts(src.ino) == 1 && len(src.base.Versions) == 0 && !src.base.Link {
+	// And not over one name of a file that lives on under others: the
+	// rename is ordered with those (op.Also).
+	if src.mode.IsRegular() && !src.onServer && s.jr.puts(src.ino) == 1 && len(src.base.Versions) == 0 && !src.base.Link && dstNames == nil {
 		if o := s.jr.lastTouching(oldPath, newPath); o != nil && o.Kind == opPut && o.Ino == src.ino && o.Path == oldPath && !o.inflight {
 			s.jr.retarget(o, newPath)
 			src.base = expect{Absent: true}
@@ -360,7 +370,7 @@ func (s *Store) Rename(ctx context.Context, oldDir Ino, oldName string, newDir I
 			return s.commitLocked(o)
 		}
 	}
-	o := &op{Kind: opRename, Path: oldPath, Path2: newPath, DestExpect: destExpect}
+	o := &op{Kind: opRename, Path: oldPath, Path2: newPath, DestExpect: destExpect, Also: dstNames}
 	if src.mode.IsRegular() {
 		// The server may keep what was at newPath if src never arrives
 		// there (its upload is skipped when it is replaced in turn), so
@@ -372,15 +382,7 @@ func (s *Store) Rename(ctx context.Context, oldDir Ino, oldName string, newDir I
 		src.base = src.base.union(was)
 	}
 	if destExpect != nil {
-		s.watchUploads(dstIno, func(v Version) {
-			if s.jr.index(o) < 0 {
-				// Delivered already; the replaced file lives on (a hard
-				// link) and keeps uploading: nothing to record.
-				return
-			}
-			x := o.DestExpect.union(expectVersion(v))
-			o.DestExpect = &x
-			s.rewriteOpLocked(o)
+		s.watchDestLocked(o, dstIno, func(v Version) {
 			if e := s.entries[src.ino]; e == src && e.mode.IsRegular() {
 				e.base = e.base.union(expectVersion(v))
 				s.dirtyIno[e.ino] = true
@@ -388,6 +390,25 @@ func (s *Store) Rename(ctx context.Context, oldDir Ino, oldName string, newDir I
 		})
 	}
 	return s.enqueueLocked(o)
+}
+
+// watchDestLocked makes o.DestExpect (what o expects to replace or remove
+// at its name) accept what each pending upload of ino, the file there,
+// leaves on the server, and tells then (when not nil). Caller holds mu.
+func (s *Store) watchDestLocked(o *op, ino Ino, then func(Version)) {
+	s.watchUploads(ino, func(v Version) {
+		if s.jr.index(o) < 0 {
+			// Delivered already; the replaced file lives on (a hard
+			// link) and keeps uploading: nothing to record.
+			return
+		}
+		x := o.DestExpect.union(expectVersion(v))
+		o.DestExpect = &x
+		s.rewriteOpLocked(o)
+		if then != nil {
+			then(v)
+		}
+	})
 }
 
 // expectedOnServerLocked is what the server may hold at e's path: what
