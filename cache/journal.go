@@ -25,7 +25,7 @@ const (
 	opSymlink opKind = "symlink" // Path -> Target
 	opChmod   opKind = "chmod"   // Path, Mode
 	opUtimes  opKind = "utimes"  // Path, MtimeNs, AtimeNs (0: same as mtime)
-	opLink    opKind = "link"    // hard link Path -> new name Path2
+	opLink    opKind = "link"    // hard link Path -> new name Path2 (Ino: the file)
 	opChown   opKind = "chown"   // Path, Owner
 	opMknod   opKind = "mknod"   // FIFO, socket or device node Path: Mode (with type), Rdev
 	opRelink  opKind = "relink"  // after a put to Path: make Path2 a hard link of it again

@@ -3,6 +3,7 @@ package cache
 import (
 	"context"
 	"os"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -202,4 +203,50 @@ func TestLinkedNameReplacedThenOtherNameUploaded(t *testing.T) {
 			e.noConflictsNorPending()
 		})
 	}
+}
+
+// A link whose source never reached the server (the file was deleted
+// from the mount before its upload, which is then skipped) has nothing to
+// link; it used to be delivered as a copy of whatever file the mount had
+// at the new name by then, another one, which a later rename moved and a
+// removal made offline then found as a changed file: a conflict copy of
+// content the user never had there. Made offline, replayed at once.
+func TestLinkOfFileDeletedBeforeUpload(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.mustWrite("x", "on the server\n")
+	e.flush()
+	e.s.Connected()
+	e.remote.offline.Store(true)
+	e.mustWrite("d", "a file that never reaches the server\n")
+	if _, err := e.s.Link(ctx, e.mustLookup("d").Ino, RootIno, "b"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.s.Rename(ctx, RootIno, "b", RootIno, "a"); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"d", "a"} {
+		if err := e.s.Unlink(ctx, RootIno, name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.mustWrite("b", "another file, at the name the link made\n")
+	e.remote.offline.Store(false)
+	e.flush()
+
+	ents, err := os.ReadDir(e.remote.root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, de := range ents {
+		names = append(names, de.Name())
+	}
+	if want := []string{"b", "x"}; !slices.Equal(names, want) {
+		t.Errorf("server has %v, want %v", names, want)
+	}
+	if got := e.serverContent("b"); got != "another file, at the name the link made\n" {
+		t.Errorf("server's b holds %q", got)
+	}
+	e.noConflictsNorPending()
 }

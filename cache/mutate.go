@@ -606,7 +606,7 @@ func (s *Store) Link(ctx context.Context, ino Ino, newDir Ino, newName string) (
 	src.links = append(src.links, linkName{Parent: d.ino, Name: newName})
 	s.touchLocked(d, true)
 	s.touchLocked(src, false)
-	ops := []*op{{Kind: opLink, Path: srcPath, Path2: childPath(s.pathOf(d), newName)}}
+	ops := []*op{{Kind: opLink, Path: srcPath, Path2: childPath(s.pathOf(d), newName), Ino: src.ino}}
 	if err := s.enqueueLocked(ops...); err != nil {
 		return Attr{}, err
 	}

@@ -579,8 +579,11 @@ func (s *Store) applyLinkAsCopy(ctx context.Context, o *op) error {
 	var ino Ino
 	// Only a regular file is copied: a symlink or special node the link
 	// named is made by its own operations, and a name taken over since by
-	// something else is not this link's business.
-	if err == nil && e != nil && e.mode.IsRegular() {
+	// something else (another file: o.Ino, in records that have it) is
+	// not this link's business. The linked file deleted from the mount
+	// before its first upload leaves nothing to link: its source name
+	// never reached the server, which is why the link failed.
+	if err == nil && e != nil && e.mode.IsRegular() && (o.Ino == 0 || e.ino == o.Ino) {
 		ino = e.ino
 	}
 	s.mu.Unlock()
