@@ -179,7 +179,8 @@
 // overwritten silently. The expectation is a set because the mount's own
 // operations may still be on their way: a file that replaced another whose
 // upload is in flight may find either version; an upload in flight tells
-// the expectations that depend on it what it actually left (watchUploads).
+// the expectations that depend on it what it actually left (destLandedLocked,
+// kept in the journal records across a restart; watchUploads).
 // The names of a hard-linked file may be one inode on the server, which
 // an upload to one name writes in place (the upload helper keeps links):
 // a rename over, or a removal of, one of its names is ordered with the

@@ -50,6 +50,9 @@ type op struct {
 	// DestExpect: for a rename over an existing file, what the server was
 	// expected to have there when the local rename replaced it (nil: no check).
 	DestExpect *expect `json:"db,omitempty"`
+	// DestIno: the file DestExpect is about (when it is a regular file):
+	// each of its uploads that lands before o adds what it left there.
+	DestIno Ino `json:"di,omitempty"`
 	// Also (a rename over, or a removal of, one name of a file that lives
 	// on under others): those other names. The operation is ordered with
 	// them as with its own paths: on the server the names may still be

@@ -237,13 +237,10 @@ func (s *Store) remove(ctx context.Context, dir Ino, name string, isDir bool) er
 		// Deleted offline: the server's file may be changed by someone
 		// else before this reaches it; such a file is kept (applyRemove).
 		x := s.expectedOnServerLocked(c)
-		o.DestExpect = &x
+		o.DestExpect, o.DestIno = &x, c.ino
 	}
 	if s.unlinkNameLocked(d, name, c) {
 		o.Also = s.namePathsLocked(c)
-		if o.DestExpect != nil {
-			s.watchDestLocked(o, c.ino, nil)
-		}
 	} else {
 		s.removeSubtree(c)
 	}
@@ -370,7 +367,7 @@ func (s *Store) Rename(ctx context.Context, oldDir Ino, oldName string, newDir I
 			return s.commitLocked(o)
 		}
 	}
-	o := &op{Kind: opRename, Path: oldPath, Path2: newPath, DestExpect: destExpect, Also: dstNames}
+	o := &op{Kind: opRename, Path: oldPath, Path2: newPath, DestExpect: destExpect, DestIno: dstIno, Also: dstNames}
 	if src.mode.IsRegular() {
 		// The server may keep what was at newPath if src never arrives
 		// there (its upload is skipped when it is replaced in turn), so
@@ -382,7 +379,14 @@ func (s *Store) Rename(ctx context.Context, oldDir Ino, oldName string, newDir I
 		src.base = src.base.union(was)
 	}
 	if destExpect != nil {
-		s.watchDestLocked(o, dstIno, func(v Version) {
+		// o.DestExpect follows dst's uploads (destLandedLocked); so does
+		// what src's own upload may find there.
+		s.watchUploads(dstIno, func(v Version) {
+			if s.jr.index(o) < 0 {
+				// Delivered already; the replaced file lives on (a hard
+				// link) and keeps uploading: nothing to record.
+				return
+			}
 			if e := s.entries[src.ino]; e == src && e.mode.IsRegular() {
 				e.base = e.base.union(expectVersion(v))
 				s.dirtyIno[e.ino] = true
@@ -392,21 +396,17 @@ func (s *Store) Rename(ctx context.Context, oldDir Ino, oldName string, newDir I
 	return s.enqueueLocked(o)
 }
 
-// watchDestLocked makes o.DestExpect (what o expects to replace or remove
-// at its name) accept what each pending upload of ino, the file there,
-// leaves on the server, and tells then (when not nil). Caller holds mu.
-func (s *Store) watchDestLocked(o *op, ino Ino, then func(Version)) {
-	s.watchUploads(ino, func(v Version) {
-		if s.jr.index(o) < 0 {
-			// Delivered already; the replaced file lives on (a hard
-			// link) and keeps uploading: nothing to record.
-			return
-		}
-		x := o.DestExpect.union(expectVersion(v))
-		o.DestExpect = &x
-		s.rewriteOpLocked(o)
-		if then != nil {
-			then(v)
+// destLandedLocked makes the pending operations that expect the file ino
+// at their name (DestIno: a rename over it, a removal made offline)
+// accept v, which an upload of it just left on the server: at that name,
+// or at another through an inode the names share there. Kept in the
+// records, so it holds across a restart. Caller holds mu.
+func (s *Store) destLandedLocked(ino Ino, v Version) {
+	s.jr.each(func(o *op) {
+		if o.DestIno == ino && o.DestExpect != nil && !o.DestExpect.allows(v) {
+			x := o.DestExpect.union(expectVersion(v))
+			o.DestExpect = &x
+			s.rewriteOpLocked(o)
 		}
 	})
 }
@@ -445,6 +445,7 @@ func (s *Store) watchUploads(ino Ino, f func(Version)) {
 // the server, and forgets them once no upload of ino is pending. Caller
 // holds mu; the landed op is still in the journal.
 func (s *Store) uploadLandedLocked(ino Ino, v Version) {
+	s.destLandedLocked(ino, v)
 	for _, f := range s.landed[ino] {
 		f(v)
 	}

@@ -60,7 +60,8 @@ func (s *Store) applyOfflineRemove(ctx context.Context, o *op) error {
 	if err != nil {
 		return err
 	}
-	if o.DestExpect.allowsInfo(cur) {
+	want, _ := s.destExpect(o)
+	if want.allowsInfo(cur) {
 		return ignoreNotExist(s.remote.Remove(ctx, o.Path))
 	}
 	dest := s.conflictName(o.Path)
@@ -68,7 +69,7 @@ func (s *Store) applyOfflineRemove(ctx context.Context, o *op) error {
 		return ignoreNotExist(err)
 	}
 	s.log.Warn("conflict: a file deleted here while offline was changed on the server meanwhile; the server's version is kept as a copy",
-		"path", o.Path, "copy", dest, "server", versionOf(cur), "expected", *o.DestExpect)
+		"path", o.Path, "copy", dest, "server", versionOf(cur), "expected", want)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.conflicts = append(s.conflicts, Conflict{Path: o.Path, CopyPath: dest, At: s.now()})

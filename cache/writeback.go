@@ -98,7 +98,7 @@ func (s *Store) apply(ctx context.Context, o *op) error {
 		}
 		return err
 	case opRemove:
-		if o.DestExpect != nil {
+		if _, ok := s.destExpect(o); ok {
 			return s.applyOfflineRemove(ctx, o)
 		}
 		return ignoreNotExist(r.Remove(ctx, o.Path))
@@ -371,12 +371,12 @@ func (s *Store) applyRename(ctx context.Context, o *op) error {
 	dest := o.Path2
 	var serverInfo conn.FileInfo
 	conflict := false
-	if o.DestExpect != nil {
+	if want, ok := s.destExpect(o); ok {
 		cur, err := s.remote.Lstat(ctx, o.Path2)
 		if err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return err
 		}
-		if err == nil && !o.DestExpect.allowsInfo(cur) {
+		if err == nil && !want.allowsInfo(cur) {
 			if src, serr := s.remote.Lstat(ctx, o.Path); serr == nil && versionOf(src) == versionOf(cur) {
 				// Already renamed by an earlier attempt.
 				return nil
@@ -384,7 +384,7 @@ func (s *Store) applyRename(ctx context.Context, o *op) error {
 			conflict = true
 			serverInfo = cur
 			dest = s.conflictName(o.Path2)
-			s.log.Info("rename found the replaced file changed on the server", "from", o.Path, "to", o.Path2, "server", versionOf(cur), "expected", *o.DestExpect, "seq", o.Seq)
+			s.log.Info("rename found the replaced file changed on the server", "from", o.Path, "to", o.Path2, "server", versionOf(cur), "expected", want, "seq", o.Seq)
 		}
 	}
 	err := s.remote.Rename(ctx, o.Path, dest)
@@ -413,6 +413,17 @@ func (s *Store) applyRename(ctx context.Context, o *op) error {
 	}
 	s.recordConflictLocked(o.Path2, dest, e, copyInfo, serverInfo, gen)
 	return nil
+}
+
+// destExpect is o.DestExpect, read under mu (the file's uploads update it
+// as they land: destLandedLocked); false when o has none.
+func (s *Store) destExpect(o *op) (expect, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if o.DestExpect == nil {
+		return expect{}, false
+	}
+	return *o.DestExpect, true
 }
 
 // lookupPathLocked resolves a relative path in the local tree. Caller holds mu.
@@ -619,8 +630,9 @@ func (s *Store) applyLinkAsCopy(ctx context.Context, o *op) error {
 // can land on that name (the file renamed there, or its first name
 // removed) and must not find its own copy a conflict. Caller holds mu.
 func (s *Store) linkCopyLandedLocked(o *op, v Version, gen uint64) {
+	s.destLandedLocked(o.Ino, v) // a rename over the name expects what landed there
 	for _, f := range s.landed[o.Ino] {
-		f(v) // a rename over the name expects what landed there
+		f(v)
 	}
 	e := s.entries[o.Ino]
 	if e == nil {
