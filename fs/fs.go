@@ -127,9 +127,15 @@ func (f *FS) node(ino cache.Ino) *node {
 	return n
 }
 
+// forget: the kernel dropped its inode for ino. The node itself stays in
+// the table: a lookup racing the forget can hand the same node back to
+// bazil, which registers it again under a new node id; a node made anew
+// for the next lookup would get yet another id, the kernel's revalidation
+// of its entry would see a different node and drop the entry, and every
+// process whose working directory it was would lose it (getcwd: ENOENT).
+// One node per ino for the mount's life costs a few dozen bytes an entry.
 func (f *FS) forget(ino cache.Ino) {
 	f.mu.Lock()
-	delete(f.nodes, ino)
 	delete(f.told, ino)
 	f.mu.Unlock()
 }
