@@ -255,7 +255,16 @@ func (s *Store) applyPut(ctx context.Context, o *op) error {
 	}
 	v := versionOf(fi)
 	before := e.attr()
-	s.forgetServerInoLocked(e)
+	// The server's inode is a fact about the file that landed, whatever
+	// the local content did meanwhile: the upload helper reports it. An
+	// upload over SFTP reports none: it made a new file, unless the file
+	// has several names (written in place, both ways, so the inode stays).
+	switch {
+	case fi.Ino != 0:
+		s.noteServerInoLocked(e, fi)
+	case len(e.links) == 0:
+		s.forgetServerInoLocked(e)
+	}
 	e.onServer = true
 	e.remote = v
 	e.base = expectVersion(v)
@@ -264,7 +273,6 @@ func (s *Store) applyPut(ctx context.Context, o *op) error {
 		e.content = contentClean
 		e.size = fi.Size
 		adoptLandedStat(e, fi, mtime, ctime)
-		s.noteServerInoLocked(e, fi)
 	}
 	s.statDataChangedLocked(e, before)
 	s.dirtyIno[e.ino] = true
