@@ -33,6 +33,12 @@
 //   - stat -- ROOT (Stat, walk.go): batch lstat. Stdin: root-relative
 //     paths, each ended by NUL. Stdout: ROOT's record (empty path), then a
 //     record as above for each that exists, in the order asked.
+//   - walkeach -- ROOT (WalkEach, walk.go): several folders' subtrees in
+//     one request. Stdin: root-relative folder paths, each ended by NUL.
+//     Stdout: ROOT's record (empty path), then the records of every entry
+//     below each folder in turn, as walk writes them (nothing pruned).
+//     The mount lists the folders its tree listing pruned this way, in
+//     the background right after it.
 //   - fetch -- ROOT (Fetch, fetch.go): content of many small files. Stdin:
 //     root-relative paths, each ended by NUL. Stdout: a tar stream of
 //     those that are regular files, as `tar -cf - -T -` would send; stderr:

@@ -69,13 +69,7 @@ func Walk(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := w.dir(""); err != nil {
 		return err
 	}
-	if err := w.out.Flush(); err != nil {
-		return err
-	}
-	if w.unreadable {
-		return errSomeUnreadable
-	}
-	return nil
+	return w.end()
 }
 
 type walker struct {
@@ -86,6 +80,18 @@ type walker struct {
 	stderr     io.Writer
 	unreadable bool
 	rec        []byte
+}
+
+// end flushes the output; errSomeUnreadable when some folders could not
+// be read.
+func (w *walker) end() error {
+	if err := w.out.Flush(); err != nil {
+		return err
+	}
+	if w.unreadable {
+		return errSomeUnreadable
+	}
+	return nil
 }
 
 func (w *walker) abs(rel string) string {
@@ -239,6 +245,38 @@ func readPaths(r io.Reader) ([]string, error) {
 			out = append(out, p)
 		}
 	}
+}
+
+// WalkEach reads root-relative folder paths from stdin (each ended by NUL)
+// and writes the root's record (empty path), then, for each folder in
+// the order given, a record for every entry below it in pre-order, as
+// Walk writes a tree (nothing pruned, symlinks not followed, paths
+// relative to ROOT), one folder's subtree complete before the next. A
+// path that is not a folder (gone, or a symlink now) gets nothing. The
+// mount lists the folders its tree listing pruned (node_modules,
+// __pycache__) this way, all in one round trip.
+func WalkEach(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	if len(args) != 2 || args[0] != "--" {
+		return usageErr("usage: " + proto.WalkEachCommand + " -- ROOT")
+	}
+	dirs, err := readPaths(stdin)
+	if err != nil {
+		return err
+	}
+	w := &walker{ctx: ctx, root: strings.TrimSuffix(args[1], "/"), out: bufio.NewWriterSize(stdout, 64<<10), stderr: stderr}
+	if err := w.writeTop(w.root); err != nil {
+		return err
+	}
+	for _, d := range dirs {
+		var st unix.Stat_t
+		if err := unix.Lstat(w.abs(d), &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR {
+			continue
+		}
+		if err := w.dir(d); err != nil {
+			return err
+		}
+	}
+	return w.end()
 }
 
 // Stat reads root-relative paths from stdin (each ended by NUL) and writes

@@ -30,8 +30,9 @@ type dirRemote struct {
 	renames  atomic.Int64
 	readDirs atomic.Int64
 	lstats   atomic.Int64
-	// subtreeWalks: WalkSubtree calls (treeRemote)
-	subtreeWalks atomic.Int64
+	// subtreeWalks: WalkSubtree calls (treeRemote); subtreesWalks:
+	// WalkSubtrees calls (subtreesRemote)
+	subtreeWalks, subtreesWalks atomic.Int64
 	// dropOnRename: the next Rename finds the link gone (the remote goes
 	// offline and the rename is not done).
 	dropOnRename atomic.Bool
@@ -451,6 +452,27 @@ func (r treeRemote) walkFrom(top string, prune []string, yield func(string, conn
 		return nil
 	}
 	return walk(top)
+}
+
+// subtreesRemote adds conn.SubtreesWalker to treeRemote (the agent's
+// walkeach): several folders' subtrees in one call.
+type subtreesRemote struct{ treeRemote }
+
+// WalkSubtrees implements conn.SubtreesWalker, counted in subtreesWalks.
+func (r subtreesRemote) WalkSubtrees(ctx context.Context, rels []string, yield func(string, conn.FileInfo) error) error {
+	r.subtreesWalks.Add(1)
+	if err := r.check(); err != nil {
+		return err
+	}
+	for _, rel := range rels {
+		if fi, err := os.Lstat(r.p(rel)); err != nil || !fi.IsDir() {
+			continue
+		}
+		if err := r.walkFrom(rel, nil, yield); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // FetchFiles streams files the way tar over ssh does, via archive/tar.

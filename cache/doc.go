@@ -43,7 +43,8 @@
 //     to the final name. A put records the versions it sent (op.Tried),
 //     durably, before sending, so its retry accepts finding one of them.
 //   - Filling the mirror ahead of use: Preload (the whole tree's metadata in
-//     one streamed listing), Prefetch (small files in bulk), and
+//     one streamed listing, then the folders it pruned, node_modules and
+//     __pycache__, each with its subtree, all in one more request), Prefetch (small files in bulk), and
 //     ApplyRemoteChanges (the server's change feed).
 //
 // # Caching rules

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -42,15 +43,130 @@ func (s *Store) Preload(ctx context.Context, prune []string) (PreloadStats, erro
 	} else {
 		st, err = s.preloadWalk(ctx, prune)
 	}
+	if err == nil && st.Bulk {
+		pst, perr := s.preloadPruned(ctx)
+		st.Pruned, st.PrunedEntries = pst.Dirs, pst.Entries
+		if perr != nil {
+			s.log.Debug("pruned folders not listed ahead; each is listed on first use", "err", perr)
+		}
+	}
 	st.Took = time.Since(start)
 	return st, err
+}
+
+// preloadPruned lists the folders the tree listing pruned (node_modules,
+// __pycache__: see Preload), each with its whole subtree, in one request
+// right after the tree listing (conn.SubtreesWalker: the agent's
+// walkeach), so that a walk or a build right after mounting finds them
+// listed instead of paying a round trip per pruned folder (a Python
+// project has a __pycache__ in almost every package). Each folder is
+// claimed only when its part of the stream begins: a readdir of one whose
+// turn has not come lists it itself at once (listSubtree), never waiting
+// behind a large node_modules listed before it. It returns the number of
+// folders and entries listed.
+func (s *Store) preloadPruned(ctx context.Context) (PreloadStats, error) {
+	var st PreloadStats
+	sw, ok := s.remote.(conn.SubtreesWalker)
+	if !ok {
+		return st, nil
+	}
+	s.mu.Lock()
+	var dirs []string
+	var visit func(d *entry, p string)
+	visit = func(d *entry, p string) {
+		names := make([]string, 0, len(d.children))
+		for name := range d.children {
+			names = append(names, name)
+		}
+		slices.Sort(names)
+		for _, name := range names {
+			c := s.entries[d.children[name]]
+			if c == nil || !c.isDir() {
+				continue
+			}
+			cp := path.Join(p, name)
+			if s.pruned[name] {
+				dirs = append(dirs, cp)
+			} else {
+				visit(c, cp)
+			}
+		}
+	}
+	if root := s.entries[RootIno]; root != nil {
+		visit(root, "")
+	}
+	s.mu.Unlock()
+	if len(dirs) == 0 {
+		return st, nil
+	}
+	// The stream brings dirs[i]'s subtree, then dirs[i+1]'s, ...
+	i := 0
+	var cur *bulkLister // dirs[i]'s, once its records began; nil when it is gone here
+	started := false
+	next := func() {
+		if !started {
+			cur = s.subtreeLister(dirs[i])
+		}
+		if cur != nil {
+			cur.finish()
+			st.Dirs += cur.st.Dirs
+			st.Entries += cur.st.Entries
+		}
+		cur, started = nil, false
+		i++
+	}
+	err := sw.WalkSubtrees(ctx, dirs, func(p string, fi conn.FileInfo) error {
+		for i < len(dirs) && !strings.HasPrefix(p, dirs[i]+"/") {
+			next()
+		}
+		if i == len(dirs) {
+			return fmt.Errorf("%w: %q arrived outside the folders asked for", conn.ErrNoTreeWalk, p)
+		}
+		if !started {
+			cur, started = s.subtreeLister(dirs[i]), true
+		}
+		if cur == nil {
+			return nil
+		}
+		return cur.add(p, fi)
+	})
+	if err != nil {
+		if cur != nil {
+			cur.release()
+		}
+		return st, err
+	}
+	for i < len(dirs) {
+		next()
+	}
+	return st, nil
+}
+
+// subtreeLister starts recording the listing of the folder at p and its
+// subtree; nil when p is no longer a folder here.
+func (s *Store) subtreeLister(p string) *bulkLister {
+	s.mu.Lock()
+	_, d, err := s.lookupPathLocked(p)
+	ok := err == nil && d != nil && d.isDir()
+	var ino Ino
+	if ok {
+		ino = d.ino
+	}
+	s.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	return s.newBulkLister(p, ino, nil)
 }
 
 // PreloadStats says what a Preload did.
 type PreloadStats struct {
 	Dirs, Entries int
-	Bulk          bool // one streamed listing (false: SFTP walk)
-	Took          time.Duration
+	// Pruned folders listed with their subtrees right after the tree
+	// (preloadPruned), and the entries below them.
+	Pruned, PrunedEntries int
+	Bulk                  bool // one streamed listing (false: SFTP walk)
+	Took                  time.Duration
 }
 
 func (st PreloadStats) String() string {
@@ -58,7 +174,11 @@ func (st PreloadStats) String() string {
 	if st.Bulk {
 		how = "bulk listing"
 	}
-	return fmt.Sprintf("%d entries in %d folders in %v (%s)", st.Entries, st.Dirs, st.Took.Round(time.Millisecond), how)
+	pruned := ""
+	if st.Pruned > 0 {
+		pruned = fmt.Sprintf(", then %d entries in %d folders of pruned ones", st.PrunedEntries, st.Pruned)
+	}
+	return fmt.Sprintf("%d entries in %d folders%s in %v (%s)", st.Entries, st.Dirs, pruned, st.Took.Round(time.Millisecond), how)
 }
 
 // frame is a directory whose listing is being collected.
@@ -97,73 +217,104 @@ func (s *Store) releaseListingLocked(f *frame, err error) {
 }
 
 func (s *Store) preloadBulk(ctx context.Context, walk func(yield func(string, conn.FileInfo) error) error, top string, topIno Ino, prune []string) (PreloadStats, error) {
-	var st PreloadStats
-	pruned := map[string]bool{}
-	for _, p := range prune {
-		pruned[p] = true
+	l := s.newBulkLister(top, topIno, prune)
+	// A stream that stopped early lets the waiters list for themselves.
+	defer l.release()
+	if err := walk(l.add); err != nil {
+		return l.st, err
 	}
-	stack := []*frame{{path: top}}
+	l.finish()
+	return l.st, nil
+}
+
+// bulkLister records one streamed listing of the subtree under top (pre-
+// order records, as conn.TreeWalker yields them): each folder's listing
+// is merged as soon as the stream has left it.
+type bulkLister struct {
+	s      *Store
+	st     PreloadStats
+	pruned map[string]bool
+	stack  []*frame
+	since  uint64
+	epoch  uint64
+	asked  time.Time
+}
+
+func (s *Store) newBulkLister(top string, topIno Ino, prune []string) *bulkLister {
+	l := &bulkLister{s: s, pruned: map[string]bool{}, stack: []*frame{{path: top}}}
+	for _, p := range prune {
+		l.pruned[p] = true
+	}
 	s.mu.Lock()
-	since, epoch := s.jr.mark(), s.connEpoch
-	asked := s.now()
+	l.since, l.epoch = s.jr.mark(), s.connEpoch
+	l.asked = s.now()
 	// A folder whose listing is streaming is "being listed": a readdir of
 	// it meanwhile waits for the stream instead of listing it again (a
 	// huge folder would be held twice).
-	stack[0].call = s.claimListingLocked(topIno)
+	l.stack[0].call = s.claimListingLocked(topIno)
 	s.mu.Unlock()
-	complete := func(f *frame) {
+	return l
+}
+
+// complete merges f's listing.
+func (l *bulkLister) complete(f *frame) {
+	s := l.s
+	s.mu.Lock()
+	if _, d, err := s.lookupPathLocked(f.path); err == nil && d != nil && d.isDir() {
+		s.mergeListing(d.ino, f.path, f.infos, l.since, l.epoch, l.asked)
+	}
+	s.releaseListingLocked(f, nil)
+	s.mu.Unlock()
+	l.st.Dirs++
+}
+
+// add takes the stream's next record.
+func (l *bulkLister) add(p string, fi conn.FileInfo) error {
+	s := l.s
+	parent := path.Dir(p)
+	if parent == "." {
+		parent = ""
+	}
+	for len(l.stack) > 0 && l.stack[len(l.stack)-1].path != parent {
+		l.complete(l.stack[len(l.stack)-1])
+		l.stack = l.stack[:len(l.stack)-1]
+	}
+	if len(l.stack) == 0 {
+		return fmt.Errorf("%w: %q arrived outside its folder", conn.ErrNoTreeWalk, p)
+	}
+	top := l.stack[len(l.stack)-1]
+	top.infos = append(top.infos, fi)
+	l.st.Entries++
+	if fi.Mode.IsDir() && !l.pruned[fi.Name] && !strings.HasPrefix(fi.Name, conn.TempPrefix) {
+		// Make the folder's entry exist now, so its own listing can be
+		// recorded when it completes (before its parent's does).
+		f := &frame{path: p}
 		s.mu.Lock()
-		if _, d, err := s.lookupPathLocked(f.path); err == nil && d != nil && d.isDir() {
-			s.mergeListing(d.ino, f.path, f.infos, since, epoch, asked)
-		}
-		s.releaseListingLocked(f, nil)
-		s.mu.Unlock()
-		st.Dirs++
-	}
-	defer func() {
-		// A stream that stopped early lets the waiters list for themselves.
-		s.mu.Lock()
-		for _, f := range stack {
-			s.releaseListingLocked(f, errListAgain)
+		if _, d, err := s.lookupPathLocked(parent); err == nil && d != nil && d.isDir() && !s.keepLocal(p, l.since) {
+			c := s.upsertChildLocked(d, fi, s.now())
+			f.call = s.claimListingLocked(c.ino)
 		}
 		s.mu.Unlock()
-	}()
-	err := walk(func(p string, fi conn.FileInfo) error {
-		parent := path.Dir(p)
-		if parent == "." {
-			parent = ""
-		}
-		for len(stack) > 0 && stack[len(stack)-1].path != parent {
-			complete(stack[len(stack)-1])
-			stack = stack[:len(stack)-1]
-		}
-		if len(stack) == 0 {
-			return fmt.Errorf("%w: %q arrived outside its folder", conn.ErrNoTreeWalk, p)
-		}
-		top := stack[len(stack)-1]
-		top.infos = append(top.infos, fi)
-		st.Entries++
-		if fi.Mode.IsDir() && !pruned[fi.Name] && !strings.HasPrefix(fi.Name, conn.TempPrefix) {
-			// Make the folder's entry exist now, so its own listing can be
-			// recorded when it completes (before its parent's does).
-			f := &frame{path: p}
-			s.mu.Lock()
-			if _, d, err := s.lookupPathLocked(parent); err == nil && d != nil && d.isDir() && !s.keepLocal(p, since) {
-				c := s.upsertChildLocked(d, fi, s.now())
-				f.call = s.claimListingLocked(c.ino)
-			}
-			s.mu.Unlock()
-			stack = append(stack, f)
-		}
-		return nil
-	})
-	if err != nil {
-		return st, err
+		l.stack = append(l.stack, f)
 	}
-	for i := len(stack) - 1; i >= 0; i-- {
-		complete(stack[i])
+	return nil
+}
+
+// finish merges the folders still open: the stream ended.
+func (l *bulkLister) finish() {
+	for i := len(l.stack) - 1; i >= 0; i-- {
+		l.complete(l.stack[i])
 	}
-	return st, nil
+	l.stack = nil
+}
+
+// release lets whoever waits for a listing not completed list for itself.
+func (l *bulkLister) release() {
+	l.s.mu.Lock()
+	for _, f := range l.stack {
+		l.s.releaseListingLocked(f, errListAgain)
+	}
+	l.s.mu.Unlock()
 }
 
 // preloadWalk lists every directory with SFTP, several at a time.

@@ -6,8 +6,11 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
+	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -1599,5 +1602,72 @@ func TestPrunedFolderListedWithItsSubtree(t *testing.T) {
 	}
 	if n := rem.subtreeWalks.Load(); n != 1 {
 		t.Errorf("%d subtree walks, want 1", n)
+	}
+}
+
+// TestPrunedFoldersListedAfterTheTree: right after the tree listing,
+// Preload lists every folder it pruned (node_modules, __pycache__), each
+// with its whole subtree, in ONE request (conn.SubtreesWalker), so a walk
+// after mounting pays no round trip per pruned folder: it makes no
+// listing request at all.
+func TestPrunedFoldersListedAfterTheTree(t *testing.T) {
+	rem := &dirRemote{root: t.TempDir()}
+	s, err := Open(Options{Dir: t.TempDir(), Remote: subtreesRemote{treeRemote{dirRemote: rem}}, Online: func() bool { return true }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	e := &env{t: t, remote: rem, s: s}
+	want := map[string]bool{}
+	for _, p := range []string{"src/main.py", "src/__pycache__/main.pyc", "src/pkg/__pycache__/a.pyc", "src/pkg/a.py",
+		"web/node_modules/react/index.js", "web/node_modules/react/node_modules/dep/d.js", "web/node_modules/dom/lib/deep/c.js",
+		"tests/__pycache__/t.pyc", "__pycache__/top.pyc"} {
+		e.server(p, p)
+		for q := p; q != "."; q = path.Dir(q) {
+			want[q] = true
+		}
+	}
+	if err := os.MkdirAll(rem.p("docs/__pycache__"), 0o755); err != nil { // an empty pruned folder
+		t.Fatal(err)
+	}
+	want["docs"], want["docs/__pycache__"] = true, true
+	st, err := s.Preload(context.Background(), []string{"node_modules", "__pycache__"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Pruned != 12 || st.PrunedEntries != 13 {
+		t.Errorf("preload: %v; want 13 entries in 12 folders of pruned ones", st)
+	}
+	if n := rem.subtreesWalks.Load(); n != 1 {
+		t.Errorf("%d requests for the pruned folders, want 1", n)
+	}
+	readDirs := rem.readDirs.Load()
+	got := map[string]bool{}
+	var walk func(ino Ino, p string)
+	walk = func(ino Ino, p string) {
+		ents, err := s.ReadDir(context.Background(), ino)
+		if err != nil {
+			t.Fatalf("readdir %s: %v", p, err)
+		}
+		for _, d := range ents {
+			cp := path.Join(p, d.Name)
+			got[cp] = true
+			if d.Mode.IsDir() {
+				walk(d.Ino, cp)
+			}
+		}
+	}
+	walk(RootIno, "")
+	if !maps.Equal(got, want) {
+		t.Errorf("walk found %v\nwant %v", slices.Sorted(maps.Keys(got)), slices.Sorted(maps.Keys(want)))
+	}
+	if n := rem.readDirs.Load() - readDirs; n != 0 {
+		t.Errorf("%d folder listings for the walk, want none", n)
+	}
+	if n := rem.subtreeWalks.Load(); n != 0 {
+		t.Errorf("%d subtree walks on first use, want none", n)
+	}
+	if got := e.mustRead("web/node_modules/react/node_modules/dep/d.js"); got != "web/node_modules/react/node_modules/dep/d.js" {
+		t.Fatalf("read %q", got)
 	}
 }

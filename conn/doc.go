@@ -54,7 +54,8 @@
 //     metadata in one streamed GNU find, with inode numbers, ctime and
 //     nanosecond times; the first record is always the mount root's own,
 //     and inode numbers are reported only for files on its filesystem,
-//     tree.go; StatMany, the same for many given paths, agent only),
+//     tree.go; StatMany, the same for many given paths, and WalkSubtrees,
+//     several folders' subtrees in one request: agent only),
 //     FetchFiles (many small files in one tar stream, tar.go),
 //     Watch (the change feed, watch.go), Put through the upload helper
 //     (one round trip per upload instead of four, with its own fallback

@@ -90,6 +90,54 @@ func (m *Manager) WalkSubtree(ctx context.Context, rel string, yield func(string
 	return c.WalkSubtree(ctx, rel, yield)
 }
 
+// SubtreesWalker is implemented by remotes that can list several folders'
+// subtrees in one round trip: every entry below each of rels in turn, as
+// SubtreeWalker lists one (pre-order, nothing pruned, paths relative to
+// the root), one folder's subtree complete before the next one's, in the
+// order given. A folder that is gone or no longer a folder yields
+// nothing.
+type SubtreesWalker interface {
+	WalkSubtrees(ctx context.Context, rels []string, yield func(path string, fi FileInfo) error) error
+}
+
+var (
+	_ SubtreesWalker = (*Client)(nil)
+	_ SubtreesWalker = (*Manager)(nil)
+)
+
+// WalkSubtrees implements SubtreesWalker with one request to the agent
+// (walkeach). Without a running agent it fails with an error wrapping
+// ErrUnsupported (an exec per folder would pay the login shell each
+// time): the caller lists each folder on first use instead. Like
+// StatMany it waits for an agent being started, unless the start is
+// sending the binary.
+func (c *Client) WalkSubtrees(ctx context.Context, rels []string, yield func(string, FileInfo) error) error {
+	var list bytes.Buffer
+	for _, p := range rels {
+		if _, err := c.abs("walk", p); err != nil || p == "" {
+			continue
+		}
+		list.WriteString(path.Clean(p))
+		list.WriteByte(0)
+	}
+	if list.Len() == 0 {
+		return nil
+	}
+	if c.agent.get(ctx, false) == nil {
+		return fmt.Errorf("walk of %d folders on %s: %w: %w", len(rels), c.label, ErrUnsupported, errNoAgent)
+	}
+	return c.streamFindRecords(ctx, []string{proto.WalkEachCommand, "--", c.root}, "", &list, yield, walkResult)
+}
+
+// WalkSubtrees implements SubtreesWalker on the current connection.
+func (m *Manager) WalkSubtrees(ctx context.Context, rels []string, yield func(string, FileInfo) error) error {
+	c, err := m.current("walk", "")
+	if err != nil {
+		return err
+	}
+	return c.WalkSubtrees(ctx, rels, yield)
+}
+
 // streamFindRecords runs a helper whose output is find records (argv on
 // the agent, else cmd; see runHelper) and yields them as they arrive;
 // check turns its exit code, error and stderr into the call's error.

@@ -3,6 +3,7 @@ package conn
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -357,5 +358,67 @@ func TestListingInodesOnlyOnRootFilesystem(t *testing.T) {
 		if n < 10 {
 			t.Errorf("%s: only %d entries listed", mode, n)
 		}
+	}
+}
+
+// WalkSubtrees lists several folders' subtrees in one request to the
+// agent: each folder's entries exactly as WalkSubtree lists it alone, one
+// folder complete before the next, in the order asked; a folder that is
+// gone or a symlink yields nothing. Without the agent it is unsupported
+// (the caller lists each folder on first use).
+func TestWalkSubtreesMatchesWalkSubtree(t *testing.T) {
+	srv := sshdtest.Start(t)
+	root := filepath.Join(srv.Dir, "tree")
+	for _, p := range []string{"a/__pycache__/x.pyc", "a/__pycache__/y.pyc", "b/node_modules/pkg/i.js",
+		"b/node_modules/pkg/node_modules/dep/d.js", "b/node_modules/.bin/t", "c/__pycache__/z.pyc", "plain/f"} {
+		full := filepath.Join(root, p)
+		os.MkdirAll(filepath.Dir(full), 0o755)
+		os.WriteFile(full, []byte("data "+p), 0o644)
+	}
+	os.MkdirAll(filepath.Join(root, "empty/__pycache__"), 0o755)
+	os.Symlink("../b/node_modules", filepath.Join(root, "plain/node_modules"))
+	dirs := []string{"b/node_modules", "a/__pycache__", "gone/__pycache__", "empty/__pycache__", "plain/node_modules", "c/__pycache__"}
+	ctx := context.Background()
+
+	c := helperClient(t, srv, root, helperOnAgent)
+	var want []string
+	for _, d := range dirs {
+		var one []string
+		if err := c.WalkSubtree(ctx, d, func(p string, fi FileInfo) error {
+			one = append(one, p)
+			return nil
+		}); err != nil && d != "gone/__pycache__" && d != "plain/node_modules" {
+			t.Fatalf("subtree %s: %v", d, err)
+		}
+		if d == "plain/node_modules" {
+			one = nil // a symlink: WalkSubtree follows it, WalkSubtrees does not
+		}
+		want = append(want, one...)
+	}
+	var got []string
+	infos := map[string]FileInfo{}
+	if err := c.WalkSubtrees(ctx, dirs, func(p string, fi FileInfo) error {
+		got = append(got, p)
+		infos[p] = fi
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("WalkSubtrees yielded\n%q\nwant (WalkSubtree one by one)\n%q", got, want)
+	}
+	if len(got) != 10 {
+		t.Errorf("%d entries, want 10", len(got))
+	}
+	for p, fi := range infos {
+		var st syscall.Stat_t
+		if err := syscall.Lstat(filepath.Join(root, p), &st); err != nil || fi.Ino != st.Ino || fi.Size != st.Size || fi.Name != filepath.Base(p) {
+			t.Errorf("%q: %+v; server inode %d size %d (%v)", p, fi, st.Ino, st.Size, err)
+		}
+	}
+
+	off := helperClient(t, srv, root, helperByExec)
+	if err := off.WalkSubtrees(ctx, dirs, func(string, FileInfo) error { return nil }); !errors.Is(err, ErrUnsupported) {
+		t.Errorf("without the agent: %v, want ErrUnsupported", err)
 	}
 }

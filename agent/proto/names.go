@@ -25,6 +25,11 @@ const (
 	// by NUL; stdout: ROOT's record with an empty path, then a record in
 	// the same format per path that exists.
 	StatCommand = "stat"
+	// WalkEachCommand: `walkeach -- ROOT`; stdin: root-relative folder
+	// paths, each ended by NUL; stdout: ROOT's record with an empty path,
+	// then the records of every entry below each folder in turn, as walk
+	// writes them (pre-order, nothing pruned, paths relative to ROOT).
+	WalkEachCommand = "walkeach"
 	// FetchCommand: `fetch -- ROOT`; stdin: root-relative paths, each
 	// ended by NUL; stdout: a tar stream of those that are regular files,
 	// with GNU tar's warnings on stderr for files that changed meanwhile.
