@@ -43,29 +43,24 @@ func (s *Store) Preload(ctx context.Context, prune []string) (PreloadStats, erro
 	} else {
 		st, err = s.preloadWalk(ctx, prune)
 	}
-	if err == nil && st.Bulk {
-		pst, perr := s.preloadPruned(ctx)
-		st.Pruned, st.PrunedEntries = pst.Dirs, pst.Entries
-		if perr != nil {
-			s.log.Debug("pruned folders not listed ahead; each is listed on first use", "err", perr)
-		}
-	}
 	st.Took = time.Since(start)
 	return st, err
 }
 
-// preloadPruned lists the folders the tree listing pruned (node_modules,
-// __pycache__: see Preload), each with its whole subtree, in one request
-// right after the tree listing (conn.SubtreesWalker: the agent's
-// walkeach), so that a walk or a build right after mounting finds them
-// listed instead of paying a round trip per pruned folder (a Python
-// project has a __pycache__ in almost every package). Each folder is
-// claimed only when its part of the stream begins: a readdir of one whose
-// turn has not come lists it itself at once (listSubtree), never waiting
-// behind a large node_modules listed before it. It returns the number of
-// folders and entries listed.
-func (s *Store) preloadPruned(ctx context.Context) (PreloadStats, error) {
-	var st PreloadStats
+// PreloadPruned lists the folders Preload pruned (node_modules,
+// __pycache__), each with its whole subtree, in one request (a remote
+// that implements conn.SubtreesWalker: the agent's walkeach; otherwise it
+// does nothing), so that a walk or a build right after mounting finds
+// them listed instead of paying a round trip per pruned folder (a Python
+// project has a __pycache__ in almost every package). The mount runs it
+// right after Preload, beside Prefetch. Each folder is claimed only when
+// its part of the stream begins: a readdir of one whose turn has not come
+// lists it itself at once (listSubtree), never waiting behind a large
+// node_modules listed before it. The stats count the folders and entries
+// below the pruned ones (Pruned, PrunedEntries).
+func (s *Store) PreloadPruned(ctx context.Context) (st PreloadStats, err error) {
+	start := time.Now()
+	defer func() { st.Took = time.Since(start) }()
 	sw, ok := s.remote.(conn.SubtreesWalker)
 	if !ok {
 		return st, nil
@@ -109,13 +104,13 @@ func (s *Store) preloadPruned(ctx context.Context) (PreloadStats, error) {
 		}
 		if cur != nil {
 			cur.finish()
-			st.Dirs += cur.st.Dirs
-			st.Entries += cur.st.Entries
+			st.Pruned += cur.st.Dirs
+			st.PrunedEntries += cur.st.Entries
 		}
 		cur, started = nil, false
 		i++
 	}
-	err := sw.WalkSubtrees(ctx, dirs, func(p string, fi conn.FileInfo) error {
+	err = sw.WalkSubtrees(ctx, dirs, func(p string, fi conn.FileInfo) error {
 		for i < len(dirs) && !strings.HasPrefix(p, dirs[i]+"/") {
 			next()
 		}
@@ -162,8 +157,7 @@ func (s *Store) subtreeLister(p string) *bulkLister {
 // PreloadStats says what a Preload did.
 type PreloadStats struct {
 	Dirs, Entries int
-	// Pruned folders listed with their subtrees right after the tree
-	// (preloadPruned), and the entries below them.
+	// Folders and entries below the pruned ones (PreloadPruned).
 	Pruned, PrunedEntries int
 	Bulk                  bool // one streamed listing (false: SFTP walk)
 	Took                  time.Duration
@@ -174,11 +168,10 @@ func (st PreloadStats) String() string {
 	if st.Bulk {
 		how = "bulk listing"
 	}
-	pruned := ""
 	if st.Pruned > 0 {
-		pruned = fmt.Sprintf(", then %d entries in %d folders of pruned ones", st.PrunedEntries, st.Pruned)
+		return fmt.Sprintf("%d entries in %d folders in pruned ones in %v", st.PrunedEntries, st.Pruned, st.Took.Round(time.Millisecond))
 	}
-	return fmt.Sprintf("%d entries in %d folders%s in %v (%s)", st.Entries, st.Dirs, pruned, st.Took.Round(time.Millisecond), how)
+	return fmt.Sprintf("%d entries in %d folders in %v (%s)", st.Entries, st.Dirs, st.Took.Round(time.Millisecond), how)
 }
 
 // frame is a directory whose listing is being collected.

@@ -183,6 +183,9 @@ type Store struct {
 	connGen     atomic.Uint64 // Connected calls so far (learnOwner)
 	ownerAsked  atomic.Int64  // UnixNano of learnOwner's last question; ownerGen: for which connGen
 	ownerGen    atomic.Uint64
+	// lastMeta: UnixNano of the last lookup, getattr or readdir; Prefetch
+	// holds back while they come in quick succession (prefetch.go).
+	lastMeta atomic.Int64
 }
 
 type fetchCall struct {

@@ -1606,7 +1606,7 @@ func TestPrunedFolderListedWithItsSubtree(t *testing.T) {
 }
 
 // TestPrunedFoldersListedAfterTheTree: right after the tree listing,
-// Preload lists every folder it pruned (node_modules, __pycache__), each
+// PreloadPruned lists every folder Preload pruned (node_modules, __pycache__), each
 // with its whole subtree, in ONE request (conn.SubtreesWalker), so a walk
 // after mounting pays no round trip per pruned folder: it makes no
 // listing request at all.
@@ -1631,7 +1631,10 @@ func TestPrunedFoldersListedAfterTheTree(t *testing.T) {
 		t.Fatal(err)
 	}
 	want["docs"], want["docs/__pycache__"] = true, true
-	st, err := s.Preload(context.Background(), []string{"node_modules", "__pycache__"})
+	if _, err := s.Preload(context.Background(), []string{"node_modules", "__pycache__"}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := s.PreloadPruned(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 
 // GetAttr returns the cached attributes of ino. It never talks to the server.
 func (s *Store) GetAttr(ino Ino) (Attr, error) {
+	s.metadataUsed()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e := s.entries[ino]
@@ -27,6 +28,7 @@ func (s *Store) GetAttr(ino Ino) (Attr, error) {
 // Lookup finds name in directory dir, listing the directory from the server
 // first if it was never listed.
 func (s *Store) Lookup(ctx context.Context, dir Ino, name string) (Attr, error) {
+	s.metadataUsed()
 	s.learnLimits(ctx)
 	if err := s.nameErr(name); err != nil {
 		return Attr{}, err
@@ -112,6 +114,7 @@ func (s *Store) confirmName(ctx context.Context, dir Ino, name string) {
 
 // ReadDir returns the entries of dir sorted by name.
 func (s *Store) ReadDir(ctx context.Context, dir Ino) ([]DirEntry, error) {
+	s.metadataUsed()
 	if err := s.ensureListed(ctx, dir); err != nil {
 		return nil, err
 	}

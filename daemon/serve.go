@@ -237,6 +237,18 @@ func serve(ctx context.Context, cfg *config.Mount, ready func(error), warn func(
 				return
 			}
 			log.Info("tree listed", "stats", st.String())
+			// The pruned folders' listing and the prefetch (whose first
+			// batch is git's metadata) go side by side.
+			pruned := make(chan struct{})
+			go func() {
+				defer close(pruned)
+				if st, err := store.PreloadPruned(context.Background()); err != nil {
+					log.Debug("pruned folders not listed ahead; each is listed on first use", "err", err)
+				} else if st.Pruned > 0 {
+					log.Info("pruned folders listed", "stats", st.String())
+				}
+			}()
+			defer func() { <-pruned }()
 			pst, err := store.Prefetch(context.Background(), cache.PrefetchOptions{Skip: prune(cfg), IgnoreGlobs: cfg.Ignore})
 			if err != nil {
 				log.Warn("prefetch stopped", "err", err, "done", pst.String())
