@@ -108,9 +108,11 @@ var (
 // WalkSubtrees implements SubtreesWalker with one request to the agent
 // (walkeach). Without a running agent it fails with an error wrapping
 // ErrUnsupported (an exec per folder would pay the login shell each
-// time): the caller lists each folder on first use instead. Like
-// StatMany it waits for an agent being started, unless the start is
-// sending the binary.
+// time): the caller lists each folder on first use instead. It waits for
+// an agent being started, even while the start sends the binary (the
+// first mount of a build): the folders are listed ahead of use, and
+// the agent, started with the connection, is up sooner than anything
+// started now could be.
 func (c *Client) WalkSubtrees(ctx context.Context, rels []string, yield func(string, FileInfo) error) error {
 	var list bytes.Buffer
 	for _, p := range rels {
@@ -123,7 +125,7 @@ func (c *Client) WalkSubtrees(ctx context.Context, rels []string, yield func(str
 	if list.Len() == 0 {
 		return nil
 	}
-	if c.agent.get(ctx, false) == nil {
+	if c.agent.get(ctx, true) == nil {
 		return fmt.Errorf("walk of %d folders on %s: %w: %w", len(rels), c.label, ErrUnsupported, errNoAgent)
 	}
 	return c.streamFindRecords(ctx, []string{proto.WalkEachCommand, "--", c.root}, "", &list, yield, walkResult)

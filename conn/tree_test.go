@@ -380,6 +380,24 @@ func TestWalkSubtreesMatchesWalkSubtree(t *testing.T) {
 	dirs := []string{"b/node_modules", "a/__pycache__", "gone/__pycache__", "empty/__pycache__", "plain/node_modules", "c/__pycache__"}
 	ctx := context.Background()
 
+	// The first connection of a build sends the binary: the walk waits
+	// for the agent instead of giving up (the pruned folders would then
+	// each be listed on first use).
+	helperBinary(t)
+	lh, err := findLocalHelper()
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(filepath.Join(watchHelperDir, "remotefs-helper-"+lh.hash))
+	first := mustDial(t, "testbox:"+root, srvOpts(srv))
+	var firstGot []string
+	if err := first.WalkSubtrees(ctx, dirs, func(p string, fi FileInfo) error {
+		firstGot = append(firstGot, p)
+		return nil
+	}); err != nil {
+		t.Fatalf("on the connection that sends the binary: %v", err)
+	}
+
 	c := helperClient(t, srv, root, helperOnAgent)
 	var want []string
 	for _, d := range dirs {
@@ -406,6 +424,9 @@ func TestWalkSubtreesMatchesWalkSubtree(t *testing.T) {
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("WalkSubtrees yielded\n%q\nwant (WalkSubtree one by one)\n%q", got, want)
+	}
+	if !slices.Equal(firstGot, want) {
+		t.Errorf("WalkSubtrees on the first connection yielded\n%q\nwant\n%q", firstGot, want)
 	}
 	if len(got) != 10 {
 		t.Errorf("%d entries, want 10", len(got))
