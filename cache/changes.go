@@ -340,8 +340,9 @@ func (s *Store) notifyRemovedLocked(d, c *entry) {
 // While it is, a file confirmed with the server after the feed started is
 // not re-checked on open (the feed reports its changes), so opening a
 // project's files costs no round trip.
-// Folders named in ignore (base names) are not watched by the feed, so
-// what is under them is still re-checked.
+// Folders matched by ignore (base-name globs, as the watcher applies
+// them) are not watched by the feed, so what is under them is still
+// re-checked.
 func (s *Store) SetChangeFeed(live bool, ignore []string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -350,10 +351,7 @@ func (s *Store) SetChangeFeed(live bool, ignore []string) {
 	} else {
 		s.feedSince = time.Time{}
 	}
-	s.feedIgnore = map[string]bool{}
-	for _, n := range ignore {
-		s.feedIgnore[n] = true
-	}
+	s.feedIgnore = pruneSet(ignore)
 }
 
 // feedCovers reports whether the change feed reports changes to e made
@@ -363,12 +361,12 @@ func (s *Store) feedCovers(e *entry, since time.Time) bool {
 		return false
 	}
 	for a := s.entries[e.parent]; a != nil && a.ino != RootIno; a = s.entries[a.parent] {
-		if s.feedIgnore[a.name] {
+		if s.feedIgnore.has(a.name) {
 			return false
 		}
 	}
 	// An ignored folder itself is reported, not what is inside it.
-	return !(e.isDir() && s.feedIgnore[e.name])
+	return !(e.isDir() && s.feedIgnore.has(e.name))
 }
 
 // ListingPushed reports whether the kernel may keep dir's listing across

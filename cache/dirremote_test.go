@@ -440,8 +440,9 @@ func (r treeRemote) walkFrom(top string, prune []string, yield func(string, conn
 			}
 			time.Sleep(r.slow)
 			pruned := false
-			for _, q := range prune {
-				pruned = pruned || q == fi.Name
+			for _, q := range prune { // globs, as the agent's walk takes them
+				ok, _ := filepath.Match(q, fi.Name)
+				pruned = pruned || ok
 			}
 			if fi.Mode.IsDir() && !pruned {
 				if err := walk(p); err != nil {

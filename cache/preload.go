@@ -27,10 +27,7 @@ func (s *Store) Preload(ctx context.Context, prune []string) (PreloadStats, erro
 	var st PreloadStats
 	var err error
 	s.mu.Lock()
-	s.pruned = map[string]bool{}
-	for _, p := range prune {
-		s.pruned[p] = true
-	}
+	s.pruned = pruneSet(prune)
 	s.mu.Unlock()
 	if tw, ok := s.remote.(conn.TreeWalker); ok {
 		walk := func(yield func(string, conn.FileInfo) error) error { return tw.WalkTree(ctx, prune, yield) }
@@ -80,7 +77,7 @@ func (s *Store) PreloadPruned(ctx context.Context) (st PreloadStats, err error) 
 				continue
 			}
 			cp := path.Join(p, name)
-			if s.pruned[name] {
+			if s.pruned.has(name) {
 				dirs = append(dirs, cp)
 			} else {
 				visit(c, cp)
@@ -152,6 +149,26 @@ func (s *Store) subtreeLister(p string) *bulkLister {
 		return nil
 	}
 	return s.newBulkLister(p, ino, nil)
+}
+
+// pruneSet holds the base-name patterns (path.Match syntax, as the agent's
+// walk and find's -name apply them) of the folders the tree listing lists
+// but does not enter: the built-in node_modules, __pycache__, ... and the
+// config file's ignore patterns, which may be globs ("*.egg-info"). Taken
+// as exact names, a folder matched by a glob was entered here while the
+// listing skipped it: it showed empty.
+type pruneSet []string
+
+func (p pruneSet) has(name string) bool {
+	for _, g := range p {
+		if g == name {
+			return true
+		}
+		if ok, _ := path.Match(g, name); ok {
+			return true
+		}
+	}
+	return false
 }
 
 // PreloadStats says what a Preload did.
@@ -226,7 +243,7 @@ func (s *Store) preloadBulk(ctx context.Context, walk func(yield func(string, co
 type bulkLister struct {
 	s      *Store
 	st     PreloadStats
-	pruned map[string]bool
+	pruned pruneSet
 	stack  []*frame
 	since  uint64
 	epoch  uint64
@@ -234,10 +251,7 @@ type bulkLister struct {
 }
 
 func (s *Store) newBulkLister(top string, topIno Ino, prune []string) *bulkLister {
-	l := &bulkLister{s: s, pruned: map[string]bool{}, stack: []*frame{{path: top}}}
-	for _, p := range prune {
-		l.pruned[p] = true
-	}
+	l := &bulkLister{s: s, pruned: pruneSet(prune), stack: []*frame{{path: top}}}
 	s.mu.Lock()
 	l.since, l.epoch = s.jr.mark(), s.connEpoch
 	l.asked = s.now()
@@ -278,7 +292,7 @@ func (l *bulkLister) add(p string, fi conn.FileInfo) error {
 	top := l.stack[len(l.stack)-1]
 	top.infos = append(top.infos, fi)
 	l.st.Entries++
-	if fi.Mode.IsDir() && !l.pruned[fi.Name] && !strings.HasPrefix(fi.Name, conn.TempPrefix) {
+	if fi.Mode.IsDir() && !l.pruned.has(fi.Name) && !strings.HasPrefix(fi.Name, conn.TempPrefix) {
 		// Make the folder's entry exist now, so its own listing can be
 		// recorded when it completes (before its parent's does).
 		f := &frame{path: p}
@@ -318,10 +332,7 @@ func (s *Store) preloadWalk(ctx context.Context, prune []string) (PreloadStats, 
 		wg      sync.WaitGroup
 		firstEr error
 	)
-	pruned := map[string]bool{}
-	for _, p := range prune {
-		pruned[p] = true
-	}
+	pruned := pruneSet(prune)
 	sem := make(chan struct{}, 8)
 	var visit func(ino Ino)
 	visit = func(ino Ino) {
@@ -343,7 +354,7 @@ func (s *Store) preloadWalk(ctx context.Context, prune []string) (PreloadStats, 
 		if d := s.entries[ino]; d != nil {
 			n = len(d.children)
 			for name, c := range d.children {
-				if e := s.entries[c]; e != nil && e.isDir() && !pruned[name] {
+				if e := s.entries[c]; e != nil && e.isDir() && !pruned.has(name) {
 					sub = append(sub, c)
 				}
 			}
@@ -378,7 +389,7 @@ func (s *Store) listSubtree(ctx context.Context, dir Ino) bool {
 	d := s.entries[dir]
 	inPruned := false
 	for a := d; a != nil && a.ino != RootIno; a = s.entries[a.parent] {
-		inPruned = inPruned || s.pruned[a.name]
+		inPruned = inPruned || s.pruned.has(a.name)
 	}
 	if !inPruned || d == nil || d.listed || s.listing[dir] != nil {
 		s.mu.Unlock()

@@ -128,7 +128,7 @@ type Store struct {
 	listing    map[Ino]*fetchCall
 	// pruned: base names of the folders the tree listing skips (Preload);
 	// a folder inside one is listed with its whole subtree on first use.
-	pruned    map[string]bool
+	pruned    pruneSet
 	conflicts []Conflict
 	// usedConflictNames: conflict copy names handed out, so two conflicts
 	// in the same second get different names.
@@ -141,7 +141,7 @@ type Store struct {
 	// feedSince: when the server's change feed last became live (zero: not
 	// live). Entries confirmed since then need no re-check on open.
 	feedSince  time.Time
-	feedIgnore map[string]bool // folder names the feed does not watch inside
+	feedIgnore pruneSet // folders the feed does not watch inside
 	// statWanted: files the feed reported whose stat data is to be asked
 	// in bulk (statdata.go); statRunning while statDataLoop runs.
 	statWanted  map[string]bool

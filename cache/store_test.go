@@ -1093,23 +1093,29 @@ func TestChangeFeedReplacesOpenRechecks(t *testing.T) {
 	e := newEnv(t)
 	e.server("src/a.py", "v1")
 	e.server("node_modules/m/i.js", "v1")
-	e.s.SetChangeFeed(true, []string{"node_modules"})
+	e.server("pkg.egg-info/PKG-INFO", "v1") // under a glob pattern: not watched either
+	e.s.SetChangeFeed(true, []string{"node_modules", "*.egg-info"})
 	e.clock.Advance(time.Second)
 	if _, err := e.s.Preload(context.Background(), nil); err != nil {
 		t.Fatal(err)
 	}
 	e.mustRead("src/a.py")
 	e.mustRead("node_modules/m/i.js")
+	e.mustRead("pkg.egg-info/PKG-INFO")
 	// Changed on the server; the feed would report it, so an open that
 	// trusts the feed still sees the old version, with no server call.
 	e.server("src/a.py", "v2!")
 	e.server("node_modules/m/i.js", "v2!")
+	e.server("pkg.egg-info/PKG-INFO", "v2!")
 	e.clock.Advance(time.Minute)
 	if got := e.mustRead("src/a.py"); got != "v1" {
 		t.Fatalf("fed file re-checked on open: %q", got)
 	}
 	if got := e.mustRead("node_modules/m/i.js"); got != "v2!" {
 		t.Fatalf("file in an unwatched folder not re-checked: %q", got)
+	}
+	if got := e.mustRead("pkg.egg-info/PKG-INFO"); got != "v2!" {
+		t.Fatalf("file in a folder matched by an ignore glob not re-checked: %q", got)
 	}
 	e.s.SetChangeFeed(false, nil)
 	if got := e.mustRead("src/a.py"); got != "v2!" {
@@ -1672,5 +1678,40 @@ func TestPrunedFoldersListedAfterTheTree(t *testing.T) {
 	}
 	if got := e.mustRead("web/node_modules/react/node_modules/dep/d.js"); got != "web/node_modules/react/node_modules/dep/d.js" {
 		t.Fatalf("read %q", got)
+	}
+}
+
+// TestGlobPrunedFolderNotShownEmpty: an ignore pattern may be a glob
+// ("*.egg-info"); the tree listing skips the inside of folders it
+// matches, and they must then be listed on first use (or ahead, by
+// PreloadPruned), never shown empty.
+func TestGlobPrunedFolderNotShownEmpty(t *testing.T) {
+	for _, ahead := range []bool{false, true} {
+		rem := &dirRemote{root: t.TempDir()}
+		var remote conn.Remote = treeRemote{dirRemote: rem}
+		if ahead {
+			remote = subtreesRemote{treeRemote{dirRemote: rem}}
+		}
+		s, err := Open(Options{Dir: t.TempDir(), Remote: remote, Online: func() bool { return true }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e := &env{t: t, remote: rem, s: s}
+		e.server("src/pkg.egg-info/PKG-INFO", "info")
+		e.server("src/main.py", "x")
+		if _, err := s.Preload(context.Background(), []string{"node_modules", "*.egg-info"}); err != nil {
+			t.Fatal(err)
+		}
+		if ahead {
+			if st, err := s.PreloadPruned(context.Background()); err != nil || st.Pruned != 1 || st.PrunedEntries != 1 {
+				t.Errorf("pruned listing: %v, %v", st, err)
+			}
+		}
+		d := e.mustLookup("src/pkg.egg-info")
+		ents, err := s.ReadDir(context.Background(), d.Ino)
+		if err != nil || len(ents) != 1 || ents[0].Name != "PKG-INFO" {
+			t.Errorf("ahead %v: src/pkg.egg-info lists %v, %v; want PKG-INFO", ahead, ents, err)
+		}
+		s.Close()
 	}
 }
