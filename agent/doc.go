@@ -39,6 +39,11 @@
 //     below each folder in turn, as walk writes them (nothing pruned).
 //     The mount lists the folders its tree listing pruned this way, in
 //     the background right after it.
+//   - pread -- ROOT PATH OFF LEN (Pread, pread.go): one range of one file
+//     (what conn's ReadAt does over SFTP in three round trips: open,
+//     read, fstat). Stdout: the count read, NUL, the bytes, then ROOT's
+//     record and PATH's record from an fstat of the open file after the
+//     read.
 //   - fetch -- ROOT (Fetch, fetch.go): content of many small files. Stdin:
 //     root-relative paths, each ended by NUL. Stdout: a tar stream of
 //     those that are regular files, as `tar -cf - -T -` would send; stderr:

@@ -60,6 +60,8 @@ func runCommand(parent context.Context, s *proto.Stream, argv []string) int {
 		err = Stat(ctx, argv[1:], s, s, stderr)
 	case proto.WalkEachCommand:
 		err = WalkEach(ctx, argv[1:], s, s, stderr)
+	case proto.PreadCommand:
+		err = Pread(ctx, argv[1:], s, stderr)
 	case proto.FetchCommand:
 		err = Fetch(ctx, argv[1:], s, s, stderr)
 	default:

@@ -141,6 +141,8 @@ type agentRunner struct {
 	looked  bool      // guarded by mu
 	offErr  error     // guarded by mu; agentOff: why
 	retryAt time.Time // guarded by mu; agentIdle
+
+	preads atomic.Int64 // reads it answered (agentReadAt)
 }
 
 func newAgentRunner(c *Client, mode string) *agentRunner {
@@ -198,6 +200,17 @@ func (a *agentRunner) get(ctx context.Context, orWait bool) *proto.Mux {
 		}
 		a.mu.Lock()
 	}
+	defer a.mu.Unlock()
+	if a.state == agentReady {
+		return a.mux
+	}
+	return nil
+}
+
+// running returns the agent's mux when it runs, without starting or
+// waiting for it; nil otherwise.
+func (a *agentRunner) running() *proto.Mux {
+	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.state == agentReady {
 		return a.mux

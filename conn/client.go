@@ -1,6 +1,7 @@
 package conn
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -671,6 +672,9 @@ func (c *Client) ReadAt(ctx context.Context, rel string, p []byte, off int64) (i
 	if off < 0 {
 		return 0, FileInfo{}, &fs.PathError{Op: "read", Path: rel, Err: fmt.Errorf("%w: negative offset", fs.ErrInvalid)}
 	}
+	if n, info, err, ok := c.agentReadAt(ctx, rel, abs, p, off); ok {
+		return n, info, err
+	}
 	var n int
 	var eof bool
 	var info FileInfo
@@ -707,6 +711,58 @@ func (c *Client) ReadAt(ctx context.Context, rel string, p []byte, off int64) (i
 		return n, info, io.EOF
 	}
 	return n, info, nil
+}
+
+// agentReadMax: reads up to this size go to the running agent (pread: one
+// round trip) rather than SFTP (open, read, fstat: three): the block a
+// reader waits for, as git's reads in a large pack. Larger ones, the
+// readahead runs of a sequential reader, keep to the content sessions,
+// several in parallel.
+const agentReadMax = 1 << 20
+
+// agentReadAt is ReadAt through the running agent (never waiting for one
+// being started); ok false when it did not answer (no agent, the read
+// too large, the file could not be read: SFTP then reads, and names the
+// error), ok true with its result otherwise.
+func (c *Client) agentReadAt(ctx context.Context, rel, abs string, p []byte, off int64) (n int, info FileInfo, err error, ok bool) {
+	m := c.agent.running()
+	if m == nil || len(p) > agentReadMax || abs == c.root {
+		return 0, FileInfo{}, nil, false
+	}
+	clean := path.Clean(rel)
+	var out bytes.Buffer
+	argv := []string{proto.PreadCommand, "--", c.root, clean, strconv.FormatInt(off, 10), strconv.Itoa(len(p))}
+	code, err := c.agentExec(ctx, m, argv, nil, &out, io.Discard)
+	if err != nil || code != 0 {
+		if ctx.Err() != nil {
+			return 0, FileInfo{}, ctx.Err(), true
+		}
+		return 0, FileInfo{}, nil, false
+	}
+	b := out.Bytes()
+	i := bytes.IndexByte(b, 0)
+	if i < 0 {
+		return 0, FileInfo{}, nil, false
+	}
+	n, cerr := strconv.Atoi(string(b[:i]))
+	if cerr != nil || n < 0 || n > len(p) || len(b) < i+1+n {
+		return 0, FileInfo{}, nil, false
+	}
+	got := 0
+	if _, perr := parseFindStream(bytes.NewReader(b[i+1+n:]), func(q string, fi FileInfo) error {
+		if q == clean {
+			info, got = fi, got+1
+		}
+		return nil
+	}); perr != nil || got != 1 {
+		return 0, FileInfo{}, nil, false
+	}
+	copy(p, b[i+1:i+1+n])
+	c.agent.preads.Add(1)
+	if n < len(p) {
+		return n, info, io.EOF, true
+	}
+	return n, info, nil, true
 }
 
 // Fetch implements Remote. The file is stat'ed on the open handle before

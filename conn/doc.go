@@ -69,7 +69,9 @@
 //     further sessions on the same connection (Options.ContentSessions,
 //     default 4), opened in the background once the connection is up,
 //     the least busy one per call. A lookup never queues behind a large read, and
-//     several channel windows stream one file at once.
+//     several channel windows stream one file at once. A read of up to 1 MiB
+//     (the block a reader waits for) goes to the running agent instead
+//     (pread: one round trip where SFTP takes three: open, read, fstat).
 //   - Liveness: keepalive, operation deadlines, and reconnection
 //     (Manager).
 //   - Interactive logins (prompt.go): keyboard-interactive and password

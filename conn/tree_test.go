@@ -443,3 +443,47 @@ func TestWalkSubtreesMatchesWalkSubtree(t *testing.T) {
 		t.Errorf("without the agent: %v, want ErrUnsupported", err)
 	}
 }
+
+// ReadAt of up to a block goes to the running agent (pread: one round
+// trip instead of SFTP's open, read, fstat) and returns what SFTP
+// returns: the bytes, the file's attributes after the read, io.EOF at the
+// end; larger reads, and reads of files the agent cannot open, go over
+// SFTP (which names the error).
+func TestReadAtThroughTheAgent(t *testing.T) {
+	srv := sshdtest.Start(t)
+	root := filepath.Join(srv.Dir, "tree")
+	os.MkdirAll(filepath.Join(root, "d"), 0o755)
+	data := make([]byte, 3<<20+12345)
+	for i := range data {
+		data[i] = byte(i*7 + i>>13)
+	}
+	os.WriteFile(filepath.Join(root, "d/big.bin"), data, 0o644)
+	c := helperClient(t, srv, root, helperOnAgent)
+	ctx := context.Background()
+	st, _ := os.Stat(filepath.Join(root, "d/big.bin"))
+	for _, tc := range []struct {
+		off   int64
+		n     int
+		agent bool
+	}{{0, 16384, true}, {1 << 20, 1 << 20, true}, {3<<20 + 12000, 1 << 20, true}, {0, 2 << 20, false}} {
+		before := c.agent.preads.Load()
+		p := make([]byte, tc.n)
+		n, fi, err := c.ReadAt(ctx, "d/big.bin", p, tc.off)
+		want := min(int64(tc.n), int64(len(data))-tc.off)
+		if int64(n) != want || !bytes.Equal(p[:n], data[tc.off:tc.off+want]) {
+			t.Errorf("read %d at %d: %d bytes, want %d (same content: %v)", tc.n, tc.off, n, want, bytes.Equal(p[:n], data[tc.off:tc.off+int64(n)]))
+		}
+		if (int64(n) < int64(tc.n)) != (err == io.EOF) || (err != nil && err != io.EOF) {
+			t.Errorf("read %d at %d: err %v with %d bytes", tc.n, tc.off, err, n)
+		}
+		if fi.Size != st.Size() || fi.Mtime.Unix() != st.ModTime().Unix() || !fi.Mode.IsRegular() || fi.Name != "big.bin" {
+			t.Errorf("read at %d: attributes %+v, file %v %v", tc.off, fi, st.Size(), st.ModTime())
+		}
+		if got := c.agent.preads.Load() - before; (got == 1) != tc.agent {
+			t.Errorf("read %d at %d: %d agent reads, want through the agent: %v", tc.n, tc.off, got, tc.agent)
+		}
+	}
+	if _, _, err := c.ReadAt(ctx, "d/missing", make([]byte, 10), 0); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("read of a missing file: %v, want ErrNotExist", err)
+	}
+}

@@ -30,6 +30,11 @@ const (
 	// then the records of every entry below each folder in turn, as walk
 	// writes them (pre-order, nothing pruned, paths relative to ROOT).
 	WalkEachCommand = "walkeach"
+	// PreadCommand: `pread -- ROOT PATH OFF LEN`; stdout: the count of
+	// bytes read from OFF (at most LEN; fewer at the end of the file) in
+	// decimal and a NUL, the bytes, then ROOT's record with an empty path
+	// and PATH's record from an fstat after the read.
+	PreadCommand = "pread"
 	// FetchCommand: `fetch -- ROOT`; stdin: root-relative paths, each
 	// ended by NUL; stdout: a tar stream of those that are regular files,
 	// with GNU tar's warnings on stderr for files that changed meanwhile.
