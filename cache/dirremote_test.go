@@ -43,6 +43,7 @@ type dirRemote struct {
 	// every name of the file changes.
 	inPlace    atomic.Bool
 	ownerCalls atomic.Int64
+	fetches    atomic.Int64 // Fetch calls (whole files, one at a time)
 
 	mu      sync.Mutex
 	putErr  error         // returned by PutAtomic when set
@@ -173,6 +174,7 @@ func (r *dirRemote) ReadAt(ctx context.Context, p string, b []byte, off int64) (
 }
 
 func (r *dirRemote) Fetch(ctx context.Context, p string, w io.Writer) (conn.FileInfo, error) {
+	r.fetches.Add(1)
 	if err := r.check(); err != nil {
 		return conn.FileInfo{}, err
 	}

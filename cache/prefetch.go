@@ -122,9 +122,10 @@ func (s *Store) prefetchBatch(ctx context.Context, bf conn.BulkFetcher, batch []
 	// Stored files become content only once tar has said which files
 	// changed while it read them (conn.ChangedWhileRead).
 	var got []prefetched
+	budget := prefetchMaxWait // of holding back, for this batch
 	err = bf.FetchFiles(ctx, batch, func(p string, fi conn.FileInfo, r io.Reader) error {
 		if background {
-			s.waitMetadataQuiet(ctx)
+			s.waitMetadataQuiet(ctx, &budget)
 		}
 		f, err := s.storePrefetched(p, fi, r, since, claimed)
 		if f != nil {
@@ -192,21 +193,25 @@ func (s *Store) releasePrefetch(claimed map[Ino]*fetchCall) {
 // 3k realistic repository: 1.5 s -> 3 s). So between the files of the
 // batches after the first, Prefetch waits while lookups, getattrs or
 // readdirs came in the last prefetchQuiet (someone walks the tree: the
-// stream stalls under flow control, nothing is lost), but never longer
-// than prefetchMaxWait per file, and not at all while a file's content is
-// being fetched on demand (someone reads: prefetching is what helps).
+// stream stalls under flow control, nothing is lost), but for no longer
+// than prefetchMaxWait in all per batch (a program that stats without
+// pause must not stop it for good), and not at all while a file's content
+// is being fetched on demand (someone reads: prefetching is what helps).
 const (
 	prefetchQuiet   = 30 * time.Millisecond
-	prefetchMaxWait = 500 * time.Millisecond
+	prefetchMaxWait = 3 * time.Second
 )
 
 // metadataUsed notes a lookup, getattr or readdir.
 func (s *Store) metadataUsed() { s.lastMeta.Store(time.Now().UnixNano()) }
 
 // waitMetadataQuiet waits until no metadata call came for prefetchQuiet,
-// at most prefetchMaxWait, and not while content is fetched on demand.
-func (s *Store) waitMetadataQuiet(ctx context.Context) {
-	deadline := time.Now().Add(prefetchMaxWait)
+// and not while content is fetched on demand; the time waited is taken
+// from budget, and it does not wait once that is spent.
+func (s *Store) waitMetadataQuiet(ctx context.Context, budget *time.Duration) {
+	start := time.Now()
+	deadline := start.Add(*budget)
+	defer func() { *budget -= time.Since(start) }()
 	for {
 		quiet := time.Since(time.Unix(0, s.lastMeta.Load()))
 		if quiet >= prefetchQuiet || ctx.Err() != nil {

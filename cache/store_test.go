@@ -1715,3 +1715,87 @@ func TestGlobPrunedFolderNotShownEmpty(t *testing.T) {
 		s.Close()
 	}
 }
+
+// gatedBatches records the batches of FetchFiles, and holds the first one
+// until gate is closed.
+type gatedBatches struct {
+	treeRemote
+	mu      sync.Mutex
+	batches [][]string
+	started chan struct{} // closed when the first batch is asked for
+	gate    chan struct{}
+}
+
+func (r *gatedBatches) FetchFiles(ctx context.Context, paths []string, yield func(string, conn.FileInfo, io.Reader) error) error {
+	r.mu.Lock()
+	r.batches = append(r.batches, slices.Clone(paths))
+	first := len(r.batches) == 1
+	r.mu.Unlock()
+	if first {
+		close(r.started)
+		<-r.gate
+	}
+	return r.treeRemote.FetchFiles(ctx, paths, yield)
+}
+
+// TestPrefetchGitMetadataFirst: git's metadata (its index and pack
+// indexes too, above the small-file limit) and .gitignore files are
+// prefetched in a first batch of their own, and an open of one of them
+// meanwhile waits for that batch instead of downloading the file itself.
+func TestPrefetchGitMetadataFirst(t *testing.T) {
+	e := newEnv(t)
+	big := strings.Repeat("x", 300<<10) // above the 256 KiB small-file limit
+	e.server(".git/HEAD", "ref: refs/heads/main\n")
+	e.server(".git/config", "[core]\n")
+	e.server(".git/index", big)
+	e.server(".git/objects/pack/p.idx", big)
+	e.server(".git/objects/pack/p.pack", big) // content: read by range, not prefetched
+	e.server(".gitignore", "*.pyc\n")
+	e.server("assets/big.bin", big)
+	for i := range 20 {
+		e.server(fmt.Sprintf("src/m%02d.py", i), "print(1)\n")
+	}
+	rem := &gatedBatches{treeRemote: treeRemote{dirRemote: e.remote}, started: make(chan struct{}), gate: make(chan struct{})}
+	e.s.remote = rem
+	if _, err := e.s.Preload(context.Background(), nil); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan PrefetchStats, 1)
+	go func() {
+		st, err := e.s.Prefetch(context.Background(), PrefetchOptions{})
+		if err != nil {
+			t.Error(err)
+		}
+		done <- st
+	}()
+	<-rem.started
+	read := make(chan string, 1)
+	go func() { read <- e.mustRead(".git/HEAD") }()
+	select {
+	case got := <-read:
+		t.Fatalf("HEAD read (%q) before the batch that brings it arrived", got)
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(rem.gate)
+	if got := <-read; got != "ref: refs/heads/main\n" {
+		t.Fatalf("HEAD: %q", got)
+	}
+	st := <-done
+	if n := e.remote.fetches.Load(); n != 0 {
+		t.Errorf("%d files downloaded one by one, want none (HEAD waits for the batch)", n)
+	}
+	first := slices.Sorted(slices.Values(rem.batches[0]))
+	want := []string{".git/HEAD", ".git/config", ".git/index", ".git/objects/pack/p.idx", ".gitignore"}
+	if !slices.Equal(first, want) {
+		t.Errorf("first batch %q, want %q", first, want)
+	}
+	if len(rem.batches) != 2 || len(rem.batches[1]) != 20 {
+		t.Errorf("batches %q, want the git batch, then the 20 sources", rem.batches)
+	}
+	if st.Files != 25 {
+		t.Errorf("prefetched %v, want 25 files", st)
+	}
+	if got := e.mustRead(".git/index"); got != big || e.remote.fetches.Load() != 0 {
+		t.Errorf("the index was not prefetched (%d single downloads)", e.remote.fetches.Load())
+	}
+}
