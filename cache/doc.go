@@ -43,8 +43,12 @@
 //     to the final name. A put records the versions it sent (op.Tried),
 //     durably, before sending, so its retry accepts finding one of them.
 //   - Filling the mirror ahead of use: Preload (the whole tree's metadata in
-//     one streamed listing, then the folders it pruned, node_modules and
-//     __pycache__, each with its subtree, all in one more request), Prefetch (small files in bulk), and
+//     one streamed listing, leaving out the inside of node_modules,
+//     __pycache__ and the like), PreloadPruned (those folders with their
+//     subtrees, all in one more request, beside the prefetch), Prefetch
+//     (small files in bulk: git's metadata first, in a small batch that
+//     opens wait for; the rest holding back while lookups and listings
+//     stream in, since storing thousands of files costs a walk CPU), and
 //     ApplyRemoteChanges (the server's change feed).
 //
 // # Caching rules
