@@ -79,6 +79,7 @@ func (s *Store) Prefetch(ctx context.Context, o PrefetchOptions) (PrefetchStats,
 	for first < len(cands) && cands[first].rank <= 1 {
 		first++
 	}
+	budget := prefetchMaxWait // of holding back (waitMetadataQuiet), in all
 	for i := 0; i < len(cands); {
 		if st.Bytes >= o.MaxTotal {
 			break
@@ -98,7 +99,7 @@ func (s *Store) Prefetch(ctx context.Context, o PrefetchOptions) (PrefetchStats,
 		if !background {
 			claimed = s.claimPrefetch(batch)
 		}
-		files, n, err := s.prefetchBatch(ctx, bf, batch, since, background, claimed)
+		files, n, err := s.prefetchBatch(ctx, bf, batch, since, background, claimed, &budget)
 		st.Files += files
 		st.Bytes += n
 		if err != nil {
@@ -117,15 +118,14 @@ func (s *Store) Prefetch(ctx context.Context, o PrefetchOptions) (PrefetchStats,
 // prefetchBatch fetches one batch in one request and makes what arrived
 // intact the content of its entries. claimed: the batch's own fetch
 // calls (claimPrefetch), released when it ends.
-func (s *Store) prefetchBatch(ctx context.Context, bf conn.BulkFetcher, batch []string, since uint64, background bool, claimed map[Ino]*fetchCall) (files int, bytes int64, err error) {
+func (s *Store) prefetchBatch(ctx context.Context, bf conn.BulkFetcher, batch []string, since uint64, background bool, claimed map[Ino]*fetchCall, budget *time.Duration) (files int, bytes int64, err error) {
 	defer s.releasePrefetch(claimed)
 	// Stored files become content only once tar has said which files
 	// changed while it read them (conn.ChangedWhileRead).
 	var got []prefetched
-	budget := prefetchMaxWait // of holding back, for this batch
 	err = bf.FetchFiles(ctx, batch, func(p string, fi conn.FileInfo, r io.Reader) error {
 		if background {
-			s.waitMetadataQuiet(ctx, &budget)
+			s.waitMetadataQuiet(ctx, budget)
 		}
 		f, err := s.storePrefetched(p, fi, r, since, claimed)
 		if f != nil {
@@ -194,12 +194,13 @@ func (s *Store) releasePrefetch(claimed map[Ino]*fetchCall) {
 // batches after the first, Prefetch waits while lookups, getattrs or
 // readdirs came in the last prefetchQuiet (someone walks the tree: the
 // stream stalls under flow control, nothing is lost), but for no longer
-// than prefetchMaxWait in all per batch (a program that stats without
-// pause must not stop it for good), and not at all while a file's content
-// is being fetched on demand (someone reads: prefetching is what helps).
+// than prefetchMaxWait in all (a program that stats without pause must
+// not stop it for good, nor push it into what comes after the walk), and
+// not at all while a file's content is being fetched on demand (someone
+// reads: prefetching is what helps).
 const (
 	prefetchQuiet   = 30 * time.Millisecond
-	prefetchMaxWait = 3 * time.Second
+	prefetchMaxWait = 2 * time.Second
 )
 
 // metadataUsed notes a lookup, getattr or readdir.

@@ -238,10 +238,17 @@ func serve(ctx context.Context, cfg *config.Mount, ready func(error), warn func(
 			}
 			log.Info("tree listed", "stats", st.String())
 			// The pruned folders' listing and the prefetch (whose first
-			// batch is git's metadata) go side by side.
+			// batch is git's metadata) go side by side. The listing waits
+			// (2 s at most) for the change feed, which starts with the
+			// agent: a listing made before the feed is live is never
+			// trusted as kept current by it, so the kernel would not keep
+			// those folders' listings.
 			pruned := make(chan struct{})
 			go func() {
 				defer close(pruned)
+				for wait := time.Now().Add(2 * time.Second); cfg.Watch != "off" && !store.ChangeFeedLive() && time.Now().Before(wait); {
+					time.Sleep(20 * time.Millisecond)
+				}
 				if st, err := store.PreloadPruned(context.Background()); err != nil {
 					log.Debug("pruned folders not listed ahead; each is listed on first use", "err", err)
 				} else if st.Pruned > 0 {
