@@ -1743,7 +1743,13 @@ func (r *gatedBatches) FetchFiles(ctx context.Context, paths []string, yield fun
 // prefetched in a first batch of their own, and an open of one of them
 // meanwhile waits for that batch instead of downloading the file itself.
 func TestPrefetchGitMetadataFirst(t *testing.T) {
-	e := newEnv(t)
+	rem := &gatedBatches{treeRemote: treeRemote{dirRemote: &dirRemote{root: t.TempDir()}}, started: make(chan struct{}), gate: make(chan struct{})}
+	s, err := Open(Options{Dir: t.TempDir(), Remote: rem, Online: func() bool { return true }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	e := &env{t: t, remote: rem.dirRemote, s: s}
 	big := strings.Repeat("x", 300<<10) // above the 256 KiB small-file limit
 	e.server(".git/HEAD", "ref: refs/heads/main\n")
 	e.server(".git/config", "[core]\n")
@@ -1755,8 +1761,6 @@ func TestPrefetchGitMetadataFirst(t *testing.T) {
 	for i := range 20 {
 		e.server(fmt.Sprintf("src/m%02d.py", i), "print(1)\n")
 	}
-	rem := &gatedBatches{treeRemote: treeRemote{dirRemote: e.remote}, started: make(chan struct{}), gate: make(chan struct{})}
-	e.s.remote = rem
 	if _, err := e.s.Preload(context.Background(), nil); err != nil {
 		t.Fatal(err)
 	}
