@@ -178,6 +178,10 @@ type entry struct {
 	// folder was last listed from the server (not persisted: zero after
 	// a restart, so every cached listing starts unconfirmed).
 	confirmed uint64
+	// statEpoch: the connection epoch in which this entry alone was last
+	// confirmed with the server (confirmName: a lookup in a folder not
+	// listed in this connection; not persisted).
+	statEpoch uint64
 
 	// files
 	onServer bool      // the server has this path, as far as we know

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -26,7 +27,8 @@ func (s *Store) GetAttr(ino Ino) (Attr, error) {
 }
 
 // Lookup finds name in directory dir, listing the directory from the server
-// first if it was never listed.
+// first if it was never listed, or not yet in this connection (see
+// "Starting truthfully" in the package doc).
 func (s *Store) Lookup(ctx context.Context, dir Ino, name string) (Attr, error) {
 	s.metadataUsed()
 	s.learnLimits(ctx)
@@ -44,12 +46,15 @@ func (s *Store) Lookup(ctx context.Context, dir Ino, name string) (Attr, error) 
 			return Attr{}, ErrStale
 		}
 		c := s.entries[d.children[name]]
-		if c != nil {
+		// A folder still unconfirmed here was not listed (a huge one, or
+		// one with local changes pending under it): the one name is
+		// asked of the server, unless it was in this connection.
+		unsure := !confirmed && s.unconfirmedLocked(d) && (c == nil || c.statEpoch != s.connEpoch)
+		if c != nil && !unsure {
 			a := s.attrLocked(c)
 			s.mu.Unlock()
 			return a, nil
 		}
-		unsure := !confirmed && s.unconfirmedLocked(d)
 		offlineGuess := !unsure && d.listed && d.confirmed != s.connEpoch && !s.online()
 		s.mu.Unlock()
 		if offlineGuess {
@@ -58,58 +63,93 @@ func (s *Store) Lookup(ctx context.Context, dir Ino, name string) (Attr, error) 
 		if !unsure {
 			return Attr{}, fs.ErrNotExist
 		}
-		// The cache's names for this folder come from an earlier mount or
-		// connection: the server may have this name by now.
-		s.confirmName(ctx, dir, name)
+		// The cache's entry (or its lack of one) comes from an earlier
+		// mount or connection: the server may have another by now.
+		if err := s.confirmName(ctx, dir, name); err != nil {
+			return Attr{}, err
+		}
 	}
 }
 
 // confirmListMax: a folder with more cached names than this is not listed
-// to confirm one name; the name is looked up instead.
+// to confirm it; each name looked up is stat'ed instead (the bulk
+// listing brings the rest soon).
 const confirmListMax = 2000
 
 // unconfirmedLocked reports whether d's cached listing has not been
 // confirmed in this connection while the server is reachable: a name it
-// lacks may exist on the server. Caller holds mu.
+// lacks may exist on the server, and the entries it has may have changed.
+// Caller holds mu.
 func (s *Store) unconfirmedLocked(d *entry) bool {
 	return d.listed && d.confirmed != s.connEpoch && s.online()
 }
 
-// confirmName asks the server about a name its cached folder lacks: it
-// lists the folder now (which confirms every name in it for this
-// connection), or, for a huge folder (the bulk listing brings it soon) or
-// when listing is not possible (local changes pending under it), looks up
-// the one name. Errors leave the cache as it was.
-func (s *Store) confirmName(ctx context.Context, dir Ino, name string) {
-	s.mu.Lock()
-	huge := s.entries[dir] != nil && len(s.entries[dir].children) > confirmListMax
-	s.mu.Unlock()
-	if !huge {
-		if err := s.listDirNow(ctx, dir); err != nil {
-			return
-		}
-	}
+// confirmName asks the server about one name of a folder whose listing is
+// not confirmed in this connection, and records what it says: the entry
+// as the server has it (with its stat data where the server's agent can
+// tell it), or its removal. A name with local changes keeps them; an
+// unreachable server leaves the cache as it was.
+func (s *Store) confirmName(ctx context.Context, dir Ino, name string) error {
 	s.mu.Lock()
 	d := s.entries[dir]
-	if d == nil || !s.unconfirmedLocked(d) || d.children[name] != 0 {
+	if d == nil {
 		s.mu.Unlock()
-		return
+		return ErrStale
 	}
 	p := childPath(s.pathOf(d), name)
-	since := s.jr.mark()
+	since, epoch := s.jr.mark(), s.connEpoch
 	s.mu.Unlock()
-	fi, err := s.remote.Lstat(ctx, p)
-	if err != nil {
-		return
+	fi, err := s.statWithData(ctx, p)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if errors.Is(err, ErrOffline) || !s.online() {
+			return nil // served from the cache, as offline
+		}
+		return err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	d = s.entries[dir]
-	if d == nil || d.children[name] != 0 || childPath(s.pathOf(d), name) != p || s.keepLocal(p, since) {
-		return
+	if d == nil || childPath(s.pathOf(d), name) != p || s.keepLocal(p, since) {
+		return nil
 	}
-	fi.Name = name
-	s.upsertChildLocked(d, fi, s.now())
+	c := s.entries[d.children[name]]
+	switch {
+	case err == nil:
+		fi.Name = name
+		c = s.upsertChildLocked(d, fi, s.now())
+		c.statEpoch = epoch
+	case c != nil && !s.hasLocalWorkLocked(c) && !c.localOnly:
+		// Gone from the server since the cache had it.
+		if s.unlinkNameLocked(d, name, c) {
+			s.notifyLocked(Invalidation{Dir: d.ino, Name: name, Ino: c.ino})
+		} else {
+			s.notifyRemovedLocked(d, c)
+			s.removeSubtree(c)
+		}
+	}
+	return nil
+}
+
+// statWithData stats p on the server with the source that reports stat
+// data (inode number, ctime, nanoseconds: the agent's batch stat) where
+// there is one, else over SFTP (whole seconds).
+func (s *Store) statWithData(ctx context.Context, p string) (conn.FileInfo, error) {
+	if bs, ok := s.remote.(conn.BatchStater); ok {
+		var got *conn.FileInfo
+		err := bs.StatMany(ctx, []string{p}, func(_ string, fi conn.FileInfo) error {
+			got = &fi
+			return nil
+		})
+		switch {
+		case err == nil && got != nil:
+			return *got, nil
+		case err == nil:
+			return conn.FileInfo{}, fs.ErrNotExist
+		case !errors.Is(err, conn.ErrUnsupported):
+			return conn.FileInfo{}, err
+		}
+	}
+	return s.remote.Lstat(ctx, p)
 }
 
 // ReadDir returns the entries of dir sorted by name.
@@ -148,6 +188,12 @@ func (s *Store) ensureListed(ctx context.Context, dir Ino) error {
 		s.mu.Unlock()
 		return ErrNotDir
 	}
+	if d.listed && s.unconfirmedLocked(d) && len(d.children) <= confirmListMax {
+		// Listed in an earlier mount or connection: the server may have
+		// changed it since.
+		s.mu.Unlock()
+		return s.confirmListing(ctx, dir)
+	}
 	if d.listed {
 		// With a live change feed, listings are kept current by it.
 		fed := s.feedCovers(d, d.listedAt)
@@ -166,6 +212,18 @@ func (s *Store) ensureListed(ctx context.Context, dir Ino) error {
 		return nil
 	}
 	return s.listDir(ctx, dir)
+}
+
+// confirmListing lists dir, whose cached listing comes from an earlier
+// mount or connection, before it is served: from the tree listing when
+// it is about to bring it (listDir), else at once. An unreachable server
+// leaves the cached listing to be served, as offline.
+func (s *Store) confirmListing(ctx context.Context, dir Ino) error {
+	err := s.listDir(ctx, dir)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) && (errors.Is(err, ErrOffline) || !s.online()) {
+		return nil
+	}
+	return err
 }
 
 // listDir lists dir from the server and merges the result, one call at a
@@ -232,10 +290,16 @@ func (s *Store) listDirNow(ctx context.Context, dir Ino) error {
 	prev := s.listing[dir] // a stream we stopped waiting for
 	s.listing[dir] = call
 	since, epoch := s.jr.mark(), s.connEpoch
+	// confirming: the cached listing (and its files' stat data) comes
+	// from an earlier mount or connection.
+	confirming := d.listed && d.confirmed != epoch
 	s.mu.Unlock()
 
 	asked := s.now()
 	infos, err := s.remote.ReadDir(ctx, p)
+	if err == nil && confirming {
+		infos = s.withStatData(ctx, p, infos)
+	}
 
 	s.mu.Lock()
 	if s.listing[dir] == call {
@@ -256,6 +320,44 @@ func (s *Store) listDirNow(ctx context.Context, dir Ino) error {
 	close(call.done)
 	s.mu.Unlock()
 	return err
+}
+
+// withStatData replaces the SFTP attributes of the regular files in infos,
+// a listing of the folder at p, with the stat data the server's agent
+// reports for them (conn.BatchStater), in one request. SFTP's whole
+// seconds cannot tell a file rewritten with the same size within the
+// same second from the cached version; its ctime, inode number and
+// nanoseconds can (applyServerAttrs). Without an agent the listing is
+// used as it is.
+func (s *Store) withStatData(ctx context.Context, p string, infos []conn.FileInfo) []conn.FileInfo {
+	bs, ok := s.remote.(conn.BatchStater)
+	if !ok {
+		return infos
+	}
+	at := map[string]int{}
+	var paths []string
+	for i, fi := range infos {
+		if fi.Mode.IsRegular() && fi.Name != "" && !strings.Contains(fi.Name, "/") {
+			at[childPath(p, fi.Name)] = i
+			paths = append(paths, childPath(p, fi.Name))
+		}
+	}
+	if len(paths) == 0 {
+		return infos
+	}
+	out := slices.Clone(infos)
+	err := bs.StatMany(ctx, paths, func(cp string, fi conn.FileInfo) error {
+		if i, ok := at[cp]; ok {
+			fi.Name = out[i].Name
+			out[i] = fi
+		}
+		return nil
+	})
+	if err != nil {
+		s.log.Debug("stat data for a listing", "path", p, "err", err)
+		return infos
+	}
+	return out
 }
 
 // mergeListing applies a listing of dir (path p) from the server, asked
@@ -377,9 +479,15 @@ func (s *Store) upsertChildLocked(d *entry, fi conn.FileInfo, now time.Time) *en
 func (s *Store) applyServerAttrs(e *entry, fi conn.FileInfo) {
 	v := versionOf(fi)
 	before := e.attr()
+	rewritten := e.onServer && e.mode.IsRegular() && v == e.remote && rewrittenInPlace(e, fi)
 	s.noteServerInoLocked(e, fi)
 	if e.localOwned() {
 		return
+	}
+	if rewritten && (e.content == contentClean || e.content == contentPartial) {
+		// The same version by size and second, but not the same file:
+		// its cached content may be the old one.
+		s.dropContent(e)
 	}
 	ownerChanged := fi.HasOwner && e.hasOwner && (fi.Uid != e.uid || fi.Gid != e.gid)
 	if ownerChanged && s.chownPendingLocked(e) {
@@ -431,6 +539,24 @@ func (s *Store) applyServerAttrs(e *entry, fi conn.FileInfo) {
 	e.remote = v
 	e.onServer = true
 	s.dirtyIno[e.ino] = true
+}
+
+// rewrittenInPlace reports whether fi, from a source with stat data (the
+// bulk listing, the agent's stat: it has a ctime), shows a file that was
+// written, replaced or touched since e's stat data was recorded, although
+// its version (size, whole second) is the same: another fraction of the
+// same second, or, where the recorded stat data came from such a source
+// too (it has the server's inode number), another inode or ctime.
+// Conservative: a ctime moved by a chmod or a rename also counts (the
+// content is fetched again, never served stale). Caller holds mu.
+func rewrittenInPlace(e *entry, fi conn.FileInfo) bool {
+	if fi.Ctime.IsZero() {
+		return false // SFTP: whole seconds, nothing more to tell
+	}
+	if e.mtime.Nanosecond() != 0 && fi.Mtime.Nanosecond() != 0 && !e.mtime.Equal(fi.Mtime) {
+		return true
+	}
+	return e.sino != 0 && fi.Ino != 0 && (e.sino != fi.Ino || !e.ctime.Equal(fi.Ctime))
 }
 
 // statDataChangedLocked drops the attributes the kernel cached for e when

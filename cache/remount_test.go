@@ -1,0 +1,162 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// A store reopened on the cache an earlier mount left (a remount with the
+// cache kept) must not show that cache as current while the server is
+// reachable: files changed on the server meanwhile (another size, another
+// second, or the same size within the same second), removed or added
+// show as the server has them at the first lookup, stat or read, before
+// the tree listing has reached them.
+func TestRemountShowsServerChanges(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// stream: the tree listing runs (slowly) while the lookups
+		// happen; otherwise none is running.
+		stream bool
+	}{{"no listing", false}, {"listing in progress", true}} {
+		t.Run(tc.name, func(t *testing.T) { testRemountShowsServerChanges(t, tc.stream) })
+	}
+}
+
+func testRemountShowsServerChanges(t *testing.T, stream bool) {
+	e := &env{t: t, remote: &dirRemote{root: t.TempDir()}, dir: t.TempDir(),
+		clock: &fakeClock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}}
+	tr := treeRemote{dirRemote: e.remote}
+	rem := statRemote{treeRemote: tr, otherDev: map[string]bool{}, bulkStats: new(atomic.Int64)}
+	open := func(r statRemote) {
+		s, err := Open(Options{Dir: e.dir, Remote: r, Now: e.clock.Now, ConflictLabel: "laptop"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.s = s
+		s.Connected()
+	}
+	open(rem)
+	defer func() { e.s.Close() }()
+	ctx := context.Background()
+
+	// A project whose files the mount has listed and read.
+	files := map[string]string{}
+	for i := 0; i < 12; i++ {
+		rel := fmt.Sprintf("src/pkg%d/m%02d.py", i%3, i)
+		files[rel] = strings.Repeat(fmt.Sprintf("line %d\n", i), 5+i)
+		e.server(rel, files[rel])
+		ts := time.Unix(1700000000+int64(i)*10, int64(i)*1000+7)
+		os.Chtimes(e.remote.p(rel), ts, ts)
+	}
+	if _, err := e.s.Preload(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	for rel, want := range files {
+		if got := e.mustRead(rel); got != want {
+			t.Fatalf("%s = %q before the remount, want %q", rel, got, want)
+		}
+	}
+	e.s.Close()
+
+	// While unmounted, the server changes: sizes, seconds, and content of
+	// the same size written within the same second as the cached version.
+	changed := map[string]string{}
+	i := 0
+	for _, rel := range sortedKeys(files) {
+		old := files[rel]
+		st := serverStatT(t, e.remote, rel)
+		var mtime time.Time
+		switch i % 4 {
+		case 0: // another size
+			changed[rel] = old + "more\n"
+		case 1: // same size, another second
+			changed[rel] = strings.ToUpper(old)
+			mtime = time.Unix(st.Mtim.Sec+100, st.Mtim.Nsec)
+		case 2: // same size, same second (another fraction)
+			changed[rel] = strings.ToUpper(old)
+			mtime = time.Unix(st.Mtim.Sec, (st.Mtim.Nsec+500_000_000)%1_000_000_000)
+		}
+		i++
+		c, ok := changed[rel]
+		if !ok {
+			continue
+		}
+		if err := os.WriteFile(e.remote.p(rel), []byte(c), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if !mtime.IsZero() {
+			if err := os.Chtimes(e.remote.p(rel), mtime, mtime); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	removed := "src/pkg1/m01.py"
+	delete(changed, removed)
+	os.Remove(e.remote.p(removed))
+	added := "src/pkg2/new.py"
+	e.server(added, "new on the server\n")
+
+	// Remount: the tree listing is not done (or not running) when the
+	// first lookups come.
+	r := rem
+	if stream {
+		r.treeRemote.slow = 30 * time.Millisecond
+	}
+	open(r)
+	if stream {
+		go e.s.Preload(context.Background(), nil)
+	}
+	for rel := range files {
+		a, err := e.lookup(rel)
+		if rel == removed {
+			if !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("%s, removed on the server while unmounted: lookup %v, want ErrNotExist", rel, err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("lookup %s: %v", rel, err)
+			continue
+		}
+		checkServerStat(t, "first lookup after the remount", e.remote, rel, a)
+		if st := serverStatT(t, e.remote, rel); a.Size != st.Size {
+			t.Errorf("%s: size %d after the remount, server %d", rel, a.Size, st.Size)
+		}
+	}
+	for rel, old := range files {
+		if rel == removed {
+			continue
+		}
+		want := old
+		if c, ok := changed[rel]; ok {
+			want = c
+		}
+		if got, err := e.read(rel); err != nil || got != want {
+			t.Errorf("%s after the remount: %q, %v; want %q", rel, got, err, want)
+		}
+	}
+	if got, err := e.read(added); err != nil || got != "new on the server\n" {
+		t.Errorf("%s, added on the server: %q, %v", added, got, err)
+	}
+	ents, err := e.s.ReadDir(ctx, e.mustLookup("src/pkg2").Ino)
+	if err != nil || !slices.ContainsFunc(ents, func(d DirEntry) bool { return d.Name == "new.py" }) {
+		t.Errorf("src/pkg2 after the remount: %+v, %v; want new.py in it", ents, err)
+	}
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
