@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -70,7 +71,7 @@ func testRemountShowsServerChanges(t *testing.T, stream bool) {
 	// the same size written within the same second as the cached version.
 	changed := map[string]string{}
 	i := 0
-	for _, rel := range sortedKeys(files) {
+	for _, rel := range slices.Sorted(maps.Keys(files)) {
 		old := files[rel]
 		st := serverStatT(t, e.remote, rel)
 		var mtime time.Time
@@ -150,13 +151,4 @@ func testRemountShowsServerChanges(t *testing.T, stream bool) {
 	if err != nil || !slices.ContainsFunc(ents, func(d DirEntry) bool { return d.Name == "new.py" }) {
 		t.Errorf("src/pkg2 after the remount: %+v, %v; want new.py in it", ents, err)
 	}
-}
-
-func sortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }

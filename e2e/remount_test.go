@@ -3,9 +3,11 @@ package e2e
 import (
 	"bytes"
 	"fmt"
+	"maps"
 	"math/rand"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -125,7 +127,7 @@ func TestRemountShowsServerChanges(t *testing.T) {
 	}
 	// Every file reads and stats as the server has it.
 	var bad []string
-	for _, rel := range append(files, sortedKeysOf(changed)...) {
+	for _, rel := range append(files, slices.Sorted(maps.Keys(changed))...) {
 		sp, mp := filepath.Join(repo, rel), w.m(filepath.Join("repo", rel))
 		sb, serr := os.ReadFile(sp)
 		mb, merr := os.ReadFile(mp)
@@ -146,15 +148,6 @@ func TestRemountShowsServerChanges(t *testing.T) {
 		t.Errorf("%d files differ from the server after the remount:\n%s", len(bad), strings.Join(bad, "\n"))
 	}
 	t.Logf("%d changes on the server while unmounted; the remount's first git status reported %d lines", len(changed), len(strings.Split(strings.Trim(got, "\n"), "\n")))
-}
-
-func sortedKeysOf(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 // lineDiff lists the lines only one of a and b has.
