@@ -542,21 +542,21 @@ func (s *Store) applyServerAttrs(e *entry, fi conn.FileInfo) {
 }
 
 // rewrittenInPlace reports whether fi, from a source with stat data (the
-// bulk listing, the agent's stat: it has a ctime), shows a file that was
-// written, replaced or touched since e's stat data was recorded, although
-// its version (size, whole second) is the same: another fraction of the
-// same second, or, where the recorded stat data came from such a source
-// too (it has the server's inode number), another inode or ctime.
-// Conservative: a ctime moved by a chmod or a rename also counts (the
-// content is fetched again, never served stale). Caller holds mu.
+// bulk listing, the agent's stat: it has a ctime), shows a file that may
+// have been written, replaced or touched since e's content was cached,
+// although its version (size, whole second) is the same: another ctime
+// (or none recorded: the content's origin cannot be told), another inode
+// number, or another fraction of the same second. Conservative: a ctime
+// moved by a chmod or a rename, or one the mount gave the file itself
+// (an upload over SFTP, which reports none), counts too; the content is
+// then fetched again, never served stale. Caller holds mu.
 func rewrittenInPlace(e *entry, fi conn.FileInfo) bool {
 	if fi.Ctime.IsZero() {
 		return false // SFTP: whole seconds, nothing more to tell
 	}
-	if e.mtime.Nanosecond() != 0 && fi.Mtime.Nanosecond() != 0 && !e.mtime.Equal(fi.Mtime) {
-		return true
-	}
-	return e.sino != 0 && fi.Ino != 0 && (e.sino != fi.Ino || !e.ctime.Equal(fi.Ctime))
+	return !e.ctime.Equal(fi.Ctime) ||
+		e.sino != 0 && fi.Ino != 0 && e.sino != fi.Ino ||
+		e.mtime.Nanosecond() != 0 && fi.Mtime.Nanosecond() != 0 && !e.mtime.Equal(fi.Mtime)
 }
 
 // statDataChangedLocked drops the attributes the kernel cached for e when

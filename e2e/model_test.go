@@ -26,7 +26,12 @@ import (
 // and remount; after every flush the server's folder must equal the
 // reference too. Now and then the link is cut for a few operations (an
 // outage): they work offline, into the journal, across remounts too, and
-// must reach the server once it is back.
+// must reach the server once it is back. While the mount is away for a
+// remount (online), the server's files change now and then (rewritten
+// with another size, or the same size in another second or the same
+// one; removed; added: modelserver_test.go, in the reference too), and
+// the new mount, on the cache the old one left, must show the changes
+// at the first lookup.
 //
 // Knobs (environment):
 //
@@ -43,7 +48,8 @@ import (
 //	                           see model.startOutage; every run makes hard
 //	                           links)
 //	REMOTEFS_MODEL_SKIP=hread,rename  leave operation kinds out (to get past a
-//	                           known bug and look for the next one)
+//	                           known bug and look for the next one; srvchange:
+//	                           no server changes at remounts)
 //	REMOTEFS_DEBUG_MOUNT=--debug  extra mount flags
 //	REMOTEFS_KEEP_LOGS=DIR     keep the daemon logs there (and, on failure,
 //	                           the whole list of operations)
@@ -401,7 +407,7 @@ func (m *model) gen() *mop {
 		{6, "unlink"}, {8, "mkdir"}, {5, "rmdir"}, {4, "symlink"}, {5, "chmod"},
 		{4, "link"}, {8, "read"}, {5, "stat"}, {4, "readdir"},
 		{3, "hopen"}, {4, "hwrite"}, {2, "hread"}, {1, "htrunc"}, {3, "hclose"},
-		{2, "flush"}, {1, "remount"}, {2, "outage"},
+		{2, "flush"}, {2, "remount"}, {2, "outage"},
 	}
 	total := 0
 	for i, c := range choices {
@@ -521,6 +527,7 @@ func (m *model) step(i int) {
 	case "remount":
 		m.closeHandles()
 		m.remounts++
+		var changes []serverChange
 		if offline {
 			// The changes made offline stay in the journal; the new
 			// mount starts without the server and accepts more.
@@ -539,8 +546,12 @@ func (m *model) step(i int) {
 				m.t.Errorf("unmount for a remount at op %d: exit %d: %s", i, r.code, r.stderr)
 				return
 			}
+			if !m.skip["srvchange"] && m.rng.IntN(3) != 0 {
+				changes = m.changeServer(i) // modelserver_test.go
+			}
 		}
 		m.w.mount(m.flags...)
+		m.checkServerChanges(i, changes)
 		m.compareTrees(fmt.Sprintf("remount at op %d", i))
 		return
 	}
