@@ -54,9 +54,11 @@
 // # Caching rules
 //
 //   - Lookups, getattr and readdir are answered from memory. A directory is
-//     listed from the server the first time it is needed; afterwards a
-//     listing older than DirTTL is refreshed in the background while the
-//     cached one is served (stale-while-revalidate).
+//     listed from the server the first time it is needed in a connection
+//     (also when a cached listing from an earlier mount exists: see
+//     Starting truthfully); afterwards a listing older than DirTTL is
+//     refreshed in the background while the cached one is served
+//     (stale-while-revalidate).
 //   - Open is close-to-open consistent: a clean file whose attributes were
 //     last confirmed more than AttrTTL ago is re-stat'ed on the server and
 //     its content dropped when size or mtime changed. While the change feed
@@ -165,10 +167,13 @@
 //
 // The limit: a version is (size, mtime in whole seconds), so a rewrite of
 // the same size within the second of the bytes already cached cannot be
-// told from them by any stat; the change feed drops the content when it
-// reports such a rewrite, but blocks fetched in that second before the
-// report can mix the two (in the randomized test, writers start each
-// change in a new second).
+// told from them by an SFTP stat; the change feed drops the content when
+// it reports such a rewrite, and a listing with stat data (the bulk
+// listing, a confirming listing with the agent's stats) when the ctime,
+// the inode number or the second's fraction moved, but blocks fetched in
+// that second before the report can mix the two (in the randomized test,
+// writers start each change in a new second). A server without an agent
+// or a bulk listing (SFTP only) cannot tell such a rewrite at a remount.
 //
 // # Conflicts
 //
@@ -234,14 +239,45 @@
 //
 // Listings persist across mounts, so a mount starts from them; but each
 // connection (Connected bumps an epoch) starts with every folder
-// unconfirmed. Names a folder has are served at once; a name it lacks is
-// asked of the server (the folder is listed, or the one name looked up
-// when local changes are pending under it) before Lookup answers
-// ErrNotExist, until the folder has been listed in this connection (by
-// that, the bulk listing or a refresh). Names the server dropped
-// meanwhile go when the listing arrives, with EventRemoved; a cached file
-// deleted meanwhile is never served: its first open re-checks it (its
-// confirmation time is not persisted).
+// unconfirmed, and the rule is: until an entry has been confirmed with
+// the server in this connection (by a listing of its folder, a stat, or
+// the change feed), it is not served as current while the server is
+// reachable. Offline, the old cache is served as it is (read-only unless
+// the mount has been connected or allows offline edits).
+//
+//   - A lookup, readdir or change in a folder not confirmed yet first
+//     lists it (confirmListing): from the tree listing when it is
+//     streaming that folder (waited for up to streamWait), else at once
+//     over SFTP. Such a listing's files are stat'ed in the same breath by
+//     the server's agent (withStatData: one request for the folder), so
+//     their inode numbers, ctimes and nanoseconds are the server's, as the
+//     tree listing's are: git's index matches, and a file rewritten with
+//     the same size within the same second is told from the cached one.
+//   - A huge folder (more than confirmListMax names), or one with local
+//     changes pending under it (its listing would contradict them), is
+//     not listed for a lookup: the one name is stat'ed (confirmName, with
+//     the agent where there is one), then trusted for the connection
+//     (entry.statEpoch); a name it lacks is asked each time.
+//   - Names the server dropped meanwhile go, with EventRemoved; a file
+//     changed meanwhile shows the server's attributes at its first
+//     lookup, and its cached content is dropped when its version moved,
+//     or, by a source with stat data, its ctime, inode number or the
+//     second's fraction did (rewrittenInPlace). Its first open re-checks
+//     it as well (its confirmation time is not persisted).
+//   - An unreachable server (the confirming listing fails offline) leaves
+//     the cache served as it is; other errors are the user's.
+//
+// The kernel's own caches are empty on a new mount, so every name passes
+// through a lookup first. After a reconnect (not a remount) the kernel may
+// still answer from attributes and names it cached before, for up to
+// their validity (a second; a minute while the change feed was live):
+// the catch-up listing invalidates what it finds changed.
+//
+// Cost: a folder asked for before the tree listing reaches it is listed
+// on its own (one round trip, plus one for the agent's stats), and one
+// the listing is streaming waits for it, so the first look at a remounted
+// tree waits for the server instead of answering at once from a cache
+// that may be stale.
 //
 // # Durability
 //
