@@ -152,3 +152,41 @@ func testRemountShowsServerChanges(t *testing.T, stream bool) {
 		t.Errorf("src/pkg2 after the remount: %+v, %v; want new.py in it", ents, err)
 	}
 }
+
+// In a huge folder, a lookup after a reconnect stats the one name instead
+// of listing the folder: a file changed or removed on the server meanwhile
+// shows so at once; a listing of the folder lists it again.
+func TestReconnectHugeFolderShowsServerChanges(t *testing.T) {
+	e := newEnv(t)
+	for i := 0; i <= confirmListMax+10; i++ {
+		e.server(fmt.Sprintf("big/f%05d", i), "old")
+	}
+	e.s.Connected()
+	if got := e.mustRead("big/f00001"); got != "old" {
+		t.Fatalf("read %q", got)
+	}
+	e.mustLookup("big/f00002")
+	e.server("big/f00001", "changed on the server")
+	os.Remove(e.remote.p("big/f00002"))
+	e.server("big/new", "new")
+	e.s.Connected()     // a reconnect
+	e.mustLookup("big") // the root is listed again (small)
+	before := e.remote.readDirs.Load()
+	if a := e.mustLookup("big/f00001"); a.Size != int64(len("changed on the server")) {
+		t.Errorf("big/f00001 after the reconnect: size %d, want the server's", a.Size)
+	}
+	if _, err := e.lookup("big/f00002"); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("big/f00002, removed on the server: lookup %v, want ErrNotExist", err)
+	}
+	if n := e.remote.readDirs.Load() - before; n != 0 {
+		t.Errorf("%d listings for lookups in a huge folder, want none (one stat per name)", n)
+	}
+	bigIno := e.mustLookup("big").Ino
+	ents, err := e.s.ReadDir(context.Background(), bigIno)
+	if err != nil || !slices.ContainsFunc(ents, func(d DirEntry) bool { return d.Name == "new" }) {
+		t.Errorf("readdir of the huge folder after the reconnect lacks the server's new name: %d entries, %v", len(ents), err)
+	}
+	if got := e.mustRead("big/f00001"); got != "changed on the server" {
+		t.Errorf("big/f00001 reads %q after the reconnect", got)
+	}
+}

@@ -159,8 +159,17 @@ func (s *Store) ReadDir(ctx context.Context, dir Ino) ([]DirEntry, error) {
 		return nil, err
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	d := s.entries[dir]
+	huge := d != nil && s.unconfirmedLocked(d) // names are what is asked: list it
+	s.mu.Unlock()
+	if huge {
+		if err := s.confirmListing(ctx, dir); err != nil {
+			return nil, err
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d = s.entries[dir]
 	if d == nil {
 		return nil, ErrStale
 	}
