@@ -192,7 +192,7 @@ func modelRun(t *testing.T, w *world, seed uint64, nops int) {
 			}
 		}
 	}
-	t.Logf("%d operations (%d made offline, in %d outages), %d flushes, %d remounts (%d offline) in %v (seed %d)", m.done, m.offlineOps, m.outages, m.flushes, m.remounts, m.offlineRemounts, time.Since(start).Round(time.Millisecond), seed)
+	t.Logf("%d operations (%d made offline, in %d outages), %d flushes, %d remounts (%d offline; %d server changes meanwhile) in %v (seed %d)", m.done, m.offlineOps, m.outages, m.flushes, m.remounts, m.offlineRemounts, m.serverChanges, time.Since(start).Round(time.Millisecond), seed)
 }
 
 const nSlots = 2 // file handles the model keeps open across operations
@@ -233,6 +233,7 @@ type model struct {
 	outages         int
 	offlineOps      int
 	offlineRemounts int
+	serverChanges   int // made on the server while unmounted (modelserver_test.go)
 }
 
 var modelNames = []string{"a", "b", "c", "d"}

@@ -55,6 +55,7 @@ func (m *model) changeServer(i int) []serverChange {
 			continue
 		}
 		done = append(done, serverChange{rel, how})
+		m.serverChanges++
 		m.log = append(m.log, fmt.Sprintf("     server: %s %s", how, rel))
 		_, dirs, files = m.existing()
 	}
