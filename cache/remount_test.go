@@ -190,3 +190,29 @@ func TestReconnectHugeFolderShowsServerChanges(t *testing.T) {
 		t.Errorf("big/f00001 reads %q after the reconnect", got)
 	}
 }
+
+// A getattr of an entry known from before a reconnect (the kernel's node
+// for a file it looked up earlier) shows the server's attributes, not the
+// ones cached before.
+func TestCurrentAttrAfterReconnect(t *testing.T) {
+	e := newEnv(t)
+	e.server("d/a.txt", "one")
+	e.s.Connected()
+	a := e.mustLookup("d/a.txt")
+	e.server("d/a.txt", "one, and more on the server")
+	if got, err := e.s.GetAttr(a.Ino); err != nil || got.Size != 3 {
+		t.Fatalf("before the reconnect the cache shows %d bytes, %v (the test needs the old size)", got.Size, err)
+	}
+	e.s.Connected()
+	got, err := e.s.CurrentAttr(context.Background(), a.Ino)
+	if err != nil || got.Size != int64(len("one, and more on the server")) {
+		t.Errorf("getattr after a reconnect: %d bytes, %v; want the server's size", got.Size, err)
+	}
+	// Offline, the cache is served as it is.
+	e.server("d/a.txt", "x")
+	e.s.Connected()
+	e.remote.offline.Store(true)
+	if got, err := e.s.CurrentAttr(context.Background(), a.Ino); err != nil || got.Size != int64(len("one, and more on the server")) {
+		t.Errorf("getattr offline: %d bytes, %v; want the cached size", got.Size, err)
+	}
+}

@@ -26,6 +26,34 @@ func (s *Store) GetAttr(ino Ino) (Attr, error) {
 	return s.attrLocked(e), nil
 }
 
+// CurrentAttr is GetAttr for a getattr from the kernel: an entry whose
+// folder has not been confirmed in this connection is confirmed first
+// (its folder listed, or the one name stat'ed), as a lookup would, so
+// attributes cached by an earlier mount or connection are not served as
+// current while the server is reachable.
+func (s *Store) CurrentAttr(ctx context.Context, ino Ino) (Attr, error) {
+	s.mu.Lock()
+	e := s.entries[ino]
+	var d *entry
+	if e != nil && !e.orphan() && ino != RootIno {
+		d = s.entries[e.parent]
+	}
+	// Local changes not on the server yet are current by definition.
+	unsure := d != nil && s.unconfirmedLocked(d) && e.statEpoch != s.connEpoch && !e.localOwned()
+	var dir Ino
+	var name string
+	if unsure {
+		dir, name = d.ino, e.name
+	}
+	s.mu.Unlock()
+	if unsure {
+		if _, err := s.Lookup(ctx, dir, name); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return Attr{}, err
+		}
+	}
+	return s.GetAttr(ino)
+}
+
 // Lookup finds name in directory dir, listing the directory from the server
 // first if it was never listed, or not yet in this connection (see
 // "Starting truthfully" in the package doc).

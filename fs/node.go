@@ -80,7 +80,7 @@ func (n *node) Attr(ctx context.Context, a *fuse.Attr) error {
 		a.Valid = 0
 		return nil
 	}
-	attr, err := n.fs.store.GetAttr(n.ino)
+	attr, err := n.fs.store.CurrentAttr(ctx, n.ino)
 	if err != nil {
 		return n.fs.errno(err)
 	}
