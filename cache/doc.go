@@ -245,8 +245,8 @@
 // reachable. Offline, the old cache is served as it is (read-only unless
 // the mount has been connected or allows offline edits).
 //
-//   - A lookup, readdir or change in a folder not confirmed yet first
-//     lists it (confirmListing): from the tree listing when it is
+//   - A lookup, readdir, getattr (CurrentAttr) or change in a folder not
+//     confirmed yet first lists it (confirmListing): from the tree listing when it is
 //     streaming that folder (waited for up to streamWait), else at once
 //     over SFTP. Such a listing's files are stat'ed in the same breath by
 //     the server's agent (withStatData: one request for the folder), so
@@ -270,8 +270,9 @@
 // The kernel's own caches are empty on a new mount, so every name passes
 // through a lookup first. After a reconnect (not a remount) the kernel may
 // still answer from attributes and names it cached before, for up to
-// their validity (a second; a minute while the change feed was live):
-// the catch-up listing invalidates what it finds changed.
+// their validity (a second; a minute while the change feed was live),
+// without asking: the catch-up listing invalidates what it finds changed.
+// What it asks after that is confirmed as above.
 //
 // Cost: a folder asked for before the tree listing reaches it is listed
 // on its own (one round trip, plus one for the agent's stats), and one
