@@ -163,6 +163,13 @@ type entry struct {
 	links []linkName
 	nlink uint32
 	sino  uint64
+	// sctime: the server's ctime of the file the cached content came
+	// from, as a source with stat data reported it (the bulk listing, the
+	// agent's stat, the upload helper); zero when unknown, or when the
+	// mount changed the file since (its own change moves the server's
+	// ctime). A later report of another ctime for the same version means
+	// the server rewrote the file (rewrittenInPlace).
+	sctime time.Time
 	// localOnly: a FIFO, socket or device node the server could not make;
 	// it lives in the mirror only.
 	localOnly bool
@@ -298,6 +305,7 @@ type record struct {
 	Links    []linkName `json:"ln,omitempty"`
 	Nlink    uint32     `json:"nl,omitempty"`
 	Sino     uint64     `json:"si,omitempty"`
+	SctimeNs int64      `json:"sc,omitempty"`
 	Local    bool       `json:"lo,omitempty"`
 }
 
@@ -314,6 +322,9 @@ func (e *entry) record() []byte {
 	}
 	if !e.ctime.IsZero() {
 		r.CtimeNs = e.ctime.UnixNano()
+	}
+	if !e.sctime.IsZero() {
+		r.SctimeNs = e.sctime.UnixNano()
 	}
 	r.HasOwner, r.Uid, r.Gid = e.hasOwner, e.uid, e.gid
 	b, _ := json.Marshal(r)
@@ -337,6 +348,9 @@ func entryFromRecord(ino Ino, b []byte) (*entry, error) {
 	}
 	if r.CtimeNs != 0 {
 		e.ctime = time.Unix(0, r.CtimeNs)
+	}
+	if r.SctimeNs != 0 {
+		e.sctime = time.Unix(0, r.SctimeNs)
 	}
 	e.uid, e.gid, e.hasOwner = r.Uid, r.Gid, r.HasOwner
 	return e, nil

@@ -80,6 +80,7 @@ func (s *Store) touchLocked(e *entry, content bool) {
 		e.mtime = now.Truncate(time.Second)
 	}
 	e.ctime = now
+	e.sctime = time.Time{} // the server's moves too, once this lands
 	s.dirtyIno[e.ino] = true
 }
 

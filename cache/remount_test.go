@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"maps"
 	"os"
@@ -12,6 +13,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"remotefs/conn"
 )
 
 // A store reopened on the cache an earlier mount left (a remount with the
@@ -214,5 +217,69 @@ func TestCurrentAttrAfterReconnect(t *testing.T) {
 	e.remote.offline.Store(true)
 	if got, err := e.s.CurrentAttr(context.Background(), a.Ino); err != nil || got.Size != int64(len("one, and more on the server")) {
 		t.Errorf("getattr offline: %d bytes, %v; want the cached size", got.Size, err)
+	}
+}
+
+// sftpUploads is statRemote whose uploads report no stat data, as an
+// upload over SFTP (no agent) does.
+type sftpUploads struct{ statRemote }
+
+func (r sftpUploads) Put(ctx context.Context, p string, src io.Reader, o conn.PutOptions) (conn.PutResult, error) {
+	return r.treeRemote.Put(ctx, p, src, o)
+}
+
+// The mount's own changes move the server's ctime: a listing with stat
+// data after them keeps the content the mount wrote (it is what the
+// server has), whether the upload reported the landed file's stat data
+// (the agent) or not (SFTP), and after a chmod through the mount; so it
+// is still there to read offline.
+func TestOwnChangesKeepContent(t *testing.T) {
+	for _, viaSFTP := range []bool{false, true} {
+		t.Run(fmt.Sprint("sftp upload ", viaSFTP), func(t *testing.T) {
+			e := &env{t: t, remote: &dirRemote{root: t.TempDir()}, dir: t.TempDir(),
+				clock: &fakeClock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}}
+			rem := statRemote{treeRemote: treeRemote{dirRemote: e.remote}, otherDev: map[string]bool{}, bulkStats: new(atomic.Int64)}
+			var r conn.Remote = rem
+			if viaSFTP {
+				r = sftpUploads{rem}
+			}
+			s, err := Open(Options{Dir: e.dir, Remote: r, Online: func() bool { return !e.remote.offline.Load() }, Now: e.clock.Now, ConflictLabel: "laptop"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			e.s = s
+			s.Connected()
+			ctx := context.Background()
+			e.server("d/a.txt", "server's\n")
+			e.server("d/b.txt", "server's\n")
+			if _, err := s.Preload(ctx, nil); err != nil {
+				t.Fatal(err)
+			}
+			e.mustRead("d/b.txt")
+			e.mustWrite("d/a.txt", "written through the mount\n")
+			mode := fs.FileMode(0o600)
+			if _, err := s.SetAttr(ctx, e.mustLookup("d/b.txt").Ino, &mode, nil, nil, nil); err != nil {
+				t.Fatal(err)
+			}
+			e.flush()
+			s.Connected()
+			if _, err := s.Preload(ctx, nil); err != nil {
+				t.Fatal(err)
+			}
+			for _, p := range []string{"d/a.txt", "d/b.txt"} {
+				s.mu.Lock()
+				_, ent, _ := s.lookupPathLocked(p)
+				kept := ent != nil && ent.content == contentClean
+				s.mu.Unlock()
+				if !kept {
+					t.Errorf("%s: the listing after the mount's own change dropped its cached content", p)
+				}
+			}
+			e.remote.offline.Store(true)
+			if got, err := e.read("d/a.txt"); err != nil || got != "written through the mount\n" {
+				t.Errorf("offline read of the mount's own file: %q, %v", got, err)
+			}
+		})
 	}
 }

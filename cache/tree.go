@@ -567,6 +567,12 @@ func (s *Store) applyServerAttrs(e *entry, fi conn.FileInfo) {
 			d.subdirsOK = false
 		}
 	}
+	switch {
+	case !fi.Ctime.IsZero():
+		e.sctime = fi.Ctime
+	case v != e.remote:
+		e.sctime = time.Time{} // another version, seen over SFTP
+	}
 	e.mode = fi.Mode
 	e.size = fi.Size
 	serverTimes(e, fi)
@@ -579,19 +585,18 @@ func (s *Store) applyServerAttrs(e *entry, fi conn.FileInfo) {
 }
 
 // rewrittenInPlace reports whether fi, from a source with stat data (the
-// bulk listing, the agent's stat: it has a ctime), shows a file that may
-// have been written, replaced or touched since e's content was cached,
-// although its version (size, whole second) is the same: another ctime
-// (or none recorded: the content's origin cannot be told), another inode
-// number, or another fraction of the same second. Conservative: a ctime
-// moved by a chmod or a rename, or one the mount gave the file itself
-// (an upload over SFTP, which reports none), counts too; the content is
-// then fetched again, never served stale. Caller holds mu.
+// bulk listing, the agent's stat: it has a ctime), shows a file that was
+// written, replaced or touched since e's content was cached, although its
+// version (size, whole second) is the same: another ctime than the
+// server's recorded with the content (e.sctime), another inode number,
+// or another fraction of the same second. Conservative: a ctime moved on
+// the server by a chmod or a rename counts too (the content is fetched
+// again, never served stale). Caller holds mu.
 func rewrittenInPlace(e *entry, fi conn.FileInfo) bool {
 	if fi.Ctime.IsZero() {
 		return false // SFTP: whole seconds, nothing more to tell
 	}
-	return !e.ctime.Equal(fi.Ctime) ||
+	return !e.sctime.IsZero() && !e.sctime.Equal(fi.Ctime) ||
 		e.sino != 0 && fi.Ino != 0 && e.sino != fi.Ino ||
 		e.mtime.Nanosecond() != 0 && fi.Mtime.Nanosecond() != 0 && !e.mtime.Equal(fi.Mtime)
 }

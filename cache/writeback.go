@@ -269,6 +269,7 @@ func (s *Store) applyPut(ctx context.Context, o *op) error {
 	e.remote = v
 	e.base = expectVersion(v)
 	e.checked = s.now()
+	e.sctime = fi.Ctime // the upload helper's; SFTP reports none (zero: unknown)
 	if e.gen == gen {
 		e.content = contentClean
 		e.size = fi.Size
