@@ -261,9 +261,13 @@
 //   - Names the server dropped meanwhile go, with EventRemoved; a file
 //     changed meanwhile shows the server's attributes at its first
 //     lookup, and its cached content is dropped when its version moved,
-//     or, by a source with stat data, its ctime, inode number or the
-//     second's fraction did (rewrittenInPlace). Its first open re-checks
-//     it as well (its confirmation time is not persisted).
+//     or, by a source with stat data, its inode number, the second's
+//     fraction, or its ctime did (rewrittenInPlace): the server's ctime
+//     recorded with the cached content (entry.sctime, persisted; set by
+//     listings and stats with stat data and by the upload helper's
+//     reply, forgotten when the mount changes the file itself, since its
+//     own change moves the server's ctime). Its first open re-checks it
+//     as well (its confirmation time is not persisted).
 //   - An unreachable server (the confirming listing fails offline) leaves
 //     the cache served as it is; other errors are the user's.
 //
