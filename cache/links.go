@@ -81,6 +81,12 @@ func (s *Store) touchLocked(e *entry, content bool) {
 	}
 	e.ctime = now
 	e.sctime = time.Time{} // the server's moves too, once this lands
+	if e.mode.IsRegular() {
+		if s.ctimeUnknown == nil {
+			s.ctimeUnknown = map[Ino]bool{}
+		}
+		s.ctimeUnknown[e.ino] = true
+	}
 	s.dirtyIno[e.ino] = true
 }
 

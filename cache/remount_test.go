@@ -283,3 +283,45 @@ func TestOwnChangesKeepContent(t *testing.T) {
 		})
 	}
 }
+
+// A file the mount renamed (its server ctime moved, to a value the mount
+// did not see) and the server then rewrote with the same size and the
+// same mtime, while unmounted: the flush before the unmount learned the
+// ctime the rename left, so the next mount tells the rewrite from it.
+func TestRewriteAfterOwnRenameIsSeen(t *testing.T) {
+	e := &env{t: t, remote: &dirRemote{root: t.TempDir()}, dir: t.TempDir(),
+		clock: &fakeClock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}}
+	rem := statRemote{treeRemote: treeRemote{dirRemote: e.remote}, otherDev: map[string]bool{}, bulkStats: new(atomic.Int64)}
+	open := func() {
+		s, err := Open(Options{Dir: e.dir, Remote: rem, Now: e.clock.Now, ConflictLabel: "laptop"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.s = s
+		s.Connected()
+	}
+	open()
+	defer func() { e.s.Close() }()
+	ctx := context.Background()
+	e.server("a.txt", "lower case\n")
+	if _, err := e.s.Preload(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	e.mustRead("a.txt")
+	if err := e.s.Rename(ctx, RootIno, "a.txt", RootIno, "b.txt"); err != nil {
+		t.Fatal(err)
+	}
+	e.flush()
+	e.s.Close()
+	st := serverStatT(t, e.remote, "b.txt")
+	time.Sleep(10 * time.Millisecond) // a ctime of its own
+	if err := os.WriteFile(e.remote.p("b.txt"), []byte("UPPER CASE\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mt := time.Unix(st.Mtim.Sec, st.Mtim.Nsec)
+	os.Chtimes(e.remote.p("b.txt"), mt, mt) // the mtime it had, to the nanosecond
+	open()
+	if got := e.mustRead("b.txt"); got != "UPPER CASE\n" {
+		t.Errorf("b.txt after the remount reads %q, want the server's rewrite", got)
+	}
+}

@@ -98,3 +98,40 @@ func (s *Store) applyStatDataLocked(p string, fi conn.FileInfo, since uint64) {
 	fi.Name = e.name
 	s.applyServerAttrs(e, fi)
 }
+
+// learnServerCtimes asks the server's agent, in one request, for the stat
+// data of the files the mount's own changes (a rename, chmod, touch, an
+// upload over SFTP) left with a server ctime the cache does not know, so
+// that a later listing can tell a rewrite on the server of the same size
+// within the same second from them (rewrittenInPlace); while the change
+// feed is live its echo does this too, but an unmount comes sooner.
+// Flush calls it once the journal is drained. Best effort: without an
+// agent, or when the server does not answer, those files stay unknown.
+func (s *Store) learnServerCtimes(ctx context.Context) {
+	bs, ok := s.remote.(conn.BatchStater)
+	s.mu.Lock()
+	var paths []string
+	for ino := range s.ctimeUnknown {
+		e := s.entries[ino]
+		if ok && e != nil && !e.orphan() && e.mode.IsRegular() && e.onServer && !e.localOwned() && e.sctime.IsZero() {
+			paths = append(paths, s.pathOf(e))
+		}
+	}
+	s.ctimeUnknown = nil
+	since := s.jr.mark()
+	s.mu.Unlock()
+	if len(paths) == 0 || !s.online() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	err := bs.StatMany(ctx, paths, func(p string, fi conn.FileInfo) error {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.applyStatDataLocked(p, fi, since)
+		return nil
+	})
+	if err != nil {
+		s.log.Debug("stat data of files the mount changed", "files", len(paths), "err", err)
+	}
+}

@@ -146,6 +146,10 @@ type Store struct {
 	// in bulk (statdata.go); statRunning while statDataLoop runs.
 	statWanted  map[string]bool
 	statRunning bool
+	// ctimeUnknown: files whose server ctime the mount's own change moved
+	// to a value not known yet (touchLocked); Flush learns them
+	// (learnServerCtimes, statdata.go).
+	ctimeUnknown map[Ino]bool
 	// invalidations waiting for invalidateLoop
 	invalidations    []Invalidation
 	invalidateSignal chan struct{}

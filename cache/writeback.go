@@ -478,6 +478,7 @@ func (s *Store) Flush(ctx context.Context) error {
 	if err := s.flushWait(ctx); err != nil {
 		return err
 	}
+	s.learnServerCtimes(ctx)
 	// The records set aside are files: read outside mu.
 	if us := s.Undelivered(); len(us) > 0 {
 		return undeliveredError(us)
