@@ -173,7 +173,11 @@
 // the inode number or the second's fraction moved, but blocks fetched in
 // that second before the report can mix the two (in the randomized test,
 // writers start each change in a new second). A server without an agent
-// or a bulk listing (SFTP only) cannot tell such a rewrite at a remount.
+// or a bulk listing (SFTP only) cannot tell such a rewrite at a remount;
+// nor can a mount whose own last change of the file (an upload over SFTP,
+// a rename, chmod or touch) moved the server's ctime before the agent was
+// running to report it (Flush asks it, learnServerCtimes): until a
+// listing reports the file again, that ctime is unknown.
 //
 // # Conflicts
 //

@@ -535,6 +535,10 @@ func (m *model) step(i int) {
 			m.w.must(binary, "unmount", "--force", m.w.mnt)
 			m.offlineRemounts++
 		} else {
+			// Same-size rewrites within the same second are told from the
+			// cache by the server's ctime, which the mount learns of its
+			// own changes from the server's agent (cache package doc).
+			withAgent := m.w.status().Uploads == "helper"
 			// Right after an outage the mount may still be reconnecting:
 			// unmount waits for the delivery, or says the server is
 			// unreachable.
@@ -548,7 +552,7 @@ func (m *model) step(i int) {
 				return
 			}
 			if !m.skip["srvchange"] && m.rng.IntN(3) != 0 {
-				changes = m.changeServer(i) // modelserver_test.go
+				changes = m.changeServer(i, withAgent) // modelserver_test.go
 			}
 		}
 		m.w.mount(m.flags...)
