@@ -189,7 +189,9 @@ func serve(ctx context.Context, cfg *config.Mount, ready func(error), warn func(
 	defer ctl.Close()
 
 	fsys := rfs.New(store, rfs.Options{AttrValid: cfg.KernelTTL, EntryValid: cfg.KernelTTL, Logger: log,
-		LiveValid: time.Minute, Live: store.ChangeFeedLive})
+		LiveValid: liveValid, Live: store.ChangeFeedLive,
+		DirlessOpen: fc.KernelFeatures()&fuse.InitNoOpenDirSupport != 0})
+	log.Info("kernel", "folder_opens", map[bool]string{true: "without requests", false: "requested"}[fsys.DirlessOpen()])
 	var srvCfg *fusefs.Config
 	if cfg.Debug {
 		srvCfg = &fusefs.Config{Debug: func(msg any) { log.Debug("fuse", "msg", fmt.Sprint(msg)) }}
@@ -200,7 +202,7 @@ func serve(ctx context.Context, cfg *config.Mount, ready func(error), warn func(
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(fsys) }()
 
-	d := &daemon{cfg: cfg, store: store, mgr: mgr, log: log, served: served, started: time.Now()}
+	d := &daemon{cfg: cfg, store: store, mgr: mgr, log: log, served: served, started: time.Now(), feedChanged: fsys.FeedChanged}
 	switch {
 	case cfg.NoNotify:
 		d.notify = "off (--no-notify)"
@@ -402,7 +404,18 @@ func (d *daemon) setWatch(s string) {
 	// open then, as without a feed.
 	live := s == conn.WatchHelper || s == conn.WatchInotifywait
 	d.store.SetChangeFeed(live, prune(d.cfg))
+	if d.feedChanged != nil {
+		d.feedChanged(live)
+	}
 }
+
+// liveValid: how long the kernel may keep names and attributes while the
+// change feed is live. Every change the feed reports is pushed out of the
+// kernel's caches, and when the feed goes down everything the kernel
+// keeps is dropped (fs.FS.FeedChanged), so this only bounds how long a
+// lost invalidation could show: long enough that a project looked at
+// once is walked again without a request ten minutes later.
+const liveValid = 10 * time.Minute
 
 // daemon answers control requests for one mount.
 type daemon struct {
@@ -412,6 +425,8 @@ type daemon struct {
 	log     *slog.Logger
 	served  chan error
 	started time.Time
+
+	feedChanged func(live bool) // tells the FUSE layer the feed's state; set at construction
 
 	mu     sync.Mutex
 	closed bool

@@ -27,18 +27,7 @@ func listingKeptWhileFeedLive(t *testing.T, flags []string) {
 	}
 	w.mount(append([]string{"--debug", "--dir-ttl", "100ms"}, flags...)...)
 	eventually(t, 20*time.Second, "the change feed", func() bool { return w.status().Watch == "helper" })
-	names := func() []string {
-		t.Helper()
-		ents, err := os.ReadDir(w.m("src"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		var out []string
-		for _, e := range ents {
-			out = append(out, e.Name())
-		}
-		return out
-	}
+	names := func() []string { t.Helper(); return w.listNames(t, "src") }
 	dirReads := func() int {
 		n := 0
 		for _, l := range w.daemonLogLines("<- Read [") {

@@ -25,8 +25,20 @@
 //
 // Locking: FS.mu guards only the node table (and the sizes told) and is
 // never held while calling into the cache. The kernel caches entries and
-// attributes for EntryValid/AttrValid; answers come from the cache's
-// memory, so expiry costs no network round trip.
+// attributes for EntryValid/AttrValid (LiveValid while the change feed is
+// live); answers come from the cache's memory, so expiry costs no network
+// round trip.
+//
+// Warm path: while the feed is live a walk of a project seen once sends
+// no request (folders are opened without one and their listings kept:
+// listing.go), and reading a file whose pages the kernel holds sends
+// only OPEN and RELEASE (FOPEN_KEEP_CACHE, FOPEN_NOFLUSH). Those two
+// stay: FUSE_NO_OPEN_SUPPORT would drop them for every file of the
+// connection, writable ones too, which the cache's handles (dirty
+// content, uploads at close, files unlinked while open) cannot do
+// without, and closes would still send a FLUSH each. When the feed goes
+// down the kernel's kept attributes and listings are dropped
+// (FeedChanged).
 package fs
 
 import (
@@ -35,6 +47,7 @@ import (
 	iofs "io/fs"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -55,7 +68,13 @@ type Options struct {
 	// kernel may keep names and attributes longer.
 	LiveValid time.Duration
 	Live      func() bool
-	Logger    *slog.Logger
+	// DirlessOpen: the kernel can open folders without asking
+	// (fuse.InitNoOpenDirSupport, Linux 5.1). Folder opens are then
+	// answered ENOSYS once and the kernel sends no OPENDIR or RELEASEDIR
+	// again; it keeps every listing it read until told otherwise
+	// (listing.go).
+	DirlessOpen bool
+	Logger      *slog.Logger
 }
 
 // FS is the mounted filesystem.
@@ -74,6 +93,8 @@ type FS struct {
 	told map[cache.Ino]int64
 
 	echo echoState // server changes raised as inotify events (echo.go)
+
+	feedLive atomic.Bool // the feed was live at the last FeedChanged
 }
 
 // New returns a FUSE filesystem that serves store.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	iofs "io/fs"
+	"syscall"
 
 	"bazil.org/fuse"
 	"bazil.org/fuse/fs"
@@ -27,22 +28,11 @@ var (
 	_ fs.HandleFlusher      = (*handle)(nil)
 	_ fs.HandleReleaser     = (*handle)(nil)
 	_ fs.HandleReadDirAller = (*handle)(nil)
+	_ fs.NodePoller         = (*node)(nil)
 )
 
 func (h *handle) ReadDirAll(ctx context.Context) ([]fuse.Dirent, error) {
-	ents, err := h.fs.store.ReadDir(ctx, h.h.Ino())
-	if err != nil {
-		return nil, h.fs.errno(err)
-	}
-	out := make([]fuse.Dirent, 0, len(ents)+2)
-	// "." and ".." as every local filesystem lists them (ls -a, some
-	// tools count on them).
-	out = append(out, fuse.Dirent{Inode: cache.Attr{Ino: h.h.Ino(), Mode: iofs.ModeDir}.StatIno(), Name: ".", Type: fuse.DT_Dir},
-		fuse.Dirent{Name: "..", Type: fuse.DT_Dir})
-	for _, e := range ents {
-		out = append(out, fuse.Dirent{Inode: e.StatIno(), Name: e.Name, Type: direntType(e.Mode)})
-	}
-	return out, nil
+	return h.fs.listing(ctx, h.h.Ino())
 }
 
 func (h *handle) Read(ctx context.Context, req *fuse.ReadRequest, resp *fuse.ReadResponse) error {
@@ -75,6 +65,13 @@ func (h *handle) Write(ctx context.Context, req *fuse.WriteRequest, resp *fuse.W
 
 func (h *handle) Flush(ctx context.Context, req *fuse.FlushRequest) error {
 	return h.fs.errno(h.h.Flush())
+}
+
+// Poll: files here are always ready (as on a local disk). ENOSYS tells
+// the kernel so for good: it stops asking (the Go runtime, for one, adds
+// every file it opens to its epoll set, which cost a POLL request each).
+func (n *node) Poll(ctx context.Context, req *fuse.PollRequest, resp *fuse.PollResponse) error {
+	return syscall.ENOSYS
 }
 
 func (h *handle) Release(ctx context.Context, req *fuse.ReleaseRequest) error {

@@ -83,6 +83,7 @@ func (f *FS) dropListing(srv *fs.Server, dir *node) {
 	dir.mu.Lock()
 	kept := dir.dirKept
 	dir.dirKept = false
+	dir.dirDrops++
 	dir.mu.Unlock()
 	if !kept {
 		return

@@ -18,12 +18,14 @@ type node struct {
 	fs  *FS
 	ino cache.Ino
 
-	mu         sync.Mutex // guards seenEpoch, seenOpened, dirKept
+	mu         sync.Mutex // guards seenEpoch, seenOpened, dirKept, dirDrops
 	seenEpoch  uint64     // content epoch at the last open: the kernel's
 	seenOpened bool       // page cache holds this version of the content
-	// dirKept: a folder whose listing the kernel caches (OpenCacheDir)
-	// and that changed in no way the kernel was not told of since.
-	dirKept bool
+	// dirKept: a folder whose listing the kernel caches (OpenCacheDir,
+	// or any listing read with DirlessOpen: listing.go) and that changed
+	// in no way the kernel was not told of since.
+	dirKept  bool
+	dirDrops uint64 // listings of the folder dropped (dropListing)
 
 	// ghost: an entry already gone from the mirror that an echo's lookup
 	// still sees (echo.go); its attributes are fixed.
@@ -129,6 +131,11 @@ func (n *node) Forget() {
 func (n *node) Open(ctx context.Context, req *fuse.OpenRequest, resp *fuse.OpenResponse) (fs.Handle, error) {
 	if !req.Dir && n.fs.isEcho(req.Header) {
 		return echoHandle{}, nil
+	}
+	if req.Dir && n.fs.opts.DirlessOpen {
+		// Once per connection: the kernel opens folders without a
+		// request from now on (listing.go).
+		return nil, syscall.ENOSYS
 	}
 	h, err := n.fs.store.Open(ctx, n.ino, int(req.Flags))
 	if err != nil {

@@ -123,6 +123,9 @@ type Conn struct {
 	proto Protocol
 	// Feature flags negotiated with initRequest/initResponse.
 	flags InitFlags
+	// remotefs patch: the feature flags the kernel offered in its init
+	// request (KernelFeatures).
+	kernelFlags InitFlags
 }
 
 // MountpointDoesNotExistError is an error returned when the
@@ -213,6 +216,7 @@ func initMount(c *Conn, conf *mountConfig) error {
 	c.proto = proto
 
 	c.flags = r.Flags & (InitBigWrites | InitParallelDirOps | conf.initFlags)
+	c.kernelFlags = r.Flags // remotefs patch (KernelFeatures)
 	s := &initResponse{
 		Library:             proto,
 		MaxReadahead:        conf.maxReadahead,
@@ -557,6 +561,14 @@ func (c *Conn) Protocol() Protocol {
 // activated.
 func (c *Conn) Features() InitFlags {
 	return c.flags
+}
+
+// KernelFeatures reports the feature flags the kernel offered at init,
+// whether or not they were negotiated: some (InitNoOpenSupport,
+// InitNoOpenDirSupport) only say what the kernel can do without being
+// asked for. remotefs patch.
+func (c *Conn) KernelFeatures() InitFlags {
+	return c.kernelFlags
 }
 
 // ReadRequest returns the next FUSE request from the kernel.

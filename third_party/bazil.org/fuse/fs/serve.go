@@ -504,6 +504,7 @@ func (s *Server) Serve(fs FS) error {
 		generation: s.nodeGen,
 		node:       root,
 		refs:       1,
+		dirless:    &dirless{},
 	})
 	s.handle = append(s.handle, nil)
 
@@ -542,6 +543,7 @@ type serveNode struct {
 	generation uint64
 	node       Node
 	refs       uint64
+	dirless    *dirless // remotefs patch: see dirlessHandle; set at creation
 
 	// Delay freeing the NodeID until waitgroup is done. This allows
 	// using the NodeID for short periods of time without holding the
@@ -567,6 +569,30 @@ type serveHandle struct {
 	readData []byte
 }
 
+// remotefs patch: a folder read with handle 0 comes from a kernel that
+// opened the folder without asking (the filesystem answered ENOSYS to an
+// OPENDIR, so the kernel sends no OPENDIR or RELEASEDIR for the rest of
+// the connection: FUSE_NO_OPENDIR_SUPPORT, Linux 5.1). The node then
+// serves the read as its own handle; the listing it encoded at offset 0
+// is kept in the node for the reads that continue it (dirless).
+type dirless struct {
+	mu   sync.Mutex // guards data; never held while calling the filesystem
+	data []byte
+}
+
+// dirlessHandle returns the handle a handle-0 folder read of snode is
+// served by.
+func (c *Server) dirlessHandle(snode *serveNode) *serveHandle {
+	h := &serveHandle{handle: snode.node}
+	if snode.dirless == nil {
+		return h
+	}
+	snode.dirless.mu.Lock()
+	h.readData = snode.dirless.data
+	snode.dirless.mu.Unlock()
+	return h
+}
+
 func (c *Server) saveNode(inode uint64, node Node) (id fuse.NodeID, gen uint64) {
 	c.meta.Lock()
 	defer c.meta.Unlock()
@@ -577,7 +603,7 @@ func (c *Server) saveNode(inode uint64, node Node) (id fuse.NodeID, gen uint64) 
 		return id, sn.generation
 	}
 
-	sn := &serveNode{inode: inode, node: node, refs: 1}
+	sn := &serveNode{inode: inode, node: node, refs: 1, dirless: &dirless{}}
 	if n := len(c.freeNode); n > 0 {
 		id = c.freeNode[n-1]
 		c.freeNode = c.freeNode[:n-1]
@@ -1369,7 +1395,12 @@ func (c *Server) handleRequest(ctx context.Context, node Node, snode *serveNode,
 
 	// Handle operations.
 	case *fuse.ReadRequest:
-		shandle := c.getHandle(r.Handle)
+		var shandle *serveHandle
+		if r.Handle == 0 && r.Dir && snode != nil {
+			shandle = c.dirlessHandle(snode) // remotefs patch
+		} else {
+			shandle = c.getHandle(r.Handle)
+		}
 		if shandle == nil {
 			return syscall.ESTALE
 		}
@@ -1397,8 +1428,20 @@ func (c *Server) handleRequest(ctx context.Context, node Node, snode *serveNode,
 						data = fuse.AppendDirent(data, dir)
 					}
 					shandle.readData = data
+					if r.Handle == 0 && snode.dirless != nil {
+						// remotefs patch: for the reads that continue it.
+						snode.dirless.mu.Lock()
+						snode.dirless.data = data
+						snode.dirless.mu.Unlock()
+					}
 				}
 				fuseutil.HandleRead(r, s, shandle.readData)
+				if r.Handle == 0 && snode.dirless != nil && len(s.Data) == 0 {
+					// remotefs patch: the listing was read to its end.
+					snode.dirless.mu.Lock()
+					snode.dirless.data = nil
+					snode.dirless.mu.Unlock()
+				}
 				done(s)
 				r.Respond(s)
 				return nil
