@@ -69,7 +69,7 @@ var Settings = []Setting{
 		Help:  "without a live change feed: refresh a folder listing in the background when older than this",
 		field: func(m *Mount) any { return &m.DirTTL }, file: func(h *HostConfig) any { return &h.DirTTL }},
 	{Flag: "kernel-ttl", Key: "kernel_ttl", Option: "kernel_ttl", Kind: Duration, Default: "1s",
-		Help:  "how long the kernel caches names and attributes (a minute while the change feed is live)",
+		Help:  "how long the kernel caches names and attributes (ten minutes while the change feed is live)",
 		field: func(m *Mount) any { return &m.KernelTTL }, file: func(h *HostConfig) any { return &h.KernelTTL }},
 	{Flag: "op-timeout", Key: "op_timeout", Option: "op_timeout", Kind: Duration, Default: "10s",
 		Help:  "longest a single server operation may take before the link counts as dead",
