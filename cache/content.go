@@ -80,8 +80,21 @@ func (s *Store) Open(ctx context.Context, ino Ino, flags int) (*Handle, error) {
 	fed := s.feedCovers(e, e.checked)
 	replacing := writable && flags&syscall.O_TRUNC != 0
 	large := e.size >= s.opts.LargeFile
-	recheck := e.content != contentDirty && e.onServer && !replacing && s.online() &&
-		(s.unsettled(e) || large || !fed && (s.now().Sub(e.checked) > s.opts.AttrTTL || s.inServerFolder(e)))
+	recheck := e.content != contentDirty && e.onServer && !replacing &&
+		(s.unsettled(e) || large || !fed && (s.now().Sub(e.checked) > s.opts.AttrTTL || s.inServerFolder(e))) &&
+		s.online()
+	if !writable && !recheck && (e.content == contentClean || e.content == contentDirty) {
+		// The warm path (a grep over a project): whole content here and
+		// nothing to ask the server.
+		if h := s.openWholeLocked(e); h != nil {
+			return h, nil
+		}
+		s.mu.Lock()
+		if e = s.entries[ino]; e == nil {
+			s.mu.Unlock()
+			return nil, ErrStale
+		}
+	}
 	p := s.pathOf(e)
 	s.mu.Unlock()
 
@@ -140,7 +153,7 @@ func (s *Store) Open(ctx context.Context, ino Ino, flags int) (*Handle, error) {
 		s.countOpenLocked(e, writable)
 		epoch, version := e.epoch, e.remote // before the open: the file opened is this one or newer
 		s.mu.Unlock()
-		f, err := os.OpenFile(s.contentPath(ino), mode, 0)
+		f, err := openContent(s.contentPath(ino), mode)
 		if err == nil {
 			return &Handle{s: s, ino: ino, f: f, epoch: epoch, version: version, writable: writable}, nil
 		}
@@ -152,6 +165,46 @@ func (s *Store) Open(ctx context.Context, ino Ino, flags int) (*Handle, error) {
 			return nil, fmt.Errorf("cached content of %s vanished while opening; try again: %w", p, ErrStale)
 		}
 	}
+}
+
+// openWholeLocked opens e's whole cached content (clean or dirty) for
+// reading, as Open does after ensureContent, with mu held throughout the
+// bookkeeping (one lock instead of four, and no stat of the content file
+// under mu: the size of a clean file's content is checked on the open
+// file instead). It returns with mu released; nil means the content file
+// is missing or damaged, and Open goes the long way (which fetches it
+// again).
+func (s *Store) openWholeLocked(e *entry) *Handle {
+	clean := e.content == contentClean
+	if clean {
+		s.touchContentLocked(e)
+	}
+	s.countOpenLocked(e, false)
+	ino, epoch, version, size := e.ino, e.epoch, e.remote, e.size
+	s.mu.Unlock()
+	f, err := openContent(s.contentPath(ino), os.O_RDONLY)
+	if err == nil && clean {
+		if fi, serr := f.Stat(); serr != nil || fi.Size() != size {
+			f.Close()
+			err = fs.ErrInvalid
+		}
+	}
+	if err != nil {
+		s.release(ino, false)
+		return nil
+	}
+	return &Handle{s: s, ino: ino, f: f, epoch: epoch, version: version}
+}
+
+// openContent opens a content file. Unlike os.OpenFile it does not try to
+// add the file to the runtime's poller (a regular file never is: three
+// more system calls an open, wasted).
+func openContent(path string, mode int) (*os.File, error) {
+	fd, err := syscall.Open(path, mode|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &fs.PathError{Op: "open", Path: path, Err: err}
+	}
+	return os.NewFile(uintptr(fd), path), nil
 }
 
 // fetchTries: how often a whole-file download is tried while the file
