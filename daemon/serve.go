@@ -189,7 +189,7 @@ func serve(ctx context.Context, cfg *config.Mount, ready func(error), warn func(
 	defer ctl.Close()
 
 	fsys := rfs.New(store, rfs.Options{AttrValid: cfg.KernelTTL, EntryValid: cfg.KernelTTL, Logger: log,
-		LiveValid: liveValid, Live: store.ChangeFeedLive,
+		LiveValid:   liveValid,
 		DirlessOpen: fc.KernelFeatures()&fuse.InitNoOpenDirSupport != 0})
 	log.Info("kernel", "folder_opens", map[bool]string{true: "without requests", false: "requested"}[fsys.DirlessOpen()])
 	var srvCfg *fusefs.Config
@@ -405,7 +405,10 @@ func (d *daemon) setWatch(s string) {
 	live := s == conn.WatchHelper || s == conn.WatchInotifywait
 	d.store.SetChangeFeed(live, prune(d.cfg))
 	if d.feedChanged != nil {
-		d.feedChanged(live)
+		// The kernel may keep what it sees while the feed starts too:
+		// the listing the feed makes once live finds what changed
+		// before, and a feed that does not come up drops it all.
+		d.feedChanged(live || s == "starting")
 	}
 }
 

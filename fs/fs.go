@@ -63,9 +63,10 @@ type Options struct {
 	// AttrValid and EntryValid: how long the kernel may cache attributes
 	// and name lookups. Default 1s each.
 	AttrValid, EntryValid time.Duration
-	// LiveValid replaces both while Live reports true: the server's
-	// changes are pushed (and pushed out of the kernel's caches), so the
-	// kernel may keep names and attributes longer.
+	// LiveValid replaces both while the change feed is live or starting
+	// (FeedChanged), or Live reports true: the server's changes are
+	// pushed (and pushed out of the kernel's caches), so the kernel may
+	// keep names and attributes longer.
 	LiveValid time.Duration
 	Live      func() bool
 	// DirlessOpen: the kernel can open folders without asking
@@ -163,7 +164,7 @@ func (f *FS) forget(ino cache.Ino) {
 
 // validity returns how long the kernel may cache attributes and entries.
 func (f *FS) validity() (attr, entry time.Duration) {
-	if f.opts.Live != nil && f.opts.LiveValid > 0 && f.opts.Live() {
+	if f.opts.LiveValid > 0 && (f.feedLive.Load() || f.opts.Live != nil && f.opts.Live()) {
 		return f.opts.LiveValid, f.opts.LiveValid
 	}
 	return f.opts.AttrValid, f.opts.EntryValid

@@ -16,10 +16,12 @@ package fs
 //     dropListing), as before;
 //   - the listing was not one the feed keeps current (the folder is not
 //     listed in this connection, is under an ignored folder, or the feed
-//     is not live: cache.Store.ListingPushed): AttrValid after it was
-//     served, so the next listing after that reaches the cache, which
-//     refreshes it from the server when older than DirTTL, as each open
-//     did before;
+//     is not live: cache.Store.ListingPushed) and still is not AttrValid
+//     after it was served, so the next listing after that reaches the
+//     cache, which refreshes it from the server when older than DirTTL,
+//     as each open did before (a listing read while the feed starts is
+//     kept once the listing the feed makes when it starts confirmed it:
+//     that one drops it with every name it changes);
 //   - a change raced the read that served it (the kernel may have stored
 //     the listing after the invalidation): at once after the read;
 //   - the feed goes down (FeedChanged): every kept listing, and the
@@ -59,10 +61,11 @@ func (n *node) ReadDirAll(ctx context.Context) ([]fuse.Dirent, error) {
 	n.mu.Unlock()
 	switch {
 	case raced:
-		n.fs.dropListingLater(n, 50*time.Millisecond)
+		n.fs.dropListingLater(n, 50*time.Millisecond, false)
 	case !pushed:
-		attr, _ := n.fs.validity()
-		n.fs.dropListingLater(n, attr)
+		// Unless pushed by then (the listing the feed makes when it
+		// starts confirms it, or drops it with the names it changes).
+		n.fs.dropListingLater(n, n.fs.opts.AttrValid, true)
 	}
 	return out, nil
 }
@@ -87,21 +90,32 @@ func (f *FS) listing(ctx context.Context, dir cache.Ino) ([]fuse.Dirent, error) 
 	return out, nil
 }
 
-// dropListingLater drops the listing of dir the kernel keeps after d,
-// from a goroutine of its own (never inside a request).
-func (f *FS) dropListingLater(dir *node, d time.Duration) {
+// dropListingLater drops the listing of dir the kernel keeps after d
+// (unless the feed keeps it current by then, with unlessPushed), from a
+// goroutine of its own (never inside a request).
+func (f *FS) dropListingLater(dir *node, d time.Duration, unlessPushed bool) {
 	time.AfterFunc(d, func() {
+		if unlessPushed && f.store.ListingPushed(dir.ino) {
+			return
+		}
+		if unlessPushed && f.feedLive.Load() && !f.store.ChangeFeedLive() {
+			// The feed is starting: ask again later (if it never
+			// comes up, FeedChanged drops every kept listing).
+			f.dropListingLater(dir, d, true)
+			return
+		}
 		if srv := f.srv.p.Load(); srv != nil {
 			f.dropListing(srv, dir)
 		}
 	})
 }
 
-// FeedChanged tells the FS whether the server's change feed is live.
-// When it goes down, the kernel stops trusting what it was told it may
-// keep for LiveValid: every kept listing and every node's attributes
-// are dropped (in the background; names go when the cache learns of
-// their change, as they always do).
+// FeedChanged tells the FS whether the server's change feed is live (or
+// starting: what changes before it is live, the listing it makes when it
+// starts finds). When it goes down, the kernel stops trusting what it was
+// told it may keep for LiveValid: every kept listing, every node's
+// attributes and the names it was last looked up by are dropped (in the
+// background).
 func (f *FS) FeedChanged(live bool) {
 	if f.feedLive.Swap(live) && !live {
 		go f.dropAll()
@@ -128,6 +142,17 @@ func (f *FS) dropAll() {
 			dropped++
 		} else if !errors.Is(err, fuse.ErrNotCached) {
 			f.log.Debug("invalidate attributes", "ino", n.ino, "err", err)
+		}
+		n.mu.Lock()
+		parent, name := n.parent, n.name
+		n.mu.Unlock()
+		f.mu.Lock()
+		dir := f.nodes[parent]
+		f.mu.Unlock()
+		if dir != nil && name != "" {
+			if err := srv.InvalidateEntry(dir, name); err != nil && !errors.Is(err, fuse.ErrNotCached) {
+				f.log.Debug("invalidate entry", "name", name, "err", err)
+			}
 		}
 	}
 	f.log.Info("change feed down: the kernel's cached attributes and listings dropped", "nodes", dropped)

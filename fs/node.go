@@ -18,7 +18,7 @@ type node struct {
 	fs  *FS
 	ino cache.Ino
 
-	mu         sync.Mutex // guards seenEpoch, seenOpened, dirKept, dirDrops
+	mu         sync.Mutex // guards seenEpoch, seenOpened, dirKept, dirDrops, parent, name
 	seenEpoch  uint64     // content epoch at the last open: the kernel's
 	seenOpened bool       // page cache holds this version of the content
 	// dirKept: a folder whose listing the kernel caches (OpenCacheDir,
@@ -26,6 +26,10 @@ type node struct {
 	// in no way the kernel was not told of since.
 	dirKept  bool
 	dirDrops uint64 // listings of the folder dropped (dropListing)
+	// parent, name: the entry the kernel last looked the node up by
+	// (dropAll drops it from the kernel when the feed goes down).
+	parent cache.Ino
+	name   string
 
 	// ghost: an entry already gone from the mirror that an echo's lookup
 	// still sees (echo.go); its attributes are fixed.
@@ -119,7 +123,11 @@ func (n *node) Lookup(ctx context.Context, req *fuse.LookupRequest, resp *fuse.L
 		resp.EntryValid = 0
 	}
 	n.fs.fillAttr(attr, &resp.Attr)
-	return n.fs.node(attr.Ino), nil
+	c := n.fs.node(attr.Ino)
+	c.mu.Lock()
+	c.parent, c.name = n.ino, req.Name
+	c.mu.Unlock()
+	return c, nil
 }
 
 func (n *node) Forget() {

@@ -504,7 +504,6 @@ func (s *Server) Serve(fs FS) error {
 		generation: s.nodeGen,
 		node:       root,
 		refs:       1,
-		dirless:    &dirless{},
 	})
 	s.handle = append(s.handle, nil)
 
@@ -543,7 +542,7 @@ type serveNode struct {
 	generation uint64
 	node       Node
 	refs       uint64
-	dirless    *dirless // remotefs patch: see dirlessHandle; set at creation
+	dirless    *dirless // remotefs patch: see dirlessHandle; made under Server.meta
 
 	// Delay freeing the NodeID until waitgroup is done. This allows
 	// using the NodeID for short periods of time without holding the
@@ -581,16 +580,18 @@ type dirless struct {
 }
 
 // dirlessHandle returns the handle a handle-0 folder read of snode is
-// served by.
-func (c *Server) dirlessHandle(snode *serveNode) *serveHandle {
-	h := &serveHandle{handle: snode.node}
+// served by, and where the node keeps its listing.
+func (c *Server) dirlessHandle(snode *serveNode) (*serveHandle, *dirless) {
+	c.meta.Lock()
 	if snode.dirless == nil {
-		return h
+		snode.dirless = &dirless{}
 	}
-	snode.dirless.mu.Lock()
-	h.readData = snode.dirless.data
-	snode.dirless.mu.Unlock()
-	return h
+	d := snode.dirless
+	c.meta.Unlock()
+	d.mu.Lock()
+	h := &serveHandle{handle: snode.node, readData: d.data}
+	d.mu.Unlock()
+	return h, d
 }
 
 func (c *Server) saveNode(inode uint64, node Node) (id fuse.NodeID, gen uint64) {
@@ -603,7 +604,7 @@ func (c *Server) saveNode(inode uint64, node Node) (id fuse.NodeID, gen uint64) 
 		return id, sn.generation
 	}
 
-	sn := &serveNode{inode: inode, node: node, refs: 1, dirless: &dirless{}}
+	sn := &serveNode{inode: inode, node: node, refs: 1}
 	if n := len(c.freeNode); n > 0 {
 		id = c.freeNode[n-1]
 		c.freeNode = c.freeNode[:n-1]
@@ -1396,8 +1397,9 @@ func (c *Server) handleRequest(ctx context.Context, node Node, snode *serveNode,
 	// Handle operations.
 	case *fuse.ReadRequest:
 		var shandle *serveHandle
+		var dl *dirless
 		if r.Handle == 0 && r.Dir && snode != nil {
-			shandle = c.dirlessHandle(snode) // remotefs patch
+			shandle, dl = c.dirlessHandle(snode) // remotefs patch
 		} else {
 			shandle = c.getHandle(r.Handle)
 		}
@@ -1428,19 +1430,19 @@ func (c *Server) handleRequest(ctx context.Context, node Node, snode *serveNode,
 						data = fuse.AppendDirent(data, dir)
 					}
 					shandle.readData = data
-					if r.Handle == 0 && snode.dirless != nil {
+					if dl != nil {
 						// remotefs patch: for the reads that continue it.
-						snode.dirless.mu.Lock()
-						snode.dirless.data = data
-						snode.dirless.mu.Unlock()
+						dl.mu.Lock()
+						dl.data = data
+						dl.mu.Unlock()
 					}
 				}
 				fuseutil.HandleRead(r, s, shandle.readData)
-				if r.Handle == 0 && snode.dirless != nil && len(s.Data) == 0 {
+				if dl != nil && len(s.Data) == 0 {
 					// remotefs patch: the listing was read to its end.
-					snode.dirless.mu.Lock()
-					snode.dirless.data = nil
-					snode.dirless.mu.Unlock()
+					dl.mu.Lock()
+					dl.data = nil
+					dl.mu.Unlock()
 				}
 				done(s)
 				r.Respond(s)
