@@ -479,6 +479,41 @@ type Server struct {
 
 	// Used to ensure worker goroutines finish before Serve returns
 	wg sync.WaitGroup
+
+	// remotefs patch: idle workers wait here for the next request
+	// (worker); made in Serve, closed when it returns.
+	work chan fuse.Request
+}
+
+// workerIdle: how long a worker waits for another request before it
+// exits. remotefs patch.
+const workerIdle = 10 * time.Second
+
+// worker serves req, then waits a while for more requests. remotefs
+// patch: upstream starts a goroutine per request, and each grows its
+// stack to the depth of a filesystem call again (a tenth of the serving
+// CPU on a warm mount, where most requests are answered from memory); a
+// worker kept for the next request keeps its grown stack. Serve hands a
+// request to an idle worker only when one is waiting, and starts a new
+// one otherwise, so every request is still served at once and
+// concurrently.
+func (s *Server) worker(req fuse.Request) {
+	idle := time.NewTimer(workerIdle)
+	defer idle.Stop()
+	for {
+		s.serve(req)
+		s.wg.Done()
+		idle.Reset(workerIdle)
+		select {
+		case r, ok := <-s.work:
+			if !ok {
+				return
+			}
+			req = r
+		case <-idle.C:
+			return
+		}
+	}
 }
 
 // Serve serves the FUSE connection by making calls to the methods
@@ -507,6 +542,8 @@ func (s *Server) Serve(fs FS) error {
 	})
 	s.handle = append(s.handle, nil)
 
+	s.work = make(chan fuse.Request) // remotefs patch (worker)
+	defer close(s.work)
 	for {
 		req, err := s.conn.ReadRequest()
 		if err != nil {
@@ -517,10 +554,11 @@ func (s *Server) Serve(fs FS) error {
 		}
 
 		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			s.serve(req)
-		}()
+		select {
+		case s.work <- req:
+		default:
+			go s.worker(req)
+		}
 	}
 	return nil
 }
