@@ -99,9 +99,10 @@ func (f *FS) dropListingLater(dir *node, d time.Duration, unlessPushed bool) {
 			return
 		}
 		if unlessPushed && f.feedLive.Load() && !f.store.ChangeFeedLive() {
-			// The feed is starting: ask again later (if it never
-			// comes up, FeedChanged drops every kept listing).
-			f.dropListingLater(dir, d, true)
+			// The feed is starting: ask again later, less and less
+			// often (if it never comes up, FeedChanged drops every
+			// kept listing).
+			f.dropListingLater(dir, min(2*d, 30*time.Second), true)
 			return
 		}
 		if srv := f.srv.p.Load(); srv != nil {
