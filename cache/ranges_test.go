@@ -10,6 +10,7 @@ import (
 	"os"
 	"remotefs/conn"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -83,6 +84,10 @@ func readaheadAgainstVersions(t *testing.T, seed uint64) {
 	}
 
 	const readers = 3
+	// Readers go on until every version is installed and they have read
+	// a while after that (a fixed count let fast readers finish before
+	// the server's first change on a quick machine), with a cap.
+	var installedAll atomic.Bool
 	var wg sync.WaitGroup
 	errc := make(chan error, readers)
 	var good [readers]int
@@ -102,7 +107,11 @@ func readaheadAgainstVersions(t *testing.T, seed uint64) {
 			}
 			defer h.Release()
 			off := int64(0)
-			for range 100 {
+			after := 0
+			for i := 0; i < 5000 && after < 40; i++ {
+				if installedAll.Load() {
+					after++
+				}
 				size := 128 << 10
 				if rng.IntN(10) < 3 { // a jump: anywhere, any size
 					off = rng.Int64N(8 << 20)
@@ -147,6 +156,7 @@ func readaheadAgainstVersions(t *testing.T, seed uint64) {
 		time.Sleep(time.Duration(10+rng.IntN(40)) * time.Millisecond)
 		install(v)
 	}
+	installedAll.Store(true)
 	wg.Wait()
 	close(errc)
 	for err := range errc {
