@@ -149,6 +149,13 @@ type entry struct {
 	atime    time.Time
 	ctime    time.Time
 	rdev     uint32
+	// ctimeOwn: ctime was set by a change through the mount, not taken
+	// from the server; ownUntil: when the last journal operation that
+	// changed this entry on the server was delivered. Server times up to
+	// ownUntil are the echo of the mount's own changes (serverTimes).
+	// Neither is persisted: a new mount takes what the server reports.
+	ctimeOwn bool
+	ownUntil time.Time
 
 	// subdirs counts the folder's subfolders while subdirsOK
 	// (dirLinksLocked); every change of children clears subdirsOK.

@@ -79,7 +79,7 @@ func (s *Store) touchLocked(e *entry, content bool) {
 	if content {
 		e.mtime = now.Truncate(time.Second)
 	}
-	e.ctime = now
+	e.ctime, e.ctimeOwn = now, true
 	e.sctime = time.Time{} // the server's moves too, once this lands
 	if e.mode.IsRegular() {
 		if s.ctimeUnknown == nil {
@@ -191,16 +191,28 @@ func (s *Store) forgetServerInoLocked(e *entry) {
 // second (SFTP v3 drops the fraction that utimensat set through the
 // mount, and carries 32 bits of seconds); a time with a fraction (the bulk
 // listing's, the upload helper's) is the server's own and is taken.
-// Caller holds mu.
+//
+// A ctime set through the mount stays until the server reports a newer
+// one that is not the echo of the mount's own change (a time after
+// ownUntil): it never goes backwards, and the server carrying out a
+// rename or chmod a moment later does not move it again. The same holds
+// for the mtime of a folder, FIFO, socket or symlink (a regular file's
+// mtime is its version: uploads give the server the local one). A ctime
+// taken from the server is replaced by the server's next one. SFTP
+// reports no ctime: its mtime is a lower bound. Caller holds mu.
 func serverTimes(e *entry, fi conn.FileInfo) {
-	e.mtime = sameSecond(e.mtime, fi.Mtime)
+	echo := func(t time.Time) bool { return !t.After(e.ownUntil) }
+	if e.mode.IsRegular() || e.mtime.IsZero() || e.mode.Type() != fi.Mode.Type() || !echo(fi.Mtime) {
+		e.mtime = sameSecond(e.mtime, fi.Mtime)
+	}
 	if !fi.Atime.IsZero() {
 		e.atime = sameSecond(e.atime, fi.Atime)
 	}
-	if !fi.Ctime.IsZero() {
-		e.ctime = fi.Ctime
-	} else if e.ctime.Before(fi.Mtime) {
-		e.ctime = fi.Mtime
+	switch {
+	case !fi.Ctime.IsZero() && (!e.ctimeOwn || fi.Ctime.After(e.ctime) && !echo(fi.Ctime)):
+		e.ctime, e.ctimeOwn = fi.Ctime, false
+	case fi.Ctime.IsZero() && e.ctime.Before(fi.Mtime) && (!e.ctimeOwn || !echo(fi.Mtime)):
+		e.ctime, e.ctimeOwn = fi.Mtime, false
 	}
 	if fi.Nlink != 0 {
 		e.nlink = fi.Nlink

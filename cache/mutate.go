@@ -91,7 +91,7 @@ func (s *Store) Mkdir(ctx context.Context, dir Ino, name string, perm fs.FileMod
 
 // addChildLocked creates a new local entry. Caller holds mu.
 func (s *Store) addChildLocked(d *entry, name string, mode fs.FileMode) *entry {
-	e := &entry{ino: s.nextIno, parent: d.ino, name: name, mode: mode, mtime: s.nowSec()}
+	e := &entry{ino: s.nextIno, parent: d.ino, name: name, mode: mode, mtime: s.nowSec(), ctime: s.now(), ctimeOwn: true}
 	s.nextIno++
 	s.entries[e.ino] = e
 	if d.children == nil {

@@ -52,7 +52,38 @@ func (s *Store) delivered(o *op) {
 	if err := s.commitDoneLocked(o.Seq); err != nil {
 		s.log.Error("remove delivered op from journal", "op", o.String(), "err", err)
 	}
+	s.ownChangesLandedLocked(o)
 	s.noteOfflineLocked()
+}
+
+// ownChangesLandedLocked marks the entries o changed on the server, and
+// their folders, as changed by the mount until now: the times the server
+// gave them in carrying o out are the echo of changes the mount already
+// shows (serverTimes). Caller holds mu.
+func (s *Store) ownChangesLandedLocked(o *op) {
+	now := s.now()
+	if e := s.entries[o.Ino]; e != nil {
+		e.ownUntil = now
+	}
+	for _, p := range append([]string{o.Path, o.Path2}, o.Also...) {
+		if p == "" {
+			continue
+		}
+		d, e, err := s.lookupPathLocked(p)
+		if err != nil {
+			// Gone or moved since: its folder still changed.
+			dir := path.Dir(p)
+			if dir == "." {
+				dir = ""
+			}
+			_, d, _ = s.lookupPathLocked(dir)
+		}
+		for _, x := range []*entry{d, e} {
+			if x != nil {
+				x.ownUntil = now
+			}
+		}
+	}
 }
 
 // refused sets aside an op the server refused for good. Caller holds mu.
@@ -295,7 +326,7 @@ func adoptLandedStat(e *entry, fi conn.FileInfo, sentMtime, startCtime time.Time
 	if e.mtime.Equal(sentMtime) && fi.Mtime.Unix() == sentMtime.Unix() {
 		e.mtime = fi.Mtime
 	}
-	e.ctime = fi.Ctime
+	e.ctime, e.ctimeOwn = fi.Ctime, false
 }
 
 // utimesLanded records that the server's file at p now has mtime m (whole
