@@ -186,3 +186,57 @@ func TestCtimeNewerServerChangeWins(t *testing.T) {
 	e.preload(ctx)
 	checkServerStat(t, "after a remount", e.remote, "f.txt", e.mustLookup("f.txt"))
 }
+
+// An upload lands by renaming a new file over the server's: a new inode
+// number and ctime there. The mount keeps showing what it showed (a file
+// keeps its inode number while it exists, and its ctime moves only with
+// its changes) through the landing and the listings after it, until
+// Flush, which shows the server's stat data (an index git writes then
+// matches on the server).
+func TestUploadLandingKeepsShownStat(t *testing.T) {
+	e, ctx := ctimeEnv(t, new(atomic.Int64))
+	e.server("a.txt", "alpha\n")
+	e.preload(ctx)
+	checkServerStat(t, "after the listing", e.remote, "a.txt", e.mustLookup("a.txt"))
+	serverIno := serverStatT(t, e.remote, "a.txt").Ino
+
+	e.mustWrite("a.txt", "alpha, edited\n")
+	e.mustWrite("new.txt", "new\n")
+	shown := map[string]Attr{"a.txt": e.mustLookup("a.txt"), "new.txt": e.mustLookup("new.txt")}
+	if shown["a.txt"].StatIno() != serverIno {
+		t.Fatalf("a.txt shows inode %d before its upload, want the server's %d", shown["a.txt"].StatIno(), serverIno)
+	}
+	eventuallyT(t, "the uploads", func() bool {
+		return e.s.Status().Pending == 0 && e.serverContent("new.txt") == "new\n" && e.serverContent("a.txt") == "alpha, edited\n"
+	})
+	if serverStatT(t, e.remote, "a.txt").Ino == serverIno {
+		t.Fatal("the upload kept the server's inode: nothing tested")
+	}
+	// Landed, then listed and reported by the feed: still what it showed.
+	for _, when := range []string{"landed", "listed"} {
+		if when == "listed" {
+			e.preload(ctx)
+			e.s.ApplyRemoteChanges(ctx, []RemoteChange{{Path: "a.txt"}, {Path: "new.txt"}})
+		}
+		for p, want := range shown {
+			a := e.mustLookup(p)
+			if a.StatIno() != want.StatIno() || !a.Ctime.Equal(want.Ctime) || !a.Mtime.Equal(want.Mtime) {
+				t.Errorf("%s, %s: ino %d ctime %v mtime %v; the mount showed ino %d ctime %v mtime %v", when, p,
+					a.StatIno(), a.Ctime, a.Mtime, want.StatIno(), want.Ctime, want.Mtime)
+			}
+		}
+		ents, err := e.s.ReadDir(ctx, RootIno)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range ents {
+			if w, ok := shown[d.Name]; ok && d.StatIno() != w.StatIno() {
+				t.Errorf("%s, %s: readdir inode %d, stat %d", when, d.Name, d.StatIno(), w.StatIno())
+			}
+		}
+	}
+	e.flush()
+	for p := range shown {
+		checkServerStat(t, "after flush", e.remote, p, e.mustLookup(p))
+	}
+}

@@ -156,6 +156,9 @@ type entry struct {
 	// Neither is persisted: a new mount takes what the server reports.
 	ctimeOwn bool
 	ownUntil time.Time
+	// held: what the mount keeps showing after its own uploads landed,
+	// until Flush (held.go; not persisted).
+	held *heldStat
 
 	// subdirs counts the folder's subfolders while subdirsOK
 	// (dirLinksLocked); every change of children clears subdirsOK.
@@ -249,7 +252,7 @@ func (e *entry) expectedOnServer() expect {
 }
 
 func (e *entry) attr() Attr {
-	a := Attr{Ino: e.ino, ServerIno: e.sino, Mode: e.mode, Size: e.size, Mtime: e.mtime, Target: e.target,
+	a := Attr{Ino: e.ino, ServerIno: e.shownSino(), Mode: e.mode, Size: e.size, Mtime: e.mtime, Target: e.target,
 		Uid: e.uid, Gid: e.gid, HasOwner: e.hasOwner,
 		Atime: e.atime, Ctime: e.ctime, Rdev: e.rdev, Nlink: e.linkCount()}
 	if a.Atime.IsZero() {

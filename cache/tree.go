@@ -204,7 +204,7 @@ func (s *Store) ReadDir(ctx context.Context, dir Ino) ([]DirEntry, error) {
 	out := make([]DirEntry, 0, len(d.children))
 	for name, ino := range d.children {
 		if c := s.entries[ino]; c != nil {
-			out = append(out, DirEntry{Name: name, Ino: ino, ServerIno: c.sino, Mode: c.mode})
+			out = append(out, DirEntry{Name: name, Ino: ino, ServerIno: c.shownSino(), Mode: c.mode})
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
@@ -525,6 +525,11 @@ func (s *Store) applyServerAttrs(e *entry, fi conn.FileInfo) {
 		// The same version by size and second, but not the same file:
 		// its cached content may be the old one.
 		s.dropContent(e)
+	}
+	if e.onServer && (v != e.remote || rewritten) {
+		// Another version, or another file: not what the mount's upload
+		// left.
+		s.releaseHeldLocked(e)
 	}
 	ownerChanged := fi.HasOwner && e.hasOwner && (fi.Uid != e.uid || fi.Gid != e.gid)
 	if ownerChanged && s.chownPendingLocked(e) {

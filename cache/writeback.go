@@ -286,6 +286,8 @@ func (s *Store) applyPut(ctx context.Context, o *op) error {
 	}
 	v := versionOf(fi)
 	before := e.attr()
+	// What the mount showed stays on show until Flush (held.go).
+	s.holdStatLocked(e, before)
 	// The server's inode is a fact about the file that landed, whatever
 	// the local content did meanwhile: the upload helper reports it. An
 	// upload over SFTP reports none: it made a new file, unless the file
@@ -304,29 +306,11 @@ func (s *Store) applyPut(ctx context.Context, o *op) error {
 	if e.gen == gen {
 		e.content = contentClean
 		e.size = fi.Size
-		adoptLandedStat(e, fi, mtime, ctime)
+		holdLandedTimes(e, fi, mtime, ctime)
 	}
 	s.statDataChangedLocked(e, before)
 	s.dirtyIno[e.ino] = true
 	return nil
-}
-
-// adoptLandedStat gives e, whose content just landed on the server
-// unchanged since, the stat data the server reported for it (the upload
-// helper's; SFTP reports none): its inode number (the caller notes it),
-// ctime and mtime with nanoseconds, unless they moved locally since the
-// upload started (sentMtime, startCtime). So the mount shows what a
-// later listing, or a program on the server, sees: git's index written
-// through the mount matches on the server and after a remount. Caller
-// holds mu.
-func adoptLandedStat(e *entry, fi conn.FileInfo, sentMtime, startCtime time.Time) {
-	if fi.Ctime.IsZero() || !e.ctime.Equal(startCtime) {
-		return
-	}
-	if e.mtime.Equal(sentMtime) && fi.Mtime.Unix() == sentMtime.Unix() {
-		e.mtime = fi.Mtime
-	}
-	e.ctime, e.ctimeOwn = fi.Ctime, false
 }
 
 // utimesLanded records that the server's file at p now has mtime m (whole
@@ -510,6 +494,7 @@ func (s *Store) Flush(ctx context.Context) error {
 		return err
 	}
 	s.learnServerCtimes(ctx)
+	s.showLanded()
 	// The records set aside are files: read outside mu.
 	if us := s.Undelivered(); len(us) > 0 {
 		return undeliveredError(us)
