@@ -98,10 +98,36 @@
 //
 //   - Sources: the bulk listing reports inode (only for files on the root's
 //     filesystem), ctime and nanosecond times; the upload helper reports
-//     the landed file's, adopted when nothing changed locally since the
-//     upload started (adoptLandedStat). When only stat data moves, the
-//     kernel's cached attributes are dropped, not its pages
-//     (Invalidation.AttrOnly).
+//     the landed file's. When only stat data moves, the kernel's cached
+//     attributes are dropped, not its pages (Invalidation.AttrOnly).
+//   - The mount's own changes, as on a local disk: every change through
+//     the mount (write, truncate, chmod, chown, utimens, rename, link,
+//     unlink, and the folders a name came into or left) moves ctime at
+//     once, by the local clock. The server carrying the change out a
+//     moment later gives it a newer ctime there; reported back (listing,
+//     feed, bulk stat) it is the echo of a change the mount already
+//     shows, and is not taken: a ctime set through the mount stays until
+//     the server reports one newer than the delivery of the mount's last
+//     change to that entry (Store.ownChangesLandedLocked), and never goes
+//     backwards. Folders, FIFOs, sockets and symlinks keep their mtime
+//     through the echo the same way. A server clock ahead of the local
+//     one by more than a delivery's round trip makes echoes look newer:
+//     ctime then moves a second time, as before.
+//   - An upload lands as a new file on the server (a new inode number and
+//     ctime; unless it has several names, which the helper writes in
+//     place). The file keeps showing its inode number, ctime and mtime
+//     through the landing and the listings after it (held.go): a file's
+//     st_ino never changes while it exists, and its ctime moves only with
+//     its changes. Flush (remotefs flush, unmount) shows the server's,
+//     taken when nothing changed locally since the upload started; so
+//     does a new mount (neither the hold nor the own-change marks are
+//     persisted). git: an index written on the server, or after a flush,
+//     matches on the mount and after a remount (TestGitStatusTrustsIndex);
+//     one written through the mount before the uploads were flushed holds
+//     the mount's numbers, and the first git status after a remount
+//     re-reads those files once (it then refreshes its index). A change
+//     by someone else (another version on the server) shows the server's
+//     stat data at once.
 //   - SFTP stats report whole seconds and neither: an SFTP stat of the
 //     same version (size, second) keeps what is known; one of another
 //     version drops the inode number (the file may be another one now,
