@@ -239,4 +239,21 @@ func TestUploadLandingKeepsShownStat(t *testing.T) {
 	for p := range shown {
 		checkServerStat(t, "after flush", e.remote, p, e.mustLookup(p))
 	}
+
+	// Held again by the next save; a change by someone else on the
+	// server ends the hold: the file is another version now.
+	flushed := e.mustLookup("a.txt")
+	e.mustWrite("a.txt", "alpha, edited twice\n")
+	eventuallyT(t, "the second upload", func() bool {
+		return e.s.Status().Pending == 0 && e.serverContent("a.txt") == "alpha, edited twice\n"
+	})
+	if a := e.mustLookup("a.txt"); a.StatIno() != flushed.StatIno() || serverStatT(t, e.remote, "a.txt").Ino == flushed.StatIno() {
+		t.Fatalf("second upload: shows inode %d, showed %d, server %d", a.StatIno(), flushed.StatIno(), serverStatT(t, e.remote, "a.txt").Ino)
+	}
+	time.Sleep(1100 * time.Millisecond) // another second: another version
+	if err := os.WriteFile(e.remote.p("a.txt"), []byte("changed on the server\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e.preload(ctx)
+	checkServerStat(t, "after a change on the server", e.remote, "a.txt", e.mustLookup("a.txt"))
 }
