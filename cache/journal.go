@@ -315,6 +315,18 @@ func (j *journal) wait(now time.Time, d time.Duration) time.Duration {
 	return d
 }
 
+// done records a change of paths that reached the server now: a listing
+// that started before it is stale for them (changedSince). Delivered
+// operations, and changes made on the server at once (a chown answered
+// by the server). Caller holds mu.
+func (j *journal) done(paths []string, now time.Time) {
+	j.applied++
+	j.recentDone = append(j.recentDone, doneOp{n: j.applied, paths: paths, at: now})
+	if len(j.recentDone) > recentDoneMax {
+		j.recentDone = append(j.recentDone[:0:0], j.recentDone[len(j.recentDone)-recentDoneMax/2:]...)
+	}
+}
+
 // finish records the outcome of delivering o (err) by the rules above.
 // Caller holds mu.
 func (j *journal) finish(o *op, err error, now time.Time) {
@@ -323,11 +335,7 @@ func (j *journal) finish(o *op, err error, now time.Time) {
 	defer j.cond.Broadcast()
 	if err == nil {
 		j.remove(o)
-		j.applied++
-		j.recentDone = append(j.recentDone, doneOp{n: j.applied, paths: o.paths(), at: now})
-		if len(j.recentDone) > recentDoneMax {
-			j.recentDone = append(j.recentDone[:0:0], j.recentDone[len(j.recentDone)-recentDoneMax/2:]...)
-		}
+		j.done(o.paths(), now)
 		j.d.delivered(o)
 		return
 	}

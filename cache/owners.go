@@ -201,9 +201,14 @@ func (s *Store) Chown(ctx context.Context, ino Ino, uid, gid *uint32) (Attr, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	// A listing that started before the server changed the owner reports
+	// the old one: stale for this path, as after a delivered operation.
+	now := s.now()
+	s.jr.done([]string{p}, now)
 	if e := s.entries[ino]; e != nil {
 		e.uid, e.gid, e.hasOwner = nu, ng, true
 		s.touchLocked(e, false)
+		e.ownUntil = now
 		return e.attr(), nil
 	}
 	return Attr{}, ErrStale
