@@ -125,8 +125,10 @@
 //     matches on the mount and after a remount (TestGitStatusTrustsIndex);
 //     one written through the mount before the uploads were flushed holds
 //     the mount's numbers, and the first git status after a remount
-//     re-reads those files once (it then refreshes its index). A change
-//     by someone else (another version on the server) shows the server's
+//     re-reads those files once (it then refreshes its index); so does a
+//     file renamed, chmod'ed or chown'ed through the mount (its ctime is
+//     the mount's until the next mount, even after a flush). A change by
+//     someone else (another version on the server) shows the server's
 //     stat data at once.
 //   - SFTP stats report whole seconds and neither: an SFTP stat of the
 //     same version (size, second) keeps what is known; one of another
