@@ -155,7 +155,7 @@ type entry struct {
 	// ownUntil are the echo of the mount's own changes (serverTimes).
 	// Neither is persisted: a new mount takes what the server reports.
 	ctimeOwn bool
-	ownUntil time.Time
+	ownUntil int64 // unix ns (0: none)
 	// held: what the mount keeps showing after its own uploads landed,
 	// until Flush (held.go; not persisted).
 	held *heldStat

@@ -201,7 +201,7 @@ func (s *Store) forgetServerInoLocked(e *entry) {
 // taken from the server is replaced by the server's next one. SFTP
 // reports no ctime: its mtime is a lower bound. Caller holds mu.
 func serverTimes(e *entry, fi conn.FileInfo) {
-	echo := func(t time.Time) bool { return !t.After(e.ownUntil) }
+	echo := func(t time.Time) bool { return e.ownUntil != 0 && t.UnixNano() <= e.ownUntil }
 	if e.mode.IsRegular() || e.mtime.IsZero() || e.mode.Type() != fi.Mode.Type() || !echo(fi.Mtime) {
 		e.mtime = sameSecond(e.mtime, fi.Mtime)
 	}

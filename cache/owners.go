@@ -208,7 +208,7 @@ func (s *Store) Chown(ctx context.Context, ino Ino, uid, gid *uint32) (Attr, err
 	if e := s.entries[ino]; e != nil {
 		e.uid, e.gid, e.hasOwner = nu, ng, true
 		s.touchLocked(e, false)
-		e.ownUntil = now
+		e.ownUntil = now.UnixNano()
 		return e.attr(), nil
 	}
 	return Attr{}, ErrStale

@@ -61,7 +61,7 @@ func (s *Store) delivered(o *op) {
 // gave them in carrying o out are the echo of changes the mount already
 // shows (serverTimes). Caller holds mu.
 func (s *Store) ownChangesLandedLocked(o *op) {
-	now := s.now()
+	now := s.now().UnixNano()
 	if e := s.entries[o.Ino]; e != nil {
 		e.ownUntil = now
 	}
