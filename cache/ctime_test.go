@@ -105,7 +105,7 @@ func TestCtimeOwnChangeKeptThroughEcho(t *testing.T) {
 	for p, a := range e.movedAt("mkdir", t0, time.Now(), "d/sub", "d") {
 		shown[p] = a
 	}
-	e.flush()
+	e.delivered()
 	if _, err := os.Stat(e.remote.p("e/b.txt")); err != nil {
 		t.Fatalf("the rename did not reach the server: %v", err)
 	}
@@ -126,6 +126,18 @@ func TestCtimeOwnChangeKeptThroughEcho(t *testing.T) {
 			t.Errorf("%s: mtime %v after the server's echo, want %v", p, a.Mtime, want.Mtime)
 		}
 	}
+
+	// Flush shows the server's stat data for the files (git's index
+	// written afterwards matches on the server).
+	e.flush()
+	checkServerStat(t, "renamed file after flush", e.remote, "e/b.txt", e.mustLookup("e/b.txt"))
+}
+
+// delivered waits until every change has reached the server, without
+// Flush (which shows the server's stat data).
+func (e *env) delivered() {
+	e.t.Helper()
+	eventuallyT(e.t, "the changes delivered", func() bool { return e.s.Status().Pending == 0 })
 }
 
 // A ctime set through the mount never goes backwards: a server whose
@@ -142,7 +154,7 @@ func TestCtimeNeverGoesBackwards(t *testing.T) {
 		t.Fatal(err)
 	}
 	shown := e.movedAt("chmod", t0, time.Now().Add(10*time.Second), "f.txt")["f.txt"]
-	e.flush()
+	e.delivered()
 	if fi, err := os.Stat(e.remote.p("f.txt")); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("chmod did not reach the server: %v %v", fi, err)
 	}

@@ -118,18 +118,22 @@
 //     place). The file keeps showing its inode number, ctime and mtime
 //     through the landing and the listings after it (held.go): a file's
 //     st_ino never changes while it exists, and its ctime moves only with
-//     its changes. Flush (remotefs flush, unmount) shows the server's,
-//     taken when nothing changed locally since the upload started; so
-//     does a new mount (neither the hold nor the own-change marks are
-//     persisted). git: an index written on the server, or after a flush,
-//     matches on the mount and after a remount (TestGitStatusTrustsIndex);
-//     one written through the mount before the uploads were flushed holds
-//     the mount's numbers, and the first git status after a remount
-//     re-reads those files once (it then refreshes its index); so does a
-//     file renamed, chmod'ed or chown'ed through the mount (its ctime is
-//     the mount's until the next mount, even after a flush). A change by
-//     someone else (another version on the server) shows the server's
-//     stat data at once.
+//     its changes. Flush (remotefs flush, unmount), once everything is
+//     delivered, shows the server's stat data for every file whose stat
+//     data is the mount's own (saved, renamed, chmod'ed, ...; held.go):
+//     stat'ed in bulk by the server's agent, or, without one, what the
+//     upload helper reported (taken when nothing changed locally since
+//     the upload started; a renamed file then keeps the mount's ctime).
+//     A flush is the one place a ctime may go backwards: to the server's,
+//     when the server's clock is behind. A new mount shows the server's
+//     too (neither the hold nor the own-change marks are persisted).
+//     git: an index written on the server, or after a flush, matches on
+//     the mount and after a remount (TestGitStatusTrustsIndex); one
+//     written through the mount before the flush holds the mount's stat
+//     data, and the first git status after a remount re-reads those files
+//     once (it then refreshes its index). A change by someone else
+//     (another version on the server) shows the server's stat data at
+//     once.
 //   - SFTP stats report whole seconds and neither: an SFTP stat of the
 //     same version (size, second) keeps what is known; one of another
 //     version drops the inode number (the file may be another one now,

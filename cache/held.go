@@ -1,25 +1,29 @@
 package cache
 
 import (
+	"context"
+	"slices"
 	"time"
 
 	"remotefs/conn"
 )
 
-// Stat data across the mount's own uploads. An upload lands by renaming
+// Stat data across the mount's own changes. An upload lands by renaming
 // a new file over the server's (unless the file has several names), so
 // the server's file gets a new inode number and ctime, which the upload
-// helper reports. Shown at once, they would move under a program that
-// stat'ed the file a moment before: on a local disk a file's inode number
-// never changes and its ctime moves only when the program changes it
-// (POSIX; pjdfstest checks it after every operation). So the mount holds
-// what it showed (heldStat) and learns the new facts beside it (e.sino:
-// hard-link detection uses them) until Flush, which waits for the
-// uploads and then shows the server's stat data, so that an index git
-// writes after `remotefs flush` matches on the server and after a
-// remount; a new mount shows the server's too (held is not persisted).
-// A change of the file by someone else (another version on the server)
-// ends the hold: the file is another one now.
+// helper reports; a rename or chmod gets the server's ctime. Shown at
+// once, they would move under a program that stat'ed the file a moment
+// before: on a local disk a file's inode number never changes and its
+// ctime moves only when the program changes it (POSIX; pjdfstest checks
+// it after every operation). So the mount holds what it showed
+// (heldStat; serverTimes for the ctime of other changes) and learns the
+// new facts beside it (e.sino: hard-link detection uses them) until
+// Flush, which, once everything is delivered, shows the server's stat
+// data for the files in ownStatIno (showServerStat), so that an index
+// git writes after `remotefs flush` matches on the server and after a
+// remount; a new mount shows the server's too (nothing of this is
+// persisted). A change of the file by someone else (another version on
+// the server) ends the hold: the file is another one now.
 
 // heldStat is what an entry keeps showing after its own uploads landed.
 type heldStat struct {
@@ -48,10 +52,17 @@ func (s *Store) holdStatLocked(e *entry, before Attr) {
 		return
 	}
 	e.held = &heldStat{sino: before.ServerIno}
-	if s.heldIno == nil {
-		s.heldIno = map[Ino]bool{}
+	s.noteOwnStatLocked(e)
+}
+
+// noteOwnStatLocked records that e, a file, shows stat data of the
+// mount's own (a held upload, a ctime its delivered change set), for
+// Flush to replace with the server's. Caller holds mu.
+func (s *Store) noteOwnStatLocked(e *entry) {
+	if s.ownStatIno == nil {
+		s.ownStatIno = map[Ino]bool{}
 	}
-	s.heldIno[e.ino] = true
+	s.ownStatIno[e.ino] = true
 }
 
 // holdLandedTimes records the ctime and mtime the server reported for the
@@ -86,24 +97,77 @@ func (s *Store) releaseHeldLocked(e *entry) {
 		s.dirtyIno[e.ino] = true
 	}
 	e.held = nil
-	delete(s.heldIno, e.ino)
+	delete(s.ownStatIno, e.ino)
 	s.statDataChangedLocked(e, before)
 }
 
-// showLanded ends the holds of the files whose uploads have all landed
-// (Flush). Caller does not hold mu.
-func (s *Store) showLanded() {
+// showServerStat shows the server's stat data for the files whose stat
+// data is the mount's own (Flush, once every change has been delivered):
+// stat'ed in bulk where the server's agent runs (the inode and ctime an
+// upload left, the ctime of a rename, chmod or chown the server carried
+// out), else what the upload helper reported. Files with changes still on
+// their way keep theirs. Caller does not hold mu.
+func (s *Store) showServerStat(ctx context.Context) {
+	s.mu.Lock()
+	var paths []string
+	for ino := range s.ownStatIno {
+		e := s.entries[ino]
+		switch {
+		case e == nil || !e.mode.IsRegular() || e.orphan():
+			delete(s.ownStatIno, ino)
+		case e.localOwned() || s.protected(s.pathOf(e)):
+			// its changes are on their way
+		default:
+			paths = append(paths, s.pathOf(e))
+		}
+	}
+	since := s.jr.mark()
+	s.mu.Unlock()
+	if bs, ok := s.remote.(conn.BatchStater); ok && len(paths) > 0 {
+		for chunk := range slices.Chunk(paths, statBatchMax) {
+			sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			err := bs.StatMany(sctx, chunk, func(p string, fi conn.FileInfo) error {
+				s.mu.Lock()
+				defer s.mu.Unlock()
+				s.showServerStatLocked(p, fi, since)
+				return nil
+			})
+			cancel()
+			if err != nil {
+				s.log.Debug("bulk stat at flush", "files", len(chunk), "err", err)
+				break
+			}
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for ino := range s.heldIno {
-		e := s.entries[ino]
-		if e == nil {
-			delete(s.heldIno, ino)
-			continue
+	for _, p := range paths {
+		// Not stat'ed (no agent): what the upload reported, if anything.
+		if _, e, err := s.lookupPathLocked(p); err == nil && e != nil && s.ownStatIno[e.ino] {
+			s.releaseHeldLocked(e)
+			delete(s.ownStatIno, e.ino)
 		}
-		if e.localOwned() || s.jr.puts(ino) > 0 {
-			continue // another upload is on its way
-		}
-		s.releaseHeldLocked(e)
 	}
+}
+
+// showServerStatLocked shows fi, the server's stat data of the file at p,
+// when it is still the version the mount shows and nothing changed it
+// locally since the bulk stat started (since). Caller holds mu.
+func (s *Store) showServerStatLocked(p string, fi conn.FileInfo, since uint64) {
+	_, e, err := s.lookupPathLocked(p)
+	if err != nil || e == nil || !s.ownStatIno[e.ino] || e.mode != fi.Mode || e.localOwned() ||
+		versionOf(fi) != e.remote || fi.Ctime.IsZero() || s.keepLocal(p, since) {
+		return
+	}
+	before := e.attr()
+	e.held = nil
+	delete(s.ownStatIno, e.ino)
+	if fi.Ino != 0 {
+		s.noteServerInoLocked(e, fi)
+	}
+	e.mtime = sameSecond(e.mtime, fi.Mtime)
+	e.ctime, e.ctimeOwn = fi.Ctime, false
+	e.sctime = fi.Ctime // of the version the content is
+	s.dirtyIno[e.ino] = true
+	s.statDataChangedLocked(e, before)
 }

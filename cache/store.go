@@ -116,7 +116,7 @@ type Store struct {
 	cond       *sync.Cond
 	entries    map[Ino]*entry
 	sinos      map[uint64]Ino // server inode -> entry, for files with several links
-	heldIno    map[Ino]bool   // entries whose stat data is held (held.go)
+	ownStatIno map[Ino]bool   // files whose stat data is the mount's own (held.go)
 	nextIno    Ino
 	nextSeq    uint64
 	jr         *journal     // the write-back queue (journal.go)

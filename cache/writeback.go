@@ -64,6 +64,9 @@ func (s *Store) ownChangesLandedLocked(o *op) {
 	now := s.now().UnixNano()
 	if e := s.entries[o.Ino]; e != nil {
 		e.ownUntil = now
+		if e.mode.IsRegular() {
+			s.noteOwnStatLocked(e)
+		}
 	}
 	for _, p := range append([]string{o.Path, o.Path2}, o.Also...) {
 		if p == "" {
@@ -81,6 +84,9 @@ func (s *Store) ownChangesLandedLocked(o *op) {
 		for _, x := range []*entry{d, e} {
 			if x != nil {
 				x.ownUntil = now
+				if x.mode.IsRegular() {
+					s.noteOwnStatLocked(x)
+				}
 			}
 		}
 	}
@@ -493,8 +499,8 @@ func (s *Store) Flush(ctx context.Context) error {
 	if err := s.flushWait(ctx); err != nil {
 		return err
 	}
-	s.learnServerCtimes(ctx)
-	s.showLanded()
+	s.showServerStat(ctx)
+	s.learnServerCtimes(ctx) // those showServerStat did not stat
 	// The records set aside are files: read outside mu.
 	if us := s.Undelivered(); len(us) > 0 {
 		return undeliveredError(us)
