@@ -49,6 +49,7 @@ func serve(ctx context.Context, cfg *config.Mount, ready func(error), warn func(
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	log = log.With("mount", cfg.Mountpoint)
+	heapProfiles(log)
 
 	hasCache := fileExists(filepath.Join(cfg.CacheDir, "meta.db"))
 	var onReconnect atomic.Value // func(), set once the cache is open
