@@ -77,11 +77,11 @@ func (s *Store) Open(ctx context.Context, ino Ino, flags int) (*Handle, error) {
 	// its cached blocks are served next to blocks fetched now, and a
 	// change the feed has not reported yet would mix the two versions in
 	// one read; one round trip is small next to reading it.
-	fed := s.feedCovers(e, e.checked)
+	fed := s.feedCovers(e, e.checked.Time())
 	replacing := writable && flags&syscall.O_TRUNC != 0
 	large := e.size >= s.opts.LargeFile
 	recheck := e.content != contentDirty && e.onServer && !replacing &&
-		(s.unsettled(e) || large || !fed && (s.now().Sub(e.checked) > s.opts.AttrTTL || s.inServerFolder(e))) &&
+		(s.unsettled(e) || large || !fed && (s.now().Sub(e.checked.Time()) > s.opts.AttrTTL || s.inServerFolder(e))) &&
 		s.online()
 	if !writable && !recheck && (e.content == contentClean || e.content == contentDirty) {
 		// The warm path (a grep over a project): whole content here and
@@ -318,14 +318,14 @@ func (s *Store) applyRevalidationLocked(e *entry, fi conn.FileInfo, err error) e
 	if fi.Mode.Type() != e.mode.Type() {
 		// Replaced by another kind of entry: let the directory listing
 		// sort it out.
-		if d := s.entries[e.parent]; d != nil {
-			d.listedAt = d.listedAt.AddDate(-1, 0, 0)
+		if d := s.entries[e.parent]; d != nil && !d.listedAt.IsZero() {
+			d.listedAt = stampOf(d.listedAt.Time().AddDate(-1, 0, 0))
 		}
 		s.removeSubtree(e)
 		return ErrStale
 	}
 	s.applyServerAttrs(e, fi)
-	e.checked = s.now()
+	e.checked = stampOf(s.now())
 	return nil
 }
 
@@ -486,7 +486,7 @@ func (s *Store) fetch(ctx context.Context, ino Ino, p string, gen uint64, own *o
 	s.applyServerAttrs(e, fi)
 	e.content, e.blocks = contentClean, nil
 	s.newEpochLocked(e)
-	e.checked = s.now()
+	e.checked = stampOf(s.now())
 	s.dirtyIno[ino] = true
 	s.touchContentLocked(e)
 	s.evictLocked(ino)

@@ -135,43 +135,35 @@ const (
 )
 
 // entry is one file, directory or symlink. Guarded by Store.mu.
+//
+// There is one per entry of the tree for the mount's life, so its size is
+// most of the daemon's memory with a large tree (100,000 entries: about
+// 38 MB at 384 bytes each): fields are ordered largest first so that no
+// padding goes between them, the times the mount keeps for itself are
+// stamps (8 bytes, not time.Time's 24), and counters are 32-bit.
 type entry struct {
 	ino    Ino
 	parent Ino
 	name   string
-	mode   fs.FileMode
+	target string
 	size   int64
 	mtime  time.Time
-	target string
-	// the server's owner and group, when hasOwner (owners.go)
-	uid, gid uint32
-	hasOwner bool
-	atime    time.Time
-	ctime    time.Time
-	rdev     uint32
-	// ctimeOwn: ctime was set by a change through the mount, not taken
-	// from the server; ownUntil: when the last journal operation that
-	// changed this entry on the server was delivered. Server times up to
-	// ownUntil are the echo of the mount's own changes (serverTimes).
-	// Neither is persisted: a new mount takes what the server reports.
-	ctimeOwn bool
-	ownUntil int64 // unix ns (0: none)
+	atime  time.Time
+	ctime  time.Time
+	// ownUntil: when the last journal operation that changed this entry
+	// on the server was delivered (unix ns, 0: none). Server times up to
+	// ownUntil are the echo of the mount's own changes (serverTimes). Not
+	// persisted, as ctimeOwn.
+	ownUntil int64
 	// held: what the mount keeps showing after its own uploads landed,
 	// until Flush (held.go; not persisted).
 	held *heldStat
-
-	// subdirs counts the folder's subfolders while subdirsOK
-	// (dirLinksLocked); every change of children clears subdirsOK.
-	subdirs   uint32
-	subdirsOK bool
-
 	// Hard links: the names besides (parent, name), which is the primary
 	// one that journal operations use. nlink is the link count the server
 	// reported for a folder (0: unknown); sino the server's inode number
 	// (bulk listing only), which tells the names of one file apart from
 	// copies.
 	links []linkName
-	nlink uint32
 	sino  uint64
 	// sctime: the server's ctime of the file the cached content came
 	// from, as a source with stat data reported it (the bulk listing, the
@@ -180,17 +172,10 @@ type entry struct {
 	// ctime). A later report of another ctime for the same version means
 	// the server rewrote the file (rewrittenInPlace).
 	sctime time.Time
-	// localOnly: a FIFO, socket or device node the server could not make;
-	// it lives in the mirror only.
-	localOnly bool
 
 	// directories
-	listed   bool           // children is the complete listing
 	children map[string]Ino // nil until listed or a child is added
-	listedAt time.Time      // when last listed from the server (zero after restart)
-	// announce: a folder the server created while the mount showed its
-	// parent; its first listing raises events (not persisted).
-	announce bool
+	listedAt stamp          // when last listed from the server (zero after restart)
 	// confirmed: the connection epoch (Store.connEpoch) in which the
 	// folder was last listed from the server (not persisted: zero after
 	// a restart, so every cached listing starts unconfirmed).
@@ -201,13 +186,11 @@ type entry struct {
 	statEpoch uint64
 
 	// files
-	onServer bool      // the server has this path, as far as we know
-	remote   Version   // server version the attributes / clean content came from
-	checked  time.Time // when remote was last confirmed with the server
-	content  contentState
-	base     expect // dirty: what the next upload expects on the server at its path
-	gen      uint64 // bumped by every local content change
-	blocks   []byte // contentPartial: bitmap of the 1 MiB blocks present
+	remote  Version // server version the attributes / clean content came from
+	checked stamp   // when remote was last confirmed with the server
+	base    expect  // dirty: what the next upload expects on the server at its path
+	gen     uint64  // bumped by every local content change
+	blocks  []byte  // contentPartial: bitmap of the 1 MiB blocks present
 	// epoch names the content file: a new one whenever the cached content
 	// is dropped or replaced (versions.go; not persisted).
 	epoch uint64
@@ -216,14 +199,65 @@ type entry struct {
 	epochTold uint64
 	// reported: when the change feed last reported this file changed (not
 	// persisted); a file reported recently is still being written.
-	reported time.Time
-	writers  int // open writable handles (not persisted)
-	opens    int // open handles of any kind (not persisted)
+	reported stamp
 
+	mode fs.FileMode
+	// the server's owner and group, when hasOwner (owners.go)
+	uid, gid uint32
+	rdev     uint32
+	nlink    uint32
+	// subdirs counts the folder's subfolders while subdirsOK
+	// (dirLinksLocked); every change of children clears subdirsOK.
+	subdirs uint32
+	writers int32 // open writable handles (not persisted)
+	opens   int32 // open handles of any kind (not persisted)
+	lru     int32 // its node in Store.recent, 0 when none (evict.go)
+	content contentState
+
+	hasOwner  bool
+	subdirsOK bool
+	// ctimeOwn: ctime was set by a change through the mount, not taken
+	// from the server (not persisted: a new mount takes what the server
+	// reports).
+	ctimeOwn bool
+	// localOnly: a FIFO, socket or device node the server could not make;
+	// it lives in the mirror only.
+	localOnly bool
+	listed    bool // directories: children is the complete listing
+	// announce: a folder the server created while the mount showed its
+	// parent; its first listing raises events (not persisted).
+	announce bool
+	onServer bool // the server has this path, as far as we know
 	// setAside: an upload of it was set aside while it was open for
 	// writing; its content is dropped at the last close (not persisted).
 	setAside bool
 }
+
+// stamp is a moment the mount keeps for itself (when an entry was last
+// confirmed, listed, reported changed): the wall clock in nanoseconds
+// since 1970, 0 for none. It compares like the time.Time it was made
+// from, except that it has no monotonic reading (a step of the wall
+// clock moves it, as it moves the mount's other times).
+type stamp int64
+
+func stampOf(t time.Time) stamp {
+	if t.IsZero() {
+		return 0
+	}
+	return stamp(t.UnixNano())
+}
+
+// Time is the stamp as a time.Time (the zero Time for none).
+func (s stamp) Time() time.Time {
+	if s == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, int64(s))
+}
+
+func (s stamp) IsZero() bool            { return s == 0 }
+func (s stamp) After(t time.Time) bool  { return s.Time().After(t) }
+func (s stamp) Before(t time.Time) bool { return s.Time().Before(t) }
 
 // localOwned reports whether the local state of a file must not be replaced
 // by what the server says: it has unsent changes or is open for writing

@@ -74,7 +74,7 @@ func (s *Store) Mkdir(ctx context.Context, dir Ino, name string, perm fs.FileMod
 	}
 	e := s.addChildLocked(d, name, fs.ModeDir|mode)
 	e.listed = true
-	e.listedAt = s.now() // its names are known as of now: no refresh before DirTTL
+	e.listedAt = stampOf(s.now()) // its names are known as of now: no refresh before DirTTL
 	e.children = map[string]Ino{}
 	if d.confirmed == s.connEpoch {
 		// The server had no such folder when the parent's names were

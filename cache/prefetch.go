@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"remotefs/conn"
@@ -380,7 +381,11 @@ func (s *Store) storePrefetched(p string, fi conn.FileInfo, r io.Reader, since u
 		io.Copy(io.Discard, r)
 		return nil, nil
 	}
-	n, err := io.Copy(f, r)
+	buf := copyBuffers.Get().(*[]byte)
+	// Not io.Copy(f, r): *os.File's ReadFrom would allocate a new 32 KiB
+	// buffer for every file (gigabytes over a large tree's prefetch).
+	n, err := io.CopyBuffer(struct{ io.Writer }{f}, r, *buf)
+	copyBuffers.Put(buf)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -390,6 +395,8 @@ func (s *Store) storePrefetched(p string, fi conn.FileInfo, r io.Reader, since u
 	}
 	return &prefetched{path: p, fi: fi, ino: ino, gen: gen, tmp: tmp, n: n}, nil
 }
+
+var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
 // commitPrefetched makes a prefetched file the entry's content if the
 // entry still wants it. It returns the bytes stored, or -1 when skipped.
@@ -408,7 +415,7 @@ func (s *Store) commitPrefetched(pf prefetched, claimed map[Ino]*fetchCall) int6
 	}
 	e.content = contentClean
 	s.newEpochLocked(e)
-	e.checked = s.now()
+	e.checked = stampOf(s.now())
 	s.dirtyIno[ino] = true
 	s.touchContentLocked(e)
 	s.evictLocked(ino)

@@ -391,7 +391,7 @@ func (s *Store) fetchRun(ctx context.Context, ino Ino, want blockVersion, from, 
 		}
 		fi.Name = e.name
 		s.applyServerAttrs(e, fi)
-		e.checked = s.now()
+		e.checked = stampOf(s.now())
 		return nil // the reader asks again
 	}
 	need := min(int64(len(buf)), e.size-off)

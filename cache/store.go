@@ -14,7 +14,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/hashicorp/golang-lru/v2/simplelru"
 	bolt "go.etcd.io/bbolt"
 
 	"remotefs/conn"
@@ -138,7 +137,7 @@ type Store struct {
 	// of them lands (see watchUploads).
 	landed map[Ino][]func(Version)
 	closed bool
-	recent *simplelru.LRU[Ino, int64] // content present, by last use
+	recent *recency // content present, by last use
 	// feedSince: when the server's change feed last became live (zero: not
 	// live). Entries confirmed since then need no re-check on open.
 	feedSince  time.Time
@@ -152,7 +151,7 @@ type Store struct {
 	// (learnServerCtimes, statdata.go).
 	ctimeUnknown map[Ino]bool
 	// invalidations waiting for invalidateLoop
-	invalidations    []Invalidation
+	invalidations    []queuedInvalidation
 	invalidateSignal chan struct{}
 	// invalQueued / invalDone: how many invalidations were queued, and
 	// how many of them invalidateLoop has delivered (versions.go waits on
@@ -305,6 +304,7 @@ func Open(opts Options) (*Store, error) {
 		return nil, err
 	}
 	s.cleanContentDir()
+	s.releaseDBPages()
 	go s.persistLoop()
 	if opts.ReadOnly {
 		close(s.sparesDone) // nothing is created

@@ -233,8 +233,8 @@ func (s *Store) ensureListed(ctx context.Context, dir Ino) error {
 	}
 	if d.listed {
 		// With a live change feed, listings are kept current by it.
-		fed := s.feedCovers(d, d.listedAt)
-		stale := !fed && s.now().Sub(d.listedAt) > s.opts.DirTTL && s.online() && s.listing[dir] == nil
+		fed := s.feedCovers(d, d.listedAt.Time())
+		stale := !fed && s.now().Sub(d.listedAt.Time()) > s.opts.DirTTL && s.online() && s.listing[dir] == nil
 		s.mu.Unlock()
 		if stale {
 			go s.listDir(context.Background(), dir)
@@ -319,7 +319,7 @@ func (s *Store) listDirNow(ctx context.Context, dir Ino) error {
 	if d.listed && s.protected(p) {
 		// Local changes under this directory are not on the server yet;
 		// the server's listing would contradict them.
-		d.listedAt = s.now()
+		d.listedAt = stampOf(s.now())
 		s.mu.Unlock()
 		return nil
 	}
@@ -453,7 +453,7 @@ func (s *Store) mergeListing(dir Ino, p string, infos []conn.FileInfo, since, ep
 	}
 	d.listed = true
 	d.announce = false
-	d.listedAt = now
+	d.listedAt = stampOf(now)
 	d.confirmed = epoch
 	s.dirtyIno[dir] = true
 }
@@ -472,13 +472,16 @@ func (s *Store) upsertChildLocked(d *entry, fi conn.FileInfo, now time.Time) *en
 		c = nil
 	}
 	if c == nil {
+		// The name is kept for the mount's life: a copy of its own, not a
+		// slice of the listing's buffer (the whole path it came in).
+		fi.Name = strings.Clone(fi.Name)
 		if l := s.linkByServerInoLocked(d, fi); l != nil {
 			// Another name of a file the mirror has: a hard link.
 			l.links = append(l.links, linkName{Parent: d.ino, Name: fi.Name})
 			d.setChild(fi.Name, l.ino)
 			s.dirtyIno[d.ino] = true
 			s.applyServerAttrs(l, fi)
-			l.checked = now
+			l.checked = stampOf(now)
 			s.notifyLocked(Invalidation{Dir: d.ino, Name: fi.Name, Ino: l.ino})
 			return l
 		}
@@ -488,7 +491,7 @@ func (s *Store) upsertChildLocked(d *entry, fi conn.FileInfo, now time.Time) *en
 		d.setChild(fi.Name, c.ino)
 		s.dirtyIno[d.ino] = true
 		s.applyServerAttrs(c, fi)
-		c.checked = now
+		c.checked = stampOf(now)
 		inv := Invalidation{Dir: d.ino, Name: fi.Name, Made: c.ino}
 		// Names that appear in a folder shown before (or in one the
 		// server just created) are server changes worth an event; a
@@ -497,17 +500,17 @@ func (s *Store) upsertChildLocked(d *entry, fi conn.FileInfo, now time.Time) *en
 			inv.Event, inv.Attr = EventCreated, c.attr()
 			c.announce = c.isDir()
 			if c.mode.IsRegular() {
-				c.reported = now // new on the server: maybe still being written
+				c.reported = stampOf(now) // new on the server: maybe still being written
 			}
 		}
 		s.notifyLocked(inv)
 		return c
 	}
 	if c.mode.IsRegular() && c.onServer && !c.localOwned() && versionOf(fi) != c.remote {
-		c.reported = now // changed on the server: maybe still being written
+		c.reported = stampOf(now) // changed on the server: maybe still being written
 	}
 	s.applyServerAttrs(c, fi)
-	c.checked = now
+	c.checked = stampOf(now)
 	return c
 }
 
@@ -517,6 +520,9 @@ func (s *Store) applyServerAttrs(e *entry, fi conn.FileInfo) {
 	v := versionOf(fi)
 	before := e.attr()
 	rewritten := e.onServer && e.mode.IsRegular() && v == e.remote && rewrittenInPlace(e, fi)
+	// An entry the server reports unchanged (every listing after a
+	// remount, for most of the tree) is not written to meta.db again.
+	was := e.serverAttrs()
 	s.noteServerInoLocked(e, fi)
 	if e.localOwned() {
 		return
@@ -586,7 +592,29 @@ func (s *Store) applyServerAttrs(e *entry, fi conn.FileInfo) {
 	}
 	e.remote = v
 	e.onServer = true
-	s.dirtyIno[e.ino] = true
+	if e.serverAttrs() != was {
+		s.dirtyIno[e.ino] = true
+	}
+}
+
+// serverAttrs are the persisted fields applyServerAttrs may change (it
+// marks what else it changes dirty itself, e.g. dropContent).
+type serverAttrs struct {
+	sino, mtime, atime, ctime int64
+	sctime                    int64
+	size                      int64
+	mode                      fs.FileMode
+	uid, gid, nlink           uint32
+	hasOwner, onServer        bool
+	remote                    Version
+	target                    string
+}
+
+func (e *entry) serverAttrs() serverAttrs {
+	return serverAttrs{sino: int64(e.sino), mtime: e.mtime.UnixNano(), atime: e.atime.UnixNano(), ctime: e.ctime.UnixNano(),
+		sctime: e.sctime.UnixNano(),
+		size:   e.size, mode: e.mode, uid: e.uid, gid: e.gid, nlink: e.nlink, hasOwner: e.hasOwner, onServer: e.onServer,
+		remote: e.remote, target: e.target}
 }
 
 // rewrittenInPlace reports whether fi, from a source with stat data (the
@@ -624,7 +652,7 @@ func (s *Store) dropContent(e *entry) {
 	e.blocks = nil
 	s.newEpochLocked(e)
 	s.dirtyIno[e.ino] = true
-	s.forgetContentLocked(e.ino)
+	s.forgetContentLocked(e)
 }
 
 // removeSubtree forgets e and everything under it. Dirty content under it
@@ -667,7 +695,7 @@ func (s *Store) removeSubtree(e *entry) {
 	if !s.hasPendingPut(e.ino) {
 		os.Remove(s.contentPath(e.ino))
 	}
-	s.forgetContentLocked(e.ino)
+	s.forgetContentLocked(e)
 	delete(s.entries, e.ino)
 }
 
@@ -700,7 +728,7 @@ func (s *Store) purgeOrphanLocked(e *entry) {
 	if !s.hasPendingPut(e.ino) {
 		os.Remove(s.contentPath(e.ino))
 	}
-	s.forgetContentLocked(e.ino)
+	s.forgetContentLocked(e)
 	delete(s.entries, e.ino)
 }
 

@@ -165,8 +165,8 @@ func (s *Store) showServerStateLocked(o *op) {
 func (s *Store) dropSetAsideLocked(e *entry) {
 	os.Remove(s.contentPath(e.ino))
 	e.content, e.blocks, e.base, e.setAside = contentNone, nil, expect{}, false
-	e.remote, e.checked = Version{}, time.Time{}
-	s.forgetContentLocked(e.ino)
+	e.remote, e.checked = Version{}, 0
+	s.forgetContentLocked(e)
 	s.dirtyIno[e.ino] = true
 	s.newEpochLocked(e) // handles reading it move on; the kernel drops its pages
 	if p := s.pathOf(e); p != "" {

@@ -105,7 +105,7 @@ const waitToldFor = 100 * time.Millisecond
 // not cached by the kernel and an open checks them with the server.
 // Caller holds mu.
 func (s *Store) unsettled(e *entry) bool {
-	return !e.reported.IsZero() && s.now().Sub(e.reported) < unsettledFor
+	return !e.reported.IsZero() && s.now().Sub(e.reported.Time()) < unsettledFor
 }
 
 // Epoch is the epoch of the content this handle reads. The FUSE layer

@@ -7,6 +7,7 @@ import (
 	"hash/crc32"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -480,13 +481,14 @@ func (s *Store) SyncJournal() error { return s.syncJournal() }
 func (s *Store) checkpointLocked(max int, done []uint64, ops ...*op) error {
 	var some []Ino
 	if max > 0 && len(s.dirtyIno) > max {
-		some = make([]Ino, 0, max)
+		// The lowest numbers first: neighbours in meta.db, so one
+		// transaction touches (and copies) as few pages as it can.
+		some = make([]Ino, 0, len(s.dirtyIno))
 		for ino := range s.dirtyIno {
-			if len(some) == max {
-				break
-			}
 			some = append(some, ino)
 		}
+		slices.Sort(some)
+		some = some[:max]
 	}
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		if err := s.walBatch.apply(tx); err != nil {
@@ -541,6 +543,7 @@ func (s *Store) checkpointLocked(max int, done []uint64, ops ...*op) error {
 	if err != nil {
 		return fmt.Errorf("cache commit: %w", err)
 	}
+	s.releaseDBPages()
 	if some != nil {
 		for _, ino := range some {
 			delete(s.dirtyIno, ino)

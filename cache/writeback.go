@@ -307,7 +307,7 @@ func (s *Store) applyPut(ctx context.Context, o *op) error {
 	e.onServer = true
 	e.remote = v
 	e.base = expectVersion(v)
-	e.checked = s.now()
+	e.checked = stampOf(s.now())
 	e.sctime = fi.Ctime // the upload helper's; SFTP reports none (zero: unknown)
 	if e.gen == gen {
 		e.content = contentClean
@@ -391,7 +391,7 @@ func (s *Store) recordConflictLocked(p, copyPath string, e *entry, copyInfo, ser
 	n := s.addChildLocked(d, path.Base(p), 0)
 	serverInfo.Name = n.name
 	s.applyServerAttrs(n, serverInfo)
-	n.checked = s.now()
+	n.checked = stampOf(s.now())
 }
 
 // applyRename renames on the server, unless the file it replaces changed

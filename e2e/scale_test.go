@@ -162,6 +162,7 @@ type rssSampler struct {
 	samples atomic.Int64
 	mu      sync.Mutex
 	line    []string // "+1.0s 123 MiB", about one a second
+	top     memInfo  // the sample with the largest VmRSS
 	done    chan struct{}
 	stopped chan struct{}
 }
@@ -179,6 +180,9 @@ func sampleRSS(pid int) *rssSampler {
 				r.samples.Add(1)
 				if rss > r.max.Load() {
 					r.max.Store(rss)
+					r.mu.Lock()
+					r.top = mi
+					r.mu.Unlock()
 				}
 				if el := time.Since(r.start); el >= next {
 					r.mu.Lock()
@@ -202,6 +206,13 @@ func (r *rssSampler) stop() int64 {
 	close(r.done)
 	<-r.stopped
 	return r.max.Load()
+}
+
+// peak is the sample with the largest VmRSS (after stop).
+func (r *rssSampler) peak() memInfo {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.top
 }
 
 // timeline is VmRSS (MiB) about every second since sampling started.

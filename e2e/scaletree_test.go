@@ -335,8 +335,17 @@ func TestScaleTreeMemory(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Logf("daemon memory %s with %d entries: now %v; largest VmRSS sampled %s", what, len(ref.kind), mi, mib(maxRSS))
+		top := sampler.peak()
+		t.Logf("daemon memory %s with %d entries: now %v; largest VmRSS sampled %s (anon %s, file %s)", what, len(ref.kind), mi, mib(maxRSS), mib(top.Anon), mib(top.File))
 		t.Logf("daemon VmRSS (MiB) since the mount: %s", sampler.timeline())
+		cacheDir := w.status().CacheDir
+		var files []string
+		for _, f := range []string{"meta.db", "journal.wal"} {
+			if fi, err := os.Stat(filepath.Join(cacheDir, f)); err == nil {
+				files = append(files, fmt.Sprintf("%s %s", f, mib(fi.Size())))
+			}
+		}
+		t.Logf("cache files: %s (bbolt maps meta.db: the pages of it the daemon touched count in RssFile)", strings.Join(files, ", "))
 		t.Logf("PEAK RSS %s, %d entries: VmHWM %s (%.0f MB)", what, len(ref.kind), mib(mi.HWM), float64(mi.HWM)/1e6)
 		if scaleStress() && mi.HWM > rssLimit {
 			t.Errorf("daemon peak resident memory (VmHWM) %s %s with %d entries; target is at most %s",

@@ -1,0 +1,113 @@
+package cache
+
+import (
+	"math/rand/v2"
+	"reflect"
+	"slices"
+	"testing"
+	"time"
+)
+
+// TestQueuedInvalidationKeepsEveryField: an invalidation comes out of the
+// queue as it went in, whichever of its fields is set (a field added to
+// Invalidation and not to the queue fails here).
+func TestQueuedInvalidationKeepsEveryField(t *testing.T) {
+	full := Invalidation{}
+	v := reflect.ValueOf(&full).Elem()
+	for i := 0; i < v.NumField(); i++ {
+		one := Invalidation{}
+		f := reflect.ValueOf(&one).Elem().Field(i)
+		setNonZero(t, f)
+		setNonZero(t, v.Field(i))
+		if got := queueInvalidation(one); got.invalidation() != one {
+			t.Errorf("field %s: %+v came back as %+v", v.Type().Field(i).Name, one, got.invalidation())
+		}
+	}
+	if got := queueInvalidation(full); got.invalidation() != full {
+		t.Errorf("%+v came back as %+v", full, got.invalidation())
+	}
+	if q := queueInvalidation(Invalidation{Dir: 3, Name: "x", Made: 9}); q.attrs != nil {
+		t.Errorf("a new name's invalidation keeps attributes aside: %+v", q)
+	}
+}
+
+func setNonZero(t *testing.T, f reflect.Value) {
+	t.Helper()
+	switch f.Kind() {
+	case reflect.Bool:
+		f.SetBool(true)
+	case reflect.Uint8, reflect.Uint32, reflect.Uint64:
+		f.SetUint(7)
+	case reflect.String:
+		f.SetString("name")
+	case reflect.Struct:
+		if f.Type() == reflect.TypeOf(Attr{}) {
+			f.Set(reflect.ValueOf(Attr{Ino: 5, Size: 11, Mtime: time.Unix(1700000000, 5), Target: "t", Nlink: 1}))
+			return
+		}
+		fallthrough
+	default:
+		t.Fatalf("no non-zero value for a %s field", f.Type())
+	}
+}
+
+// TestRecencyOrder: the content recency list against a plain slice kept
+// in the same order, under random uses, removals and evictions.
+func TestRecencyOrder(t *testing.T) {
+	seed := uint64(time.Now().UnixNano())
+	rng := rand.New(rand.NewPCG(seed, 1))
+	r := newRecency()
+	ents := make([]*entry, 50)
+	for i := range ents {
+		ents[i] = &entry{ino: Ino(i + 2)}
+	}
+	var ref []*entry // least recent first
+	bytes := map[*entry]int64{}
+	for step := 0; step < 20000; step++ {
+		e := ents[rng.IntN(len(ents))]
+		switch rng.IntN(4) {
+		case 0, 1:
+			n := rng.Int64N(1000)
+			old := r.add(e, n)
+			if old != bytes[e] {
+				t.Fatalf("seed %d step %d: add returned %d, want %d", seed, step, old, bytes[e])
+			}
+			bytes[e] = n
+			if i := slices.Index(ref, e); i >= 0 {
+				ref = slices.Delete(ref, i, i+1)
+			}
+			ref = append(ref, e)
+		case 2:
+			if got := r.remove(e); got != bytes[e] {
+				t.Fatalf("seed %d step %d: remove returned %d, want %d", seed, step, got, bytes[e])
+			}
+			delete(bytes, e)
+			if i := slices.Index(ref, e); i >= 0 {
+				ref = slices.Delete(ref, i, i+1)
+			}
+		case 3:
+			r.use(e)
+			if i := slices.Index(ref, e); i >= 0 {
+				ref = append(slices.Delete(ref, i, i+1), e)
+			}
+		}
+		if r.Len() != len(ref) {
+			t.Fatalf("seed %d step %d: %d in the list, want %d", seed, step, r.Len(), len(ref))
+		}
+		want := (*entry)(nil)
+		if len(ref) > 0 {
+			want = ref[0]
+		}
+		if got := r.oldest(); got != want {
+			t.Fatalf("seed %d step %d: oldest %v, want %v", seed, step, got, want)
+		}
+	}
+	// The whole order, oldest first.
+	var got []*entry
+	for i := r.nodes[0].next; i != 0; i = r.nodes[i].next {
+		got = append(got, r.nodes[i].e)
+	}
+	if !slices.Equal(got, ref) {
+		t.Fatalf("seed %d: final order differs", seed)
+	}
+}
