@@ -1,9 +1,13 @@
 package cache
 
 import (
+	"context"
+	"fmt"
 	"math/rand/v2"
 	"reflect"
 	"slices"
+	"sort"
+	"strings"
 	"testing"
 	"time"
 )
@@ -109,5 +113,60 @@ func TestRecencyOrder(t *testing.T) {
 	}
 	if !slices.Equal(got, ref) {
 		t.Fatalf("seed %d: final order differs", seed)
+	}
+}
+
+// TestUnchangedListingWritesNothing: listing a folder again whose files
+// did not change marks none of them for meta.db; a file that changed is,
+// and the new attributes are what a reopened store has.
+func TestUnchangedListingWritesNothing(t *testing.T) {
+	e := newEnv(t)
+	for i := 0; i < 50; i++ {
+		e.server(fmt.Sprintf("a/f%02d", i), strings.Repeat("x", i))
+	}
+	dir := e.mustLookup("a").Ino
+	ctx := context.Background()
+	if err := e.s.listDirNow(ctx, dir); err != nil {
+		t.Fatal(err)
+	}
+	dirtyFiles := func() []string {
+		e.s.mu.Lock()
+		defer e.s.mu.Unlock()
+		var out []string
+		for ino := range e.s.dirtyIno {
+			if c := e.s.entries[ino]; c != nil && c.mode.IsRegular() {
+				out = append(out, c.name)
+			}
+		}
+		sort.Strings(out)
+		return out
+	}
+	if got := dirtyFiles(); len(got) != 50 {
+		t.Fatalf("a first listing marks %d files for meta.db, want 50", len(got))
+	}
+	e.s.mu.Lock()
+	if err := e.s.checkpointLocked(0, nil); err != nil {
+		t.Fatal(err)
+	}
+	e.s.mu.Unlock()
+	if err := e.s.listDirNow(ctx, dir); err != nil {
+		t.Fatal(err)
+	}
+	if got := dirtyFiles(); len(got) != 0 {
+		t.Fatalf("listing unchanged files again marks %q for meta.db", got)
+	}
+	e.server("a/f07", "changed on the server")
+	if err := e.s.listDirNow(ctx, dir); err != nil {
+		t.Fatal(err)
+	}
+	if got := dirtyFiles(); !slices.Equal(got, []string{"f07"}) {
+		t.Fatalf("after one file changed, %q are marked for meta.db, want f07", got)
+	}
+	e.reopen()
+	if a := e.mustLookup("a/f07"); a.Size != int64(len("changed on the server")) {
+		t.Fatalf("after a reopen a/f07 has size %d", a.Size)
+	}
+	if a := e.mustLookup("a/f09"); a.Size != 9 {
+		t.Fatalf("after a reopen a/f09 has size %d", a.Size)
 	}
 }
