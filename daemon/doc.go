@@ -27,11 +27,12 @@
 //     status is printed.
 //
 // The configuration comes parsed and checked (config.Mount); the daemon
-// reads no flags and no config file of its own. Two environment
-// variables look into its memory: GOGC (the daemon sets 50 otherwise:
-// its heap is mostly the metadata mirror, which lives as long as the
-// mount) and REMOTEFS_HEAP_PROFILE=PREFIX (profile.go: a heap profile on
-// each SIGUSR1).
+// reads no flags and no config file of its own. Environment variables
+// that bear on its memory: GOGC (the daemon sets 50 otherwise: its heap
+// is mostly the metadata mirror, which lives as long as the mount),
+// GOMEMLIMIT (otherwise a soft limit that follows the live heap,
+// memlimit.go) and REMOTEFS_HEAP_PROFILE=PREFIX (profile.go: a heap
+// profile on each SIGUSR1).
 //
 // Locking: daemon.mu guards only the closed flag and the change-feed state
 // shown by status; it is never held across a call into the store, the

@@ -40,6 +40,7 @@ func serve(ctx context.Context, cfg *config.Mount, ready func(error), warn func(
 		// so a 100,000-entry tree peaks under 200 MB.
 		debug.SetGCPercent(50)
 	}
+	softMemoryLimit()
 	if warn == nil {
 		warn = func(msg string) { fmt.Fprintln(os.Stderr, "remotefs: warning: "+msg) }
 	}

@@ -426,8 +426,9 @@ func TestScaleManyEntriesInOneFolder(t *testing.T) {
 	}
 	hwm := mi.HWM
 	st := w.status()
-	t.Logf("daemon memory with %d entries: now %v; largest VmRSS sampled %s (%d samples); status: %d cached entries, cache_bytes %d",
-		n, mi, mib(maxRSS), sampler.samples.Load(), st.CachedEntries, st.CacheBytes)
+	top := sampler.peak()
+	t.Logf("daemon memory with %d entries: now %v; largest VmRSS sampled %s (anon %s, file %s; %d samples); status: %d cached entries, cache_bytes %d",
+		n, mi, mib(maxRSS), mib(top.Anon), mib(top.File), sampler.samples.Load(), st.CachedEntries, st.CacheBytes)
 	t.Logf("daemon VmRSS (MiB) since the mount: %s", sampler.timeline())
 	if scaleStress() {
 		if hwm > rssLimit {
