@@ -346,7 +346,7 @@
 // else: content streams through files. What keeps it there:
 //
 //   - entry is laid out without padding, with 8-byte stamps for the times
-//     the mount keeps for itself (384 bytes); names are copied out of the
+//     the mount keeps for itself (400 bytes); names are copied out of the
 //     listing's buffers, so an entry does not keep its whole path alive.
 //   - Content recency (evict.go) is a list in a slice reached from the
 //     entry (entry.lru), 24 bytes a file with content.

@@ -138,7 +138,7 @@ const (
 //
 // There is one per entry of the tree for the mount's life, so its size is
 // most of the daemon's memory with a large tree (100,000 entries: about
-// 38 MB at 384 bytes each): fields are ordered largest first so that no
+// 40 MB at 400 bytes each): fields are ordered largest first so that no
 // padding goes between them, the times the mount keeps for itself are
 // stamps (8 bytes, not time.Time's 24), and counters are 32-bit.
 type entry struct {
