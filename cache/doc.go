@@ -348,8 +348,9 @@
 //   - entry is laid out without padding, with 8-byte stamps for the times
 //     the mount keeps for itself (400 bytes); names are copied out of the
 //     listing's buffers, so an entry does not keep its whole path alive.
-//   - Content recency (evict.go) is a list in a slice reached from the
-//     entry (entry.lru), 24 bytes a file with content.
+//   - Content recency (evict.go) is golang-lru's simplelru keyed by the
+//     entry, about 100 bytes a file with content (files without content
+//     cost nothing there).
 //   - Queued kernel invalidations keep their attributes aside
 //     (queuedInvalidation): a first listing queues one per name.
 //   - A listing that finds an entry unchanged does not mark it for

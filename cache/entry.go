@@ -211,7 +211,6 @@ type entry struct {
 	subdirs uint32
 	writers int32 // open writable handles (not persisted)
 	opens   int32 // open handles of any kind (not persisted)
-	lru     int32 // its node in Store.recent, 0 when none (evict.go)
 	content contentState
 
 	hasOwner  bool

@@ -2,9 +2,12 @@ package cache
 
 import (
 	"bufio"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/hashicorp/golang-lru/v2/simplelru"
 )
 
 // Eviction keeps the content files within Options.CacheSize by dropping
@@ -17,94 +20,44 @@ import (
 // content is kept for offline work (`remotefs cache pin`).
 const PinnedFile = "pinned"
 
-// recency orders the entries whose content is present by last use: a
-// doubly linked list kept in a slice and reached from the entry
-// (entry.lru: its node's index, 0 when not in the list). It costs 24
-// bytes a file with content (a map-based LRU cost about 100, most of the
-// daemon's memory after the metadata with a large tree prefetched).
-type recency struct {
-	// nodes[0] is the list's head: its next is the least recently used
-	// node, its prev the most recent.
-	nodes []lruNode
-	free  []int32 // indexes of unused nodes
-	n     int
+// recency orders the entries whose content is present by last use, with
+// the bytes each has present: golang-lru's simplelru keyed by the entry
+// itself (about 100 bytes a file with content; unbounded here, eviction
+// is by bytes in evictLocked).
+type recency struct{ l *simplelru.LRU[*entry, int64] }
+
+func newRecency() *recency {
+	l, _ := simplelru.NewLRU[*entry, int64](math.MaxInt32, nil)
+	return &recency{l: l}
 }
 
-type lruNode struct {
-	e          *entry
-	bytes      int64
-	prev, next int32
-}
-
-func newRecency() *recency { return &recency{nodes: make([]lruNode, 1)} }
-
-func (r *recency) Len() int { return r.n }
-
-func (r *recency) unlink(i int32) {
-	nd := &r.nodes[i]
-	r.nodes[nd.prev].next = nd.next
-	r.nodes[nd.next].prev = nd.prev
-}
-
-// toFront makes node i the most recently used.
-func (r *recency) toFront(i int32) {
-	head := &r.nodes[0]
-	r.nodes[i].prev, r.nodes[i].next = head.prev, 0
-	r.nodes[head.prev].next = i
-	r.nodes[0].prev = i
-}
+func (r *recency) Len() int { return r.l.Len() }
 
 // add records e as just used with n bytes present; it returns the bytes
 // recorded before (0 when e was not in the list).
 func (r *recency) add(e *entry, n int64) (old int64) {
-	if e.lru != 0 {
-		old = r.nodes[e.lru].bytes
-		r.nodes[e.lru].bytes = n
-		r.unlink(e.lru)
-		r.toFront(e.lru)
-		return old
-	}
-	var i int32
-	if k := len(r.free); k > 0 {
-		i, r.free = r.free[k-1], r.free[:k-1]
-	} else {
-		r.nodes = append(r.nodes, lruNode{})
-		i = int32(len(r.nodes) - 1)
-	}
-	r.nodes[i] = lruNode{e: e, bytes: n}
-	r.toFront(i)
-	e.lru = i
-	r.n++
-	return 0
+	old, _ = r.l.Peek(e)
+	r.l.Add(e, n)
+	return old
 }
 
 // remove takes e out of the list and returns the bytes it had recorded.
 func (r *recency) remove(e *entry) int64 {
-	if e.lru == 0 {
-		return 0
+	n, ok := r.l.Peek(e)
+	if ok {
+		r.l.Remove(e)
 	}
-	i := e.lru
-	n := r.nodes[i].bytes
-	r.unlink(i)
-	r.nodes[i] = lruNode{}
-	r.free = append(r.free, i)
-	e.lru = 0
-	r.n--
 	return n
 }
 
 // oldest is the least recently used entry, or nil.
 func (r *recency) oldest() *entry {
-	return r.nodes[r.nodes[0].next].e
+	e, _, _ := r.l.GetOldest()
+	return e
 }
 
-// use makes e the most recently used (it is in the list).
-func (r *recency) use(e *entry) {
-	if e.lru != 0 {
-		r.unlink(e.lru)
-		r.toFront(e.lru)
-	}
-}
+// use makes e the most recently used (when it is in the list).
+func (r *recency) use(e *entry) { r.l.Get(e) }
 
 // touchContentLocked records that e's content is present and was just
 // used. Caller holds mu.

@@ -108,9 +108,7 @@ func TestRecencyOrder(t *testing.T) {
 	}
 	// The whole order, oldest first.
 	var got []*entry
-	for i := r.nodes[0].next; i != 0; i = r.nodes[i].next {
-		got = append(got, r.nodes[i].e)
-	}
+	got = r.l.Keys()
 	if !slices.Equal(got, ref) {
 		t.Fatalf("seed %d: final order differs", seed)
 	}
