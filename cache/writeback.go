@@ -295,13 +295,20 @@ func (s *Store) applyPut(ctx context.Context, o *op) error {
 	// What the mount showed stays on show until Flush (held.go).
 	s.holdStatLocked(e, before)
 	// The server's inode is a fact about the file that landed, whatever
-	// the local content did meanwhile: the upload helper reports it. An
-	// upload over SFTP reports none: it made a new file, unless the file
-	// has several names (written in place, both ways, so the inode stays).
-	switch {
-	case fi.Ino != 0:
+	// the local content did meanwhile: the upload helper reports it (it
+	// writes a file with several names in place, so that one stays). An
+	// upload over SFTP reports none, and always made a new file (a
+	// temporary file renamed over the name; the other names are linked
+	// to it again by the relinks after it): the old number is forgotten,
+	// not kept. Kept, it would name a file the server freed: where Flush
+	// could not stat the file, a remount showed it until a listing
+	// reported the new one (two inode numbers for one file), and a file
+	// the server later gave that number with several names would be
+	// taken for another name of this one. Until Flush stats the file,
+	// the number shown is held (holdStatLocked above).
+	if fi.Ino != 0 {
 		s.noteServerInoLocked(e, fi)
-	case len(e.links) == 0:
+	} else {
 		s.forgetServerInoLocked(e)
 	}
 	e.onServer = true

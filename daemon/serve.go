@@ -76,6 +76,11 @@ func serve(ctx context.Context, cfg *config.Mount, ready func(error), warn func(
 			Forwards:     !cfg.NoForwards,
 			Logger:       log,
 		}
+		if os.Getenv("REMOTEFS_TEST_UPLOADS") == conn.UploadSFTP {
+			// For tests: every upload over plain SFTP (a server the
+			// helper cannot run on), not only those before it starts.
+			copts.UploadHelper = conn.UploadSFTP
+		}
 		if d, err := time.ParseDuration(os.Getenv("REMOTEFS_TEST_REDIAL_BACKOFF")); err == nil && d > 0 {
 			// For tests: a fixed, long backoff shows that reconnecting
 			// does not wait for it.

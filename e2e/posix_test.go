@@ -32,11 +32,38 @@ func readString(t *testing.T, p string) string {
 // the mount: one inode, shared content, link count 2 on both names, also
 // after a remount; writing one name changes what the other reads, on the
 // mount and on the server.
+//
+// Both ways a save reaches the server are run: the upload helper (which
+// writes a file with several names in place) and plain SFTP (a new file
+// renamed over the name, the other names linked to it again), which the
+// first saves of a mount use while the helper starts ("starting": saves
+// at once after the mount, whichever way they go).
 func TestHardLinkIsOneFile(t *testing.T) {
+	for _, uploads := range []string{"starting", "helper", "sftp"} {
+		t.Run(uploads, func(t *testing.T) { testHardLinkIsOneFile(t, uploads) })
+	}
+}
+
+func testHardLinkIsOneFile(t *testing.T, uploads string) {
 	w := newWorld(t)
 	w.writeServer("a.txt", "first\n", 0o644)
 	w.writeServer("sub/keep", "x", 0o644)
-	w.mount()
+	if uploads == "sftp" {
+		w.env = append(w.env, "REMOTEFS_TEST_UPLOADS=sftp")
+	}
+	mount := func() {
+		t.Helper()
+		w.mount()
+		switch uploads {
+		case "helper":
+			w.waitHelperUploads()
+		case "sftp":
+			if got := w.status().Uploads; got != "sftp" {
+				t.Fatalf("uploads go by %q, want sftp", got)
+			}
+		}
+	}
+	mount()
 
 	if err := os.Link(w.m("a.txt"), w.m("sub/b.txt")); err != nil {
 		t.Fatalf("link: %v", err)
@@ -70,7 +97,7 @@ func TestHardLinkIsOneFile(t *testing.T) {
 
 	// After a remount (the bulk listing reports inode and link count).
 	w.unmount()
-	w.mount()
+	mount()
 	sa, sb = lstat(t, w.m("a.txt")), lstat(t, w.m("sub/b.txt"))
 	if sa.Nlink != 2 || sb.Nlink != 2 || sa.Ino != sb.Ino {
 		t.Fatalf("after remount: a nlink %d ino %d, b nlink %d ino %d", sa.Nlink, sa.Ino, sb.Nlink, sb.Ino)
