@@ -186,3 +186,64 @@ func (w *world) stayInFolders(t *testing.T, label, py string, dirs []string, rou
 		t.Fatalf("%s: %d processes lost their working directory:\n%s", label, len(errs), strings.Join(errs, "\n"))
 	}
 }
+
+// TestCwdKeptWhenFeedGoesDown: when the change feed goes down (the link is
+// lost) the kernel's cached names and attributes are dropped, but a process
+// whose working directory is a folder of the mount keeps it: getcwd(2)
+// answers during the outage and after the mount is back online.
+func TestCwdKeptWhenFeedGoesDown(t *testing.T) {
+	w := newWorld(t)
+	p := w.viaProxy()
+	w.writeServer("proj/a/b/c/file.txt", "x\n", 0o644)
+	w.writeServer("proj/a/side.txt", "y\n", 0o644)
+	w.mount()
+	eventually(t, 30*time.Second, "the change feed to be live", func() bool { return w.daemonLogHas("change feed live") })
+	py := strings.TrimSpace(w.must("python3", "-c", "import sys; print(sys.executable)"))
+	// Processes started before the outage, that stay in their folders.
+	type proc struct {
+		dir string
+		cmd *exec.Cmd
+		in  *os.File
+		out *strings.Builder
+	}
+	var procs []proc
+	for _, dir := range []string{"proj", "proj/a", "proj/a/b/c"} {
+		r, wr, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := &strings.Builder{}
+		cmd := exec.Command(py, "-c", "import os, sys\nfor line in sys.stdin:\n    try:\n        print(os.getcwd(), flush=True)\n    except OSError as e:\n        print('getcwd failed:', e, flush=True)\n")
+		cmd.Dir, cmd.Stdin, cmd.Stdout, cmd.Stderr = w.m(dir), r, out, out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		r.Close()
+		procs = append(procs, proc{dir, cmd, wr, out})
+	}
+	ask := func() {
+		for _, pr := range procs {
+			if _, err := pr.in.WriteString("\n"); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	ask()
+	p.Blackhole(true)
+	eventually(t, 30*time.Second, "the mount to notice the dead link", func() bool { return w.status().State == "offline" })
+	eventually(t, 10*time.Second, "the kernel's caches dropped", func() bool { return w.daemonLogHas("change feed down") })
+	ask()
+	p.Blackhole(false)
+	eventually(t, 60*time.Second, "the mount to go back online", func() bool { return w.status().State == "online" })
+	ask()
+	for _, pr := range procs {
+		pr.in.Close()
+		if err := pr.cmd.Wait(); err != nil {
+			t.Errorf("process in %s: %v", pr.dir, err)
+		}
+		want := strings.Repeat(w.m(pr.dir)+"\n", 3)
+		if got := pr.out.String(); got != want {
+			t.Errorf("getcwd in %s before, during and after the outage:\n%s\nwant:\n%s", pr.dir, got, want)
+		}
+	}
+}
