@@ -12,6 +12,14 @@
 // kernel's caches and, with EnableEchoes, replayed through the mount by a
 // helper process so inotify watchers see them (echo.go): requests from
 // that helper are answered from the cache alone and never change it.
+// A changed name is only expired in the kernel (FUSE_EXPIRE_ONLY, a
+// remotefs patch of bazil), never unhashed: the kernel asks again at the
+// name's next use and keeps its entry when the answer is the same node, so
+// a folder that is still the same folder keeps its entry and the processes
+// whose working directory is inside it keep getcwd(2) (an unhashed entry
+// makes it fail with ENOENT: "git: Unable to read current working
+// directory"). A folder keeps its Ino, hence its node id, for the mount's
+// life.
 //
 // Owners are the server's, mapped to local ids by the cache
 // (Store.LocalOwner); the mount uses default_permissions, so the kernel

@@ -3,6 +3,7 @@ package fs
 import (
 	"errors"
 	"sync/atomic"
+	"syscall"
 
 	"bazil.org/fuse"
 	"bazil.org/fuse/fs"
@@ -17,6 +18,9 @@ import (
 type serverRef struct {
 	p       atomic.Pointer[fs.Server]
 	serving atomic.Bool
+	// noExpire: the kernel rejected an expire-only entry notification
+	// (FUSE_EXPIRE_ONLY); entries are then invalidated outright.
+	noExpire atomic.Bool
 }
 
 // noteServing records that requests are being served.
@@ -42,9 +46,7 @@ func (f *FS) Invalidate(inv cache.Invalidation) {
 	current := inv.Made != 0 && f.nodes[inv.Made] != nil
 	f.mu.Unlock()
 	if inv.Name != "" && dir != nil && !current {
-		if err := srv.InvalidateEntry(dir, inv.Name); err != nil && !errors.Is(err, fuse.ErrNotCached) {
-			f.log.Debug("invalidate entry", "name", inv.Name, "err", err)
-		}
+		f.expireEntry(srv, dir, inv.Name)
 	}
 	if inv.Name != "" && dir != nil {
 		// A name made that the kernel already looked up may still be
@@ -52,9 +54,7 @@ func (f *FS) Invalidate(inv cache.Invalidation) {
 		f.dropListing(srv, dir)
 	}
 	if inv.ToName != "" && toDir != nil {
-		if err := srv.InvalidateEntry(toDir, inv.ToName); err != nil && !errors.Is(err, fuse.ErrNotCached) {
-			f.log.Debug("invalidate entry", "name", inv.ToName, "err", err)
-		}
+		f.expireEntry(srv, toDir, inv.ToName)
 		f.dropListing(srv, toDir)
 	}
 	if inv.Event != cache.EventNone {
@@ -70,6 +70,33 @@ func (f *FS) Invalidate(inv cache.Invalidation) {
 		if err := srv.InvalidateNodeData(n); err != nil && !errors.Is(err, fuse.ErrNotCached) {
 			f.log.Debug("invalidate data", "ino", inv.Ino, "err", err)
 		}
+	}
+}
+
+// expireEntry tells the kernel that name in dir may have changed on the
+// server. It marks the kernel's entry expired (FUSE_EXPIRE_ONLY), never
+// unhashes it: the kernel asks again at the name's next use and keeps the
+// entry when the answer is the same node, and drops it when the name is
+// gone or now names another node. An entry invalidated outright
+// (d_invalidate) is unhashed even when the name still names the same
+// folder, and every process whose working directory is in that folder then
+// fails getcwd(2) with ENOENT ("git: Unable to read current working
+// directory"). Kernels before 6.2 ignore the flag and invalidate outright;
+// one that rejects it (EINVAL) gets the outright invalidation from then on.
+func (f *FS) expireEntry(srv *fs.Server, dir *node, name string) {
+	var err error
+	if !f.srv.noExpire.Load() {
+		err = srv.ExpireEntry(dir, name)
+		if errors.Is(err, syscall.EINVAL) {
+			f.srv.noExpire.Store(true)
+			f.log.Info("kernel rejects expire-only entry notifications; invalidating entries outright")
+		}
+	}
+	if f.srv.noExpire.Load() {
+		err = srv.InvalidateEntry(dir, name)
+	}
+	if err != nil && !errors.Is(err, fuse.ErrNotCached) {
+		f.log.Debug("invalidate entry", "name", name, "err", err)
 	}
 }
 

@@ -26,7 +26,9 @@ package fs
 //     the listing after the invalidation): at once after the read;
 //   - the feed goes down (FeedChanged): every kept listing, and the
 //     attributes of every node, which the kernel was told it may keep for
-//     LiveValid.
+//     LiveValid; every node's entry is expired (FUSE_EXPIRE_ONLY, never
+//     unhashed, which would cost every process inside a folder its
+//     working directory).
 //
 // Kernels without FUSE_NO_OPENDIR_SUPPORT open folders as before
 // (node.Open): the listing is kept across opens only while pushed.
@@ -151,9 +153,9 @@ func (f *FS) dropAll() {
 		dir := f.nodes[parent]
 		f.mu.Unlock()
 		if dir != nil && name != "" {
-			if err := srv.InvalidateEntry(dir, name); err != nil && !errors.Is(err, fuse.ErrNotCached) {
-				f.log.Debug("invalidate entry", "name", name, "err", err)
-			}
+			// Expired, not unhashed: a folder still there keeps its
+			// entry and the working directories inside it.
+			f.expireEntry(srv, dir, name)
 		}
 	}
 	f.log.Info("change feed down: the kernel's cached attributes and listings dropped", "nodes", dropped)

@@ -1265,6 +1265,26 @@ func (c *Conn) InvalidateNode(nodeID NodeID, off int64, size int64) error {
 // Returns ErrNotCached if the kernel is not currently caching the
 // node.
 func (c *Conn) InvalidateEntry(parent NodeID, name string) error {
+	return c.invalidateEntry(parent, name, 0)
+}
+
+// ExpireEntry marks the kernel's directory entry identified by parent
+// directory node ID and entry basename as expired (FUSE_EXPIRE_ONLY,
+// protocol 7.38, Linux 6.2): the kernel asks again (LOOKUP) at the
+// entry's next use and keeps the entry when the answer is the same node,
+// where InvalidateEntry unhashes it at once (d_invalidate), which makes
+// getcwd(2) fail with ENOENT for every process whose working directory
+// is that folder or below it. The parent's attributes and kept listing
+// are dropped as with InvalidateEntry.
+//
+// Kernels before 7.38 ignore the flag (the field was padding) and
+// invalidate the entry; a kernel that rejects it answers EINVAL.
+// remotefs patch.
+func (c *Conn) ExpireEntry(parent NodeID, name string) error {
+	return c.invalidateEntry(parent, name, notifyExpireOnly)
+}
+
+func (c *Conn) invalidateEntry(parent NodeID, name string, flags uint32) error {
 	const maxUint32 = ^uint32(0)
 	if uint64(len(name)) > uint64(maxUint32) {
 		// very unlikely, but we don't want to silently truncate
@@ -1277,6 +1297,7 @@ func (c *Conn) InvalidateEntry(parent NodeID, name string) error {
 	out := (*notifyInvalEntryOut)(buf.alloc(unsafe.Sizeof(notifyInvalEntryOut{})))
 	out.Parent = uint64(parent)
 	out.Namelen = uint32(len(name))
+	out.Flags = flags
 	buf = append(buf, name...)
 	buf = append(buf, '\x00')
 	return c.sendNotify(buf)

@@ -901,8 +901,13 @@ type notifyInvalInodeOut struct {
 type notifyInvalEntryOut struct {
 	Parent  uint64
 	Namelen uint32
-	_       uint32
+	Flags   uint32 // remotefs patch: was padding before protocol 7.38
 }
+
+// notifyExpireOnly is FUSE_EXPIRE_ONLY (protocol 7.38, Linux 6.2), a flag
+// of notifyInvalEntryOut: expire the entry, do not unhash it. remotefs
+// patch.
+const notifyExpireOnly = 1 << 0
 
 type notifyDeleteOut struct {
 	Parent  uint64

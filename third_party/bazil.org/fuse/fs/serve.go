@@ -1892,6 +1892,17 @@ func (i invalidateEntryDetail) String() string {
 // Returns ErrNotCached if the kernel is not currently caching the
 // node.
 func (s *Server) InvalidateEntry(parent Node, name string) error {
+	return s.invalidateEntry(parent, name, "InvalidateEntry", s.conn.InvalidateEntry)
+}
+
+// ExpireEntry marks the kernel's entry for name in parent as expired: the
+// kernel looks it up again at next use and keeps it when the answer is the
+// same node (see fuse.Conn.ExpireEntry). remotefs patch.
+func (s *Server) ExpireEntry(parent Node, name string) error {
+	return s.invalidateEntry(parent, name, "ExpireEntry", s.conn.ExpireEntry)
+}
+
+func (s *Server) invalidateEntry(parent Node, name, op string, send func(fuse.NodeID, string) error) error {
 	s.meta.Lock()
 	id, ok := s.nodeRef[parent]
 	if ok {
@@ -1905,9 +1916,9 @@ func (s *Server) InvalidateEntry(parent Node, name string) error {
 		// able to send this message; it's not cached.
 		return fuse.ErrNotCached
 	}
-	err := s.conn.InvalidateEntry(id, name)
+	err := send(id, name)
 	s.debug(notification{
-		Op:   "InvalidateEntry",
+		Op:   op,
 		Node: id,
 		Out: invalidateEntryDetail{
 			Name: name,
