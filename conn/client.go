@@ -1517,19 +1517,31 @@ func (c *Client) probe(d time.Duration) {
 	}
 	replied := make(chan error, 1)
 	go func() { replied <- c.ping() }()
-	start := time.Now().UnixNano()
 	t := time.NewTimer(d)
 	defer t.Stop()
-	select {
-	case err := <-replied:
-		if err != nil {
-			c.die(fmt.Errorf("keepalive after a network change failed: %w", err))
+	for waited := 1; ; waited++ {
+		select {
+		case err := <-replied:
+			if err != nil {
+				c.die(fmt.Errorf("keepalive after a network change failed: %w", err))
+			}
+			return
+		case <-t.C:
+			// Bytes that arrive just after the change may have been on
+			// their way before it: only bytes in the last half of the
+			// wait show a live link (a busy one, whose reply is queued
+			// behind them), and then the wait goes on a while.
+			if time.Since(time.Unix(0, c.lastRecv.Load())) < d/2 {
+				if waited < 4 {
+					t.Reset(d)
+					continue
+				}
+				return // still receiving: slow, not dead
+			}
+			c.die(fmt.Errorf("no reply to a keepalive within %v after the network changed", time.Duration(waited)*d))
+			return
+		case <-c.done:
+			return
 		}
-	case <-t.C:
-		if c.lastRecv.Load() > start {
-			return // answers are arriving: slow (a busy link), not dead
-		}
-		c.die(fmt.Errorf("no reply to a keepalive within %v after the network changed", d))
-	case <-c.done:
 	}
 }

@@ -210,15 +210,20 @@ func (m *Manager) startLoop(c *Client) {
 	m.redialer = true
 	m.wg.Add(2)
 	m.mu.Unlock()
+	// Subscribed before the loop starts, so that a network change right
+	// after connecting is not missed.
+	watch, err := listenNetwork()
 	go m.loop(c)
 	go func() {
 		defer m.wg.Done()
-		err := watchNetwork(m.ctx, func() {
-			select {
-			case m.netChange <- struct{}{}:
-			default:
-			}
-		})
+		if err == nil {
+			err = watch(m.ctx, func() {
+				select {
+				case m.netChange <- struct{}{}:
+				default:
+				}
+			})
+		}
 		if err != nil && m.ctx.Err() == nil {
 			m.opts.Logger.Debug("not watching the network for changes", "err", err)
 		}
@@ -381,6 +386,7 @@ func (m *Manager) loop(c *Client) {
 			if c != nil {
 				// The connection may have died with the old network:
 				// check it now rather than after the keepalive bound.
+				m.opts.Logger.Info("network changed; checking the connection", "host", m.spec.Host)
 				c.probeAfterChange(probeTimeout)
 				continue
 			}

@@ -7,8 +7,8 @@ import (
 	"errors"
 )
 
-// watchNetwork is Linux only (rtnetlink); elsewhere the Manager redials
+// listenNetwork is Linux only (rtnetlink); elsewhere the Manager redials
 // on its timer and on Redial.
-func watchNetwork(ctx context.Context, changed func()) error {
-	return errors.New("network change notifications are not supported on this system")
+func listenNetwork() (func(ctx context.Context, changed func()) error, error) {
+	return nil, errors.New("network change notifications are not supported on this system")
 }
