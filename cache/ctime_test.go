@@ -37,7 +37,7 @@ func (e *env) reopenSkewed(skew *atomic.Int64) {
 	if e.s != nil {
 		e.s.Close()
 	}
-	rem := ctimeRemote{statRemote{treeRemote: treeRemote{dirRemote: e.remote}, otherDev: map[string]bool{}, bulkStats: new(atomic.Int64)}}
+	rem := ctimeRemote{newStatRemote(treeRemote{dirRemote: e.remote})}
 	now := func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
 	s, err := Open(Options{Dir: e.dir, Remote: rem, Now: now, ConflictLabel: "laptop"})
 	if err != nil {

@@ -10,7 +10,6 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -38,7 +37,7 @@ func testRemountShowsServerChanges(t *testing.T, stream bool) {
 	e := &env{t: t, remote: &dirRemote{root: t.TempDir()}, dir: t.TempDir(),
 		clock: &fakeClock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}}
 	tr := treeRemote{dirRemote: e.remote}
-	rem := statRemote{treeRemote: tr, otherDev: map[string]bool{}, bulkStats: new(atomic.Int64)}
+	rem := newStatRemote(tr)
 	open := func(r statRemote) {
 		s, err := Open(Options{Dir: e.dir, Remote: r, Now: e.clock.Now, ConflictLabel: "laptop"})
 		if err != nil {
@@ -238,7 +237,7 @@ func TestOwnChangesKeepContent(t *testing.T) {
 		t.Run(fmt.Sprint("sftp upload ", viaSFTP), func(t *testing.T) {
 			e := &env{t: t, remote: &dirRemote{root: t.TempDir()}, dir: t.TempDir(),
 				clock: &fakeClock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}}
-			rem := statRemote{treeRemote: treeRemote{dirRemote: e.remote}, otherDev: map[string]bool{}, bulkStats: new(atomic.Int64)}
+			rem := newStatRemote(treeRemote{dirRemote: e.remote})
 			var r conn.Remote = rem
 			if viaSFTP {
 				r = sftpUploads{rem}
@@ -289,16 +288,10 @@ func TestOwnChangesKeepContent(t *testing.T) {
 // same mtime, while unmounted: the flush before the unmount learned the
 // ctime the rename left, so the next mount tells the rewrite from it.
 func TestRewriteAfterOwnRenameIsSeen(t *testing.T) {
-	e := &env{t: t, remote: &dirRemote{root: t.TempDir()}, dir: t.TempDir(),
-		clock: &fakeClock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}}
-	rem := statRemote{treeRemote: treeRemote{dirRemote: e.remote}, otherDev: map[string]bool{}, bulkStats: new(atomic.Int64)}
+	e, _, openStore := statEnv(t)
 	open := func() {
-		s, err := Open(Options{Dir: e.dir, Remote: rem, Now: e.clock.Now, ConflictLabel: "laptop"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		e.s = s
-		s.Connected()
+		openStore()
+		e.s.Connected()
 	}
 	open()
 	defer func() { e.s.Close() }()

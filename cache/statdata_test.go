@@ -23,6 +23,26 @@ type statRemote struct {
 	bulkStats *atomic.Int64
 }
 
+func newStatRemote(tr treeRemote) statRemote {
+	return statRemote{treeRemote: tr, otherDev: map[string]bool{}, bulkStats: new(atomic.Int64)}
+}
+
+// statEnv is an env whose server reports stat data (statRemote), and a
+// function that opens (or reopens) its store.
+func statEnv(t *testing.T) (*env, statRemote, func()) {
+	e := &env{t: t, remote: &dirRemote{root: t.TempDir()}, dir: t.TempDir(),
+		clock: &fakeClock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}}
+	rem := newStatRemote(treeRemote{dirRemote: e.remote})
+	open := func() {
+		s, err := Open(Options{Dir: e.dir, Remote: rem, Now: e.clock.Now, ConflictLabel: "laptop"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.s = s
+	}
+	return e, rem, open
+}
+
 func (r statRemote) serverStat(p string, fi conn.FileInfo) conn.FileInfo {
 	var st syscall.Stat_t
 	if err := syscall.Lstat(r.p(p), &st); err != nil {
@@ -85,16 +105,7 @@ func checkServerStat(t *testing.T, what string, r *dirRemote, rel string, a Attr
 }
 
 func TestServerStatData(t *testing.T) {
-	e := &env{t: t, remote: &dirRemote{root: t.TempDir()}, dir: t.TempDir(),
-		clock: &fakeClock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}}
-	rem := statRemote{treeRemote: treeRemote{dirRemote: e.remote}, otherDev: map[string]bool{}, bulkStats: new(atomic.Int64)}
-	open := func() {
-		s, err := Open(Options{Dir: e.dir, Remote: rem, Now: e.clock.Now, ConflictLabel: "laptop"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		e.s = s
-	}
+	e, rem, open := statEnv(t)
 	open()
 	defer func() { e.s.Close() }()
 	ctx := context.Background()
