@@ -208,7 +208,7 @@
 // or a bulk listing (SFTP only) cannot tell such a rewrite at a remount;
 // nor can a mount whose own last change of the file (an upload over SFTP,
 // a rename, chmod or touch) moved the server's ctime before the agent was
-// running to report it (Flush asks it, learnServerCtimes): until a
+// running to report it (Flush asks it, showServerStat): until a
 // listing reports the file again, that ctime is unknown.
 //
 // # Conflicts

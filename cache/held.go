@@ -106,8 +106,15 @@ func (s *Store) releaseHeldLocked(e *entry) {
 // stat'ed in bulk where the server's agent runs (the inode and ctime an
 // upload left, the ctime of a rename, chmod or chown the server carried
 // out), else what the upload helper reported. Files with changes still on
-// their way keep theirs. Caller does not hold mu.
+// their way keep theirs. The same requests learn the server ctime of the
+// files whose ctime the mount's own change moved to a value the cache does
+// not know (ctimeUnknown), so that a later listing can tell a rewrite on
+// the server of the same size within the same second from them
+// (rewrittenInPlace); while the change feed is live its echo does this
+// too, but an unmount comes sooner. Best effort: without an agent, or when
+// the server does not answer, those stay unknown. Caller does not hold mu.
 func (s *Store) showServerStat(ctx context.Context) {
+	bs, canStat := s.remote.(conn.BatchStater)
 	s.mu.Lock()
 	var paths []string
 	for ino := range s.ownStatIno {
@@ -121,15 +128,27 @@ func (s *Store) showServerStat(ctx context.Context) {
 			paths = append(paths, s.pathOf(e))
 		}
 	}
+	held := len(paths)
+	for ino := range s.ctimeUnknown {
+		e := s.entries[ino]
+		if canStat && e != nil && !s.ownStatIno[ino] && !e.orphan() && e.mode.IsRegular() && e.onServer && !e.localOwned() && e.sctime.IsZero() {
+			paths = append(paths, s.pathOf(e))
+		}
+	}
+	s.ctimeUnknown = nil
 	since := s.jr.mark()
 	s.mu.Unlock()
-	if bs, ok := s.remote.(conn.BatchStater); ok && len(paths) > 0 {
+	if canStat && len(paths) > 0 && s.online() {
 		for chunk := range slices.Chunk(paths, statBatchMax) {
 			sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			err := bs.StatMany(sctx, chunk, func(p string, fi conn.FileInfo) error {
 				s.mu.Lock()
 				defer s.mu.Unlock()
-				s.showServerStatLocked(p, fi, since)
+				if _, e, err := s.lookupPathLocked(p); err == nil && e != nil && s.ownStatIno[e.ino] {
+					s.showServerStatLocked(p, fi, since)
+				} else {
+					s.applyStatDataLocked(p, fi, since)
+				}
 				return nil
 			})
 			cancel()
@@ -141,7 +160,7 @@ func (s *Store) showServerStat(ctx context.Context) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, p := range paths {
+	for _, p := range paths[:held] {
 		// Not stat'ed (no agent): what the upload reported, if anything.
 		if _, e, err := s.lookupPathLocked(p); err == nil && e != nil && s.ownStatIno[e.ino] {
 			s.releaseHeldLocked(e)

@@ -148,7 +148,7 @@ type Store struct {
 	statRunning bool
 	// ctimeUnknown: files whose server ctime the mount's own change moved
 	// to a value not known yet (touchLocked); Flush learns them
-	// (learnServerCtimes, statdata.go).
+	// (showServerStat, held.go).
 	ctimeUnknown map[Ino]bool
 	// invalidations waiting for invalidateLoop
 	invalidations    []queuedInvalidation

@@ -507,7 +507,6 @@ func (s *Store) Flush(ctx context.Context) error {
 		return err
 	}
 	s.showServerStat(ctx)
-	s.learnServerCtimes(ctx) // those showServerStat did not stat
 	// The records set aside are files: read outside mu.
 	if us := s.Undelivered(); len(us) > 0 {
 		return undeliveredError(us)
