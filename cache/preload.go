@@ -159,17 +159,7 @@ func (s *Store) subtreeLister(p string) *bulkLister {
 // listing skipped it: it showed empty.
 type pruneSet []string
 
-func (p pruneSet) has(name string) bool {
-	for _, g := range p {
-		if g == name {
-			return true
-		}
-		if ok, _ := path.Match(g, name); ok {
-			return true
-		}
-	}
-	return false
-}
+func (p pruneSet) has(name string) bool { return globMatch(p, name) }
 
 // PreloadStats says what a Preload did.
 type PreloadStats struct {

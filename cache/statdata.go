@@ -95,6 +95,5 @@ func (s *Store) applyStatDataLocked(p string, fi conn.FileInfo, since uint64) {
 		versionOf(fi) != e.remote || s.keepLocal(p, since) {
 		return
 	}
-	fi.Name = e.name
 	s.applyServerAttrs(e, fi)
 }

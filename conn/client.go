@@ -732,7 +732,12 @@ func (c *Client) agentReadAt(ctx context.Context, rel, abs string, p []byte, off
 	clean := path.Clean(rel)
 	var out bytes.Buffer
 	argv := []string{proto.PreadCommand, "--", c.root, clean, strconv.FormatInt(off, 10), strconv.Itoa(len(p))}
-	code, err := c.agentExec(ctx, m, argv, nil, &out, io.Discard)
+	// A deadline of its own: an agent that stops answering while the
+	// link stays up must not hold the read (SFTP then reads, under the
+	// operation timeout).
+	actx, cancel := context.WithTimeout(ctx, c.opTimeout)
+	code, err := c.agentExec(actx, m, argv, nil, &out, io.Discard)
+	cancel()
 	if err != nil || code != 0 {
 		if ctx.Err() != nil {
 			return 0, FileInfo{}, ctx.Err(), true

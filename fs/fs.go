@@ -72,11 +72,10 @@ type Options struct {
 	// and name lookups. Default 1s each.
 	AttrValid, EntryValid time.Duration
 	// LiveValid replaces both while the change feed is live or starting
-	// (FeedChanged), or Live reports true: the server's changes are
-	// pushed (and pushed out of the kernel's caches), so the kernel may
-	// keep names and attributes longer.
+	// (FeedChanged): the server's changes are pushed (and pushed out of
+	// the kernel's caches), so the kernel may keep names and attributes
+	// longer.
 	LiveValid time.Duration
-	Live      func() bool
 	// DirlessOpen: the kernel can open folders without asking
 	// (fuse.InitNoOpenDirSupport, Linux 5.1). Folder opens are then
 	// answered ENOSYS once and the kernel sends no OPENDIR or RELEASEDIR
@@ -172,7 +171,7 @@ func (f *FS) forget(ino cache.Ino) {
 
 // validity returns how long the kernel may cache attributes and entries.
 func (f *FS) validity() (attr, entry time.Duration) {
-	if f.opts.LiveValid > 0 && (f.feedLive.Load() || f.opts.Live != nil && f.opts.Live()) {
+	if f.opts.LiveValid > 0 && f.feedLive.Load() {
 		return f.opts.LiveValid, f.opts.LiveValid
 	}
 	return f.opts.AttrValid, f.opts.EntryValid
