@@ -307,12 +307,19 @@ func TestRewriteAfterOwnRenameIsSeen(t *testing.T) {
 	e.flush()
 	e.s.Close()
 	st := serverStatT(t, e.remote, "b.txt")
-	time.Sleep(10 * time.Millisecond) // a ctime of its own
-	if err := os.WriteFile(e.remote.p("b.txt"), []byte("UPPER CASE\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
 	mt := time.Unix(st.Mtim.Sec, st.Mtim.Nsec)
-	os.Chtimes(e.remote.p("b.txt"), mt, mt) // the mtime it had, to the nanosecond
+	// Rewritten until the rewrite has a ctime of its own (the kernel's
+	// clock is coarse), with the mtime it had, to the nanosecond.
+	for {
+		if err := os.WriteFile(e.remote.p("b.txt"), []byte("UPPER CASE\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		os.Chtimes(e.remote.p("b.txt"), mt, mt)
+		if now := serverStatT(t, e.remote, "b.txt"); now.Ctim != st.Ctim {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
 	open()
 	if got := e.mustRead("b.txt"); got != "UPPER CASE\n" {
 		t.Errorf("b.txt after the remount reads %q, want the server's rewrite", got)

@@ -39,10 +39,11 @@ func listingKeptWhileFeedLive(t *testing.T, flags []string) {
 	}
 	// The folder was listed before the feed started: the first listing
 	// after it is confirmed with the server, then the kernel keeps it.
-	names()
-	time.Sleep(300 * time.Millisecond)
-	names()
-	names()
+	eventually(t, 10*time.Second, "the kernel to keep the confirmed listing", func() bool {
+		b := dirReads()
+		names()
+		return dirReads() == b
+	})
 	before := dirReads()
 	for i := 0; i < 3; i++ {
 		if got := names(); !slices.Equal(got, []string{"a.txt", "b.txt", "c.txt"}) {
