@@ -662,8 +662,12 @@ func (c *Client) ReadLink(ctx context.Context, rel string) (string, error) {
 	return target, nil
 }
 
-// ReadAt implements Remote. The data goes through a buffer of the
-// Client's own, so p is never written after ReadAt returns.
+// ReadAt implements Remote. The data lands in p itself (no buffer of
+// the Client's own: a sequential reader moves every byte of a big file
+// through here, and a copy of each was a fifth of the daemon's time).
+// When ReadAt fails because the read was abandoned (its deadline, a
+// canceled ctx, the connection's death), requests still in flight may
+// write p after it returned: a caller that gets an error does not reuse p.
 func (c *Client) ReadAt(ctx context.Context, rel string, p []byte, off int64) (int, FileInfo, error) {
 	abs, err := c.abs("read", rel)
 	if err != nil {
@@ -678,7 +682,6 @@ func (c *Client) ReadAt(ctx context.Context, rel string, p []byte, off int64) (i
 	var n int
 	var eof bool
 	var info FileInfo
-	buf := make([]byte, len(p))
 	err = c.do(ctx, "read", rel, func(*progress) error {
 		sc, done := c.contentSFTP()
 		defer done()
@@ -687,7 +690,7 @@ func (c *Client) ReadAt(ctx context.Context, rel string, p []byte, off int64) (i
 			return err
 		}
 		defer closeAsync(f)
-		n, err = f.ReadAt(buf, off)
+		n, err = f.ReadAt(p, off)
 		if errors.Is(err, io.EOF) {
 			eof, err = true, nil
 		}
@@ -706,7 +709,6 @@ func (c *Client) ReadAt(ctx context.Context, rel string, p []byte, off int64) (i
 	if err != nil {
 		return 0, FileInfo{}, err
 	}
-	copy(p, buf[:n])
 	if eof {
 		return n, info, io.EOF
 	}

@@ -30,7 +30,9 @@ type Remote interface {
 	// ReadAt reads len(p) bytes at off like io.ReaderAt (io.EOF at the end),
 	// keeping many requests in flight for large reads. It also returns the
 	// attributes of the file as it was just after the last byte was read,
-	// so the caller can tell which version the bytes belong to.
+	// so the caller can tell which version the bytes belong to. After an
+	// error p may still be written for a while (requests of an abandoned
+	// read still in flight): the caller does not reuse it then.
 	ReadAt(ctx context.Context, path string, p []byte, off int64) (int, FileInfo, error)
 	// Fetch streams the whole file into w and returns its attributes. It
 	// fails with ErrChanged when the file changed while it was read (the

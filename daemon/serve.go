@@ -168,7 +168,8 @@ func serve(ctx context.Context, cfg *config.Mount, ready func(error), warn func(
 	mopts := []fuse.MountOption{
 		fuse.FSName("remotefs:" + cfg.Spec.String()),
 		fuse.Subtype("remotefs"),
-		fuse.MaxReadahead(1 << 20),
+		fuse.MaxReadahead(readaheadKB << 10),
+		fuse.MaxPages(readPages), // readahead.go
 		fuse.AsyncRead(),
 		// Files appear with their owners on the server (cache/owners.go);
 		// the kernel applies owners and modes, so what the server would
@@ -186,6 +187,7 @@ func serve(ctx context.Context, cfg *config.Mount, ready func(error), warn func(
 		return fmt.Errorf("mount %s: %w", cfg.Mountpoint, err)
 	}
 	defer fc.Close()
+	raiseReadahead(cfg.Mountpoint, log)
 
 	ctl, err := control.Listen(cfg.Mountpoint)
 	if err != nil {

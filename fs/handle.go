@@ -36,7 +36,13 @@ func (h *handle) ReadDirAll(ctx context.Context) ([]fuse.Dirent, error) {
 }
 
 func (h *handle) Read(ctx context.Context, req *fuse.ReadRequest, resp *fuse.ReadResponse) error {
-	buf := make([]byte, req.Size)
+	// bazil made resp.Data with room for the read: fill that rather
+	// than a second buffer of the same size per request.
+	buf := resp.Data[:0]
+	if cap(buf) < req.Size {
+		buf = make([]byte, req.Size)
+	}
+	buf = buf[:req.Size]
 	n, err := h.h.ReadAtContext(ctx, buf, req.Offset)
 	if err != nil && !errors.Is(err, io.EOF) {
 		return h.fs.errno(err)

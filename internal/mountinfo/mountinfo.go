@@ -18,6 +18,7 @@ type Mount struct {
 	Options string // per-mount options: "rw,nosuid,nodev,relatime"
 	FSType  string // "fuse.remotefs", "ext4", ...
 	Source  string // "remotefs:gpu-box:projects", "/dev/sda1", ...
+	Device  string // "MAJOR:MINOR" of the filesystem: "0:39"
 }
 
 // Read returns every mount, in the table's order (a mount stacked on
@@ -38,7 +39,7 @@ func Parse(text string) []Mount {
 		if len(f) < 6 {
 			continue
 		}
-		m := Mount{Point: Unescape(f[4]), Options: f[5]}
+		m := Mount{Point: Unescape(f[4]), Options: f[5], Device: f[2]}
 		for i, x := range f[6:] {
 			if x == "-" {
 				rest := f[6+i+1:]

@@ -109,6 +109,8 @@ import (
 	"syscall"
 	"time"
 	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // A Conn represents a connection to a mounted FUSE file system.
@@ -224,6 +226,9 @@ func initMount(c *Conn, conf *mountConfig) error {
 		MaxBackground:       conf.maxBackground,
 		CongestionThreshold: conf.congestionThreshold,
 		MaxWrite:            maxWrite,
+	}
+	if c.flags&InitMaxPages != 0 { // remotefs patch (MaxPages)
+		s.MaxPages = conf.maxPages
 	}
 	r.Respond(s)
 	return nil
@@ -1195,6 +1200,29 @@ func (c *Conn) writeToKernel(msg []byte) error {
 	return err
 }
 
+// writevToKernel is writeToKernel for a reply whose data follows hdr
+// (an outHeader) in a buffer of its own. remotefs patch.
+func (c *Conn) writevToKernel(hdr, data []byte) error {
+	out := (*outHeader)(unsafe.Pointer(&hdr[0]))
+	out.Len = uint32(len(hdr) + len(data))
+	if len(data) == 0 {
+		return c.writeToKernel(hdr)
+	}
+
+	c.wio.RLock()
+	defer c.wio.RUnlock()
+	nn, err := unix.Writev(c.fd(), [][]byte{hdr, data})
+	if err == nil && nn != len(hdr)+len(data) {
+		Debug(bugShortKernelWrite{
+			Written: int64(nn),
+			Length:  int64(len(hdr) + len(data)),
+			Error:   errorString(err),
+			Stack:   stack(),
+		})
+	}
+	return err
+}
+
 func (c *Conn) respond(msg []byte) {
 	if err := c.writeToKernel(msg); err != nil {
 		Debug(bugKernelWriteError{
@@ -1468,6 +1496,9 @@ type initResponse struct {
 	// Maximum size of a single write operation.
 	// Linux enforces a minimum of 4 KiB.
 	MaxWrite uint32
+	// Maximum number of pages of data in one request (with
+	// InitMaxPages in Flags). remotefs patch.
+	MaxPages uint16
 }
 
 func (r *initResponse) String() string {
@@ -1485,6 +1516,7 @@ func (r *initRequest) Respond(resp *initResponse) {
 	out.MaxBackground = resp.MaxBackground
 	out.CongestionThreshold = resp.CongestionThreshold
 	out.MaxWrite = resp.MaxWrite
+	out.MaxPages = resp.MaxPages // remotefs patch
 
 	// MaxWrite larger than our receive buffer would just lead to
 	// errors on large writes.
@@ -2011,9 +2043,18 @@ func (r *ReadRequest) String() string {
 
 // Respond replies to the request with the given response.
 func (r *ReadRequest) Respond(resp *ReadResponse) {
-	buf := newBuffer(uintptr(len(resp.Data)))
-	buf = append(buf, resp.Data...)
-	r.respond(buf)
+	// remotefs patch: the header and the data go out in one writev(2),
+	// without copying the data behind the header first.
+	buf := newBuffer(0)
+	out := (*outHeader)(unsafe.Pointer(&buf[0]))
+	out.Unique = uint64(r.Header.ID)
+	if err := r.Header.Conn.writevToKernel(buf, resp.Data); err != nil {
+		Debug(bugKernelWriteError{
+			Error: errorString(err),
+			Stack: stack(),
+		})
+	}
+	putMessage(r.Header.msg)
 }
 
 // A ReadResponse is the response to a ReadRequest.

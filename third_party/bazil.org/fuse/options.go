@@ -14,6 +14,7 @@ type mountConfig struct {
 	options             map[string]string
 	maxReadahead        uint32
 	initFlags           InitFlags
+	maxPages            uint16 // remotefs patch (MaxPages)
 	maxBackground       uint16
 	congestionThreshold uint16
 }
@@ -134,6 +135,18 @@ func ReadOnly() MountOption {
 func MaxReadahead(n uint32) MountOption {
 	return func(conf *mountConfig) error {
 		conf.maxReadahead = n
+		return nil
+	}
+}
+
+// MaxPages sets the most pages of data (4 KiB each) the kernel puts in
+// one READ request (FUSE_MAX_PAGES, Linux 4.20); its default is 32, 128
+// KiB. Writes stay within the MaxWrite this package's buffers allow.
+// Kernels without the flag ignore it. remotefs patch.
+func MaxPages(n uint16) MountOption {
+	return func(conf *mountConfig) error {
+		conf.maxPages = n
+		conf.initFlags |= InitMaxPages
 		return nil
 	}
 }
