@@ -67,7 +67,7 @@
 //     session opened at dial carries lstat, readdir, readlink and the
 //     other small requests; ReadAt, Fetch and SFTP uploads use a pool of
 //     further sessions on the same connection (Options.ContentSessions,
-//     default 4), opened in the background once the connection is up,
+//     default 5), opened in the background once the connection is up,
 //     the least busy one per call. A lookup never queues behind a large read, and
 //     several channel windows stream one file at once. A read of up to 1 MiB
 //     (the block a reader waits for) goes to the running agent instead
