@@ -664,7 +664,7 @@ func (c *Client) ReadLink(ctx context.Context, rel string) (string, error) {
 
 // ReadAt implements Remote. The data lands in p itself (no buffer of
 // the Client's own: a sequential reader moves every byte of a big file
-// through here, and a copy of each was a fifth of the daemon's time).
+// through here, and a copy of each was a tenth of the daemon's CPU).
 // When ReadAt fails because the read was abandoned (its deadline, a
 // canceled ctx, the connection's death), requests still in flight may
 // write p after it returned: a caller that gets an error does not reuse p.
