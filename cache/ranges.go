@@ -350,27 +350,6 @@ func (s *Store) fetchBlocksLimited(ctx context.Context, ino Ino, first, last int
 	return first_
 }
 
-// runBuffers holds the buffers of finished runs for the next ones: a
-// sequential reader moves a whole file through them, and a fresh buffer
-// per run cost its zeroing and the garbage collector's work for every
-// byte. Only the first n bytes ReadAt filled are ever written out, so a
-// reused buffer's old content goes nowhere.
-var runBuffers = sync.Pool{New: func() any { return new([]byte) }}
-
-func getRunBuffer(n int64) []byte {
-	b := *runBuffers.Get().(*[]byte)
-	if int64(cap(b)) < n {
-		return make([]byte, n, max(n, maxRunBlocks*blockSize))
-	}
-	return b[:n]
-}
-
-func putRunBuffer(b []byte) {
-	if cap(b) == maxRunBlocks*blockSize {
-		runBuffers.Put(&b)
-	}
-}
-
 // epochIs reports whether ino's content is still of epoch.
 func (s *Store) epochIs(ino Ino, epoch uint64) bool {
 	s.mu.Lock()
@@ -394,16 +373,16 @@ type blockVersion struct {
 func (s *Store) fetchRun(ctx context.Context, ino Ino, want blockVersion, from, to int) error {
 	p := want.path
 	off := int64(from) * blockSize
-	buf := getRunBuffer(int64(to-from+1) * blockSize)
+	// A buffer of the run's own: after an error (a read abandoned at its
+	// deadline) the requests still in flight may write it.
+	buf := make([]byte, int64(to-from+1)*blockSize)
 	n, fi, err := s.remote.ReadAt(ctx, p, buf, off)
 	if err != nil && !errors.Is(err, io.EOF) {
-		// Not put back: an abandoned read may still write it.
 		if errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("%s vanished from the server: %w", p, err)
 		}
 		return err
 	}
-	defer putRunBuffer(buf)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e := s.entries[ino]
