@@ -16,10 +16,10 @@ bad line
 	if len(ms) != 3 {
 		t.Fatalf("got %d mounts: %+v", len(ms), ms)
 	}
-	if m := ms[1]; m.Point != "/home/a b" || m.FSType != "fuse.remotefs" || m.Source != "remotefs:box:p q" || m.Options != "rw,nosuid,nodev" {
+	if m := ms[1]; m.Point != "/home/a b" || m.FSType != "fuse.remotefs" || m.Source != "remotefs:box:p q" || m.Options != "rw,nosuid,nodev" || m.Device != "0:32" {
 		t.Errorf("second mount: %+v", m)
 	}
-	if m := ms[0]; m.Point != "/" || m.FSType != "ext4" || m.Source != "/dev/sda1" {
+	if m := ms[0]; m.Point != "/" || m.FSType != "ext4" || m.Source != "/dev/sda1" || m.Device != "8:1" {
 		t.Errorf("root: %+v", m)
 	}
 }
