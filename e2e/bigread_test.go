@@ -21,8 +21,8 @@ import (
 // kernel's default 128 KiB: the mount asks for 256 pages a request
 // (FUSE_MAX_PAGES, a remotefs patch of bazil) and, where the daemon may
 // (root), raises the mount's readahead to 1 MiB (daemon/readahead.go).
-// 48 MiB then costs about 48 READs where it cost 384; the bytes are the
-// server's.
+// 48 MiB then costs about 50 READs (53 measured) where it cost 385; the
+// bytes are the server's.
 func TestLargeReadInLargeRequests(t *testing.T) {
 	w := newWorld(t)
 	w.mount("--debug")
@@ -77,7 +77,9 @@ func TestLargeReadInLargeRequests(t *testing.T) {
 	if largest != 1<<20 {
 		t.Errorf("the largest READ carried %d bytes, want 1 MiB (FUSE_MAX_PAGES 256)", largest)
 	}
-	if want := size>>20 + 8; len(sizes) > want {
+	// Readahead windows need not start on a MiB boundary, so some are
+	// split in two; 128 KiB READs would be 385.
+	if want := 2*(size>>20) + 8; len(sizes) > want {
 		t.Errorf("%d READ requests for %s, want at most %d", len(sizes), mib(size), want)
 	}
 }
