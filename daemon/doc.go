@@ -25,6 +25,8 @@
 //     changes through the kernel so inotify watchers see them (fs/echo.go).
 //   - The clients of status, flush and unmount (client.go), and how a
 //     status is printed.
+//   - The mount's READ size (readahead.go): 256 pages a request, and the
+//     mount's read_ahead_kb raised to 1 MiB when the daemon may (root).
 //
 // The configuration comes parsed and checked (config.Mount); the daemon
 // reads no flags and no config file of its own. Environment variables
