@@ -93,6 +93,8 @@ func (e Event) String() string {
 // changes (and their echoes cost no invalidation). Changes under a folder
 // the mount never listed are ignored: it will be listed when first used.
 func (s *Store) ApplyRemoteChanges(ctx context.Context, changes []RemoteChange) {
+	s.applying.Add(1)
+	defer s.applying.Add(-1)
 	reported := s.now() // every change in the batch happened before this
 	paths := map[string]RemoteChange{}
 	for _, c := range changes {

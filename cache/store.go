@@ -195,6 +195,8 @@ type Store struct {
 	// lastMeta: UnixNano of the last lookup, getattr or readdir; Prefetch
 	// holds back while they come in quick succession (prefetch.go).
 	lastMeta atomic.Int64
+	// applying: change feed batches being applied (Status.Settling).
+	applying atomic.Int32
 }
 
 type fetchCall struct {

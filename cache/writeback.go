@@ -578,6 +578,13 @@ type Status struct {
 
 	// Undelivered: changes the server refused for good, set aside.
 	Undelivered []Undelivered `json:"undelivered,omitempty"`
+
+	// Settling counts the work still to come from what the server
+	// reported or a listing found: change feed batches being applied,
+	// files waiting for their stat data (statdata.go), folder listings
+	// running, and kernel invalidations not delivered yet. At zero the
+	// mount shows all it has learnt (tests await it instead of sleeping).
+	Settling int `json:"settling"`
 }
 
 // Status reports pending uploads, conflicts and cache usage.
@@ -591,6 +598,10 @@ func (s *Store) status() Status {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := Status{Pending: s.jr.len(), Conflicts: append([]Conflict(nil), s.conflicts...), Entries: len(s.entries)}
+	st.Settling = int(s.applying.Load()) + len(s.statWanted) + len(s.listing) + int(s.invalQueued-s.invalDone)
+	if s.statRunning {
+		st.Settling++
+	}
 	if st.Conflicts == nil {
 		st.Conflicts = []Conflict{}
 	}

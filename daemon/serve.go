@@ -455,6 +455,7 @@ func (d *daemon) status() *control.Status {
 		ReadOnly: d.cfg.RefusesChanges(), OfflineEdits: !d.cfg.RefusesChanges() && (d.cfg.OfflineEdits || d.store.AcceptsOfflineEdits()), Pending: st.Pending, PendingBytes: st.PendingBytes, OldestPending: st.OldestPending,
 		UploadError: st.LastError, CacheDir: d.cfg.CacheDir, CacheBytes: st.CacheBytes,
 		CachedEntries: st.Entries, Conflicts: []control.Conflict{}, Watch: d.watchState(), Notify: d.notify,
+		Settling: st.Settling,
 	}
 	for _, c := range st.Conflicts {
 		out.Conflicts = append(out.Conflicts, control.Conflict{Path: c.Path, CopyPath: c.CopyPath, At: c.At})

@@ -58,9 +58,15 @@ func TestStatStableThroughDelivery(t *testing.T) {
 	if s := lstat(t, w.s("d/moved.txt")); s.Ino == shown["d/moved.txt"].Ino || s.Ctim == shown["d/moved.txt"].Ctim {
 		t.Fatalf("d/moved.txt: the server's stat data is the one the mount showed: nothing tested")
 	}
-	// The feed's echo, its bulk stat (300 ms later), and the kernel's
-	// attribute cache (1 s).
-	time.Sleep(2500 * time.Millisecond)
+	// The feed's echoes of those deliveries, and what they start (the
+	// bulk stat of the files reported, the kernel invalidations of what
+	// moved), are over once the feed has brought a change made after
+	// them (it reports in order) and nothing is settling.
+	w.writeServer("later.txt", "made after the deliveries\n", 0o644)
+	eventually(t, 20*time.Second, "the feed's echoes and what they started", func() bool {
+		_, err := os.Lstat(w.m("later.txt"))
+		return err == nil && w.status().Settling == 0
+	})
 	for _, p := range paths {
 		m := lstat(t, w.m(p))
 		s := shown[p]

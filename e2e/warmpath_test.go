@@ -241,10 +241,16 @@ func TestListingsRefreshWithoutFeed(t *testing.T) {
 	if got := names(); !slices.Equal(got, []string{"a.txt", "b.txt"}) {
 		t.Fatalf("listing %v", got)
 	}
-	// Every refresh the listings so far started is over: the cache and
-	// the kernel hold the same listing.
-	time.Sleep(2500 * time.Millisecond)
+	// Every refresh the listings so far started is over (and the one
+	// the next may start): the cache and the kernel hold the same
+	// listing, from before the server's change.
+	settled := func() {
+		t.Helper()
+		eventually(t, 10*time.Second, "the listings running to end", func() bool { return w.status().Settling == 0 })
+	}
+	settled()
 	names()
+	settled()
 	// The folder keeps its mtime (as after rsync -t or tar -x), so
 	// nothing but a listing shows the new name.
 	dirInfo, err := os.Stat(w.s("src"))

@@ -87,6 +87,11 @@ type Status struct {
 	// OfflineEdits: changes are accepted while the server is unreachable
 	// (they wait in the journal: Pending, PendingBytes, OldestPending).
 	OfflineEdits bool `json:"offline_edits"`
+	// Settling: work still to come from what the server reported or a
+	// listing found (feed batches being applied, stat data to ask,
+	// listings running, kernel invalidations to deliver); 0 when the
+	// mount shows all it has learnt.
+	Settling int `json:"settling"`
 }
 
 // Forward is one port forward of the mount's ssh connection.
