@@ -179,6 +179,9 @@ func TestConcurrentConfirmationsShareOneListing(t *testing.T) {
 	if !registered {
 		t.Errorf("a lookup started a refresh of the stale folder that was not registered when it returned: a readdir meanwhile sends another listing")
 	}
+	if st := s.Status(); st.Settling == 0 {
+		t.Errorf("status while a listing runs: settling %d, want it counted", st.Settling)
+	}
 	done := make(chan error, 1)
 	go func() { _, err := s.ReadDir(ctx, big); done <- err }()
 	close(gate)
@@ -186,6 +189,7 @@ func TestConcurrentConfirmationsShareOneListing(t *testing.T) {
 		t.Fatal(err)
 	}
 	testenv.Eventually(t, 10*time.Second, "the refresh to end", func() bool { return !inFlight() })
+	testenv.Eventually(t, 10*time.Second, "nothing settling", func() bool { return s.Status().Settling == 0 })
 	if n := rem.listings(epoch); n != 1 {
 		t.Errorf("a lookup's refresh and a readdir: %d listings, want 1", n)
 	}
