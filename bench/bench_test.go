@@ -2,7 +2,7 @@ package main
 
 import (
 	"context"
-	"os"
+	"fmt"
 	"os/exec"
 	"slices"
 	"strings"
@@ -64,6 +64,8 @@ func runQuickBench(t *testing.T, args []string, wantRows []string) {
 		t.Fatal(err)
 	}
 	cfg.progress = logWriter{t}
+	var work string // this run's own (other benchmarks may run beside it)
+	cfg.hooks.beforeStep = func(b *bench, sys, pass, step string) { work = b.work }
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	rep, err := run(ctx, cfg)
@@ -75,8 +77,8 @@ func runQuickBench(t *testing.T, args []string, wantRows []string) {
 	if err != nil {
 		t.Fatalf("run: %v", err)
 	}
-	if mounted := mountsUnder(os.TempDir(), "remotefs-bench-"); len(mounted) > 0 {
-		t.Errorf("mounts left behind: %v", mounted)
+	if mounted := mountsUnder(work, "mnt-"); work == "" || len(mounted) > 0 {
+		t.Errorf("mounts left behind under %q: %v", work, mounted)
 	}
 
 	// Parse the table.
@@ -210,7 +212,19 @@ func TestParseHelpers(t *testing.T) {
 	if err != nil || cfg.shape.tracked != 1000 || cfg.shape.history != 40<<20 || !slices.Equal(cfg.steps, []string{"walk", "bulk"}) {
 		t.Errorf("-repo 3k -quick -files 1000 -history 40MiB: %+v, %v", cfg, err)
 	}
-	for _, bad := range [][]string{{"-repo", "5k"}, {"-history", "10MiB"}, {"-repo", "3k", "-history", "1k"}, {"-cap", "0"}, {"-slow-login", "-1s"}, {"-bulk", "0"}} {
+	// sshfs's per-step cap: on by default for the realistic repositories.
+	for _, tc := range []struct {
+		args []string
+		want time.Duration
+	}{
+		{nil, 0}, {[]string{"-repo", "3k"}, defaultSSHFSCap}, {[]string{"-repo", "30k", "-sshfs-cap", "90s"}, 90 * time.Second},
+		{[]string{"-repo", "3k", "-sshfs-cap", "0"}, 0}, {[]string{"-sshfs-cap", "5s"}, 5 * time.Second},
+	} {
+		if cfg, err := parseFlags(tc.args); err != nil || cfg.sshfsCap != tc.want {
+			t.Errorf("%q: -sshfs-cap %v, %v; want %v", tc.args, cfg.sshfsCap, err, tc.want)
+		}
+	}
+	for _, bad := range [][]string{{"-sshfs-cap", "-1s"}, {"-repo", "5k"}, {"-history", "10MiB"}, {"-repo", "3k", "-history", "1k"}, {"-cap", "0"}, {"-slow-login", "-1s"}, {"-bulk", "0"}} {
 		if _, err := parseFlags(bad); err == nil {
 			t.Errorf("%q accepted", bad)
 		}
@@ -231,5 +245,141 @@ func TestParseHelpers(t *testing.T) {
 	}
 	if p1.grepHits == 0 {
 		t.Error("no grep hits in the project")
+	}
+}
+
+// TestCappedCells checks how a step stopped at sshfs's cap reads in the
+// table: "> cap" in its cells, a "> N x" ratio from the bound where the
+// bound is honest (a step's first row) and "—" where it is not, a legend,
+// and no failure.
+func TestCappedCells(t *testing.T) {
+	cfg, err := parseFlags([]string{"-repo", "3k", "-steps", "git,bulk", "-bulk", "300"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &bench{cfg: cfg, rep: newReport(cfg), bulk: &bulkSet{files: map[string][]byte{}}}
+	for i := range 300 {
+		b.bulk.files[fmt.Sprint(i)] = nil
+	}
+	rep := b.rep
+	rep.header = []string{"test"}
+	rep.set("git", "remotefs/cold", cell{kind: cellOK, d: 2 * time.Second})
+	rep.set("git", "sshfs/cold", b.cappedCell("git", "git", 30*time.Second))
+	rep.set("bulk", "remotefs/cold", cell{kind: cellOK, d: time.Second, rate: 600, unit: "files/s"})
+	rep.set("bulk", "sshfs/cold", b.cappedCell("bulk", "bulk", 30*time.Second))
+	rep.set("bulkrm", "remotefs/cold", cell{kind: cellOK, d: time.Second, rate: 600, unit: "files/s"})
+	rep.set("bulkrm", "sshfs/cold", b.cappedCell("bulk", "bulkrm", 30*time.Second))
+	rep.set("git", "remotefs/warm", cell{kind: cellOK, d: time.Second})
+	rep.set("git", "sshfs/warm", cell{kind: cellOK, d: 3 * time.Second})
+
+	for _, tc := range []struct{ row, col, want string }{
+		{"git", "sshfs/cold", "> 30.0 s"},
+		{"git", "ratio/cold", "> 15.0x"},
+		{"git", "ratio/warm", "3.0x"},
+		{"bulk", "sshfs/cold", "> 30.0 s"},
+		{"bulk", "ratio/cold", "> 60.0x"}, // 600 files/s against at most 300 files in 30 s
+		{"bulkrm", "sshfs/cold", "> 30.0 s"},
+		{"bulkrm", "ratio/cold", "—"}, // rm -rf started at an unknown time: no bound
+	} {
+		if got := rep.text(tc.row, tc.col); got != tc.want {
+			t.Errorf("%s / %s: %q, want %q", tc.row, tc.col, got, tc.want)
+		}
+	}
+	if rep.failed() {
+		t.Error("capped cells mark the run failed")
+	}
+	text := rep.render()
+	if !strings.Contains(text, `"> 30.0 s": sshfs was stopped after 30.0 s, its per-step cap`) || strings.Contains(text, "Problems") {
+		t.Errorf("report without the cap's legend, or with problems:\n%s", text)
+	}
+	rep.set("git", "sshfs/warm", cell{kind: cellTimeout})
+	if !rep.failed() {
+		t.Error("a timeout beside capped cells does not mark the run failed")
+	}
+}
+
+// TestSSHFSCap runs sshfs on a tiny realistic repository with a 2 s cap
+// and makes two steps pass it for real: the cold walk on a dead link (the
+// step cannot return: the mount must be replaced by a fresh one) and the
+// cold bulk write on a 600 ms link (tar is stopped part way: the half
+// extracted folder must be removed from the server, the mount replaced).
+// Every other step must still run and be right (the warm walk compares
+// the mount with the server, git status its exact output), the run must
+// not count as failed, and no mount may be left behind.
+func TestSSHFSCap(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs sshd and sshfs mounts")
+	}
+	if _, err := exec.LookPath("sshfs"); err != nil {
+		t.Skip("sshfs is not installed")
+	}
+	sshdtest.Require(t)
+	testenv.RequireFUSE(t)
+	cfg, err := parseFlags([]string{"-repo", "3k", "-quick", "-files", "40", "-history", "1MiB", "-rtt", "2ms", "-bulk", "30",
+		"-bigfile", "1MiB", "-saves", "2", "-only", "sshfs", "-steps", "walk,git,bulk,save", "-sshfs-cap", "2s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.progress = logWriter{t}
+	var capped []string
+	var work string
+	cfg.hooks.beforeStep = func(b *bench, sys, pass, step string) {
+		work = b.work
+		switch {
+		case pass == "cold" && step == "walk":
+			b.proxy.Blackhole(true)
+		case pass == "cold" && step == "bulk":
+			b.proxy.SetLatency(300 * time.Millisecond)
+		}
+	}
+	cfg.hooks.afterCap = func(b *bench, sys, pass, step string) {
+		capped = append(capped, pass+" "+step)
+		b.proxy.Blackhole(false)
+		b.proxy.SetLatency(cfg.rtt / 2)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	rep, err := run(ctx, cfg)
+	if rep == nil {
+		t.Fatalf("no report: %v", err)
+	}
+	text := rep.render()
+	t.Logf("report:\n%s", text)
+	if err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	if mounted := mountsUnder(work, "mnt-"); work == "" || len(mounted) > 0 {
+		t.Errorf("mounts left behind under %q: %v", work, mounted)
+	}
+	if want := []string{"cold walk", "cold bulk"}; !slices.Equal(capped, want) {
+		t.Errorf("steps stopped at the cap: %q, want %q", capped, want)
+	}
+	for _, rc := range []struct{ row, col, want string }{
+		{"walk", "sshfs/cold", "> 2.00 s"},
+		{"bulk", "sshfs/cold", "> 2.00 s"},
+		{"bulkrm", "sshfs/cold", "> 2.00 s"},
+	} {
+		if got := rep.text(rc.row, rc.col); got != rc.want {
+			t.Errorf("%s / %s: %q, want %q", rc.row, rc.col, got, rc.want)
+		}
+	}
+	for _, row := range []string{"git", "save", "savevis"} {
+		if c := rep.get(row, "sshfs/cold"); c.kind != cellOK {
+			t.Errorf("%s / sshfs cold after a capped step: %q %s", row, cellText(c, row), c.note)
+		}
+	}
+	for _, row := range rep.rows()[1:] {
+		if c := rep.get(row, "sshfs/warm"); c.kind != cellOK {
+			t.Errorf("%s / sshfs warm: %q %s", row, cellText(c, row), c.note)
+		}
+	}
+	if rep.failed() {
+		t.Error("the run counts as failed")
+	}
+	for _, want := range []string{"cold walk: stopped at the 2.00 s cap; mount replaced by a fresh one", "the step had not returned",
+		"cold bulk: stopped at the 2.00 s cap; mount replaced by a fresh one", "left proj/bulk-cold on the server (repaired there)"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("report does not say %q", want)
+		}
 	}
 }

@@ -21,6 +21,7 @@ const (
 	cellSkipped                 // not run because of an earlier failure
 	cellNA                      // the system is not installed
 	cellDash                    // does not apply
+	cellCapped                  // stopped at the system's per-step cap (-sshfs-cap): not a failure
 )
 
 type cell struct {
@@ -29,6 +30,9 @@ type cell struct {
 	rate float64       // rate rows (bigread, bulk): the value in unit
 	unit string        // "MB/s", "files/s"; "" for a duration
 	note string        // detail: counts, spread, error message
+	// bound: a capped cell whose d (and rate, for rate rows) bounds the
+	// row's real value, so the ratio column can say "> N x".
+	bound bool
 }
 
 func (c cell) logString() string {
@@ -63,6 +67,8 @@ func cellText(c cell, row string) string {
 		return "skipped"
 	case cellNA:
 		return "n/a"
+	case cellCapped:
+		return "> " + fmtDur(c.d)
 	}
 	return "—"
 }
@@ -266,13 +272,18 @@ func (r *report) text(row, col string) string {
 	return cellText(r.get(row, col), row)
 }
 
-// ratio is how many times faster remotefs is than sshfs.
+// ratio is how many times faster remotefs is than sshfs; "> N x" when
+// sshfs was stopped at its cap.
 func (r *report) ratio(row, pass string) string {
 	rf, ss := r.get(row, "remotefs/"+pass), r.get(row, "sshfs/"+pass)
 	if ss.kind == cellNA {
 		return "n/a"
 	}
-	if rf.kind != cellOK || ss.kind != cellOK {
+	prefix := ""
+	if ss.kind == cellCapped && ss.bound {
+		ss.kind, prefix = cellOK, "> "
+	}
+	if rf.kind != cellOK || ss.kind != cellOK || rf.unit != ss.unit {
 		return "—"
 	}
 	var x float64
@@ -287,6 +298,10 @@ func (r *report) ratio(row, pass string) string {
 		}
 		x = float64(ss.d) / float64(rf.d)
 	}
+	return prefix + fmtRatio(x)
+}
+
+func fmtRatio(x float64) string {
 	switch {
 	case x >= 100:
 		return fmt.Sprintf("%.0fx", x)
@@ -296,6 +311,20 @@ func (r *report) ratio(row, pass string) string {
 		return fmt.Sprintf("%.2fx", x)
 	}
 	return fmt.Sprintf("%.1gx", x)
+}
+
+// anyCapped reports whether a cell was stopped at a cap.
+func (r *report) anyCapped() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, cols := range r.cells {
+		for _, c := range cols {
+			if c.kind == cellCapped {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // render is the whole report as Markdown (aligned, so it reads as text).
@@ -355,6 +384,9 @@ func (r *report) render() string {
 		sb.WriteString("Cold: fresh mount, empty remotefs cache; the mount time is counted in the first step. Warm: the same steps again on the same mount.\n")
 		sb.WriteString("Ratio: how many times faster remotefs is than sshfs (sshfs time / remotefs time; for bigread remotefs MB/s / sshfs MB/s); below 1 means remotefs is slower.\n")
 		sb.WriteString("Local: the same steps on the server directory itself (second pass; the first pass for a first git status). Saves: time from open to close; \"close to on-server\": from close until the server file holds the new content. sshfs runs with its default options.\n")
+		if r.anyCapped() {
+			sb.WriteString(fmt.Sprintf("\"> %s\": sshfs was stopped after %s, its per-step cap (-sshfs-cap; not a failure): the step's rows not finished by then say so, and the ratio \"> N x\" is a bound (remotefs at least N times faster) given for a step's first row only; what the stopped step left on the server was repaired and the mount replaced where needed (see Details).\n", fmtDur(r.cfg.sshfsCap), fmtDur(r.cfg.sshfsCap)))
+		}
 		if r.cfg.repo != "small" {
 			sb.WriteString("Fresh mount / remount git status: a second mount made for the step, with an empty cache / with the cache the previous second mount left (in the warm pass the server has changed since: format, saves); the main mount stays up. Bulk: tar -x of an archive into the project, then rm -rf, in files per second of the command's run time. Format: every tracked .py read and written back with trailing whitespace stripped. Capped read: another big file, with the link limited to the cap.\n")
 		}

@@ -312,7 +312,8 @@ func (b *bench) runSystem(ctx context.Context, sys string) {
 	}
 
 	m := b.newMountPoint(sys, "")
-	defer b.finishSystem(ctx, sys, m)
+	// m changes when a capped step leaves the mount to be replaced.
+	defer func() { b.finishSystem(ctx, sys, m) }()
 
 	st := &sysState{modified: map[string]bool{}}
 	st.saveFiles, st.safeFiles = b.pickSaveFiles()
@@ -321,7 +322,7 @@ func (b *bench) runSystem(ctx context.Context, sys string) {
 	b.logf("%s: mounting", sys)
 	var mountTime time.Duration
 	{
-		cells, out := b.within(ctx, m, func(sctx context.Context) map[string]cell {
+		cells, out := b.within(ctx, m, b.cfg.stepTimeout, func(sctx context.Context) map[string]cell {
 			d, err := m.mount(sctx)
 			if err != nil {
 				return map[string]cell{"mount": {kind: cellError, d: d, note: "mount: " + err.Error()}}
@@ -353,9 +354,24 @@ func (b *bench) runSystem(ctx context.Context, sys string) {
 				rep.markRest(sys)
 				return
 			}
-			cells, out := b.within(ctx, m, func(sctx context.Context) map[string]cell {
-				return b.runStep(sctx, m, st, step, pass)
+			limit, capped := b.cfg.stepTimeout, false
+			if c := b.stepCap(sys); c > 0 && c < limit {
+				limit, capped = c, true
+			}
+			if h := b.cfg.hooks.beforeStep; h != nil {
+				h(b, sys, pass, step)
+			}
+			sm := m
+			cells, out := b.within(ctx, m, limit, func(sctx context.Context) map[string]cell {
+				return b.runStep(sctx, sm, st, step, pass)
 			}, step)
+			if out == outcomeTimeout && capped {
+				if m = b.afterCap(ctx, m, st, step, pass, limit, cells); m == nil {
+					rep.markRest(sys)
+					return
+				}
+				continue
+			}
 			switch out {
 			case outcomeTimeout:
 				for _, r := range stepRows(step) {
@@ -491,6 +507,9 @@ func stepRows(step string) []string {
 	return []string{step}
 }
 
+// stepGrace is how long a step may take to return after its deadline.
+const stepGrace = 10 * time.Second
+
 type outcome int
 
 const (
@@ -499,10 +518,11 @@ const (
 	outcomeInterrupted
 )
 
-// within runs fn with the step timeout. A step stuck in a FUSE call cannot
-// be stopped from here: it is left behind (its mount is then aborted).
-func (b *bench) within(ctx context.Context, m *mountPoint, fn func(context.Context) map[string]cell, what string) (map[string]cell, outcome) {
-	sctx, cancel := context.WithTimeout(ctx, b.cfg.stepTimeout)
+// within runs fn with a time limit (the step timeout, or the system's cap).
+// A step stuck in a FUSE call cannot be stopped from here: it is left
+// behind and the result is nil (its mount is then aborted).
+func (b *bench) within(ctx context.Context, m *mountPoint, limit time.Duration, fn func(context.Context) map[string]cell, what string) (map[string]cell, outcome) {
+	sctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	ch := make(chan map[string]cell, 1)
 	go func() { ch <- fn(sctx) }()
@@ -516,14 +536,16 @@ func (b *bench) within(ctx context.Context, m *mountPoint, fn func(context.Conte
 		}
 		return r, outcomeDone
 	case <-sctx.Done():
-		// Give a cooperative step a moment to return what it has.
+		// Give a cooperative step a moment to return what it has (a
+		// killed command, or a second mount being released, takes a few
+		// seconds).
 		select {
 		case r := <-ch:
 			if ctx.Err() != nil {
 				return r, outcomeInterrupted
 			}
 			return r, outcomeTimeout
-		case <-time.After(2 * time.Second):
+		case <-time.After(stepGrace):
 		}
 		if ctx.Err() != nil {
 			m.abortFUSE()
