@@ -63,23 +63,7 @@ func runQuickBench(t *testing.T, args []string, wantRows []string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.progress = logWriter{t}
-	var work string // this run's own (other benchmarks may run beside it)
-	cfg.hooks.beforeStep = func(b *bench, sys, pass, step string) { work = b.work }
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	rep, err := run(ctx, cfg)
-	if rep == nil {
-		t.Fatalf("no report: %v", err)
-	}
-	text := rep.render()
-	t.Logf("report:\n%s", text)
-	if err != nil {
-		t.Fatalf("run: %v", err)
-	}
-	if mounted := mountsUnder(work, "mnt-"); work == "" || len(mounted) > 0 {
-		t.Errorf("mounts left behind under %q: %v", work, mounted)
-	}
+	rep, text := runChecked(t, cfg)
 
 	// Parse the table.
 	var header []string
@@ -162,6 +146,37 @@ func runQuickBench(t *testing.T, args []string, wantRows []string) {
 	if rep.failed() {
 		t.Errorf("the report lists problems (see Problems above)")
 	}
+}
+
+// runChecked runs the benchmark, logs its report, and fails the test when
+// the run returns an error or leaves a mount of its own behind (other
+// benchmarks may run beside it).
+func runChecked(t *testing.T, cfg *config) (*report, string) {
+	t.Helper()
+	cfg.progress = logWriter{t}
+	var work string
+	before := cfg.hooks.beforeStep
+	cfg.hooks.beforeStep = func(b *bench, sys, pass, step string) {
+		work = b.work
+		if before != nil {
+			before(b, sys, pass, step)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	rep, err := run(ctx, cfg)
+	if rep == nil {
+		t.Fatalf("no report: %v", err)
+	}
+	text := rep.render()
+	t.Logf("report:\n%s", text)
+	if err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	if mounted := mountsUnder(work, "mnt-"); work == "" || len(mounted) > 0 {
+		t.Errorf("mounts left behind under %q: %v", work, mounted)
+	}
+	return rep, text
 }
 
 // mountsUnder lists mount points whose path starts with dir/prefix.
@@ -320,11 +335,8 @@ func TestSSHFSCap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.progress = logWriter{t}
 	var capped []string
-	var work string
 	cfg.hooks.beforeStep = func(b *bench, sys, pass, step string) {
-		work = b.work
 		switch {
 		case pass == "cold" && step == "walk":
 			b.proxy.Blackhole(true)
@@ -337,20 +349,7 @@ func TestSSHFSCap(t *testing.T) {
 		b.proxy.Blackhole(false)
 		b.proxy.SetLatency(cfg.rtt / 2)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	rep, err := run(ctx, cfg)
-	if rep == nil {
-		t.Fatalf("no report: %v", err)
-	}
-	text := rep.render()
-	t.Logf("report:\n%s", text)
-	if err != nil {
-		t.Fatalf("run: %v", err)
-	}
-	if mounted := mountsUnder(work, "mnt-"); work == "" || len(mounted) > 0 {
-		t.Errorf("mounts left behind under %q: %v", work, mounted)
-	}
+	rep, text := runChecked(t, cfg)
 	if want := []string{"cold walk", "cold bulk"}; !slices.Equal(capped, want) {
 		t.Errorf("steps stopped at the cap: %q, want %q", capped, want)
 	}
