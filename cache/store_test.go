@@ -1803,3 +1803,55 @@ func TestPrefetchGitMetadataFirst(t *testing.T) {
 		t.Errorf("the index was not prefetched (%d single downloads)", e.remote.fetches.Load())
 	}
 }
+
+// TestPrefetchHoldsBackForAWalkOfABigTree: while someone walks a big tree
+// right after the listing, the prefetch's bulk holds back for as long as
+// a walk of that tree takes (holdBackBudget), not a fixed two seconds: on
+// the 30k realistic repository (37,000 entries) the walk outlasted them
+// and the prefetch storing thousands of files slowed the rest of it by
+// half. Here 40,000 entries give a budget of 4.8 s; metadata calls that
+// never pause must hold it back that long (with the fixed budget it went
+// on after 2 s), and once that is spent, not at all.
+func TestPrefetchHoldsBackForAWalkOfABigTree(t *testing.T) {
+	for n, want := range map[int]time.Duration{0: prefetchMaxWait, 3000: prefetchMaxWait, 40000: 4800 * time.Millisecond, 1e6: holdBackMax} {
+		if got := holdBackBudget(n); got != want {
+			t.Errorf("holdBackBudget(%d) = %v, want %v", n, got, want)
+		}
+	}
+	rem := &dirRemote{root: t.TempDir()}
+	s, err := Open(Options{Dir: t.TempDir(), Remote: treeRemote{dirRemote: rem}, Online: func() bool { return true }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for d := range 400 {
+		dir := rem.p(fmt.Sprintf("node_modules/p%03d", d))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for f := range 99 {
+			if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("f%02d.js", f)), nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if _, err := s.Preload(context.Background(), nil); err != nil {
+		t.Fatal(err)
+	}
+	if n := s.Status().Entries; n < 40000 {
+		t.Fatalf("%d entries listed, want 40,000", n)
+	}
+	// A walk that never pauses: the last metadata call is always recent.
+	s.lastMeta.Store(time.Now().Add(time.Hour).UnixNano())
+	var held time.Duration
+	t0 := time.Now()
+	s.waitMetadataQuiet(context.Background(), &held)
+	if waited := time.Since(t0); waited < 4500*time.Millisecond || held < 4500*time.Millisecond {
+		t.Errorf("held back %v (counted %v) for a walk of 40,000 entries, want the 4.8 s budget", waited, held)
+	}
+	t0 = time.Now()
+	s.waitMetadataQuiet(context.Background(), &held)
+	if waited := time.Since(t0); waited > time.Second {
+		t.Errorf("held back %v more once the budget was spent", waited)
+	}
+}
