@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
 	"slices"
 	"strings"
@@ -380,5 +381,15 @@ func TestSSHFSCap(t *testing.T) {
 		if !strings.Contains(text, want) {
 			t.Errorf("report does not say %q", want)
 		}
+	}
+}
+
+func TestDaemonMemory(t *testing.T) {
+	hwm, rss, err := daemonMemory(os.Getpid())
+	if err != nil || hwm < 1<<20 || rss < 1<<20 || rss > hwm {
+		t.Errorf("daemonMemory(self) = %d, %d, %v; want sizes of at least 1 MiB, current <= peak", hwm, rss, err)
+	}
+	if _, _, err := daemonMemory(-1); err == nil {
+		t.Error("daemonMemory(-1): no error")
 	}
 }

@@ -475,12 +475,36 @@ func (b *bench) checkRemotefs(ctx context.Context, what string, m *mountPoint) {
 	rep.notef("%s after the run: state %s, pending %d (%s), conflicts %d, cache %s, %d cached entries%s%s", what,
 		s.State, s.Pending, fmtSize(s.PendingBytes), len(s.Conflicts), fmtSize(s.CacheBytes), s.CachedEntries,
 		ifNotEmpty(", last error: ", s.LastError), ifNotEmpty(", upload error: ", s.UploadError))
+	if hwm, rss, err := daemonMemory(s.PID); err == nil {
+		rep.notef("%s: daemon (pid %d) peak resident size %s, now %s", what, s.PID, fmtSize(hwm), fmtSize(rss))
+	}
 	if len(s.Conflicts) > 0 {
 		rep.problemf("%s reported %d conflict(s) although nothing but the benchmark's mounts changed the server (see the daemon log)", what, len(s.Conflicts))
 	}
 	if s.UploadError != "" || s.Pending > 0 {
 		rep.problemf("%s: %d write(s) still pending at the end of the run%s", what, s.Pending, ifNotEmpty(", upload error: ", s.UploadError))
 	}
+}
+
+// daemonMemory reads a process's peak and current resident size
+// (VmHWM, VmRSS) from /proc.
+func daemonMemory(pid int) (hwm, rss int64, err error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		var kb int64
+		if _, err := fmt.Sscanf(line, "VmHWM: %d kB", &kb); err == nil {
+			hwm = kb << 10
+		} else if _, err := fmt.Sscanf(line, "VmRSS: %d kB", &kb); err == nil {
+			rss = kb << 10
+		}
+	}
+	if hwm == 0 {
+		return 0, 0, fmt.Errorf("no VmHWM in /proc/%d/status", pid)
+	}
+	return hwm, rss, nil
 }
 
 func ifNotEmpty(prefix, s string) string {
