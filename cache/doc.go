@@ -18,9 +18,8 @@
 //   - Content: files under content/<ino>. A clean file's content matches the
 //     server version recorded in its entry; a dirty file's content is newer
 //     than the server and is never evicted or dropped; a partial file (16 MiB
-//     and more, and git pack files from 4 MiB: git maps them and reads a
-//     few objects) is sparse, with a bitmap of the 1 MiB blocks fetched so
-//     far (ranges.go). Least recently used clean content is evicted beyond
+//     and more) is sparse, with a bitmap of the 1 MiB blocks fetched so far
+//     (ranges.go). Least recently used clean content is evicted beyond
 //     Options.CacheSize (evict.go). A file created through the mount gets
 //     a spare empty content file renamed into place (spares.go): creating
 //     one costs 25 times more than a rename on some disks, under mu.
@@ -49,8 +48,7 @@
 //     subtrees, all in one more request, beside the prefetch), Prefetch
 //     (small files in bulk: git's metadata first, in a small batch that
 //     opens wait for; the rest holding back while lookups and listings
-//     stream in, since storing thousands of files costs a walk CPU, for
-//     as long as a walk of the tree takes: 2 s, more on big trees), and
+//     stream in, since storing thousands of files costs a walk CPU), and
 //     ApplyRemoteChanges (the server's change feed).
 //
 // # Caching rules

@@ -80,7 +80,7 @@ func (s *Store) Prefetch(ctx context.Context, o PrefetchOptions) (PrefetchStats,
 	for first < len(cands) && cands[first].rank <= 1 {
 		first++
 	}
-	var heldBack time.Duration // by waitMetadataQuiet, in all
+	budget := prefetchMaxWait // of holding back (waitMetadataQuiet), in all
 	for i := 0; i < len(cands); {
 		if st.Bytes >= o.MaxTotal {
 			break
@@ -100,7 +100,7 @@ func (s *Store) Prefetch(ctx context.Context, o PrefetchOptions) (PrefetchStats,
 		if !background {
 			claimed = s.claimPrefetch(batch)
 		}
-		files, n, err := s.prefetchBatch(ctx, bf, batch, since, background, claimed, &heldBack)
+		files, n, err := s.prefetchBatch(ctx, bf, batch, since, background, claimed, &budget)
 		st.Files += files
 		st.Bytes += n
 		if err != nil {
@@ -119,14 +119,14 @@ func (s *Store) Prefetch(ctx context.Context, o PrefetchOptions) (PrefetchStats,
 // prefetchBatch fetches one batch in one request and makes what arrived
 // intact the content of its entries. claimed: the batch's own fetch
 // calls (claimPrefetch), released when it ends.
-func (s *Store) prefetchBatch(ctx context.Context, bf conn.BulkFetcher, batch []string, since uint64, background bool, claimed map[Ino]*fetchCall, heldBack *time.Duration) (files int, bytes int64, err error) {
+func (s *Store) prefetchBatch(ctx context.Context, bf conn.BulkFetcher, batch []string, since uint64, background bool, claimed map[Ino]*fetchCall, budget *time.Duration) (files int, bytes int64, err error) {
 	defer s.releasePrefetch(claimed)
 	// Stored files become content only once tar has said which files
 	// changed while it read them (conn.ChangedWhileRead).
 	var got []prefetched
 	err = bf.FetchFiles(ctx, batch, func(p string, fi conn.FileInfo, r io.Reader) error {
 		if background {
-			s.waitMetadataQuiet(ctx, heldBack)
+			s.waitMetadataQuiet(ctx, budget)
 		}
 		f, err := s.storePrefetched(p, fi, r, since, claimed)
 		if f != nil {
@@ -195,44 +195,25 @@ func (s *Store) releasePrefetch(claimed map[Ino]*fetchCall) {
 // batches after the first, Prefetch waits while lookups, getattrs or
 // readdirs came in the last prefetchQuiet (someone walks the tree: the
 // stream stalls under flow control, nothing is lost), but for no longer
-// than a budget in all (a program that stats without pause must
+// than prefetchMaxWait in all (a program that stats without pause must
 // not stop it for good, nor push it into what comes after the walk), and
 // not at all while a file's content is being fetched on demand (someone
 // reads: prefetching is what helps).
-//
-// The budget grows with the tree (holdBackBudget): a walk of a tree of
-// 37,000 entries (the 30k realistic repository) takes about four seconds
-// after the listing, and with a fixed two seconds the prefetch's bulk
-// started in its middle and slowed the rest of it by half or more.
 const (
 	prefetchQuiet   = 30 * time.Millisecond
 	prefetchMaxWait = 2 * time.Second
-	// holdBackPerEntry: what a walk costs an entry (a lookup answered from
-	// the cache, with the listings' share), generously.
-	holdBackPerEntry = 120 * time.Microsecond
-	// holdBackMax bounds the budget on the largest trees.
-	holdBackMax = 15 * time.Second
 )
-
-// holdBackBudget is how long, in all, a Prefetch over a tree of n known
-// entries holds back for metadata calls: long enough for a walk of the
-// whole tree, at least prefetchMaxWait, at most holdBackMax.
-func holdBackBudget(n int) time.Duration {
-	return min(max(prefetchMaxWait, time.Duration(n)*holdBackPerEntry), holdBackMax)
-}
 
 // metadataUsed notes a lookup, getattr or readdir.
 func (s *Store) metadataUsed() { s.lastMeta.Store(time.Now().UnixNano()) }
 
 // waitMetadataQuiet waits until no metadata call came for prefetchQuiet,
 // and not while content is fetched on demand; the time waited is taken
-// to heldBack, and it does not wait once that reaches the budget for the
-// tree known now (the pruned folders' listing runs beside the prefetch:
-// the tree grows while it holds back).
-func (s *Store) waitMetadataQuiet(ctx context.Context, heldBack *time.Duration) {
+// from budget, and it does not wait once that is spent.
+func (s *Store) waitMetadataQuiet(ctx context.Context, budget *time.Duration) {
 	start := time.Now()
-	defer func() { *heldBack += time.Since(start) }()
-	var deadline time.Time
+	deadline := start.Add(*budget)
+	defer func() { *budget -= time.Since(start) }()
 	for {
 		quiet := time.Since(time.Unix(0, s.lastMeta.Load()))
 		if quiet >= prefetchQuiet || ctx.Err() != nil {
@@ -240,9 +221,6 @@ func (s *Store) waitMetadataQuiet(ctx context.Context, heldBack *time.Duration) 
 		}
 		s.mu.Lock()
 		reading := len(s.fetching) > 0
-		if deadline.IsZero() {
-			deadline = start.Add(holdBackBudget(len(s.entries)) - *heldBack)
-		}
 		s.mu.Unlock()
 		if reading {
 			return
