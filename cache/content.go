@@ -7,7 +7,6 @@ import (
 	"io/fs"
 	"os"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -85,7 +84,7 @@ func (s *Store) Open(ctx context.Context, ino Ino, flags int) (*Handle, error) {
 	// one read; one round trip is small next to reading it.
 	fed := s.feedCovers(e, e.checked.Time())
 	replacing := writable && flags&syscall.O_TRUNC != 0
-	large := s.byRanges(e)
+	large := e.size >= s.opts.LargeFile
 	recheck := e.content != contentDirty && e.onServer && !replacing &&
 		(s.unsettled(e) || large || !fed && (s.now().Sub(e.checked.Time()) > s.opts.AttrTTL || s.inServerFolder(e))) &&
 		s.online()
@@ -236,26 +235,10 @@ func (s *Store) openByRanges(ino Ino) bool {
 	default:
 		return false
 	}
-	if !s.byRanges(e) || !e.onServer || !s.online() {
+	if e.size < s.opts.LargeFile || !e.onServer || !s.online() {
 		return false
 	}
 	return s.startPartialLocked(e) == nil
-}
-
-// gitPackRanges: git pack files from this size up are cached by ranges
-// whatever Options.LargeFile says (see byRanges).
-const gitPackRanges = 4 << 20
-
-// byRanges reports whether e's content is cached by ranges (ranges.go)
-// rather than downloaded whole when it is opened: large files, and git's
-// pack files of a few MiB. git maps a pack and reads the few objects it
-// needs; a first git status on a fresh mount of a big repository reads a
-// few KiB of the pack of its recent commits (tens of MiB), which a whole
-// download at open made it wait for, behind the content prefetch on the
-// same link.
-func (s *Store) byRanges(e *entry) bool {
-	return e.size >= s.opts.LargeFile ||
-		e.size >= gitPackRanges && strings.HasPrefix(e.name, "pack-") && strings.HasSuffix(e.name, ".pack")
 }
 
 // countOpenLocked records an open handle on e. Caller holds mu.

@@ -8,9 +8,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
-	"path/filepath"
 	"remotefs/conn"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -217,83 +215,4 @@ func (r *slowReads) ReadAt(ctx context.Context, p string, b []byte, off int64) (
 	defer r.mu.Unlock()
 	time.Sleep(r.perMiB * time.Duration(len(b)) / (1 << 20))
 	return r.dirRemote.ReadAt(ctx, p, b, off)
-}
-
-// countingReads counts the bytes range reads ask the server for.
-type countingReads struct {
-	*dirRemote
-	bytes atomic.Int64
-}
-
-func (r *countingReads) ReadAt(ctx context.Context, p string, b []byte, off int64) (int, conn.FileInfo, error) {
-	r.bytes.Add(int64(len(b)))
-	return r.dirRemote.ReadAt(ctx, p, b, off)
-}
-
-// A git pack file of a few MiB (below LargeFile) is cached by ranges: a
-// read of one object in its middle fetches the block it needs, not the
-// whole pack at open (git status on a fresh mount of a big repository
-// reads a few KiB of a pack of tens of MiB). Another file of the same size
-// is still downloaded whole, and a small pack too. What the reads return
-// is the server's content.
-func TestGitPackByRanges(t *testing.T) {
-	rem := &dirRemote{root: t.TempDir()}
-	cr := &countingReads{dirRemote: rem}
-	s, err := Open(Options{Dir: t.TempDir(), Remote: cr, Online: func() bool { return true }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	e := &env{t: t, remote: rem, s: s}
-	rng := rand.New(rand.NewPCG(7, 18))
-	data := make([]byte, 6<<20+12345)
-	for i := range data {
-		data[i] = byte(rng.Uint32())
-	}
-	pack := ".git/objects/pack/pack-0123abcd.pack"
-	for _, p := range []string{pack, "assets/model-0123abcd.pack.bin", ".git/objects/pack/pack-small.pack"} {
-		os.MkdirAll(filepath.Dir(rem.p(p)), 0o755)
-		d := data
-		if strings.Contains(p, "small") {
-			d = data[:1<<20]
-		}
-		if err := os.WriteFile(rem.p(p), d, 0o444); err != nil {
-			t.Fatal(err)
-		}
-	}
-	readAt := func(p string, off int64, n int) []byte {
-		t.Helper()
-		a := e.mustLookup(p)
-		h, err := s.Open(context.Background(), a.Ino, os.O_RDONLY)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer h.Release()
-		b := make([]byte, n)
-		got, err := h.ReadAtContext(context.Background(), b, off)
-		if err != nil && !errors.Is(err, io.EOF) {
-			t.Fatalf("read %s at %d: %v", p, off, err)
-		}
-		return b[:got]
-	}
-	const off = 3<<20 + 100
-	if got := readAt(pack, off, 4096); !bytes.Equal(got, data[off:off+4096]) {
-		t.Fatalf("pack: the read returned other bytes than the server's")
-	}
-	if f := rem.fetches.Load(); f != 0 {
-		t.Errorf("opening the pack downloaded it whole (%d whole-file fetches)", f)
-	}
-	if n := cr.bytes.Load(); n == 0 || n > 2*blockSize {
-		t.Errorf("reading 4 KiB of the pack asked the server for %d bytes; want one or two blocks", n)
-	}
-	before := cr.bytes.Load()
-	if got := readAt("assets/model-0123abcd.pack.bin", off, 4096); !bytes.Equal(got, data[off:off+4096]) {
-		t.Fatalf("other file: the read returned other bytes than the server's")
-	}
-	if got := readAt(".git/objects/pack/pack-small.pack", 100, 4096); !bytes.Equal(got, data[100:100+4096]) {
-		t.Fatalf("small pack: the read returned other bytes than the server's")
-	}
-	if f := rem.fetches.Load(); f != 2 || cr.bytes.Load() != before {
-		t.Errorf("a 6 MiB file that is not a pack and a 1 MiB pack: %d whole-file fetches and %d bytes by ranges; want 2 and 0", f, cr.bytes.Load()-before)
-	}
 }
