@@ -47,8 +47,10 @@
 //     __pycache__ and the like), PreloadPruned (those folders with their
 //     subtrees, all in one more request, beside the prefetch), Prefetch
 //     (small files in bulk: git's metadata first, in a small batch that
-//     opens wait for; the rest holding back while lookups and listings
-//     stream in, since storing thousands of files costs a walk CPU), and
+//     opens wait for, then git's newest packs below LargeFile (32 MiB at
+//     most), a batch opens wait for too; the rest holding back while
+//     lookups and listings stream in, since storing thousands of files
+//     costs a walk CPU), and
 //     ApplyRemoteChanges (the server's change feed).
 //
 // # Caching rules

@@ -75,10 +75,17 @@ func (s *Store) Prefetch(ctx context.Context, o PrefetchOptions) (PrefetchStats,
 	// What git and editors read first (rank 0 and 1: git's metadata, its
 	// index and pack indexes, .gitignore files) is a small batch of its
 	// own, so it is there a round trip after the listing, not after
-	// megabytes of source files.
+	// megabytes of source files. git's small packs (rank 2) are the next
+	// batch, alone too: git status opens the pack that holds HEAD's
+	// commit after its stat pass over the work tree, and would download
+	// it whole then.
 	first := 0
 	for first < len(cands) && cands[first].rank <= 1 {
 		first++
+	}
+	packsEnd := first
+	for packsEnd < len(cands) && cands[packsEnd].rank == rankGitPack {
+		packsEnd++
 	}
 	budget := prefetchMaxWait // of holding back (waitMetadataQuiet), in all
 	for i := 0; i < len(cands); {
@@ -86,11 +93,11 @@ func (s *Store) Prefetch(ctx context.Context, o PrefetchOptions) (PrefetchStats,
 			break
 		}
 		j, bytes := i, int64(0)
-		for j < len(cands) && j-i < batchFiles && bytes < batchBytes && (i >= first || j < first) {
+		for j < len(cands) && j-i < batchFiles && bytes < batchBytes && (i >= first || j < first) && (i >= packsEnd || j < packsEnd) {
 			bytes += cands[j].size
 			j++
 		}
-		background := i >= first
+		background := i >= packsEnd
 		batch := make([]string, 0, j-i)
 		for _, c := range cands[i:j] {
 			batch = append(batch, c.path)
@@ -237,16 +244,17 @@ func (s *Store) waitMetadataQuiet(ctx context.Context, budget *time.Duration) {
 }
 
 type prefetchCand struct {
-	path string
-	size int64
-	rank int
+	path  string
+	size  int64
+	rank  int
+	mtime int64 // packs: the newest first
 }
 
 // prefetchCandidates lists uncached small files, most useful first.
 func (s *Store) prefetchCandidates(o PrefetchOptions) []prefetchCand {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var out []prefetchCand
+	var out, packs []prefetchCand
 	var serverBytes int64
 	var walk func(d *entry, p string, server bool)
 	walk = func(d *entry, p string, server bool) {
@@ -262,7 +270,13 @@ func (s *Store) prefetchCandidates(o PrefetchOptions) []prefetchCand {
 					walk(e, cp, server || matchesFolder(cp, s.opts.ServerFolders, true))
 				}
 			case e.mode.IsRegular() && e.content == contentNone && e.onServer && !s.protected(cp) && !globMatch(o.IgnoreGlobs, cp):
-				c := prefetchCand{path: cp, size: e.size, rank: prefetchRank(cp)}
+				c := prefetchCand{path: cp, size: e.size, rank: prefetchRank(cp), mtime: e.mtime.UnixNano()}
+				if c.rank == rankGitPack {
+					if e.size < s.opts.LargeFile && !server {
+						packs = append(packs, c)
+					}
+					continue
+				}
 				if e.size > o.MaxFileSize && (c.rank != 0 || e.size > gitMetaMaxFile) {
 					continue
 				}
@@ -282,9 +296,23 @@ func (s *Store) prefetchCandidates(o PrefetchOptions) []prefetchCand {
 	if root := s.entries[RootIno]; root != nil && root.listed {
 		walk(root, "", false)
 	}
-	sort.Slice(out, func(i, j int) bool {
+	// The newest packs, up to gitPacksMaxTotal: HEAD's commit is in one of
+	// the newest (a big old pack is range-cached: LargeFile).
+	sort.Slice(packs, func(i, j int) bool { return packs[i].mtime > packs[j].mtime })
+	var packBytes int64
+	for _, c := range packs {
+		if packBytes+c.size > gitPacksMaxTotal {
+			break
+		}
+		packBytes += c.size
+		out = append(out, c)
+	}
+	sort.SliceStable(out, func(i, j int) bool {
 		if out[i].rank != out[j].rank {
 			return out[i].rank < out[j].rank
+		}
+		if out[i].rank == rankGitPack {
+			return out[i].mtime > out[j].mtime
 		}
 		return out[i].path < out[j].path
 	})
@@ -295,6 +323,14 @@ func (s *Store) prefetchCandidates(o PrefetchOptions) []prefetchCand {
 // is prefetched up to this size, above MaxFileSize: git status reads the
 // index and the pack indexes first thing (a 3,000-file index is 360 KB).
 const gitMetaMaxFile = 16 << 20
+
+// rankGitPack is the rank of git's pack files (.git/objects/pack/*.pack),
+// prefetched below Options.LargeFile, newest first, up to
+// gitPacksMaxTotal, in a batch of their own after git's metadata.
+const (
+	rankGitPack      = 2
+	gitPacksMaxTotal = 32 << 20
+)
 
 // Prefetch limits for server folders (Options.ServerFolders), whose files
 // are written by programs on the server and often many and large.
@@ -322,6 +358,8 @@ func prefetchRank(p string) int {
 	switch {
 	case inGit && strings.Contains(p, ".git/objects/pack/") && strings.HasSuffix(p, ".idx"):
 		return 0 // git reads the pack indexes to find any object, HEAD's commit first
+	case inGit && strings.Contains(p, ".git/objects/pack/") && strings.HasSuffix(p, ".pack"):
+		return rankGitPack
 	case inGit && strings.Contains(p, ".git/objects/"):
 		return 5
 	case inGit:
@@ -329,11 +367,11 @@ func prefetchRank(p string) int {
 	case base == ".gitignore" || base == ".gitattributes" || base == ".editorconfig":
 		return 1
 	case sourceExt[path.Ext(base)]:
-		return 2
+		return 3
 	case base == "Makefile" || base == "Dockerfile" || strings.HasPrefix(base, "README"):
-		return 2
+		return 3
 	}
-	return 3
+	return 4
 }
 
 var sourceExt = map[string]bool{}
