@@ -382,7 +382,9 @@
 //   - A listing that finds an entry unchanged does not mark it for
 //     meta.db (applyServerAttrs), so a remount's listing rewrites only
 //     what moved; background checkpoints write at most persistChunk
-//     entries, lowest numbers first (neighbours in meta.db).
+//     (1,000) entries, lowest numbers first (neighbours in meta.db), from
+//     an order sorted once per round: each holds mu, which every lookup
+//     needs.
 //   - bbolt's mmap of meta.db is dropped from the resident set after the
 //     load and after every checkpoint (dbpages.go): the pages stay in the
 //     page cache, and VmRSS/VmHWM count only what the last transaction

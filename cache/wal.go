@@ -474,6 +474,32 @@ func (s *Store) syncJournal() error {
 // (fsync of a folder).
 func (s *Store) SyncJournal() error { return s.syncJournal() }
 
+// persistChunkLocked picks the next at most max dirty entries for a
+// background checkpoint: the lowest numbers first, neighbours in meta.db,
+// so one transaction touches (and copies) as few pages as it can. The
+// dirty set is sorted once into persistOrder and taken from in chunks
+// (sorting it for every chunk cost a big listing's persisting n*n/max);
+// entries dirtied meanwhile wait for the next sort. Caller holds mu.
+func (s *Store) persistChunkLocked(max int) []Ino {
+	if len(s.persistOrder) == 0 {
+		s.persistOrder = make([]Ino, 0, len(s.dirtyIno))
+		for ino := range s.dirtyIno {
+			s.persistOrder = append(s.persistOrder, ino)
+		}
+		slices.Sort(s.persistOrder)
+		s.persistSorts++
+	}
+	some := make([]Ino, 0, max)
+	for len(some) < max && len(s.persistOrder) > 0 {
+		ino := s.persistOrder[0]
+		s.persistOrder = s.persistOrder[1:]
+		if s.dirtyIno[ino] {
+			some = append(some, ino)
+		}
+	}
+	return some
+}
+
 // checkpointLocked folds the commit log into meta.db in one transaction,
 // with the changed entries (at most max of them, 0: all; only for what
 // was learned from the server), the new journal records and the removal
@@ -481,14 +507,7 @@ func (s *Store) SyncJournal() error { return s.syncJournal() }
 func (s *Store) checkpointLocked(max int, done []uint64, ops ...*op) error {
 	var some []Ino
 	if max > 0 && len(s.dirtyIno) > max {
-		// The lowest numbers first: neighbours in meta.db, so one
-		// transaction touches (and copies) as few pages as it can.
-		some = make([]Ino, 0, len(s.dirtyIno))
-		for ino := range s.dirtyIno {
-			some = append(some, ino)
-		}
-		slices.Sort(some)
-		some = some[:max]
+		some = s.persistChunkLocked(max)
 	}
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		if err := s.walBatch.apply(tx); err != nil {
@@ -550,6 +569,7 @@ func (s *Store) checkpointLocked(max int, done []uint64, ops ...*op) error {
 		}
 	} else {
 		clear(s.dirtyIno)
+		s.persistOrder = nil
 	}
 	clear(s.deletedIno)
 	s.walEpoch++

@@ -5,13 +5,17 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"remotefs/internal/testenv"
 )
 
 // Changes made offline (so nothing reaches the server) survive a crash
@@ -239,4 +243,60 @@ func sameBatch(a, b *walBatch) bool {
 		return true
 	}
 	return same(a.entries, b.entries) && same(a.journal, b.journal) && a.nextIno == b.nextIno && a.nextSeq == b.nextSeq
+}
+
+// TestBackgroundCheckpointChunks: after a big listing, the background
+// checkpoints write the dirty entries in chunks of persistChunk, lowest
+// numbers first, each chunk after the last (disjoint, ascending), from one
+// sort of the dirty set (not one per chunk), and once all are written the
+// store reopened from disk has every entry.
+func TestBackgroundCheckpointChunks(t *testing.T) {
+	e := newEnv(t)
+	const files = 4500
+	for i := range files {
+		testenv.WriteFile(t, e.remote.root, fmt.Sprintf("d%02d/f%04d", i%30, i), "x", 0o644)
+	}
+	if _, err := e.s.Preload(context.Background(), nil); err != nil {
+		t.Fatal(err)
+	}
+	s := e.s
+	s.mu.Lock()
+	dirty := len(s.dirtyIno)
+	s.mu.Unlock()
+	if dirty < files {
+		t.Fatalf("%d dirty entries after listing %d files", dirty, files)
+	}
+	var last Ino
+	for chunk := 0; ; chunk++ {
+		s.mu.Lock()
+		before := maps.Clone(s.dirtyIno)
+		if len(before) <= persistChunk {
+			s.mu.Unlock()
+			break
+		}
+		if err := s.checkpointLocked(persistChunk, nil); err != nil {
+			s.mu.Unlock()
+			t.Fatal(err)
+		}
+		queued, sorts := len(s.persistOrder), s.persistSorts
+		var written []Ino
+		for ino := range before {
+			if !s.dirtyIno[ino] {
+				written = append(written, ino)
+			}
+		}
+		s.mu.Unlock()
+		slices.Sort(written)
+		if len(written) != persistChunk || written[0] <= last {
+			t.Fatalf("chunk %d wrote %d entries from %d (the last chunk ended at %d), want %d after it", chunk, len(written), written[0], last, persistChunk)
+		}
+		last = written[len(written)-1]
+		if want := dirty - persistChunk*(chunk+1); queued != want || sorts != 1 {
+			t.Fatalf("after chunk %d, %d entries queued from %d sorts, want %d from one sort for all chunks", chunk, queued, sorts, want)
+		}
+	}
+	e.reopen()
+	for _, p := range []string{"d00/f0000", "d29/f4499", "d15/f2235"} {
+		e.mustLookup(p)
+	}
 }
