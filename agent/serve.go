@@ -7,6 +7,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -25,11 +26,27 @@ const IdleTimeout = 30 * time.Second
 // stdin ends (nil) or breaks the format. Each stream runs its command on
 // its own goroutine; when Serve returns, every command was told to stop
 // (their contexts ended) and nothing is written any more.
+//
+// With --listen SOCKET and --linger D (D > 0) it also serves later
+// connections of the same build on a unix socket (persist.go), and stays
+// until no connection used it for D.
 func Serve(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer) error {
-	if len(args) > 0 && !(len(args) == 1 && args[0] == "--") {
-		return usageErr("usage: remotefs __agent\n\nInternal: the per-connection agent a mount runs on the server.")
+	fl := flag.NewFlagSet(proto.AgentCommand, flag.ContinueOnError)
+	fl.SetOutput(io.Discard)
+	listen := fl.String("listen", "", "unix socket later connections reach this agent on")
+	linger := fl.Duration("linger", 0, "how long the agent stays after its last connection ended (with --listen)")
+	if err := fl.Parse(args); err != nil || fl.NArg() != 0 || *linger < 0 {
+		return usageErr("usage: remotefs __agent [--listen SOCKET --linger DURATION]\n\nInternal: the per-connection agent a mount runs on the server.")
 	}
-	return proto.ServeMux(stdin, stdout, uint32(os.Getuid()), uint32(os.Getgid()), IdleTimeout, func(s *proto.Stream, argv []string) {
+	if *listen == "" || *linger == 0 {
+		return serveSession(ctx, stdin, stdout)
+	}
+	return servePersistent(ctx, *listen, *linger, stdin, stdout)
+}
+
+// serveSession serves one connection's streams on r and w until r ends.
+func serveSession(ctx context.Context, r io.Reader, w io.Writer) error {
+	return proto.ServeMux(r, w, uint32(os.Getuid()), uint32(os.Getgid()), IdleTimeout, func(s *proto.Stream, argv []string) {
 		s.Exit(runCommand(ctx, s, argv))
 	})
 }

@@ -53,6 +53,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path"
 	"runtime"
@@ -74,6 +75,10 @@ const (
 	AgentOff = "off"
 )
 
+// DefaultAgentLinger is how long a mount's agent stays on the server for
+// the next connection (Options.AgentLinger).
+const DefaultAgentLinger = 15 * time.Minute
+
 const (
 	agentRetry = 30 * time.Second // after an agent died, before starting another
 	agentPing  = 5 * time.Second
@@ -82,7 +87,9 @@ const (
 
 // agentScript starts the agent: $1 the helper folder ("" for
 // $HOME/.cache/remotefs), $2 the helper's file name, $3 its size, $4 the
-// `uname -sm` outputs (blanks as "_") of servers this binary runs on.
+// `uname -sm` outputs (blanks as "_") of servers this binary runs on, $5
+// how long the agent lingers for later connections ("": it does not;
+// agentSocket is where it listens).
 // When the binary is there and uname is one of those it starts the agent
 // at once ("started"): no round trip to the client.
 const agentScript = `echo ` + agentBoot + `
@@ -90,9 +97,15 @@ u=$(uname -sm)
 echo "$u"
 d=${1:-$HOME/.cache/remotefs}
 f=$d/$2
+l=$5
+s=$d/agent-${2#remotefs-helper-}.sock
+agent() {
+  if [ -n "$l" ]; then exec "$f" ` + proto.AgentCommand + ` --listen "$s" --linger "$l"; fi
+  exec "$f" ` + proto.AgentCommand + `
+}
 if [ -f "$f" ] && [ -x "$f" ] && [ "$(wc -c <"$f")" -eq "$3" ]; then
   for m in $4; do
-    if [ "$m" = "$(echo "$u" | tr ' ' _)" ]; then echo started; exec "$f" ` + proto.AgentCommand + `; fi
+    if [ "$m" = "$(echo "$u" | tr ' ' _)" ]; then echo started; agent; fi
   done
   echo ready
 else
@@ -100,7 +113,7 @@ else
 fi
 read -r a || exit 0
 case $a in
-run) exec "$f" ` + proto.AgentCommand + ` ;;
+run) agent ;;
 send)
   mkdir -p "$d" && chmod 700 "$d" || exit 1
   t=$d/` + proto.TempPrefix + `boot-$$-$2
@@ -108,7 +121,7 @@ send)
   if [ "$(wc -c <"$t")" -ne "$3" ]; then rm -f "$t"; echo "the helper upload was cut short" >&2; exit 1; fi
   chmod 700 "$t" && mv -f "$t" "$f" || { rm -f "$t"; exit 1; }
   for o in "$d"/remotefs-helper-*; do [ "$o" = "$f" ] || rm -f "$o"; done
-  exec "$f" ` + proto.AgentCommand + ` ;;
+  agent ;;
 esac
 exit 0`
 
@@ -124,8 +137,9 @@ const (
 // agentRunner runs the agent of one Client.
 type agentRunner struct {
 	// Set at construction.
-	c    *Client
-	mode string
+	c      *Client
+	mode   string
+	linger time.Duration // > 0: the agent stays for later connections
 
 	mu      sync.Mutex
 	state   agentState    // guarded by mu
@@ -145,8 +159,8 @@ type agentRunner struct {
 	preads atomic.Int64 // reads it answered (agentReadAt)
 }
 
-func newAgentRunner(c *Client, mode string) *agentRunner {
-	a := &agentRunner{c: c, mode: mode}
+func newAgentRunner(c *Client, mode string, linger time.Duration) *agentRunner {
+	a := &agentRunner{c: c, mode: mode, linger: linger}
 	if mode == AgentOff {
 		a.state, a.offErr = agentOff, errors.New("turned off")
 	}
@@ -320,9 +334,20 @@ func (a *agentRunner) run(started chan struct{}) {
 		kill()
 		return
 	}
+	lingerArg := ""
+	if a.linger > 0 {
+		lingerArg = a.linger.String()
+	}
 	cmd := "sh -c " + shellQuote(agentScript) + " sh " + shellQuote(watchHelperDir) + " " +
 		shellQuote("remotefs-helper-"+h.hash) + " " + strconv.FormatInt(h.size, 10) + " " +
-		shellQuote(strings.Join(agentUnames(), " "))
+		shellQuote(strings.Join(agentUnames(), " ")) + " " + shellQuote(lingerArg)
+	// An agent an earlier connection left (persist) greets without a
+	// login shell: it is asked beside the exec, and the first to greet
+	// serves.
+	persist := make(chan booted, 1)
+	if a.linger > 0 {
+		go func() { persist <- a.dialPersistent(h) }()
+	}
 	execStarted = true
 	go func() {
 		code, err := c.Exec(execCtx, cmd, inR, outW, stderr)
@@ -343,17 +368,10 @@ func (a *agentRunner) run(started chan struct{}) {
 	var lastIO atomic.Int64
 	lastIO.Store(time.Now().UnixNano())
 	br := bufio.NewReaderSize(&recvCounter{r: outR, last: &lastIO}, 64<<10)
-	type booted struct {
-		m        *proto.Mux
-		uid, gid uint32
-		err      error
-		// permanent: this server cannot run the agent.
-		permanent bool
-	}
 	res := make(chan booted, 1)
 	go func() {
 		m, uid, gid, perm, err := a.boot(br, progressWriter{w: inW, last: &lastIO}, h)
-		res <- booted{m, uid, gid, err, perm}
+		res <- booted{m: m, uid: uid, gid: gid, err: err, permanent: perm}
 	}()
 	timer := time.NewTimer(c.opTimeout)
 	defer timer.Stop()
@@ -362,6 +380,13 @@ func (a *agentRunner) run(started chan struct{}) {
 		select {
 		case b = <-res:
 			waiting = false
+		case pb := <-persist:
+			if pb.err != nil {
+				persist = nil // not there: the exec starts one
+				c.log.Debug("no agent to reuse on the server", "host", c.label, "err", pb.err)
+				continue
+			}
+			b, waiting = pb, false
 		case <-timer.C:
 			if idle := time.Since(time.Unix(0, lastIO.Load())); idle < c.opTimeout {
 				timer.Reset(c.opTimeout - idle)
@@ -372,6 +397,19 @@ func (a *agentRunner) run(started chan struct{}) {
 			b.err, waiting = c.Err(), false
 		}
 	}
+	execEnded := execDone // the agent's end, when it runs over the exec
+	if b.persistent {
+		// The exec is not needed: its login shell is cut short.
+		stop()
+		execEnded = nil
+	} else if persist != nil {
+		go func() {
+			if pb := <-persist; pb.err == nil {
+				pb.m.Close(errors.New("the agent started over exec serves"))
+				pb.close()
+			}
+		}()
+	}
 	if b.err != nil {
 		stop()
 		finish(nil, fmt.Errorf("agent: %w", b.err), b.permanent)
@@ -379,7 +417,7 @@ func (a *agentRunner) run(started chan struct{}) {
 	}
 	c.setOwner(b.uid, b.gid)
 	finish(b.m, nil, false)
-	c.log.Debug("server-side agent running", "host", c.label)
+	c.log.Debug("server-side agent running", "host", c.label, "reused", b.persistent)
 
 	// Serve until the agent, its session or the connection ends; ping it
 	// while it has work.
@@ -391,7 +429,7 @@ func (a *agentRunner) run(started chan struct{}) {
 		select {
 		case <-b.m.Done():
 			why = b.m.Err()
-		case err := <-execDone:
+		case err := <-execEnded:
 			why = err
 		case <-c.done:
 			why = c.Err()
@@ -414,10 +452,86 @@ func (a *agentRunner) run(started chan struct{}) {
 	}
 	a.mu.Unlock()
 	b.m.Close(fmt.Errorf("the agent on %s stopped: %w", c.label, why))
+	if b.close != nil {
+		b.close()
+	}
 	stop()
 	if c.Err() == nil {
 		c.log.Warn("server-side agent stopped; helpers run one exec each for a while", "host", c.label, "err", why, "for", agentRetry)
 	}
+}
+
+// booted is how an agent start ended.
+type booted struct {
+	m        *proto.Mux
+	uid, gid uint32
+	err      error
+	// permanent: this server cannot run the agent.
+	permanent bool
+	// persistent: m is an agent an earlier connection left running,
+	// reached over a socket channel that close closes.
+	persistent bool
+	close      func()
+}
+
+// agentSocket is where the agent of the build whose helper hash is hash
+// listens for later connections, in the helper folder dir (agent/persist.go).
+func agentSocket(dir, hash string) string {
+	return path.Join(dir, "agent-"+hash+".sock")
+}
+
+// unixDialer is a transport that can open a channel to a unix socket on
+// the server (direct-streamlocal@openssh.com).
+type unixDialer interface {
+	dialUnix(path string) (net.Conn, error)
+}
+
+// dialPersistent reaches the agent an earlier connection of this build
+// left on the server, if any: a channel to its socket, which runs no
+// login shell, and its greeting within OpTimeout.
+func (a *agentRunner) dialPersistent(h localHelper) booted {
+	c := a.c
+	d, ok := c.ssh.(unixDialer)
+	if !ok {
+		return booted{err: errors.New("this transport opens no socket channels")}
+	}
+	select {
+	case <-c.homeKnown:
+	case <-c.done:
+		return booted{err: c.Err()}
+	}
+	dir := watchHelperDir
+	if dir == "" {
+		if !path.IsAbs(c.home) {
+			return booted{err: fmt.Errorf("the server's home folder (%q) is unknown", c.home)}
+		}
+		dir = path.Join(c.home, ".cache", "remotefs")
+	}
+	conn, err := d.dialUnix(agentSocket(dir, h.hash))
+	if err != nil {
+		return booted{err: err}
+	}
+	res := make(chan booted, 1)
+	go func() {
+		m, uid, gid, err := proto.NewClientMux(conn, conn)
+		res <- booted{m: m, uid: uid, gid: gid, err: err}
+	}()
+	timer := time.NewTimer(c.opTimeout)
+	defer timer.Stop()
+	var b booted
+	select {
+	case b = <-res:
+	case <-timer.C:
+		b.err = fmt.Errorf("no greeting from the agent's socket within %v", c.opTimeout)
+	case <-c.done:
+		b.err = c.Err()
+	}
+	if b.err != nil {
+		conn.Close()
+		return b
+	}
+	b.persistent, b.close = true, func() { conn.Close() }
+	return b
 }
 
 // boot speaks the start script's side of the exchange and reads the

@@ -59,6 +59,10 @@ type Client struct {
 	// (parseFindStream's tagged form; 0 unknown). Uploads report the
 	// inode number of a file that landed on it (helperResult).
 	rootDev atomic.Uint64
+	// home is the folder SFTP starts in (the login user's $HOME; "" when
+	// unknown), set by setRoot before it closes homeKnown.
+	home      string
+	homeKnown chan struct{}
 
 	// probing: a probeAfterChange loop runs; probeWanted: a network
 	// change since its last probe started.
@@ -139,9 +143,10 @@ func newClientShell(label string, opts Options, transport []io.Closer) *Client {
 		opTimeout: opts.OpTimeout,
 		log:       opts.Logger,
 		done:      make(chan struct{}),
+		homeKnown: make(chan struct{}),
 	}
 	c.uploads = newUploader(c, opts.UploadHelper)
-	c.agent = newAgentRunner(c, opts.Agent)
+	c.agent = newAgentRunner(c, opts.Agent, opts.AgentLinger)
 	return c
 }
 

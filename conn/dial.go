@@ -77,6 +77,13 @@ type Options struct {
 	// connection: AgentAuto (the default) or AgentOff; see agent.go.
 	Agent string
 
+	// AgentLinger is how long the agent stays on the server after its last
+	// connection ended, reachable by later connections over a unix socket
+	// without a login shell (agent.go, "The persistent agent"); 0: the
+	// agent ends with its connection, and none left by another is used.
+	// A mount uses DefaultAgentLinger.
+	AgentLinger time.Duration
+
 	// ContentSessions is how many SFTP sessions besides the metadata one
 	// carry file content (sessions.go): 0 means the default (4); a
 	// negative number opens none, so content and metadata share one
@@ -293,6 +300,11 @@ func (c *Client) startSFTPSession(ctx context.Context, sc *ssh.Client, label str
 // setRoot resolves the remote root: relative to the remote home unless
 // absolute, and checks that it is a directory.
 func (c *Client) setRoot(ctx context.Context, p string) error {
+	var home string
+	defer func() {
+		c.home = home
+		close(c.homeKnown)
+	}()
 	rel := p
 	switch {
 	case p == "~":
@@ -302,7 +314,6 @@ func (c *Client) setRoot(ctx context.Context, p string) error {
 	}
 	abs := rel
 	if !path.IsAbs(rel) {
-		var home string
 		err := c.run(ctx, func(*progress) error {
 			var err error
 			home, err = c.sftp.Getwd()
@@ -315,26 +326,47 @@ func (c *Client) setRoot(ctx context.Context, p string) error {
 	}
 	abs = path.Clean(abs)
 	var info os.FileInfo
+	var found atomic.Pointer[string] // fn may outlive run on a deadline
 	err := c.run(ctx, func(*progress) error {
 		// The start folder's owner is taken as the login user (Owner):
 		// asked alongside the root, so it costs no extra round trip.
-		home := make(chan os.FileInfo, 1)
+		// The home folder's path (for the persistent agent's socket,
+		// agent.go) too, when the root did not need it.
+		start := make(chan os.FileInfo, 1)
+		wd := make(chan string, 1)
 		go func() {
 			fi, err := c.sftp.Stat(".")
 			if err != nil {
 				fi = nil
 			}
-			home <- fi
+			start <- fi
 		}()
+		if home == "" {
+			go func() {
+				h, err := c.sftp.Getwd()
+				if err != nil {
+					h = ""
+				}
+				wd <- h
+			}()
+		} else {
+			wd <- home
+		}
 		var err error
 		info, err = c.sftp.Stat(abs)
-		if fi := <-home; fi != nil {
+		if h := <-wd; h != "" {
+			found.Store(&h)
+		}
+		if fi := <-start; fi != nil {
 			if st, ok := fi.Sys().(*sftp.FileStat); ok {
 				c.setOwner(st.UID, st.GID)
 			}
 		}
 		return err
 	})
+	if h := found.Load(); h != nil {
+		home = *h
+	}
 	if err != nil {
 		return c.rootError("", abs, err)
 	}

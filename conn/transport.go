@@ -3,6 +3,7 @@ package conn
 import (
 	"errors"
 	"io"
+	"net"
 
 	"golang.org/x/crypto/ssh"
 )
@@ -49,6 +50,10 @@ func (t sshTransport) newSession() (session, error) {
 	}
 	return sshSession{s}, nil
 }
+
+// dialUnix opens a channel to the unix socket at path on the server
+// (direct-streamlocal@openssh.com; sshd's AllowStreamLocalForwarding).
+func (t sshTransport) dialUnix(path string) (net.Conn, error) { return t.c.Dial("unix", path) }
 
 func (t sshTransport) keepalive() error {
 	// OpenSSH answers with a failure (unknown request): that is a reply.

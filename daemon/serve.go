@@ -76,6 +76,12 @@ func serve(ctx context.Context, cfg *config.Mount, ready func(error), warn func(
 			Forwards:     !cfg.NoForwards,
 			Logger:       log,
 		}
+		copts.AgentLinger = conn.DefaultAgentLinger
+		if d, err := time.ParseDuration(os.Getenv("REMOTEFS_TEST_AGENT_LINGER")); err == nil {
+			// For tests: how long the agent waits for the next mount
+			// (0: it ends with its connection).
+			copts.AgentLinger = d
+		}
 		if os.Getenv("REMOTEFS_TEST_UPLOADS") == conn.UploadSFTP {
 			// For tests: every upload over plain SFTP (a server the
 			// helper cannot run on), not only those before it starts.

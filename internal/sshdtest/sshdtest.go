@@ -556,6 +556,13 @@ func (s *Server) Stop() {
 	}
 	cmd.Process.Kill()
 	<-exit
+	// An agent a mount left for the next connection (conn's
+	// Options.AgentLinger) is sshd's descendant no longer once its
+	// connection ended; its binary is under RemoteHome.
+	for _, p := range runningFrom(s.RemoteHome) {
+		syscall.Kill(p, syscall.SIGKILL)
+		kids = append(kids, p)
+	}
 	// SIGKILL is delivered asynchronously; wait until they are gone (or
 	// zombies: once reparented, nobody may reap them in a container).
 	deadline := time.Now().Add(5 * time.Second)
@@ -588,6 +595,29 @@ func (s *Server) Restart() error {
 		time.Sleep(100 * time.Millisecond)
 	}
 	return err
+}
+
+// runningFrom lists the processes whose program is a file under dir.
+func runningFrom(dir string) []int {
+	if dir == "" {
+		return nil
+	}
+	entries, _ := os.ReadDir("/proc")
+	var out []int
+	for _, e := range entries {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		if prog, _, _ := strings.Cut(string(b), "\x00"); strings.HasPrefix(prog, dir+"/") {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // descendants lists the processes under pid, found through /proc.
