@@ -15,6 +15,20 @@
 // pyenv, module init in ~/.bashrc) is thus paid once per connection, not
 // once per helper; the SFTP subsystem is the only other channel.
 //
+// A mount's agent also outlives its connection (persist.go): started
+// with --listen SOCKET --linger D, it listens on a unix socket in the
+// helper folder (agent-<hash>.sock, 0600, the folder the user's own and
+// closed to others; peers of another uid refused by SO_PEERCRED), and
+// later connections of the same build are served there, each as one mux
+// session as on the exec channel, reached over an ssh
+// direct-streamlocal@openssh.com channel: no login shell. It exits, and
+// removes its socket if it is still its own, once no connection used it
+// for D (a mount's: 15 minutes). An agent started while another answers
+// on the socket serves its own connection only; a socket left by a dead
+// agent is replaced (made under a temporary name, renamed into place).
+// It ignores SIGHUP and SIGPIPE: the exec channel that started it closes
+// long before it ends.
+//
 // Each stream is like a small exec: the client opens it with a command
 // line (argv, never shell syntax), sends its stdin, reads its stdout and
 // stderr, and gets an exit code (0; 1 when some entries could not be
@@ -116,13 +130,15 @@
 //
 // # How it could hang, and why it does not
 //
-// Nothing here outlives its mount's connection, and no request can wait
-// forever:
+// Nothing here outlives its mount's connection, except a persistent
+// agent for its linger time, and no request can wait forever:
 //
 //   - The agent, like the helpers run alone, ends at stdin EOF: sshd closes
 //     the channel's stdin when the connection drops or conn closes it.
 //     Every stream's command is then told to stop (its context ends, its
-//     stdin fails). The agent also exits when nothing came from the client
+//     stdin fails). A persistent agent's session ends the same way (its
+//     socket connection closes with the channel), and the agent itself
+//     once no session was served for its linger time. The agent also exits when nothing came from the client
 //     for IdleTimeout (30s; conn pings it every 5s at most), and a watcher
 //     run alone when its stdin was silent for its heartbeat timeout
 //     (default 30s): that ends them when the link died without a FIN and

@@ -44,6 +44,24 @@ package conn
 // wrapping ErrOffline; the change feed restarts), and helpers run one
 // exec each until a new agent is due. The connection itself stays up.
 //
+// The persistent agent (Options.AgentLinger > 0; agent/persist.go): the
+// agent started over exec is asked to stay on the server for the linger
+// time after its last connection, listening on a unix socket in the
+// helper folder named after the build (agentSocket). Each start also
+// opens a direct-streamlocal@openssh.com channel to that socket (once
+// SFTP has told the home folder, as the root is checked), beside the
+// exec: no login shell runs for it, so an agent left by an earlier
+// connection greets a round trip after the connection is up instead of
+// after the shell's second. The first greeting serves; when it is the
+// socket's, the exec is cut short (its session killed: the login shell
+// may still run to its end where sshd refuses the signal, for a root
+// login). Neither waits for the other, so a server without such an agent
+// (the first connection, a socket refused: AllowStreamLocalForwarding no)
+// starts the agent exactly as before. Without persistence, cutting the
+// first connection's cost further would take listing before the agent
+// over SFTP, which lacks the stat data git compares (inode numbers,
+// ctime): see cache, "Starting truthfully".
+//
 // Lock order: agentRunner.mu only; it is never held across network I/O.
 
 import (

@@ -49,6 +49,12 @@
 //     FetchFiles, StatMany, Watch's helper mode and Put's upload helper as
 //     multiplexed streams, so the login shell starts once per connection;
 //     each helper below falls back to its own exec when it cannot run.
+//     With Options.AgentLinger (a mount: DefaultAgentLinger, 15 minutes)
+//     the agent stays on the server after the connection, and the next
+//     connection of the same build reaches it over a
+//     direct-streamlocal@openssh.com channel to its socket, which runs
+//     no login shell; the exec is started beside it and cut short when
+//     the socket's agent greets first (agent.go, "The persistent agent").
 //   - Server-side helpers over exec, each with a plain-SFTP fallback in the
 //     caller: WalkTree and WalkSubtree (the whole tree's or a folder's
 //     metadata in one streamed GNU find, with inode numbers, ctime and
