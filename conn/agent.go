@@ -352,9 +352,17 @@ func (a *agentRunner) run(started chan struct{}) {
 		kill()
 		return
 	}
+	// Only a transport that can reach the agent's socket leaves it to
+	// linger (the user's own ssh program, SSHOpenSSH, opens no such
+	// channel here).
+	_, reachable := c.ssh.(unixDialer)
+	linger := a.linger
+	if !reachable {
+		linger = 0
+	}
 	lingerArg := ""
-	if a.linger > 0 {
-		lingerArg = a.linger.String()
+	if linger > 0 {
+		lingerArg = linger.String()
 	}
 	cmd := "sh -c " + shellQuote(agentScript) + " sh " + shellQuote(watchHelperDir) + " " +
 		shellQuote("remotefs-helper-"+h.hash) + " " + strconv.FormatInt(h.size, 10) + " " +
@@ -363,7 +371,7 @@ func (a *agentRunner) run(started chan struct{}) {
 	// login shell: it is asked beside the exec, and the first to greet
 	// serves.
 	persist := make(chan booted, 1)
-	if a.linger > 0 {
+	if linger > 0 {
 		go func() { persist <- a.dialPersistent(h) }()
 	}
 	execStarted = true
@@ -420,7 +428,7 @@ func (a *agentRunner) run(started chan struct{}) {
 		// The exec is not needed: its login shell is cut short.
 		stop()
 		execEnded = nil
-	} else if persist != nil {
+	} else if persist != nil && linger > 0 {
 		go func() {
 			if pb := <-persist; pb.err == nil {
 				pb.m.Close(errors.New("the agent started over exec serves"))
