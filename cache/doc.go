@@ -346,6 +346,18 @@
 // tree waits for the server instead of answering at once from a cache
 // that may be stale.
 //
+// Why the tree is not listed over SFTP while the agent starts (a login
+// shell of a second, on the first connection: later ones reach the agent
+// an earlier one left, conn "The persistent agent"): SFTP listings carry
+// no inode numbers, no ctime and whole seconds, so a file they bring
+// would show the mount's own st_ino and then the server's once the agent
+// tells it; a program that recorded the first (git's index refreshed in
+// that second) would see every file change. Waiting for the stat data
+// instead gains nothing on a walk, which lstats the first file at once.
+// Nor would SFTP be sooner for a whole tree: two round trips a level
+// (OPENDIR, then READDIR on its handle), 1.1 s for the 3k realistic
+// repository's 11 levels at 50 ms, later than the agent's listing.
+//
 // # Durability
 //
 // Every change to meta.db (entries, journal records) is appended to a
