@@ -126,7 +126,8 @@
 // or by polling with find, uploads over SFTP; all read by the same
 // parsers. The first connection of a build to a server sends the binary
 // (some megabytes); meanwhile the walk and fetches do not wait for it but
-// run their own execs, while the change feed and uploads wait.
+// run their own execs, while the change feed and uploads wait (and a
+// pruned folder's subtree is listed over SFTP).
 //
 // # How it could hang, and why it does not
 //

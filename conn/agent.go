@@ -30,7 +30,9 @@ package conn
 // (the first connection of a build to a server; an SFTP lstat finds that
 // out before the login shell has started): the listing and fetches a
 // user waits for then run over exec channels of their own, the change
-// feed and uploads wait. When an agent that ran dies while the
+// feed and uploads wait, and a subtree walk (a pruned folder on first
+// use) fails so that the folder is listed over SFTP: its own exec would
+// pay the login shell for one folder. When an agent that ran dies while the
 // connection lives, helpers run the old way for agentRetry, then a new
 // agent is started.
 //
@@ -248,6 +250,13 @@ func (a *agentRunner) running() *proto.Mux {
 		return a.mux
 	}
 	return nil
+}
+
+// starting reports whether an agent start is under way.
+func (a *agentRunner) starting() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.state == agentStarting
 }
 
 // markSending notes that the start whose sendingCh is ch sends the

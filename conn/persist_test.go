@@ -2,6 +2,7 @@ package conn
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
@@ -50,11 +51,7 @@ func TestAgentPersistsForNextConnection(t *testing.T) {
 			connect := func(what string) (*Client, []string) {
 				t.Helper()
 				c := mustDial(t, "testbox:"+root, opts)
-				for deadline := time.Now().Add(20 * time.Second); c.Agent() != "running"; time.Sleep(10 * time.Millisecond) {
-					if time.Now().After(deadline) {
-						t.Fatalf("%s: agent %s", what, c.Agent())
-					}
-				}
+				awaitAgent(t, c)
 				var got []string
 				if err := c.WalkTree(context.Background(), nil, func(p string, _ FileInfo) error {
 					got = append(got, p)
@@ -105,5 +102,61 @@ func TestAgentPersistsForNextConnection(t *testing.T) {
 				t.Errorf("the socket is left: %v", err)
 			}
 		})
+	}
+}
+
+// While the agent's start sends its binary (the first connection of a
+// build), a subtree walk does not start a find of its own, which would
+// pay the login shell the agent's start is already paying: it fails with
+// ErrNoTreeWalk (the cache lists the folder over SFTP meanwhile). Once
+// the agent runs, the walk goes through it.
+func TestWalkSubtreeWhileAgentSends(t *testing.T) {
+	helperBinary(t)
+	lh, err := findLocalHelper()
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(filepath.Join(watchHelperDir, "remotefs-helper-"+lh.hash)) // sent again
+	const delay = time.Second
+	srv := sshdtest.StartWith(t, sshdtest.Options{LoginShellDelay: delay})
+	logins := testenv.CountLogins(t, srv.RemoteHome, delay)
+	root := filepath.Join(srv.Dir, "tree")
+	if err := os.MkdirAll(filepath.Join(root, "node_modules", "pkg"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "node_modules", "pkg", "index.js"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := mustDial(t, "testbox:"+root, srvOpts(srv))
+	defer c.Close()
+	var got []string
+	walk := func() error {
+		got = nil
+		return c.WalkSubtree(context.Background(), "node_modules", func(p string, _ FileInfo) error {
+			got = append(got, p)
+			return nil
+		})
+	}
+	if err := walk(); !errors.Is(err, ErrNoTreeWalk) || len(got) != 0 {
+		t.Fatalf("subtree walk while the agent starts: %q, %v; want ErrNoTreeWalk and nothing (agent %s)", got, err, c.Agent())
+	}
+	awaitAgent(t, c)
+	if err := walk(); err != nil || !slices.Equal(got, []string{"node_modules/pkg", "node_modules/pkg/index.js"}) {
+		t.Fatalf("subtree walk through the agent: %q, %v", got, err)
+	}
+	// Long enough for a login shell started by the walk to be counted.
+	time.Sleep(delay + 500*time.Millisecond)
+	if n := logins(); n != 1 {
+		t.Errorf("%d login shells, want the agent's only", n)
+	}
+}
+
+// awaitAgent waits until c's agent runs.
+func awaitAgent(t *testing.T, c *Client) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); c.Agent() != "running"; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("agent %s", c.Agent())
+		}
 	}
 }

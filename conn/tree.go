@@ -68,11 +68,19 @@ var (
 	_ SubtreeWalker = (*Manager)(nil)
 )
 
-// WalkSubtree implements SubtreeWalker like WalkTree.
+// WalkSubtree implements SubtreeWalker like WalkTree, except while the
+// agent is being started and sends its binary (the first connection of a
+// build): a find over an exec channel of its own would pay the login
+// shell the agent's start has been paying since the connection began, a
+// second on some servers, for one folder. It fails then with
+// ErrNoTreeWalk, and the caller lists the folder over SFTP.
 func (c *Client) WalkSubtree(ctx context.Context, rel string, yield func(string, FileInfo) error) error {
 	abs, err := c.abs("walk", rel)
 	if err != nil {
 		return err
+	}
+	if c.agent.get(ctx, false) == nil && c.agent.starting() {
+		return fmt.Errorf("%w: the agent is on its way", ErrNoTreeWalk)
 	}
 	clean := path.Clean(rel)
 	// The first record is still the mount root's: the device rule
