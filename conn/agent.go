@@ -542,13 +542,25 @@ func (a *agentRunner) dialPersistent(h localHelper) booted {
 		}
 		dir = path.Join(c.home, ".cache", "remotefs")
 	}
-	conn, err := d.dialUnix(agentSocket(dir, h.hash))
-	if err != nil {
-		return booted{err: err}
-	}
+	// The channel's opening and the greeting, within OpTimeout; what
+	// comes after that is closed.
+	var conn atomic.Pointer[net.Conn]
+	var gaveUp atomic.Bool
 	res := make(chan booted, 1)
 	go func() {
-		m, uid, gid, err := proto.NewClientMux(conn, conn)
+		nc, err := d.dialUnix(agentSocket(dir, h.hash))
+		if err != nil {
+			res <- booted{err: err}
+			return
+		}
+		conn.Store(&nc)
+		m, uid, gid, err := proto.NewClientMux(nc, nc)
+		if gaveUp.Load() {
+			if m != nil {
+				m.Close(errors.New("too late"))
+			}
+			nc.Close()
+		}
 		res <- booted{m: m, uid: uid, gid: gid, err: err}
 	}()
 	timer := time.NewTimer(c.opTimeout)
@@ -561,11 +573,17 @@ func (a *agentRunner) dialPersistent(h localHelper) booted {
 	case <-c.done:
 		b.err = c.Err()
 	}
+	closeConn := func() {
+		if nc := conn.Load(); nc != nil {
+			(*nc).Close()
+		}
+	}
 	if b.err != nil {
-		conn.Close()
+		gaveUp.Store(true)
+		closeConn()
 		return b
 	}
-	b.persistent, b.close = true, func() { conn.Close() }
+	b.persistent, b.close = true, closeConn
 	return b
 }
 
