@@ -27,7 +27,7 @@
 //	go run ./bench [-rtt 50ms] [-bandwidth 0] [-files 600] [-bigfile 256MiB]
 //	               [-repo small|3k|30k] [-history 128MiB] [-seed 1] [-slow-login 0]
 //	               [-bulk 500] [-cap 20MB] [-saves 20] [-only remotefs,sshfs,local]
-//	               [-steps walk,git,grep,freshgit,remountgit,bulk,format,save,safesave,bigread,capread]
+//	               [-steps walk,git,grep,freshgit,freshwalk,remountgit,bulk,format,save,safesave,bigread,capread]
 //	               [-quick] [-out FILE.md] [-step-timeout 10m] [-sshfs-cap 30s] [-keep] [-bin PATH]
 //	go run ./bench -hold [-only remotefs] [-rtt ...]   # mount and wait, for manual tests
 //
@@ -101,7 +101,7 @@ const defaultSSHFSCap = 30 * time.Second
 
 var (
 	allSystems = []string{"remotefs", "sshfs", "local"}
-	allSteps   = []string{"walk", "git", "grep", "freshgit", "remountgit", "bulk", "format", "save", "safesave", "bigread", "capread"}
+	allSteps   = []string{"walk", "git", "grep", "freshgit", "freshwalk", "remountgit", "bulk", "format", "save", "safesave", "bigread", "capread"}
 	// smallSteps are the default steps of the small project (the README's
 	// table); the realistic repositories run all of them.
 	smallSteps = []string{"walk", "git", "grep", "save", "safesave", "bigread"}

@@ -99,6 +99,7 @@ func newReport(cfg *config) *report {
 		"safevis":    "safe-save: close to on-server, median",
 		"bigread":    "bigread " + fmtSize(cfg.bigfile) + ", MB/s",
 		"freshgit":   "git status, first on a fresh mount (empty cache)",
+		"freshwalk":  "walk, fresh mount (empty cache, agent on the server): + mount",
 		"remountgit": "git status, first after a remount (cache kept)",
 		"bulk":       fmt.Sprintf("bulk write: tar -x %d files, files/s", cfg.bulk),
 		"bulkrm":     fmt.Sprintf("bulk delete: rm -rf the %d files, files/s", cfg.bulk),
@@ -266,7 +267,7 @@ func (r *report) text(row, col string) string {
 		return r.ratio(row, strings.TrimPrefix(col, "ratio/"))
 	case row == "mount" && (col == "local/warm" || strings.HasSuffix(col, "/warm")):
 		return "—"
-	case row == "freshgit" && col == "local/warm":
+	case (row == "freshgit" || row == "freshwalk") && col == "local/warm":
 		col = "local/cold" // a first git status has no second pass
 	}
 	return cellText(r.get(row, col), row)
@@ -388,7 +389,7 @@ func (r *report) render() string {
 			sb.WriteString(fmt.Sprintf("\"> %s\": sshfs was stopped after %s, its per-step cap (-sshfs-cap; not a failure): the step's rows not finished by then say so, and the ratio \"> N x\" is a bound (remotefs at least N times faster) given for a step's first row only; what the stopped step left on the server was repaired and the mount replaced where needed (see Details).\n", fmtDur(r.cfg.sshfsCap), fmtDur(r.cfg.sshfsCap)))
 		}
 		if r.cfg.repo != "small" {
-			sb.WriteString("Fresh mount / remount git status: a second mount made for the step, with an empty cache / with the cache the previous second mount left (in the warm pass the server has changed since: format, saves); the main mount stays up. Bulk: tar -x of an archive into the project, then rm -rf, in files per second of the command's run time. Format: every tracked .py read and written back with trailing whitespace stripped. Capped read: another big file, with the link limited to the cap.\n")
+			sb.WriteString("Fresh mount / remount git status: a second mount made for the step, with an empty cache / with the cache the previous second mount left (in the warm pass the server has changed since: format, saves); the main mount stays up. Fresh-mount walk: the same second mount with an empty cache, timed from the mount command to the end of the walk; the server still runs the agent the main mount started (the first walk is the server's first connection ever, which also installs the agent). Bulk: tar -x of an archive into the project, then rm -rf, in files per second of the command's run time. Format: every tracked .py read and written back with trailing whitespace stripped. Capped read: another big file, with the link limited to the cap.\n")
 		}
 	}
 

@@ -27,7 +27,7 @@ func (b *bench) runStep(ctx context.Context, m *mountPoint, st *sysState, step, 
 		return b.stepSave(ctx, m, st, pass, true)
 	case "bigread":
 		return b.stepBigRead(ctx, m)
-	case "freshgit", "remountgit":
+	case "freshgit", "freshwalk", "remountgit":
 		return b.stepFreshGit(ctx, m, st, step, pass)
 	case "bulk":
 		return b.stepBulk(ctx, m, pass)
