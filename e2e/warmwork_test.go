@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"fmt"
-	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -40,24 +39,7 @@ func TestWarmWalkAfterWorkSendsNoRequests(t *testing.T) {
 	w.skipWithoutDirlessOpen(t)
 	eventually(t, 20*time.Second, "the change feed", func() bool { return w.status().Watch == "helper" })
 
-	walk := func() int {
-		t.Helper()
-		n := 0
-		err := filepath.WalkDir(w.m("proj"), func(p string, d fs.DirEntry, err error) error {
-			if err != nil {
-				return err
-			}
-			if _, err := os.Lstat(p); err != nil {
-				return err
-			}
-			n++
-			return nil
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return n
-	}
+	walk := func() int { t.Helper(); return lstatWalk(t, w.m("proj")) }
 	grep := func() {
 		t.Helper()
 		out, err := exec.Command("grep", "-r", "-l", "--include=*.py", "import os", w.m("proj")).Output()
