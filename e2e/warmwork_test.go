@@ -126,11 +126,34 @@ func TestWarmWalkAfterWorkSendsNoRequests(t *testing.T) {
 		t.Errorf("a warm grep of %d files sent %v, want only an open and a release for each", len(files), got)
 	}
 
-	// Past DirTTL the unwatched folders are read again (the cache then
-	// refreshes them from the server), and a server change in one shows.
+	// While the mount is in use (here: a file read every 200 ms) the
+	// unwatched folders' listings are confirmed with the server before
+	// DirTTL runs out, and the kernel keeps them: a walk after three
+	// times DirTTL still sends no request.
+	inUse := func(d time.Duration) {
+		for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(200 * time.Millisecond) {
+			if _, err := os.ReadFile(w.m(files[0])); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	inUse(12 * time.Second)
+	before = w.fuseRequests()
+	walk()
+	if got := requestsSince(before, w.fuseRequests()); len(got) != 0 {
+		t.Errorf("a warm walk of %d entries after 12 s of use (DirTTL 4 s) sent FUSE requests %v, want none", entries, got)
+	}
+
+	// A server change inside them shows: at once while the mount is in
+	// use, and at the first walk after DirTTL when it is idle.
 	w.writeServer("proj/web/node_modules/dep1/lib/sub/added.js", "// new\n", 0o644)
+	eventually(t, 15*time.Second, "the server's new file inside node_modules while in use", func() bool {
+		inUse(500 * time.Millisecond)
+		return walk() == entries+1
+	})
 	w.writeServer("proj/pkg2/sub1/__pycache__/added.cpython-312.pyc", "pyc", 0o644)
-	eventually(t, 15*time.Second, "the server's new files inside the unwatched folders", func() bool {
+	eventually(t, 15*time.Second, "the server's new file inside __pycache__ on an idle mount", func() bool {
+		time.Sleep(500 * time.Millisecond)
 		return walk() == entries+2
 	})
 }

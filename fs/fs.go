@@ -103,6 +103,8 @@ type FS struct {
 	echo echoState // server changes raised as inotify events (echo.go)
 
 	feedLive atomic.Bool // the feed was live at the last FeedChanged
+
+	requests atomic.Uint64 // noteServing
 }
 
 // New returns a FUSE filesystem that serves store.

@@ -64,6 +64,7 @@ var _ fs.HandleReadDirAller = (*node)(nil)
 
 // ReadDirAll serves a folder read with no open handle (DirlessOpen).
 func (n *node) ReadDirAll(ctx context.Context) ([]fuse.Dirent, error) {
+	n.fs.noteServing()
 	n.mu.Lock()
 	n.dirKept = true // before reading: a change from now on drops it
 	gen := n.dirDrops
