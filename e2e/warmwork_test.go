@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // After a day's work on a mount (a walk, every file read, files
@@ -35,6 +37,7 @@ func TestWarmWalkAfterWorkSendsNoRequests(t *testing.T) {
 		w.writeServer(p, fmt.Sprintf("module.exports = %d\n", i), 0o644)
 		pruned = append(pruned, p)
 	}
+	w.writeServer("proj/data/big.bin", strings.Repeat("0123456789abcdef", 1<<16), 0o644) // 1 MiB
 	w.mount("--debug", "--dir-ttl", "4s")
 	w.skipWithoutDirlessOpen(t)
 	eventually(t, 20*time.Second, "the change feed", func() bool { return w.status().Watch == "helper" })
@@ -142,6 +145,32 @@ func TestWarmWalkAfterWorkSendsNoRequests(t *testing.T) {
 	walk()
 	if got := requestsSince(before, w.fuseRequests()); len(got) != 0 {
 		t.Errorf("a warm walk of %d entries after 12 s of use (DirTTL 4 s) sent FUSE requests %v, want none", entries, got)
+	}
+	// Also when the use is one long read of a big file (one open, a
+	// read every 200 ms: readahead off, so each is a request).
+	big, err := os.Open(w.m("proj/data/big.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer big.Close()
+	if err := unix.Fadvise(int(big.Fd()), 0, 0, unix.FADV_RANDOM); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4096)
+	for i := 0; i < 60; i++ {
+		if _, err := big.ReadAt(buf, int64(i)*16384); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	before = w.fuseRequests()
+	walk()
+	got = requestsSince(before, w.fuseRequests())
+	if got["Getattr"] == 1 {
+		delete(got, "Getattr") // big.bin's: the kernel marks its atime stale after each read
+	}
+	if len(got) != 0 {
+		t.Errorf("a warm walk of %d entries after 12 s of reading one big file (DirTTL 4 s) sent FUSE requests %v, want none", entries, got)
 	}
 
 	// A server change inside them shows: at once while the mount is in

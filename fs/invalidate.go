@@ -32,8 +32,9 @@ func (f *FS) noteServing() {
 	}
 }
 
-// Requests counts the lookups, attribute requests, opens and folder
-// reads served so far: whether the mount is in use.
+// Requests counts the lookups, attribute requests, opens, reads, writes
+// and folder reads served so far: whether the mount is in use (a long
+// read of one big file is use too).
 func (f *FS) Requests() uint64 { return f.requests.Load() }
 
 // SetServer gives the filesystem the server that serves it, so changes on
