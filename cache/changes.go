@@ -382,6 +382,25 @@ func (s *Store) ListingPushed(dir Ino) bool {
 	return d != nil && d.isDir() && d.listed && d.confirmed == s.connEpoch && s.feedCovers(d, d.listedAt.Time())
 }
 
+// ListingFresh reports when dir's listing was last confirmed with the
+// server and how much longer the cache serves it as it is, without
+// refreshing it (a listing older than DirTTL is refreshed at its next
+// use: ensureListed); listing: it is being listed from the server now
+// (meanwhile the cache serves the listing it has). Any change to its
+// names the cache takes is an invalidation naming dir. Zero when the
+// listing is not known, not confirmed in this connection (its next use
+// confirms it first), or the server cannot be reached.
+func (s *Store) ListingFresh(dir Ino) (listedAt time.Time, freshFor time.Duration, listing bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d := s.entries[dir]
+	if d == nil || !d.isDir() || !d.listed || d.confirmed != s.connEpoch || !s.online() {
+		return time.Time{}, 0, false
+	}
+	listedAt = d.listedAt.Time()
+	return listedAt, max(0, s.opts.DirTTL-s.now().Sub(listedAt)), s.listing[dir] != nil
+}
+
 // ChangeFeedLive reports whether server changes are being pushed.
 func (s *Store) ChangeFeedLive() bool {
 	s.mu.Lock()

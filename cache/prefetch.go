@@ -341,6 +341,14 @@ const (
 
 func globMatch(globs []string, p string) bool {
 	for _, g := range globs {
+		if !strings.ContainsAny(g, `*?[\`) {
+			// No metacharacter: path.Match is string equality. (Asked
+			// for every folder above a file at each open: feedCovers.)
+			if g == p || g == path.Base(p) {
+				return true
+			}
+			continue
+		}
 		if ok, _ := path.Match(g, path.Base(p)); ok {
 			return true
 		}

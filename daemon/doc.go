@@ -10,8 +10,10 @@
 //     process. Log files ($XDG_STATE_HOME/remotefs/KEY.log, rotated at
 //     10 MiB), the noexec bind remount, the FUSE preflight checks.
 //   - Serving (serve.go): it wires conn.Manager -> cache.Store -> fs.FS ->
-//     the kernel, starts the change feed (watchServer) and the mount-time
-//     listing and prefetch, and answers the control socket
+//     the kernel, starts the change feed (watchServer), the mount-time
+//     listing and prefetch, and the confirmation of the pruned folders'
+//     listings while the mount is in use (pruned.go), and answers the
+//     control socket
 //     (internal/control): status, flush, unmount, login, run. It owns the
 //     order of shutdown: flush with a deadline, unmount, flush again while
 //     the link is up, then close the store and the connection.

@@ -287,6 +287,7 @@ func serve(ctx context.Context, cfg *config.Mount, ready func(error), warn func(
 		watchCtx, stopWatch := context.WithCancel(context.Background())
 		defer stopWatch()
 		go d.watchServer(watchCtx)
+		go keepPrunedFresh(watchCtx, store, cfg.DirTTL, fsys.Requests, log)
 	}
 	if ready != nil {
 		ready(nil)

@@ -39,8 +39,14 @@
 //
 // Warm path: while the feed is live a walk of a project seen once sends
 // no request (folders are opened without one and their listings kept:
-// listing.go), and reading a file whose pages the kernel holds sends
-// only OPEN and RELEASE (FOPEN_KEEP_CACHE, FOPEN_NOFLUSH). Those two
+// listing.go; those the feed does not watch inside, node_modules and
+// __pycache__, while the cache keeps them confirmed, which the daemon
+// does while the mount is in use: Requests), and reading a file whose
+// pages the kernel holds sends only OPEN and RELEASE (FOPEN_KEEP_CACHE,
+// FOPEN_NOFLUSH). A file the kernel read from the daemon since its last
+// attribute request costs one GETATTR at its next stat: the kernel
+// marks its atime stale after every READ (fuse_invalidate_atime, on any
+// mount that is not read-only), and no reply or flag clears that. Those two
 // stay: FUSE_NO_OPEN_SUPPORT would drop them for every file of the
 // connection, writable ones too, which the cache's handles (dirty
 // content, uploads at close, files unlinked while open) cannot do
@@ -103,6 +109,8 @@ type FS struct {
 	echo echoState // server changes raised as inotify events (echo.go)
 
 	feedLive atomic.Bool // the feed was live at the last FeedChanged
+
+	requests atomic.Uint64 // noteServing
 }
 
 // New returns a FUSE filesystem that serves store.

@@ -32,10 +32,12 @@ var (
 )
 
 func (h *handle) ReadDirAll(ctx context.Context) ([]fuse.Dirent, error) {
+	h.fs.noteServing()
 	return h.fs.listing(ctx, h.h.Ino())
 }
 
 func (h *handle) Read(ctx context.Context, req *fuse.ReadRequest, resp *fuse.ReadResponse) error {
+	h.fs.noteServing()
 	// bazil made resp.Data with room for the read: fill that rather
 	// than a second buffer of the same size per request.
 	buf := resp.Data[:0]
@@ -64,6 +66,7 @@ func (h *handle) Read(ctx context.Context, req *fuse.ReadRequest, resp *fuse.Rea
 }
 
 func (h *handle) Write(ctx context.Context, req *fuse.WriteRequest, resp *fuse.WriteResponse) error {
+	h.fs.noteServing()
 	n, err := h.h.WriteAt(req.Data, req.Offset)
 	resp.Size = n
 	return h.fs.errno(err)

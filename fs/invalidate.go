@@ -23,12 +23,19 @@ type serverRef struct {
 	noExpire atomic.Bool
 }
 
-// noteServing records that requests are being served.
+// noteServing records that requests are being served (and counts them:
+// Requests).
 func (f *FS) noteServing() {
+	f.requests.Add(1)
 	if !f.srv.serving.Load() {
 		f.srv.serving.Store(true)
 	}
 }
+
+// Requests counts the lookups, attribute requests, opens, reads, writes
+// and folder reads served so far: whether the mount is in use (a long
+// read of one big file is use too).
+func (f *FS) Requests() uint64 { return f.requests.Load() }
 
 // SetServer gives the filesystem the server that serves it, so changes on
 // the remote side can be pushed out of the kernel's caches.

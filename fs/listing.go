@@ -15,13 +15,22 @@ package fs
 //   - a change it was not part of names the folder (Invalidate,
 //     dropListing), as before;
 //   - the listing was not one the feed keeps current (the folder is not
-//     listed in this connection, is under an ignored folder, or the feed
-//     is not live: cache.Store.ListingPushed) and still is not AttrValid
-//     after it was served, so the next listing after that reaches the
-//     cache, which refreshes it from the server when older than DirTTL,
-//     as each open did before (a listing read while the feed starts is
-//     kept once the listing the feed makes when it starts confirmed it:
-//     that one drops it with every name it changes);
+//     listed in this connection, is in or under an ignored folder such
+//     as node_modules or __pycache__, or the feed is not live:
+//     cache.Store.ListingPushed) and still is not once the cache would
+//     refresh it: AttrValid after it was served, or, when longer, DirTTL
+//     after the cache last confirmed it with the server (until then the
+//     cache serves that same listing to any read, and a change to its
+//     names it takes meanwhile drops the kernel's at once); kept while
+//     a refresh of it is under way (the cache serves it meanwhile), and
+//     again as long when the cache confirmed it since without a change
+//     (a walk inside node_modules or __pycache__ folders then reads
+//     them once every DirTTL, not every AttrValid). The
+//     next listing after the drop reaches the cache, which refreshes it
+//     from the server when older than DirTTL, as each open did before (a
+//     listing read while the feed starts is kept once the listing the
+//     feed makes when it starts confirmed it: that one drops it with
+//     every name it changes);
 //   - a change raced the read that served it (the kernel may have stored
 //     the listing after the invalidation): at once after the read;
 //   - the feed goes down (FeedChanged): every kept listing, and the
@@ -55,6 +64,7 @@ var _ fs.HandleReadDirAller = (*node)(nil)
 
 // ReadDirAll serves a folder read with no open handle (DirlessOpen).
 func (n *node) ReadDirAll(ctx context.Context) ([]fuse.Dirent, error) {
+	n.fs.noteServing()
 	n.mu.Lock()
 	n.dirKept = true // before reading: a change from now on drops it
 	gen := n.dirDrops
@@ -69,13 +79,24 @@ func (n *node) ReadDirAll(ctx context.Context) ([]fuse.Dirent, error) {
 	n.mu.Unlock()
 	switch {
 	case raced:
-		n.fs.dropListingLater(n, 50*time.Millisecond, false)
+		n.fs.dropListingLater(n, 50*time.Millisecond, nil)
 	case !pushed:
 		// Unless pushed by then (the listing the feed makes when it
 		// starts confirms it, or drops it with the names it changes).
-		n.fs.dropListingLater(n, n.fs.opts.AttrValid, true)
+		// Until the cache would refresh it, any read would get the same
+		// listing from the cache: the kernel keeps it that long.
+		listedAt, fresh, _ := n.fs.store.ListingFresh(n.ino)
+		n.fs.dropListingLater(n, max(n.fs.opts.AttrValid, fresh), &keptListing{gen: gen, listedAt: listedAt})
 	}
 	return out, nil
+}
+
+// keptListing is a listing the kernel read that the feed does not keep
+// current: gen is the folder's dirDrops when it was read, listedAt when
+// the cache's listing it got was confirmed with the server.
+type keptListing struct {
+	gen      uint64
+	listedAt time.Time
 }
 
 // DirlessOpen reports whether the kernel opens folders without a request.
@@ -98,20 +119,42 @@ func (f *FS) listing(ctx context.Context, dir cache.Ino) ([]fuse.Dirent, error) 
 	return out, nil
 }
 
-// dropListingLater drops the listing of dir the kernel keeps after d
-// (unless the feed keeps it current by then, with unlessPushed), from a
-// goroutine of its own (never inside a request).
-func (f *FS) dropListingLater(dir *node, d time.Duration, unlessPushed bool) {
+// dropListingLater drops the listing of dir the kernel keeps after d,
+// from a goroutine of its own (never inside a request). With kept (a
+// listing the feed does not keep current) it is kept when the feed keeps
+// it current by then, and kept longer when the cache confirmed the
+// folder's listing with the server since the kernel read it and no name
+// changed meanwhile (a change drops it at once: Invalidate): the kernel's
+// listing is then the cache's, which the cache serves unchanged until
+// DirTTL after that confirmation (cache.Store.ListingFresh).
+func (f *FS) dropListingLater(dir *node, d time.Duration, kept *keptListing) {
 	time.AfterFunc(d, func() {
-		if unlessPushed && f.store.ListingPushed(dir.ino) {
+		if kept != nil && f.store.ListingPushed(dir.ino) {
 			return
 		}
-		if unlessPushed && f.feedLive.Load() && !f.store.ChangeFeedLive() {
+		if kept != nil && f.feedLive.Load() && !f.store.ChangeFeedLive() {
 			// The feed is starting: ask again later, less and less
 			// often (if it never comes up, FeedChanged drops every
 			// kept listing).
-			f.dropListingLater(dir, min(2*d, 30*time.Second), true)
+			f.dropListingLater(dir, min(2*d, 30*time.Second), kept)
 			return
+		}
+		if kept != nil {
+			listedAt, fresh, listing := f.store.ListingFresh(dir.ino)
+			dir.mu.Lock()
+			same := dir.dirKept && dir.dirDrops == kept.gen
+			dir.mu.Unlock()
+			switch {
+			case same && listing:
+				// The read that got it started a refresh (stale while
+				// revalidated): the cache serves the same listing until
+				// that ends.
+				f.dropListingLater(dir, 100*time.Millisecond, kept)
+				return
+			case same && fresh > 0 && listedAt.After(kept.listedAt):
+				f.dropListingLater(dir, fresh, &keptListing{gen: kept.gen, listedAt: listedAt})
+				return
+			}
 		}
 		if srv := f.srv.p.Load(); srv != nil {
 			f.dropListing(srv, dir)

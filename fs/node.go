@@ -137,6 +137,7 @@ func (n *node) Forget() {
 }
 
 func (n *node) Open(ctx context.Context, req *fuse.OpenRequest, resp *fuse.OpenResponse) (fs.Handle, error) {
+	n.fs.noteServing()
 	if !req.Dir && n.fs.isEcho(req.Header) {
 		return echoHandle{}, nil
 	}
