@@ -187,16 +187,15 @@
 //     ranges, several in flight and served in any order, each copied out
 //     as it comes, and its start may come from the kernel's page cache
 //     (old pages, in the moment before the kernel was told); nothing says
-//     where a read(2) begins. So a read-only handle whose version changed
-//     moves only for a read that cannot continue one with old bytes: at
-//     offset 0, or at or past the end of the file its last read found
-//     (tail -f after an append), with no other read of it in progress.
-//     Any other read fails with ErrChanged: a sequential reader gets the
-//     old version's bytes read so far (a short read), then ESTALE;
-//     reading from the start, or opening again, reads the new version.
-//     Random reads (pread, mmap faults: SIGBUS) of a file that changed
-//     under an open handle fail the same way until then. Content dropped
-//     with the same version (a late feed report) moves at once.
+//     where a read(2) begins. So a read-only handle moves only for a read
+//     that cannot continue one with old bytes: at offset 0, or at or past
+//     the end of the file its last read found (tail -f after an append),
+//     with no other read of it in progress. Any other read fails with
+//     ErrChanged: a sequential reader gets the old version's bytes read
+//     so far (a short read), then ESTALE; reading from the start, or
+//     opening again, reads the new version. Random reads (pread, mmap
+//     faults: SIGBUS) of a file that changed under an open handle fail
+//     the same way until then.
 //   - The FUSE layer fails a read shorter than the size it last gave the
 //     kernel (fs handle.Read): the kernel would pad it with zeros.
 //   - A range-cached file's blocks are written to its epoch's file only

@@ -30,13 +30,12 @@ import (
 //     ErrChanged), a read-only handle moves to the entry's current content
 //     (fetching what it needs) and the read is served from it; after
 //     maxReadMoves moves in one read, it fails with ErrChanged;
-//   - another epoch of another version, and the read may be the rest of
-//     a read(2) that has bytes of the old version already (midReadLocked:
-//     any read but one at offset 0 or past the end the handle found, or
-//     while another is in progress): it fails with ErrChanged instead of
-//     moving. The kernel returns the bytes copied so far (a short read,
-//     one version) or, with none, ESTALE. Content dropped with the same
-//     version (a late feed report) moves at once, as before.
+//   - another epoch, and the read may be the rest of a read(2) that has
+//     bytes of the old version already (midReadLocked: any read but one
+//     at offset 0 or past the end the handle found, or while another is
+//     in progress): it fails with ErrChanged instead of moving. The
+//     kernel returns the bytes copied so far (a short read, one version)
+//     or, with none, ESTALE.
 //
 // So one read returns bytes of one version. The kernel's page cache is
 // kept to the same rule by ordering: the epoch changes (under mu) before
@@ -137,19 +136,20 @@ func (h *Handle) servable(ctx context.Context, off int64, n int, rd *readState) 
 	}
 	f := h.f
 	if e.epoch != h.epoch && !h.writable {
+		if h.midReadLocked(off) {
+			// Maybe the rest of a read(2) the kernel has copied old
+			// bytes of already: the new version's would join them.
+			was, now := h.version, e.remote
+			s.mu.Unlock()
+			s.log.Info("read of a changed file fails: it continues a read of the old version", "ino", h.ino, "off", off, "was", was, "now", now)
+			return nil, fmt.Errorf("%w: the file changed on the server while it was read", ErrChanged)
+		}
 		// The kernel may still hold pages of the handle's epoch: new bytes
 		// next to them would mix two versions in one read(2). Move on once
 		// they are gone, or fail this read; at once when the content was
 		// dropped without a new version (a feed report of the same one).
 		same := e.content != contentDirty && e.remote == h.version
 		was, now := h.version, e.remote
-		if !same && h.midReadLocked(off) {
-			// Maybe the rest of a read(2) the kernel has copied old
-			// bytes of already: the new version's would join them.
-			s.mu.Unlock()
-			s.log.Info("read of a changed file fails: it may continue a read of the old version", "ino", h.ino, "off", off, "was", was, "now", now)
-			return nil, fmt.Errorf("%w: the file changed on the server while it was read", ErrChanged)
-		}
 		s.mu.Unlock()
 		if !same && !s.waitTold(ctx, h.ino) {
 			s.log.Info("read of a changed file fails: the kernel still holds the old version's pages", "ino", h.ino, "was", was, "now", now)
