@@ -184,18 +184,18 @@
 //     then, and when the file keeps changing under it, the read fails
 //     with ErrChanged.
 //   - One read(2) reaches the daemon as several READs of consecutive
-//     ranges, several in flight and served in any order, each copied out
-//     as it comes, and its start may come from the kernel's page cache
-//     (old pages, in the moment before the kernel was told); nothing says
-//     where a read(2) begins. So a read-only handle moves only for a read
-//     that cannot continue one with old bytes: at offset 0, or at or past
-//     the end of the file its last read found (tail -f after an append),
-//     with no other read of it in progress. Any other read fails with
-//     ErrChanged: a sequential reader gets the old version's bytes read
-//     so far (a short read), then ESTALE; reading from the start, or
-//     opening again, reads the new version. Random reads (pread, mmap
-//     faults: SIGBUS) of a file that changed under an open handle fail
-//     the same way until then.
+//     ranges (the kernel copies each out as it comes), and nothing says
+//     where a read(2) begins. A READ that may continue one served from the
+//     old version (another still in progress, or it starts where the last
+//     one ended with all it asked for) fails with ErrChanged instead of
+//     moving: the program gets the old version's bytes read so far (a
+//     short read) and then ESTALE at that offset on this open file; a read
+//     elsewhere, or a new open, reads the new version. A read past the end
+//     the last one found (tail -f after an append) moves as before. What
+//     this cannot see: a read(2) whose first part came from the kernel's
+//     page cache (pages of the old version, copied out in the moment
+//     before the kernel was told of the change) and whose READ for the
+//     rest continues none of this handle's; that READ moves.
 //   - The FUSE layer fails a read shorter than the size it last gave the
 //     kernel (fs handle.Read): the kernel would pad it with zeros.
 //   - A range-cached file's blocks are written to its epoch's file only
