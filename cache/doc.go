@@ -191,11 +191,7 @@
 //     moving: the program gets the old version's bytes read so far (a
 //     short read) and then ESTALE at that offset on this open file; a read
 //     elsewhere, or a new open, reads the new version. A read past the end
-//     the last one found (tail -f after an append) moves as before. What
-//     this cannot see: a read(2) whose first part came from the kernel's
-//     page cache (pages of the old version, copied out in the moment
-//     before the kernel was told of the change) and whose READ for the
-//     rest continues none of this handle's; that READ moves.
+//     the last one found (tail -f after an append) moves as before.
 //   - The FUSE layer fails a read shorter than the size it last gave the
 //     kernel (fs handle.Read): the kernel would pad it with zeros.
 //   - A range-cached file's blocks are written to its epoch's file only

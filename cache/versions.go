@@ -30,12 +30,15 @@ import (
 //     ErrChanged), a read-only handle moves to the entry's current content
 //     (fetching what it needs) and the read is served from it; after
 //     maxReadMoves moves in one read, it fails with ErrChanged;
-//   - another epoch, and the read may be the rest of a read(2) that has
-//     bytes of the old version already (midReadLocked: any read but one
-//     at offset 0 or past the end the handle found, or while another is
-//     in progress): it fails with ErrChanged instead of moving. The
-//     kernel returns the bytes copied so far (a short read, one version)
-//     or, with none, ESTALE.
+//   - another epoch, and the read may be the rest of a read(2) whose first
+//     READs the handle served from its epoch (continuesLocked: one still
+//     in progress, or the read starts where the last one ended): it fails
+//     with ErrChanged. The kernel splits one read(2) into READs and copies
+//     each out as it arrives, so moving here would put the new version's
+//     bytes after the old one's in one read(2); the kernel returns the
+//     bytes copied so far (a short read, one version) or, with none,
+//     ESTALE. A sequential reader's next read(2) looks the same and fails
+//     too: reading elsewhere, or opening again, reads the new version.
 //
 // So one read returns bytes of one version. The kernel's page cache is
 // kept to the same rule by ordering: the epoch changes (under mu) before
@@ -136,9 +139,10 @@ func (h *Handle) servable(ctx context.Context, off int64, n int, rd *readState) 
 	}
 	f := h.f
 	if e.epoch != h.epoch && !h.writable {
-		if h.midReadLocked(off) {
-			// Maybe the rest of a read(2) the kernel has copied old
-			// bytes of already: the new version's would join them.
+		if h.continuesLocked(off, n) {
+			// Maybe the rest of a read(2) whose first part the kernel
+			// has copied out already: the new version's bytes would
+			// join the old one's.
 			was, now := h.version, e.remote
 			s.mu.Unlock()
 			s.log.Info("read of a changed file fails: it continues a read of the old version", "ino", h.ino, "off", off, "was", was, "now", now)
@@ -194,29 +198,25 @@ func (e *entry) hasBlocks(off int64, n int) bool {
 	return true
 }
 
-// midReadLocked reports whether a read at off may be the rest of a
-// read(2) that began before the handle's epoch was replaced: one that
-// has bytes of the old version already. The kernel splits a read(2)
-// into READs of consecutive ranges, several in flight at once and
-// served in any order (readahead's among them), copies each out as it
-// comes, and may have taken the first part from its page cache (pages
-// of the old version, in the moment before it was told of the change);
-// nothing says where a read(2) begins. So a read may move to the new
-// version only when no read of the handle is in progress and it cannot
-// continue anything: at offset 0, or at or past the end of the file the
-// handle's last read found (tail -f reading what was appended: the
-// kernel cuts a read(2) at the size it knows). Any other read fails with
-// ErrChanged: a sequential reader gets the old version's bytes read so
-// far (a short read), then ESTALE; reading from the start, or opening
-// again, reads the new version. Caller holds mu.
-func (h *Handle) midReadLocked(off int64) bool {
+// continuesLocked reports whether a read of n bytes at off may belong to
+// the same read(2) as a read of the handle's epoch: one is still in
+// progress (the kernel sends the READs of one read(2), readahead's among
+// them, several at a time), or it starts where the last one ended with
+// all it asked for, or ends where the last one started (two READs of
+// one read(2) served out of order). The kernel splits one read(2) into
+// READs of consecutive ranges and says nothing of where a read(2)
+// begins, so a sequential reader's next read(2) looks the same: it
+// fails too, and a read elsewhere (or a new open) reads the new
+// version. A read past the end the last one found cannot be part of
+// it: the kernel cuts a read(2) at the size it knows. Caller holds mu.
+func (h *Handle) continuesLocked(off int64, n int) bool {
 	if h.reading > 0 {
 		return true
 	}
-	if off == 0 {
-		return false
+	if h.lastEnd == 0 {
+		return false // nothing read from this epoch yet
 	}
-	return h.lastEnd == 0 || h.lastFull || off < h.lastEnd
+	return (h.lastFull && off == h.lastEnd) || off+int64(n) == h.lastStart
 }
 
 // moveToCurrent points a read-only handle at its entry's current content,
@@ -254,7 +254,7 @@ func (h *Handle) moveToCurrent(ctx context.Context) error {
 	h.old = append(h.old, h.f) // a read in progress may still use it
 	h.f, h.epoch, h.version = f, epoch, version
 	h.nextOff = 0
-	h.lastEnd, h.lastFull = 0, false
+	h.lastStart, h.lastEnd, h.lastFull = 0, 0, false
 	s.mu.Unlock()
 	return errMoved
 }
@@ -305,7 +305,7 @@ func (h *Handle) doneReading(f *os.File, off int64, n int, full bool) {
 	h.s.mu.Lock()
 	h.reading--
 	if f == h.f && n > 0 {
-		h.lastEnd, h.lastFull = off+int64(n), full
+		h.lastStart, h.lastEnd, h.lastFull = off, off+int64(n), full
 	}
 	var old []*os.File
 	if h.reading == 0 {
