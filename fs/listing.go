@@ -39,12 +39,6 @@ package fs
 //     unhashed, which would cost every process inside a folder its
 //     working directory).
 //
-// Every reader of a folder opened without OPENDIR reads it with handle
-// 0; the patched bazil gives each reader starting at offset 0 a listing
-// of its own, which its later reads continue (PATCHES.md, 3), so two
-// programs listing a folder that changes between their reads each see
-// one listing.
-//
 // Kernels without FUSE_NO_OPENDIR_SUPPORT open folders as before
 // (node.Open): the listing is kept across opens only while pushed.
 

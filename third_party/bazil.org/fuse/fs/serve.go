@@ -610,90 +610,15 @@ type serveHandle struct {
 // opened the folder without asking (the filesystem answered ENOSYS to an
 // OPENDIR, so the kernel sends no OPENDIR or RELEASEDIR for the rest of
 // the connection: FUSE_NO_OPENDIR_SUPPORT, Linux 5.1). The node then
-// serves the read as its own handle. Every reader of the folder reads
-// with handle 0, so a read at offset 0 starts a listing of its own (a
-// generation) and the offsets in its entries carry the generation
-// (dirlessCookie): a reader continuing from one of them is served from
-// the same listing, however many readers started since and whatever
-// changed in the folder meanwhile. A generation is dropped when a read
-// reaches its end, or when dirlessKeep newer ones are kept (a reader
-// that stopped partway); a reader continuing a dropped one gets ESTALE.
+// serves the read as its own handle; the listing it encoded at offset 0
+// is kept in the node for the reads that continue it (dirless).
 type dirless struct {
-	mu   sync.Mutex // guards the fields below; never held while calling the filesystem
-	last uint64     // the last generation handed out
-	gens []dirlessGen
-}
-
-// dirlessGen is one listing readers continue, its entries' offsets
-// carrying gen.
-type dirlessGen struct {
-	gen  uint64
+	mu   sync.Mutex // guards data; never held while calling the filesystem
 	data []byte
 }
 
-const (
-	// dirlessShift: a cookie is the byte offset of the next entry in
-	// its listing (below 1 TiB) with the generation above; generations
-	// wrap below 1<<23, keeping cookies positive loff_t values.
-	dirlessShift   = 40
-	dirlessGenMask = 1<<23 - 1
-	dirlessKeep    = 16
-)
-
-// dirlessCookie is the offset an entry of generation gen reports.
-func dirlessCookie(gen uint64, off uint64) uint64 { return gen<<dirlessShift | off }
-
-// start keeps data, a new listing, as a new generation, and returns it.
-func (d *dirless) start(data []byte) []byte {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.last = d.last%dirlessGenMask + 1 // never 0: offset 0 starts a listing
-	// Each entry's offset is where the next one starts.
-	for at := 0; at+24 <= len(data); {
-		off := binary.NativeEndian.Uint64(data[at+8:])
-		namelen := int(binary.NativeEndian.Uint32(data[at+16:]))
-		binary.NativeEndian.PutUint64(data[at+8:], dirlessCookie(d.last, off))
-		at += 24 + (namelen+7)&^7
-	}
-	if len(data) == 0 {
-		return data // nothing to continue
-	}
-	if len(d.gens) == dirlessKeep {
-		d.gens = append(d.gens[:0], d.gens[1:]...)
-	}
-	d.gens = append(d.gens, dirlessGen{gen: d.last, data: data})
-	return data
-}
-
-// continued returns the listing a read at cookie continues and the byte
-// offset in it, or nil when it is not kept.
-func (d *dirless) continued(cookie uint64) ([]byte, int64) {
-	gen, off := cookie>>dirlessShift, cookie&(1<<dirlessShift-1)
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	for _, g := range d.gens {
-		if g.gen == gen {
-			return g.data, int64(off)
-		}
-	}
-	return nil, 0
-}
-
-// end drops the listing of the generation cookie names (read to its end).
-func (d *dirless) end(cookie uint64) {
-	gen := cookie >> dirlessShift
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	for i, g := range d.gens {
-		if g.gen == gen {
-			d.gens = append(d.gens[:i], d.gens[i+1:]...)
-			return
-		}
-	}
-}
-
 // dirlessHandle returns the handle a handle-0 folder read of snode is
-// served by, and where the node keeps its listings.
+// served by, and where the node keeps its listing.
 func (c *Server) dirlessHandle(snode *serveNode) (*serveHandle, *dirless) {
 	c.meta.Lock()
 	if snode.dirless == nil {
@@ -701,7 +626,10 @@ func (c *Server) dirlessHandle(snode *serveNode) (*serveHandle, *dirless) {
 	}
 	d := snode.dirless
 	c.meta.Unlock()
-	return &serveHandle{handle: snode.node}, d
+	d.mu.Lock()
+	h := &serveHandle{handle: snode.node, readData: d.data}
+	d.mu.Unlock()
+	return h, d
 }
 
 func (c *Server) saveNode(inode uint64, node Node) (id fuse.NodeID, gen uint64) {
@@ -1526,18 +1454,6 @@ func (c *Server) handleRequest(ctx context.Context, node Node, snode *serveNode,
 				if r.Offset == 0 {
 					shandle.readData = nil
 				}
-				req := r
-				if dl != nil && r.Offset != 0 {
-					// remotefs patch: the listing this reader started.
-					data, off := dl.continued(uint64(r.Offset))
-					if data == nil {
-						return syscall.ESTALE
-					}
-					shandle.readData = data
-					cp := *r
-					cp.Offset = off
-					req = &cp
-				}
 
 				if shandle.readData == nil {
 					dirs, err := h.ReadDirAll(ctx)
@@ -1551,15 +1467,20 @@ func (c *Server) handleRequest(ctx context.Context, node Node, snode *serveNode,
 						}
 						data = fuse.AppendDirent(data, dir)
 					}
-					if dl != nil {
-						data = dl.start(data) // remotefs patch
-					}
 					shandle.readData = data
+					if dl != nil {
+						// remotefs patch: for the reads that continue it.
+						dl.mu.Lock()
+						dl.data = data
+						dl.mu.Unlock()
+					}
 				}
-				fuseutil.HandleRead(req, s, shandle.readData)
-				if dl != nil && len(s.Data) == 0 && r.Offset != 0 {
+				fuseutil.HandleRead(r, s, shandle.readData)
+				if dl != nil && len(s.Data) == 0 {
 					// remotefs patch: the listing was read to its end.
-					dl.end(uint64(r.Offset))
+					dl.mu.Lock()
+					dl.data = nil
+					dl.mu.Unlock()
 				}
 				done(s)
 				r.Respond(s)
