@@ -180,17 +180,14 @@ func TestReadRunKeepsOneVersion(t *testing.T) {
 	if n, err := h.ReadAtContext(ctx, buf, 0); err != nil || n != len(buf) || buf[0] != 'a' {
 		t.Fatalf("first READ: %d, %v, %q", n, err, buf[:1])
 	}
-	// Another program's open, an hour later, finds what the server has.
-	openLater := func() {
-		e.clock.Advance(time.Hour)
-		h, err := e.s.Open(ctx, ino, os.O_RDONLY)
-		if err != nil {
-			t.Fatal(err)
-		}
-		h.Release()
-	}
+	// Rewritten on the server; another program's open finds it.
 	rewrite('b', 64<<10, 2000)
-	openLater()
+	e.clock.Advance(time.Hour)
+	h2, err := e.s.Open(ctx, ino, os.O_RDONLY)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h2.Release()
 	for i := 0; i < 2; i++ { // the READ, and the kernel's retry of its page
 		n, err := h.ReadAtContext(ctx, buf, 16<<10)
 		if !errors.Is(err, ErrChanged) {
@@ -212,7 +209,12 @@ func TestReadRunKeepsOneVersion(t *testing.T) {
 		t.Fatalf("read to the end: %d, %v", n, err)
 	}
 	rewrite('b', 72<<10, 3000)
-	openLater()
+	e.clock.Advance(time.Hour)
+	h3, err := e.s.Open(ctx, ino, os.O_RDONLY)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h3.Release()
 	if n, err := h.ReadAtContext(ctx, buf, 64<<10); n != 8<<10 || buf[0] != 'b' || (err != nil && !errors.Is(err, io.EOF)) {
 		t.Fatalf("read past the old end after an append: %d, %v", n, err)
 	}
