@@ -34,12 +34,6 @@ type Handle struct {
 	old     []*os.File // files of earlier epochs, closed when no read uses them
 	reading int        // reads between servable and the end of their ReadAt
 	nextOff int64      // where a sequential read goes next
-	// last: the bytes the last read of epoch returned, [start, end), and
-	// whether it returned all it was asked (not cut by the end of the
-	// file): a read next to it may be the rest of the same read(2)
-	// (continuesLocked).
-	lastStart, lastEnd int64
-	lastFull           bool
 }
 
 // Ino is the entry the handle was opened on.

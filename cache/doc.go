@@ -183,15 +183,6 @@
 //     was dropped with no new version, e.g. a late feed report); until
 //     then, and when the file keeps changing under it, the read fails
 //     with ErrChanged.
-//   - One read(2) reaches the daemon as several READs of consecutive
-//     ranges (the kernel copies each out as it comes), and nothing says
-//     where a read(2) begins. A READ that may continue one served from the
-//     old version (another still in progress, or it starts where the last
-//     one ended with all it asked for) fails with ErrChanged instead of
-//     moving: the program gets the old version's bytes read so far (a
-//     short read) and then ESTALE at that offset on this open file; a read
-//     elsewhere, or a new open, reads the new version. A read past the end
-//     the last one found (tail -f after an append) moves as before.
 //   - The FUSE layer fails a read shorter than the size it last gave the
 //     kernel (fs handle.Read): the kernel would pad it with zeros.
 //   - A range-cached file's blocks are written to its epoch's file only

@@ -29,16 +29,7 @@ import (
 //     epoch are gone; waited for briefly, else the read fails with
 //     ErrChanged), a read-only handle moves to the entry's current content
 //     (fetching what it needs) and the read is served from it; after
-//     maxReadMoves moves in one read, it fails with ErrChanged;
-//   - another epoch, and the read may be the rest of a read(2) whose first
-//     READs the handle served from its epoch (continuesLocked: one still
-//     in progress, or the read starts where the last one ended): it fails
-//     with ErrChanged. The kernel splits one read(2) into READs and copies
-//     each out as it arrives, so moving here would put the new version's
-//     bytes after the old one's in one read(2); the kernel returns the
-//     bytes copied so far (a short read, one version) or, with none,
-//     ESTALE. A sequential reader's next read(2) looks the same and fails
-//     too: reading elsewhere, or opening again, reads the new version.
+//     maxReadMoves moves in one read, it fails with ErrChanged.
 //
 // So one read returns bytes of one version. The kernel's page cache is
 // kept to the same rule by ordering: the epoch changes (under mu) before
@@ -139,15 +130,6 @@ func (h *Handle) servable(ctx context.Context, off int64, n int, rd *readState) 
 	}
 	f := h.f
 	if e.epoch != h.epoch && !h.writable {
-		if h.continuesLocked(off, n) {
-			// Maybe the rest of a read(2) whose first part the kernel
-			// has copied out already: the new version's bytes would
-			// join the old one's.
-			was, now := h.version, e.remote
-			s.mu.Unlock()
-			s.log.Info("read of a changed file fails: it continues a read of the old version", "ino", h.ino, "off", off, "was", was, "now", now)
-			return nil, fmt.Errorf("%w: the file changed on the server while it was read", ErrChanged)
-		}
 		// The kernel may still hold pages of the handle's epoch: new bytes
 		// next to them would mix two versions in one read(2). Move on once
 		// they are gone, or fail this read; at once when the content was
@@ -198,27 +180,6 @@ func (e *entry) hasBlocks(off int64, n int) bool {
 	return true
 }
 
-// continuesLocked reports whether a read of n bytes at off may belong to
-// the same read(2) as a read of the handle's epoch: one is still in
-// progress (the kernel sends the READs of one read(2), readahead's among
-// them, several at a time), or it starts where the last one ended with
-// all it asked for, or ends where the last one started (two READs of
-// one read(2) served out of order). The kernel splits one read(2) into
-// READs of consecutive ranges and says nothing of where a read(2)
-// begins, so a sequential reader's next read(2) looks the same: it
-// fails too, and a read elsewhere (or a new open) reads the new
-// version. A read past the end the last one found cannot be part of
-// it: the kernel cuts a read(2) at the size it knows. Caller holds mu.
-func (h *Handle) continuesLocked(off int64, n int) bool {
-	if h.reading > 0 {
-		return true
-	}
-	if h.lastEnd == 0 {
-		return false // nothing read from this epoch yet
-	}
-	return (h.lastFull && off == h.lastEnd) || off+int64(n) == h.lastStart
-}
-
 // moveToCurrent points a read-only handle at its entry's current content,
 // fetching it first as an open would. It returns errMoved when it did.
 func (h *Handle) moveToCurrent(ctx context.Context) error {
@@ -254,7 +215,6 @@ func (h *Handle) moveToCurrent(ctx context.Context) error {
 	h.old = append(h.old, h.f) // a read in progress may still use it
 	h.f, h.epoch, h.version = f, epoch, version
 	h.nextOff = 0
-	h.lastStart, h.lastEnd, h.lastFull = 0, 0, false
 	s.mu.Unlock()
 	return errMoved
 }
@@ -285,7 +245,7 @@ func (h *Handle) ReadAtContext(ctx context.Context, p []byte, off int64) (int, e
 		f, err := h.servable(ctx, off, len(p), &rd)
 		if err == nil {
 			n, err := f.ReadAt(p, off)
-			h.doneReading(f, off, n, n == len(p))
+			h.doneReading()
 			return n, err
 		}
 		if !errors.Is(err, errMoved) {
@@ -297,16 +257,12 @@ func (h *Handle) ReadAtContext(ctx context.Context, p []byte, off int64) (int, e
 	}
 }
 
-// doneReading ends a read that servable let through (n bytes at off from
-// f, full when it returned all it was asked); the files of earlier
+// doneReading ends a read that servable let through; the files of earlier
 // epochs are closed once no read uses them, so a handle kept open on a
 // file the server keeps changing does not pile up open files.
-func (h *Handle) doneReading(f *os.File, off int64, n int, full bool) {
+func (h *Handle) doneReading() {
 	h.s.mu.Lock()
 	h.reading--
-	if f == h.f && n > 0 {
-		h.lastStart, h.lastEnd, h.lastFull = off, off+int64(n), full
-	}
 	var old []*os.File
 	if h.reading == 0 {
 		old, h.old = h.old, nil

@@ -6,10 +6,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"io"
 	"os"
 	"remotefs/conn"
-	"strings"
 	"testing"
 	"time"
 )
@@ -151,71 +149,5 @@ func TestLargeFileOpenRechecksWithFeedLive(t *testing.T) {
 	os.Chtimes(e.remote.p("ckpt.bin"), time.Unix(2000, 0), time.Unix(2000, 0))
 	if got := e.mustRead("ckpt.bin"); got != "VERSION TWO, long enough" {
 		t.Fatalf("read %q: the server's file is the second version", got)
-	}
-}
-
-// The kernel splits one read(2) into several READs, each a call of
-// ReadAtContext on the same handle. When the file changes on the server
-// between two of them (found here by another open, close-to-open, with no
-// change feed), the READ continuing the first one fails with ErrChanged
-// rather than bring the new version's bytes next to the old ones the
-// kernel already copied out; a read somewhere else is a new read(2) and
-// gets the new version, and so does a read past an end the handle found
-// (tail -f reading what was appended).
-func TestReadRunKeepsOneVersion(t *testing.T) {
-	e := newEnv(t)
-	ctx := context.Background()
-	rewrite := func(b byte, size int, mtime int64) {
-		e.server("f", strings.Repeat(string(b), size))
-		os.Chtimes(e.remote.p("f"), time.Unix(mtime, 0), time.Unix(mtime, 0))
-	}
-	rewrite('a', 64<<10, 1000)
-	ino := e.mustLookup("f").Ino
-	h, err := e.s.Open(ctx, ino, os.O_RDONLY)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Release()
-	buf := make([]byte, 16<<10)
-	if n, err := h.ReadAtContext(ctx, buf, 0); err != nil || n != len(buf) || buf[0] != 'a' {
-		t.Fatalf("first READ: %d, %v, %q", n, err, buf[:1])
-	}
-	// Rewritten on the server; another program's open finds it.
-	rewrite('b', 64<<10, 2000)
-	e.clock.Advance(time.Hour)
-	h2, err := e.s.Open(ctx, ino, os.O_RDONLY)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h2.Release()
-	for i := 0; i < 2; i++ { // the READ, and the kernel's retry of its page
-		n, err := h.ReadAtContext(ctx, buf, 16<<10)
-		if !errors.Is(err, ErrChanged) {
-			t.Fatalf("the READ continuing one of the old version: %d bytes (%q...), %v; want ErrChanged", n, buf[:min(n, 4)], err)
-		}
-	}
-	// A read elsewhere: a new read(2), of the new version.
-	if n, err := h.ReadAtContext(ctx, buf, 0); err != nil || n != len(buf) || buf[0] != 'b' || buf[n-1] != 'b' {
-		t.Fatalf("a new read after the change: %d, %v, %q", n, err, buf[:1])
-	}
-	if n, err := h.ReadAtContext(ctx, buf, 16<<10); err != nil || n != len(buf) || buf[0] != 'b' {
-		t.Fatalf("reading on in the new version: %d, %v, %q", n, err, buf[:1])
-	}
-
-	// A READ that found the end, then one past it after an append: what
-	// was appended (the kernel starts a new READ only past the size it
-	// was told, so no read(2) spans both).
-	if n, err := h.ReadAtContext(ctx, buf, 56<<10); n != 8<<10 || (err != nil && !errors.Is(err, io.EOF)) {
-		t.Fatalf("read to the end: %d, %v", n, err)
-	}
-	rewrite('b', 72<<10, 3000)
-	e.clock.Advance(time.Hour)
-	h3, err := e.s.Open(ctx, ino, os.O_RDONLY)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h3.Release()
-	if n, err := h.ReadAtContext(ctx, buf, 64<<10); n != 8<<10 || buf[0] != 'b' || (err != nil && !errors.Is(err, io.EOF)) {
-		t.Fatalf("read past the old end after an append: %d, %v", n, err)
 	}
 }
