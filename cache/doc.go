@@ -308,16 +308,6 @@
 //     as well (its confirmation time is not persisted).
 //   - An unreachable server (the confirming listing fails offline) leaves
 //     the cache served as it is; other errors are the user's.
-//   - Confirmations of one folder share one listing: a background refresh
-//     is registered (Store.listing) before the lookup that started it
-//     returns, a running listing is waited for, and one that ended after
-//     the caller found the folder unconfirmed is taken instead of
-//     another (listDirSeen). Listings are numbered when asked
-//     (Store.listSeq); one asked before the listing a folder shows (the
-//     tree listing's stream, still running when a readdir listed the
-//     folder itself) is dropped rather than merged: it would undo the
-//     newer one. A listing also keeps a file the server showed after it
-//     was asked (a stat confirmed it since).
 //
 // The kernel's own caches are empty on a new mount, so every name passes
 // through a lookup first. After a reconnect (not a remount) the kernel may

@@ -180,9 +180,6 @@ type entry struct {
 	// folder was last listed from the server (not persisted: zero after
 	// a restart, so every cached listing starts unconfirmed).
 	confirmed uint64
-	// listSeq: the Store.listSeq of the listing the folder shows (not
-	// persisted); a listing asked before it is older and not merged.
-	listSeq uint64
 	// statEpoch: the connection epoch in which this entry alone was last
 	// confirmed with the server (confirmName: a lookup in a folder not
 	// listed in this connection; not persisted).

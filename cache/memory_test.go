@@ -124,7 +124,7 @@ func TestUnchangedListingWritesNothing(t *testing.T) {
 	}
 	dir := e.mustLookup("a").Ino
 	ctx := context.Background()
-	if err := e.s.listDir(ctx, dir); err != nil {
+	if err := e.s.listDirNow(ctx, dir); err != nil {
 		t.Fatal(err)
 	}
 	dirtyFiles := func() []string {
@@ -147,14 +147,14 @@ func TestUnchangedListingWritesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.s.mu.Unlock()
-	if err := e.s.listDir(ctx, dir); err != nil {
+	if err := e.s.listDirNow(ctx, dir); err != nil {
 		t.Fatal(err)
 	}
 	if got := dirtyFiles(); len(got) != 0 {
 		t.Fatalf("listing unchanged files again marks %q for meta.db", got)
 	}
 	e.server("a/f07", "changed on the server")
-	if err := e.s.listDir(ctx, dir); err != nil {
+	if err := e.s.listDirNow(ctx, dir); err != nil {
 		t.Fatal(err)
 	}
 	if got := dirtyFiles(); !slices.Equal(got, []string{"f07"}) {

@@ -237,7 +237,6 @@ type bulkLister struct {
 	stack  []*frame
 	since  uint64
 	epoch  uint64
-	seq    uint64 // the stream's Store.listSeq, one for all its folders
 	asked  time.Time
 }
 
@@ -245,8 +244,6 @@ func (s *Store) newBulkLister(top string, topIno Ino, prune []string) *bulkListe
 	l := &bulkLister{s: s, pruned: pruneSet(prune), stack: []*frame{{path: top}}}
 	s.mu.Lock()
 	l.since, l.epoch = s.jr.mark(), s.connEpoch
-	s.listSeq++
-	l.seq = s.listSeq
 	l.asked = s.now()
 	// A folder whose listing is streaming is "being listed": a readdir of
 	// it meanwhile waits for the stream instead of listing it again (a
@@ -261,7 +258,7 @@ func (l *bulkLister) complete(f *frame) {
 	s := l.s
 	s.mu.Lock()
 	if _, d, err := s.lookupPathLocked(f.path); err == nil && d != nil && d.isDir() {
-		s.mergeListing(d.ino, f.path, f.infos, l.since, l.epoch, l.seq, l.asked)
+		s.mergeListing(d.ino, f.path, f.infos, l.since, l.epoch, l.asked)
 	}
 	s.releaseListingLocked(f, nil)
 	s.mu.Unlock()

@@ -133,11 +133,6 @@ type Store struct {
 	readahead  *runQueue                  // readahead runs in flight (ranges.go)
 	epochs     uint64                     // the last content epoch handed out (versions.go)
 	listing    map[Ino]*fetchCall
-	// listSeq numbers the folder listings asked of the server, in the
-	// order they were asked (a stream's once, when it starts); a folder
-	// keeps the number of the listing it shows (entry.listSeq), so an
-	// older one merged later is dropped (mergeListing).
-	listSeq uint64
 	// pruned: base names of the folders the tree listing skips (Preload);
 	// a folder inside one is listed with its whole subtree on first use.
 	pruned    pruneSet
@@ -213,9 +208,6 @@ type fetchCall struct {
 	// streaming: a folder of the bulk listing, completed when the stream
 	// has passed its whole subtree.
 	streaming bool
-	// stream: for a listing of one folder, the stream it stopped waiting
-	// for, which still owns its own release.
-	stream *fetchCall
 }
 
 // Conflict records an upload that found the server's file changed since

@@ -189,10 +189,9 @@ func (s *Store) ReadDir(ctx context.Context, dir Ino) ([]DirEntry, error) {
 	s.mu.Lock()
 	d := s.entries[dir]
 	huge := d != nil && s.unconfirmedLocked(d) // names are what is asked: list it
-	seen := s.listSeq
 	s.mu.Unlock()
 	if huge {
-		if err := s.confirmListing(ctx, dir, seen); err != nil {
+		if err := s.confirmListing(ctx, dir); err != nil {
 			return nil, err
 		}
 	}
@@ -226,27 +225,19 @@ func (s *Store) ensureListed(ctx context.Context, dir Ino) error {
 		s.mu.Unlock()
 		return ErrNotDir
 	}
-	seen := s.listSeq
 	if d.listed && s.unconfirmedLocked(d) && len(d.children) <= confirmListMax {
 		// Listed in an earlier mount or connection: the server may have
 		// changed it since.
 		s.mu.Unlock()
-		return s.confirmListing(ctx, dir, seen)
+		return s.confirmListing(ctx, dir)
 	}
 	if d.listed {
 		// With a live change feed, listings are kept current by it.
 		fed := s.feedCovers(d, d.listedAt.Time())
 		stale := !fed && s.now().Sub(d.listedAt.Time()) > s.opts.DirTTL && s.online() && s.listing[dir] == nil
-		var job *listJob
-		if stale {
-			// Registered now, so that a readdir or lookup coming
-			// before the refresh starts waits for it instead of
-			// sending a listing of its own.
-			job = s.claimListingJobLocked(d)
-		}
 		s.mu.Unlock()
-		if job != nil {
-			go s.runListing(context.Background(), job)
+		if stale {
+			go s.listDir(context.Background(), dir)
 		}
 		return nil
 	}
@@ -257,16 +248,15 @@ func (s *Store) ensureListed(ctx context.Context, dir Ino) error {
 	if s.listSubtree(ctx, dir) { // preload.go
 		return nil
 	}
-	return s.listDirSeen(ctx, dir, seen)
+	return s.listDir(ctx, dir)
 }
 
 // confirmListing lists dir, whose cached listing comes from an earlier
 // mount or connection, before it is served: from the tree listing when
 // it is about to bring it (listDir), else at once. An unreachable server
-// leaves the cached listing to be served, as offline. seen is the
-// Store.listSeq when the caller found dir unconfirmed (listDirSeen).
-func (s *Store) confirmListing(ctx context.Context, dir Ino, seen uint64) error {
-	err := s.listDirSeen(ctx, dir, seen)
+// leaves the cached listing to be served, as offline.
+func (s *Store) confirmListing(ctx context.Context, dir Ino) error {
+	err := s.listDir(ctx, dir)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) && (errors.Is(err, ErrOffline) || !s.online()) {
 		return nil
 	}
@@ -276,16 +266,6 @@ func (s *Store) confirmListing(ctx context.Context, dir Ino, seen uint64) error 
 // listDir lists dir from the server and merges the result, one call at a
 // time per directory.
 func (s *Store) listDir(ctx context.Context, dir Ino) error {
-	return s.listDirSeen(ctx, dir, ^uint64(0))
-}
-
-// listDirSeen is listDir for a caller that decided to list dir when
-// Store.listSeq was seen: a listing asked after that which confirmed dir
-// in this connection meanwhile (it ended between the caller's look and
-// now) is the one the caller needed, and no other is sent. Concurrent
-// confirmations of a folder share one listing: a running one is waited
-// for, and one that ended since the caller looked is taken.
-func (s *Store) listDirSeen(ctx context.Context, dir Ino, seen uint64) error {
 	s.mu.Lock()
 	for c := s.listing[dir]; c != nil; c = s.listing[dir] {
 		s.mu.Unlock()
@@ -299,7 +279,7 @@ func (s *Store) listDirSeen(ctx context.Context, dir Ino, seen uint64) error {
 			s.mu.Lock()
 			if s.listing[dir] == c && c.streaming {
 				s.mu.Unlock()
-				return s.listDirNow(ctx, dir, seen)
+				return s.listDirNow(ctx, dir)
 			}
 			s.mu.Unlock()
 			<-c.done
@@ -310,7 +290,7 @@ func (s *Store) listDirSeen(ctx context.Context, dir Ino, seen uint64) error {
 		s.mu.Lock()
 	}
 	s.mu.Unlock()
-	return s.listDirNow(ctx, dir, seen)
+	return s.listDirNow(ctx, dir)
 }
 
 // streamWait: how long a readdir waits for the bulk listing to reach a
@@ -318,9 +298,8 @@ func (s *Store) listDirSeen(ctx context.Context, dir Ino, seen uint64) error {
 const streamWait = 2 * time.Second
 
 // listDirNow lists dir from the server unless another listing (not a
-// stream) is running, which it waits for, or one asked after seen has
-// confirmed dir (listDirSeen).
-func (s *Store) listDirNow(ctx context.Context, dir Ino, seen uint64) error {
+// stream) is running, which it waits for.
+func (s *Store) listDirNow(ctx context.Context, dir Ino) error {
 	s.mu.Lock()
 	if c := s.listing[dir]; c != nil && !c.streaming {
 		s.mu.Unlock()
@@ -336,69 +315,41 @@ func (s *Store) listDirNow(ctx context.Context, dir Ino, seen uint64) error {
 		s.mu.Unlock()
 		return ErrStale
 	}
-	if d.listed && d.confirmed == s.connEpoch && d.listSeq > seen {
-		s.mu.Unlock()
-		return nil // listed since the caller looked
-	}
-	job := s.claimListingJobLocked(d)
-	s.mu.Unlock()
-	if job == nil {
-		return nil
-	}
-	return s.runListing(ctx, job)
-}
-
-// listJob is one listing of a folder, registered in Store.listing.
-type listJob struct {
-	dir  Ino
-	p    string
-	call *fetchCall
-	// since, epoch, seq: the journal's mark, the connection epoch and
-	// the listing's number (Store.listSeq) when it was asked for.
-	since, epoch, seq uint64
-	// confirming: the cached listing (and its files' stat data) comes
-	// from an earlier mount or connection.
-	confirming bool
-}
-
-// claimListingJobLocked registers a listing of folder d (in place of a
-// stream being waited for), or returns nil when d's local changes are
-// not on the server yet: the server's listing would contradict them.
-// Caller holds mu.
-func (s *Store) claimListingJobLocked(d *entry) *listJob {
 	p := s.pathOf(d)
 	if d.listed && s.protected(p) {
+		// Local changes under this directory are not on the server yet;
+		// the server's listing would contradict them.
 		d.listedAt = stampOf(s.now())
+		s.mu.Unlock()
 		return nil
 	}
-	call := &fetchCall{done: make(chan struct{}), ino: d.ino, stream: s.listing[d.ino]}
-	s.listing[d.ino] = call
-	s.listSeq++
-	return &listJob{dir: d.ino, p: p, call: call, since: s.jr.mark(), epoch: s.connEpoch,
-		seq: s.listSeq, confirming: d.listed && d.confirmed != s.connEpoch}
-}
+	call := &fetchCall{done: make(chan struct{})}
+	prev := s.listing[dir] // a stream we stopped waiting for
+	s.listing[dir] = call
+	since, epoch := s.jr.mark(), s.connEpoch
+	// confirming: the cached listing (and its files' stat data) comes
+	// from an earlier mount or connection.
+	confirming := d.listed && d.confirmed != epoch
+	s.mu.Unlock()
 
-// runListing sends job's listing and merges what the server says.
-func (s *Store) runListing(ctx context.Context, job *listJob) error {
 	asked := s.now()
-	infos, err := s.remote.ReadDir(ctx, job.p)
-	if err == nil && job.confirming {
-		infos = s.withStatData(ctx, job.p, infos)
+	infos, err := s.remote.ReadDir(ctx, p)
+	if err == nil && confirming {
+		infos = s.withStatData(ctx, p, infos)
 	}
 
 	s.mu.Lock()
-	dir, p, call := job.dir, job.p, job.call
 	if s.listing[dir] == call {
 		delete(s.listing, dir)
-		if prev := call.stream; prev != nil && !isDone(prev) {
+		if prev != nil && !isDone(prev) {
 			s.listing[dir] = prev // the stream still owns its release
 		}
 	}
 	if err == nil {
-		s.mergeListing(dir, p, infos, job.since, job.epoch, job.seq, asked)
+		s.mergeListing(dir, p, infos, since, epoch, asked)
 	} else if errors.Is(err, fs.ErrNotExist) {
 		// The directory is gone on the server.
-		if d := s.entries[dir]; d != nil && dir != RootIno && !s.keepLocal(p, job.since) && s.pathOf(d) == p && !s.hasLocalWorkLocked(d) {
+		if d := s.entries[dir]; d != nil && dir != RootIno && !s.keepLocal(p, since) && s.pathOf(d) == p && !s.hasLocalWorkLocked(d) {
 			s.removeSubtree(d)
 		}
 	}
@@ -448,16 +399,11 @@ func (s *Store) withStatData(ctx context.Context, p string, infos []conn.FileInf
 
 // mergeListing applies a listing of dir (path p) from the server, asked
 // for when the delivered-operations counter read since, in connection
-// epoch, as listing number seq (Store.listSeq), at time asked. A listing
-// asked before the one the folder shows is older and is dropped: it
-// would undo what the newer one confirmed. Caller holds mu.
-func (s *Store) mergeListing(dir Ino, p string, infos []conn.FileInfo, since, epoch, seq uint64, asked time.Time) {
+// epoch, at time asked. Caller holds mu.
+func (s *Store) mergeListing(dir Ino, p string, infos []conn.FileInfo, since, epoch uint64, asked time.Time) {
 	d := s.entries[dir]
 	if d == nil || s.pathOf(d) != p {
 		return // moved or removed while we listed it
-	}
-	if d.listSeq > seq {
-		return // a listing asked after this one was merged first
 	}
 	if d.children == nil {
 		d.children = map[string]Ino{}
@@ -498,9 +444,6 @@ func (s *Store) mergeListing(dir Ino, p string, infos []conn.FileInfo, since, ep
 		if s.keepLocal(childPath(p, name), since) || s.hasLocalWorkLocked(c) || c.localOnly {
 			continue
 		}
-		if c.mode.IsRegular() && c.checked.After(asked) {
-			continue // found on the server since the listing was asked for
-		}
 		if s.unlinkNameLocked(d, name, c) {
 			s.notifyLocked(Invalidation{Dir: d.ino, Name: name, Ino: c.ino})
 			continue
@@ -512,7 +455,6 @@ func (s *Store) mergeListing(dir Ino, p string, infos []conn.FileInfo, since, ep
 	d.announce = false
 	d.listedAt = stampOf(now)
 	d.confirmed = epoch
-	d.listSeq = seq
 	s.dirtyIno[dir] = true
 }
 
