@@ -48,6 +48,10 @@ func servePersistent(ctx context.Context, sock string, linger time.Duration, std
 	first := make(chan error, 1)
 	go func() {
 		first <- serveSession(ctx, stdin, stdout)
+		// The starting connection must see its session end (EOF on the
+		// channel) at once, not wait for its ping timeout while the
+		// process lingers for others: close what it reads and writes.
+		hangUp(stdin, stdout)
 		p.end()
 	}()
 	if lerr != nil {
@@ -187,4 +191,24 @@ func listenSocket(sock string) (*net.UnixListener, uint64, error) {
 		return nil, 0, err
 	}
 	return ln, st.Ino, nil
+}
+
+// hangUp closes the starting connection's pipes once its session ended
+// (an idle limit, a bad frame): the process lives on for the socket's
+// connections, and an open stdout or stderr would keep that connection
+// believing it is served.
+func hangUp(stdin io.Reader, stdout io.Writer) {
+	if c, ok := stdout.(io.Closer); ok {
+		c.Close()
+	}
+	if c, ok := stdin.(io.Closer); ok {
+		c.Close()
+	}
+	if stdout != io.Writer(os.Stdout) {
+		return
+	}
+	if null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0); err == nil {
+		unix.Dup2(int(null.Fd()), 2) // the channel's stderr
+		null.Close()
+	}
 }

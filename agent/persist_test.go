@@ -1,10 +1,13 @@
 package agent
 
 import (
+	"context"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 )
 
 // The agent's socket is made only in a folder of the user's own closed
@@ -59,4 +62,42 @@ func TestListenSocket(t *testing.T) {
 	if left, _ := filepath.Glob(filepath.Join(dir, "*")); len(left) != 1 {
 		t.Errorf("files left in the folder: %q", left)
 	}
+}
+
+// When the session of the connection that started the agent ends (here:
+// its stdin closed), that connection sees its output end at once, while
+// the process goes on serving its socket for others.
+func TestFirstSessionEndHangsUp(t *testing.T) {
+	dir := t.TempDir()
+	os.Chmod(dir, 0o700)
+	sock := filepath.Join(dir, "agent-x.sock")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	inR, inW := io.Pipe()
+	outR, outW := io.Pipe()
+	go servePersistent(ctx, sock, time.Minute, inR, outW)
+	for i := 0; ; i++ {
+		if _, err := os.Lstat(sock); err == nil {
+			break
+		} else if i > 500 {
+			t.Fatalf("no socket: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	eof := make(chan error, 1)
+	go func() { _, err := io.Copy(io.Discard, outR); eof <- err }()
+	inW.Close()
+	select {
+	case err := <-eof:
+		if err != nil {
+			t.Errorf("output ended with %v, want EOF", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first session ended but its output stayed open")
+	}
+	c, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatalf("the socket stopped serving when the first session ended: %v", err)
+	}
+	c.Close()
 }

@@ -322,7 +322,11 @@ func (a *agentRunner) run(started chan struct{}) {
 	c := a.c
 	// No ctx of the caller's: the agent lives as long as the connection
 	// (see uploader.install about SIGKILL during shell start-up).
-	execCtx, kill := context.WithCancel(context.Background())
+	// Once an agent started here greeted as one that lingers for later
+	// connections (others may be using it), ending this connection's use
+	// of it closes the session without killing the process.
+	var serving atomic.Bool
+	execCtx, kill := context.WithCancel(context.WithValue(context.Background(), leaveRunningKey{}, &serving))
 	inR, inW := io.Pipe()
 	outR, outW := io.Pipe()
 	stderr := &syncBuffer{buf: limitedBuffer{buf: &bytes.Buffer{}, max: 4096}}
@@ -449,6 +453,9 @@ func (a *agentRunner) run(started chan struct{}) {
 		stop()
 		finish(nil, fmt.Errorf("agent: %w", b.err), b.permanent)
 		return
+	}
+	if !b.persistent && linger > 0 {
+		serving.Store(true)
 	}
 	c.setOwner(b.uid, b.gid)
 	finish(b.m, nil, false)
@@ -827,4 +834,14 @@ func (c *Client) StatMany(ctx context.Context, paths []string, yield func(path s
 			}
 			return err
 		})
+}
+
+// leaveRunningKey marks an exec context whose cancellation closes the
+// session without signalling the command: an agent that other
+// connections may be using through its socket.
+type leaveRunningKey struct{}
+
+func leaveRunning(ctx context.Context) bool {
+	b, _ := ctx.Value(leaveRunningKey{}).(*atomic.Bool)
+	return b != nil && b.Load()
 }

@@ -1463,7 +1463,9 @@ func (c *Client) Exec(ctx context.Context, cmd string, stdin io.Reader, stdout, 
 	select {
 	case w = <-waitc:
 	case <-ctx.Done():
-		sess.signal("KILL")
+		if !leaveRunning(ctx) {
+			sess.signal("KILL")
+		}
 		sess.close()
 		out.abandon()
 		return -1, fmt.Errorf("exec on %s: %w", c.label, ctx.Err())
