@@ -301,6 +301,7 @@ func (c *Client) startSFTPSession(ctx context.Context, sc *ssh.Client, label str
 // absolute, and checks that it is a directory.
 func (c *Client) setRoot(ctx context.Context, p string) error {
 	var home string
+	var gotHome atomic.Pointer[string] // the closure may outlive run on a deadline
 	defer func() {
 		c.home = home
 		close(c.homeKnown)
@@ -315,18 +316,22 @@ func (c *Client) setRoot(ctx context.Context, p string) error {
 	abs := rel
 	if !path.IsAbs(rel) {
 		err := c.run(ctx, func(*progress) error {
-			var err error
-			home, err = c.sftp.Getwd()
+			h, err := c.sftp.Getwd()
+			if err == nil {
+				gotHome.Store(&h)
+			}
 			return err
 		})
 		if err != nil {
 			return c.rootError("cannot find the remote home directory", "", err)
 		}
+		home = *gotHome.Load()
 		abs = path.Join(home, rel)
 	}
 	abs = path.Clean(abs)
 	var info os.FileInfo
 	var found atomic.Pointer[string] // fn may outlive run on a deadline
+	knownHome := home                // fn reads its own copy: home is set below
 	err := c.run(ctx, func(*progress) error {
 		// The start folder's owner is taken as the login user (Owner):
 		// asked alongside the root, so it costs no extra round trip.
@@ -341,7 +346,7 @@ func (c *Client) setRoot(ctx context.Context, p string) error {
 			}
 			start <- fi
 		}()
-		if home == "" {
+		if knownHome == "" {
 			go func() {
 				h, err := c.sftp.Getwd()
 				if err != nil {
@@ -350,7 +355,7 @@ func (c *Client) setRoot(ctx context.Context, p string) error {
 				wd <- h
 			}()
 		} else {
-			wd <- home
+			wd <- knownHome
 		}
 		var err error
 		info, err = c.sftp.Stat(abs)
