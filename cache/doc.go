@@ -183,6 +183,16 @@
 //     was dropped with no new version, e.g. a late feed report); until
 //     then, and when the file keeps changing under it, the read fails
 //     with ErrChanged.
+//     Known gap: the kernel splits one read(2) into several READs, served
+//     in any order, and nothing says where a read(2) began; a handle that
+//     moves between two of them (the kernel was told of a server rewrite
+//     in that moment, seen without a change feed under heavy load in
+//     e2e TestReadsRaceServerWrites/rtt50-nofeed) can give one read(2)
+//     bytes of both versions, each of which the server had. Failing every
+//     non-initial READ after a version change closes it but breaks tail -f
+//     on unaligned appends and mmap readers (git's packs) on an mtime-only
+//     change, so it is not done; a content comparison for same-size
+//     changes would be needed first.
 //   - The FUSE layer fails a read shorter than the size it last gave the
 //     kernel (fs handle.Read): the kernel would pad it with zeros.
 //   - A range-cached file's blocks are written to its epoch's file only
