@@ -172,6 +172,9 @@ func TestLookupBesideLargeRead(t *testing.T) {
 	shared, sharedRate := measure(-1)
 	t.Logf("lookup while streaming, rtt %v: own session median %v max %v (content %.1f MB/s); shared session median %v max %v (content %.1f MB/s)",
 		linkRTT, medianOf(sep), slices.Max(sep), sepRate, medianOf(shared), slices.Max(shared), sharedRate)
+	if !timingAsserts(t) {
+		return
+	}
 	if m := medianOf(sep); m > 5*linkRTT {
 		t.Errorf("lookup beside a large read took %v (median), want under %v", m, 5*linkRTT)
 	}
@@ -205,12 +208,28 @@ func TestLargeReadThroughput(t *testing.T) {
 		longRTT, pool, defaultContentSessions, one, linkRTT, capped, capped/capRate*1e8)
 	// Loose bounds: under -race on a shared machine the figures drop
 	// (91-93% and 2.6x measured alone, 80% and 2.2x under -race).
+	if !timingAsserts(t) {
+		return
+	}
 	if capped < 0.7*capRate/1e6 {
 		t.Errorf("%.1f MB/s at a 20 MB/s cap, want at least 14", capped)
 	}
 	if pool < 1.6*one {
 		t.Errorf("%.1f MB/s with %d content sessions, not 1.6 times the %.1f with one: the sessions do not share the load", pool, defaultContentSessions, one)
 	}
+}
+
+// timingAsserts says whether the speed bounds are checked: only in
+// `make stress` (REMOTEFS_STRESS=1), on a machine left to the test. Beside
+// other packages' tests (make test, CI) they failed on load alone; what
+// the bench measures there is the speed, what these tests check
+// everywhere is the bytes and the sessions used.
+func timingAsserts(t *testing.T) bool {
+	if os.Getenv("REMOTEFS_STRESS") != "1" {
+		t.Log("speed bounds checked only with REMOTEFS_STRESS=1 (make stress)")
+		return false
+	}
+	return true
 }
 
 // serverWithBigFile starts sshd with a folder holding big.bin, size
