@@ -314,7 +314,7 @@ func TestCappedCells(t *testing.T) {
 	}
 }
 
-// TestSSHFSCap runs sshfs on a tiny realistic repository with a 2 s cap
+// TestSSHFSCap runs sshfs on a tiny realistic repository with an 8 s cap (long enough for the steps that should finish, on a loaded machine)
 // and makes two steps pass it for real: the cold walk on a dead link (the
 // step cannot return: the mount must be replaced by a fresh one) and the
 // cold bulk write on a 600 ms link (tar is stopped part way: the half
@@ -332,7 +332,7 @@ func TestSSHFSCap(t *testing.T) {
 	sshdtest.Require(t)
 	testenv.RequireFUSE(t)
 	cfg, err := parseFlags([]string{"-repo", "3k", "-quick", "-files", "40", "-history", "1MiB", "-rtt", "2ms", "-bulk", "30",
-		"-bigfile", "1MiB", "-saves", "2", "-only", "sshfs", "-steps", "walk,git,bulk,save", "-sshfs-cap", "2s"})
+		"-bigfile", "1MiB", "-saves", "2", "-only", "sshfs", "-steps", "walk,git,bulk,save", "-sshfs-cap", "8s"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -355,9 +355,9 @@ func TestSSHFSCap(t *testing.T) {
 		t.Errorf("steps stopped at the cap: %q, want %q", capped, want)
 	}
 	for _, rc := range []struct{ row, col, want string }{
-		{"walk", "sshfs/cold", "> 2.00 s"},
-		{"bulk", "sshfs/cold", "> 2.00 s"},
-		{"bulkrm", "sshfs/cold", "> 2.00 s"},
+		{"walk", "sshfs/cold", "> 8.00 s"},
+		{"bulk", "sshfs/cold", "> 8.00 s"},
+		{"bulkrm", "sshfs/cold", "> 8.00 s"},
 	} {
 		if got := rep.text(rc.row, rc.col); got != rc.want {
 			t.Errorf("%s / %s: %q, want %q", rc.row, rc.col, got, rc.want)
@@ -376,8 +376,8 @@ func TestSSHFSCap(t *testing.T) {
 	if rep.failed() {
 		t.Error("the run counts as failed")
 	}
-	for _, want := range []string{"cold walk: stopped at the 2.00 s cap; mount replaced by a fresh one", "the step had not returned",
-		"cold bulk: stopped at the 2.00 s cap; mount replaced by a fresh one", "left proj/bulk-cold on the server (repaired there)"} {
+	for _, want := range []string{"cold walk: stopped at the 8.00 s cap; mount replaced by a fresh one", "the step had not returned",
+		"cold bulk: stopped at the 8.00 s cap; mount replaced by a fresh one", "left proj/bulk-cold on the server (repaired there)"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("report does not say %q", want)
 		}
