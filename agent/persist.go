@@ -198,17 +198,22 @@ func listenSocket(sock string) (*net.UnixListener, uint64, error) {
 // connections, and an open stdout or stderr would keep that connection
 // believing it is served.
 func hangUp(stdin io.Reader, stdout io.Writer) {
+	if stdout == io.Writer(os.Stdout) {
+		// The process's own fds: /dev/null replaces the pipes in place
+		// (closing them would free fds 0-2 for the next socket, and a
+		// stray write to stdout would land in another connection).
+		if null, err := os.OpenFile(os.DevNull, os.O_RDWR, 0); err == nil {
+			for fd := 0; fd <= 2; fd++ {
+				unix.Dup2(int(null.Fd()), fd)
+			}
+			null.Close()
+			return
+		}
+	}
 	if c, ok := stdout.(io.Closer); ok {
 		c.Close()
 	}
 	if c, ok := stdin.(io.Closer); ok {
 		c.Close()
-	}
-	if stdout != io.Writer(os.Stdout) {
-		return
-	}
-	if null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0); err == nil {
-		unix.Dup2(int(null.Fd()), 2) // the channel's stderr
-		null.Close()
 	}
 }
