@@ -62,7 +62,8 @@ func (r *recency) use(e *entry) { r.l.Get(e) }
 // touchContentLocked records that e's content is present and was just
 // used. Caller holds mu.
 func (s *Store) touchContentLocked(e *entry) {
-	s.recentBytes += e.presentBytes() - s.recent.add(e, e.presentBytes())
+	n := e.presentBytes() // scans a range-cached file's blocks
+	s.recentBytes += n - s.recent.add(e, n)
 }
 
 // forgetContentLocked records that e's content is gone. Caller holds mu.

@@ -340,20 +340,23 @@ const (
 )
 
 func globMatch(globs []string, p string) bool {
+	base := path.Base(p)
 	for _, g := range globs {
 		if !strings.ContainsAny(g, `*?[\`) {
 			// No metacharacter: path.Match is string equality. (Asked
 			// for every folder above a file at each open: feedCovers.)
-			if g == p || g == path.Base(p) {
+			if g == p || g == base {
 				return true
 			}
 			continue
 		}
-		if ok, _ := path.Match(g, path.Base(p)); ok {
+		if ok, _ := path.Match(g, base); ok {
 			return true
 		}
-		if ok, _ := path.Match(g, p); ok {
-			return true
+		if base != p {
+			if ok, _ := path.Match(g, p); ok {
+				return true
+			}
 		}
 	}
 	return false
