@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"net"
@@ -8,6 +9,9 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"remotefs/agent/proto"
+	"remotefs/internal/testenv"
 )
 
 // The agent's socket is made only in a folder of the user's own closed
@@ -75,15 +79,12 @@ func TestFirstSessionEndHangsUp(t *testing.T) {
 	defer cancel()
 	inR, inW := io.Pipe()
 	outR, outW := io.Pipe()
-	go servePersistent(ctx, sock, time.Minute, inR, outW)
-	for i := 0; ; i++ {
-		if _, err := os.Lstat(sock); err == nil {
-			break
-		} else if i > 500 {
-			t.Fatalf("no socket: %v", err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	served := make(chan error, 1)
+	go func() { served <- servePersistent(ctx, sock, time.Minute, inR, outW) }()
+	testenv.Eventually(t, 5*time.Second, "the agent's socket", func() bool {
+		_, err := os.Lstat(sock)
+		return err == nil
+	})
 	eof := make(chan error, 1)
 	go func() { _, err := io.Copy(io.Discard, outR); eof <- err }()
 	inW.Close()
@@ -99,5 +100,17 @@ func TestFirstSessionEndHangsUp(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the socket stopped serving when the first session ended: %v", err)
 	}
-	c.Close()
+	defer c.Close()
+	// A connection through the socket is greeted by the agent.
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	greeting := make([]byte, 256)
+	n, err := io.ReadAtLeast(c, greeting, len(proto.AgentHello))
+	if err != nil || !bytes.Contains(greeting[:n], []byte(proto.AgentHello)) {
+		t.Fatalf("no greeting through the socket after the first session ended: %q, %v", greeting[:n], err)
+	}
+	select {
+	case err := <-served:
+		t.Fatalf("the agent ended with its first session: %v", err)
+	default:
+	}
 }
