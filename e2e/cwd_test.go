@@ -204,7 +204,7 @@ func TestCwdKeptWhenFeedGoesDown(t *testing.T) {
 		dir string
 		cmd *exec.Cmd
 		in  *os.File
-		out *strings.Builder
+		out *lockedBuffer
 	}
 	var procs []proc
 	for _, dir := range []string{"proj", "proj/a", "proj/a/b/c"} {
@@ -212,7 +212,7 @@ func TestCwdKeptWhenFeedGoesDown(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		out := &strings.Builder{}
+		out := &lockedBuffer{}
 		cmd := exec.Command(py, "-c", "import os, sys\nfor line in sys.stdin:\n    try:\n        print(os.getcwd(), flush=True)\n    except OSError as e:\n        print('getcwd failed:', e, flush=True)\n")
 		cmd.Dir, cmd.Stdin, cmd.Stdout, cmd.Stderr = w.m(dir), r, out, out
 		if err := cmd.Start(); err != nil {
@@ -221,21 +221,36 @@ func TestCwdKeptWhenFeedGoesDown(t *testing.T) {
 		r.Close()
 		procs = append(procs, proc{dir, cmd, wr, out})
 	}
-	ask := func() {
+	// ask has every process answer once more, and waits for the
+	// answers: each getcwd happens in the state the test is in.
+	asked := 0
+	ask := func(when string) {
+		asked++
 		for _, pr := range procs {
 			if _, err := pr.in.WriteString("\n"); err != nil {
 				t.Fatal(err)
 			}
 		}
+		eventually(t, 20*time.Second, "getcwd answered "+when, func() bool {
+			for _, pr := range procs {
+				if strings.Count(pr.out.String(), "\n") < asked {
+					return false
+				}
+			}
+			return true
+		})
 	}
-	ask()
+	ask("before the outage")
 	p.Blackhole(true)
 	eventually(t, 30*time.Second, "the mount to notice the dead link", func() bool { return w.status().State == "offline" })
 	eventually(t, 10*time.Second, "the kernel's caches dropped", func() bool { return w.daemonLogHas("change feed down") })
-	ask()
+	ask("during the outage")
+	if st := w.status().State; st != "offline" {
+		t.Fatalf("the outage ended before getcwd was asked in it: state %s", st)
+	}
 	p.Blackhole(false)
 	eventually(t, 60*time.Second, "the mount to go back online", func() bool { return w.status().State == "online" })
-	ask()
+	ask("after the outage")
 	for _, pr := range procs {
 		pr.in.Close()
 		if err := pr.cmd.Wait(); err != nil {
